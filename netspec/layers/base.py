@@ -1,0 +1,132 @@
+"""The Layer base class: Caffe's setup -> forward -> backward contract.
+
+A layer sees ``bottom`` blobs (inputs) and ``top`` blobs (outputs):
+
+* ``setup(bottom_shapes) -> top_shapes``: check arity and shapes, create parameter blobs in
+  ``self.blobs`` (learnable ``Param`` objects), precompute what the shapes allow.
+* ``forward(bottom, top)``: write ``top[i].data`` from ``bottom[i].data``.
+* ``backward(top, propagate_down, bottom)``: from ``top[i].diff`` *overwrite*
+  ``bottom[i].diff`` where ``propagate_down[i]`` and *accumulate* into ``self.blobs[j].diff``
+  (Caffe semantics: parameter gradients add up over ``iter_size`` and shared uses).
+
+Array work uses ``self.xp`` (numpy or cupy) and ``self.dtype`` only.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar, Optional
+
+import numpy
+
+from ..backend import Backend
+from ..blob import Blob, Param
+from ..errors import ShapeError, SpecError
+
+
+class Layer(abc.ABC):
+    type_name: ClassVar[str] = ""
+    #: layer-specific parameter block this layer reads (e.g. "convolution_param")
+    param_block: ClassVar[Optional[str]] = None
+    #: further parameter blocks the layer reads (e.g. SoftmaxWithLoss reads softmax_param)
+    extra_blocks: ClassVar[tuple[str, ...]] = ()
+    exact_bottoms: ClassVar[Optional[int]] = None
+    min_bottoms: ClassVar[int] = 0
+    max_bottoms: ClassVar[Optional[int]] = None
+    exact_tops: ClassVar[Optional[int]] = None
+    min_tops: ClassVar[int] = 0
+    max_tops: ClassVar[Optional[int]] = None
+    #: loss layers put loss_weight 1 on their first top by default
+    is_loss: ClassVar[bool] = False
+    #: False for layers whose bottoms never receive gradient (data, accuracy)
+    has_backward: ClassVar[bool] = True
+    #: which bottoms can never take a gradient (labels, indices); None = all can
+    no_grad_bottoms: ClassVar[tuple[int, ...]] = ()
+
+    def __init__(self, lp: Any, phase: str, backend: Backend, rng: numpy.random.Generator,
+                 where: dict | None = None):
+        self.lp = lp
+        self.name: str = lp.name
+        self.phase = phase
+        self.backend = backend
+        self.xp = backend.xp
+        self.dtype = backend.dtype
+        self.rng = rng
+        self.where = where or {}
+        self.blobs: list[Param] = []
+        self.p = getattr(lp, self.param_block) if self.param_block else None
+        if self.param_block and self.p is None:
+            self.p = self._default_block()
+
+    def _default_block(self):
+        from ..spec.params import LAYER_PARAM_BLOCKS  # noqa: PLC0415
+
+        try:
+            return LAYER_PARAM_BLOCKS[self.param_block]()
+        except Exception:  # noqa: BLE001 - required fields missing
+            raise self.error(f"needs a '{self.param_block}' block", field=self.param_block) from None
+
+    # -- helpers for subclasses ------------------------------------------------------------
+    def error(self, message: str, field: str | None = None, cls=ShapeError):
+        """An error naming this layer, its file and line."""
+        return cls(f"layer '{self.name}' ({self.type_name}): {message}", **self.where,
+                   field=field)
+
+    def spec_error(self, message: str, field: str | None = None):
+        return self.error(message, field, SpecError)
+
+    def add_param(self, shape: tuple[int, ...], filler: Any, name_suffix: str) -> Param:
+        """Create a parameter blob filled by ``filler`` (a FillerParameter)."""
+        from ..fillers import fill  # noqa: PLC0415
+
+        index = len(self.blobs)
+        host = fill(filler, tuple(int(s) for s in shape), self.rng)
+        spec = self.lp.param[index] if index < len(self.lp.param) else None
+        param = Param(f"{self.name}/{index}", self.backend.asarray(host), self.xp,
+                      lr_mult=spec.lr_mult if spec else 1.0,
+                      decay_mult=spec.decay_mult if spec else 1.0,
+                      owner=self.name, share_name=spec.name if spec else None)
+        self.blobs.append(param)
+        return param
+
+    def check_arity(self, n_bottoms: int, n_tops: int) -> None:
+        def bad(kind, n, want):
+            return self.spec_error(f"takes {want} {kind} blob(s), got {n}", field=kind)
+        if self.exact_bottoms is not None and n_bottoms != self.exact_bottoms:
+            raise bad("bottom", n_bottoms, f"exactly {self.exact_bottoms}")
+        if n_bottoms < self.min_bottoms:
+            raise bad("bottom", n_bottoms, f"at least {self.min_bottoms}")
+        if self.max_bottoms is not None and n_bottoms > self.max_bottoms:
+            raise bad("bottom", n_bottoms, f"at most {self.max_bottoms}")
+        if self.exact_tops is not None and n_tops != self.exact_tops:
+            raise bad("top", n_tops, f"exactly {self.exact_tops}")
+        if n_tops < self.min_tops:
+            raise bad("top", n_tops, f"at least {self.min_tops}")
+        if self.max_tops is not None and n_tops > self.max_tops:
+            raise bad("top", n_tops, f"at most {self.max_tops}")
+
+    # -- the contract ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def setup(self, bottom_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """Check shapes, create parameters; return the top shapes."""
+
+    @abc.abstractmethod
+    def forward(self, bottom: list[Blob], top: list[Blob]) -> None:
+        """Compute ``top[i].data`` from ``bottom[i].data``."""
+
+    def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
+        """Default for layers without a gradient: nothing to do."""
+
+    # -- state beyond parameters (e.g. a data cursor), saved in snapshots ------------------
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def canonical_axis(axis: int, ndim: int) -> int:
+    """Caffe's CanonicalAxisIndex: negative axes count from the end."""
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} out of range for {ndim}-D blob")
+    return axis % ndim

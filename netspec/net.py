@@ -1,0 +1,254 @@
+"""Net: an instantiated, shape-checked layer graph with forward and backward.
+
+Built from a NetParameter for one NetState (phase, level, stages) by the passes in
+``graph.py``; owns the blobs, the layers and the learnable parameters (shared by
+``param.name`` within a net, and by layer name between the TRAIN and TEST nets).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import graph
+from .backend import Backend
+from .blob import Blob, Param
+from .errors import NetspecError, ShapeError, SpecError
+from .layers import registry
+from .spec.net import NetParameter
+from .spec.params import NetState
+
+
+class Net:
+    def __init__(self, net_param: NetParameter, phase: str = "TRAIN", backend: Backend | None = None,
+                 rng: np.random.Generator | None = None, level: int = 0,
+                 stages: list[str] | tuple[str, ...] = ()):
+        self.param = net_param
+        self.name = net_param.name
+        self.phase = phase
+        self.backend = backend or Backend()
+        self.xp = self.backend.xp
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        state = NetState(phase=phase, level=level or net_param.state.level,
+                         stage=list(stages) or list(net_param.state.stage))
+        defs = graph.legacy_inputs(net_param) + graph.filter_phase(net_param, state)
+        graph.resolve(defs, net_param)
+        self.defs = graph.insert_splits(defs, self._loss_weight)
+        self.layers: list[Any] = []
+        self.bottoms: list[list[Blob]] = []
+        self.tops: list[list[Blob]] = []
+        self.blobs: dict[str, Blob] = {}
+        self.loss_terms: list[tuple[Blob, float]] = []
+        self._build()
+        self._share_params()
+        self._plan_backward(net_param.force_backward)
+        self._find_outputs()
+
+    # -- construction ---------------------------------------------------------------------
+    def _loss_weight(self, d: graph.LayerDef, k: int) -> float:
+        """Explicit ``loss_weight[k]``, else 1 for a loss layer's first top, else 0."""
+        if d.loss_weights:
+            w = d.loss_weights[k] if k < len(d.loss_weights) else 0.0
+            return float(w if w is not None else 0.0)
+        return 1.0 if (k == 0 and registry.get(d.lp.type).is_loss) else 0.0
+
+    def _where(self, d: graph.LayerDef, *loc) -> dict:
+        if d.index is None:
+            return self.param.where(())
+        return self.param.where(("layer", d.index) + loc)
+
+    def _build(self) -> None:
+        for d in self.defs:
+            cls = registry.get(d.lp.type)
+            where = self._where(d, "type")
+            if d.loss_weights and len(d.loss_weights) > len(d.tops):
+                raise SpecError(f"layer '{d.lp.name}' gives {len(d.loss_weights)} loss_weight "
+                                f"values for {len(d.tops)} tops", **self._where(d, "loss_weight"),
+                                field="loss_weight")
+            self._check_blocks(d, cls)
+            layer = cls(d.lp, self.phase, self.backend, self.rng, where)
+            layer.check_arity(len(d.bottoms), len(d.tops))
+            bottoms = [self.blobs[b] for b in d.bottoms]
+            try:
+                top_shapes = layer.setup([b.shape for b in bottoms])
+            except NetspecError:
+                raise
+            except (ValueError, IndexError, TypeError) as e:
+                raise ShapeError(f"layer '{d.lp.name}' ({d.lp.type}) cannot take bottoms of shapes "
+                                 f"{[b.shape for b in bottoms]}: {e}", **where) from None
+            if len(top_shapes) != len(d.tops):
+                raise layer.spec_error(f"produces {len(top_shapes)} tops but {len(d.tops)} are named",
+                                       field="top")
+            tops = []
+            for j, (name, shape) in enumerate(zip(d.tops, top_shapes)):
+                if j < len(d.bottoms) and d.bottoms[j] == name:
+                    blob = self.blobs[name]  # in place: the very same blob
+                    if blob.shape != tuple(shape):
+                        raise layer.error(f"runs in place on '{name}' but changes its shape "
+                                          f"{blob.shape} -> {tuple(shape)}")
+                else:
+                    blob = Blob(name, self.backend.zeros(tuple(shape)), self.xp)
+                self.blobs[name] = blob
+                tops.append(blob)
+                w = self._loss_weight(d, j)
+                if w:
+                    self.loss_terms.append((blob, w))
+            self.layers.append(layer)
+            self.bottoms.append(bottoms)
+            self.tops.append(tops)
+
+    def _check_blocks(self, d: graph.LayerDef, cls) -> None:
+        from .spec.params import LAYER_PARAM_BLOCKS  # noqa: PLC0415
+
+        for key in LAYER_PARAM_BLOCKS:
+            if getattr(d.lp, key, None) is not None and key != cls.param_block and \
+                    key not in cls.extra_blocks:
+                raise SpecError(f"layer '{d.lp.name}' of type {d.lp.type} does not read '{key}'"
+                                + (f"; it reads '{cls.param_block}'" if cls.param_block else ""),
+                                **self._where(d, key), field=key)
+
+    def _share_params(self) -> None:
+        """Parameters with the same ``param.name`` are one blob (shape and multipliers must agree)."""
+        owners: dict[str, Param] = {}
+        self.params: list[Param] = []
+        for layer in self.layers:
+            for i, p in enumerate(layer.blobs):
+                if p.share_name:
+                    owner = owners.get(p.share_name)
+                    if owner is None:
+                        owners[p.share_name] = p
+                    else:
+                        self._check_share(owner, p, layer)
+                        layer.blobs[i] = owner
+                        continue
+                self.params.append(p)
+
+    @staticmethod
+    def _check_share(owner: Param, p: Param, layer) -> None:
+        what = f"parameter '{p.share_name}' shared by layers '{owner.owner}' and '{p.owner}'"
+        if owner.shape != p.shape:
+            raise layer.spec_error(f"{what} has shapes {owner.shape} and {p.shape}", field="param")
+        if owner.lr_mult != p.lr_mult or owner.decay_mult != p.decay_mult:
+            raise layer.spec_error(
+                f"{what} has different multipliers (lr_mult {owner.lr_mult} vs {p.lr_mult}, "
+                f"decay_mult {owner.decay_mult} vs {p.decay_mult}); give both the same", field="param")
+
+    def _plan_backward(self, force: bool) -> None:
+        """Which layers run backward, and into which bottoms (Caffe's need_backward logic)."""
+        need: dict[str, bool] = {}
+        self.layer_backward: list[bool] = []
+        self.propagate: list[list[bool]] = []
+        for layer, d, bottoms in zip(self.layers, self.defs, self.bottoms):
+            pd = list(d.lp.propagate_down)
+            if pd and len(pd) != len(d.bottoms):
+                raise layer.spec_error(f"propagate_down has {len(pd)} entries for "
+                                       f"{len(d.bottoms)} bottoms", field="propagate_down")
+            prop = []
+            for j, b in enumerate(d.bottoms):
+                ok = layer.has_backward and j not in layer.no_grad_bottoms and (not pd or pd[j])
+                prop.append(ok and (need.get(b, False) or force))
+            learns = any(p.lr_mult != 0 for p in layer.blobs)
+            runs = layer.has_backward and (any(prop) or learns)
+            for t in d.tops:
+                need[t] = need.get(t, False) or runs or (force and layer.has_backward)
+            self.layer_backward.append(runs)
+            self.propagate.append(prop)
+        # only layers under a loss need backward
+        under_loss: set[str] = {b.name for b, _ in self.loss_terms}
+        for i in range(len(self.layers) - 1, -1, -1):
+            d = self.defs[i]
+            if any(t in under_loss for t in d.tops):
+                under_loss.update(d.bottoms)
+            elif not force:
+                self.layer_backward[i] = False
+
+    def _find_outputs(self) -> None:
+        """Net outputs: blobs no layer consumes (Caffe's ``net_output_blobs``)."""
+        consumed = {b for d in self.defs for b in d.bottoms}
+        names = []
+        for d in self.defs:
+            for t in d.tops:
+                if t not in consumed and t not in names:
+                    names.append(t)
+        self.output_names = names
+
+    # -- execution --------------------------------------------------------------------------
+    def forward(self) -> float:
+        """Run every layer forward; return the weighted loss Σ w·loss (float)."""
+        for layer, bottom, top in zip(self.layers, self.bottoms, self.tops):
+            layer.forward(bottom, top)
+        loss = 0.0
+        for blob, w in self.loss_terms:
+            loss += w * float(blob.data.sum())
+        return loss
+
+    def backward(self) -> None:
+        """Seed loss tops with their weights and run backward in reverse order."""
+        for blob, w in self.loss_terms:
+            blob.diff[...] = w
+        for i in range(len(self.layers) - 1, -1, -1):
+            if self.layer_backward[i]:
+                self.layers[i].backward(self.tops[i], self.propagate[i], self.bottoms[i])
+
+    def forward_backward(self) -> float:
+        loss = self.forward()
+        self.backward()
+        return loss
+
+    def clear_param_diffs(self) -> None:
+        for p in self.params:
+            p.zero_diff()
+
+    def outputs(self) -> dict[str, Any]:
+        return {n: self.blobs[n].data for n in self.output_names}
+
+    def loss_weight_of(self, name: str) -> float:
+        for blob, w in self.loss_terms:
+            if blob.name == name:
+                return w
+        return 0.0
+
+    # -- parameters -------------------------------------------------------------------------
+    def layer_by_name(self, name: str):
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def share_with(self, other: "Net") -> None:
+        """Use ``other``'s parameter blobs for layers of the same name (Caffe's ShareTrainedLayersWith)."""
+        theirs = {layer.name: layer for layer in other.layers}
+        for layer in self.layers:
+            src = theirs.get(layer.name)
+            if src is None or not layer.blobs:
+                continue
+            if len(src.blobs) != len(layer.blobs):
+                raise SpecError(f"layer '{layer.name}' has {len(layer.blobs)} parameter blobs in "
+                                f"{self.phase} but {len(src.blobs)} in {other.phase}")
+            for i, (mine, src_p) in enumerate(zip(layer.blobs, src.blobs)):
+                if mine.shape != src_p.shape:
+                    raise ShapeError(f"layer '{layer.name}' parameter {i} has shape {mine.shape} in "
+                                     f"{self.phase} but {src_p.shape} in {other.phase}")
+                layer.blobs[i] = src_p
+        self._share_params()
+
+    def named_params(self) -> dict[str, Param]:
+        """'layer/i' -> Param for every parameter blob (shared blobs listed under each user)."""
+        return {f"{layer.name}/{i}": p for layer in self.layers for i, p in enumerate(layer.blobs)}
+
+    def param_count(self) -> int:
+        return sum(p.count for p in self.params)
+
+    def summary_rows(self) -> list[dict]:
+        rows = []
+        for layer, d, tops in zip(self.layers, self.defs, self.tops):
+            rows.append({
+                "name": layer.name, "type": layer.type_name,
+                "bottoms": list(d.bottoms), "tops": [(t.name, t.shape) for t in tops],
+                "params": [(f"{layer.name}/{i}", p.shape, p.lr_mult, p.decay_mult)
+                           for i, p in enumerate(layer.blobs)],
+                "count": sum(math.prod(p.shape) for p in layer.blobs),
+            })
+        return rows

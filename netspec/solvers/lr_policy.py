@@ -1,0 +1,39 @@
+"""Learning-rate policies (Caffe's ``SGDSolver::GetLearningRate``).
+
+=========  ====================================================================
+policy     lr(it)  with base_lr, gamma, power, stepsize, stepvalue, max_iter
+=========  ====================================================================
+fixed      base_lr
+step       base_lr · gamma ^ floor(it / stepsize)
+exp        base_lr · gamma ^ it
+inv        base_lr · (1 + gamma · it) ^ (−power)
+multistep  base_lr · gamma ^ k,  k = number of stepvalue entries ≤ it
+poly       base_lr · (1 − it / max_iter) ^ power
+sigmoid    base_lr · 1 / (1 + exp(−gamma · (it − stepsize)))
+=========  ====================================================================
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+
+def learning_rate(s, it: int) -> float:
+    """The rate at iteration ``it`` for SolverParameter ``s``."""
+    p = s.lr_policy
+    if p == "fixed":
+        return s.base_lr
+    if p == "step":
+        return s.base_lr * s.gamma ** (it // s.stepsize)
+    if p == "exp":
+        return s.base_lr * s.gamma ** it
+    if p == "inv":
+        return s.base_lr * (1.0 + s.gamma * it) ** (-s.power)
+    if p == "multistep":
+        return s.base_lr * s.gamma ** bisect.bisect_right(sorted(s.stepvalue), it)
+    if p == "poly":
+        return s.base_lr * (1.0 - it / s.max_iter) ** s.power
+    if p == "sigmoid":
+        return s.base_lr / (1.0 + math.exp(-s.gamma * (it - s.stepsize)))
+    raise ValueError(f"unknown lr_policy {p!r}")

@@ -1,0 +1,317 @@
+"""The Solver: owns iteration (Caffe's Solver::Step and SGDSolver::ApplyUpdate).
+
+One iteration:
+  1. clear parameter diffs; test first when ``iter % test_interval == 0``
+  2. forward/backward ``iter_size`` times (diffs accumulate)
+  3. lr_t = policy(iter)
+  4. clip: if ‖g‖₂ over all blobs > clip_gradients, scale every g by clip/‖g‖₂
+  5. per blob with lr_mult ≠ 0: g ← g / iter_size; "pre" regularizer (L2/L1);
+     Δ = rule(g, rate = lr_t·lr_mult); W ← W − Δ; "post" regularizer (decoupled)
+  6. iter += 1; snapshot every ``snapshot`` iterations
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..backend import Backend, get_backend, to_numpy
+from ..errors import DivergenceError, SnapshotError, SpecError
+from ..log import CaffeLog, fmt
+from ..net import Net
+from ..snapshot import (load_npz, load_weights, pack_state, rng_from_array, rng_to_array,
+                        save_npz, save_weights, unpack_state)
+from ..spec import load_net
+from ..spec.params import NetState
+from ..spec.solver import SolverParameter
+from .lr_policy import learning_rate
+from .regularization import make_regularizer
+from .rules import RULES
+
+
+class Solver:
+    def __init__(self, sp: SolverParameter, *, backend: Backend | None = None,
+                 log: CaffeLog | None = None, net_param=None, dtype: str = "float32"):
+        self.sp = sp
+        self.log = log or CaffeLog()
+        self.backend = backend or get_backend(sp.solver_mode == "GPU", dtype, sp.device_id)
+        self.xp = self.backend.xp
+        seed = sp.random_seed if sp.random_seed >= 0 else int(np.random.SeedSequence().entropy % (2**31))
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        if sp.type == "AdamW" and sp.regularization_type not in (None, "decoupled"):
+            raise SpecError("type AdamW always decays decoupled; set regularization_type: decoupled "
+                            "(or use type Adam for coupled L2/L1)", **sp.where(("regularization_type",)),
+                            field="regularization_type")
+        reg_kind = "decoupled" if sp.type == "AdamW" else sp.regularization_type
+        self.regularizer = make_regularizer(reg_kind, sp.weight_decay)
+        self.net_param = net_param if net_param is not None else load_net(sp.train_net or sp.net)
+        train_state = sp.train_state.model_copy(update={"phase": "TRAIN"})
+        self.net = Net(self.net_param, "TRAIN", self.backend, self.rng,
+                       level=train_state.level, stages=train_state.stage)
+        self.test_nets = self._make_test_nets()
+        self.rule = RULES[sp.type](sp, self.xp)
+        self.params = [p for p in self.net.params if p.lr_mult != 0]
+        self.state = [self.rule.init_state(p) for p in self.params]
+        self.iter = 0
+        self.losses: deque[float] = deque(maxlen=sp.average_loss)
+        self.smoothed_loss = 0.0
+        self.requested_stop = False
+        self.snapshot_hooks: list[Callable[[str], None]] = []
+        self.last_snapshot: str | None = None
+        self.test_history: list[tuple[int, dict[str, float]]] = []
+
+    # -- nets ---------------------------------------------------------------------------------
+    def _make_test_nets(self) -> list[Net]:
+        sp = self.sp
+        params = [load_net(p) for p in sp.test_net]
+        if sp.net and len(sp.test_iter) > len(params):
+            params += [self.net_param] * (len(sp.test_iter) - len(params))
+        nets = []
+        for i, npar in enumerate(params):
+            st = sp.test_state[i] if i < len(sp.test_state) else NetState(phase="TEST")
+            net = Net(npar, "TEST", self.backend, self.rng, level=st.level, stages=st.stage)
+            net.share_with(self.net)
+            nets.append(net)
+        if sp.test_interval and not nets:
+            self.log.warn("test_interval is set but no test_iter/test net: no testing")
+        return nets
+
+    # -- one update ---------------------------------------------------------------------------
+    def learning_rate(self, it: int | None = None) -> float:
+        return learning_rate(self.sp, self.iter if it is None else it)
+
+    def clip_gradients(self) -> None:
+        clip = self.sp.clip_gradients
+        if clip < 0:
+            return
+        sumsq = sum(float((p.diff * p.diff).sum()) for p in self.params)
+        norm = sumsq ** 0.5
+        if norm > clip:
+            self.log.info(f"Gradient clipping: scaling down gradients (L2 norm {fmt(norm)} > {fmt(clip)}) "
+                          f"by scale factor {fmt(clip / norm)}")
+            for p in self.params:
+                p.diff *= p.diff.dtype.type(clip / norm)
+
+    def apply_update(self) -> float:
+        rate = self.learning_rate()
+        if self.sp.display and self.iter % self.sp.display == 0:
+            self.log.info(f"Iteration {self.iter}, lr = {fmt(rate)}", "sgd_solver.py")
+        self.clip_gradients()
+        reg = self.regularizer
+        t = self.iter + 1
+        for p, state in zip(self.params, self.state):
+            if self.sp.iter_size > 1:
+                p.diff *= p.diff.dtype.type(1.0 / self.sp.iter_size)
+            if reg is not None and reg.timing == "pre":
+                reg(self.xp, p, rate, self.sp.base_lr)
+            self.rule.step(p, state, rate * p.lr_mult, t)
+            p.data -= p.diff
+            if reg is not None and reg.timing == "post":
+                reg(self.xp, p, rate, self.sp.base_lr)
+        return rate
+
+    def step_once(self) -> float:
+        """Forward/backward (iter_size times) and one update; returns the mean loss.
+
+        On display iterations the smoothed loss and the train net's outputs are logged.
+        """
+        it = self.iter
+        self.net.clear_param_diffs()
+        loss = 0.0
+        for _ in range(self.sp.iter_size):
+            loss += self.net.forward_backward()
+        loss /= self.sp.iter_size
+        if not np.isfinite(loss):
+            raise self._divergence(f"the training loss became {loss}")
+        self._smooth(loss)
+        if self.sp.display and it % self.sp.display == 0:
+            self.log.info(f"Iteration {it}, loss = {fmt(self.smoothed_loss)}")
+            for k, name in enumerate(self.net.output_names):
+                self._log_output("Train", k, name, self.net)
+        self.apply_update()
+        self._check_params()
+        self.iter += 1
+        return loss
+
+    def _check_params(self) -> None:
+        xp = self.xp
+        total = sum(xp.sum(p.data) for p in self.params) if self.params else 0.0
+        if not np.isfinite(float(total)):
+            bad = next(p for p in self.params if not bool(xp.isfinite(p.data).all()))
+            raise self._divergence(f"parameter blob '{bad.name}' became non-finite (NaN/Inf)")
+
+    def _divergence(self, what: str) -> DivergenceError:
+        first = None
+        for layer, tops in zip(self.net.layers, self.net.tops):
+            for t in tops:
+                if not bool(self.xp.isfinite(t.data).all()):
+                    first = f"; the first non-finite blob in forward order is '{t.name}' (top of layer '{layer.name}')"
+                    break
+            if first:
+                break
+        return DivergenceError(
+            f"training diverged at iteration {self.iter}: {what}{first or ''}. Lower base_lr, "
+            f"add clip_gradients, or check the data scale.", field="base_lr")
+
+    # -- the loop -----------------------------------------------------------------------------
+    def solve(self, max_iter: int | None = None, progress: Any = None) -> dict:
+        """Train until ``max_iter``; test, display and snapshot on the way (Caffe's Solve)."""
+        sp = self.sp
+        stop = sp.max_iter if max_iter is None else max_iter
+        self.log.info(f"Solving {self.net.name or 'net'}")
+        self.log.info(f"Learning Rate Policy: {sp.lr_policy}")
+        old_handler = self._install_sigint()
+        t_start = time.perf_counter()
+        start_iter = self.iter
+        try:
+            while self.iter < stop:
+                if (sp.test_interval and self.iter % sp.test_interval == 0
+                        and (self.iter > 0 or sp.test_initialization)):
+                    self.test_all()
+                self.step_once()
+                if progress is not None:
+                    progress(self.iter, self.smoothed_loss)
+                if self.requested_stop:
+                    self.log.info(f"Interrupted at iteration {self.iter}: snapshotting and stopping.")
+                    self.snapshot()
+                    break
+                if sp.snapshot and self.iter % sp.snapshot == 0:
+                    self.snapshot()
+            else:
+                if sp.snapshot_after_train and (not sp.snapshot or self.iter % sp.snapshot != 0):
+                    self.snapshot()
+                if sp.display and self.iter % sp.display == 0:
+                    self.log.info(f"Iteration {self.iter}, loss = {fmt(self.smoothed_loss)}")
+                if sp.test_interval and self.iter % sp.test_interval == 0:
+                    self.test_all()
+                self.log.info("Optimization Done.")
+        finally:
+            signal.signal(signal.SIGINT, old_handler) if old_handler is not None else None
+        wall = time.perf_counter() - t_start
+        done = self.iter - start_iter
+        return {"iterations": done, "wall_s": wall, "s_per_iter": wall / max(done, 1),
+                "loss": self.smoothed_loss, "tests": self.test_history}
+
+    def _smooth(self, loss: float) -> None:
+        self.losses.append(loss)
+        self.smoothed_loss = sum(self.losses) / len(self.losses)
+
+    def _log_output(self, kind: str, k: int, name: str, net: Net, value=None) -> None:
+        values = to_numpy(net.blobs[name].data).reshape(-1) if value is None else np.reshape(value, -1)
+        w = net.loss_weight_of(name)
+        for v in values:
+            extra = f" (* {fmt(w)} = {fmt(w * float(v))} loss)" if w else ""
+            self.log.info(f"    {kind} net output #{k}: {name} = {fmt(float(v))}{extra}")
+
+    def test_all(self) -> list[dict[str, float]]:
+        results = []
+        for i, net in enumerate(self.test_nets):
+            results.append(self.test(i))
+        return results
+
+    def test(self, i: int = 0) -> dict[str, float]:
+        """Average each output blob of test net ``i`` over ``test_iter[i]`` batches."""
+        net = self.test_nets[i]
+        n = self.sp.test_iter[i] if i < len(self.sp.test_iter) else 1
+        self.log.info(f"Iteration {self.iter}, Testing net (#{i})")
+        sums: dict[str, Any] = {}
+        loss = 0.0
+        for _ in range(n):
+            loss += net.forward()
+            for name in net.output_names:
+                v = to_numpy(net.blobs[name].data).astype(np.float64)
+                sums[name] = sums.get(name, 0.0) + v
+        out = {}
+        for k, name in enumerate(net.output_names):
+            mean = sums[name] / n
+            self._log_output("Test", k, name, net, mean)
+            out[name] = float(np.mean(mean))
+        if self.sp.test_compute_loss:
+            self.log.info(f"Test loss: {fmt(loss / n)}")
+        self.test_history.append((self.iter, out))
+        return out
+
+    # -- interruption -------------------------------------------------------------------------
+    def _install_sigint(self):
+        def handler(signum, frame):
+            if self.requested_stop:  # second Ctrl-C: give up at once
+                raise KeyboardInterrupt
+            self.requested_stop = True
+        try:
+            return signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not in the main thread
+            return None
+
+    # -- snapshots ----------------------------------------------------------------------------
+    def snapshot_paths(self) -> tuple[Path, Path]:
+        prefix = self.sp.snapshot_prefix or "netspec"
+        stem = f"{prefix}_iter_{self.iter}"
+        return Path(stem + ".weights.npz"), Path(stem + ".solverstate.npz")
+
+    def snapshot(self) -> Path:
+        weights, state_path = self.snapshot_paths()
+        save_weights(self.net, weights)
+        self.log.info(f"Snapshotting to {weights}")
+        state: dict[str, Any] = {
+            "iter": np.int64(self.iter),
+            "type": np.array(self.sp.type),
+            "weights": np.array(weights.name),
+            "rng": rng_to_array(self.rng),
+            "losses": np.asarray(list(self.losses), dtype=np.float64),
+            "history": {str(j): dict(s) for j, s in enumerate(self.state)},
+            "data": self._data_states(),
+        }
+        save_npz(state_path, pack_state(state))
+        self.log.info(f"Snapshotting solver state to {state_path}")
+        self.last_snapshot = str(state_path)
+        for hook in self.snapshot_hooks:
+            hook(str(state_path))
+        return state_path
+
+    def _all_nets(self):
+        return [("train", self.net)] + [(f"test{i}", n) for i, n in enumerate(self.test_nets)]
+
+    def _data_states(self) -> dict:
+        out = {}
+        for tag, net in self._all_nets():
+            for layer in net.layers:
+                st = layer.state_dict()
+                if st:
+                    out[f"{tag}:{layer.name}"] = {k: np.asarray(v) for k, v in st.items()}
+        return out
+
+    def restore(self, state_path: str | Path) -> None:
+        """Resume from a ``.solverstate.npz`` (weights are read from the file it names)."""
+        state_path = Path(state_path)
+        flat = load_npz(state_path, "solver state")
+        st = unpack_state(flat)
+        if str(st.get("type")) != self.sp.type:
+            raise SnapshotError(f"the state was written by a {st.get('type')} solver, this one is "
+                                f"{self.sp.type}", file=str(state_path))
+        load_weights(self.net, state_path.parent / str(st["weights"]), strict=True)
+        history = st.get("history", {})
+        if len(history) != len(self.state):
+            raise SnapshotError(f"the state holds {len(history)} parameter histories, the net has "
+                                f"{len(self.state)} learnable blobs", file=str(state_path))
+        for j, s in enumerate(self.state):
+            for k in s:
+                s[k][...] = self.backend.asarray(history[str(j)][k], s[k].dtype)
+        self.iter = int(st["iter"])
+        rng_from_array(self.rng, st["rng"])
+        self.losses.clear()
+        self.losses.extend(float(v) for v in st.get("losses", []))
+        if self.losses:
+            self.smoothed_loss = sum(self.losses) / len(self.losses)
+        data = st.get("data", {})
+        for tag, net in self._all_nets():
+            for layer in net.layers:
+                key = f"{tag}:{layer.name}"
+                if key in data:
+                    layer.load_state_dict(data[key])
+        self.log.info(f"Resumed from {state_path} at iteration {self.iter}")

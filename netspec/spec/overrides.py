@@ -1,0 +1,85 @@
+"""``--set key=value`` overrides, applied to the parsed YAML before validation.
+
+Paths: a solver field (``weight_decay=0``, ``type=AdamW``) or a layer field addressed by the
+layer's name (``layer.fc1.param.0.decay_mult=0``, ``layer.conv1.convolution_param.num_output=32``).
+Values are parsed as YAML scalars/flow collections (``0.5``, ``true``, ``[1, 2]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from ..errors import SpecError
+
+
+def parse_set(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise SpecError(f"--set {text}: expected key=value (e.g. --set weight_decay=0)", field="--set")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise SpecError(f"--set {text}: empty key", field="--set")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise SpecError(f"--set {text}: cannot parse the value: {e}", field="--set") from None
+    return key.split("."), value
+
+
+def split_sets(sets: list[str]) -> tuple[list[tuple[str, list[str], Any]], list[tuple[str, list[str], Any]]]:
+    """(solver overrides, net overrides), each as (original text, path, value)."""
+    solver, net = [], []
+    for text in sets:
+        path, value = parse_set(text)
+        (net if path[0] == "layer" else solver).append((text, path, value))
+    return solver, net
+
+
+def apply(data: dict, overrides, file: str) -> dict[tuple, str]:
+    """Apply overrides to ``data`` in place; return {loc: '--set text'} for error messages."""
+    origins: dict[tuple, str] = {}
+    for text, path, value in overrides:
+        node: Any = data
+        loc: list[Any] = []
+        parts = list(path)
+        if parts[0] == "layer":
+            if len(parts) < 3:
+                raise SpecError(f"--set {text}: use layer.<layer name>.<field>=value", field="--set")
+            layers = data.get("layer") or []
+            layers = layers if isinstance(layers, list) else [layers]
+            names = [l.get("name") for l in layers if isinstance(l, dict)]
+            if parts[1] not in names:
+                from .net import suggest  # noqa: PLC0415
+
+                raise SpecError(f"--set {text}: no layer named '{parts[1]}' in {file}."
+                                f"{suggest(parts[1], names)}", field="--set")
+            idx = names.index(parts[1])
+            data["layer"] = layers
+            node, loc, parts = layers[idx], ["layer", idx], parts[2:]
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            key: Any = int(part) if part.isdigit() else part
+            if isinstance(key, int):
+                if isinstance(node, dict) and key == 0:
+                    if last:
+                        raise SpecError(f"--set {text}: cannot replace a whole entry", field="--set")
+                    loc.append(key)
+                    continue  # a single mapping stands for a one-element list
+                if not isinstance(node, list) or key >= len(node):
+                    raise SpecError(f"--set {text}: '{'.'.join(map(str, loc))}' has no item {key}",
+                                    field="--set")
+            elif not isinstance(node, dict):
+                raise SpecError(f"--set {text}: '{'.'.join(map(str, loc))}' is not a mapping",
+                                field="--set")
+            loc.append(key)
+            if last:
+                node[key] = value
+            else:
+                if isinstance(node, dict) and key not in node:
+                    nxt = parts[i + 1]
+                    node[key] = [] if nxt.isdigit() and nxt != "0" else {}
+                node = node[key]
+        origins[tuple(loc)] = f"--set {text}"
+    return origins
