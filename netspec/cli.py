@@ -31,6 +31,15 @@ def _friendly(fn):
                 raise
             click.echo(f"netspec: error: {e}", err=True)
             sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("netspec: interrupted", err=True)
+            sys.exit(130)
+        except Exception as e:  # noqa: BLE001 - a bug: say so briefly, trace only on --debug
+            if debug:
+                raise
+            click.echo(f"netspec: internal error: {type(e).__name__}: {e}. This is a bug in "
+                       "netspec; run again with --debug for a traceback and report it.", err=True)
+            sys.exit(2)
     return click.option("--debug", is_flag=True, help="Show a full traceback on errors.")(wrapper)
 
 

@@ -30,6 +30,8 @@ from .registry import register
 
 #: narrowest output row (Wo) for which the batch-first column order is used (see module doc)
 BATCH_FIRST_MIN_WIDTH = 16
+#: largest (M/g)·(K/g) weight matrix whose gradient is computed as a batch of GEMMs
+SPLIT_DW_MAX_WEIGHTS = 4096
 
 
 def _pair(layer: Layer, values, h, w, name: str, default) -> tuple[int, int]:
@@ -192,12 +194,27 @@ class Convolution(Layer):
             if self.p.bias_term:
                 self.blobs[1].diff += dy.reshape(M, -1).sum(axis=1)
             colg = self._grouped(self._col, K)
-            wblob.diff += xp.matmul(dyg, colg.transpose(0, 2, 1)).reshape(wblob.shape)
+            wblob.diff += self._weight_grad(dyg, colg).reshape(wblob.shape)
             if propagate_down[k]:
                 # dcol overwrites col (no longer needed), then col2im into the padded buffer
                 xp.matmul(w.transpose(0, 2, 1), dyg, out=colg)
                 self._col_src = None
                 self._col2im(b.diff)
+
+    def _weight_grad(self, dyg, colg):
+        """dW (g, M/g, K/g) = dy (g, M/g, Q) @ colᵀ (g, Q, K/g).
+
+        For a small weight matrix the reduction over Q is split along the first ``rest`` axis
+        into a batch of GEMMs that are summed (BLAS handles a tiny output with a very long
+        reduction poorly: about 2x faster for LeNet's conv1).
+        """
+        xp = self.xp
+        if (self.M // self.g) * (self.K // self.g) > SPLIT_DW_MAX_WEIGHTS:
+            return xp.matmul(dyg, colg.transpose(0, 2, 1))
+        S = self._rest[0]
+        dy4 = dyg.reshape(dyg.shape[:2] + (S, -1)).transpose(0, 2, 1, 3)     # (g, S, M/g, Q/S)
+        col4 = colg.reshape(colg.shape[:2] + (S, -1)).transpose(0, 2, 3, 1)  # (g, S, Q/S, K/g)
+        return xp.matmul(dy4, col4).sum(axis=1)
 
     def _col2im(self, dx):
         """dx (N, C, H, W) = Σ over taps of ``_col`` (holding dcol) scattered to the input."""

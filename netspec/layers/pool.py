@@ -198,7 +198,7 @@ class Pooling(Layer):
             xp.greater(v, y, out=self._better)            # strict: earlier taps win ties
             xp.maximum(y, v, out=y)
             # taps come in increasing order, so the last improving tap is the argmax
-            xp.multiply(self._better, o, out=self._scratch)
+            xp.multiply(self._better, self._argmax.dtype.type(o), out=self._scratch)
             xp.maximum(self._argmax, self._scratch, out=self._argmax)
 
     def _forward_global(self, x, y):
