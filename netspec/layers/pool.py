@@ -133,6 +133,7 @@ class Pooling(Layer):
             self._argmax = self.xp.zeros((N, C, Ho, Wo), dtype=idx_dtype)
             self._better = self.xp.zeros((N, C, Ho, Wo), dtype=bool)
             self._scratch = self.xp.zeros((N, C, Ho, Wo), dtype=idx_dtype)
+            self._routed = self.xp.zeros((N, C, Ho, Wo), dtype=self.dtype)
         tops = [(N, C, Ho, Wo)]
         if self.n_tops == 2:
             tops.append((N, C, Ho, Wo))
@@ -238,9 +239,9 @@ class Pooling(Layer):
         for o, (i, j) in enumerate(self._taps()):
             part = self._tap(dst, i, j)
             if self.is_max:
-                hit = self._argmax == o
+                hit = xp.equal(self._argmax, self._argmax.dtype.type(o), out=self._better)
                 if add:
-                    part += g * hit
+                    part += xp.multiply(g, hit, out=self._routed)
                 else:
                     xp.multiply(g, hit, out=part)
             elif add:

@@ -1,0 +1,91 @@
+"""Snapshots: resume gives bit-identical weights for every update rule; files are atomic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from netspec.backend import Backend
+from netspec.log import CaffeLog
+from netspec.snapshot import load_npz
+from netspec.solvers import RULES, Solver
+from netspec.spec import parse_net
+from netspec.spec.solver import SolverParameter
+
+F32 = Backend(np, np.float32)
+
+
+def data_net(tmp_path):
+    """A net fed by a shuffling Data layer with Dropout, so RNG and cursor state matter."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", data=rng.standard_normal((30, 6)).astype(np.float32),
+             label=rng.integers(0, 3, 30))
+    return {"name": "r", "layer": [
+        {"name": "d", "type": "Data", "top": ["x", "y"],
+         "data_param": {"source": str(tmp_path / "d.npz"), "batch_size": 8, "shuffle": True}},
+        {"name": "ip1", "type": "InnerProduct", "bottom": "x", "top": "h",
+         "inner_product_param": {"num_output": 7, "weight_filler": {"type": "xavier"}}},
+        {"name": "drop", "type": "Dropout", "bottom": "h", "top": "h"},
+        {"name": "ip2", "type": "InnerProduct", "bottom": "h", "top": "z",
+         "inner_product_param": {"num_output": 3, "weight_filler": {"type": "xavier"}}},
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["z", "y"], "top": "loss"}]}
+
+
+def make(tmp_path, rule, **extra):
+    settings = {"net": "x", "type": rule, "base_lr": 0.05, "momentum": 0.9 if rule != "AdaDelta" else 0.95,
+                "weight_decay": 1e-3, "regularization_type": "decoupled" if rule == "AdamW" else "L2",
+                "lr_policy": "step", "gamma": 0.5, "stepsize": 3, "random_seed": 7,
+                "snapshot_prefix": str(tmp_path / "snap"), "max_iter": 8, **extra}
+    sp = SolverParameter.model_validate(settings)
+    return Solver(sp, backend=F32, net_param=parse_net(data_net(tmp_path)), log=CaffeLog(quiet=True))
+
+
+def weights(s):
+    return {k: p.data.copy() for k, p in s.net.named_params().items()}
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_resume_is_bit_identical(tmp_path, rule):
+    straight = make(tmp_path, rule)
+    straight.solve(max_iter=8)
+    expected = weights(straight)
+
+    first = make(tmp_path, rule)
+    first.solve(max_iter=4)
+    state = first.snapshot()
+    resumed = make(tmp_path, rule)
+    resumed.restore(state)
+    assert resumed.iter == 4
+    resumed.solve(max_iter=8)
+    for key, value in weights(resumed).items():
+        np.testing.assert_array_equal(value, expected[key], err_msg=f"{rule}: {key}")
+
+
+def test_snapshot_files_and_final_snapshot(tmp_path):
+    s = make(tmp_path, "SGD", snapshot=3)
+    s.solve()
+    names = sorted(p.name for p in tmp_path.glob("snap_iter_*"))
+    assert names == ["snap_iter_3.solverstate.npz", "snap_iter_3.weights.npz",
+                     "snap_iter_6.solverstate.npz", "snap_iter_6.weights.npz",
+                     "snap_iter_8.solverstate.npz", "snap_iter_8.weights.npz"]
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*tmp"))
+    w = load_npz(tmp_path / "snap_iter_8.weights.npz")
+    np.testing.assert_array_equal(w["ip1/0"], s.net.layer_by_name("ip1").blobs[0].data)
+
+
+def test_corrupt_state_is_a_clear_error(tmp_path):
+    from netspec.errors import SnapshotError
+
+    bad = tmp_path / "bad.solverstate.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    s = make(tmp_path, "SGD")
+    with pytest.raises(SnapshotError, match="bad.solverstate.npz"):
+        s.restore(bad)
+
+
+def test_nan_stops_with_iteration_and_blob(tmp_path):
+    from netspec.errors import DivergenceError
+
+    s = make(tmp_path, "SGD", base_lr=1e30, regularization_type="L2")
+    with pytest.raises(DivergenceError, match=r"iteration \d+"):
+        s.solve(max_iter=50)
