@@ -15,7 +15,7 @@ import click
 from .errors import NetspecError
 
 
-def _friendly(fn):
+def friendly(fn):
     """Turn NetspecError (and I/O errors) into a one-paragraph message and exit code 1."""
     @functools.wraps(fn)
     def wrapper(*args, debug: bool = False, **kwargs):
@@ -43,7 +43,33 @@ def _friendly(fn):
     return click.option("--debug", is_flag=True, help="Show a full traceback on errors.")(wrapper)
 
 
-@click.group()
+class _LazyGroup(click.Group):
+    """The core commands plus one lazily imported module per extra command (netspec/commands)."""
+
+    def list_commands(self, ctx):
+        import pkgutil  # noqa: PLC0415
+
+        from . import commands  # noqa: PLC0415
+
+        extra = [m.name.replace("_", "-") for m in pkgutil.iter_modules(commands.__path__)]
+        return sorted(set(super().list_commands(ctx)) | set(extra))
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            return cmd
+        import importlib  # noqa: PLC0415
+
+        try:
+            module = importlib.import_module(f"netspec.commands.{name.replace('-', '_')}")
+        except ModuleNotFoundError as e:
+            if e.name == f"netspec.commands.{name.replace('-', '_')}":
+                return None
+            raise
+        return module.command
+
+
+@click.group(cls=_LazyGroup)
 @click.version_option(package_name="netspec")
 def main():
     """netspec: Caffe-style nets and solvers in YAML, trained with NumPy or CuPy."""
@@ -72,7 +98,7 @@ def _load_solver_and_net(solver_file, sets):
                    "(layer.fc1.param.0.decay_mult=0). Repeatable.")
 @click.option("--max-iter", type=int, help="Stop after this many iterations (same as --set max_iter=N).")
 @click.option("--quiet", is_flag=True, help="No log lines.")
-@_friendly
+@friendly
 def train(solver_file, gpu, snapshot, weights, sets, max_iter, quiet):
     """Train with SOLVER_FILE (Caffe's `caffe train --solver`)."""
     from .log import CaffeLog  # noqa: PLC0415
@@ -117,7 +143,7 @@ def train(solver_file, gpu, snapshot, weights, sets, max_iter, quiet):
 @click.option("--gpu", is_flag=True, help="Run on the GPU with CuPy.")
 @click.option("--phase", type=click.Choice(["TEST", "TRAIN"]), default="TEST", show_default=True)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a layer field.")
-@_friendly
+@friendly
 def test(model, weights, iterations, gpu, phase, sets):
     """Score a trained model: average each net output over ITERATIONS batches."""
     import numpy as np  # noqa: PLC0415
@@ -148,7 +174,7 @@ def test(model, weights, iterations, gpu, phase, sets):
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a field.")
-@_friendly
+@friendly
 def validate(file, sets):
     """Check a net or solver FILE and print its layers, shapes and per-blob lr/decay."""
     from .report import print_validation  # noqa: PLC0415

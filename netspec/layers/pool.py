@@ -5,8 +5,8 @@ Output size (Caffe's ``pooling_layer.cpp``, per spatial dim; ``round_mode`` CEIL
     Ho = ceil((H + 2·pad_h − kh) / stride_h) + 1          (floor for round_mode FLOOR)
     if pad_h or pad_w: if (Ho − 1)·stride_h ≥ H + pad_h: Ho −= 1
 
-(the last window must start inside the image or its left/top padding). Window (ph, pw) covers
-rows hstart = ph·stride_h − pad_h ... hstart + kh − 1, clipped to the image:
+(the last window must start inside the image or its top/left padding). Window (ph, pw) covers
+rows hstart = ph·stride_h − pad_h ... hstart + kh − 1 (columns alike), clipped to the image:
 
 * MAX: the largest input in the window (padding never wins); on ties the first in scan order
   (row by row). An optional second top holds the argmax as Caffe's flat index h·W + w of the
@@ -19,9 +19,19 @@ rows hstart = ph·stride_h − pad_h ... hstart + kh − 1, clipped to the image
 ``global_pooling`` pools the whole H×W plane (pad 0, stride 1) to 1×1. STOCHASTIC pooling is
 not supported.
 
-Implementation: a loop over the kh·kw kernel taps; each tap is one strided (N, C, Ho, Wo) view
-of the bottom (or of a padded copy when windows leave the image), so every array operation
-covers the whole batch. MAX keeps the winning tap per output (uint8/int32) for the backward.
+Implementation: a loop over the kh·kw kernel taps, each tap one whole-batch array operation.
+NumPy pays per contiguous run, so taps avoid short strided rows where they can:
+
+* *direct* layout (no padding, windows inside the image, per dim stride 1 or stride >= kernel,
+  e.g. LeNet's 2×2/2): a tap is a strided (N, C, Ho, Wo) view of the bottom itself.
+* *phased* layout (everything else, e.g. 3×3/2 with ceil overhang): once per forward the padded
+  bottom is split into its stride phases P[p, q, n, c] (an (Hq + 1) × Wq plane, Hq = Ho +
+  (kh − 1) // stride_h, Wq = Wo + (kw − 1) // stride_w, cells outside the image holding the pad
+  value). Every tap is then one contiguous run of Ho·Wq cells per plane ("wide rows": the
+  Wq − Wo extra columns per row are computed and dropped; their top diff is kept at zero so
+  nothing leaks back through them).
+
+MAX keeps the winning tap per output (uint8) for the backward.
 """
 
 from __future__ import annotations
@@ -112,32 +122,59 @@ class Pooling(Layer):
             kh, kw, ph, pw, sh, sw
         self.is_max = self.p.pool == "MAX"
         self.n_tops = max(len(self.lp.top), 1)
-        self.is_global = Ho == Wo == 1 and kh == H and kw == W and not any_pad
-
-        # Padded work area: needed when windows reach outside the image.
-        Hb = max(H + 2 * ph, (Ho - 1) * sh + kh)
-        Wb = max(W + 2 * pw, (Wo - 1) * sw + kw)
-        self._buffered = (Hb, Wb) != (H, W)
-        self._buf = self._dbuf = None
-        if self._buffered:
-            fill = float(numpy.finfo(self.dtype).min) if self.is_max else 0.0
-            self._buf = self.xp.full((N, C, Hb, Wb), fill, dtype=self.dtype)
-        # windows tile the image exactly (no overlap, no gap): backward assigns, no zeroing
-        self._tiles = (not self._buffered and sh == kh and sw == kw and Ho * kh == H
-                       and Wo * kw == W)
-
+        self.is_global = (Ho, Wo) == (1, 1) and (kh, kw) == (H, W) and not any_pad
+        self._plan_layout()
+        work = (N, C, Ho, Wo) if self._direct else (N, C, Ho * self._Wq)
         if not self.is_max:
             self._pool_size = self._ave_pool_size()
-        else:
-            idx_dtype = numpy.uint8 if kh * kw <= 255 else numpy.int32
-            self._argmax = self.xp.zeros((N, C, Ho, Wo), dtype=idx_dtype)
-            self._better = self.xp.zeros((N, C, Ho, Wo), dtype=bool)
-            self._scratch = self.xp.zeros((N, C, Ho, Wo), dtype=idx_dtype)
-            self._routed = self.xp.zeros((N, C, Ho, Wo), dtype=self.dtype)
-        tops = [(N, C, Ho, Wo)]
-        if self.n_tops == 2:
-            tops.append((N, C, Ho, Wo))
-        return tops
+        if not self._direct:
+            self._yw = self.backend.zeros(work)        # wide-row top (forward)
+            self._gw = self.backend.zeros(work)        # wide-row top diff; extra columns stay 0
+        if self.is_max:
+            idx = numpy.uint8 if kh * kw <= 255 else numpy.int32
+            self._argmax = self.xp.zeros(work, dtype=idx)
+            self._better = self.xp.zeros(work, dtype=bool)
+            self._scratch = self.xp.zeros(work, dtype=idx)
+            self._routed = self.backend.zeros(work)
+        return [(N, C, Ho, Wo)] * self.n_tops
+
+    def _plan_layout(self):
+        """Choose the direct or phased layout (module doc) and plan the phase copies."""
+        H, W, Ho, Wo = self.H, self.W, self.Ho, self.Wo
+        kh, kw, ph, pw, sh, sw = (self.kh, self.kw, self.pad_h, self.pad_w,
+                                  self.stride_h, self.stride_w)
+        fits = not (ph or pw) and (Ho - 1) * sh + kh <= H and (Wo - 1) * sw + kw <= W
+        self._direct = self.is_global or (fits and sh >= kh and sw >= kw)
+        # direct taps that tile the image exactly: backward assigns, no zeroing
+        self._tiles = self._direct and (sh, sw) == (kh, kw) and (Ho * kh, Wo * kw) == (H, W)
+        self._dphases = None
+        if self._direct:
+            return
+        Hq, Wq = Ho + (kh - 1) // sh, Wo + (kw - 1) // sw
+        self._Wq = Wq
+
+        def runs(size, pad, stride, n_q):
+            """Per phase p: (x slice, phase slice) of the input rows that phase p holds."""
+            out = []
+            for p in range(stride):
+                first = (p - pad) % stride              # first input row of phase p
+                q0 = (first + pad) // stride
+                count = min(len(range(first, size, stride)), max(n_q - q0, 0))
+                if count > 0:
+                    out.append((p, slice(first, first + stride * (count - 1) + 1, stride),
+                                slice(q0, q0 + count), count))
+            return out, sum(r[3] for r in out)
+
+        rows, covered_h = runs(H, ph, sh, Hq)
+        cols, covered_w = runs(W, pw, sw, Wq)
+        #: (index into the phases, index into x) pairs, one per (row phase, column phase)
+        self._phase_copies = [((p, q, Ellipsis, hq, wq), (Ellipsis, hx, wx))
+                              for p, hx, hq, _ in rows for q, wx, wq, _ in cols]
+        self._full_cover = (covered_h, covered_w) == (H, W)
+        fill = float(numpy.finfo(self.dtype).min) if self.is_max else 0.0
+        # one slack row so that the last tap's wide run stays inside its plane
+        self._phases = self.xp.full((sh, sw, self.N, self.C, Hq + 1, Wq), fill,
+                                    dtype=self.dtype)
 
     def _ave_pool_size(self):
         """Caffe's AVE divisor per output cell: an int when uniform, else an (Ho, Wo) array."""
@@ -153,38 +190,54 @@ class Pooling(Layer):
         return self.backend.asarray(host)
 
     # -- helpers --------------------------------------------------------------------------
-    def _tap(self, a, i, j):
-        """Cells (N, C, Ho, Wo) of a (padded) plane array that kernel tap (i, j) covers."""
-        return a[:, :, i:i + self.stride_h * (self.Ho - 1) + 1:self.stride_h,
-                 j:j + self.stride_w * (self.Wo - 1) + 1:self.stride_w]
-
     def _taps(self):
+        """Kernel taps (i, j) in Caffe's scan order (row by row)."""
         return [(i, j) for i in range(self.kh) for j in range(self.kw)]
 
-    def _interior(self, buf):
-        return buf[:, :, self.pad_h:self.pad_h + self.H, self.pad_w:self.pad_w + self.W]
+    def _tap(self, a, i, j):
+        """What kernel tap (i, j) reads: an (N, C, Ho, Wo) strided view of the bottom (direct)
+        or an (N, C, Ho·Wq) run of one phase plane (phased). Also indexes the diffs."""
+        Ho, Wo, sh, sw = self.Ho, self.Wo, self.stride_h, self.stride_w
+        if self._direct:
+            return a[:, :, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw]
+        plane = a[i % sh, j % sw].reshape(self.N, self.C, -1)
+        start = (i // sh) * self._Wq + j // sw
+        return plane[:, :, start:start + Ho * self._Wq]
+
+    def _crop(self, wide):
+        """(N, C, Ho, Wo) view of a work array (drops the wide rows' extra columns)."""
+        if self._direct:
+            return wide
+        return wide.reshape(self.N, self.C, self.Ho, self._Wq)[..., :self.Wo]
 
     def _source(self, x):
-        """The array the taps read: x itself, or x copied into the padded buffer."""
-        if not self._buffered:
+        """The array the taps read: x itself, or its phases."""
+        if self._direct:
             return x
-        self._interior(self._buf)[...] = x
-        return self._buf
+        for dst, src in self._phase_copies:
+            self._phases[dst] = x[src]
+        return self._phases
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, bottom, top):
+        xp = self.xp
         x, y = bottom[0].data, top[0].data
         if self.is_global:
             self._forward_global(x, y)
-        elif self.is_max:
-            self._forward_max(self._source(x), y)
         else:
             src = self._source(x)
-            taps = self._taps()
-            self.xp.copyto(y, self._tap(src, *taps[0]))
-            for i, j in taps[1:]:
-                y += self._tap(src, i, j)
-            y /= self._pool_size
+            acc = y if self._direct else self._yw
+            if self.is_max:
+                self._forward_max(src, acc)
+            else:
+                taps = self._taps()
+                xp.copyto(acc, self._tap(src, *taps[0]))
+                for i, j in taps[1:]:
+                    acc += self._tap(src, i, j)
+            if not self.is_max:
+                xp.divide(self._crop(acc), self._pool_size, out=y)
+            elif not self._direct:
+                y[...] = self._crop(acc)
         if self.n_tops == 2:
             self._write_mask(top[1].data)
 
@@ -216,7 +269,7 @@ class Pooling(Layer):
         xp = self.xp
         hstart = xp.arange(self.Ho).reshape(-1, 1) * self.stride_h - self.pad_h
         wstart = xp.arange(self.Wo).reshape(1, -1) * self.stride_w - self.pad_w
-        a = self._argmax.astype(numpy.int64)
+        a = self._crop(self._argmax).astype(numpy.int64)
         mask[...] = (hstart + a // self.kw) * self.W + (wstart + a % self.kw)
 
     # -- backward -------------------------------------------------------------------------
@@ -227,15 +280,20 @@ class Pooling(Layer):
         dy, dx = top[0].diff, bottom[0].diff
         if self.is_global:
             return self._backward_global(dy, dx)
-        g = dy if self.is_max else dy / self._pool_size
-        if self._tiles:
-            dst, add = dx, False                 # each input cell is in exactly one window
+        if self._direct:
+            g = dy if self.is_max else dy / self._pool_size
+            dst, add = dx, not self._tiles
         else:
-            if self._buffered and self._dbuf is None:
-                self._dbuf = xp.zeros_like(self._buf)
-            dst = self._dbuf if self._buffered else dx
+            g = self._gw
+            if self.is_max:
+                self._crop(g)[...] = dy
+            else:
+                xp.divide(dy, self._pool_size, out=self._crop(g))
+            if self._dphases is None:
+                self._dphases = xp.zeros_like(self._phases)
+            dst, add = self._dphases, True
+        if add:
             dst.fill(0)
-            add = True
         for o, (i, j) in enumerate(self._taps()):
             part = self._tap(dst, i, j)
             if self.is_max:
@@ -248,8 +306,11 @@ class Pooling(Layer):
                 part += g
             else:
                 part[...] = g
-        if self._buffered:
-            dx[...] = self._interior(self._dbuf)
+        if not self._direct:
+            if not self._full_cover:
+                dx.fill(0)                   # rows/cols no window reads get no gradient
+            for src, dst_ in self._phase_copies:
+                dx[dst_] = self._dphases[src]
 
     def _backward_global(self, dy, dx):
         flat = dx.reshape(self.N, self.C, -1)
@@ -260,4 +321,3 @@ class Pooling(Layer):
             self.xp.multiply(g, hit, out=flat)
         else:
             flat[...] = g / self._pool_size
-

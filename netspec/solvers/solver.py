@@ -65,6 +65,9 @@ class Solver:
         self.snapshot_hooks: list[Callable[[str], None]] = []
         self.last_snapshot: str | None = None
         self.test_history: list[tuple[int, dict[str, float]]] = []
+        #: callables receiving one dict per display/test event (metrics files, plots, search)
+        self.listeners: list[Callable[[dict], None]] = []
+        self._t0 = time.perf_counter()
 
     # -- nets ---------------------------------------------------------------------------------
     def _make_test_nets(self) -> list[Net]:
@@ -130,10 +133,13 @@ class Solver:
         if not np.isfinite(loss):
             raise self._divergence(f"the training loss became {loss}")
         self._smooth(loss)
-        if self.sp.display and it % self.sp.display == 0:
+        display = self.sp.display and it % self.sp.display == 0
+        if display:
             self.log.info(f"Iteration {it}, loss = {fmt(self.smoothed_loss)}")
             for k, name in enumerate(self.net.output_names):
                 self._log_output("Train", k, name, self.net)
+            self._emit("train", it, {n: float(to_numpy(self.net.blobs[n].data).mean())
+                                     for n in self.net.output_names}, loss=self.smoothed_loss)
         self.apply_update()
         self._check_params()
         self.iter += 1
@@ -235,7 +241,19 @@ class Solver:
         if self.sp.test_compute_loss:
             self.log.info(f"Test loss: {fmt(loss / n)}")
         self.test_history.append((self.iter, out))
+        self._emit("test", self.iter, out, net=i)
         return out
+
+    def _emit(self, kind: str, it: int, outputs: dict[str, float], **extra) -> None:
+        """Send an event to the listeners: iteration, lr, outputs, wall time, weight norms."""
+        if not self.listeners:
+            return
+        event = {"event": kind, "iteration": it, "lr": self.learning_rate(it),
+                 "wall_s": time.perf_counter() - self._t0, "outputs": outputs, **extra,
+                 "weight_norms": {p.name: float(self.xp.sqrt((p.data.astype(self.xp.float64) ** 2).sum()))
+                                  for p in self.net.params}}
+        for listener in self.listeners:
+            listener(event)
 
     # -- interruption -------------------------------------------------------------------------
     def _install_sigint(self):
