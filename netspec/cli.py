@@ -98,8 +98,11 @@ def _load_solver_and_net(solver_file, sets):
                    "(layer.fc1.param.0.decay_mult=0). Repeatable.")
 @click.option("--max-iter", type=int, help="Stop after this many iterations (same as --set max_iter=N).")
 @click.option("--quiet", is_flag=True, help="No log lines.")
+@click.option("--log-dir", type=click.Path(file_okay=False),
+              help="Write DIR/metrics.jsonl (one JSON object per display and test step, for "
+                   "`netspec plot`) and DIR/train.log (the Caffe-format log).")
 @friendly
-def train(solver_file, gpu, snapshot, weights, sets, max_iter, quiet):
+def train(solver_file, gpu, snapshot, weights, sets, max_iter, quiet, log_dir):
     """Train with SOLVER_FILE (Caffe's `caffe train --solver`)."""
     from .log import CaffeLog  # noqa: PLC0415
     from .progress import progress_for  # noqa: PLC0415
@@ -112,7 +115,16 @@ def train(solver_file, gpu, snapshot, weights, sets, max_iter, quiet):
         sets = tuple(sets) + ("solver_mode=GPU",)
     sp, net_param, applied = _load_solver_and_net(solver_file, sets)
     log = CaffeLog(quiet=quiet)
+    writers = []
+    if log_dir:
+        from .metrics import LogFileWriter, MetricsWriter  # noqa: PLC0415
+
+        writers.append(LogFileWriter(Path(log_dir) / "train.log", append=bool(snapshot)))
+        log.listeners.append(writers[-1])
     solver = Solver(sp, log=log, net_param=net_param)
+    if log_dir:
+        writers.append(MetricsWriter(Path(log_dir) / "metrics.jsonl", append=bool(snapshot)))
+        solver.listeners.append(writers[-1])
     log.info(f"Solver {solver_file}: type {sp.type}, base_lr {sp.base_lr}, lr_policy {sp.lr_policy}, "
              f"weight_decay {sp.weight_decay} ({sp.regularization_type or 'none'}), "
              f"max_iter {sp.max_iter}, random_seed {solver.seed}, "
@@ -130,10 +142,14 @@ def train(solver_file, gpu, snapshot, weights, sets, max_iter, quiet):
         missing, unused = load_weights(solver.net, w)
         log.info(f"Fine-tuning from {w}" + (f" (not in the file, kept from fillers: {missing})" if missing else "")
                  + (f" (unused: {unused})" if unused else ""))
-    with progress_for(sp.max_iter, solver.iter, quiet) as progress:
-        result = solver.solve(progress=progress)
-    log.info(f"Trained {result['iterations']} iterations in {result['wall_s']:.1f} s "
-             f"({1000 * result['s_per_iter']:.2f} ms/iter)")
+    try:
+        with progress_for(sp.max_iter, solver.iter, quiet) as progress:
+            result = solver.solve(progress=progress)
+        log.info(f"Trained {result['iterations']} iterations in {result['wall_s']:.1f} s "
+                 f"({1000 * result['s_per_iter']:.2f} ms/iter)")
+    finally:
+        for writer in writers:
+            writer.close()
 
 
 @main.command()

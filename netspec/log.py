@@ -25,16 +25,17 @@ class CaffeLog:
         return self._stream if self._stream is not None else sys.stderr
 
     def info(self, msg: str, source: str = "solver.py") -> None:
-        if self.quiet:
+        if self.quiet and not self.listeners:
             return
-        now = datetime.now()
-        stamp = now.strftime("%m%d %H:%M:%S.%f")
+        stamp = datetime.now().strftime("%m%d %H:%M:%S.%f")
         for line in msg.splitlines() or [""]:
             text = f"I{stamp} {self.pid} {source}:0] {line}"
             for listener in self.listeners:
                 listener(text)
-            self.stream.write(text + "\n")
-        self.stream.flush()
+            if not self.quiet:
+                self.stream.write(text + "\n")
+        if not self.quiet:
+            self.stream.flush()
 
     def warn(self, msg: str, source: str = "solver.py") -> None:
         stamp = datetime.now().strftime("%m%d %H:%M:%S.%f")

@@ -48,26 +48,27 @@ TARGET = _rng.normal(size=(STEPS, BATCH, N_OUT))
 
 
 # -- the two nets ------------------------------------------------------------------------------
-def _ip(name, bottom, n):
+def _ip(name, bottom, n, mults):
     return {"name": name, "type": "InnerProduct", "bottom": bottom, "top": name,
-            "param": [dict(zip(("lr_mult", "decay_mult"), MULTS[f"{name}/{i}"])) for i in (0, 1)],
+            "param": [dict(zip(("lr_mult", "decay_mult"), mults[f"{name}/{i}"])) for i in (0, 1)],
             "inner_product_param": {"num_output": n, "weight_filler": {"type": "gaussian", "std": 0.5},
                                     "bias_filler": {"type": "gaussian", "std": 0.1}}}
 
 
-def tiny_net() -> dict:
+def tiny_net(mults=MULTS) -> dict:
     return {"name": "tiny", "layer": [
         {"name": "data", "type": "Input", "top": "data", "input_param": {"shape": {"dim": [BATCH, N_IN]}}},
         {"name": "target", "type": "Input", "top": "target", "input_param": {"shape": {"dim": [BATCH, N_OUT]}}},
-        _ip("ip1", "data", N_HID), {"name": "relu1", "type": "ReLU", "bottom": "ip1", "top": "ip1"},
-        _ip("ip2", "ip1", N_OUT),
+        _ip("ip1", "data", N_HID, mults),
+        {"name": "relu1", "type": "ReLU", "bottom": "ip1", "top": "ip1"},
+        _ip("ip2", "ip1", N_OUT, mults),
         {"name": "loss", "type": "EuclideanLoss", "bottom": ["ip2", "target"], "top": "loss"},
     ]}
 
 
-def make_solver(settings: dict) -> Solver:
+def make_solver(settings: dict, mults=MULTS) -> Solver:
     sp = SolverParameter.model_validate({"net": "unused.yaml", "random_seed": 7, **settings})
-    return Solver(sp, backend=Backend(np, np.float64), net_param=parse_net(tiny_net()),
+    return Solver(sp, backend=Backend(np, np.float64), net_param=parse_net(tiny_net(mults)),
                   log=CaffeLog(quiet=True))
 
 
@@ -83,9 +84,9 @@ def netspec_step(solver: Solver, t: int) -> dict[str, np.ndarray]:
     return weights_of(solver)
 
 
-def run_netspec(settings: dict, steps: int = STEPS):
+def run_netspec(settings: dict, steps: int = STEPS, mults=MULTS):
     """(initial weights, [weights after step 1..steps]) of a netspec run."""
-    solver = make_solver(settings)
+    solver = make_solver(settings, mults)
     init = weights_of(solver)
     return init, [netspec_step(solver, t) for t in range(steps)]
 
@@ -155,10 +156,12 @@ def grads_at(w: dict[str, np.ndarray], t: int) -> dict[str, np.ndarray]:
     return {k: p.grad.numpy().copy() for k, p in zip(KEYS, model.blobs())}
 
 
-def run_reference(init, update, steps: int = STEPS):
-    """A hand-written trajectory: ``update(key, w, g, state, it)`` returns the new weight."""
+def run_reference(init, update, steps: int = STEPS, state=None):
+    """A hand-written trajectory: ``update(key, w, g, state[key], it)`` returns the new weight;
+    ``state`` (a dict, filled here) lets the caller read the per-blob state afterwards."""
     w = {k: v.copy() for k, v in init.items()}
-    state: dict[str, dict] = {k: {} for k in KEYS}
+    state = {} if state is None else state
+    state.update({k: {} for k in KEYS})
     out = []
     for t in range(steps):
         g = grads_at(w, t)
@@ -173,13 +176,21 @@ def max_rel_dev(got, want) -> float:
                for a, b in zip(got, want, strict=True) for k in KEYS)
 
 
+def norm_dev(got, want) -> float:
+    """Largest ‖got − want‖ / ‖want‖ over blobs and steps (for trajectories that do part)."""
+    return max(float(np.linalg.norm(a[k] - b[k]) / np.linalg.norm(b[k]))
+               for a, b in zip(got, want, strict=True) for k in KEYS)
+
+
 def assert_same(got, want, rtol: float, what: str) -> float:
     assert len(got) == len(want)
     for step, (a, b) in enumerate(zip(got, want), start=1):
         for k in KEYS:
             np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=rtol * 1e-3,
                                        err_msg=f"{what}: blob {k} after step {step}")
-    return max_rel_dev(got, want)
+    worst = max_rel_dev(got, want)
+    print(f"{what}: largest relative deviation {worst:.2e}")  # shown with pytest -s
+    return worst
 
 
 def step_lr(base_lr: float, gamma: float, stepsize: int):
@@ -232,7 +243,8 @@ def test_momentum_under_lr_schedule_differs_from_torch(rule):
     make = lambda m: torch.optim.SGD(groups(m, base_lr), lr=base_lr, momentum=mu,  # noqa: E731
                                      nesterov=rule == "Nesterov", foreach=False)
     plain = run_torch(init, make, lr_factor=factor)
-    assert max_rel_dev(ns, plain) > 1e-3  # they do differ, and not by rounding
+    print(f"{rule} vs plain torch under lr_policy step: blob-norm deviation {norm_dev(ns, plain):.2e}")
+    assert norm_dev(ns, plain) > 1e-3  # they do differ, and not by rounding
 
     def rescale(opt, it):
         if it == 0:
@@ -266,7 +278,12 @@ B1, B2 = 0.9, 0.999
 
 def caffe_adam(lr, delta, lam=0.0, decoupled=0.0):
     """Caffe's Adam (bias correction folded into the rate, δ outside √v), with coupled L2 ``lam``
-    or a decoupled shrink ``decoupled``·lr_t/base_lr after the step (netspec's AdamW)."""
+    or a decoupled shrink ``decoupled``·decay_mult·lr_t/base_lr after the step (netspec's AdamW).
+
+    It also sums, per element, ``eps_gap``: how far torch's ε placement would move each step
+    from the same state, |Δ_caffe − Δ_torch| = rate·A·|m|·δ(1 − s)/((√v + δ)(√v + δ·s)) with
+    s = √(1−β₂ᵗ), A = s/(1−β₁ᵗ) (torch's √v̂ + ε = (√v + ε·s)/s).
+    """
     base = lr(0)
 
     def update(key, w, g, st, it):
@@ -275,8 +292,13 @@ def caffe_adam(lr, delta, lam=0.0, decoupled=0.0):
         g = g + lam * b * w
         st["m"] = B1 * st.get("m", 0.0) + (1 - B1) * g
         st["v"] = B2 * st.get("v", 0.0) + (1 - B2) * g * g
-        rate = lr(it) * a * math.sqrt(1 - B2 ** t) / (1 - B1 ** t)
-        w = w - rate * st["m"] / (np.sqrt(st["v"]) + delta)
+        s = math.sqrt(1 - B2 ** t)
+        rate = lr(it) * a * s / (1 - B1 ** t)
+        root = np.sqrt(st["v"])
+        st["eps_gap"] = st.get("eps_gap", 0.0) + rate * np.abs(st["m"]) * delta * (1 - s) / (
+            (root + delta) * (root + delta * s))
+        st.setdefault("eps_gaps", []).append(st["eps_gap"])  # after step 1, 2, …
+        w = w - rate * st["m"] / (root + delta)
         return w * (1 - decoupled * b * lr(it) / base)
 
     return update
@@ -288,20 +310,31 @@ def test_adam_equals_torch_adam_with_tiny_delta(lam):
     vs ``torch.optim.Adam(lr, betas=(β₁, β₂), eps=δ, weight_decay=λ)``.
 
     Caffe: Δ = lr·√(1−β₂ᵗ)/(1−β₁ᵗ)·m/(√v + δ);  torch: Δ = lr·m̂/(√v̂ + ε)
-    = lr·√(1−β₂ᵗ)/(1−β₁ᵗ)·m/(√v + ε·√(1−β₂ᵗ)). Only ε's weight differs; with δ = ε = 1e-8 and
-    gradients of order 0.1 that changes Δ by < 1e-5 relative (checked to 1e-5 on the weights).
-    netspec equals the NumPy reference of Caffe's form to rounding.
+    = lr·√(1−β₂ᵗ)/(1−β₁ᵗ)·m/(√v + ε·√(1−β₂ᵗ)). Only ε's weight differs. netspec equals the NumPy
+    reference of Caffe's form to rounding; against torch (ε = δ = 1e-8) every element stays within
+    twice the summed per-step gap of that ε placement (derived in ``caffe_adam``: it is large only
+    where |g| is not ≫ δ/√(1−β₂) ≈ 3e-7), and each blob within 1e-5 in relative L2 norm.
     """
     lr, delta = 0.01, 1e-8
     settings = {"type": "Adam", "base_lr": lr, "momentum": B1, "momentum2": B2, "delta": delta}
     if lam:
         settings.update(weight_decay=lam, regularization_type="L2")
     init, ns = run_netspec(settings)
-    assert_same(ns, run_reference(init, caffe_adam(lambda it: lr, delta, lam)), TIGHT,
-                "Adam vs Caffe reference")
+    state: dict = {}
+    ref = run_reference(init, caffe_adam(lambda it: lr, delta, lam), state=state)
+    assert_same(ns, ref, TIGHT, "Adam vs Caffe reference")
     th = run_torch(init, lambda m: torch.optim.Adam(groups(m, lr, lambda a, b: lam * b), lr=lr,
                                                     betas=(B1, B2), eps=delta, foreach=False))
-    assert_same(ns, th, 1e-5, "Adam vs torch Adam")
+    worst_norm = 0.0
+    for t in range(STEPS):
+        for k in KEYS:
+            gap = np.abs(ns[t][k] - th[t][k])
+            assert np.all(gap <= 2 * state[k]["eps_gaps"][t] + 1e-13), (k, t)
+            rel = float(np.linalg.norm(ns[t][k] - th[t][k]) / np.linalg.norm(th[t][k]))
+            assert rel <= 1e-5, (k, t, rel)
+            worst_norm = max(worst_norm, rel)
+    print(f"Adam (λ={lam}) vs torch Adam, ε = δ = 1e-8: largest relative deviation "
+          f"{max_rel_dev(ns, th):.2e} elementwise, {worst_norm:.2e} in blob norm")
 
 
 def test_adam_epsilon_placement_mapped_per_step():
@@ -321,7 +354,9 @@ def test_adam_epsilon_placement_mapped_per_step():
         for group in opt.param_groups:
             group["eps"] = delta / math.sqrt(1 - B2 ** (it + 1))
 
-    assert max_rel_dev(ns, run_torch(init, make)) > 1e-4
+    plain = run_torch(init, make)
+    print(f"Adam δ = 1e-2 vs torch, constant ε = δ: blob-norm deviation {norm_dev(ns, plain):.2e}")
+    assert norm_dev(ns, plain) > 1e-4
     assert_same(ns, run_torch(init, make, before_step=mapped_eps), TIGHT, "Adam vs torch, mapped ε")
 
 
@@ -339,75 +374,82 @@ def test_adamw_one_step_differs_from_torch_by_d_delta(policy):
     ``lr_policy: step`` torch's decay uses the scheduled lr_t·wd and netspec λ·lr_t/base_lr: the
     same thing for that wd.
     """
-    base_lr, lam, delta = 0.01, 0.05, 1e-8
+    base_lr, lam, delta = 0.01, 1e-3, 1e-8  # torch wd = λ/base_lr = 0.1 for unit multipliers
     gamma, stepsize = 0.3, 2
-    if policy == "fixed":
-        lr = lambda it: base_lr  # noqa: E731
-        extra = {}
-    else:
-        lr, _ = step_lr(base_lr, gamma, stepsize)
-        extra = {"lr_policy": "step", "gamma": gamma, "stepsize": stepsize}
+    lr, _ = step_lr(base_lr, gamma if policy == "step" else 1.0, stepsize)
+    extra = {"lr_policy": "step", "gamma": gamma, "stepsize": stepsize} if policy == "step" else {}
     settings = {"type": "AdamW", "base_lr": base_lr, "momentum": B1, "momentum2": B2, "delta": delta,
                 "weight_decay": lam, "regularization_type": "decoupled", **extra}
     solver = make_solver(settings)
     model = TorchNet(weights_of(solver))
-    wd_of = lambda a, b: lam * b / (base_lr * a)  # noqa: E731
-    opt = torch.optim.AdamW(groups(model, base_lr, wd_of), lr=base_lr, betas=(B1, B2), eps=delta,
-                            foreach=False)
-    seen_d = set()
+    opt = torch.optim.AdamW(groups(model, base_lr, lambda a, b: lam * b / (base_lr * a)), lr=base_lr,
+                            betas=(B1, B2), eps=delta, foreach=False)
+    sched = torch.optim.lr_scheduler.StepLR(opt, stepsize, gamma) if policy == "step" else None
+    seen_d, term, resid = set(), 0.0, 0.0
     for t in range(STEPS):
         w = model.weights()
         for key, p in solver.net.named_params().items():  # same W; same g history ⇒ same m, v
             p.data[...] = w[key]
         ns = netspec_step(solver, t)
         model.backward(t)
-        for key, group in zip(KEYS, opt.param_groups):
-            group["lr"] = lr(t) * MULTS[key][0]
+        for group in opt.param_groups:
             group["eps"] = delta / math.sqrt(1 - B2 ** (t + 1))
+        ds = [group["lr"] * group["weight_decay"] for group in opt.param_groups]  # torch's d
         opt.step()
+        if sched:
+            sched.step()
         th = model.weights()
-        for key, group in zip(KEYS, opt.param_groups):
-            d = group["lr"] * group["weight_decay"]
+        for key, d in zip(KEYS, ds):
             np.testing.assert_allclose(d, lam * MULTS[key][1] * lr(t) / base_lr, rtol=1e-14)
             seen_d.add(round(d, 12))
             step = w[key] * (1 - d) - th[key]
             np.testing.assert_allclose(ns[key], th[key] + d * step, rtol=1e-12, atol=1e-15,
                                        err_msg=f"{key} after step {t + 1}")
+            term = max(term, float(np.max(np.abs(d * step))))
+            resid = max(resid, float(np.max(np.abs(ns[key] - th[key] - d * step))))
+    print(f"AdamW lockstep ({policy}): |d·Δ| up to {term:.2e}, residual after it {resid:.2e}")
     if policy == "step":
-        assert len(seen_d - {0.0}) >= 2  # the decay followed the schedule
+        assert len(seen_d - {0.0}) >= 3  # the decay followed the schedule (two blobs × drops)
 
 
-def test_adamw_trajectory_vs_torch_includes_d_delta():
-    """Free-running AdamW: netspec vs torch over STEPS steps, with the order term accounted for.
+def test_adamw_trajectory_is_torch_adam_then_shrink():
+    """Free-running AdamW over STEPS steps.
 
-    From torch's own trajectory W^th and its steps Δ_t = W^th_t(1 − d) − W^th_{t+1}, netspec's
-    expected trajectory is W_{t+1} = (W_t − Δ_t)(1 − d) (Δ_t reused: the gradients at the two
-    trajectories differ by O(d·Δ), which moves Δ by far less than d·Δ itself). netspec must match
-    that to 1e-6 — and must *not* match torch itself to 1e-5: the d·Δ term is what separates them.
-    netspec also equals the NumPy reference of its own form to rounding.
+    netspec's AdamW is torch's pieces in the other order: ``torch.optim.Adam`` (no decay) and then
+    ``W.mul_(1 − d)`` after each step, d = λ·decay_mult·lr_t/base_lr — equal to rounding (ε mapped
+    per step as in the Adam test). Plain ``torch.optim.AdamW`` at the matched wd parts from it by
+    more than 1e-5: the d·Δ term of every step, which the lockstep test above pins exactly. (Reusing
+    torch's Δ sequence on netspec's trajectory is not exact over several steps: Adam's Δ depends on
+    g through m/√v, with ∂Δ/∂g ≈ rate/|g|, so the O(d·Δ) weight gap moves later steps by a
+    comparable amount.) netspec also equals the NumPy reference of its own form to rounding.
     """
-    base_lr, lam, delta = 0.02, 0.2, 1e-8  # d = 4e-3 per step: the d·Δ term is visible
+    base_lr, lam, delta = 0.02, 4e-3, 1e-8  # d = 4e-3 per step (torch wd 0.2)
     settings = {"type": "AdamW", "base_lr": base_lr, "momentum": B1, "momentum2": B2, "delta": delta,
                 "weight_decay": lam, "regularization_type": "decoupled"}
     init, ns = run_netspec(settings)
     fixed = lambda it: base_lr  # noqa: E731
     assert_same(ns, run_reference(init, caffe_adam(fixed, delta, decoupled=lam)), TIGHT,
                 "AdamW vs reference")
-    wd = {k: lam * b / (base_lr * a) for k, (a, b) in MULTS.items()}
-    th = run_torch(init, lambda m: torch.optim.AdamW(
+
+    def mapped_eps(opt, it):
+        for group in opt.param_groups:
+            group["eps"] = delta / math.sqrt(1 - B2 ** (it + 1))
+
+    class AdamThenShrink(torch.optim.Adam):
+        def step(self, closure=None):
+            super().step(closure)
+            with torch.no_grad():
+                for key, group in zip(KEYS, self.param_groups):
+                    group["params"][0].mul_(1 - lam * MULTS[key][1])
+
+    after = run_torch(init, lambda m: AdamThenShrink(groups(m, base_lr), lr=base_lr, betas=(B1, B2),
+                                                     eps=delta, foreach=False), before_step=mapped_eps)
+    assert_same(ns, after, TIGHT, "AdamW vs torch Adam + shrink after")
+    adamw = run_torch(init, lambda m: torch.optim.AdamW(
         groups(m, base_lr, lambda a, b: lam * b / (base_lr * a)), lr=base_lr, betas=(B1, B2),
-        eps=delta, foreach=False))
-    expected, w, prev = [], dict(init), dict(init)
-    for th_t in th:
-        nxt = {}
-        for k in KEYS:
-            d = base_lr * MULTS[k][0] * wd[k]
-            step = prev[k] * (1 - d) - th_t[k]
-            nxt[k] = (w[k] - step) * (1 - d)
-        expected.append(nxt)
-        w, prev = nxt, th_t
-    assert_same(ns, expected, 1e-6, "AdamW vs torch + d·Δ")
-    assert max_rel_dev(ns, th) > 1e-5
+        eps=delta, foreach=False), before_step=mapped_eps)
+    print(f"AdamW vs plain torch AdamW (free-running): blob-norm deviation {norm_dev(ns, adamw):.2e}")
+    assert norm_dev(ns, adamw) > 1e-5
 
 
 def test_decoupled_vs_coupled_plain_sgd_second_order():
@@ -425,6 +467,7 @@ def test_decoupled_vs_coupled_plain_sgd_second_order():
     lam_d = lr * lam2  # matched for lr_mult 1 blobs
     cpl = make_solver({"base_lr": lr, "weight_decay": lam2, "regularization_type": "L2"})
     dec = make_solver({"base_lr": lr, "weight_decay": lam_d, "regularization_type": "decoupled"})
+    term = resid = 0.0
     for t in range(STEPS):
         w = weights_of(cpl)
         for key, p in dec.net.named_params().items():
@@ -433,21 +476,31 @@ def test_decoupled_vs_coupled_plain_sgd_second_order():
         a, b = netspec_step(cpl, t), netspec_step(dec, t)
         for k, (lm, dm) in MULTS.items():
             r, s_c, s_d = lr * lm, lr * lm * lam2 * dm, lam_d * dm
-            np.testing.assert_allclose(b[k] - a[k], (s_c - s_d) * w[k] + s_d * r * g[k],
-                                       rtol=1e-9, atol=1e-16, err_msg=f"{k} step {t + 1}")
+            want = (s_c - s_d) * w[k] + s_d * r * g[k]
+            np.testing.assert_allclose(b[k] - a[k], want, rtol=1e-9, atol=1e-16,
+                                       err_msg=f"{k} step {t + 1}")
+            resid = max(resid, float(np.max(np.abs(b[k] - a[k] - want))))
             if lm == 1:
+                term = max(term, float(np.max(np.abs(want))))
                 np.testing.assert_allclose(b[k] - a[k], lr * lr * lam2 * dm * g[k], rtol=1e-9,
                                            atol=1e-16)
-    # free-running: the trajectories part by about Σ_t s_d·r·|g_t| on the lr_mult-1 blobs
-    init, traj_c = run_netspec({"base_lr": lr, "weight_decay": lam2, "regularization_type": "L2"})
-    _, traj_d = run_netspec({"base_lr": lr, "weight_decay": lam_d, "regularization_type": "decoupled"})
-    bound = {k: 0.0 for k in KEYS}
+    # free-running, every blob at lr_mult 1 (all matched): the trajectories part by about the
+    # sum of those terms, Σ_t lr²·λ₂·‖m·g_t‖ (second order; the gap also spreads to undecayed
+    # blobs through the gradients, so it is bounded over all blobs together)
+    unit = {k: (1.0, dm) for k, (_, dm) in MULTS.items()}
+    init, traj_c = run_netspec({"base_lr": lr, "weight_decay": lam2, "regularization_type": "L2"},
+                               mults=unit)
+    _, traj_d = run_netspec({"base_lr": lr, "weight_decay": lam_d, "regularization_type": "decoupled"},
+                            mults=unit)
+    bound = ratio = 0.0
     for t, wc in enumerate([init] + traj_c[:-1]):
         g = grads_at(wc, t)
-        for k in ("ip1/0", "ip2/1"):
-            bound[k] += lr * lr * lam2 * MULTS[k][1] * float(np.linalg.norm(g[k]))
-            gap = float(np.linalg.norm(traj_d[t][k] - traj_c[t][k]))
-            assert 0 < gap <= 2 * bound[k], (k, t, gap, bound[k])
+        bound += lr * lr * lam2 * math.sqrt(sum(float(np.sum((unit[k][1] * g[k]) ** 2)) for k in KEYS))
+        gap = math.sqrt(sum(float(np.sum((traj_d[t][k] - traj_c[t][k]) ** 2)) for k in KEYS))
+        assert 0 < gap <= 1.5 * bound, (t, gap, bound)
+        ratio = max(ratio, gap / bound)
+    print(f"decoupled vs L2 (plain SGD), one step: lr²λ₂·m·g up to {term:.2e}, residual after the "
+          f"formula {resid:.2e}; free-running gap/Σ lr²λ‖g‖ up to {ratio:.2f}")
 
 
 # -- RMSProp, AdaGrad, AdaDelta ------------------------------------------------------------------

@@ -5,8 +5,8 @@ with g = ``group``, M = ``num_output`` and, per spatial dim (Caffe's ``conv_laye
 
     Ho = (H + 2·pad_h − (dilation_h·(kh − 1) + 1)) // stride_h + 1.
 
-    y[n, m, ho, wo] = b[m] + Σ_{c in group(m), i, j}
-                      W[m, c, i, j] · x_pad[n, c, ho·stride_h + i·dilation_h, wo·stride_w + j·dilation_w]
+    y[n, m, ho, wo] = b[m] + Σ_{c in group(m), i, j} W[m, c, i, j] ·
+                      x_pad[n, c, ho·stride_h + i·dilation_h, wo·stride_w + j·dilation_w]
 
 where x_pad is x with ``pad`` zeros on each side. Several bottoms give as many tops, all computed
 with the same parameters (Caffe's weight sharing across bottoms); their gradients add up.
@@ -15,6 +15,8 @@ Implementation: the padded bottom lives in a buffer allocated in ``setup``; a st
 is copied once into ``col`` (K = C·kh·kw rows), and ``W (g, M/g, K/g) @ col (g, K/g, Q)`` is one
 GEMM per group (a single batched ``matmul``). Backward: ``dW += dy @ colᵀ`` and
 ``dcol = Wᵀ @ dy`` (one GEMM each), then col2im as kh·kw slice-adds into a padded buffer.
+Backward reuses the columns of the last forward when it sees the same bottom array (Caffe
+recomputes them); the whole batch's columns are kept, C·kh·kw·N·Ho·Wo values per layer.
 
 The columns Q of ``col`` are ordered either (N, Ho, Wo) ("batch-first") or (Ho, Wo, N)
 ("batch-last", the padded buffer then is (C, Hp, Wp, N)). NumPy copies and adds run one inner
@@ -25,7 +27,7 @@ top and bottom arrays; wide outputs keep batch-first, whose transposes move whol
 
 from __future__ import annotations
 
-from .base import Layer, canonical_axis
+from .base import Layer
 from .registry import register
 
 #: narrowest output row (Wo) for which the batch-first column order is used (see module doc)
@@ -75,7 +77,7 @@ class Convolution(Layer):
     # -- setup ----------------------------------------------------------------------------
     def _geometry(self, shape):
         p = self.p
-        if canonical_axis(p.axis, len(shape)) != 1 or len(shape) != 4:
+        if len(shape) != 4 or p.axis not in (1, -3):
             raise self.spec_error(f"only 2-D convolution of NCHW blobs (axis 1) is supported; "
                                   f"bottom shape {tuple(shape)}, axis {p.axis}", field="axis")
         self.kh, self.kw = _pair(self, p.kernel_size, p.kernel_h, p.kernel_w, "kernel_size", None)
@@ -118,7 +120,8 @@ class Convolution(Layer):
         if p.bias_term:
             self.add_param((M,), p.bias_filler, "bias")
 
-        # buffers (fixed shapes). "phys" axis orders; self._perm maps (chan, *rest) -> NCHW.
+        # Buffers (shapes fixed from here on). Memory: col holds C·kh·kw·N·Ho·Wo values.
+        # self._perm views any (channel, *rest) array, and the padded buffers, as NCHW.
         self.batch_last = Wo < BATCH_FIRST_MIN_WIDTH
         if self.batch_last:
             rest, self._perm = (Ho, Wo, N), (3, 0, 1, 2)
@@ -129,8 +132,8 @@ class Convolution(Layer):
         self._rest = rest
         self._xbuf = buf                                  # padded bottom, zero border
         self._dbuf = None                                 # padded bottom diff (backward)
-        self._col = self.backend.empty((C, self.kh, self.kw) + rest)
-        self._out = self.backend.empty((M,) + rest)       # GEMM result / top diff, (M, *rest)
+        self._col = self.backend.empty((C, self.kh, self.kw, *rest))
+        self._out = self.backend.empty((M, *rest))       # GEMM result / top diff, (M, *rest)
         self._col_src = None                              # bottom array held in _col
         return [(N, M, Ho, Wo)] * len(bottom_shapes)
 
@@ -159,7 +162,7 @@ class Convolution(Layer):
         names = ("Ho", "Wo", "N") if self.batch_last else ("N", "Ho", "Wo")
         view = xp.lib.stride_tricks.as_strided(
             self._xbuf, shape=self._col.shape,
-            strides=(sC, sH * self.dil_h, sW * self.dil_w) + tuple(axis_strides[a] for a in names))
+            strides=(sC, sH * self.dil_h, sW * self.dil_w, *(axis_strides[a] for a in names)))
         self._col[...] = view
         self._col_src = x
 
@@ -212,8 +215,8 @@ class Convolution(Layer):
         if (self.M // self.g) * (self.K // self.g) > SPLIT_DW_MAX_WEIGHTS:
             return xp.matmul(dyg, colg.transpose(0, 2, 1))
         S = self._rest[0]
-        dy4 = dyg.reshape(dyg.shape[:2] + (S, -1)).transpose(0, 2, 1, 3)     # (g, S, M/g, Q/S)
-        col4 = colg.reshape(colg.shape[:2] + (S, -1)).transpose(0, 2, 3, 1)  # (g, S, Q/S, K/g)
+        dy4 = dyg.reshape(*dyg.shape[:2], S, -1).transpose(0, 2, 1, 3)     # (g, S, M/g, Q/S)
+        col4 = colg.reshape(*colg.shape[:2], S, -1).transpose(0, 2, 3, 1)  # (g, S, Q/S, K/g)
         return xp.matmul(dy4, col4).sum(axis=1)
 
     def _col2im(self, dx):

@@ -1,0 +1,259 @@
+"""``netspec convert`` as functions: Caffe net/solver prototxt -> YAML, caffemodel -> npz.
+
+Every function returns a ``Converted`` record (what was written, the notes and warnings) and
+raises ConvertError/SnapshotError naming the file, the layer and the field when it cannot.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import SpecError
+from . import ConvertError
+from . import prototxt as ptx
+from .to_yaml import Report, net_to_dict, solver_to_dict
+from .upgrade import UpgradeLog, upgrade_net, upgrade_solver
+from .yaml_out import dump
+
+
+@dataclass
+class Converted:
+    kind: str                     # "net", "solver" or "weights"
+    outputs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# -- nets ----------------------------------------------------------------------------------------
+def net_yaml(net_msg, source: str, drop_unsupported: bool = False, input_layer: bool = False,
+             out_name: str = "<converted>") -> tuple[str, dict, Report, UpgradeLog]:
+    """(YAML text, data, Report, UpgradeLog) of a NetParameter message; checks it loads."""
+    from ..spec import loads_net  # noqa: PLC0415
+
+    up, log = upgrade_net(net_msg, input_layer=input_layer)
+    data, report = net_to_dict(up, drop_unsupported)
+    report.warnings[:0] = log.warnings
+    report.notes[:0] = log.steps
+    report.raise_errors(source)
+    fmt = {"V0": "legacy V0 format, upgraded as Caffe does",
+           "V1": "legacy V1 format, upgraded as Caffe does"}.get(log.format, "current format")
+    comments = [f"Converted by `netspec convert` from {Path(source).name} (Caffe {fmt})."]
+    text = dump(data, comments)
+    try:
+        loads_net(text, out_name)
+    except SpecError as e:
+        raise ConvertError(f"the converted net does not validate in netspec: "
+                           f"{_name_layers(e.message, e.field, data)}", file=source) from None
+    return text, data, report, log
+
+
+def _name_layers(message: str, fld: str | None, data: dict) -> str:
+    m = re.match(r"layer\[(\d+)\]\.?(.*)", fld or "")
+    if m and int(m.group(1)) < len(data.get("layer", [])):
+        layer = data["layer"][int(m.group(1))]
+        return f"layer '{layer.get('name')}' ({layer.get('type')}): {m.group(2) or 'layer'}: {message}"
+    return f"{fld}: {message}" if fld else message
+
+
+def default_output(src: Path, suffix: str) -> Path:
+    return src.with_suffix(suffix) if src.suffix else src.with_name(src.name + suffix)
+
+
+def convert_net(src: str | Path, out: str | Path | None = None, drop_unsupported: bool = False,
+                input_layer: bool = False, msg=None) -> Converted:
+    """A net .prototxt -> netspec YAML at ``out`` (default: same name, .yaml)."""
+    from ..snapshot import atomic_write_bytes  # noqa: PLC0415
+
+    src = Path(src)
+    if msg is None:
+        kind, msg, _ = ptx.read(src)
+        if kind != "net":
+            raise ConvertError("this is a solver file; convert_solver handles it", file=str(src))
+    out = Path(out) if out else default_output(src, ".yaml")
+    if out.resolve() == src.resolve():
+        raise ConvertError("the output would overwrite the input; give -o", file=str(src))
+    text, data, report, log = net_yaml(msg, str(src), drop_unsupported, input_layer, str(out))
+    atomic_write_bytes(out, text.encode())
+    return Converted("net", [str(out)], report.notes, report.warnings,
+                     {"layers": len(data.get("layer", [])), "format": log.format})
+
+
+# -- solvers -------------------------------------------------------------------------------------
+def _find_net(ref: str, solver_path: Path) -> Path | None:
+    """Where a solver's net path points: Caffe resolves it from the working directory (usually
+    Caffe's root); try that, then the solver's folder, then the solver's folder with leading
+    components of the path dropped (examples/mnist/x.prototxt -> <solver dir>/x.prototxt)."""
+    p = Path(ref).expanduser()
+    if p.is_absolute():
+        return p if p.is_file() else None
+    candidates = [Path.cwd() / p, solver_path.parent / p]
+    parts = p.parts
+    candidates += [solver_path.parent.joinpath(*parts[k:]) for k in range(1, len(parts))]
+    for c in candidates:
+        if c.is_file():
+            return c
+    return None
+
+
+def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsupported: bool = False,
+                   input_layer: bool = False) -> Converted:
+    """A solver .prototxt -> solver YAML; its net files (or inline nets) are converted too.
+
+    A referenced net ``N.prototxt`` is written as ``N.yaml`` next to it, and the solver's
+    ``net:`` points there relative to the solver YAML (netspec resolves paths from the solver
+    file, Caffe from its working directory). Inline ``net_param`` blocks become
+    ``<solver>.net.yaml`` beside the solver YAML.
+    """
+    from ..snapshot import atomic_write_bytes  # noqa: PLC0415
+    from ..spec.load import _validate  # noqa: PLC0415
+    from ..spec.solver import SolverParameter  # noqa: PLC0415
+    from ..spec.yaml_lines import loads_yaml  # noqa: PLC0415
+
+    src = Path(src)
+    kind, msg, _ = ptx.read(src)
+    if kind != "solver":
+        raise ConvertError("this is a net file, not a solver", file=str(src))
+    out = Path(out) if out else default_output(src, ".yaml")
+    if out.resolve() == src.resolve():
+        raise ConvertError("the output would overwrite the input; give -o", file=str(src))
+    solver, steps = upgrade_solver(msg)
+    result = Converted("solver", [], list(steps), [])
+    written: dict[Path, str] = {}
+
+    def rel(p: Path) -> str:
+        return Path(os.path.relpath(p.resolve(), out.resolve().parent)).as_posix()
+
+    def net_ref(fld: str, ref: str) -> str:
+        if ref.endswith((".yaml", ".yml")):
+            return ref
+        found = _find_net(ref, src)
+        if found is None:
+            guess = default_output(Path(ref), ".yaml").as_posix()
+            result.warnings.append(
+                f"{fld} '{ref}' not found (looked from the working directory and from "
+                f"{src.parent}); the solver's {fld} says '{guess}': convert that net with "
+                f"`netspec convert` and put it there (relative to {out.name})")
+            return guess
+        if found.resolve() not in written:
+            sub = convert_net(found, default_output(found, ".yaml"), drop_unsupported, input_layer)
+            written[found.resolve()] = sub.outputs[0]
+            result.outputs.extend(sub.outputs)
+            result.notes.extend(f"{found.name}: {n}" for n in sub.notes)
+            result.warnings.extend(f"{found.name}: {w}" for w in sub.warnings)
+        return rel(Path(written[found.resolve()]))
+
+    def inline_net(net_msg, role: str) -> str:
+        path = out.with_name(f"{out.stem}.{role}.yaml")
+        sub = convert_net(src, path, drop_unsupported, input_layer, msg=net_msg)
+        result.outputs.extend(sub.outputs)
+        result.notes.extend(f"{role}: {n}" for n in sub.notes)
+        result.warnings.extend(f"{role}: {w}" for w in sub.warnings)
+        return rel(path)
+
+    data, report = solver_to_dict(solver, net_ref, inline_net, drop_unsupported)
+    report.raise_errors(str(src), "solver")
+    result.notes.extend(report.notes)
+    result.warnings.extend(report.warnings)
+    prefix = data.get("snapshot_prefix")
+    if prefix and not Path(prefix).is_absolute():
+        result.notes.append(f"snapshot_prefix '{prefix}' is now relative to {out.name} (Caffe: "
+                            "relative to the working directory)")
+    text = dump(data, [f"Converted by `netspec convert` from {src.name} (Caffe solver)."])
+    try:
+        parsed, lines = loads_yaml(text, str(out))
+        _validate(SolverParameter, parsed, str(out), lines)
+    except SpecError as e:
+        raise ConvertError(f"the converted solver does not validate in netspec: "
+                           f"{e.field + ': ' if e.field else ''}{e.message}", file=str(src)) from None
+    atomic_write_bytes(out, text.encode())
+    result.outputs.insert(0, str(out))
+    return result
+
+
+# -- weights -------------------------------------------------------------------------------------
+def model_param_shapes(model: str | Path) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """``{"layer/i": shape}`` of a netspec net file, from the nets of its phases that build."""
+    from ..backend import Backend  # noqa: PLC0415
+    from ..errors import NetspecError  # noqa: PLC0415
+    from ..net import Net  # noqa: PLC0415
+    from ..spec import load_net  # noqa: PLC0415
+
+    net_param = load_net(model)
+    shapes: dict[str, tuple[int, ...]] = {}
+    problems: list[str] = []
+    for phase in ("TEST", "TRAIN"):
+        try:
+            net = Net(net_param, phase, Backend())
+        except NetspecError as e:
+            problems.append(f"{phase}: {e}")
+            continue
+        for key, p in net.named_params().items():
+            shapes.setdefault(key, tuple(p.shape))
+    if not shapes and problems:
+        raise ConvertError("cannot build the net to learn its parameter shapes ("
+                           + "; ".join(problems) + "). Use a deploy net (Input layers) as --model",
+                           file=str(model))
+    return shapes, problems
+
+
+def convert_weights(src: str | Path, out: str | Path | None = None,
+                    model: str | Path | None = None) -> Converted:
+    """A .caffemodel -> .npz of ``{"layer/i": array}``; with ``model``, shapes are checked and
+    legacy 4-D shapes reshaped to the net's, and missing/unused blobs reported."""
+    from ..snapshot import save_npz  # noqa: PLC0415
+    from .caffemodel import fit_to_model, net_arrays, read_caffemodel  # noqa: PLC0415
+
+    src = Path(src)
+    out = Path(out) if out else default_output(src, ".npz")
+    net = read_caffemodel(src)
+    arrays, warnings = net_arrays(net, str(src))
+    result = Converted("weights", [str(out)], [], list(warnings))
+    if model is not None:
+        shapes, problems = model_param_shapes(model)
+        result.notes.extend(f"--model phase {p} (skipped)" for p in problems)
+        fitted, missing, unused, reshaped = fit_to_model(arrays, shapes, str(src))
+        if reshaped:
+            result.notes.append(f"legacy shapes reshaped to the net's: {', '.join(reshaped)}")
+        if missing:
+            result.warnings.append(f"parameter blobs of {Path(model).name} not in the caffemodel "
+                                   f"(left to the fillers when loaded): {', '.join(missing)}")
+        if unused:
+            result.warnings.append(f"blobs of the caffemodel that {Path(model).name} has no "
+                                   f"parameter for (not written): {', '.join(unused)}")
+        arrays = fitted
+        result.info.update(missing=missing, unused=unused, reshaped=reshaped)
+    else:
+        result.notes.append("no --model: blobs written with the shapes stored in the caffemodel")
+    if not arrays:
+        raise ConvertError("no parameter blobs to write" + (" that fit the model" if model else ""),
+                           file=str(src))
+    save_npz(out, arrays)
+    result.info["blobs"] = len(arrays)
+    return result
+
+
+def convert(src: str | Path, out: str | Path | None = None, model: str | Path | None = None,
+            drop_unsupported: bool = False, input_layer: bool = False) -> Converted:
+    """Dispatch on the file: .caffemodel (binary) -> weights; text -> net or solver."""
+    src = Path(src)
+    if src.suffix == ".caffemodel" or _is_binary(src):
+        return convert_weights(src, out, model)
+    if model is not None:
+        raise ConvertError("--model is for .caffemodel files", file=str(src))
+    kind = ptx.kind_of(ptx.read_text(src))
+    if kind == "solver":
+        return convert_solver(src, out, drop_unsupported, input_layer)
+    return convert_net(src, out, drop_unsupported, input_layer)
+
+
+def _is_binary(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return b"\0" in f.read(4096)
+    except OSError:
+        return False

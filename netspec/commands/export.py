@@ -1,0 +1,37 @@
+"""``netspec export``: a netspec net YAML (and weights) back to Caffe's .prototxt/.caffemodel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..cli import friendly
+
+
+@click.command("export")
+@click.argument("net_file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="The .prototxt to write (default: NET_FILE with .prototxt).")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Weights (.npz or .caffemodel) to write into a .caffemodel.")
+@click.option("--caffemodel", type=click.Path(dir_okay=False),
+              help="The .caffemodel to write (default with --weights: the output's name with "
+                   ".caffemodel).")
+@friendly
+def command(net_file, output, weights, caffemodel):
+    """Write NET_FILE as a Caffe .prototxt (and its weights as a .caffemodel)."""
+    from ..caffe.export import export_net  # noqa: PLC0415
+    from ..caffe.port import default_output  # noqa: PLC0415
+
+    out = Path(output) if output else default_output(Path(net_file), ".prototxt")
+    if out.resolve() == Path(net_file).resolve():
+        raise click.UsageError("the output would overwrite NET_FILE; give -o")
+    if weights and not caffemodel:
+        caffemodel = default_output(out, ".caffemodel")
+    summary = export_net(net_file, out, weights, caffemodel)
+    for warning in summary["warnings"]:
+        click.echo(f"netspec: warning: {warning}", err=True)
+    click.echo(f"wrote {summary['prototxt']} ({summary['layers']} layers)")
+    if "caffemodel" in summary:
+        click.echo(f"wrote {summary['caffemodel']} ({summary['blobs']} blobs)")

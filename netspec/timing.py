@@ -1,0 +1,61 @@
+"""Per-layer timing, Caffe's ``caffe time``: forward, backward and total ms per iteration."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+def _sync(backend) -> None:
+    if backend.is_gpu:
+        backend.xp.cuda.Device().synchronize()
+
+
+@dataclass
+class Timing:
+    iterations: int
+    forward_ms: dict[str, float] = field(default_factory=dict)   # layer -> mean ms
+    backward_ms: dict[str, float] = field(default_factory=dict)
+    total_forward_ms: float = 0.0
+    total_backward_ms: float = 0.0
+
+    @property
+    def total_ms(self) -> float:
+        return self.total_forward_ms + self.total_backward_ms
+
+
+def time_net(net, iterations: int = 50, warmup: int = 5) -> Timing:
+    """Time ``iterations`` forward+backward passes of ``net`` layer by layer (after ``warmup``)."""
+    be = net.backend
+    names = [layer.name for layer in net.layers]
+    fwd = dict.fromkeys(names, 0.0)
+    bwd = dict.fromkeys(names, 0.0)
+    total_f = total_b = 0.0
+    for it in range(warmup + iterations):
+        record = it >= warmup
+        _sync(be)
+        t_pass = time.perf_counter()
+        for name, layer, bottom, top in zip(names, net.layers, net.bottoms, net.tops):
+            t = time.perf_counter()
+            layer.forward(bottom, top)
+            _sync(be)
+            if record:
+                fwd[name] += time.perf_counter() - t
+        t_mid = time.perf_counter()
+        for blob, w in net.loss_terms:
+            blob.diff[...] = w
+        for i in range(len(net.layers) - 1, -1, -1):
+            if not net.layer_backward[i]:
+                continue
+            t = time.perf_counter()
+            net.layers[i].backward(net.tops[i], net.propagate[i], net.bottoms[i])
+            _sync(be)
+            if record:
+                bwd[names[i]] += time.perf_counter() - t
+        t_end = time.perf_counter()
+        if record:
+            total_f += t_mid - t_pass
+            total_b += t_end - t_mid
+    scale = 1000.0 / iterations
+    return Timing(iterations, {k: v * scale for k, v in fwd.items()},
+                  {k: v * scale for k, v in bwd.items()}, total_f * scale, total_b * scale)
