@@ -1,0 +1,78 @@
+"""`netspec train` from the command line: progress bar only on a terminal, fine-tuning, overrides."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny_files(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", data=rng.standard_normal((40, 5)).astype(np.float32),
+             label=rng.integers(0, 2, 40))
+    (tmp_path / "net.yaml").write_text("""\
+name: tiny
+layer:
+  - {name: d, type: Data, top: [x, y], data_param: {source: d.npz, batch_size: 8}}
+  - {name: fc, type: InnerProduct, bottom: x, top: z, inner_product_param: {num_output: 2, weight_filler: {type: xavier}}}
+  - {name: loss, type: SoftmaxWithLoss, bottom: [z, y], top: loss}
+""")
+    (tmp_path / "solver.yaml").write_text(
+        "net: net.yaml\nbase_lr: 0.1\nmax_iter: 30\ndisplay: 10\nsnapshot_prefix: snap/tiny\nrandom_seed: 1\n")
+    return tmp_path / "solver.yaml"
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    solver = _tiny_files(tmp_path)
+    piped = subprocess.run([sys.executable, "-m", "netspec.cli", "train", str(solver)],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert piped.returncode == 0, piped.stderr
+    assert "Iteration 10, loss" in piped.stderr and "it/s" not in piped.stderr
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "netspec.cli", "train", str(solver)],
+                            stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path,
+                            env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait()
+    os.close(master)
+    out = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, out
+    assert "it/s" in out and "train" in out
+
+
+def test_weights_fine_tune_and_log_dir(tmp_path):
+    solver = _tiny_files(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "netspec.cli", "train", str(solver), "--log-dir", "logs"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    weights = tmp_path / "snap" / "tiny_iter_30.weights.npz"
+    assert weights.exists() and (tmp_path / "logs" / "metrics.jsonl").exists()
+    r = subprocess.run([sys.executable, "-m", "netspec.cli", "train", str(solver), "--weights", str(weights),
+                        "--set", "max_iter=1", "--set", "snapshot_prefix=ft/tiny", "--set", "display=1"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Fine-tuning from" in r.stderr
+    first = np.load(weights)
+    after = np.load(tmp_path / "ft" / "tiny_iter_1.weights.npz")
+    # one step away from the loaded weights, not from fresh fillers
+    assert np.abs(after["fc/0"] - first["fc/0"]).max() < 0.5 * np.abs(first["fc/0"]).max()
+    r = subprocess.run([sys.executable, "-m", "netspec.cli", "train", str(solver), "--weights", "missing.npz"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 1 and "missing.npz" in r.stderr and "Traceback" not in r.stderr
