@@ -18,6 +18,9 @@ def decay_lines(solver) -> list[str]:
     lr0 = solver.learning_rate(0)
     kind = reg.name if reg else "none"
     lines = [f"Weight decay: {kind}, weight_decay {sp.weight_decay}; per blob at iteration 0:"]
+    if reg is not None and reg.timing == "pre" and sp.type in ("SGD", "Nesterov") and sp.momentum:
+        lines.append(f"  (coupled decay under momentum {sp.momentum}: the steady-state shrink is "
+                     f"1/(1-momentum) = {fmt(1 / (1 - sp.momentum))}x the figure below)")
     for p in solver.net.params:
         rate = lr0 * p.lr_mult
         decay = reg.per_step(p, lr0, sp.base_lr) if reg else 0.0

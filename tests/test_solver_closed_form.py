@@ -142,3 +142,20 @@ def test_adamw_rejects_coupled_decay():
 
     with pytest.raises(SpecError, match="decoupled"):
         make({"type": "AdamW", "base_lr": 0.1, "weight_decay": 0.1, "regularization_type": "L2"})
+
+
+def test_decoupled_small_decay_is_not_quantised_in_float32():
+    """d = 1e-6 per step in float32: (1 - d) rounded to float32 would be off by ~3 %."""
+    sp = SolverParameter.model_validate({"net": "x", "base_lr": 0.1, "weight_decay": 1e-6,
+                                         "regularization_type": "decoupled", "random_seed": 2})
+    s = Solver(sp, backend=Backend(np, np.float32), net_param=parse_net(zero_input_net()),
+               log=CaffeLog(quiet=True))
+    s.net.blobs["data"].data[...] = 0
+    s.net.blobs["target"].data[...] = 0
+    w0 = s.net.layer_by_name("ip").blobs[0].data.astype(np.float64)
+    for _ in range(1000):
+        s.step_once()
+    w = s.net.layer_by_name("ip").blobs[0].data.astype(np.float64)
+    shrink = 1 - np.linalg.norm(w) / np.linalg.norm(w0)
+    expected = 1 - (1 - 1e-6) ** 1000
+    assert abs(shrink - expected) / expected < 0.01

@@ -21,6 +21,28 @@ class ConvertError(SpecError):
     """A Caffe file cannot be converted (syntax, legacy format, or something netspec lacks)."""
 
 
+def is_repeated(fd) -> bool:
+    """Whether a FieldDescriptor is ``repeated`` (protobuf 7 dropped ``label``; 4.x lacks
+    ``is_repeated``)."""
+    flag = getattr(fd, "is_repeated", None)
+    if flag is not None:
+        return bool(flag)
+    return fd.label == fd.LABEL_REPEATED
+
+
+def write_bytes(path, payload: bytes) -> None:
+    """Write atomically (``netspec.snapshot.atomic_write_bytes``) with the umask's permissions
+    (the temporary file it renames is private), since converted files are meant to be shared."""
+    import os  # noqa: PLC0415
+
+    from ..snapshot import atomic_write_bytes  # noqa: PLC0415
+
+    atomic_write_bytes(path, payload)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def pb2():
     """The generated ``caffe_pb2`` module, or a clear error when protobuf is not installed."""
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SnapshotError
-from . import pb2
+from . import pb2, write_bytes
 
 
 def _varint(n: int) -> bytes:
@@ -230,9 +230,8 @@ def attach_blobs(net, arrays: dict[str, np.ndarray]) -> list[str]:
 
 def write_caffemodel(net, path: str | Path) -> None:
     """Serialize ``net`` (with blobs) to ``path`` atomically."""
-    from ..snapshot import atomic_write_bytes  # noqa: PLC0415
 
-    atomic_write_bytes(path, net.SerializeToString())
+    write_bytes(path, net.SerializeToString())
 
 
 __all__ = ["read_caffemodel", "read_caffemodel_arrays", "net_arrays", "fit_to_model",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import ConvertError, pb2
+from . import ConvertError, is_repeated, pb2, write_bytes
 
 
 def _fill(msg, data: dict, path: str, layer: str | None, warnings: list[str]) -> None:
@@ -25,7 +25,7 @@ def _fill(msg, data: dict, path: str, layer: str | None, warnings: list[str]) ->
             continue
         if value is None:
             continue
-        if fd.label == fd.LABEL_REPEATED:
+        if is_repeated(fd):
             values = value if isinstance(value, list) else [value]
             target = getattr(msg, key)
             for v in values:
@@ -82,13 +82,13 @@ def prototxt_text(msg) -> str:
 def export_net(net_yaml: str | Path, out: str | Path, weights: str | Path | None = None,
                caffemodel: str | Path | None = None) -> dict:
     """Write ``out`` (.prototxt) and, with ``weights``, ``caffemodel``. Returns a summary dict."""
-    from ..snapshot import atomic_write_bytes, load_npz  # noqa: PLC0415
+    from ..snapshot import load_npz  # noqa: PLC0415
     from ..spec import load_net  # noqa: PLC0415
     from .caffemodel import attach_blobs, read_caffemodel_arrays, write_caffemodel  # noqa: PLC0415
 
     net_param = load_net(net_yaml)
     msg, warnings = net_message(net_param)
-    atomic_write_bytes(out, prototxt_text(msg).encode())
+    write_bytes(out, prototxt_text(msg).encode())
     summary = {"prototxt": str(out), "layers": len(msg.layer), "warnings": warnings}
     if caffemodel is not None:
         if weights is None:

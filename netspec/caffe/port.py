@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError
-from . import ConvertError
+from . import ConvertError, write_bytes
 from . import prototxt as ptx
 from .to_yaml import Report, net_to_dict, solver_to_dict
 from .upgrade import UpgradeLog, upgrade_net, upgrade_solver
@@ -67,7 +67,6 @@ def default_output(src: Path, suffix: str) -> Path:
 def convert_net(src: str | Path, out: str | Path | None = None, drop_unsupported: bool = False,
                 input_layer: bool = False, msg=None) -> Converted:
     """A net .prototxt -> netspec YAML at ``out`` (default: same name, .yaml)."""
-    from ..snapshot import atomic_write_bytes  # noqa: PLC0415
 
     src = Path(src)
     if msg is None:
@@ -78,7 +77,7 @@ def convert_net(src: str | Path, out: str | Path | None = None, drop_unsupported
     if out.resolve() == src.resolve():
         raise ConvertError("the output would overwrite the input; give -o", file=str(src))
     text, data, report, log = net_yaml(msg, str(src), drop_unsupported, input_layer, str(out))
-    atomic_write_bytes(out, text.encode())
+    write_bytes(out, text.encode())
     return Converted("net", [str(out)], report.notes, report.warnings,
                      {"layers": len(data.get("layer", [])), "format": log.format})
 
@@ -109,7 +108,6 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
     file, Caffe from its working directory). Inline ``net_param`` blocks become
     ``<solver>.net.yaml`` beside the solver YAML.
     """
-    from ..snapshot import atomic_write_bytes  # noqa: PLC0415
     from ..spec.load import _validate  # noqa: PLC0415
     from ..spec.solver import SolverParameter  # noqa: PLC0415
     from ..spec.yaml_lines import loads_yaml  # noqa: PLC0415
@@ -170,7 +168,7 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
     except SpecError as e:
         raise ConvertError(f"the converted solver does not validate in netspec: "
                            f"{e.field + ': ' if e.field else ''}{e.message}", file=str(src)) from None
-    atomic_write_bytes(out, text.encode())
+    write_bytes(out, text.encode())
     result.outputs.insert(0, str(out))
     return result
 
@@ -205,7 +203,10 @@ def convert_weights(src: str | Path, out: str | Path | None = None,
                     model: str | Path | None = None) -> Converted:
     """A .caffemodel -> .npz of ``{"layer/i": array}``; with ``model``, shapes are checked and
     legacy 4-D shapes reshaped to the net's, and missing/unused blobs reported."""
-    from ..snapshot import save_npz  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
     from .caffemodel import fit_to_model, net_arrays, read_caffemodel  # noqa: PLC0415
 
     src = Path(src)
@@ -232,7 +233,9 @@ def convert_weights(src: str | Path, out: str | Path | None = None,
     if not arrays:
         raise ConvertError("no parameter blobs to write" + (" that fit the model" if model else ""),
                            file=str(src))
-    save_npz(out, arrays)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_bytes(out, buf.getvalue())
     result.info["blobs"] = len(arrays)
     return result
 

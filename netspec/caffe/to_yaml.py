@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 from pydantic import BaseModel
 
-from . import ConvertError
+from . import ConvertError, is_repeated
 
 FORK_TYPES = {
     "ROIPooling": "py-faster-rcnn's fork of Caffe (caffe-fast-rcnn)",
@@ -71,7 +71,7 @@ def to_python(msg) -> dict:
     """The fields ``msg`` sets, in declaration order: enums by name, float32 shortest."""
     out: dict[str, Any] = {}
     for fd in msg.DESCRIPTOR.fields:
-        if fd.label == fd.LABEL_REPEATED:
+        if is_repeated(fd):
             vals = getattr(msg, fd.name)
             if len(vals):
                 out[fd.name] = [value_of(fd, v) for v in vals]
@@ -285,7 +285,9 @@ def solver_to_dict(solver, net_ref: Callable[[str, str], str],
             report.errors.append(f"solver field 'weights' lists several files {w}; netspec "
                                  "fine-tunes from one")
     if d.get("weight_decay", 0.0) != 0.0 and "regularization_type" not in d:
-        d["regularization_type"] = "L2"
+        d = {k2: v2 for k, v in d.items()
+             for k2, v2 in ([(k, v), ("regularization_type", "L2")] if k == "weight_decay"
+                            else [(k, v)])}
         report.notes.append("regularization_type: L2 written explicitly (Caffe's default; "
                             "netspec requires it whenever weight_decay is set)")
     if "regularization_type" in d and d["regularization_type"] not in ("L1", "L2"):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import ConvertError, pb2
+from . import ConvertError, is_repeated, pb2
 
 V1_TYPE_NAMES = {
     "NONE": "", "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL",
@@ -154,7 +154,7 @@ def _v0_layer(conn, log: UpgradeLog):
         for part in path.split("."):
             msg = getattr(msg, part)
         f = msg.DESCRIPTOR.fields_by_name[fld]
-        if f.label == f.LABEL_REPEATED:
+        if is_repeated(f):
             getattr(msg, fld).append(value)
         elif f.message_type is not None:
             getattr(msg, fld).CopyFrom(value)

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 WIDTH = 100
-_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_./\-]*")
+_PLAIN = re.compile(r"[A-Za-z_./][A-Za-z0-9_./\-]*")
 
 
 def scalar(v: Any) -> str:

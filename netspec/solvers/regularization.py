@@ -69,7 +69,9 @@ class Decoupled(Regularizer):
     def __call__(self, xp, param, lr_t, base_lr):
         shrink = self.per_step(param, lr_t, base_lr)
         if shrink:
-            param.data *= param.data.dtype.type(1.0 - shrink)
+            # W -= d*W rather than W *= (1 - d): rounding (1 - d) to float32 would quantise d
+            # to multiples of 2^-24 (a shrink of 2e-8 would vanish entirely)
+            param.data -= param.data.dtype.type(shrink) * param.data
 
     def per_step(self, param, lr_t, base_lr):
         if param.lr_mult == 0:

@@ -50,6 +50,9 @@ class Solver:
                             field="regularization_type")
         reg_kind = "decoupled" if sp.type == "AdamW" else sp.regularization_type
         self.regularizer = make_regularizer(reg_kind, sp.weight_decay)
+        if sp.type in ("Adam", "AdamW") and "momentum" not in sp.model_fields_set:
+            self.log.warn("Adam's beta1 is Caffe's 'momentum', which defaults to 0; set momentum: 0.9 "
+                          "for the usual Adam")
         self.net_param = net_param if net_param is not None else load_net(sp.train_net or sp.net)
         train_state = sp.train_state.model_copy(update={"phase": "TRAIN"})
         self.net = Net(self.net_param, "TRAIN", self.backend, self.rng,

@@ -1,0 +1,437 @@
+"""Porting real Caffe models: prototxt (current, V1, V0) and caffemodel in, and back out.
+
+Fixtures in tests/golden/caffe/ are copies of ../shared: `zoo/` (public Caffe model files,
+provenance in zoo/SOURCES.tsv), `upgraded/` (what real Caffe's upgrade_net_proto_text makes of
+the legacy ones), `shapes/` (blob shapes real Caffe built for every zoo net, data layers replaced
+by Input layers) and `lenet_trained/` (a LeNet trained by Caffe, with the same weights as .npz).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("google.protobuf", reason="protobuf is not installed (pip install 'netspec[caffe]')")
+
+from click.testing import CliRunner  # noqa: E402
+
+from netspec.backend import Backend  # noqa: E402
+from netspec.caffe import ConvertError, pb2  # noqa: E402
+from netspec.caffe import prototxt as ptx  # noqa: E402
+from netspec.caffe.caffemodel import read_caffemodel_arrays  # noqa: E402
+from netspec.caffe.export import export_net, net_message  # noqa: E402
+from netspec.caffe.port import convert, convert_net, convert_solver, convert_weights, net_yaml  # noqa: E402
+from netspec.caffe.upgrade import upgrade_net  # noqa: E402
+from netspec.cli import main  # noqa: E402
+from netspec.errors import SnapshotError  # noqa: E402
+from netspec.layers import registry  # noqa: E402
+from netspec.net import Net  # noqa: E402
+from netspec.snapshot import load_weights  # noqa: E402
+from netspec.spec import load_net, load_solver, loads_net  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+G = Path(__file__).parent / "golden" / "caffe"
+ZOO, SHAPES, UPGRADED, TRAINED = G / "zoo", G / "shapes", G / "upgraded", G / "lenet_trained"
+F32 = Backend(np, np.float32)
+LENET_DEPLOY = "BVLC__caffe__examples__mnist__lenet.prototxt"
+LENET_TRAIN_TEST = "BVLC__caffe__examples__mnist__lenet_train_test.prototxt"
+LENET_V1 = "BVLC__caffe__at_11a4c16__examples__mnist__lenet_train_test.prototxt"
+
+
+def same_bits(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        assert a[k].tobytes() == b[k].tobytes(), k
+
+
+def npz(path) -> dict:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+# -- the schema ------------------------------------------------------------------------------------
+def test_generated_module_is_what_the_pinned_protoc_makes(tmp_path):
+    if importlib.util.find_spec("grpc_tools") is None:
+        pytest.skip("grpcio-tools is not installed (pip install 'grpcio-tools==1.62.3')")
+    spec = importlib.util.spec_from_file_location("gen_caffe_proto", ROOT / "scripts" / "gen_caffe_proto.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    if gen.installed_version() != gen.GRPCIO_TOOLS_VERSION:
+        pytest.skip(f"grpcio-tools {gen.installed_version()} is installed; the generator is pinned "
+                    f"to {gen.GRPCIO_TOOLS_VERSION}")
+    produced = gen.generate(tmp_path)
+    assert produced.read_bytes() == (ROOT / "netspec" / "caffe" / "caffe_pb2.py").read_bytes(), \
+        "netspec/caffe/caffe_pb2.py is stale: run python scripts/gen_caffe_proto.py"
+
+
+def test_schema_uses_caffes_field_numbers():
+    P = pb2()
+    layer = P.LayerParameter.DESCRIPTOR.fields_by_name
+    assert (layer["name"].number, layer["param"].number, layer["blobs"].number,
+            layer["convolution_param"].number, layer["batch_norm_param"].number) == (1, 6, 7, 106, 139)
+    assert P.NetParameter.DESCRIPTOR.fields_by_name["layer"].number == 100
+    assert P.NetParameter.DESCRIPTOR.fields_by_name["layers"].number == 2
+    assert P.BlobProto.DESCRIPTOR.fields_by_name["double_data"].number == 8
+    assert P.V1LayerParameter.LayerType.Value("CONVOLUTION") == 4
+    assert P.SolverParameter.DESCRIPTOR.fields_by_name["type"].number == 40
+    assert P.ParamSpec().decay_mult == 1.0 and P.SolverParameter().regularization_type == "L2"
+
+
+# -- weights -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def lenet_yaml(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("lenet") / "lenet.yaml"
+    convert_net(TRAINED / "lenet.prototxt", out)
+    return out
+
+
+def test_caffemodel_converts_to_the_npz_bit_for_bit(lenet_yaml, tmp_path):
+    out = tmp_path / "w.npz"
+    result = convert_weights(TRAINED / "lenet_iter_10000.caffemodel", out, model=lenet_yaml)
+    assert result.info["missing"] == [] and result.info["unused"] == []
+    same_bits(npz(out), npz(TRAINED / "lenet_iter_10000_weights.npz"))
+    same_bits(read_caffemodel_arrays(TRAINED / "lenet_iter_10000.caffemodel"),
+              npz(TRAINED / "lenet_iter_10000_weights.npz"))
+
+
+def test_converted_lenet_reproduces_caffes_probabilities(lenet_yaml, tmp_path):
+    from netspec.data.mnist import load_mnist
+
+    weights = tmp_path / "w.npz"
+    convert_weights(TRAINED / "lenet_iter_10000.caffemodel", weights, model=lenet_yaml)
+    net = Net(load_net(lenet_yaml), "TEST", F32)
+    assert load_weights(net, weights) == ([], [])
+    images, labels = load_mnist("test")
+    gold = np.load(TRAINED / "first16.npz")
+    batch = net.blobs["data"].shape[0]
+    x = np.zeros(net.blobs["data"].shape, np.float32)
+    x[:16] = images[:16].reshape(16, 1, 28, 28).astype(np.float32) * np.float32(0.00390625)
+    net.blobs["data"].data[...] = x
+    net.forward()
+    assert batch >= 16
+    np.testing.assert_allclose(net.blobs["prob"].data[:16], gold["prob"], rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(labels[:16], gold["label"])
+    # and straight from the .caffemodel through load_weights
+    net2 = Net(load_net(lenet_yaml), "TEST", F32)
+    load_weights(net2, TRAINED / "lenet_iter_10000.caffemodel")
+    net2.blobs["data"].data[...] = x
+    net2.forward()
+    np.testing.assert_array_equal(net2.blobs["prob"].data, net.blobs["prob"].data)
+
+
+def test_weights_round_trip_bit_for_bit(lenet_yaml, tmp_path):
+    first = tmp_path / "first.npz"
+    convert_weights(TRAINED / "lenet_iter_10000.caffemodel", first, model=lenet_yaml)
+    export_net(lenet_yaml, tmp_path / "back.prototxt", weights=first,
+               caffemodel=tmp_path / "back.caffemodel")
+    second = tmp_path / "second.npz"
+    convert_weights(tmp_path / "back.caffemodel", second, model=lenet_yaml)
+    same_bits(npz(first), npz(second))
+    # float64 blobs go out as double_data and come back as float64
+    d = {"ip2/0": np.random.default_rng(0).normal(size=(10, 500)), "ip2/1": np.zeros(10)}
+    np.savez(tmp_path / "d.npz", **d)
+    export_net(lenet_yaml, tmp_path / "d.prototxt", weights=tmp_path / "d.npz",
+               caffemodel=tmp_path / "d.caffemodel")
+    same_bits(read_caffemodel_arrays(tmp_path / "d.caffemodel"), d)
+
+
+def test_legacy_blob_shapes_and_v1_layers_are_read(lenet_yaml, tmp_path):
+    """An old-style caffemodel: V1 `layers`, num/channels/height/width shapes, double_data."""
+    P = pb2()
+    gold = npz(TRAINED / "lenet_iter_10000_weights.npz")
+    net = P.NetParameter(name="LeNet")
+    for name in ("conv1", "conv2", "ip1", "ip2"):
+        v1 = net.layers.add(name=name, type=P.V1LayerParameter.CONVOLUTION)
+        for i in (0, 1):
+            a = gold[f"{name}/{i}"]
+            dims = (1,) * (4 - a.ndim) + a.shape if a.ndim < 4 else a.shape
+            b = v1.blobs.add(num=dims[0], channels=dims[1], height=dims[2], width=dims[3])
+            if name == "ip2":
+                b.double_data.extend(a.astype(np.float64).ravel().tolist())
+            else:
+                b.data.extend(a.ravel().tolist())
+    path = tmp_path / "old.caffemodel"
+    path.write_bytes(net.SerializeToString())
+    out = tmp_path / "old.npz"
+    result = convert_weights(path, out, model=lenet_yaml)
+    assert sorted(result.info["reshaped"]) == ["conv1/1", "conv2/1", "ip1/0", "ip1/1", "ip2/0", "ip2/1"]
+    got = npz(out)
+    for k, a in gold.items():
+        assert got[k].shape == a.shape
+        np.testing.assert_array_equal(got[k], a)
+    assert got["ip2/0"].dtype == np.float64 and got["conv1/0"].dtype == np.float32
+
+
+def test_missing_and_unused_blobs_are_reported(lenet_yaml, tmp_path):
+    P = pb2()
+    net = P.NetParameter()
+    src = P.NetParameter.FromString((TRAINED / "lenet_iter_10000.caffemodel").read_bytes())
+    for lp in src.layer:
+        if lp.name != "ip2":
+            net.layer.add().CopyFrom(lp)
+    extra = net.layer.add(name="fc_extra", type="InnerProduct")
+    extra.blobs.add().CopyFrom(src.layer[1].blobs[1])
+    path = tmp_path / "partial.caffemodel"
+    path.write_bytes(net.SerializeToString())
+    result = convert_weights(path, tmp_path / "p.npz", model=lenet_yaml)
+    assert result.info["missing"] == ["ip2/0", "ip2/1"]
+    assert result.info["unused"] == ["fc_extra/0"]
+    assert any("ip2/0" in w for w in result.warnings) and any("fc_extra/0" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "text", "empty", "bad_count"])
+def test_corrupt_caffemodel_is_a_clear_error(tmp_path, damage):
+    raw = (TRAINED / "lenet_iter_10000.caffemodel").read_bytes()
+    path = tmp_path / "broken.caffemodel"
+    if damage == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif damage == "garbage":
+        path.write_bytes(bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8)))
+    elif damage == "text":
+        path.write_bytes((TRAINED / "lenet.prototxt").read_bytes())
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        P = pb2()
+        net = P.NetParameter()
+        b = net.layer.add(name="ip", type="InnerProduct").blobs.add()
+        b.shape.dim.extend([2, 3])
+        b.data.extend([1.0] * 5)
+        path.write_bytes(net.SerializeToString())
+    with pytest.raises(SnapshotError) as e:
+        read_caffemodel_arrays(path)
+    assert str(path) in str(e.value)
+    r = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / "x.npz")])
+    assert r.exit_code == 1 and str(path) in r.output and "Traceback" not in r.output
+
+
+# -- nets: V1/V0 upgrades ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(p.name for p in UPGRADED.glob("*.prototxt")))
+def test_legacy_upgrade_equals_caffes(name):
+    legacy = ptx.parse_net((ZOO / name).read_text(), name)
+    golden = ptx.parse_net((UPGRADED / name).read_text(), name)
+    upgraded, log = upgrade_net(legacy, input_layer=True)
+    assert log.format in ("V0", "V1")
+    assert upgraded == golden
+    # the YAML of the legacy file says what the YAML of Caffe's upgrade says
+    if {l.type for l in golden.layer} <= set(registry.LAYERS):
+        a = net_yaml(legacy, name, input_layer=True)[0].split("\n", 1)[1]
+        b = net_yaml(golden, name)[0].split("\n", 1)[1]
+        assert a == b
+        net_yaml(legacy, name)  # the input header kept as netspec's own header also loads
+
+
+def test_v1_blobs_lr_weight_decay_become_param_specs():
+    text = """
+    name: "t"
+    input: "data" input_dim: 2 input_dim: 3 input_dim: 8 input_dim: 8
+    layers { name: "c" type: CONVOLUTION bottom: "data" top: "c"
+             blobs_lr: 1 blobs_lr: 2 weight_decay: 250 weight_decay: 0
+             convolution_param { num_output: 4 kernel_size: 3 } }
+    layers { name: "r" type: RELU bottom: "c" top: "c" }
+    """
+    data = net_yaml(ptx.parse_net(text), "t.prototxt")[1]
+    assert data["input"] == ["data"] and data["input_dim"] == [2, 3, 8, 8]
+    assert data["layer"][0]["type"] == "Convolution"
+    assert data["layer"][0]["param"] == [{"lr_mult": 1.0, "decay_mult": 250.0},
+                                         {"lr_mult": 2.0, "decay_mult": 0.0}]
+    assert data["layer"][1]["type"] == "ReLU"
+
+
+def test_v0_padding_layers_fold_into_convolutions():
+    text = """
+    name: "t"
+    input: "data" input_dim: 1 input_dim: 1 input_dim: 8 input_dim: 8
+    layers { layer { name: "pad1" type: "padding" pad: 2 } bottom: "data" top: "pad1" }
+    layers { layer { name: "conv1" type: "conv" num_output: 3 kernelsize: 5 biasterm: false
+                     blobs_lr: 1 weight_decay: 1 }
+             bottom: "pad1" top: "conv1" }
+    layers { layer { name: "drop" type: "dropout" dropout_ratio: 0.25 } bottom: "conv1" top: "conv1" }
+    """
+    data = net_yaml(ptx.parse_net(text), "t.prototxt")[1]
+    conv = data["layer"][0]
+    assert conv["name"] == "conv1" and conv["bottom"] == ["data"]
+    assert conv["convolution_param"] == {"num_output": 3, "bias_term": False, "pad": [2],
+                                         "kernel_size": [5]}
+    assert conv["param"] == [{"lr_mult": 1.0, "decay_mult": 1.0}]
+    assert data["layer"][1]["dropout_param"] == {"dropout_ratio": 0.25}
+    net = Net(loads_net(net_yaml(ptx.parse_net(text), "t.prototxt")[0]), "TEST", F32)
+    assert net.blobs["conv1"].shape == (1, 3, 8, 8)
+
+
+# -- nets: the zoo -------------------------------------------------------------------------------------
+DATA_LAYERS = {"Data", "ImageData", "WindowData", "HDF5Data", "MemoryData"}
+
+
+def substitute_inputs(net, blobs: dict):
+    """Replace data layers by Input layers with the tops' shapes (as the golden shapes did)."""
+    up, _ = upgrade_net(net)
+    for lp in up.layer:
+        if lp.type in DATA_LAYERS or (lp.type == "Python" and not len(lp.bottom)):
+            keep = pb2().LayerParameter(name=lp.name, type="Input", top=list(lp.top))
+            keep.include.extend(lp.include)
+            keep.exclude.extend(lp.exclude)
+            for t in lp.top:
+                keep.input_param.shape.add().dim.extend(blobs.get(t, [1]))
+            lp.CopyFrom(keep)
+    return up
+
+
+def zoo_nets() -> list[str]:
+    return sorted(p.name for p in ZOO.glob("*.prototxt")
+                  if ptx.kind_of(p.read_text()) == "net")
+
+
+@pytest.mark.parametrize("name", zoo_nets())
+def test_zoo_net_converts_and_builds_with_caffes_shapes(name):
+    """Every zoo net netspec has the layers for converts, builds, and has Caffe's blob and
+    parameter shapes in every phase; any other is an error naming each missing type's layers."""
+    net = ptx.parse_net((ZOO / name).read_text(), name)
+    golden = json.loads((SHAPES / f"{name}.json").read_text())
+    phases = golden.get("phases") or {}
+    types = {l.type for l in substitute_inputs(net, {}).layer}
+    missing = types - set(registry.LAYERS)
+    if missing or not phases:
+        with pytest.raises(ConvertError) as e:
+            net_yaml(net, name)
+        msg = str(e.value)
+        assert name in msg
+        for lp in upgrade_net(net)[0].layer:
+            if lp.type not in registry.LAYERS:
+                assert f"'{lp.type}'" in msg and f"'{lp.name}'" in msg, (lp.name, lp.type)
+        assert missing, f"{name}: netspec implements every type but Caffe did not build it"
+        return
+    for phase_key, gp in phases.items():
+        phase, _, stage = phase_key.partition("/")
+        text = net_yaml(substitute_inputs(net, gp["blobs"]), name)[0]
+        built = Net(loads_net(text, name), phase, F32, stages=[stage] if stage else ())
+        assert {k: list(b.shape) for k, b in built.blobs.items()} == gp["blobs"], phase_key
+        params: dict[str, list] = {}
+        for key, p in built.named_params().items():
+            params.setdefault(key.rsplit("/", 1)[0], []).append(list(p.shape))
+        assert params == gp["params"], phase_key
+        assert [l.name for l in built.layers] == [l for l, _ in gp["layers"]], phase_key
+
+
+def test_fork_layers_and_fields_are_named():
+    name = "rbgirshick__py-faster-rcnn__models__pascal_voc__ZF__faster_rcnn_end2end__train.prototxt"
+    with pytest.raises(ConvertError) as e:
+        convert_net(ZOO / name, Path("/nonexistent/out.yaml"))
+    msg = str(e.value)
+    assert "'roi_pool_conv5' has type 'ROIPooling'" in msg and "fork" in msg
+    assert "'rpn_loss_bbox', 'loss_bbox' have type 'SmoothL1Loss'" in msg
+    assert "Python" in msg and "rpn.proposal_layer.ProposalLayer" in msg
+    assert "layer 'drop6' (Dropout): field 'dropout_param.scale_train'" in msg
+
+
+def test_unsupported_field_is_an_error_or_a_named_warning(tmp_path):
+    src = tmp_path / "n.prototxt"
+    src.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 4 } } }\n'
+                   'layer { name: "d" type: "Dropout" bottom: "x" top: "x" '
+                   'dropout_param { dropout_ratio: 0.3 scale_train: false } }\n'
+                   'layer { name: "r" type: "ReLU" bottom: "x" top: "x" convolution_param { num_output: 2 } }\n')
+    with pytest.raises(ConvertError, match=r"layer 'd' \(Dropout\): field 'dropout_param.scale_train'"):
+        convert_net(src, tmp_path / "n.yaml")
+    result = convert_net(src, tmp_path / "n.yaml", drop_unsupported=True)
+    assert any("'d'" in w and "dropout_param.scale_train" in w for w in result.warnings)
+    assert any("'r'" in w and "convolution_param" in w for w in result.warnings)
+    lp = load_net(tmp_path / "n.yaml").layer
+    assert lp[1].dropout_param.dropout_ratio == pytest.approx(0.3)
+    assert lp[2].model_dump(exclude_unset=True).get("convolution_param") is None
+
+
+def test_prototxt_syntax_errors_name_the_line_and_layer(tmp_path):
+    src = tmp_path / "bad.prototxt"
+    src.write_text('name: "x"\nlayer {\n  name: "conv1"\n  type: "Convolution"\n'
+                   '  convolution_param { num_ouput: 3 }\n}\n')
+    r = CliRunner().invoke(main, ["convert", str(src)])
+    assert r.exit_code == 1
+    assert f"{src}:5" in r.output and "layer 'conv1'" in r.output and "num_output" in r.output
+
+
+# -- round trips -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", [LENET_DEPLOY, LENET_TRAIN_TEST, LENET_V1])
+def test_prototxt_yaml_prototxt_is_the_same_net(name, tmp_path):
+    """(The V0 LeNet is left out: its loss layer has no top, and the YAML names Caffe's
+    automatic one, so the exported prototxt says `top: "(automatic)"`.)"""
+    convert_net(ZOO / name, tmp_path / "net.yaml")
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "net.yaml"), "-o", str(tmp_path / "back.prototxt")])
+    assert r.exit_code == 0, r.output
+    original = upgrade_net(ptx.parse_net((ZOO / name).read_text(), name))[0]
+    back = ptx.parse_net((tmp_path / "back.prototxt").read_text())
+    assert back == original
+    # and once more through YAML: a fixed point
+    convert_net(tmp_path / "back.prototxt", tmp_path / "again.yaml")
+    assert (tmp_path / "again.yaml").read_text().split("\n", 1)[1] == \
+        (tmp_path / "net.yaml").read_text().split("\n", 1)[1]
+
+
+def test_export_names_what_caffe_cannot_read():
+    msg, warnings = net_message(load_net(ROOT / "models" / "lenet.yaml"))
+    assert msg.layer[0].data_param.source == "builtin:mnist"
+    assert any("'mnist'" in w and "data_param.split" in w for w in warnings)
+    assert any("builtin:mnist" in w for w in warnings)
+
+
+# -- solvers ---------------------------------------------------------------------------------------
+def test_solver_converts_with_its_net(tmp_path):
+    (tmp_path / "lenet_solver.prototxt").write_text((ZOO / "BVLC__caffe__examples__mnist__lenet_solver.prototxt").read_text())
+    (tmp_path / "lenet_train_test.prototxt").write_text((ZOO / LENET_TRAIN_TEST).read_text())
+    r = CliRunner().invoke(main, ["convert", str(tmp_path / "lenet_solver.prototxt"),
+                                  "-o", str(tmp_path / "out" / "solver.yaml")])
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "out" / "solver.yaml").read_text()
+    assert "regularization_type: L2" in text and "net: ../lenet_train_test.yaml" in text
+    sp = load_solver(tmp_path / "out" / "solver.yaml")
+    assert sp.regularization_type == "L2" and sp.weight_decay == pytest.approx(0.0005)
+    assert sp.base_lr == pytest.approx(0.01) and sp.lr_policy == "inv" and sp.solver_mode == "GPU"
+    assert Path(sp.net) == (tmp_path / "lenet_train_test.yaml").resolve()
+    assert load_net(sp.net).layer[2].name == "conv1"
+
+
+def test_solver_type_enum_and_inline_nets(tmp_path):
+    src = tmp_path / "s.prototxt"
+    src.write_text("solver_type: NESTEROV\nbase_lr: 0.1\nweight_decay: 0.004\nmomentum: 0.9\n"
+                   "lr_policy: \"step\"\ngamma: 0.1\nstepsize: 100\nlayer_wise_reduce: false\n"
+                   "net_param { name: \"n\" layers { name: \"x\" type: DATA top: \"data\" top: \"label\" "
+                   "data_param { source: \"builtin:mnist\" batch_size: 4 scale: 0.5 } } }\n")
+    result = convert_solver(src, tmp_path / "s.yaml")
+    sp = load_solver(tmp_path / "s.yaml")
+    assert sp.type == "Nesterov" and sp.solver_type is None and sp.regularization_type == "L2"
+    assert any("layer_wise_reduce" in w for w in result.warnings)
+    net = load_net(sp.net)
+    assert net.layer[0].transform_param.scale == 0.5  # V1 data upgrade moved it
+    assert Path(sp.net).name == "s.net.yaml"
+
+
+def test_consolidated_solver_with_stages(tmp_path):
+    name = "BVLC__caffe__examples__mnist__lenet_consolidated_solver.prototxt"
+    result = convert(ZOO / name, tmp_path / "solver.yaml")
+    sp = load_solver(tmp_path / "solver.yaml")
+    assert [s.stage for s in sp.test_state] == [["test-on-test-set"], ["test-on-train-set"]]
+    assert sp.test_iter == [100, 600] and sp.random_seed == 1701
+    assert len(result.outputs) == 2
+
+
+# -- the commands ----------------------------------------------------------------------------------
+def test_cli_convert_and_export(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(main, ["convert", str(TRAINED / "lenet.prototxt"), "-o", str(tmp_path / "l.yaml")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["convert", str(TRAINED / "lenet_iter_10000.caffemodel"),
+                             "--model", str(tmp_path / "l.yaml"), "-o", str(tmp_path / "w.npz")])
+    assert r.exit_code == 0, r.output
+    same_bits(npz(tmp_path / "w.npz"), npz(TRAINED / "lenet_iter_10000_weights.npz"))
+    r = runner.invoke(main, ["export", str(tmp_path / "l.yaml"), "--weights", str(tmp_path / "w.npz"),
+                             "-o", str(tmp_path / "l.prototxt")])
+    assert r.exit_code == 0, r.output
+    same_bits(read_caffemodel_arrays(tmp_path / "l.caffemodel"), npz(tmp_path / "w.npz"))
+    r = runner.invoke(main, ["convert", str(ZOO / "BVLC__caffe__models__bvlc_alexnet__deploy.prototxt"),
+                             "-o", str(tmp_path / "a.yaml")])
+    assert r.exit_code == 1 and "'norm1', 'norm2' have type 'LRN'" in r.output
+    assert not (tmp_path / "a.yaml").exists()
