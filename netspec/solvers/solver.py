@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..backend import Backend, get_backend, to_numpy
+from ..blob import Param
 from ..errors import DivergenceError, SnapshotError, SpecError
 from ..log import CaffeLog, fmt
 from ..net import Net
@@ -60,7 +61,9 @@ class Solver:
         self.test_nets = self._make_test_nets()
         self.rule = RULES[sp.type](sp, self.xp)
         self.params = [p for p in self.net.params if p.lr_mult != 0]
-        self.state = [self.rule.init_state(p) for p in self.params]
+        self.frozen = [p for p in self.net.params if p.lr_mult == 0]
+        self.groups = self._flatten_params()
+        self.state = [self.rule.init_state(g) for g in self.groups]
         self.iter = 0
         self.losses: deque[float] = deque(maxlen=sp.average_loss)
         self.smoothed_loss = 0.0
@@ -88,6 +91,35 @@ class Solver:
             self.log.warn("test_interval is set but no test_iter/test net: no testing")
         return nets
 
+    def _flatten_params(self) -> list[Param]:
+        """Put every learnable blob into one flat data and one flat diff buffer.
+
+        Blobs are ordered by (lr_mult, decay_mult), so each distinct pair is one contiguous
+        slice: the update then runs once per pair (usually 1-3 slices) instead of once per
+        blob, with Caffe's exact scalar arithmetic. Each blob's ``data``/``diff`` become views.
+        """
+        order = sorted(self.params, key=lambda p: (p.lr_mult, p.decay_mult))
+        total = sum(p.count for p in order)
+        self.flat_data = self.backend.zeros((total,))
+        self.flat_diff = self.backend.zeros((total,))
+        spans: dict[tuple[float, float], list[int]] = {}  # (lr_mult, decay_mult) -> [start, end]
+        offset = 0
+        for p in order:
+            n = p.count
+            view = self.flat_data[offset:offset + n]
+            view[...] = p.data.reshape(-1)
+            p.data = view.reshape(p.shape)
+            p.diff = self.flat_diff[offset:offset + n].reshape(p.shape)
+            spans.setdefault((p.lr_mult, p.decay_mult), [offset, offset])[1] = offset + n
+            offset += n
+        groups = []
+        for (lr_mult, decay_mult), (a, b) in spans.items():
+            g = Param(f"group(lr_mult={lr_mult}, decay_mult={decay_mult})", self.flat_data[a:b],
+                      self.xp, lr_mult, decay_mult)
+            g.diff = self.flat_diff[a:b]
+            groups.append(g)
+        return groups
+
     # -- one update ---------------------------------------------------------------------------
     def learning_rate(self, it: int | None = None) -> float:
         return learning_rate(self.sp, self.iter if it is None else it)
@@ -96,13 +128,12 @@ class Solver:
         clip = self.sp.clip_gradients
         if clip < 0:
             return
-        sumsq = sum(float((p.diff * p.diff).sum()) for p in self.params)
-        norm = sumsq ** 0.5
+        g = self.flat_diff
+        norm = float(self.xp.sqrt(self.xp.dot(g, g)))
         if norm > clip:
             self.log.info(f"Gradient clipping: scaling down gradients (L2 norm {fmt(norm)} > {fmt(clip)}) "
                           f"by scale factor {fmt(clip / norm)}")
-            for p in self.params:
-                p.diff *= p.diff.dtype.type(clip / norm)
+            g *= g.dtype.type(clip / norm)
 
     def apply_update(self) -> float:
         rate = self.learning_rate()
@@ -111,7 +142,7 @@ class Solver:
         self.clip_gradients()
         reg = self.regularizer
         t = self.iter + 1
-        for p, state in zip(self.params, self.state):
+        for p, state in zip(self.groups, self.state):
             if self.sp.iter_size > 1:
                 p.diff *= p.diff.dtype.type(1.0 / self.sp.iter_size)
             if reg is not None and reg.timing == "pre":
@@ -128,7 +159,9 @@ class Solver:
         On display iterations the smoothed loss and the train net's outputs are logged.
         """
         it = self.iter
-        self.net.clear_param_diffs()
+        self.flat_diff.fill(0)
+        for p in self.frozen:
+            p.zero_diff()
         loss = 0.0
         for _ in range(self.sp.iter_size):
             loss += self.net.forward_backward()
@@ -150,8 +183,7 @@ class Solver:
 
     def _check_params(self) -> None:
         xp = self.xp
-        total = sum(xp.sum(p.data) for p in self.params) if self.params else 0.0
-        if not np.isfinite(float(total)):
+        if not np.isfinite(float(xp.sum(self.flat_data))):
             bad = next(p for p in self.params if not bool(xp.isfinite(p.data).all()))
             raise self._divergence(f"parameter blob '{bad.name}' became non-finite (NaN/Inf)")
 
@@ -319,7 +351,7 @@ class Solver:
         history = st.get("history", {})
         if len(history) != len(self.state):
             raise SnapshotError(f"the state holds {len(history)} parameter histories, the net has "
-                                f"{len(self.state)} learnable blobs", file=str(state_path))
+                                f"{len(self.state)} parameter groups (lr_mult, decay_mult)", file=str(state_path))
         for j, s in enumerate(self.state):
             for k in s:
                 s[k][...] = self.backend.asarray(history[str(j)][k], s[k].dtype)
