@@ -206,6 +206,9 @@ def test_corrupt_caffemodel_is_a_clear_error(tmp_path, damage):
     with pytest.raises(SnapshotError) as e:
         read_caffemodel_arrays(path)
     assert str(path) in str(e.value)
+    expected = {"truncated": "truncated", "garbage": "not a Caffe model", "text": "text .prototxt",
+                "empty": "no layers", "bad_count": "has 5 values but its shape (2, 3) needs 6"}
+    assert expected[damage] in str(e.value)
     r = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / "x.npz")])
     assert r.exit_code == 1 and str(path) in r.output and "Traceback" not in r.output
 

@@ -27,7 +27,9 @@ def is_repeated(fd) -> bool:
     flag = getattr(fd, "is_repeated", None)
     if flag is not None:
         return bool(flag)
-    return fd.label == fd.LABEL_REPEATED
+    from google.protobuf.descriptor import FieldDescriptor as FD  # noqa: PLC0415
+
+    return fd.label == FD.LABEL_REPEATED
 
 
 def write_bytes(path, payload: bytes) -> None:

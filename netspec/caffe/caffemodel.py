@@ -117,6 +117,11 @@ def _layer_entries(net):
             yield v1.name, v1.blobs
 
 
+def _looks_like_text(raw: bytes) -> bool:
+    head = raw[:512]
+    return bool(head) and all(32 <= b < 127 or b in (9, 10, 13) for b in head)
+
+
 def read_caffemodel(path: str | Path):
     """The NetParameter message of a binary .caffemodel; SnapshotError when it is unreadable."""
     from google.protobuf.message import DecodeError  # noqa: PLC0415
@@ -126,18 +131,19 @@ def read_caffemodel(path: str | Path):
         raw = path.read_bytes()
     except FileNotFoundError:
         raise SnapshotError("caffemodel not found", file=str(path)) from None
-    head = raw[:64].lstrip()
-    if head[:5] in (b"name:", b"layer", b"input") or head[:1] == b"#":
-        raise SnapshotError("this looks like a text .prototxt, not a binary .caffemodel",
-                            file=str(path))
     net = pb2().NetParameter()
+    text = _looks_like_text(raw)
     try:
         net.ParseFromString(raw)
     except (DecodeError, RuntimeError, ValueError) as e:
+        if text:
+            raise SnapshotError("this looks like a text .prototxt, not a binary .caffemodel",
+                                file=str(path)) from None
         raise SnapshotError(f"cannot read this .caffemodel (truncated or not a Caffe model): {e}",
                             file=str(path)) from None
     if not len(net.layer) and not len(net.layers):
-        raise SnapshotError("no layers in this file: not a Caffe model (or an empty one)",
+        raise SnapshotError("this looks like a text .prototxt, not a binary .caffemodel" if text
+                            else "no layers in this file: not a Caffe model (or an empty one)",
                             file=str(path))
     return net
 

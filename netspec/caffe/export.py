@@ -42,16 +42,18 @@ def _fill(msg, data: dict, path: str, layer: str | None, warnings: list[str]) ->
 
 
 def _scalar(fd, v: Any, where: str) -> Any:
+    from google.protobuf.descriptor import FieldDescriptor as FD  # noqa: PLC0415
+
     if fd.enum_type is not None:
         if v not in fd.enum_type.values_by_name:
             raise ConvertError(f"'{where}' is '{v}', which Caffe's {fd.enum_type.name} does not "
                                f"have ({', '.join(fd.enum_type.values_by_name)})")
         return v
-    if fd.cpp_type in (fd.CPPTYPE_FLOAT, fd.CPPTYPE_DOUBLE):
+    if fd.cpp_type in (FD.CPPTYPE_FLOAT, FD.CPPTYPE_DOUBLE):
         return float(v)
-    if fd.cpp_type == fd.CPPTYPE_BOOL:
+    if fd.cpp_type == FD.CPPTYPE_BOOL:
         return bool(v)
-    if fd.cpp_type == fd.CPPTYPE_STRING:
+    if fd.cpp_type == FD.CPPTYPE_STRING:
         return str(v)
     return int(v)
 
@@ -86,6 +88,12 @@ def export_net(net_yaml: str | Path, out: str | Path, weights: str | Path | None
     from ..spec import load_net  # noqa: PLC0415
     from .caffemodel import attach_blobs, read_caffemodel_arrays, write_caffemodel  # noqa: PLC0415
 
+    from ..spec.yaml_lines import load_yaml  # noqa: PLC0415
+
+    raw, _ = load_yaml(net_yaml)
+    if isinstance(raw, dict) and "layer" not in raw and ({"net", "train_net", "base_lr"} & set(raw)):
+        raise ConvertError("this is a solver file; netspec export writes nets (export the file "
+                           "its 'net:' names)", file=str(net_yaml))
     net_param = load_net(net_yaml)
     msg, warnings = net_message(net_param)
     write_bytes(out, prototxt_text(msg).encode())

@@ -4,8 +4,8 @@ Only fields the Caffe file sets are written (Caffe's defaults are netspec's defa
 order of ``caffe.proto``; layers keep their order and names. Every field is checked against
 netspec's own models (``netspec.spec``): a layer type netspec does not implement, or a field it
 does not model, is an error that names the layer and the field (``drop_unsupported=True`` turns
-unmodelled fields into warnings and leaves them out). Parameter blocks a layer type does not
-read, which Caffe ignores, are left out with a warning.
+unmodelled fields into warnings and leaves them out). A layer-specific block that netspec's
+layer of that type does not read (``convolution_param`` on a ReLU) is left out with a warning.
 """
 
 from __future__ import annotations
@@ -58,11 +58,13 @@ def f32(v: float) -> float:
 
 
 def value_of(fd, v) -> Any:
+    from google.protobuf.descriptor import FieldDescriptor as FD  # noqa: PLC0415
+
     if fd.message_type is not None:
         return to_python(v)
     if fd.enum_type is not None:
         return fd.enum_type.values_by_number[v].name
-    if fd.cpp_type == fd.CPPTYPE_FLOAT:
+    if fd.cpp_type == FD.CPPTYPE_FLOAT:
         return f32(v)
     return v
 
@@ -164,8 +166,6 @@ def layer_to_dict(lp, report: Report, drop_unsupported: bool = False) -> dict | 
     """One LayerParameter message -> netspec layer data (None when its type is unknown)."""
     from ..layers import registry  # noqa: PLC0415
     from ..spec.net import LayerParameter  # noqa: PLC0415
-    from ..spec.params import LAYER_PARAM_BLOCKS  # noqa: PLC0415
-
     d = to_python(lp)
     name = d.get("name", "")
     if lp.type not in registry.LAYERS:
@@ -182,10 +182,12 @@ def layer_to_dict(lp, report: Report, drop_unsupported: bool = False) -> dict | 
     cls = registry.get(lp.type)
     reads = {cls.param_block, *cls.extra_blocks}
     for key in list(d):
-        if key.endswith("_param") and key in LAYER_PARAM_BLOCKS and key not in reads:
+        fd = lp.DESCRIPTOR.fields_by_name.get(key)
+        # layer-specific blocks (field numbers from 102 on) that this type does not read
+        if fd is not None and fd.number >= 102 and key not in reads:
             d.pop(key)
-            report.warnings.append(f"layer '{name}' ({lp.type}): '{key}' left out; a {lp.type} "
-                                   "layer does not read it (Caffe ignores it too)")
+            report.warnings.append(f"layer '{name}' ({lp.type}): '{key}' left out: netspec's "
+                                   f"{lp.type} layer does not read it")
     unsupported: list[str] = []
     d = prune(d, LayerParameter, "", unsupported)
     for path in unsupported:
