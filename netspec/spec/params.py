@@ -225,3 +225,17 @@ LAYER_PARAM_BLOCKS: dict[str, type[Message]] = {
     "eltwise_param": EltwiseParameter,
     "flatten_param": FlattenParameter,
 }
+
+
+def _merge_catalog_blocks() -> None:
+    from .params_catalog_a import BLOCKS as blocks_a  # noqa: PLC0415
+    from .params_catalog_b import BLOCKS as blocks_b  # noqa: PLC0415
+
+    for blocks in (blocks_a, blocks_b):
+        for key, msg in blocks.items():
+            if key in LAYER_PARAM_BLOCKS:
+                raise RuntimeError(f"parameter block {key!r} defined twice")
+            LAYER_PARAM_BLOCKS[key] = msg
+
+
+_merge_catalog_blocks()

@@ -1,0 +1,1 @@
+"""Caffe layer catalog, part b."""

@@ -1,0 +1,8 @@
+"""Parameter messages of the layer catalog, part b (Caffe's names, numbers and defaults)."""
+
+from __future__ import annotations
+
+from .base import Message
+
+#: layer-specific blocks this module adds to LayerParameter: field name -> message class
+BLOCKS: dict[str, type[Message]] = {}
