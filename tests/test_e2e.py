@@ -70,3 +70,24 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     b = np.load(killed / "mlp_iter_400.weights.npz")
     for key in a.files:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_ctrl_c_snapshots_and_stops(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "netspec.cli",
+                             *_mlp_args(tmp_path, "--set", "max_iter=100000", "--set", "snapshot=0")],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    line = ""
+    while time.time() < deadline:
+        line = proc.stderr.readline()
+        if "Iteration 50, loss" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    m = re.search(r"Interrupted at iteration (\d+)", err)
+    assert m, err[-2000:]
+    it = int(m.group(1))
+    assert 50 < it < 100000
+    assert (tmp_path / f"mlp_iter_{it}.solverstate.npz").exists()
+    assert (tmp_path / f"mlp_iter_{it}.weights.npz").exists()
