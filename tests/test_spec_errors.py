@@ -149,3 +149,10 @@ def test_cli_process_exit_code_and_debug(tmp_path):
     r = subprocess.run([sys.executable, "-m", "netspec.cli", "validate", "--debug", str(path)],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_convolution_without_num_output(tmp_path):
+    text = GOOD_NET + "  - {name: c, type: Convolution, bottom: data, top: c, convolution_param: {kernel_size: 1}}\n"
+    path, result = validate(tmp_path, text.replace("dim: [2, 3]", "dim: [2, 3, 4, 4]"))
+    assert result.exit_code != 0 and "num_output is required" in result.output
+    assert f"{path}:12:" in result.output

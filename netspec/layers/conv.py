@@ -101,6 +101,9 @@ class Convolution(Layer):
         p = self.p
         N, C, H, W = shape
         g, M = p.group, p.num_output
+        if M is None:
+            raise self.spec_error("convolution_param.num_output is required",
+                                  field="convolution_param.num_output")
         if C % g or M % g:
             raise self.spec_error(f"channels ({C}) and num_output ({M}) must be divisible by "
                                   f"group ({g})", field="group")

@@ -103,7 +103,7 @@ class DataParameter(Message):
 
 
 class ConvolutionParameter(Message):
-    num_output: int = Field(gt=0)
+    num_output: Optional[int] = Field(default=None, gt=0)  # required by Convolution/Deconvolution
     bias_term: bool = True
     pad: Repeated[int] = Field(default_factory=list)
     kernel_size: Repeated[int] = Field(default_factory=list)

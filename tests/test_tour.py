@@ -1,0 +1,46 @@
+"""Run every `$ netspec …` command of docs/tour.md, in order, from the repository root."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOUR = ROOT / "docs" / "tour.md"
+
+
+def tour_commands() -> list[str]:
+    blocks = re.findall(r"```console\n(.*?)```", TOUR.read_text(), flags=re.S)
+    return [line[2:].strip() for block in blocks for line in block.splitlines() if line.startswith("$ ")]
+
+
+def test_tour_has_the_promised_steps():
+    text = " ".join(tour_commands())
+    for verb in ("validate", "train", "plot", "draw", "--snapshot", "--weights", "convert", "export", "test"):
+        assert verb in text
+
+
+def test_every_tour_command_runs(tmp_path):
+    pytest.importorskip("matplotlib", reason="netspec plot needs matplotlib (extra 'plot')")
+    pytest.importorskip("google.protobuf", reason="netspec convert needs protobuf (extra 'caffe')")
+    import shutil
+
+    if shutil.which("dot") is None:
+        pytest.skip("netspec draw needs Graphviz's dot (apt-get install graphviz)")
+    out = tmp_path / "tour"
+    for command in tour_commands():
+        args = shlex.split(command.replace("runs/tour", str(out)))
+        assert args[0] == "netspec"
+        r = subprocess.run([sys.executable, "-m", "netspec.cli", *args[1:]], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, f"{command}\n{r.stderr[-3000:]}"
+        if args[1] == "test" and "lenet_caffe" in command:
+            acc = float(re.search(r"accuracy = ([\d.]+)", r.stderr).group(1))
+            assert abs(acc - 0.9903) < 1e-4  # Caffe's own figure for these weights
+    assert (out / "curves.png").exists() and (out / "lenet.svg").exists()
+    assert (out / "back.caffemodel").exists()
