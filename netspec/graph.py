@@ -90,15 +90,14 @@ def legacy_inputs(net: NetParameter) -> list[LayerDef]:
 
 
 def resolve(defs: list[LayerDef], net: NetParameter) -> None:
-    """Every bottom must exist already; a top may only be re-produced in place."""
+    """Every bottom must exist already; a top may only be re-produced in place.
+
+    Layer names may repeat (Caffe allows it); ``Net`` refuses a repeat only where it would make
+    parameter blobs ambiguous.
+    """
     available: dict[str, str] = {}
-    names: set[str] = set()
     for d in defs:
         loc = ("layer", d.index) if d.index is not None else ()
-        if d.lp.name in names:
-            raise SpecError(f"two layers are named '{d.lp.name}'; layer names must be unique",
-                            **net.where(loc + ("name",)), field=f"layer {d.lp.name}.name")
-        names.add(d.lp.name)
         for j, b in enumerate(d.bottoms):
             if b not in available:
                 from .spec.net import suggest  # noqa: PLC0415

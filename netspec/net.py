@@ -113,6 +113,14 @@ class Net:
         """Parameters with the same ``param.name`` are one blob (shape and multipliers must agree)."""
         owners: dict[str, Param] = {}
         self.params: list[Param] = []
+        with_params: dict[str, Any] = {}
+        for layer, d in zip(self.layers, self.defs):
+            if layer.blobs:
+                if layer.name in with_params:
+                    raise SpecError(f"two layers with parameters are named '{layer.name}'; weights "
+                                    "are stored and shared by layer name, so give them distinct names",
+                                    **self._where(d, "name"), field="name")
+                with_params[layer.name] = layer
         for layer in self.layers:
             for i, p in enumerate(layer.blobs):
                 if p.share_name:

@@ -45,7 +45,7 @@ import yaml
 from .errors import DivergenceError, NetspecError
 from .solvers import Solver
 
-INSTALL_HINT = "pip install 'netspec[search]'  (or: pip install 'optuna>=4' psycopg2-binary)"
+INSTALL_HINT = "pip install 'netspec[search]'  (or: pip install 'optuna>=4' 'psycopg[binary]>=3.1')"
 KINDS = ("loguniform", "uniform", "int", "logint", "choice")
 #: solver fields the search sets itself (epochs -> iterations, one validation net, no snapshots)
 FORCED_SOLVER_FIELDS = ("net", "train_net", "test_net", "test_iter", "test_interval",
@@ -56,11 +56,18 @@ SPLIT_FIELDS = ("source", "split", "offset", "limit", "rand_skip")
 VAL_BATCH_CAP = 500          # validation batch at most this; exact when n_val <= cap
 HEARTBEAT_S = 30.0           # a running trial refreshes its 'heartbeat' attribute this often
 STALE_S = 600.0              # a running trial without a heartbeat for this long is abandoned
+ORPHAN_S = 60.0              # ... and one that never got its worker's attributes, after this
 SETTINGS_ATTR = "netspec_search"
+JOURNAL_LOCK_GRACE_S = 5     # a journal lock older than this is from a killed worker
 
 
 class SearchError(NetspecError):
     """A search cannot start or go on (bad --param, missing Optuna, mismatched study)."""
+
+    def format(self) -> str:
+        if self.field and not self.file and self.message.startswith(f"{self.field} "):
+            return self.message  # the message names its option already
+        return super().format()
 
 
 def require_optuna():
@@ -383,13 +390,14 @@ class Problem:
         from .backend import get_backend  # noqa: PLC0415
         from .net import Net  # noqa: PLC0415
 
-        base = {p.path: p.probes()[0] for p in self.params}
-        for p in self.params:
+        for p in self.params:  # each alone first, so an error names the right --param
             for v in p.probes():
                 try:
-                    self.build({**base, p.path: v})
+                    self.build({p.path: v})
                 except NetspecError as e:
-                    raise SearchError(f"--param {p.text}: at {p.path}={v}: {e}", field="--param") from None
+                    why = str(e).replace(f"--set {p.path}={v}: ", "").replace("--set: ", "")
+                    raise SearchError(f"--param {p.text}: at {p.path}={v}: {why}", field="--param") from None
+        base = {p.path: p.probes()[0] for p in self.params}
         sp, net_param, _ = self.build(base)
         backend = get_backend(False)
         Net(net_param, "TRAIN", backend)
@@ -413,7 +421,7 @@ class Problem:
     def run(self, values: dict[str, Any], report: Callable[[int, float], None],
             random_seed: int | None = None) -> dict:
         """Train one configuration; ``report(epoch, metric)`` after every epoch (it may raise
-        to prune). Returns {'value', 'loss', 'iterations', 'wall_s'}."""
+        to prune). Returns {'value', 'loss', 'iterations', 'wall_s', 'random_seed'}."""
         from .log import CaffeLog  # noqa: PLC0415
 
         sp, net_param, per_epoch = self.build(values, random_seed)
@@ -432,7 +440,7 @@ class Problem:
         t0 = time.perf_counter()
         solver.solve()
         return {"value": last[-1], "loss": float(solver.smoothed_loss), "iterations": solver.iter,
-                "wall_s": time.perf_counter() - t0}
+                "wall_s": time.perf_counter() - t0, "random_seed": solver.seed}
 
 
 class _TrialSolver(Solver):
@@ -493,12 +501,16 @@ def make_sampler(kind: str, seed: int):
     return PerTrialSeed()
 
 
-def make_pruner(kind: str):
+def make_pruner(kind: str, epochs: int = 4):
+    """median: stop a trial whose metric is worse than the median of the finished trials at the
+    same epoch; halving: asynchronous successive halving. Neither judges a trial before a
+    quarter of the epochs (at least 2): early validation values are mostly noise."""
     optuna = require_optuna()
+    warmup = max(2, round(epochs / 4))
     if kind == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
     if kind == "halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=warmup)
     if kind == "none":
         return optuna.pruners.NopPruner()
     raise SearchError(f"--pruner {kind}: use median, halving or none", field="--pruner")
@@ -529,20 +541,36 @@ def open_storage(storage: str):
         if storage.startswith("sqlite:///"):
             Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         try:
-            return optuna.storages.RDBStorage(storage)
-        except ModuleNotFoundError as e:
-            raise SearchError(f"--storage {_redact(storage)}: the database driver '{e.name}' is not "
-                              f"installed: pip install psycopg2-binary (PostgreSQL), or {INSTALL_HINT}",
+            return optuna.storages.RDBStorage(_with_driver(storage))
+        except ImportError:
+            raise SearchError(f"--storage {_redact(storage)}: the database driver is not installed: "
+                              f"{INSTALL_HINT} (PostgreSQL: psycopg or psycopg2-binary; MySQL: PyMySQL)",
                               field="--storage") from None
         except Exception as e:  # noqa: BLE001 - sqlalchemy's connection errors: say which URL
             raise SearchError(f"--storage {_redact(storage)}: cannot open the database: "
                               f"{str(e).splitlines()[0]}", field="--storage") from None
     from optuna.storages import JournalStorage  # noqa: PLC0415
-    from optuna.storages.journal import JournalFileBackend  # noqa: PLC0415
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock  # noqa: PLC0415
 
     path = Path(storage)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    # a worker killed while appending leaves the lock behind; appends take milliseconds, so
+    # take a lock over after JOURNAL_LOCK_GRACE_S (Optuna's default: 30 s)
+    lock = JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_S)
+    return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+
+
+def _with_driver(url: str) -> str:
+    """``postgresql://`` with the PostgreSQL driver that is installed (SQLAlchemy 2.1 defaults to
+    psycopg 3, older versions to psycopg2): either package works."""
+    import importlib.util  # noqa: PLC0415
+
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+                if importlib.util.find_spec(module) is not None:
+                    return f"postgresql+{driver}://" + url[len(scheme):]
+    return url
 
 
 def _redact(url: str) -> str:
@@ -559,7 +587,7 @@ def open_study(cfg: SearchConfig, storage_obj, study_name: str, create: bool = T
     optuna = require_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     kwargs = dict(study_name=study_name, storage=storage_obj, sampler=make_sampler(cfg.sampler, cfg.seed),
-                  pruner=make_pruner(cfg.pruner))
+                  pruner=make_pruner(cfg.pruner, cfg.epochs))
     if create:
         study = optuna.create_study(direction=cfg.direction, load_if_exists=True, **kwargs)
         settings = cfg.settings()
@@ -583,13 +611,18 @@ HOST = socket.gethostname()
 
 
 def _pid_alive(pid) -> bool:
+    """Whether process ``pid`` on this host still runs (a zombie does not)."""
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except (PermissionError, ValueError, TypeError, OverflowError):
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 def _counts(study) -> dict[str, int]:
@@ -611,7 +644,8 @@ def _counts(study) -> dict[str, int]:
 
 def reclaim_abandoned(study, storage_obj, now: float | None = None) -> list[int]:
     """Mark RUNNING trials whose worker is gone as failed ('abandoned'): on this host, a worker
-    process that no longer exists; anywhere, no heartbeat for STALE_S seconds."""
+    process that no longer exists; anywhere, no heartbeat for STALE_S seconds, or no worker
+    attributes at all a minute after the start (a worker killed right after creating it)."""
     from optuna.trial import TrialState  # noqa: PLC0415
 
     now = time.time() if now is None else now
@@ -623,7 +657,7 @@ def reclaim_abandoned(study, storage_obj, now: float | None = None) -> list[int]
             beat = t.datetime_start.timestamp()
         local_dead = attrs.get("host") == HOST and attrs.get("pid") not in (None, os.getpid()) \
             and not _pid_alive(attrs.get("pid"))
-        stale = beat is not None and now - float(beat) > STALE_S
+        stale = beat is not None and now - float(beat) > (STALE_S if "heartbeat" in attrs else ORPHAN_S)
         if not (local_dead or stale):
             continue
         why = (f"worker {attrs.get('worker', '?')} is gone" if local_dead
@@ -696,11 +730,10 @@ def work(cfg: SearchConfig, problem: Problem | None = None, echo: Callable[[str]
             if c["finished"] + c["running"] >= cfg.trials:
                 break
             trial = study.ask()
-            for k, v in (("worker", me), ("host", HOST), ("pid", os.getpid()), ("heartbeat", time.time())):
+            for k, v in (("host", HOST), ("pid", os.getpid()), ("worker", me), ("heartbeat", time.time())):
                 trial.set_user_attr(k, v)
             values = {p.path: p.suggest(trial) for p in params}
             seed = _mix(cfg.seed, trial.number) % (2 ** 31)
-            trial.set_user_attr("random_seed", seed)
 
             def report(epoch: int, value: float, trial=trial) -> None:
                 trial.report(value, epoch)
@@ -715,6 +748,7 @@ def work(cfg: SearchConfig, problem: Problem | None = None, echo: Callable[[str]
                 value = r["value"]
                 trial.set_user_attr("train_loss", r["loss"])
                 trial.set_user_attr("iterations", r["iterations"])
+                trial.set_user_attr("random_seed", r["random_seed"])
             except optuna.TrialPruned as e:
                 state, note = TrialState.PRUNED, str(e)
             except DivergenceError as e:
@@ -790,7 +824,8 @@ def ranked_trials(study, direction: str) -> list[dict]:
             "params": dict(t.params),
             "intermediate": {int(k): float(v) for k, v in sorted(t.intermediate_values.items())},
             "wall_s": attrs.get("wall_s"), "worker": attrs.get("worker"),
-            "train_loss": attrs.get("train_loss"), "random_seed": attrs.get("random_seed"),
+            "train_loss": attrs.get("train_loss"), "iterations": attrs.get("iterations"),
+            "random_seed": attrs.get("random_seed"),
             "note": attrs.get("diverged") or attrs.get("abandoned") or attrs.get("error") or "",
             "_sort": (group, key, t.number)})
     rows.sort(key=lambda r: r["_sort"])
@@ -889,7 +924,7 @@ def write_best_yaml(cfg: SearchConfig, values: dict[str, Any], path: str | Path,
                             + ", ".join(t for t, _, _ in fixed_net + net_vals) + "\n"
                             + yaml.safe_dump(net_data, sort_keys=False, default_flow_style=None, width=100))
         data["train_net" if "train_net" in data else "net"] = net_path.name
-    path.write_text(header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100))
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100))
     check = load_solver(path)
     load_net(check.train_net or check.net)
     return path
@@ -1021,10 +1056,12 @@ def summarize(cfg: SearchConfig, study_name: str, storage: str, out: Path,
         best_path = Path(cfg.best_out) if cfg.best_out else out / f"{study_name}-best.yaml"
         header = (f"# netspec search '{study_name}': best of {counts['complete']} complete trials "
                   f"(trial {best['number']}, {metric_label(cfg.metric)} {best['value']:.4g} on "
-                  f"{cfg.val_fraction:g} of the training data held out,\n# {cfg.epochs} epoch(s) each). "
+                  f"{100 * cfg.val_fraction:g} % of the training data held out,\n# {cfg.epochs} epoch(s) each). "
                   f"From {Path(cfg.solver).name} with "
                   + ", ".join(f"{k}={v!r}" for k, v in best["params"].items())
-                  + (" and --set " + " ".join(cfg.sets) if cfg.sets else "") + ".\n")
+                  + (" and --set " + " ".join(cfg.sets) if cfg.sets else "") + "."
+                  + (f" The trial's random_seed was {best['random_seed']}." if best.get("random_seed") is not None
+                     else "") + "\n")
         outcome.best_yaml = write_best_yaml(cfg, best["params"], best_path, header)
     if cfg.plot:
         from .plot_search import plot_search  # noqa: PLC0415

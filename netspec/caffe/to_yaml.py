@@ -127,9 +127,6 @@ def _type_problem(lp_type: str, names: list[str]) -> str:
     head = (f"layer {quoted} has type '{lp_type}'" if len(names) == 1 else
             f"layers {quoted} have type '{lp_type}'")
     head += ", which netspec does not implement"
-    if lp_type == "Python":
-        return (f"{head}: Caffe Python layers run user code that netspec cannot load; replace "
-                "them (a data layer by an Input layer or a Data layer)")
     if lp_type in FORK_TYPES:
         return f"{head}: it exists only in {FORK_TYPES[lp_type]}, not in BVLC Caffe"
     close = difflib.get_close_matches(lp_type, list(registry.LAYERS), n=1, cutoff=0.6)
