@@ -153,3 +153,26 @@ def test_bilinear_kernel():
 def test_unknown_filler_suggests():
     with pytest.raises(SpecError, match="xavier"):
         fill(f(type="xavir"), (2, 2), RNG)
+
+
+def test_download_from_a_loopback_mirror(tmp_path):
+    """The download path, against a local HTTP server holding the shipped files."""
+    import functools
+    import http.server
+    import threading
+
+    from netspec.data import mnist
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(BUILTIN_DIR))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        folder = mnist.download(tmp_path / "m", mirrors=(url,))
+        x, y = load_mnist("test", str(folder))
+        assert x.shape == (10000, 1, 28, 28)
+        with pytest.raises(DataError, match="could not download"):
+            mnist.download(tmp_path / "n", mirrors=(f"http://127.0.0.1:{server.server_address[1]}/nope/",))
+    finally:
+        server.shutdown()

@@ -1,0 +1,37 @@
+"""``netspec data``: the built-in datasets (list, check, download a copy)."""
+
+from __future__ import annotations
+
+import click
+
+from ..cli import friendly
+
+
+@click.group("data")
+def command():
+    """Built-in datasets: where they are, and how to fetch MNIST elsewhere."""
+
+
+@command.command("info")
+@friendly
+def info():
+    """Show the built-in datasets and verify their checksums."""
+    from ..data.mnist import BUILTIN_DIR, load_mnist  # noqa: PLC0415
+
+    for split in ("train", "test"):
+        x, y = load_mnist(split)
+        click.echo(f"builtin:mnist split={split}: {x.shape[0]} images {x.shape[1:]} uint8, "
+                   f"labels 0-9 (SHA-256 verified) in {BUILTIN_DIR}")
+
+
+@command.command("download")
+@click.argument("name", type=click.Choice(["mnist"]))
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--mirror", "mirrors", multiple=True, help="Base URL to try first (repeatable).")
+@friendly
+def download(name, folder, mirrors):
+    """Download NAME's files into FOLDER (checksums verified); use FOLDER as a Data `source`."""
+    from ..data import mnist  # noqa: PLC0415
+
+    path = mnist.download(folder, tuple(mirrors) + mnist.MIRRORS)
+    click.echo(f"MNIST in {path}: point a Data layer at it with `source: {path}`")
