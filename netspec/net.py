@@ -74,7 +74,7 @@ class Net:
             try:
                 top_shapes = layer.setup([b.shape for b in bottoms])
             except NetspecError:
-                raise
+                raise  # already names the layer, file and line
             except (ValueError, IndexError, TypeError) as e:
                 raise ShapeError(f"layer '{d.lp.name}' ({d.lp.type}) cannot take bottoms of shapes "
                                  f"{[b.shape for b in bottoms]}: {e}", **where) from None
