@@ -30,6 +30,18 @@ def load_results(source) -> dict:
     return data
 
 
+def is_search_results(path) -> bool:
+    """Whether ``path`` is a results file of ``netspec search`` (NAME.json with 'trials')."""
+    path = Path(path)
+    if path.suffix != ".json" or not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("trials"), list) and "metric" in data
+
+
 def _numeric(p: dict) -> bool:
     return p.get("kind") != "choice" or all(isinstance(c, (int, float)) and not isinstance(c, bool)
                                              for c in p.get("choices", []))

@@ -216,11 +216,11 @@ class SearchConfig:
     quiet: bool = False
 
     def settings(self) -> dict:
-        """What makes two runs the same study (trials, jobs and outputs may differ)."""
+        """What defines a study's objective; a rerun or another worker must give the same.
+        Trials, jobs, sampler, pruner and the outputs may differ between runs."""
         return {"params": sorted(self.params), "sets": list(self.sets), "epochs": self.epochs,
                 "val_fraction": self.val_fraction, "seed": self.seed, "metric": self.metric,
-                "direction": self.direction, "sampler": self.sampler, "pruner": self.pruner,
-                "solver": Path(self.solver).name}
+                "direction": self.direction, "solver": Path(self.solver).name}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -701,6 +701,29 @@ def _fmt_value(v) -> str:
     return f"{v:.2g}"
 
 
+def _ask(study, attrs: dict):
+    """``study.ask()`` with the worker's attributes written in the same storage operation as
+    the new trial, so a worker killed at any moment leaves no running trial without an owner."""
+    optuna = require_optuna()
+    from optuna.trial import FrozenTrial, TrialState  # noqa: PLC0415
+
+    try:
+        storage, study_id = study._storage, study._study_id
+    except AttributeError:  # pragma: no cover - a future Optuna without these: the plain way
+        trial = study.ask()
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        return trial
+    if hasattr(study, "_thread_local"):
+        study._thread_local.cached_all_trials = None  # as ask() does: see the newest trials
+    from datetime import datetime  # noqa: PLC0415
+
+    template = FrozenTrial(number=-1, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
+                           datetime_complete=None, params={}, distributions={}, user_attrs=dict(attrs),
+                           system_attrs={}, intermediate_values={}, trial_id=-1)
+    return optuna.Trial(study, storage.create_new_trial(study_id, template_trial=template))
+
+
 def metric_label(metric: str) -> str:
     return "val acc" if metric == "accuracy" else f"val {metric}"
 
@@ -729,9 +752,7 @@ def work(cfg: SearchConfig, problem: Problem | None = None, echo: Callable[[str]
             c = _counts(study)
             if c["finished"] + c["running"] >= cfg.trials:
                 break
-            trial = study.ask()
-            for k, v in (("host", HOST), ("pid", os.getpid()), ("worker", me), ("heartbeat", time.time())):
-                trial.set_user_attr(k, v)
+            trial = _ask(study, {"host": HOST, "pid": os.getpid(), "worker": me, "heartbeat": time.time()})
             values = {p.path: p.suggest(trial) for p in params}
             seed = _mix(cfg.seed, trial.number) % (2 ** 31)
 

@@ -24,9 +24,14 @@ def command(runs, output, metrics, title, dpi):
 
     Each RUN is a metrics.jsonl (written by `netspec train --log-dir DIR`), a directory holding
     one, or a Caffe-format text log (netspec's or Caffe's own). Several runs are overlaid, one
-    colour each, labelled by their directory name or file stem.
+    colour each, labelled by their directory name or file stem. A single `netspec search`
+    results file (results.json) is drawn as the search: validation accuracy over the parameters.
     """
     from ..plot import plot_runs  # noqa: PLC0415
+    from ..plot_search import is_search_results, plot_search  # noqa: PLC0415
 
-    out = plot_runs(list(runs), output, metrics=list(metrics), title=title, dpi=dpi)
+    if len(runs) == 1 and is_search_results(runs[0]):
+        out = plot_search(runs[0], output, title=title, dpi=dpi)
+    else:
+        out = plot_runs(list(runs), output, metrics=list(metrics), title=title, dpi=dpi)
     click.echo(f"Wrote {out}")
