@@ -98,11 +98,13 @@ def _load_solver_and_net(solver_file, sets):
                    "(layer.fc1.param.0.decay_mult=0). Repeatable.")
 @click.option("--max-iter", type=int, help="Stop after this many iterations (same as --set max_iter=N).")
 @click.option("--quiet", is_flag=True, help="No log lines.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
+              help="Floating-point type of blobs and parameters.")
 @click.option("--log-dir", type=click.Path(file_okay=False),
               help="Write DIR/metrics.jsonl (one JSON object per display and test step, for "
                    "`netspec plot`) and DIR/train.log (the Caffe-format log).")
 @friendly
-def train(solver_file, gpu, snapshot, weights, sets, max_iter, quiet, log_dir):
+def train(solver_file, gpu, snapshot, weights, sets, max_iter, quiet, dtype, log_dir):
     """Train with SOLVER_FILE (Caffe's `caffe train --solver`)."""
     from .log import CaffeLog  # noqa: PLC0415
     from .progress import progress_for  # noqa: PLC0415
@@ -121,7 +123,7 @@ def train(solver_file, gpu, snapshot, weights, sets, max_iter, quiet, log_dir):
 
         writers.append(LogFileWriter(Path(log_dir) / "train.log", append=bool(snapshot)))
         log.listeners.append(writers[-1])
-    solver = Solver(sp, log=log, net_param=net_param)
+    solver = Solver(sp, log=log, net_param=net_param, dtype=dtype)
     if log_dir:
         writers.append(MetricsWriter(Path(log_dir) / "metrics.jsonl", append=bool(snapshot)))
         solver.listeners.append(writers[-1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -156,3 +157,13 @@ def test_convolution_without_num_output(tmp_path):
     path, result = validate(tmp_path, text.replace("dim: [2, 3]", "dim: [2, 3, 4, 4]"))
     assert result.exit_code != 0 and "num_output is required" in result.output
     assert f"{path}:12:" in result.output
+
+
+def test_set_reaches_every_layer_of_that_name(tmp_path):
+    from netspec.spec import load_net
+    from netspec.spec.overrides import split_sets
+
+    _, net_sets = split_sets(["layer.mnist.data_param.batch_size=7"])
+    net = load_net(Path(__file__).resolve().parents[1] / "models" / "lenet.yaml", net_sets)
+    sizes = [l.data_param.batch_size for l in net.layer if l.name == "mnist"]
+    assert sizes == [7, 7]

@@ -229,6 +229,7 @@ class Solver:
                     self.snapshot()
                 if sp.display and self.iter % sp.display == 0:
                     self.log.info(f"Iteration {self.iter}, loss = {fmt(self.smoothed_loss)}")
+                    self._emit("train", self.iter, {}, loss=self.smoothed_loss)
                 if sp.test_interval and self.iter % sp.test_interval == 0:
                     self.test_all()
                 self.log.info("Optimization Done.")

@@ -38,48 +38,61 @@ def split_sets(sets: list[str]) -> tuple[list[tuple[str, list[str], Any]], list[
 
 
 def apply(data: dict, overrides, file: str) -> dict[tuple, str]:
-    """Apply overrides to ``data`` in place; return {loc: '--set text'} for error messages."""
+    """Apply overrides to ``data`` in place; return {loc: '--set text'} for error messages.
+
+    ``layer.NAME.…`` sets the field on every layer called NAME (Caffe nets often have a TRAIN
+    and a TEST layer of the same name, e.g. two Data layers ``mnist``).
+    """
     origins: dict[tuple, str] = {}
     for text, path, value in overrides:
-        node: Any = data
-        loc: list[Any] = []
-        parts = list(path)
-        if parts[0] == "layer":
-            if len(parts) < 3:
-                raise SpecError(f"--set {text}: use layer.<layer name>.<field>=value", field="--set")
-            layers = data.get("layer") or []
-            layers = layers if isinstance(layers, list) else [layers]
-            names = [l.get("name") for l in layers if isinstance(l, dict)]
-            if parts[1] not in names:
-                from .net import suggest  # noqa: PLC0415
+        if path[0] != "layer":
+            _set_path(data, [], list(path), value, text)
+            origins[tuple(_loc(path))] = f"--set {text}"
+            continue
+        if len(path) < 3:
+            raise SpecError(f"--set {text}: use layer.<layer name>.<field>=value", field="--set")
+        layers = data.get("layer") or []
+        layers = layers if isinstance(layers, list) else [layers]
+        data["layer"] = layers
+        names = [l.get("name") if isinstance(l, dict) else None for l in layers]
+        hits = [i for i, n in enumerate(names) if n == path[1]]
+        if not hits:
+            from .net import suggest  # noqa: PLC0415
 
-                raise SpecError(f"--set {text}: no layer named '{parts[1]}' in {file}."
-                                f"{suggest(parts[1], names)}", field="--set")
-            idx = names.index(parts[1])
-            data["layer"] = layers
-            node, loc, parts = layers[idx], ["layer", idx], parts[2:]
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            key: Any = int(part) if part.isdigit() else part
-            if isinstance(key, int):
-                if isinstance(node, dict) and key == 0:
-                    if last:
-                        raise SpecError(f"--set {text}: cannot replace a whole entry", field="--set")
-                    loc.append(key)
-                    continue  # a single mapping stands for a one-element list
-                if not isinstance(node, list) or key >= len(node):
-                    raise SpecError(f"--set {text}: '{'.'.join(map(str, loc))}' has no item {key}",
-                                    field="--set")
-            elif not isinstance(node, dict):
-                raise SpecError(f"--set {text}: '{'.'.join(map(str, loc))}' is not a mapping",
-                                field="--set")
-            loc.append(key)
-            if last:
-                node[key] = value
-            else:
-                if isinstance(node, dict) and key not in node:
-                    nxt = parts[i + 1]
-                    node[key] = [] if nxt.isdigit() and nxt != "0" else {}
-                node = node[key]
-        origins[tuple(loc)] = f"--set {text}"
+            raise SpecError(f"--set {text}: no layer named '{path[1]}' in {file}."
+                            f"{suggest(path[1], [n for n in names if n])}", field="--set")
+        for idx in hits:
+            _set_path(layers[idx], ["layer", idx], list(path[2:]), value, text)
+            origins[("layer", idx) + tuple(_loc(path[2:]))] = f"--set {text}"
     return origins
+
+
+def _loc(parts) -> list:
+    return [int(p) if p.isdigit() else p for p in parts]
+
+
+def _set_path(node: Any, loc: list, parts: list[str], value: Any, text: str) -> None:
+    """Set ``value`` at ``parts`` below ``node``, creating mappings on the way."""
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        key: Any = int(part) if part.isdigit() else part
+        if isinstance(key, int):
+            if isinstance(node, dict) and key == 0:
+                if last:
+                    raise SpecError(f"--set {text}: cannot replace a whole entry", field="--set")
+                loc.append(key)
+                continue  # a single mapping stands for a one-element list
+            if not isinstance(node, list) or key >= len(node):
+                raise SpecError(f"--set {text}: '{'.'.join(map(str, loc))}' has no item {key}",
+                                field="--set")
+        elif not isinstance(node, dict):
+            raise SpecError(f"--set {text}: '{'.'.join(map(str, loc))}' is not a mapping",
+                            field="--set")
+        loc.append(key)
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and key not in node:
+                nxt = parts[i + 1]
+                node[key] = [] if nxt.isdigit() and nxt != "0" else {}
+            node = node[key]
