@@ -159,3 +159,24 @@ def test_decoupled_small_decay_is_not_quantised_in_float32():
     shrink = 1 - np.linalg.norm(w) / np.linalg.norm(w0)
     expected = 1 - (1 - 1e-6) ** 1000
     assert abs(shrink - expected) / expected < 0.01
+
+
+@pytest.mark.parametrize("rule", ["SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam", "AdamW"])
+def test_decoupled_decay_under_every_rule(rule):
+    """Zero input: the weights' data gradient is 0, so every rule's step Δ is 0 (Adam: m = 0;
+    AdaGrad/RMSProp: 0/(0+δ); AdaDelta: u = 0) and only the decoupled shrink moves W."""
+    s = make({"type": rule, "base_lr": 0.1, "momentum": 0.9, "weight_decay": 0.02,
+              "regularization_type": "decoupled", "lr_policy": "exp", "gamma": 0.5})
+    w = s.net.layer_by_name("ip").blobs[0].data.copy()
+    for it, got in enumerate(weights_after(s, 4)):
+        w = w * (1 - 0.02 * (0.1 * 0.5 ** it) / 0.1)
+        np.testing.assert_allclose(got, w, rtol=1e-12)
+
+
+def test_legacy_solver_type_enum():
+    for legacy, rule in (("SGD", "SGD"), ("NESTEROV", "Nesterov"), ("ADAGRAD", "AdaGrad"),
+                         ("RMSPROP", "RMSProp"), ("ADADELTA", "AdaDelta"), ("ADAM", "Adam")):
+        sp = SolverParameter.model_validate({"net": "x", "solver_type": legacy})
+        assert sp.type == rule
+    with pytest.raises(ValueError, match="cannot both be given"):
+        SolverParameter.model_validate({"net": "x", "solver_type": "ADAM", "type": "SGD"})

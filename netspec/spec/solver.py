@@ -65,7 +65,11 @@ class SolverParameter(Message):
 
     @model_validator(mode="after")
     def _check(self) -> "SolverParameter":
-        if self.solver_type is not None and "type" not in self.model_fields_set:
+        if self.solver_type is not None:
+            if "type" in self.model_fields_set:
+                raise FieldError("solver_type", "the old solver_type field (enum) and the new type "
+                                 "field (string) cannot both be given (Caffe refuses it too); "
+                                 "keep 'type'")
             object.__setattr__(self, "type", LEGACY_SOLVER_TYPE[self.solver_type])
         if self.weight_decay != 0 and self.regularization_type is None:
             raise FieldError(
