@@ -463,6 +463,7 @@ def memory_child(framework: str, spec_path: str, threads: int, iters: int = 5) -
         import netspec.spec  # noqa: F401, PLC0415
     gc.collect()
     base = _status_kb("VmRSS")
+    base_file = _status_kb("RssFile") + _status_kb("RssShmem")
     try:
         Path("/proc/self/clear_refs").write_text("5")
         method = "VmHWM"
@@ -495,8 +496,12 @@ def memory_child(framework: str, spec_path: str, threads: int, iters: int = 5) -
         import resource  # noqa: PLC0415
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # code pages of the libraries first touched while training (file-backed, still resident)
+    # are not working memory: take their growth out
+    code = _status_kb("RssFile") + _status_kb("RssShmem") - base_file
     limits.restore_original_limits()
-    print(json.dumps({"peak_mib": (peak - base) / 1024, "method": method}))
+    print(json.dumps({"peak_mib": (peak - base - code) / 1024, "code_mib": code / 1024,
+                      "method": method}))
 
 
 def _mlp_decay(spec) -> list[tuple[float, float]]:
@@ -568,16 +573,21 @@ def bench_one(name: str, threads: int, iters: int, warmup: int, gpu: bool, mem: 
         for _ in range(warmup - 1):
             last = {k: f() for k, f in runners.items()}
         times = {k: [] for k in runners}
+        cpu = {k: [] for k in runners}     # CPU time of this thread: robust to other load at 1 thread
         order = list(runners)
         for i in range(iters):
             for k in (order if i % 2 == 0 else order[::-1]):
                 sync()
+                c = time.thread_time()
                 t = time.perf_counter()
                 runners[k]()
                 sync()
                 times[k].append(time.perf_counter() - t)
+                cpu[k].append(time.thread_time() - c)
+        load_during = os.getloadavg()[0]   # 1-minute load at the end of the timed loop
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         q = {k: (np.percentile(v, 25) * 1e3, np.percentile(v, 75) * 1e3) for k, v in times.items()}
+        cpu_med = {k: statistics.median(v) * 1e3 for k, v in cpu.items()}
         macs = fwd_macs(s.net)
         mem_mib = {}
         if gpu:
@@ -593,6 +603,7 @@ def bench_one(name: str, threads: int, iters: int, warmup: int, gpu: bool, mem: 
             mem_mib[k] = memory_mib(k, spec_path, threads)
     batch = input_shapes(spec)["data"][0]
     return {"net": name, "batch": batch, "threads": threads, "ms": med, "iqr": q,
+            "load": load_during, "cpu_ms": cpu_med,
             "flop": 6 * macs, "peak_gflops": peak, "mem": mem_mib,
             "first_loss": first, "loss_after_warmup": last if warmup > 1 else first,
             "iters": iters}
@@ -678,7 +689,9 @@ def profile(names: list[str], threads: int, iters: int) -> str:
             inputs = synthetic_inputs(spec)
             s = make_solver(spec)
             set_inputs(s.net, inputs)
-            t = time_net(s.net, iters, warmup=5)
+            t = time_net(s.net, iters, warmup=5)   # accumulates diffs: time the update on a
+            s = make_solver(spec)                   # fresh solver (same seed, same weights)
+            set_inputs(s.net, inputs)
             upd, chk, clr = [], [], []
             for _ in range(iters):
                 s.net.forward_backward()
@@ -746,14 +759,26 @@ def table(rows: list[dict], gpu: bool) -> str:
     return "\n".join(out)
 
 
+def cpu_col(r: dict) -> str:
+    """Median CPU time of the calling thread per iteration: at 1 thread all the work runs on
+    it, so this is the iteration's cost without the time other processes took the core."""
+    if r["threads"] != 1:
+        return "— (work on other threads)"
+    c = r["cpu_ms"]
+    extra = f"; NumPy {c['numpy']:.2f}" if "numpy" in c else ""
+    return f"{c['netspec']:.2f} / {c['torch']:.2f} ({c['netspec'] / c['torch']:.2f}){extra}"
+
+
 def checks(rows: list[dict]) -> str:
     out = ["| network | threads | first loss netspec / torch | loss after warm-up netspec / torch "
-           "| IQR ms netspec | IQR ms torch |", "|---|---:|---|---|---|---|"]
+           "| IQR ms netspec | IQR ms torch | thread CPU ms netspec / torch (ratio) "
+           "| 1-min load after timing |",
+           "|---|---:|---|---|---|---|---|---:|"]
     for r in rows:
         f, la, q = r["first_loss"], r["loss_after_warmup"], r["iqr"]
         out.append(f"| {r['net']} | {r['threads']} | {f['netspec']:.6f} / {f['torch']:.6f} | "
                    f"{la['netspec']:.6f} / {la['torch']:.6f} | "
-                   f"{q['netspec'][0]:.2f}–{q['netspec'][1]:.2f} | {q['torch'][0]:.2f}–{q['torch'][1]:.2f} |")
+                   f"{q['netspec'][0]:.2f}–{q['netspec'][1]:.2f} | {q['torch'][0]:.2f}–{q['torch'][1]:.2f} | {cpu_col(r)} | {r['load']:.2f} |")
     return "\n".join(out)
 
 
@@ -830,7 +855,8 @@ def main(argv=None) -> int:
                    "conv/IP layers / time; peak = NumPy 1024² float32 matmul at the same threads"
                    + (" (CuPy 4096² on GPU)" if a.gpu else "") + ". MiB = peak memory of a "
                    + ("CuPy pool / torch reserved (GPU)" if a.gpu else
-                      "fresh subprocess beyond its imports (VmHWM − VmRSS)") + ".", "", tbl, "",
+                      "fresh subprocess beyond its imports (VmHWM − VmRSS − growth of "
+                      "file-backed pages)") + ".", "", tbl, "",
                    "Checks (same weights, same batch, same update):", "", checks(rows), ""]
         print(tbl + "\n\n" + checks(rows), flush=True)
         if "lenet" in names and not a.gpu and not a.no_lenet_run:

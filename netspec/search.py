@@ -301,7 +301,7 @@ class Problem:
                               "its validation part from the training data and never reads the test "
                               "split", **net.where(("layer", train[0], "data_param", "split")),
                               field="data_param.split")
-        ds = open_source(p.source, p.split, self.net_file.parent)
+        ds = open_source(p.source, p.split, self.net_file.parent, backend=p.backend)
         end = len(ds) if p.limit == 0 else min(len(ds), p.offset + p.limit)
         images, labels = ds.data[p.offset:end], ds.label[p.offset:end]
         n = len(labels)

@@ -191,10 +191,10 @@ def _forbid_test_split(monkeypatch) -> list[str]:
         assert split != "test", "the search read the test split"
         return real_load(split, folder)
 
-    def open_source(source, split="train", base_dir=None):
+    def open_source(source, split="train", base_dir=None, **kwargs):
         seen.append(split)
         assert split != "test", f"the search opened {source} split 'test'"
-        return real_open(source, split, base_dir)
+        return real_open(source, split, base_dir, **kwargs)
 
     monkeypatch.setattr(netspec.data.mnist, "load_mnist", load)
     monkeypatch.setattr(netspec.data.sources, "load_mnist", load)

@@ -139,9 +139,12 @@ def _data_source_note(d: dict, name: str) -> str | None:
     if src.startswith("builtin:") or src.endswith(".npz"):
         return None
     db = dp.get("backend", "LEVELDB")
-    return (f"layer '{name}': data_param.source '{src}' is a Caffe {db} path; netspec opens a Data "
-            "layer's source when the net is built (relative to the YAML's folder): builtin:mnist, "
-            "a folder of MNIST IDX files or an .npz with 'data' and 'label' (see docs/porting.md)")
+    if db == "LMDB":
+        return (f"layer '{name}': data_param.source '{src}' is an LMDB path, opened when the net is "
+                "built, relative to the YAML's folder (needs the 'caffe' extra: lmdb, Pillow)")
+    return (f"layer '{name}': data_param.source '{src}' is a Caffe LevelDB path, which netspec does "
+            "not read: convert it to LMDB (Caffe's convert_imageset --backend=lmdb) or point the "
+            "source at builtin:mnist, a folder of MNIST IDX files or an .npz (see docs/porting.md)")
 
 
 AUTO_TOP = "(automatic)"  # the blob name Caffe's Net::AppendTop gives an automatic top

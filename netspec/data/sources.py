@@ -3,6 +3,9 @@
 * ``builtin:mnist`` — the MNIST shipped with netspec (``split: train|test``)
 * a folder with MNIST IDX files (``split`` picks ``train-*`` or ``t10k-*``)
 * ``file.npz`` with arrays ``data`` (N, C, H, W) or (N, D) and ``label`` (N,)
+* a Caffe LMDB directory of ``Datum`` records (``backend: LMDB``; ``netspec.data.lmdb_source``)
+
+LevelDB databases are refused with a message saying to convert them to LMDB.
 """
 
 from __future__ import annotations
@@ -45,8 +48,14 @@ def _npz(path: str) -> Dataset:
     return Dataset(data, label.reshape(-1))
 
 
-def open_source(source: str, split: str = "train", base_dir: str | Path | None = None) -> Dataset:
-    """The dataset a Data layer reads. Relative paths resolve against ``base_dir``."""
+def open_source(source: str, split: str = "train", base_dir: str | Path | None = None, *,
+                backend: str | None = None, color: bool | None = None) -> Dataset:
+    """The dataset a Data layer reads. Relative paths resolve against ``base_dir``.
+
+    ``backend``: the Data layer's ``data_param.backend`` when the file sets it (None when not):
+    a directory holding ``data.mdb`` is read as a Caffe LMDB and needs ``LMDB``; a LevelDB
+    directory is an error either way. ``color`` goes to ``open_lmdb`` (encoded records only).
+    """
     if source.startswith("builtin:"):
         name = source.split(":", 1)[1]
         if name != "mnist":
@@ -55,11 +64,76 @@ def open_source(source: str, split: str = "train", base_dir: str | Path | None =
     path = Path(source).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
+    if path.suffix == ".npz" and not path.is_dir():
+        return _npz(str(path))
+    from .lmdb_source import is_leveldb_dir, is_lmdb_dir, leveldb_error, open_lmdb  # noqa: PLC0415
+
+    if is_leveldb_dir(path):
+        raise leveldb_error(path)
+    if is_lmdb_dir(path):
+        if backend != "LMDB":
+            raise DataError("this source is a Caffe LMDB: set data_param.backend: LMDB (Caffe's "
+                            "default backend is LEVELDB)", file=str(path))
+        return open_lmdb(path, color)
+    if backend == "LMDB" and not (path.is_dir() and any(path.glob("*-ubyte*"))):
+        return open_lmdb(path, color)   # a clear error: missing, not a directory, no data.mdb
     if path.is_dir():
         return Dataset(*load_mnist(split, str(path)))
-    if path.suffix == ".npz":
-        return _npz(str(path))
     if not path.exists():
-        raise DataError("data source not found", file=str(path))
-    raise DataError("unsupported data source: use builtin:mnist, a folder of MNIST IDX files "
-                    "or a .npz file with 'data' and 'label' arrays", file=str(path))
+        hint = (" (LevelDB databases are not supported: convert it to an LMDB and set "
+                "data_param.backend: LMDB)" if backend == "LEVELDB" else "")
+        raise DataError("data source not found" + hint, file=str(path))
+    raise DataError("unsupported data source: use builtin:mnist, a folder of MNIST IDX files, "
+                    "a .npz file with 'data' and 'label' arrays or a Caffe LMDB directory "
+                    "(data_param.backend: LMDB)", file=str(path))
+
+
+def resolve_file(path: str, base_dir: str | Path | None) -> Path:
+    """An existing file for ``path``: as given if absolute, else relative to ``base_dir`` (the
+    net file's folder), then to the working directory (Caffe's). When neither exists, the
+    first candidate (for the error message)."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    candidates = ([Path(base_dir) / p] if base_dir is not None else []) + [Path.cwd() / p]
+    for c in candidates:
+        if c.exists():
+            return c
+    return candidates[0]
+
+
+def load_mean_file(path: str | Path) -> np.ndarray:
+    """Caffe's mean image: a binary ``BlobProto`` (``.binaryproto``) -> float32 (C, H, W).
+
+    The blob's shape is 1×C×H×W (``shape { dim }`` or the legacy num/channels/height/width);
+    ``double_data`` is read as float32, as Caffe's ``Blob<float>::FromProto`` does.
+    """
+    from ..caffe import pb2  # noqa: PLC0415
+    from ..caffe.caffemodel import blob_to_array  # noqa: PLC0415
+    from ..errors import NetspecError  # noqa: PLC0415
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError("mean file not found", file=str(path)) from None
+    except OSError as e:
+        raise DataError(f"cannot read mean file: {e}", file=str(path)) from None
+    try:
+        P = pb2()
+    except NetspecError as e:
+        raise DataError(e.message, file=str(path)) from None
+    blob = P.BlobProto()
+    try:
+        blob.ParseFromString(raw)
+    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError
+        raise DataError(f"not a binary BlobProto (Caffe's .binaryproto): {e}", file=str(path)) from None
+    try:
+        mean = blob_to_array(blob, "the mean blob", file=str(path))
+    except NetspecError as e:
+        raise DataError(e.message, file=str(path)) from None
+    shape = mean.shape
+    if len(shape) < 3 or any(d != 1 for d in shape[:-3]) or mean.size == 0:
+        raise DataError(f"the mean blob has shape {shape}; Caffe's mean image is 1×C×H×W",
+                        file=str(path))
+    return np.ascontiguousarray(mean.reshape(shape[-3:]), dtype=np.float32)

@@ -42,8 +42,12 @@ class Data(Layer):
 
     Records are read in order, ``batch_size`` per forward, wrapping around at the end of the
     dataset (like Caffe); ``data_param.shuffle`` (netspec) draws a new order every epoch.
-    Transform (``transform_param``), Caffe's order: crop (random in TRAIN, centre in TEST),
-    mirror (random in TRAIN), subtract ``mean_value`` per channel, multiply by ``scale``.
+    Sources: ``netspec.data.open_source`` (built-in MNIST, IDX folder, .npz, or a Caffe LMDB of
+    Datum records with ``backend: LMDB``, all read into memory).
+    Transform (``transform_param``), as Caffe's DataTransformer: out = (x − mean) · scale, where
+    x is the record cropped (random in TRAIN, centre in TEST) and mirrored (random in TRAIN),
+    and mean is ``mean_value`` per channel or the ``mean_file`` image (a BlobProto 1×C×H×W of
+    the uncropped record's shape) cropped and mirrored with it.
     Tops: data (batch, C, H, W) (or (batch, D) for 2-D sources), label (batch,) as floats.
     """
 
@@ -56,8 +60,10 @@ class Data(Layer):
     def setup(self, bottom_shapes):
         p = self.p
         base = Path(self.where["file"]).parent if self.where.get("file") else None
+        tp = self.lp.transform_param
+        backend = p.backend if "backend" in p.model_fields_set else None
         try:
-            ds = _open(p.source, p.split, base)
+            ds = _open(p.source, p.split, base, backend, _color(self, tp, p.force_encoded_color))
         except DataError as e:
             raise self.error(e.format(), field="data_param.source", cls=DataError) from None
         end = len(ds) if p.limit == 0 else min(len(ds), p.offset + p.limit)
@@ -67,18 +73,39 @@ class Data(Layer):
         self.images = ds.data[p.offset:end]
         self.labels = ds.label[p.offset:end]
         self.n = len(self.labels)
+        shape = self._setup_transform(tuple(self.images.shape[1:]), "data_param")
+        self.cursor = 0
+        self.epoch = 0
+        self.order = self._new_order()
+        tops = [(p.batch_size,) + tuple(shape)]
+        if len(self.lp.top) > 1:
+            tops.append((p.batch_size,))
+        return tops
+
+    def _setup_transform(self, shape: tuple, block: str) -> tuple:
+        """Read ``transform_param`` (falling back to the legacy fields of ``block``: scale,
+        crop_size, mirror, mean_file) for records of ``shape``; the transformed shape."""
         tp = self.lp.transform_param
+        p = self.p
         self.scale = (tp.scale if tp else 1.0) * p.scale
         self.crop = (tp.crop_size if tp else 0) or p.crop_size
         self.mirror = (tp.mirror if tp else False) or p.mirror
         mean = list(tp.mean_value) if tp else []
-        if tp and tp.mean_file:
-            raise self.spec_error("mean_file is not supported for this source; use mean_value",
-                                  field="transform_param.mean_file")
-        shape = self.images.shape[1:]
+        mean_file = (tp.mean_file if tp else None) or p.mean_file
+        mean_field = "transform_param.mean_file" if tp and tp.mean_file else f"{block}.mean_file"
         if self.crop and len(shape) != 3:
             raise self.spec_error("crop_size needs image (C, H, W) records", field="transform_param.crop_size")
+        self.mean_image = None
+        if mean_file:
+            if mean:
+                raise self.spec_error("set mean_file or mean_value, not both (Caffe refuses both)",
+                                      field=mean_field)
+            self.mean_image = self._load_mean(mean_file, mean_field)
+            self._check_mean(shape, mean_field)
         if self.crop:
+            if shape[1] < self.crop or shape[2] < self.crop:
+                raise self.spec_error(f"crop_size {self.crop} is larger than the records "
+                                      f"({shape[1]}×{shape[2]})", field="transform_param.crop_size")
             shape = (shape[0], self.crop, self.crop)
         if mean and len(shape) >= 1:
             if len(mean) not in (1, shape[0]):
@@ -87,13 +114,23 @@ class Data(Layer):
             self.mean = np.asarray(mean, dtype=np.float32).reshape((-1,) + (1,) * (len(shape) - 1))
         else:
             self.mean = None
-        self.cursor = 0
-        self.epoch = 0
-        self.order = self._new_order()
-        tops = [(p.batch_size,) + tuple(shape)]
-        if len(self.lp.top) > 1:
-            tops.append((p.batch_size,))
-        return tops
+        return shape
+
+    def _load_mean(self, mean_file: str, field: str) -> np.ndarray:
+        from ..data.sources import load_mean_file, resolve_file  # noqa: PLC0415
+
+        try:
+            return load_mean_file(resolve_file(mean_file, _net_dir(self.where)))
+        except DataError as e:
+            raise self.error(e.format(), field=field, cls=DataError) from None
+
+    def _check_mean(self, shape: tuple, field: str) -> None:
+        """Caffe: the mean image has the uncropped record's shape."""
+        if tuple(self.mean_image.shape) != tuple(shape):
+            c, h, w = self.mean_image.shape
+            raise self.error(f"the mean image is {c}×{h}×{w} but the records are "
+                             f"{'×'.join(str(d) for d in shape)} (before crop): it must be the "
+                             "mean of records of the same shape", field=field, cls=DataError)
 
     def _new_order(self):
         return self.rng.permutation(self.n) if self.p.shuffle else np.arange(self.n)
@@ -116,6 +153,10 @@ class Data(Layer):
 
     def _transform(self, batch: np.ndarray) -> np.ndarray:
         x = batch.astype(np.float32)
+        if self.mean_image is not None:
+            # Caffe subtracts mean[c, h_off + h, w_off + w] from the same pixel: subtracting the
+            # whole image before cropping and mirroring is the same float arithmetic
+            x -= self.mean_image
         if self.crop:
             n, _, h, w = x.shape
             c = self.crop
@@ -153,7 +194,26 @@ class Data(Layer):
         self.order = np.asarray(state["order"], dtype=np.int64)
 
 
-def _open(source, split, base):
+def _open(source, split, base, backend=None, color=None):
     from ..data import open_source  # noqa: PLC0415
 
-    return open_source(source, split, base)
+    return open_source(source, split, base, backend=backend, color=color)
+
+
+def _color(layer: Layer, tp, force_encoded_color: bool = False) -> bool | None:
+    """How encoded images decode (Caffe's transform_param.force_color / force_gray)."""
+    if tp is not None and tp.force_color and tp.force_gray:
+        raise layer.spec_error("force_color and force_gray cannot both be set",
+                               field="transform_param.force_gray")
+    if (tp is not None and tp.force_color) or force_encoded_color:
+        return True
+    if tp is not None and tp.force_gray:
+        return False
+    return None
+
+
+def _net_dir(where: dict) -> Path | None:
+    f = where.get("file") if where else None
+    if not f or str(f).startswith("<"):
+        return None
+    return Path(f).expanduser().parent

@@ -165,3 +165,9 @@ BLOCKS: dict[str, type[Message]] = {
     "hdf5_data_param": HDF5DataParameter,
     "python_param": PythonParameter,
 }
+
+
+# -- ImageData (its message lives in params_image.py) -----------------------------------------
+from .params_image import ImageDataParameter  # noqa: E402
+
+BLOCKS["image_data_param"] = ImageDataParameter
