@@ -177,11 +177,12 @@ class Solver:
             self._emit("train", it, {n: float(to_numpy(self.net.blobs[n].data).mean())
                                      for n in self.net.output_names}, loss=self.smoothed_loss)
         self.apply_update()
-        self._check_params()
         self.iter += 1
         return loss
 
     def _check_params(self) -> None:
+        """Stop if a learnable blob holds NaN/Inf. Run before each snapshot; every iteration the
+        loss check catches the same (non-finite weights give a non-finite loss next forward)."""
         xp = self.xp
         if not np.isfinite(float(xp.sum(self.flat_data))):
             bad = next(p for p in self.params if not bool(xp.isfinite(p.data).all()))
@@ -196,6 +197,9 @@ class Solver:
                     break
             if first:
                 break
+        bad = next((p for p in self.params if not bool(self.xp.isfinite(p.data).all())), None)
+        if bad is not None and "parameter blob" not in what:
+            first = (first or "") + f"; parameter blob '{bad.name}' is non-finite"
         return DivergenceError(
             f"training diverged at iteration {self.iter}: {what}{first or ''}. Lower base_lr, "
             f"add clip_gradients, or check the data scale.", field="base_lr")
@@ -309,6 +313,7 @@ class Solver:
         return Path(stem + ".weights.npz"), Path(stem + ".solverstate.npz")
 
     def snapshot(self) -> Path:
+        self._check_params()
         weights, state_path = self.snapshot_paths()
         save_weights(self.net, weights)
         self.log.info(f"Snapshotting to {weights}")
