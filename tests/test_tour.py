@@ -21,13 +21,15 @@ def tour_commands() -> list[str]:
 
 def test_tour_has_the_promised_steps():
     text = " ".join(tour_commands())
-    for verb in ("validate", "train", "plot", "draw", "--snapshot", "--weights", "convert", "export", "test"):
+    for verb in ("validate", "train", "plot", "draw", "--snapshot", "--weights", "convert", "export", "test",
+                 "search"):
         assert verb in text
 
 
 def test_every_tour_command_runs(tmp_path):
     pytest.importorskip("matplotlib", reason="netspec plot needs matplotlib (extra 'plot')")
     pytest.importorskip("google.protobuf", reason="netspec convert needs protobuf (extra 'caffe')")
+    pytest.importorskip("optuna", reason="netspec search needs optuna (extra 'search')")
     import shutil
 
     if shutil.which("dot") is None:
