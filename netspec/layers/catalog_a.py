@@ -184,19 +184,9 @@ class Deconvolution(Convolution):
     """
 
     def setup(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
-        if any(tuple(s) != shape for s in bottom_shapes):
-            raise self.error(f"all bottoms must have the same shape, got {bottom_shapes}")
-        self._geometry(shape)
+        shape, g, M = self._check_bottoms(bottom_shapes)
         p = self.p
         N, C, H, W = shape
-        g, M = p.group, p.num_output
-        if M is None:
-            raise self.spec_error("convolution_param.num_output is required",
-                                  field="convolution_param.num_output")
-        if C % g or M % g:
-            raise self.spec_error(f"channels ({C}) and num_output ({M}) must be divisible by "
-                                  f"group ({g})", field="group")
         Ho = self.stride_h * (H - 1) + self.dil_h * (self.kh - 1) + 1 - 2 * self.pad_h
         Wo = self.stride_w * (W - 1) + self.dil_w * (self.kw - 1) + 1 - 2 * self.pad_w
         if Ho <= 0 or Wo <= 0:

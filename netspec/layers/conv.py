@@ -93,20 +93,26 @@ class Convolution(Layer):
         if min(self.pad_h, self.pad_w) < 0:
             raise self.spec_error("pad must be non-negative", field="pad")
 
-    def setup(self, bottom_shapes):
+    def _check_bottoms(self, bottom_shapes):
+        """Common setup of Convolution-like layers: one shape for all bottoms, the geometry,
+        num_output and group. Returns (shape, group, num_output)."""
         shape = tuple(bottom_shapes[0])
         if any(tuple(s) != shape for s in bottom_shapes):
             raise self.error(f"all bottoms must have the same shape, got {bottom_shapes}")
         self._geometry(shape)
-        p = self.p
-        N, C, H, W = shape
-        g, M = p.group, p.num_output
+        g, M = self.p.group, self.p.num_output
         if M is None:
             raise self.spec_error("convolution_param.num_output is required",
                                   field="convolution_param.num_output")
-        if C % g or M % g:
-            raise self.spec_error(f"channels ({C}) and num_output ({M}) must be divisible by "
+        if shape[1] % g or M % g:
+            raise self.spec_error(f"channels ({shape[1]}) and num_output ({M}) must be divisible by "
                                   f"group ({g})", field="group")
+        return shape, g, M
+
+    def setup(self, bottom_shapes):
+        shape, g, M = self._check_bottoms(bottom_shapes)
+        p = self.p
+        N, C, H, W = shape
         ext_h = self.dil_h * (self.kh - 1) + 1
         ext_w = self.dil_w * (self.kw - 1) + 1
         Hp, Wp = H + 2 * self.pad_h, W + 2 * self.pad_w
