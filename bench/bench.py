@@ -792,7 +792,7 @@ def environment(gpu: bool) -> str:
              f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}",
              f"- Python {platform.python_version()}, NumPy {np.__version__}, torch {torch.__version__}",
              f"- NumPy BLAS: {kernel_line()}",
-             f"- env: " + ", ".join(f"{k}={v}" for k, v in env.items())]
+             "- env: " + ", ".join(f"{k}={v}" for k, v in env.items())]
     if gpu:
         import cupy as cp  # noqa: PLC0415
 

@@ -971,7 +971,7 @@ class SearchOutcome:
 def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> SearchOutcome:
     """Validate, run ``cfg.jobs`` workers until ``cfg.trials`` trials are finished, then rank,
     print and save the results (CSV, JSON, best solver YAML, optional figure)."""
-    optuna = require_optuna()
+    require_optuna()  # a clear error before any work when optuna is absent
     echo = echo or (lambda s: print(s, file=sys.stderr, flush=True))
     params = [parse_param(t) for t in cfg.params]
     if not params:

@@ -11,7 +11,7 @@ from netspec.data.mnist import BUILTIN_DIR, load_mnist, read_idx
 from netspec.errors import DataError, SpecError
 from netspec.fillers import fill
 from netspec.spec.params import FillerParameter
-from gradcheck import F64, make_layer, run_forward
+from gradcheck import make_layer, run_forward
 
 
 def test_builtin_mnist_shapes_and_labels():

@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from netspec.backend import Backend
 from netspec.log import CaffeLog
 from netspec.net import Net
 from netspec.solvers import Solver
-from netspec.spec import load_net, load_solver, parse_net
+from netspec.spec import load_solver, parse_net
 from netspec.spec.yaml_lines import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]

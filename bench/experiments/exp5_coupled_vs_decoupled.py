@@ -166,7 +166,7 @@ def main() -> None:
     a, b = f64["sgdsum_decoupled_f64"], f64["sgdsum_l2_f64"]
     controls.append("| decoupled vs L2, both float64 | "
                     + ", ".join(f"{rel_diff(a[l + '/0'], b[l + '/0']):.1e}" for l in LAYERS) + " |")
-    print(f"initial weights: " + ", ".join(f"‖W_{l}‖ = {init[l]:.3f}" for l in LAYERS))
+    print("initial weights: " + ", ".join(f"‖W_{l}‖ = {init[l]:.3f}" for l in LAYERS))
     print("\n".join(rows + controls))
 
 

@@ -50,7 +50,7 @@ def main() -> None:
         ok = [lam for k, lam in RUNS_ if k == kind and results[(kind, lam)][1] >= ref_acc - 0.01]
         if ok:
             chosen[kind] = max(ok)
-    rows = [f"| decay | test acc | " + " | ".join(f"\\|w\\| < 1e-3 in {l}" for l in LAYERS)
+    rows = ["| decay | test acc | " + " | ".join(f"\\|w\\| < 1e-3 in {l}" for l in LAYERS)
             + " | all weights | ‖W_fc1‖ |", "|---|---|---|---|---|---|---|"]
     for kind, lam in RUNS_:
         w, acc = results[(kind, lam)]
