@@ -445,3 +445,28 @@ def test_cli_convert_and_export(tmp_path):
     r = runner.invoke(main, ["convert", str(ZOO / fork), "-o", str(tmp_path / "a.yaml")])
     assert r.exit_code == 1 and "'roi_pool_conv5' has type 'ROIPooling'" in r.output
     assert not (tmp_path / "a.yaml").exists()
+
+
+# -- deploy nets run forward ----------------------------------------------------------------------
+HEAVY_DEPLOY = ("fcn8s",)  # 500x500 input: ~10 s, run with -m slow
+DEPLOY_NETS = [n for n in zoo_nets() if "deploy" in n]
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if any(h in n for h in HEAVY_DEPLOY) else n
+    for n in DEPLOY_NETS])
+def test_deploy_net_runs_forward_on_random_input(name):
+    """Each deploy net of the zoo runs one forward pass (batch 1) and gives finite outputs."""
+    golden = json.loads((SHAPES / f"{name}.json").read_text())
+    phase_key, gp = next(iter(golden["phases"].items()))
+    blobs = {k: [1] + v[1:] for k, v in gp["blobs"].items()}
+    text = net_yaml(substitute_inputs(ptx.parse_net((ZOO / name).read_text(), name), blobs), name)[0]
+    net = Net(loads_net(text, name), phase_key.partition("/")[0], F32, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    for layer in net.layers:
+        if layer.type_name == "Input":
+            for blob in net.tops[net.layers.index(layer)]:
+                blob.data[...] = rng.random(blob.shape)
+    net.forward()
+    for out in net.output_names:
+        assert np.isfinite(net.blobs[out].data).all(), out
