@@ -33,6 +33,7 @@ class Net:
         self.rng = rng if rng is not None else np.random.default_rng(0)
         state = NetState(phase=phase, level=level or net_param.state.level,
                          stage=list(stages) or list(net_param.state.stage))
+        self.stages = tuple(state.stage)
         defs = graph.legacy_inputs(net_param) + graph.filter_phase(net_param, state)
         graph.resolve(defs, net_param)
         self.defs = graph.insert_splits(defs, self._loss_weight)

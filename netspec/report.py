@@ -30,6 +30,16 @@ def decay_lines(solver) -> list[str]:
     return lines
 
 
+def _test_stage_sets(net_param) -> list[tuple[str, ...]]:
+    """The TEST-phase stage sets a net's include rules name (one TEST net each), or [()]."""
+    sets: list[tuple[str, ...]] = []
+    for lp in net_param.layer:
+        for rule in lp.include:
+            if rule.phase in (None, "TEST") and rule.stage and tuple(rule.stage) not in sets:
+                sets.append(tuple(rule.stage))
+    return sets or [()]
+
+
 def _is_solver(data) -> bool:
     return isinstance(data, dict) and ("net" in data or "train_net" in data) and "layer" not in data
 
@@ -60,9 +70,11 @@ def print_validation(path: Path, sets: list[str]) -> None:
         nets = [solver.net] + solver.test_nets
     else:
         net_param = load_net(path, net_sets)
-        nets = [Net(net_param, "TRAIN", get_backend(False)), Net(net_param, "TEST", get_backend(False))]
+        nets = [Net(net_param, "TRAIN", get_backend(False))]
+        nets += [Net(net_param, "TEST", get_backend(False), stages=st) for st in _test_stage_sets(net_param)]
     for net in nets:
-        table = Table(title=f"{net.name or path.name} — {net.phase}", show_lines=False)
+        stage = f" (stage {', '.join(net.stages)})" if net.stages else ""
+        table = Table(title=f"{net.name or path.name} — {net.phase}{stage}", show_lines=False)
         for col in ("layer", "type", "bottoms", "tops (shape)", "params", "lr_mult / decay_mult"):
             table.add_column(col)
         for row in net.summary_rows():

@@ -166,3 +166,10 @@ def test_set_reaches_every_layer_of_that_name(tmp_path):
     net = load_net(Path(__file__).resolve().parents[1] / "models" / "lenet.yaml", net_sets)
     sizes = [l.data_param.batch_size for l in net.layer if l.name == "mnist"]
     assert sizes == [7, 7]
+
+
+def test_validate_builds_one_test_net_per_stage():
+    root = Path(__file__).resolve().parents[1]
+    result = CliRunner().invoke(main, ["validate", str(root / "models" / "exp_fc_decay.yaml")])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("TEST (stage") == 2
