@@ -369,11 +369,14 @@ def test_search_on_a_real_postgresql_server(tmp_path, request):
         subprocess.run(pg_ctl + ["-m", "immediate", "-w", "stop"], capture_output=True)
 
 
+TOTAL = 24  # enough trials that the kill lands mid-search even on a quiet machine
+
+
 @needs_optuna
 def test_killed_search_resumes_to_the_total(tmp_path):
     solver = _files(tmp_path, npz=True)
     out = tmp_path / "out"
-    args = _cli(solver, *sum((["--param", p] for p in PARAMS), []), "--trials", 6, "--epochs", 10,
+    args = _cli(solver, *sum((["--param", p] for p in PARAMS), []), "--trials", TOTAL, "--epochs", 10,
                 "--pruner", "none", "--out", out, "--study", "k", "--quiet")
     proc = subprocess.Popen(args + ["--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, cwd=tmp_path, start_new_session=True)
@@ -390,17 +393,17 @@ def test_killed_search_resumes_to_the_total(tmp_path):
                 if len(done) >= 2:
                     before = {t.number: t.params for t in done}
                     break
-            time.sleep(0.2)
+            time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the main process and both workers, mid-trial
         proc.communicate()
     assert len(before) >= 2, "no trial finished before the kill"
-    assert len(before) < 6, "the search finished before it could be killed"
+    assert len(before) < TOTAL, "the search finished before it could be killed"
     r = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 0, r.stderr
     study = _study(journal, "k")
     done = _finished(study)
-    assert len(done) == 6, "\n".join(
+    assert len(done) == TOTAL, "\n".join(
         f"{t.number} {t.state.name} pid={t.user_attrs.get('pid')} {t.user_attrs.get('abandoned', '')} "
         f"{t.datetime_start} {t.datetime_complete}" for t in study.get_trials()) + "\n" + r.stderr
     assert {t.number: t.params for t in done if t.number in before} == before  # nothing lost
