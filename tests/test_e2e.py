@@ -41,7 +41,7 @@ def test_short_lenet_run_beats_90_percent(tmp_path):
 
 
 def _mlp_args(tmp_path, *extra):
-    return ["train", "solvers/mlp.yaml", "--set", "max_iter=400", "--set", "test_interval=0",
+    return ["train", "solvers/mlp.yaml", "--set", "max_iter=1500", "--set", "test_interval=0",
             "--set", "display=50", "--set", "snapshot=40", "--set", f"snapshot_prefix={tmp_path}/mlp", *extra]
 
 
@@ -66,8 +66,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
             assert z.files
     r = netspec(*_mlp_args(killed, "--snapshot", str(states[-1])), timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    a = np.load(straight / "mlp_iter_400.weights.npz")
-    b = np.load(killed / "mlp_iter_400.weights.npz")
+    assert int(re.search(r"_iter_(\d+)", states[-1].name).group(1)) < 1500, "killed after the end"
+    a = np.load(straight / "mlp_iter_1500.weights.npz")
+    b = np.load(killed / "mlp_iter_1500.weights.npz")
     for key in a.files:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
