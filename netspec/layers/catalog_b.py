@@ -26,7 +26,7 @@ from typing import Any
 import numpy
 
 from ..backend import to_numpy
-from ..errors import DataError, NetspecError
+from ..errors import DataError, NetspecError, SpecError
 from ..spec.params import FillerParameter, LossParameter
 from .base import Layer, canonical_axis
 from .registry import register
@@ -1191,11 +1191,12 @@ class PythonLayerBase:
         """Give every top its shape: ``top[i].reshape(*shape)``."""
 
     def forward(self, bottom, top):
-        raise NotImplementedError(f"{type(self).__name__} defines no forward(bottom, top)")
+        raise SpecError(f"Python layer class {type(self).__name__} defines no forward(bottom, top); "
+                        "a Python layer must override it, as in pycaffe")
 
     def backward(self, top, propagate_down, bottom):
-        raise NotImplementedError(f"{type(self).__name__} defines no "
-                                  "backward(top, propagate_down, bottom)")
+        raise SpecError(f"Python layer class {type(self).__name__} defines no backward(top, "
+                        "propagate_down, bottom); override it, or set propagate_down: false")
 
 
 def caffe_shim() -> types.ModuleType:
