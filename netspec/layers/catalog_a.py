@@ -249,14 +249,7 @@ class Im2col(Convolution):
         shape = tuple(bottom_shapes[0])
         self._geometry(shape)
         N, C, H, W = shape
-        ext_h = self.dil_h * (self.kh - 1) + 1
-        ext_w = self.dil_w * (self.kw - 1) + 1
-        Hp, Wp = H + 2 * self.pad_h, W + 2 * self.pad_w
-        if Hp < ext_h or Wp < ext_w:
-            raise self.error(f"kernel extent {ext_h}x{ext_w} exceeds the padded input "
-                             f"{Hp}x{Wp}")
-        Ho = (Hp - ext_h) // self.stride_h + 1
-        Wo = (Wp - ext_w) // self.stride_w + 1
+        Ho, Wo = self._output_size(H, W)
         _conv_buffers(self, N, C, H, W, 0, Ho, Wo)
         return [(N, self.K, Ho, Wo)]
 

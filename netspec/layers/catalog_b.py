@@ -1258,25 +1258,18 @@ class PyBlob:
     height = property(lambda self: _legacy(self.shape, 2))
     width = property(lambda self: _legacy(self.shape, 3))
 
-    @property
-    def data(self):
-        if self._blob is None:
-            return self._data
-        if not self._host:
-            return self._blob.data
-        if self._data is None:
-            self._data = to_numpy(self._blob.data).copy()
-        return self._data
+    def _view(self, kind: str):
+        """``data``/``diff``: the blob's array, or (GPU) a host copy made on first access."""
+        if self._blob is None or self._host:
+            cached = getattr(self, f"_{kind}")
+            if self._blob is None or cached is not None:
+                return cached
+            setattr(self, f"_{kind}", to_numpy(getattr(self._blob, kind)).copy())
+            return getattr(self, f"_{kind}")
+        return getattr(self._blob, kind)
 
-    @property
-    def diff(self):
-        if self._blob is None:
-            return self._diff
-        if not self._host:
-            return self._blob.diff
-        if self._diff is None:
-            self._diff = to_numpy(self._blob.diff).copy()
-        return self._diff
+    data = property(lambda self: self._view("data"))
+    diff = property(lambda self: self._view("diff"))
 
     def reshape(self, *shape) -> None:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):

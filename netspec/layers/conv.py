@@ -109,18 +109,22 @@ class Convolution(Layer):
                                   f"group ({g})", field="group")
         return shape, g, M
 
-    def setup(self, bottom_shapes):
-        shape, g, M = self._check_bottoms(bottom_shapes)
-        p = self.p
-        N, C, H, W = shape
+    def _output_size(self, H: int, W: int) -> tuple[int, int]:
+        """(Ho, Wo) = ((H + 2·pad − (dilation·(k−1)+1)) // stride + 1, same for W)."""
         ext_h = self.dil_h * (self.kh - 1) + 1
         ext_w = self.dil_w * (self.kw - 1) + 1
         Hp, Wp = H + 2 * self.pad_h, W + 2 * self.pad_w
         if Hp < ext_h or Wp < ext_w:
             raise self.error(f"kernel extent {ext_h}x{ext_w} exceeds the padded input "
                              f"{Hp}x{Wp}")
-        Ho = (Hp - ext_h) // self.stride_h + 1
-        Wo = (Wp - ext_w) // self.stride_w + 1
+        return (Hp - ext_h) // self.stride_h + 1, (Wp - ext_w) // self.stride_w + 1
+
+    def setup(self, bottom_shapes):
+        shape, g, M = self._check_bottoms(bottom_shapes)
+        p = self.p
+        N, C, H, W = shape
+        Ho, Wo = self._output_size(H, W)
+        Hp, Wp = H + 2 * self.pad_h, W + 2 * self.pad_w
         self.N, self.C, self.H, self.W, self.M, self.g = N, C, H, W, M, g
         self.Ho, self.Wo = Ho, Wo
         self.K = C * self.kh * self.kw
