@@ -52,6 +52,7 @@ import argparse
 import copy
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -174,8 +175,8 @@ def fwd_macs(net) -> int:
     total = 0
     for layer, tops in zip(net.layers, net.tops):
         if layer.type_name == "Convolution":
-            per = layer.M * layer.Ho * layer.Wo * (layer.C // layer.g) * layer.kh * layer.kw
-            total += per * layer.N * len(tops)
+            per_output = math.prod(layer.blobs[0].shape[1:])      # C/group · kh · kw
+            total += sum(per_output * math.prod(t.shape) for t in tops)
         elif layer.type_name == "InnerProduct":
             total += layer.M * layer.K * layer.N
     return total

@@ -295,14 +295,24 @@ DECONV_CASES = {
     "no_bias": ((2, 3, 3, 3), dict(num_output=2, kernel_size=2, stride=2, bias_term=False)),
 }
 
-LAYOUTS = {"first": (0, 0), "last": (10**6, 0), "first_split": (0, 10**9),
-           "last_split": (10**6, 10**9)}
+#: (COL_CHUNK_BYTES, ROW_LAYOUT_MIN_RUN, TRANSPOSED_BACKWARD, SPLIT_DW_MAX_WEIGHTS): one
+#: sample or the whole batch per chunk; NHWC "rows" or NCHW "columns" im2col layout; stride-1
+#: bottom diffs as a transposed convolution or as per-tap products; per-sample or whole-chunk
+#: weight-gradient GEMMs (each setting in two of the four combinations)
+LAYOUTS = {"chunk1_rows_transposed": (1, 0, True, 0),
+           "chunk1_cols_taps_split": (1, 10**9, False, 10**9),
+           "whole_rows_taps_split": (1 << 40, 0, False, 10**9),
+           "whole_cols_transposed": (1 << 40, 10**9, True, 0)}
 
 
 @pytest.fixture(params=list(LAYOUTS))
 def layout(request, monkeypatch):
-    width, split = LAYOUTS[request.param]
-    monkeypatch.setattr(conv_module, "BATCH_FIRST_MIN_WIDTH", width)
+    chunk_bytes, min_run, transposed, split = LAYOUTS[request.param]
+    monkeypatch.setattr(conv_module, "COL_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(conv_module, "ROW_LAYOUT_MIN_RUN", min_run)
+    monkeypatch.setattr(conv_module, "TRANSPOSED_BACKWARD", transposed)
+    monkeypatch.setattr(conv_module, "TRANSPOSED_MAX_GROWTH", 10.0**9)
+    monkeypatch.setattr(conv_module, "TRANSPOSED_MIN_CHANNELS", 1)
     monkeypatch.setattr(conv_module, "SPLIT_DW_MAX_WEIGHTS", split)
     return request.param
 

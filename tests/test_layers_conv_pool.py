@@ -123,15 +123,24 @@ CONV_CASES = {
     "no_bias": ((2, 3, 6, 6), dict(num_output=5, kernel_size=2, stride=2, bias_term=False)),
 }
 
-#: (BATCH_FIRST_MIN_WIDTH, SPLIT_DW_MAX_WEIGHTS): batch-first/-last columns, split/plain dW
-LAYOUTS = {"first": (0, 0), "last": (10**6, 0), "first_split": (0, 10**9),
-           "last_split": (10**6, 10**9)}
+#: (COL_CHUNK_BYTES, ROW_LAYOUT_MIN_RUN, TRANSPOSED_BACKWARD, SPLIT_DW_MAX_WEIGHTS): one
+#: sample or the whole batch per chunk; NHWC "rows" or NCHW "columns" im2col layout; stride-1
+#: bottom diffs as a transposed convolution or as per-tap products; per-sample or whole-chunk
+#: weight-gradient GEMMs (each setting in two of the four combinations)
+LAYOUTS = {"chunk1_rows_transposed": (1, 0, True, 0),
+           "chunk1_cols_taps_split": (1, 10**9, False, 10**9),
+           "whole_rows_taps_split": (1 << 40, 0, False, 10**9),
+           "whole_cols_transposed": (1 << 40, 10**9, True, 0)}
 
 
 @pytest.fixture(params=list(LAYOUTS))
 def layout(request, monkeypatch):
-    width, split = LAYOUTS[request.param]
-    monkeypatch.setattr(conv_module, "BATCH_FIRST_MIN_WIDTH", width)
+    chunk_bytes, min_run, transposed, split = LAYOUTS[request.param]
+    monkeypatch.setattr(conv_module, "COL_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(conv_module, "ROW_LAYOUT_MIN_RUN", min_run)
+    monkeypatch.setattr(conv_module, "TRANSPOSED_BACKWARD", transposed)
+    monkeypatch.setattr(conv_module, "TRANSPOSED_MAX_GROWTH", 10.0**9)
+    monkeypatch.setattr(conv_module, "TRANSPOSED_MIN_CHANNELS", 1)
     monkeypatch.setattr(conv_module, "SPLIT_DW_MAX_WEIGHTS", split)
     return request.param
 
@@ -149,7 +158,7 @@ def _hw(p, name, default):
 def test_conv_forward_matches_reference(case, layout):
     shape, p = CONV_CASES[case]
     layer, tops = make_layer(conv_spec(**p), [shape], seed=1)
-    assert layer.batch_last == layout.startswith("last")
+    assert layer.conv.fwd.chunk == (1 if layout.startswith("chunk1") else shape[0])
     x = rand(shape)
     _, top = run_forward(layer, [x], tops)
     b = layer.blobs[1].data if p.get("bias_term", True) else None
@@ -197,6 +206,42 @@ def test_conv_backward_twice_and_buffers_reused(layout):
     np.testing.assert_allclose(layer.blobs[1].diff, 3 * db1)
 
 
+@pytest.mark.parametrize("transposed", [True, False])
+def test_conv_partial_last_chunk(monkeypatch, transposed):
+    """A batch of 5 in chunks of 2 (2 + 2 + 1): same forward as the reference, and gradients."""
+    shape, p = (5, 3, 6, 6), dict(num_output=4, kernel_size=3, pad=1)
+    per_sample = 6 * 6 * 3 * 3 * 3 * 8                       # Ho·Wo·C·kh·kw float64 columns
+    monkeypatch.setattr(conv_module, "COL_CHUNK_BYTES", 2 * per_sample)
+    monkeypatch.setattr(conv_module, "TRANSPOSED_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv_module, "TRANSPOSED_BACKWARD", transposed)
+    layer, tops = make_layer(conv_spec(**p), [shape], seed=11)
+    assert layer.conv.fwd.chunks() == [(0, 2), (2, 2), (4, 1)]
+    assert layer.conv.transposed == transposed
+    x = rand(shape, 12)
+    _, top = run_forward(layer, [x], tops)
+    want = conv_reference(x, layer.blobs[0].data, layer.blobs[1].data, (1, 1), (1, 1), (1, 1), 1)
+    np.testing.assert_allclose(top[0].data, want, rtol=1e-12, atol=1e-12)
+    check_gradients(layer, [x], tops)
+
+
+def test_conv_backward_path_choice():
+    """Stride-1 "same" convolutions on enough channels take the transposed-convolution bottom
+    diff; unpadded ones (whose transposed GEMM would be (H·W)/(Ho·Wo) times larger), strided
+    ones and few-channel ones take per-tap products. Few-channel inputs use the NCHW
+    column layout."""
+    def plan(shape, **p):
+        return make_layer(conv_spec(**p), [shape], backend=F32)[0].conv
+    cifar2 = plan((100, 32, 16, 16), num_output=32, kernel_size=5, pad=2)
+    lenet2 = plan((64, 20, 12, 12), num_output=50, kernel_size=5)
+    lenet1 = plan((64, 1, 28, 28), num_output=20, kernel_size=5)
+    strided = plan((2, 16, 9, 9), num_output=8, kernel_size=3, pad=1, stride=2)
+    assert (cifar2.transposed, lenet2.transposed, lenet1.transposed, strided.transposed) == \
+        (True, False, False, False)
+    assert (cifar2.fwd.rows, lenet2.fwd.rows, lenet1.fwd.rows) == (True, True, False)
+    # columns of a chunk stay within the cache budget (2 samples of CIFAR conv2: 1.6 MB)
+    assert cifar2.fwd.chunk == conv_module.COL_CHUNK_BYTES // (16 * 16 * 32 * 25 * 4)
+
+
 def test_conv_no_propagate_down_leaves_bottom_diff():
     layer, tops = make_layer(conv_spec(num_output=2, kernel_size=3), [(1, 1, 5, 5)])
     bottom, top = run_forward(layer, [rand((1, 1, 5, 5))], tops)
@@ -212,7 +257,7 @@ def test_conv_float32_end_to_end():
                              backend=F32)
     _, (dx,), (dw, db) = forward_backward(layer, [rand((2, 3, 6, 6))], tops,
                                           [rand(tops[0])])
-    assert {a.dtype for a in (dx, dw, db, layer._col, layer._xbuf)} == {np.dtype(np.float32)}
+    assert {a.dtype for a in (dx, dw, db, layer.conv.fwd.col, layer.conv.fwd.buf)} == {np.dtype(np.float32)}
 
 
 def test_conv_output_sizes():

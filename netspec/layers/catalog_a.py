@@ -15,7 +15,6 @@ import math
 import numpy
 
 from ..blob import Blob
-from . import conv as conv_module
 from .base import Layer, canonical_axis
 from .conv import Convolution
 from .registry import register
@@ -143,28 +142,6 @@ class LRN(Layer):
 
 
 # -- Deconvolution / Im2col (the Convolution machinery, roles swapped) ----------------------
-def _conv_buffers(layer: Convolution, N, C, H, W, M, Ho, Wo, g=1) -> None:
-    """Set the attributes and buffers ``Convolution``'s helpers use, for a convolution from an
-    (N, C, H, W) input to an (N, M, Ho, Wo) output (see netspec.layers.conv)."""
-    layer.N, layer.C, layer.H, layer.W, layer.M, layer.g = N, C, H, W, M, g
-    layer.Ho, layer.Wo = Ho, Wo
-    layer.K = C * layer.kh * layer.kw
-    Hp, Wp = H + 2 * layer.pad_h, W + 2 * layer.pad_w
-    layer.batch_last = Wo < conv_module.BATCH_FIRST_MIN_WIDTH
-    if layer.batch_last:
-        rest, layer._perm = (Ho, Wo, N), (3, 0, 1, 2)
-        buf = layer.backend.zeros((C, Hp, Wp, N))
-    else:
-        rest, layer._perm = (N, Ho, Wo), (1, 0, 2, 3)
-        buf = layer.backend.zeros((C, N, Hp, Wp))
-    layer._rest = rest
-    layer._xbuf = buf
-    layer._dbuf = None
-    layer._col = layer.backend.empty((C, layer.kh, layer.kw, *rest))
-    layer._out = layer.backend.empty((M, *rest))
-    layer._col_src = None
-
-
 @register("Deconvolution")
 class Deconvolution(Convolution):
     """Transposed convolution (Caffe's ``DeconvolutionLayer``): the gradient of Convolution.
@@ -177,10 +154,11 @@ class Deconvolution(Convolution):
         y_pad[n, m, h·stride_h + i·dilation_h, w·stride_w + j·dilation_w] +=
             Σ_{c in group(m)} W[c, m, i, j] · x[n, c, h, w],     y = y_pad cropped + b[m]
 
-    i.e. col = Wᵀ @ x per group, then col2im (exactly Convolution's backward-data pass).
-    Backward: ∂x = Convolution(∂y) with the same W (im2col of ∂y, one GEMM);
-    ∂W += x @ im2col(∂y)ᵀ; ∂b += Σ ∂y. Same fields as Convolution (``convolution_param``);
-    the bilinear filler gives the usual upsampling kernel. N bottoms -> N tops, shared W.
+    i.e. exactly the backward-data pass of the convolution from (N, M, Ho, Wo) to
+    (N, C, H, W) with weight W. Backward: ∂x = that convolution of ∂y; ∂W is its weight
+    gradient with ∂y as input and x as output gradient; ∂b += Σ ∂y. Same fields as Convolution
+    (``convolution_param``); the bilinear filler gives the usual upsampling kernel. N bottoms
+    -> N tops, shared W.
     """
 
     def setup(self, bottom_shapes):
@@ -191,44 +169,29 @@ class Deconvolution(Convolution):
         Wo = self.stride_w * (W - 1) + self.dil_w * (self.kw - 1) + 1 - 2 * self.pad_w
         if Ho <= 0 or Wo <= 0:
             raise self.error(f"output size {Ho}x{Wo} is not positive (padding too large)")
-        # the convolution whose gradient this is: input = our top, output = our bottom
-        _conv_buffers(self, N, M, Ho, Wo, C, H, W, g)
         self.add_param((C, M // g, self.kh, self.kw), p.weight_filler, "weight")
         if p.bias_term:
             self.add_param((M,), p.bias_filler, "bias")
-        self.out_shape = (N, M, Ho, Wo)
-        return [self.out_shape] * len(bottom_shapes)
+        # the convolution whose gradient this is: input = our top, output = our bottom
+        self.conv = self._columns(N, M, Ho, Wo, C, H, W, g)
+        return [(N, M, Ho, Wo)] * len(bottom_shapes)
 
     def forward(self, bottom, top):
-        xp = self.xp
-        g, M, K = self.g, self.M, self.K         # conv view: M = bottom channels
-        w = self.blobs[0].data.reshape(g, M // g, K // g)
-        colg = self._grouped(self._col, K)
+        w = self.blobs[0].data
         for b, t in zip(bottom, top):
-            self._nchw(self._out)[...] = b.data
-            xp.matmul(w.transpose(0, 2, 1), self._grouped(self._out, M), out=colg)
-            self._col_src = None
-            self._col2im(t.data)
+            self.conv.backward_data(b.data, w, t.data)
             if self.p.bias_term:
                 t.data += self.blobs[1].data.reshape(1, -1, 1, 1)
 
     def backward(self, top, propagate_down, bottom):
-        xp = self.xp
-        g, M, K = self.g, self.M, self.K
         wblob = self.blobs[0]
-        w = wblob.data.reshape(g, M // g, K // g)
         for k, (t, b) in enumerate(zip(top, bottom)):
             dy = t.diff
             if self.p.bias_term:
                 self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
-            self._im2col(dy)
-            self._col_src = None
-            colg = self._grouped(self._col, K)
-            self._nchw(self._out)[...] = b.data
-            wblob.diff += self._weight_grad(self._grouped(self._out, M), colg).reshape(wblob.shape)
+            wblob.diff += self.conv.weight_grad(dy, b.data)
             if propagate_down[k]:
-                xp.matmul(w, colg, out=self._grouped(self._out, M))
-                b.diff[...] = self._nchw(self._out)
+                self.conv.forward(dy, wblob.data, b.diff)
 
 
 @register("Im2col")
@@ -238,8 +201,9 @@ class Im2col(Convolution):
     Bottom x (N, C, H, W) -> top (N, C·kh·kw, Ho, Wo), Ho/Wo as for Convolution, with
     top[n, (c·kh + i)·kw + j, ho, wo] = x_pad[n, c, ho·stride_h + i·dilation_h,
     wo·stride_w + j·dilation_w] (zero outside the image). Backward: col2im (each top diff added
-    back to the input cell it was read from). Reads kernel/pad/stride/dilation of
-    ``convolution_param``; num_output, group, bias and fillers are ignored. No parameters.
+    back to the input cell it was read from), one strided add per kernel tap. Reads
+    kernel/pad/stride/dilation of ``convolution_param``; num_output, group, bias and fillers
+    are ignored. No parameters.
     """
 
     exact_bottoms = 1
@@ -249,24 +213,41 @@ class Im2col(Convolution):
         shape = tuple(bottom_shapes[0])
         self._geometry(shape)
         N, C, H, W = shape
-        Ho, Wo = self._output_size(H, W)
-        _conv_buffers(self, N, C, H, W, 0, Ho, Wo)
-        return [(N, self.K, Ho, Wo)]
+        self.Ho, self.Wo = self._output_size(H, W)
+        self.H, self.W = H, W
+        self._xbuf = self.backend.zeros((N, C, H + 2 * self.pad_h, W + 2 * self.pad_w))
+        return [(N, C * self.kh * self.kw, self.Ho, self.Wo)]
 
-    def _cols(self):
-        """``_col`` as an NCHW (N, C·kh·kw, Ho, Wo) view."""
-        return self._nchw(self._col.reshape(self.K, *self._rest))
+    def _interior(self, buf):
+        return buf[:, :, self.pad_h:self.pad_h + self.H, self.pad_w:self.pad_w + self.W]
+
+    def _tap(self, buf, i, j):
+        """Cells of the padded (N, C, Hp, Wp) buffer that kernel tap (i, j) reads."""
+        h0, w0 = i * self.dil_h, j * self.dil_w
+        return buf[:, :, h0:h0 + self.stride_h * (self.Ho - 1) + 1:self.stride_h,
+                   w0:w0 + self.stride_w * (self.Wo - 1) + 1:self.stride_w]
+
+    def _top6(self, a):
+        """A top array (N, C·kh·kw, Ho, Wo) as (N, C, kh, kw, Ho, Wo)."""
+        N, C = self._xbuf.shape[:2]
+        return a.reshape(N, C, self.kh, self.kw, self.Ho, self.Wo)
 
     def forward(self, bottom, top):
-        self._im2col(bottom[0].data)
-        top[0].data[...] = self._cols()
+        self._interior(self._xbuf)[...] = bottom[0].data
+        out = self._top6(top[0].data)
+        for i in range(self.kh):
+            for j in range(self.kw):
+                out[:, :, i, j] = self._tap(self._xbuf, i, j)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        self._cols()[...] = top[0].diff
-        self._col_src = None
-        self._col2im(bottom[0].diff)
+        dbuf = self.xp.zeros_like(self._xbuf)
+        dtop = self._top6(top[0].diff)
+        for i in range(self.kh):
+            for j in range(self.kw):
+                self._tap(dbuf, i, j)[...] += dtop[:, :, i, j]
+        bottom[0].diff[...] = self._interior(dbuf)
 
 
 # -- SPP ------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Convolution layer (Caffe's ``ConvolutionLayer``): im2col through a strided view + one GEMM.
+"""Convolution layer (Caffe's ``ConvolutionLayer``): chunked im2col + GEMM on NHWC columns.
 
 Shapes (2-D, NCHW): bottom x (N, C, H, W), weight (M, C/g, kh, kw), bias (M,), top y (N, M, Ho, Wo)
 with g = ``group``, M = ``num_output`` and, per spatial dim (Caffe's ``conv_layer.cpp``),
@@ -11,29 +11,41 @@ with g = ``group``, M = ``num_output`` and, per spatial dim (Caffe's ``conv_laye
 where x_pad is x with ``pad`` zeros on each side. Several bottoms give as many tops, all computed
 with the same parameters (Caffe's weight sharing across bottoms); their gradients add up.
 
-Implementation: the padded bottom lives in a buffer allocated in ``setup``; a strided view of it
-is copied once into ``col`` (K = C·kh·kw rows), and ``W (g, M/g, K/g) @ col (g, K/g, Q)`` is one
-GEMM per group (a single batched ``matmul``). Backward: ``dW += dy @ colᵀ`` and
-``dcol = Wᵀ @ dy`` (one GEMM each), then col2im as kh·kw slice-adds into a padded buffer.
-Backward reuses the columns of the last forward when it sees the same bottom array (Caffe
-recomputes them); the whole batch's columns are kept, C·kh·kw·N·Ho·Wo values per layer.
-
-The columns Q of ``col`` are ordered either (N, Ho, Wo) ("batch-first") or (Ho, Wo, N)
-("batch-last", the padded buffer then is (C, Hp, Wp, N)). NumPy copies and adds run one inner
-loop per contiguous run, so with narrow outputs (small Wo) the batch-last order, whose runs are
-Wo·N long, makes im2col/col2im several times faster at the price of transposing the (smaller)
-top and bottom arrays; wide outputs keep batch-first, whose transposes move whole planes.
+Implementation (``ConvColumns``): the batch is processed in chunks of samples small enough
+that a chunk's columns stay in the CPU cache (``COL_CHUNK_BYTES``; the whole batch on a GPU).
+Per chunk the bottom is copied into a zero-bordered NHWC buffer, a strided view of it is copied
+into the columns ``col (n, Ho, Wo, g, kh, kw, C/g)`` -- one row of K = C·kh·kw values per output
+position, whose copies run over whole kw·C/g stretches -- and one GEMM per group gives the
+outputs as rows, ``y (n·Ho·Wo, M/g) = col @ Wᵀ`` (the orientation in which BLAS runs fastest
+for the few-filters, many-positions products of a convolution), transposed into the NCHW top.
+Backward, per chunk: the columns are rebuilt from the bottom as it is now (as Caffe does),
+``dW += dy @ col``, and for stride 1 the bottom diff is the convolution of the zero-padded top
+diff with the flipped, transposed kernel (the same im2col + GEMM, no scatter); other strides
+(or padding beyond the kernel extent) compute ``dcol = dyᵀ @ W`` and add it back tap by tap
+(col2im). Deconvolution runs the same machinery with the roles of forward and backward-data
+swapped.
 """
 
 from __future__ import annotations
 
+import numpy
+
 from .base import Layer
 from .registry import register
 
-#: narrowest output row (Wo) for which the batch-first column order is used (see module doc)
-BATCH_FIRST_MIN_WIDTH = 16
-#: largest (M/g)·(K/g) weight matrix whose gradient is computed as a batch of GEMMs
+#: target size of one chunk's column buffer on the CPU (at least one sample per chunk)
+COL_CHUNK_BYTES = 2 << 20
+#: compute stride-1 bottom diffs as a transposed convolution (else always dcol + col2im) when
+#: its GEMM is at most TRANSPOSED_MAX_GROWTH times the dcol GEMM (H·W vs Ho·Wo rows: "same"
+#: padding) and produces at least TRANSPOSED_MIN_CHANNELS columns (C/g); measured on CIFAR-10
+#: quick's conv2/conv3 (−50 %/−30 % backward) against LeNet's unpadded conv2 (+100 %)
+TRANSPOSED_BACKWARD = True
+TRANSPOSED_MAX_GROWTH = 1.25
+TRANSPOSED_MIN_CHANNELS = 8
+#: largest (M/g)·(kh·kw·C/g) weight matrix whose gradient is a batch of per-sample GEMMs
 SPLIT_DW_MAX_WEIGHTS = 4096
+#: shortest im2col copy run (kw·C/g values) for which the NHWC "rows" layout is used
+ROW_LAYOUT_MIN_RUN = 16
 
 
 def _pair(layer: Layer, values, h, w, name: str, default) -> tuple[int, int]:
@@ -55,6 +67,213 @@ def _pair(layer: Layer, values, h, w, name: str, default) -> tuple[int, int]:
         return values[0], values[-1]
     raise layer.spec_error(f"{name} takes 1 or 2 values for a 2-D convolution, "
                            f"got {len(values)}", field=name)
+
+
+def _chunk_size(backend, N: int, per_sample_bytes: int) -> int:
+    """Samples per chunk: the whole batch on a GPU, else as many as fit COL_CHUNK_BYTES."""
+    chunk = N if backend.is_gpu else COL_CHUNK_BYTES // max(per_sample_bytes, 1)
+    return max(1, min(N, chunk))
+
+
+def _chunks(N: int, chunk: int) -> list[tuple[int, int]]:
+    """(first sample, sample count) of each chunk of a batch of N."""
+    return [(n0, min(chunk, N - n0)) for n0 in range(0, N, chunk)]
+
+
+class _Correlation:
+    """One direction of a grouped 2-D cross-correlation over NCHW arrays, in sample chunks.
+
+    Input (N, C, H, W) zero-padded by (ph, pw); kernel (g, Mo/g, kh·kw·C/g) with K ordered
+    (i, j, c); output (N, Mo, Ho, Wo). Owns the chunk's padded buffer and columns, in one of
+    two layouts chosen by the length of the runs an im2col copy moves:
+
+    * rows (kw·C/g ≥ ``ROW_LAYOUT_MIN_RUN``): NHWC buffer, columns (n, Ho, Wo, g, kh, kw, C/g),
+      each copy run kw·C/g long;
+    * columns (few channels, e.g. a first layer on 1–3 image channels): NCHW buffer, columns
+      (g, kh, kw, C/g, n, Ho, Wo), each copy run Wo long.
+
+    Either way the GEMMs see the columns as (g, n·Ho·Wo, Kg) (a transposed view in the second).
+    """
+
+    def __init__(self, backend, N, C, H, W, Mo, Ho, Wo, g, kernel, pad, stride, dilation):
+        self.xp, self.N, self.C, self.H, self.W = backend.xp, N, C, H, W
+        self.Mo, self.Ho, self.Wo, self.g = Mo, Ho, Wo, g
+        (self.kh, self.kw), (self.ph, self.pw) = kernel, pad
+        self.stride, self.dilation = stride, dilation
+        self.Cg, self.Kg = C // g, self.kh * self.kw * (C // g)
+        itemsize = numpy.dtype(backend.dtype).itemsize
+        self.chunk = n = _chunk_size(backend, N, Ho * Wo * C * self.kh * self.kw * itemsize)
+        self.rows = self.kw * self.Cg >= ROW_LAYOUT_MIN_RUN
+        Hp, Wp = H + 2 * self.ph, W + 2 * self.pw
+        if self.rows:
+            self.buf = backend.zeros((n, Hp, Wp, C))
+            self.col = backend.empty((n, Ho, Wo, g, self.kh, self.kw, self.Cg))
+        else:
+            self.buf = backend.zeros((n, C, Hp, Wp))
+            self.col = backend.empty((g, self.kh, self.kw, self.Cg, n, Ho, Wo))
+        self.out = backend.empty((n * Ho * Wo, Mo))
+
+    def chunks(self):
+        return _chunks(self.N, self.chunk)
+
+    def columns(self, x, n0, n):
+        """Fill the columns of samples n0 … n0+n−1 of x (N, C, H, W); returns them as
+        (g, n·Ho·Wo, Kg) (per-group matrices sharing one buffer)."""
+        buf, xs = self.buf[:n], x[n0:n0 + n]
+        (st_h, st_w), (d_h, d_w) = self.stride, self.dilation
+        kh, kw, Cg, Ho, Wo = self.kh, self.kw, self.Cg, self.Ho, self.Wo
+        as_strided = self.xp.lib.stride_tricks.as_strided
+        if self.rows:
+            buf[:, self.ph:self.ph + self.H, self.pw:self.pw + self.W, :] = \
+                xs.transpose(0, 2, 3, 1)
+            sN, sH, sW, sC = buf.strides
+            col = self.col[:n]
+            col[...] = as_strided(buf, shape=col.shape, strides=(
+                sN, sH * st_h, sW * st_w, sC * Cg, sH * d_h, sW * d_w, sC))
+        else:
+            buf[:, :, self.ph:self.ph + self.H, self.pw:self.pw + self.W] = xs
+            sN, sC, sH, sW = buf.strides
+            col = self.col[..., :n, :, :]
+            col[...] = as_strided(buf, shape=col.shape, strides=(
+                sC * Cg, sH * d_h, sW * d_w, sC, sN, sH * st_h, sW * st_w))
+        return self.matrices(n)
+
+    def matrices(self, n):
+        """The column buffer of n samples as (g, n·Ho·Wo, Kg)."""
+        Q = n * self.Ho * self.Wo
+        if self.rows:
+            return self.col[:n].reshape(Q, self.g, self.Kg).transpose(1, 0, 2)
+        return self.col[..., :n, :, :].reshape(self.g, self.Kg, Q).transpose(0, 2, 1)
+
+    def run(self, x, wk, y, bias=None):
+        """y (N, Mo, Ho, Wo) = correlation of x with wk (g, Mo/g, Kg) (+ bias (Mo,))."""
+        xp, g, Mo, HW = self.xp, self.g, self.Mo, self.Ho * self.Wo
+        wkT = wk.transpose(0, 2, 1)
+        for n0, n in self.chunks():
+            cols = self.columns(x, n0, n)
+            out = self.out[:n * HW]
+            xp.matmul(cols, wkT, out=out.reshape(n * HW, g, Mo // g).transpose(1, 0, 2))
+            rows = out.reshape(n, HW, Mo).transpose(0, 2, 1)
+            dst = y[n0:n0 + n].reshape(n, Mo, HW)
+            if bias is None:
+                dst[...] = rows
+            else:
+                xp.add(rows, bias.reshape(1, Mo, 1), out=dst)
+
+
+class ConvColumns:
+    """A convolution x (N, C, H, W) -> y (N, M, Ho, Wo) with weight (M, C/g, kh, kw): forward,
+    weight gradient and bottom (data) gradient, all through ``_Correlation`` chunks."""
+
+    def __init__(self, backend, N, C, H, W, M, Ho, Wo, g, kernel, pad, stride, dilation):
+        self.backend, self.xp = backend, backend.xp
+        self.N, self.C, self.H, self.W, self.M, self.Ho, self.Wo, self.g = \
+            N, C, H, W, M, Ho, Wo, g
+        self.kernel, self.pad, self.stride, self.dilation = kernel, pad, stride, dilation
+        self.fwd = _Correlation(backend, N, C, H, W, M, Ho, Wo, g, kernel, pad, stride,
+                                dilation)
+        kh, kw = kernel
+        # bottom diff as a correlation of dy padded by q = dilation·(k−1) − pad (stride 1)
+        q = (dilation[0] * (kh - 1) - pad[0], dilation[1] * (kw - 1) - pad[1])
+        self.transposed = (TRANSPOSED_BACKWARD and stride == (1, 1) and min(q) >= 0
+                           and H * W <= TRANSPOSED_MAX_GROWTH * Ho * Wo
+                           and C // g >= TRANSPOSED_MIN_CHANNELS)
+        self._q = q
+        # per-tap products: the product rows and the padded NHWC bottom diff of a chunk
+        itemsize = numpy.dtype(backend.dtype).itemsize
+        per_sample = (Ho * Wo + (H + 2 * pad[0]) * (W + 2 * pad[1])) * C * itemsize
+        self._tap_chunk = _chunk_size(backend, N, per_sample)
+        self._bwd = None        # the transposed correlation, or the col2im buffer (lazily)
+        self._dyT = None
+
+    def _wk(self, w):
+        """Weight (M, C/g, kh, kw) as (g, M/g, kh·kw·C/g), K ordered (i, j, c)."""
+        g, M = self.g, self.M
+        return self.xp.ascontiguousarray(
+            w.reshape(g, M // g, self.C // g, *self.kernel).transpose(0, 1, 3, 4, 2)
+        ).reshape(g, M // g, -1)
+
+    def forward(self, x, w, y, bias=None):
+        self.fwd.run(x, self._wk(w), y, bias)
+
+    def _dy_chunk(self, dy, n0, n):
+        """Top diff of samples n0 … n0+n−1 as (g, M/g, n·Ho·Wo)."""
+        HW, g, M = self.Ho * self.Wo, self.g, self.M
+        if self._dyT is None:
+            self._dyT = self.backend.empty((M, max(self.fwd.chunk, self._tap_chunk), HW))
+        d = self._dyT[:, :n]
+        d[...] = dy[n0:n0 + n].reshape(n, M, HW).transpose(1, 0, 2)
+        return d.reshape(g, M // g, n * HW)
+
+    def weight_grad(self, x, dy):
+        """dW (M, C/g, kh, kw) = Σ_n dy_n ⊗ columns(x_n), as a new array.
+
+        A small weight matrix ((M/g)·Kg ≤ ``SPLIT_DW_MAX_WEIGHTS``) is computed as a batch of
+        per-sample GEMMs that are then summed: BLAS runs a tiny output with a very long
+        reduction poorly (about 2× slower for LeNet's conv1).
+        """
+        xp, g, M = self.xp, self.g, self.M
+        f = self.fwd
+        split = (M // g) * f.Kg <= SPLIT_DW_MAX_WEIGHTS
+        HW = self.Ho * self.Wo
+        acc = None
+        for n0, n in f.chunks():
+            dyc, cols = self._dy_chunk(dy, n0, n), f.columns(x, n0, n)
+            if split:      # (g, n, M/g, HW) @ (g, n, HW, Kg), summed over the samples
+                dy4 = dyc.reshape(g, M // g, n, HW).transpose(0, 2, 1, 3)
+                col4 = cols.reshape(g, n, HW, f.Kg)
+                part = xp.matmul(dy4, col4).sum(axis=1)
+            else:
+                part = xp.matmul(dyc, cols)
+            acc = part if acc is None else xp.add(acc, part, out=acc)
+        kh, kw = self.kernel
+        return acc.reshape(M, kh, kw, self.C // g).transpose(0, 3, 1, 2)
+
+    def backward_data(self, dy, w, dx):
+        """dx (N, C, H, W) = the gradient of the convolution's input for top diff dy."""
+        if self.transposed:
+            self._transposed(dy, w, dx)
+        else:
+            self._tap_products(dy, w, dx)
+
+    def _transposed(self, dy, w, dx):
+        g, M, C = self.g, self.M, self.C
+        kh, kw = self.kernel
+        if self._bwd is None:
+            self._bwd = _Correlation(self.backend, self.N, M, self.Ho, self.Wo, C, self.H,
+                                     self.W, g, self.kernel, self._q, (1, 1), self.dilation)
+        # flipped kernel, input and output channels swapped: (g, C/g, kh·kw·M/g)
+        w2 = self.xp.ascontiguousarray(
+            w.reshape(g, M // g, C // g, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 3, 4, 1)
+        ).reshape(g, C // g, -1)
+        self._bwd.run(dy, w2, dx)
+
+    def _tap_products(self, dy, w, dx):
+        """dx via one GEMM per kernel tap: dx_pad[n, ho·s + i·d, wo·s + j·d, c] +=
+        Σ_m dy[n, m, ho, wo] · W[m, c, i, j], the product (n·Ho·Wo, C/g) added as a
+        shifted NHWC window (whole rows of Wo·C values when the stride is 1)."""
+        xp, g, M, C = self.xp, self.g, self.M, self.C
+        kh, kw = self.kernel
+        (ph, pw), (sh, sw), (dh, dw) = self.pad, self.stride, self.dilation
+        Ho, Wo, H, W = self.Ho, self.Wo, self.H, self.W
+        if self._bwd is None:
+            chunk = self._tap_chunk
+            self._bwd = (self.backend.zeros((chunk, H + 2 * ph, W + 2 * pw, C)),
+                         self.backend.empty((chunk * Ho * Wo, C)))
+        dbuf_all, prod_all = self._bwd
+        # per tap (i, j): W[:, :, i, j] as a contiguous (g, M/g, C/g) matrix
+        wt = xp.ascontiguousarray(w.reshape(g, M // g, C // g, kh, kw).transpose(3, 4, 0, 1, 2))
+        for n0, n in _chunks(self.N, self._tap_chunk):
+            dyc = self._dy_chunk(dy, n0, n).transpose(0, 2, 1)   # (g, n·Ho·Wo, M/g)
+            dbuf, prod = dbuf_all[:n], prod_all[:n * Ho * Wo]
+            dbuf.fill(0)
+            for i in range(kh):
+                for j in range(kw):
+                    xp.matmul(dyc, wt[i, j],
+                              out=prod.reshape(-1, g, C // g).transpose(1, 0, 2))
+                    dbuf[:, i * dh:i * dh + sh * (Ho - 1) + 1:sh,
+                         j * dw:j * dw + sw * (Wo - 1) + 1:sw] += prod.reshape(n, Ho, Wo, C)
+            dx[n0:n0 + n] = dbuf[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2)
 
 
 @register("Convolution")
@@ -119,127 +338,35 @@ class Convolution(Layer):
                              f"{Hp}x{Wp}")
         return (Hp - ext_h) // self.stride_h + 1, (Wp - ext_w) // self.stride_w + 1
 
+    def _columns(self, N, C, H, W, M, Ho, Wo, g) -> ConvColumns:
+        """The column machinery of a convolution (N, C, H, W) -> (N, M, Ho, Wo)."""
+        return ConvColumns(self.backend, N, C, H, W, M, Ho, Wo, g, (self.kh, self.kw),
+                           (self.pad_h, self.pad_w), (self.stride_h, self.stride_w),
+                           (self.dil_h, self.dil_w))
+
     def setup(self, bottom_shapes):
         shape, g, M = self._check_bottoms(bottom_shapes)
         p = self.p
         N, C, H, W = shape
         Ho, Wo = self._output_size(H, W)
-        Hp, Wp = H + 2 * self.pad_h, W + 2 * self.pad_w
-        self.N, self.C, self.H, self.W, self.M, self.g = N, C, H, W, M, g
-        self.Ho, self.Wo = Ho, Wo
-        self.K = C * self.kh * self.kw
-
         self.add_param((M, C // g, self.kh, self.kw), p.weight_filler, "weight")
         if p.bias_term:
             self.add_param((M,), p.bias_filler, "bias")
-
-        # Buffers (shapes fixed from here on). Memory: col holds C·kh·kw·N·Ho·Wo values.
-        # self._perm views any (channel, *rest) array, and the padded buffers, as NCHW.
-        self.batch_last = Wo < BATCH_FIRST_MIN_WIDTH
-        if self.batch_last:
-            rest, self._perm = (Ho, Wo, N), (3, 0, 1, 2)
-            buf = self.backend.zeros((C, Hp, Wp, N))
-        else:
-            rest, self._perm = (N, Ho, Wo), (1, 0, 2, 3)
-            buf = self.backend.zeros((C, N, Hp, Wp))
-        self._rest = rest
-        self._xbuf = buf                                  # padded bottom, zero border
-        self._dbuf = None                                 # padded bottom diff (backward)
-        self._col = self.backend.empty((C, self.kh, self.kw, *rest))
-        self._out = self.backend.empty((M, *rest))       # GEMM result / top diff, (M, *rest)
-        self._col_src = None                              # bottom array held in _col
+        self.conv = self._columns(N, C, H, W, M, Ho, Wo, g)
         return [(N, M, Ho, Wo)] * len(bottom_shapes)
-
-    # -- helpers --------------------------------------------------------------------------
-    def _nchw(self, a):
-        """The NCHW (logical) view of a (channel, *rest) array."""
-        return a.transpose(self._perm)
-
-    def _interior(self, buf_nchw):
-        """The unpadded (N, C, H, W) part of an NCHW view of a padded buffer."""
-        return buf_nchw[:, :, self.pad_h:self.pad_h + self.H, self.pad_w:self.pad_w + self.W]
-
-    def _window(self, buf_nchw, i, j):
-        """Cells of the padded NCHW buffer that kernel tap (i, j) reads: (N, C, Ho, Wo)."""
-        h0, w0 = i * self.dil_h, j * self.dil_w
-        return buf_nchw[:, :, h0:h0 + self.stride_h * (self.Ho - 1) + 1:self.stride_h,
-                        w0:w0 + self.stride_w * (self.Wo - 1) + 1:self.stride_w]
-
-    def _im2col(self, x):
-        """Fill ``_col`` (C, kh, kw, *rest) from the bottom array x (N, C, H, W)."""
-        xp = self.xp
-        xbuf = self._nchw(self._xbuf)
-        self._interior(xbuf)[...] = x
-        sN, sC, sH, sW = xbuf.strides
-        axis_strides = {"N": sN, "Ho": sH * self.stride_h, "Wo": sW * self.stride_w}
-        names = ("Ho", "Wo", "N") if self.batch_last else ("N", "Ho", "Wo")
-        view = xp.lib.stride_tricks.as_strided(
-            self._xbuf, shape=self._col.shape,
-            strides=(sC, sH * self.dil_h, sW * self.dil_w, *(axis_strides[a] for a in names)))
-        self._col[...] = view
-        self._col_src = x
-
-    def _grouped(self, a, rows):
-        """(rows, *rest) array as (g, rows/g, Q)."""
-        return a.reshape(self.g, rows // self.g, -1)
 
     # -- forward / backward ---------------------------------------------------------------
     def forward(self, bottom, top):
-        xp = self.xp
-        w = self.blobs[0].data.reshape(self.g, self.M // self.g, -1)
+        bias = self.blobs[1].data if self.p.bias_term else None
         for b, t in zip(bottom, top):
-            self._im2col(b.data)
-            xp.matmul(w, self._grouped(self._col, self.K), out=self._grouped(self._out, self.M))
-            y = self._nchw(self._out)
-            if self.p.bias_term:
-                xp.add(y, self.blobs[1].data.reshape(1, -1, 1, 1), out=t.data)
-            else:
-                t.data[...] = y
+            self.conv.forward(b.data, self.blobs[0].data, t.data, bias)
 
     def backward(self, top, propagate_down, bottom):
-        xp = self.xp
-        g, M, K = self.g, self.M, self.K
         wblob = self.blobs[0]
-        w = wblob.data.reshape(g, M // g, K // g)
         for k, (t, b) in enumerate(zip(top, bottom)):
-            if self._col_src is not b.data:
-                self._im2col(b.data)
-            dy = self._out                                    # reused: (M, *rest)
-            self._nchw(dy)[...] = t.diff
-            dyg = self._grouped(dy, M)
+            dy = t.diff
             if self.p.bias_term:
-                self.blobs[1].diff += dy.reshape(M, -1).sum(axis=1)
-            colg = self._grouped(self._col, K)
-            wblob.diff += self._weight_grad(dyg, colg).reshape(wblob.shape)
+                self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+            wblob.diff += self.conv.weight_grad(b.data, dy)
             if propagate_down[k]:
-                # dcol overwrites col (no longer needed), then col2im into the padded buffer
-                xp.matmul(w.transpose(0, 2, 1), dyg, out=colg)
-                self._col_src = None
-                self._col2im(b.diff)
-
-    def _weight_grad(self, dyg, colg):
-        """dW (g, M/g, K/g) = dy (g, M/g, Q) @ colᵀ (g, Q, K/g).
-
-        For a small weight matrix the reduction over Q is split along the first ``rest`` axis
-        into a batch of GEMMs that are summed (BLAS handles a tiny output with a very long
-        reduction poorly: about 2x faster for LeNet's conv1).
-        """
-        xp = self.xp
-        if (self.M // self.g) * (self.K // self.g) > SPLIT_DW_MAX_WEIGHTS:
-            return xp.matmul(dyg, colg.transpose(0, 2, 1))
-        S = self._rest[0]
-        dy4 = dyg.reshape(*dyg.shape[:2], S, -1).transpose(0, 2, 1, 3)     # (g, S, M/g, Q/S)
-        col4 = colg.reshape(*colg.shape[:2], S, -1).transpose(0, 2, 3, 1)  # (g, S, Q/S, K/g)
-        return xp.matmul(dy4, col4).sum(axis=1)
-
-    def _col2im(self, dx):
-        """dx (N, C, H, W) = Σ over taps of ``_col`` (holding dcol) scattered to the input."""
-        if self._dbuf is None:
-            self._dbuf = self.xp.zeros_like(self._xbuf)
-        dbuf = self._dbuf
-        dbuf.fill(0)
-        dbuf_nchw = self._nchw(dbuf)
-        for i in range(self.kh):
-            for j in range(self.kw):
-                self._window(dbuf_nchw, i, j)[...] += self._nchw(self._col[:, i, j])
-        dx[...] = self._interior(dbuf_nchw)
+                self.conv.backward_data(dy, wblob.data, b.diff)

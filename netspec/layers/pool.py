@@ -31,7 +31,9 @@ NumPy pays per contiguous run, so taps avoid short strided rows where they can:
   Wq − Wo extra columns per row are computed and dropped; their top diff is kept at zero so
   nothing leaks back through them).
 
-MAX keeps the winning tap per output (uint8) for the backward.
+MAX keeps the winning tap per output (uint8) for the backward, which routes each top diff to
+its winner: tap by tap when windows cannot overlap (direct layout), else with one scatter-add
+(``bincount`` over flat input indices).
 """
 
 from __future__ import annotations
@@ -129,14 +131,29 @@ class Pooling(Layer):
             self._pool_size = self._ave_pool_size()
         if not self._direct:
             self._yw = self.backend.zeros(work)        # wide-row top (forward)
-            self._gw = self.backend.zeros(work)        # wide-row top diff; extra columns stay 0
+            if not self.is_max:
+                self._gw = self.backend.zeros(work)    # wide-row top diff; extra columns stay 0
         if self.is_max:
             idx = numpy.uint8 if kh * kw <= 255 else numpy.int32
             self._argmax = self.xp.zeros(work, dtype=idx)
             self._better = self.xp.zeros(work, dtype=bool)
             self._scratch = self.xp.zeros(work, dtype=idx)
-            self._routed = self.backend.zeros(work)
+            if self._direct:
+                self._routed = self.backend.zeros(work)
+            else:
+                self._plan_scatter()
         return [(N, C, Ho, Wo)] * self.n_tops
+
+    def _plan_scatter(self):
+        """Index tables of the overlapping-window MAX backward: the flat input index
+        (n·C + c)·H·W + h·W + w of tap (i, j) of output (n, c, ho, wo) is
+        ``_window_base[n, c, ho, wo] + _tap_offset[i·kw + j]``."""
+        xp, N, C, H, W = self.xp, self.N, self.C, self.H, self.W
+        plane = xp.arange(N * C, dtype=numpy.int64).reshape(N, C, 1, 1) * (H * W)
+        hstart = xp.arange(self.Ho, dtype=numpy.int64).reshape(-1, 1) * self.stride_h - self.pad_h
+        wstart = xp.arange(self.Wo, dtype=numpy.int64).reshape(1, -1) * self.stride_w - self.pad_w
+        self._window_base = plane + hstart * W + wstart
+        self._tap_offset = xp.asarray([i * W + j for i, j in self._taps()], dtype=numpy.int64)
 
     def _plan_layout(self):
         """Choose the direct or phased layout (module doc) and plan the phase copies."""
@@ -252,6 +269,7 @@ class Pooling(Layer):
             xp.greater(v, y, out=self._better)            # strict: earlier taps win ties
             xp.maximum(y, v, out=y)
             # taps come in increasing order, so the last improving tap is the argmax
+            # (multiply + maximum: faster than copyto(where=) in NumPy)
             xp.multiply(self._better, self._argmax.dtype.type(o), out=self._scratch)
             xp.maximum(self._argmax, self._scratch, out=self._argmax)
 
@@ -280,15 +298,14 @@ class Pooling(Layer):
         dy, dx = top[0].diff, bottom[0].diff
         if self.is_global:
             return self._backward_global(dy, dx)
+        if self.is_max and not self._direct:
+            return self._backward_max_scatter(dy, dx)
         if self._direct:
             g = dy if self.is_max else dy / self._pool_size
             dst, add = dx, not self._tiles
         else:
-            g = self._gw
-            if self.is_max:
-                self._crop(g)[...] = dy
-            else:
-                xp.divide(dy, self._pool_size, out=self._crop(g))
+            g = self._gw                                   # AVE (MAX scatters above)
+            xp.divide(dy, self._pool_size, out=self._crop(g))
             if self._dphases is None:
                 self._dphases = xp.zeros_like(self._phases)
             dst, add = self._dphases, True
@@ -311,6 +328,14 @@ class Pooling(Layer):
                 dx.fill(0)                   # rows/cols no window reads get no gradient
             for src, dst_ in self._phase_copies:
                 dx[dst_] = self._dphases[src]
+
+    def _backward_max_scatter(self, dy, dx):
+        """Overlapping windows: every top diff added to its argmax input cell in one
+        ``bincount`` (sums in float64; several windows may pick the same cell)."""
+        xp = self.xp
+        winner = self._window_base + self._tap_offset.take(self._crop(self._argmax))
+        sums = xp.bincount(winner.ravel(), weights=dy.ravel(), minlength=dx.size)
+        dx[...] = sums.reshape(dx.shape)
 
     def _backward_global(self, dy, dx):
         flat = dx.reshape(self.N, self.C, -1)
