@@ -264,22 +264,15 @@ def test_lmdb_errors_name_the_layer(tmp_path):
     assert "no records" in _build_error(tmp_path, _data_layer("none", backend="LMDB"))
 
 
-def test_lmdb_needs_backend_lmdb_and_leveldb_is_refused(tmp_path):
+def test_lmdb_needs_backend_lmdb(tmp_path):
+    """An LMDB is read only when the file says backend: LMDB (Caffe's default is LEVELDB);
+    LevelDB sources are tested in test_leveldb.py."""
     _lmdb()
     shutil.copytree(GOLDEN / "tiny_lmdb", tmp_path / "db")
     msg = _build_error(tmp_path, _data_layer("db"))
     assert "layer 'd'" in msg and "set data_param.backend: LMDB" in msg
-
-    level = tmp_path / "level"
-    level.mkdir()
-    (level / "CURRENT").write_text("MANIFEST-000001\n")
-    (level / "MANIFEST-000001").write_bytes(b"")
-    for backend in ({}, {"backend": "LEVELDB"}, {"backend": "LMDB"}):
-        msg = _build_error(tmp_path, _data_layer("level", **backend))
-        assert "layer 'd'" in msg and "LevelDB databases are not supported" in msg
-        assert "convert it to an LMDB" in msg
-    msg = _build_error(tmp_path, _data_layer("missing_leveldb", backend="LEVELDB"))
-    assert "not found" in msg and "LevelDB databases are not supported" in msg
+    msg = _build_error(tmp_path, _data_layer("db", backend="LEVELDB"))
+    assert "is a Caffe LMDB" in msg and "set data_param.backend: LMDB" in msg
 
 
 def test_lmdb_without_the_package_is_a_clear_error(tmp_path, monkeypatch):

@@ -329,6 +329,49 @@ def test_zoo_net_converts_and_builds_with_caffes_shapes(name):
         assert [l.name for l in built.layers] == [l for l, _ in gp["layers"]], phase_key
 
 
+PASCAL = "BVLC__caffe__examples__finetune_pascal_detection__pascal_finetune_trainval_test.prototxt"
+
+
+def test_pascal_window_data_net_builds_with_its_own_data_layers(tmp_path):
+    """R-CNN's fine-tuning net converts as it is (WindowData layers included) and, given a
+    window file, images and a mean file at the paths it names, builds in both phases with
+    Caffe's blob and parameter shapes, its WindowData layers reading real windows."""
+    Image = pytest.importorskip("PIL.Image")
+    net = ptx.parse_net((ZOO / PASCAL).read_text(), PASCAL)
+    text, data, _, _ = net_yaml(net, PASCAL)
+    assert [l["type"] for l in data["layer"][:2]] == ["WindowData", "WindowData"]
+    (tmp_path / "net.yaml").write_text(text)
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(
+            tmp_path / "img" / f"{i}.png")
+    for split in ("trainval", "test"):
+        path = tmp_path / "examples" / "finetune_pascal_detection" / f"window_file_2007_{split}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"# {i}\n{tmp_path}/img/{i}.png\n3\n60\n80\n2\n"
+                                f"{i + 1} 0.800 10 5 49 44\n0 0.100 0 0 79 59\n" for i in range(2)))
+    mean = pb2().BlobProto()
+    mean.shape.dim.extend([1, 3, 256, 256])
+    mean.data.extend([100.0] * (3 * 256 * 256))
+    (tmp_path / "data" / "ilsvrc12").mkdir(parents=True)
+    (tmp_path / "data" / "ilsvrc12" / "imagenet_mean.binaryproto").write_bytes(mean.SerializeToString())
+    golden = json.loads((SHAPES / f"{PASCAL}.json").read_text())["phases"]
+    for phase in ("TRAIN", "TEST"):
+        built = Net(load_net(tmp_path / "net.yaml"), phase, F32)
+        assert type(built.layers[0]).__name__ == "WindowData"
+        assert {k: list(b.shape) for k, b in built.blobs.items()} == golden[phase]["blobs"]
+        params: dict[str, list] = {}
+        for key, p in built.named_params().items():
+            params.setdefault(key.rsplit("/", 1)[0], []).append(list(p.shape))
+        assert params == golden[phase]["params"]
+        data_layer = built.layers[0]
+        data_layer.forward([], [built.blobs["data"], built.blobs["label"]])
+        labels = built.blobs["label"].data
+        np.testing.assert_array_equal(labels[:96], 0)            # 128 · (1 − 0.25) background
+        assert set(labels[96:].tolist()) <= {1.0, 2.0}           # then 32 foreground
+
+
 def test_fork_layers_and_fields_are_named():
     name = "rbgirshick__py-faster-rcnn__models__pascal_voc__ZF__faster_rcnn_end2end__train.prototxt"
     with pytest.raises(ConvertError) as e:

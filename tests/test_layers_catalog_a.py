@@ -857,7 +857,8 @@ def test_messages_have_caffe_defaults():
     assert (b.axis, b.num_axes, b.filler) == (1, 1, None)
     assert set(pa.BLOCKS) == {"lrn_param", "crop_param", "slice_param", "reshape_param",
                               "tile_param", "reduction_param", "argmax_param", "spp_param",
-                              "embed_param", "parameter_param", "bias_param"}
+                              "embed_param", "parameter_param", "bias_param",
+                              "recurrent_param"}
 
 
 @pytest.mark.parametrize("spec", [

@@ -24,7 +24,6 @@ FORK_TYPES = {
     "ROIPooling": "py-faster-rcnn's fork of Caffe (caffe-fast-rcnn)",
     "SmoothL1Loss": "py-faster-rcnn's fork of Caffe (caffe-fast-rcnn)",
 }
-DATA_TYPES = ("Data", "ImageData", "HDF5Data", "WindowData", "MemoryData", "DummyData")
 
 
 @dataclass
@@ -139,12 +138,10 @@ def _data_source_note(d: dict, name: str) -> str | None:
     if src.startswith("builtin:") or src.endswith(".npz"):
         return None
     db = dp.get("backend", "LEVELDB")
-    if db == "LMDB":
-        return (f"layer '{name}': data_param.source '{src}' is an LMDB path, opened when the net is "
-                "built, relative to the YAML's folder (needs the 'caffe' extra: lmdb, Pillow)")
-    return (f"layer '{name}': data_param.source '{src}' is a Caffe LevelDB path, which netspec does "
-            "not read: convert it to LMDB (Caffe's convert_imageset --backend=lmdb) or point the "
-            "source at builtin:mnist, a folder of MNIST IDX files or an .npz (see docs/porting.md)")
+    name_of = {"LMDB": ("an LMDB", "lmdb"), "LEVELDB": ("a LevelDB", "plyvel")}[db]
+    return (f"layer '{name}': data_param.source '{src}' is {name_of[0]} path, opened when the net "
+            f"is built, relative to the YAML's folder (needs the 'caffe' extra: {name_of[1]}, "
+            "Pillow)")
 
 
 AUTO_TOP = "(automatic)"  # the blob name Caffe's Net::AppendTop gives an automatic top

@@ -1,4 +1,4 @@
-"""Caffe's ImageData inputs: a text file of ``path label`` lines, images read with Pillow.
+"""Images for Caffe's data layers, read with Pillow as OpenCV reads them; ImageData's lists.
 
 ``read_image_list``: like Caffe's ImageDataLayer, each line is split at its *last* space, so a
 path may hold spaces; the label is an integer. Blank lines are skipped.
@@ -6,18 +6,23 @@ path may hold spaces; the label is an integer. Blank lines are skipped.
 ``load_image``: like Caffe's ``ReadImageToCVMat`` (OpenCV's ``imread`` + ``resize``): colour
 images as 3 planes in OpenCV's order B, G, R, grey as 1 plane (uint8, C×H×W); resized, when
 asked, as OpenCV's ``INTER_LINEAR`` (pixel centres aligned, two taps per axis, no antialiasing,
-OpenCV's fixed-point arithmetic; see ``resize_linear``).
+OpenCV's fixed-point arithmetic; see ``resize_linear``). ``decode_image`` does the same for
+encoded bytes (the ``encoded`` Datums of an LMDB or LevelDB).
+
+``find_image``: where an image named in a list file (ImageData, WindowData) is.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import DataError
-from .lmdb_source import _pil, pil_to_caffe
+
+INSTALL = "pip install 'netspec[caffe]'"
 
 
 class ImageEntry(NamedTuple):
@@ -54,6 +59,23 @@ def read_image_list(path: str | Path) -> list[ImageEntry]:
     return out
 
 
+def find_image(name: str, listing: Path, net_dir: Path | None, line: int) -> Path:
+    """The file of an image named ``name`` (``root_folder + path``) on line ``line`` of the list
+    file ``listing``: as given when absolute, else looked up from the net file's folder, the
+    list file's folder, then the working directory. Missing: a DataError at ``listing:line``."""
+    p = Path(name).expanduser()
+    if p.is_absolute():
+        candidates = [p]
+    else:
+        candidates = [d / p for d in (net_dir, listing.parent) if d is not None]
+        candidates.append(Path.cwd() / p)
+    for c in candidates:
+        if c.is_file():
+            return c
+    looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
+    raise DataError(f"image '{name}' not found (looked for {looked})", file=str(listing), line=line)
+
+
 def load_image(path: str | Path, is_color: bool = True, new_height: int = 0,
                new_width: int = 0) -> np.ndarray:
     """One image file -> uint8 (C, H, W): B, G, R planes (``is_color``) or 1 grey plane."""
@@ -71,6 +93,56 @@ def load_image(path: str | Path, is_color: bool = True, new_height: int = 0,
     if new_height > 0 and new_width > 0:
         a = resize_linear(a, new_height, new_width)
     return a
+
+
+def _pil():
+    try:
+        from PIL import Image  # noqa: PLC0415
+    except ImportError:
+        raise DataError(f"decoding images needs the 'Pillow' package: {INSTALL}") from None
+    return Image
+
+
+_GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def pil_to_caffe(img, color: bool | None) -> np.ndarray:
+    """A Pillow image -> uint8 (C, H, W) in OpenCV's channel order (B, G, R) or grey (1 plane).
+
+    ``color``: True = 3 planes, False = 1, None = the image's own (OpenCV's IMREAD_ANYCOLOR).
+    16-bit images keep their high byte (OpenCV converts them to 8 bits the same way).
+    """
+    grey = img.mode in _GREY_MODES
+    if color is None:
+        color = not grey
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        img = _from_16bit(img)
+    if color:
+        a = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        return np.ascontiguousarray(a[:, :, ::-1].transpose(2, 0, 1))
+    a = np.asarray(img.convert("L"), dtype=np.uint8)
+    return np.ascontiguousarray(a[None])
+
+
+def _from_16bit(img):
+    Image = _pil()
+    a = np.asarray(img).astype(np.int64)
+    if a.max(initial=0) > 255 or img.mode.startswith("I;16"):
+        a = a >> 8
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def decode_image(raw: bytes, color: bool | None) -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, …) -> uint8 (C, H, W), see ``pil_to_caffe``."""
+    Image = _pil()
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            img.load()
+            return pil_to_caffe(img, color)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for bad files
+        raise DataError(f"cannot decode the encoded image ({len(raw)} bytes): {e}") from None
 
 
 _COEF = 2048   # OpenCV's INTER_RESIZE_COEF_SCALE: 11-bit fixed-point weights

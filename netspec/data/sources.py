@@ -3,9 +3,8 @@
 * ``builtin:mnist`` — the MNIST shipped with netspec (``split: train|test``)
 * a folder with MNIST IDX files (``split`` picks ``train-*`` or ``t10k-*``)
 * ``file.npz`` with arrays ``data`` (N, C, H, W) or (N, D) and ``label`` (N,)
-* a Caffe LMDB directory of ``Datum`` records (``backend: LMDB``; ``netspec.data.lmdb_source``)
-
-LevelDB databases are refused with a message saying to convert them to LMDB.
+* a Caffe LMDB or LevelDB directory of ``Datum`` records (``backend: LMDB`` or ``LEVELDB``;
+  ``netspec.data.datum_db``)
 """
 
 from __future__ import annotations
@@ -52,9 +51,10 @@ def open_source(source: str, split: str = "train", base_dir: str | Path | None =
                 backend: str | None = None, color: bool | None = None) -> Dataset:
     """The dataset a Data layer reads. Relative paths resolve against ``base_dir``.
 
-    ``backend``: the Data layer's ``data_param.backend`` when the file sets it (None when not):
-    a directory holding ``data.mdb`` is read as a Caffe LMDB and needs ``LMDB``; a LevelDB
-    directory is an error either way. ``color`` goes to ``open_lmdb`` (encoded records only).
+    ``backend``: the Data layer's ``data_param.backend`` when the file sets it (None when not).
+    A Caffe LevelDB directory is read when ``backend`` is ``LEVELDB`` or unset (Caffe's
+    default); an LMDB directory needs ``LMDB`` said (netspec, like Caffe, does not guess it).
+    ``color`` goes to ``datum_db.open_db`` (encoded records only).
     """
     if source.startswith("builtin:"):
         name = source.split(":", 1)[1]
@@ -66,26 +66,23 @@ def open_source(source: str, split: str = "train", base_dir: str | Path | None =
         path = Path(base_dir) / path
     if path.suffix == ".npz" and not path.is_dir():
         return _npz(str(path))
-    from .lmdb_source import is_leveldb_dir, is_lmdb_dir, leveldb_error, open_lmdb  # noqa: PLC0415
+    from .datum_db import backend_of, open_db  # noqa: PLC0415
 
-    if is_leveldb_dir(path):
-        raise leveldb_error(path)
-    if is_lmdb_dir(path):
-        if backend != "LMDB":
-            raise DataError("this source is a Caffe LMDB: set data_param.backend: LMDB (Caffe's "
-                            "default backend is LEVELDB)", file=str(path))
-        return open_lmdb(path, color)
-    if backend == "LMDB" and not (path.is_dir() and any(path.glob("*-ubyte*"))):
-        return open_lmdb(path, color)   # a clear error: missing, not a directory, no data.mdb
+    found = backend_of(path)
+    if found == "LMDB" and backend != "LMDB":
+        raise DataError("this source is a Caffe LMDB: set data_param.backend: LMDB (Caffe's "
+                        "default backend is LEVELDB)", file=str(path))
+    if found is not None:
+        return open_db(path, found if backend is None else backend, color)
+    if backend is not None and not (path.is_dir() and any(path.glob("*-ubyte*"))):
+        return open_db(path, backend, color)   # a clear error: missing, not a database
     if path.is_dir():
         return Dataset(*load_mnist(split, str(path)))
     if not path.exists():
-        hint = (" (LevelDB databases are not supported: convert it to an LMDB and set "
-                "data_param.backend: LMDB)" if backend == "LEVELDB" else "")
-        raise DataError("data source not found" + hint, file=str(path))
+        raise DataError("data source not found", file=str(path))
     raise DataError("unsupported data source: use builtin:mnist, a folder of MNIST IDX files, "
-                    "a .npz file with 'data' and 'label' arrays or a Caffe LMDB directory "
-                    "(data_param.backend: LMDB)", file=str(path))
+                    "a .npz file with 'data' and 'label' arrays or a Caffe LMDB or LevelDB "
+                    "directory (data_param.backend: LMDB or LEVELDB)", file=str(path))
 
 
 def resolve_file(path: str, base_dir: str | Path | None) -> Path:

@@ -42,8 +42,9 @@ class Data(Layer):
 
     Records are read in order, ``batch_size`` per forward, wrapping around at the end of the
     dataset (like Caffe); ``data_param.shuffle`` (netspec) draws a new order every epoch.
-    Sources: ``netspec.data.open_source`` (built-in MNIST, IDX folder, .npz, or a Caffe LMDB of
-    Datum records with ``backend: LMDB``, all read into memory).
+    Sources: ``netspec.data.open_source`` (built-in MNIST, IDX folder, .npz, or a Caffe LevelDB
+    or LMDB of Datum records, ``backend: LEVELDB`` (Caffe's default) or ``LMDB``, all read into
+    memory).
     Transform (``transform_param``), as Caffe's DataTransformer: out = (x − mean) · scale, where
     x is the record cropped (random in TRAIN, centre in TEST) and mirrored (random in TRAIN),
     and mean is ``mean_value`` per channel or the ``mean_file`` image (a BlobProto 1×C×H×W of

@@ -68,19 +68,12 @@ class ImageData(Data):
         return [(p.batch_size,) + tuple(shape), (p.batch_size,)]
 
     def _find(self, entry, listing: Path, net_dir: Path | None) -> Path:
-        name = self.p.root_folder + entry.path
-        p = Path(name).expanduser()
-        if p.is_absolute():
-            candidates = [p]
-        else:
-            candidates = [d / p for d in (net_dir, listing.parent) if d is not None]
-            candidates.append(Path.cwd() / p)
-        for c in candidates:
-            if c.is_file():
-                return c
-        looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
-        raise self.error(f"{listing}:{entry.line}: image '{name}' not found (looked for {looked})",
-                         field="image_data_param.source", cls=DataError)
+        from ..data.image_list import find_image  # noqa: PLC0415
+
+        try:
+            return find_image(self.p.root_folder + entry.path, listing, net_dir, entry.line)
+        except DataError as e:
+            raise self.error(e.format(), field="image_data_param.source", cls=DataError) from None
 
     def _read(self, i: int) -> np.ndarray:
         from ..data.image_list import load_image  # noqa: PLC0415

@@ -81,9 +81,10 @@ class InputParameter(Message):
 class DataParameter(Message):
     """Caffe's DataParameter plus netspec's ``split`` and ``shuffle`` for built-in/npz sources.
 
-    ``source``: ``builtin:mnist``, a ``.npz`` with arrays ``data`` and ``label``, or a directory
-    holding MNIST IDX files. ``shuffle`` (netspec): reshuffle the order every epoch (Caffe's
-    Data layer reads in file order, which is the default here too).
+    ``source``: ``builtin:mnist``, a ``.npz`` with arrays ``data`` and ``label``, a directory
+    holding MNIST IDX files, or a Caffe LevelDB or LMDB of Datum records (``backend``).
+    ``shuffle`` (netspec): reshuffle the order every epoch (Caffe's Data layer reads in file
+    order, which is the default here too).
     """
 
     source: str

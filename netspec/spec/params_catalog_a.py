@@ -105,6 +105,18 @@ class BiasParameter(Message):
     filler: Optional[FillerParameter] = None
 
 
+class RecurrentParameter(Message):
+    """``RNN`` and ``LSTM``: ``num_output`` hidden units (must be set, > 0), fillers for the
+    weights and biases, and ``expose_hidden`` (the initial state as extra bottoms, the final
+    state as extra tops). ``debug_info`` is accepted and has no effect."""
+
+    num_output: NonNegativeInt = 0
+    weight_filler: FillerParameter = Field(default_factory=FillerParameter)
+    bias_filler: FillerParameter = Field(default_factory=FillerParameter)
+    debug_info: bool = False
+    expose_hidden: bool = False
+
+
 #: layer-specific blocks this module adds to LayerParameter: field name -> message class
 BLOCKS: dict[str, type[Message]] = {
     "lrn_param": LRNParameter,
@@ -118,4 +130,5 @@ BLOCKS: dict[str, type[Message]] = {
     "embed_param": EmbedParameter,
     "parameter_param": ParameterParameter,
     "bias_param": BiasParameter,
+    "recurrent_param": RecurrentParameter,
 }

@@ -167,7 +167,8 @@ BLOCKS: dict[str, type[Message]] = {
 }
 
 
-# -- ImageData (its message lives in params_image.py) -----------------------------------------
-from .params_image import ImageDataParameter  # noqa: E402
+# -- ImageData, WindowData (their messages live in params_image.py) -----------------------------
+from .params_image import ImageDataParameter, WindowDataParameter  # noqa: E402
 
 BLOCKS["image_data_param"] = ImageDataParameter
+BLOCKS["window_data_param"] = WindowDataParameter

@@ -1,11 +1,12 @@
-"""``image_data_param`` (Caffe's ImageDataParameter, field 115 of LayerParameter).
+"""``image_data_param`` and ``window_data_param`` (Caffe's ImageDataParameter and
+WindowDataParameter, fields 115 and 129 of LayerParameter).
 
 Merged into LayerParameter through ``params_catalog_b.BLOCKS``.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field
 
@@ -33,4 +34,33 @@ class ImageDataParameter(Message):
     mean_file: Optional[str] = None
     crop_size: int = Field(default=0, ge=0)
     mirror: bool = False
+    root_folder: str = ""
+
+
+class WindowDataParameter(Message):
+    """``window_data_param`` (129): windows (boxes) of images listed in an R-CNN window file.
+
+    ``source`` (the window file) and ``batch_size`` are required. Each batch holds
+    ``int(batch_size · fg_fraction)`` foreground windows (overlap ≥ ``fg_threshold``, their
+    class) after the background ones (overlap < ``bg_threshold``, label 0), drawn at random.
+    ``crop_mode``: ``warp`` stretches the window to crop_size×crop_size, ``square`` first
+    widens its shorter side; ``context_pad`` pixels of the output are context around the
+    window. ``scale`` multiplies the mean-subtracted pixels (Caffe's WindowData reads this one,
+    not ``transform_param.scale``). ``cache_images`` keeps decoded images in memory.
+    ``mean_file``, ``crop_size`` and ``mirror`` are Caffe's deprecated copies of
+    ``transform_param``'s; netspec reads them when ``transform_param`` does not set them.
+    """
+
+    source: str
+    scale: float = 1.0
+    mean_file: Optional[str] = None
+    batch_size: int = Field(gt=0)
+    crop_size: int = Field(default=0, ge=0)
+    mirror: bool = False
+    fg_threshold: float = 0.5
+    bg_threshold: float = 0.5
+    fg_fraction: float = Field(default=0.25, ge=0, le=1)
+    context_pad: int = Field(default=0, ge=0)
+    crop_mode: Literal["warp", "square"] = "warp"
+    cache_images: bool = False
     root_folder: str = ""
