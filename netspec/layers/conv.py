@@ -146,11 +146,23 @@ class _Correlation:
         return self.col[..., :n, :, :].reshape(self.g, self.Kg, Q).transpose(0, 2, 1)
 
     def run(self, x, wk, y, bias=None):
-        """y (N, Mo, Ho, Wo) = correlation of x with wk (g, Mo/g, Kg) (+ bias (Mo,))."""
+        """y (N, Mo, Ho, Wo) = correlation of x with wk (g, Mo/g, Kg) (+ bias (Mo,)).
+
+        Rows layout: one GEMM per chunk, output rows transposed into the NCHW top. Columns
+        layout (few input channels, many output positions): one GEMM per sample, written
+        straight into the top (the transpose of its wide output would cost more than the GEMM).
+        """
         xp, g, Mo, HW = self.xp, self.g, self.Mo, self.Ho * self.Wo
         wkT = wk.transpose(0, 2, 1)
         for n0, n in self.chunks():
-            cols = self.columns(x, n0, n)
+            cols = self.columns(x, n0, n)                  # fills the chunk's column buffer
+            if not self.rows:
+                per_sample = self.col[..., :n, :, :].reshape(g, self.Kg, n, HW)
+                dst = y[n0:n0 + n].reshape(n, g, Mo // g, HW).transpose(1, 0, 2, 3)
+                xp.matmul(wk[:, None], per_sample.transpose(0, 2, 1, 3), out=dst)
+                if bias is not None:
+                    y[n0:n0 + n] += bias.reshape(1, Mo, 1, 1)
+                continue
             out = self.out[:n * HW]
             xp.matmul(cols, wkT, out=out.reshape(n * HW, g, Mo // g).transpose(1, 0, 2))
             rows = out.reshape(n, HW, Mo).transpose(0, 2, 1)
@@ -218,13 +230,12 @@ class ConvColumns:
         HW = self.Ho * self.Wo
         acc = None
         for n0, n in f.chunks():
-            dyc, cols = self._dy_chunk(dy, n0, n), f.columns(x, n0, n)
+            cols = f.columns(x, n0, n)
             if split:      # (g, n, M/g, HW) @ (g, n, HW, Kg), summed over the samples
-                dy4 = dyc.reshape(g, M // g, n, HW).transpose(0, 2, 1, 3)
-                col4 = cols.reshape(g, n, HW, f.Kg)
-                part = xp.matmul(dy4, col4).sum(axis=1)
+                dy4 = dy[n0:n0 + n].reshape(n, g, M // g, HW).transpose(1, 0, 2, 3)
+                part = xp.matmul(dy4, cols.reshape(g, n, HW, f.Kg)).sum(axis=1)
             else:
-                part = xp.matmul(dyc, cols)
+                part = xp.matmul(self._dy_chunk(dy, n0, n), cols)
             acc = part if acc is None else xp.add(acc, part, out=acc)
         kh, kw = self.kernel
         return acc.reshape(M, kh, kw, self.C // g).transpose(0, 3, 1, 2)
