@@ -257,7 +257,8 @@ def test_conv_float32_end_to_end():
                              backend=F32)
     _, (dx,), (dw, db) = forward_backward(layer, [rand((2, 3, 6, 6))], tops,
                                           [rand(tops[0])])
-    assert {a.dtype for a in (dx, dw, db, layer.conv.fwd.col, layer.conv.fwd.buf)} == {np.dtype(np.float32)}
+    buffers = (layer.conv.fwd.col, layer.conv.fwd.buf)
+    assert {a.dtype for a in (dx, dw, db, *buffers)} == {np.dtype(np.float32)}
 
 
 def test_conv_output_sizes():
@@ -526,3 +527,49 @@ def test_gpu_matches_cpu(spec, shape):
     for w_list, g_list in zip(want, got):
         for w, g in zip(w_list, g_list):
             _assert_close(g, w)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("case", list(POOL_CASES))
+def test_gpu_pooling_kernels_match_cpu(case, method):
+    """The CUDA pooling kernels (float64) give the CPU path's top, mask and bottom diff."""
+    if not cupy_available():
+        pytest.skip("needs CuPy and a CUDA device")
+    shape, p = POOL_CASES[case]
+    top = ["y", "mask"] if method == "MAX" else None
+    spec = pool_spec(pool=method, top=top, **p)
+    gpu = get_backend(gpu=True, dtype="float64")
+    cpu_layer, tops = make_layer(spec, [shape])
+    gpu_layer, _ = make_layer(spec, [shape], backend=gpu)
+    x = rand(shape, 21)
+    # distinct values except for planted ties: the first maximum in scan order must win
+    x[..., 0, 1] = x[..., 0, 0]
+    dys = [rand(s, 22 + i) for i, s in enumerate(tops)]
+    want = forward_backward(cpu_layer, [x], tops, dys)
+    got = forward_backward(gpu_layer, [x], tops, dys, xp=gpu.xp)
+    for w_list, g_list in zip(want, got):
+        for w, g in zip(w_list, g_list):
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape, p", [((8, 20, 12, 12), dict(num_output=10, kernel_size=5)),
+                                      ((4, 6, 9, 9), dict(num_output=4, kernel_size=3,
+                                                          stride=2, pad=1))])
+def test_gpu_conv_backward_paths_match_cpu(shape, p):
+    """On the GPU an unpadded stride-1 convolution takes the transposed-convolution bottom
+    diff (the CPU takes per-tap products); strided ones take per-tap products on both."""
+    if not cupy_available():
+        pytest.skip("needs CuPy and a CUDA device")
+    gpu = get_backend(gpu=True, dtype="float64")
+    cpu_layer, tops = make_layer(conv_spec(**p), [shape], seed=3)
+    gpu_layer, _ = make_layer(conv_spec(**p), [shape], backend=gpu, seed=3)
+    assert gpu_layer.conv.transposed == (p.get("stride", 1) == 1)
+    assert not cpu_layer.conv.transposed
+    x, dy = rand(shape, 4), rand(tops[0], 5)
+    want = forward_backward(cpu_layer, [x], tops, [dy])
+    got = forward_backward(gpu_layer, [x], tops, [dy], xp=gpu.xp)
+    for w_list, g_list in zip(want, got):
+        for w, g in zip(w_list, g_list):
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)

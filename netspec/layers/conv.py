@@ -187,9 +187,10 @@ class ConvColumns:
         kh, kw = kernel
         # bottom diff as a correlation of dy padded by q = dilation·(k−1) − pad (stride 1)
         q = (dilation[0] * (kh - 1) - pad[0], dilation[1] * (kw - 1) - pad[1])
+        # on a GPU the larger GEMM costs less than the per-tap launches: always when possible
         self.transposed = (TRANSPOSED_BACKWARD and stride == (1, 1) and min(q) >= 0
-                           and H * W <= TRANSPOSED_MAX_GROWTH * Ho * Wo
-                           and C // g >= TRANSPOSED_MIN_CHANNELS)
+                           and (backend.is_gpu or (H * W <= TRANSPOSED_MAX_GROWTH * Ho * Wo
+                                                   and C // g >= TRANSPOSED_MIN_CHANNELS)))
         self._q = q
         # per-tap products: the product rows and the padded NHWC bottom diff of a chunk
         itemsize = numpy.dtype(backend.dtype).itemsize

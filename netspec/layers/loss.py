@@ -119,6 +119,11 @@ class SoftmaxWithLoss(Layer):
         if "normalization" not in lossp.model_fields_set and lossp.normalize is not None:
             self.normalization = "VALID" if lossp.normalize else "BATCH_SIZE"
         n_tops = max(len(self.lp.top), 1)
+        # flat index of (o, class 0, i) in the (outer, C, inner) scores: + label·inner picks
+        # each position's label entry with one take (few kernels on a GPU)
+        outer, channels, inner = self.view
+        rows = self.xp.arange(outer, dtype=numpy.int64).reshape(-1, 1) * (channels * inner)
+        self._flat_base = rows + self.xp.arange(inner, dtype=numpy.int64).reshape(1, -1)
         return [()] + [shape] * (n_tops - 1)
 
     def _normalizer(self, valid_count):
@@ -134,15 +139,16 @@ class SoftmaxWithLoss(Layer):
         xp = self.xp
         outer, _, inner = self.view
         prob = _softmax(xp, bottom[0].data.reshape(self.view))
-        label = bottom[1].data.reshape(outer, 1, inner).astype(xp.int64)
+        label = bottom[1].data.reshape(outer, inner).astype(xp.int64)
         valid = (label != self.ignore_label) if self.ignore_label is not None else None
         if valid is not None:
             label = xp.where(valid, label, 0)
-        p_label = xp.take_along_axis(prob, label, axis=1)
+        picked = self._flat_base + label * inner               # (outer, inner) flat indices
+        p_label = prob.reshape(-1).take(picked)
         logp = xp.log(xp.maximum(p_label, FLT_MIN))
         if valid is not None:
             logp = xp.where(valid, logp, 0)
-        self.prob, self.label, self.valid = prob, label, valid
+        self.prob, self.picked, self.valid = prob, picked, valid
         self.norm = self._normalizer(valid.sum() if valid is not None else None)
         top[0].data[...] = -logp.sum() / self.norm
         if len(top) > 1:
@@ -151,14 +157,14 @@ class SoftmaxWithLoss(Layer):
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        xp = self.xp
-        channels = self.view[1]
-        onehot = xp.arange(channels).reshape(1, channels, 1) == self.label
-        dx = self.prob - onehot.astype(self.dtype)
+        outer, _, inner = self.view
+        dx = bottom[0].diff.reshape(self.view)
+        dx[...] = self.prob
+        flat = dx.reshape(-1)
+        flat[self.picked] -= 1                                 # p − onehot(label)
         if self.valid is not None:
-            dx *= self.valid
+            dx *= self.valid.reshape(outer, 1, inner)
         dx *= top[0].diff / self.norm
-        bottom[0].diff[...] = dx.reshape(bottom[0].shape)
 
 
 @register("EuclideanLoss")

@@ -31,6 +31,8 @@ NumPy pays per contiguous run, so taps avoid short strided rows where they can:
   Wq − Wo extra columns per row are computed and dropped; their top diff is kept at zero so
   nothing leaks back through them).
 
+On the GPU both passes are single CUDA kernels instead (``pool_cuda.py``).
+
 MAX keeps the winning tap per output (uint8) for the backward, which routes each top diff to
 its winner: tap by tap when windows cannot overlap (direct layout), else with one scatter-add
 (``bincount`` over flat input indices).
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import numpy
 
+from . import pool_cuda
 from .base import Layer
 from .registry import register
 
@@ -125,6 +128,10 @@ class Pooling(Layer):
         self.is_max = self.p.pool == "MAX"
         self.n_tops = max(len(self.lp.top), 1)
         self.is_global = (Ho, Wo) == (1, 1) and (kh, kw) == (H, W) and not any_pad
+        if self.backend.is_gpu:              # CUDA kernels (pool_cuda.py): one launch per pass
+            self._gpu_mask = (self.xp.zeros((N, C, Ho, Wo), dtype=numpy.int32)
+                              if self.is_max else None)
+            return [(N, C, Ho, Wo)] * self.n_tops
         self._plan_layout()
         work = (N, C, Ho, Wo) if self._direct else (N, C, Ho * self._Wq)
         if not self.is_max:
@@ -239,6 +246,11 @@ class Pooling(Layer):
     def forward(self, bottom, top):
         xp = self.xp
         x, y = bottom[0].data, top[0].data
+        if self.backend.is_gpu:
+            pool_cuda.pool_forward(self, x, y, self._gpu_mask)
+            if self.n_tops == 2:
+                top[1].data[...] = self._gpu_mask
+            return
         if self.is_global:
             self._forward_global(x, y)
         else:
@@ -296,6 +308,8 @@ class Pooling(Layer):
             return
         xp = self.xp
         dy, dx = top[0].diff, bottom[0].diff
+        if self.backend.is_gpu:
+            return pool_cuda.pool_backward(self, dy, dx, self._gpu_mask)
         if self.is_global:
             return self._backward_global(dy, dx)
         if self.is_max and not self._direct:
