@@ -261,6 +261,45 @@ def test_conv_float32_end_to_end():
     assert {a.dtype for a in (dx, dw, db, *buffers)} == {np.dtype(np.float32)}
 
 
+def _random_geometries(count, seed):
+    """Random 2-D convolution geometries (bottom shape, convolution_param)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < count:
+        g = int(rng.choice([1, 1, 2]))
+        kh, kw = (int(v) for v in rng.integers(1, 5, 2))
+        sh, sw = (int(v) for v in rng.integers(1, 4, 2))
+        dh, dw = (int(v) for v in rng.integers(1, 3, 2))
+        ph, pw = (int(v) for v in rng.integers(0, 3, 2))
+        H, W = (int(v) for v in rng.integers(4, 12, 2))
+        if H + 2 * ph < dh * (kh - 1) + 1 or W + 2 * pw < dw * (kw - 1) + 1:
+            continue
+        shape = (int(rng.integers(1, 4)), g * int(rng.integers(1, 4)), H, W)
+        out.append((shape, dict(num_output=g * int(rng.integers(1, 4)), kernel_h=kh, kernel_w=kw,
+                                stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw,
+                                dilation=[dh, dw], group=g)))
+    return out
+
+
+@pytest.mark.parametrize("shape, p", _random_geometries(12, 2026))
+def test_conv_random_geometries_float32_and_float64(shape, p, layout):
+    """Random shapes/stride/pad/dilation/group: float64 forward = the loop reference to 1e-12;
+    float32 forward, bottom and weight diffs = float64's to float32 precision."""
+    layer64, tops = make_layer(conv_spec(**p), [shape], seed=8)
+    layer32, _ = make_layer(conv_spec(**p), [shape], backend=F32, seed=8)
+    layer32.blobs[0].data[...] = layer64.blobs[0].data
+    layer32.blobs[1].data[...] = layer64.blobs[1].data
+    x, dy = rand(shape, 9), rand(tops[0], 10)
+    want = conv_reference(x, layer64.blobs[0].data, layer64.blobs[1].data,
+                          (p["stride_h"], p["stride_w"]), (p["pad_h"], p["pad_w"]),
+                          tuple(p["dilation"]), p["group"])
+    r64 = forward_backward(layer64, [x], tops, [dy])
+    r32 = forward_backward(layer32, [x], tops, [dy])
+    np.testing.assert_allclose(r64[0][0], want, rtol=1e-12, atol=1e-12)
+    for a32, a64 in zip((*r32[0], *r32[1], *r32[2]), (*r64[0], *r64[1], *r64[2])):
+        np.testing.assert_allclose(a32, a64, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(a64).max()))
+
+
 def test_conv_output_sizes():
     # LeNet: conv1 28 -> 24, conv2 12 -> 8 (kernel 5, no pad)
     assert make_layer(conv_spec(num_output=20, kernel_size=5), [(64, 1, 28, 28)])[1] == \
@@ -417,13 +456,20 @@ def test_pool_spec_errors(p, top, words):
         make_layer(pool_spec(top=top, **p), [(1, 1, 6, 6)])
 
 
-def test_pool_float32_end_to_end():
-    for method in ("MAX", "AVE"):
-        for case in ("k2s2_tiles", "k3s2_pad1"):
-            shape, p = POOL_CASES[case]
-            layer, tops = make_layer(pool_spec(pool=method, **p), [shape], backend=F32)
-            (y,), (dx,), _ = forward_backward(layer, [rand(shape)], tops, [rand(tops[0])])
-            assert y.dtype == dx.dtype == np.float32
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("case", list(POOL_CASES))
+def test_pool_float32_matches_float64(case, method):
+    """Every layout in float32: same top and bottom diff as float64, float32 throughout."""
+    shape, p = POOL_CASES[case]
+    spec = pool_spec(pool=method, **p)
+    layer32, tops = make_layer(spec, [shape], backend=F32)
+    layer64, _ = make_layer(spec, [shape])
+    x, dy = rand(shape, 13), rand(tops[0], 14)
+    (y32,), (dx32,), _ = forward_backward(layer32, [x.astype(np.float32)], tops, [dy])
+    (y64,), (dx64,), _ = forward_backward(layer64, [x.astype(np.float32)], tops, [dy])
+    assert y32.dtype == dx32.dtype == np.float32
+    np.testing.assert_allclose(y32, y64, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dx32, dx64, rtol=1e-6, atol=1e-6)
 
 
 # -- Caffe parity (float32) -----------------------------------------------------------------
