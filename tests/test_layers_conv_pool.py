@@ -20,6 +20,7 @@ from gradcheck import check_gradients, make_layer, run_forward
 from netspec.backend import Backend, cupy_available, get_backend, to_numpy
 from netspec.errors import SpecError
 from netspec.layers import conv as conv_module
+from netspec.layers import pool as pool_module
 from netspec.layers.pool import pooled_size
 
 F32 = Backend(np, np.float32)
@@ -454,6 +455,20 @@ def test_pool_rule_applies_to_both_dims_when_either_pads():
 def test_pool_spec_errors(p, top, words):
     with pytest.raises(SpecError, match=words):
         make_layer(pool_spec(top=top, **p), [(1, 1, 6, 6)])
+
+
+@pytest.mark.parametrize("case", ["k3s2_ceil_overhang", "k3s2_pad1", "k4s3_pad2"])
+def test_pool_max_scatter_in_sample_chunks(case, monkeypatch):
+    """The overlapping-window MAX backward gives the same bottom diff one sample at a time."""
+    shape, p = POOL_CASES[case]
+    layer, tops = make_layer(pool_spec(pool="MAX", **p), [shape])
+    x, dy = rand(shape, 15), rand(tops[0], 16)
+    _, (whole,), _ = forward_backward(layer, [x], tops, [dy])
+    monkeypatch.setattr(pool_module, "SCATTER_CHUNK_BYTES", 1)
+    layer, _ = make_layer(pool_spec(pool="MAX", **p), [shape])
+    _, (chunked,), _ = forward_backward(layer, [x], tops, [dy])
+    np.testing.assert_array_equal(chunked, whole)
+    assert layer._phases is not None and not layer._direct      # the scatter path ran
 
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])

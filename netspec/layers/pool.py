@@ -46,6 +46,9 @@ from . import pool_cuda
 from .base import Layer
 from .registry import register
 
+#: largest float64 sum buffer of one MAX-pooling scatter (overlapping windows, CPU)
+SCATTER_CHUNK_BYTES = 4 << 20
+
 
 def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool, any_pad: bool) -> int:
     """Caffe's pooled output length along one spatial dim (see module doc)."""
@@ -344,12 +347,19 @@ class Pooling(Layer):
                 dx[dst_] = self._dphases[src]
 
     def _backward_max_scatter(self, dy, dx):
-        """Overlapping windows: every top diff added to its argmax input cell in one
-        ``bincount`` (sums in float64; several windows may pick the same cell)."""
+        """Overlapping windows: every top diff added to its argmax input cell with ``bincount``
+        (sums in float64; several windows may pick the same cell), a few samples at a time so
+        the float64 sums stay small (``SCATTER_CHUNK_BYTES``)."""
         xp = self.xp
-        winner = self._window_base + self._tap_offset.take(self._crop(self._argmax))
-        sums = xp.bincount(winner.ravel(), weights=dy.ravel(), minlength=dx.size)
-        dx[...] = sums.reshape(dx.shape)
+        plane = self.C * self.H * self.W
+        step = max(1, SCATTER_CHUNK_BYTES // (8 * plane))
+        taps = self._crop(self._argmax)
+        for n0 in range(0, self.N, step):
+            n = min(step, self.N - n0)
+            winner = self._window_base[:n] + self._tap_offset.take(taps[n0:n0 + n])
+            sums = xp.bincount(winner.ravel(), weights=dy[n0:n0 + n].ravel(),
+                               minlength=n * plane)
+            dx[n0:n0 + n] = sums.reshape(n, self.C, self.H, self.W)
 
     def _backward_global(self, dy, dx):
         flat = dx.reshape(self.N, self.C, -1)
