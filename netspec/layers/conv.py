@@ -18,12 +18,15 @@ into the columns ``col (n, Ho, Wo, g, kh, kw, C/g)`` -- one row of K = C·kh·kw
 position, whose copies run over whole kw·C/g stretches -- and one GEMM per group gives the
 outputs as rows, ``y (n·Ho·Wo, M/g) = col @ Wᵀ`` (the orientation in which BLAS runs fastest
 for the few-filters, many-positions products of a convolution), transposed into the NCHW top.
-Backward, per chunk: the columns are rebuilt from the bottom as it is now (as Caffe does),
-``dW += dy @ col``, and for stride 1 the bottom diff is the convolution of the zero-padded top
-diff with the flipped, transposed kernel (the same im2col + GEMM, no scatter); other strides
-(or padding beyond the kernel extent) compute ``dcol = dyᵀ @ W`` and add it back tap by tap
-(col2im). Deconvolution runs the same machinery with the roles of forward and backward-data
-swapped.
+Inputs with few channels (kw·C/g < ``ROW_LAYOUT_MIN_RUN``, e.g. a first layer on 1–3 image
+channels) keep an NCHW buffer and (K, Q) columns instead, with one GEMM per sample written
+straight into the top. Backward, per chunk: the columns are rebuilt from the bottom as it is now
+(as Caffe does) and ``dW += dy @ col`` (a batch of per-sample GEMMs for small weights). The
+bottom diff of a stride-1 convolution with "same"-like padding (always on a GPU) is the
+convolution of the zero-padded top diff with the flipped, transposed kernel -- the same im2col +
+GEMM, no scatter; any other takes one GEMM per kernel tap, ``dy @ W[:, :, i, j]``, added to the
+bottom diff as a shifted window. Deconvolution runs the same machinery with the roles of forward
+and bottom diff swapped. Measurements behind each choice: ``bench/NOTES.md``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from .registry import register
 
 #: target size of one chunk's column buffer on the CPU (at least one sample per chunk)
 COL_CHUNK_BYTES = 2 << 20
-#: compute stride-1 bottom diffs as a transposed convolution (else always dcol + col2im) when
+#: compute stride-1 bottom diffs as a transposed convolution (else per-tap products) when
 #: its GEMM is at most TRANSPOSED_MAX_GROWTH times the dcol GEMM (H·W vs Ho·Wo rows: "same"
 #: padding) and produces at least TRANSPOSED_MIN_CHANNELS columns (C/g); measured on CIFAR-10
 #: quick's conv2/conv3 (−50 %/−30 % backward) against LeNet's unpadded conv2 (+100 %)
@@ -111,7 +114,8 @@ class _Correlation:
         else:
             self.buf = backend.zeros((n, C, Hp, Wp))
             self.col = backend.empty((g, self.kh, self.kw, self.Cg, n, Ho, Wo))
-        self.out = backend.empty((n * Ho * Wo, Mo))
+        # GEMM output rows of a chunk, transposed into the top (rows layout only)
+        self.out = backend.empty((n * Ho * Wo, Mo)) if self.rows else None
 
     def chunks(self):
         return _chunks(self.N, self.chunk)
@@ -120,8 +124,7 @@ class _Correlation:
         """Fill the columns of samples n0 … n0+n−1 of x (N, C, H, W); returns them as
         (g, n·Ho·Wo, Kg) (per-group matrices sharing one buffer)."""
         buf, xs = self.buf[:n], x[n0:n0 + n]
-        (st_h, st_w), (d_h, d_w) = self.stride, self.dilation
-        kh, kw, Cg, Ho, Wo = self.kh, self.kw, self.Cg, self.Ho, self.Wo
+        (st_h, st_w), (d_h, d_w), Cg = self.stride, self.dilation, self.Cg
         as_strided = self.xp.lib.stride_tricks.as_strided
         if self.rows:
             buf[:, self.ph:self.ph + self.H, self.pw:self.pw + self.W, :] = \
@@ -196,8 +199,8 @@ class ConvColumns:
         itemsize = numpy.dtype(backend.dtype).itemsize
         per_sample = (Ho * Wo + (H + 2 * pad[0]) * (W + 2 * pad[1])) * C * itemsize
         self._tap_chunk = _chunk_size(backend, N, per_sample)
-        self._bwd = None        # the transposed correlation, or the col2im buffer (lazily)
-        self._dyT = None
+        self._bwd = None        # the transposed correlation, or the per-tap buffers (lazily)
+        self._dyT = None        # a chunk of the top diff as (M, n, Ho·Wo)
 
     def _wk(self, w):
         """Weight (M, C/g, kh, kw) as (g, M/g, kh·kw·C/g), K ordered (i, j, c)."""
