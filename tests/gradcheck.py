@@ -29,7 +29,8 @@ def make_layer(spec: dict, bottom_shapes, *, phase: str = "TRAIN", backend: Back
     spec.setdefault("name", spec["type"].lower())
     lp = LayerParameter.model_validate(spec)
     layer = registry.get(lp.type)(lp, phase, backend, np.random.default_rng(seed))
-    layer.check_arity(len(bottom_shapes), len(lp.top) if lp.top else layer.exact_tops or 1)
+    n_tops = len(lp.top) if lp.top else 1 if layer.exact_tops is None else layer.exact_tops
+    layer.check_arity(len(bottom_shapes), n_tops)
     tops = layer.setup([tuple(s) for s in bottom_shapes])
     return layer, tops
 

@@ -1,4 +1,4 @@
-"""Recurrent layers: ``RNN`` and ``LSTM`` (BVLC Caffe's RecurrentLayer family).
+"""Recurrent layers: ``RNN``, ``LSTM`` and ``LSTMUnit`` (BVLC Caffe's RecurrentLayer family).
 
 Caffe builds each as an unrolled net of InnerProduct, Scale, Eltwise, TanH and LSTMUnit layers
 (``src/caffe/layers/{recurrent,rnn,lstm,lstm_unit}_layer.cpp``). netspec computes the same
@@ -28,6 +28,11 @@ RNN::
 
     parameter blobs: W_xh (H × I), b_h (H), [W_xh_static (H × S)], W_hh (H × H), W_ho (H × H),
     b_o (H)
+
+LSTMUnit is one LSTM step with its gate pre-activations given as a bottom (Caffe's cell of
+the unrolled LSTM): bottoms c_{t-1}, [i'; f'; o'; g'], cont_t; tops c_t, h_t; no parameters.
+LSTM and LSTMUnit share the step's gate math (``_lstm_gates_``, ``_lstm_cell``,
+``_lstm_cell_backward``).
 
 The blob order is the order in which Caffe's unrolled net creates them, so ``.caffemodel``
 weights load as they are. Weights use ``weight_filler``, biases ``bias_filler``.
@@ -62,6 +67,48 @@ def _sigmoid_(xp, a) -> None:
     xp.tanh(a, out=a)
     a *= 0.5
     a += 0.5
+
+
+# -- one LSTM step (Caffe's LSTMUnit), shared by LSTM and LSTMUnit ---------------------------
+def _split_gates(a, H: int):
+    """Views (i, f, o, g) of an N × 4H array in Caffe's gate order."""
+    return a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+
+
+def _lstm_gates_(xp, a, cont, H: int):
+    """Gate pre-activations a = [i'; f'; o'; g'] (N × 4H) become, in place, the gate values
+    i = σ(i'), f = cont·σ(f'), o = σ(o'), g = tanh(g'); returns their views (i, f, o, g).
+    ``cont`` is N × 1."""
+    _sigmoid_(xp, a[:, :3 * H])
+    xp.tanh(a[:, 3 * H:], out=a[:, 3 * H:])
+    i, f, o, g = _split_gates(a, H)
+    f *= cont
+    return i, f, o, g
+
+
+def _lstm_cell(xp, gates, c_prev, c, tanh_c, h) -> None:
+    """c = f ⊙ c_prev + i ⊙ g, tanh_c = tanh(c), h = o ⊙ tanh_c, into the arrays given."""
+    i, f, o, g = gates
+    xp.multiply(f, c_prev, out=c)
+    c += i * g
+    xp.tanh(c, out=tanh_c)
+    xp.multiply(o, tanh_c, out=h)
+
+
+def _lstm_cell_backward(gates, c_prev, tanh_c, dh, dc, d) -> None:
+    """Backward of one step, Caffe's LSTMUnit::Backward. In: ∂h_t (``dh``) and the ∂c_t that
+    reaches c_t from outside the step (``dc``: the c top, or the next step). Out: the gate
+    pre-activation gradients in ``d`` (N × 4H) and, in ``dc`` (in place), ∂c_{t−1} = ∂c_t·f.
+
+    ∂f' = ∂c_t · c_{t−1} · f(1 − f) with f = cont·σ(f'): exact for binary cont (Caffe's form)."""
+    i, f, o, g = gates
+    di, df, do, dg = _split_gates(d, i.shape[1])
+    dc += dh * o * (1 - tanh_c * tanh_c)                 # ∂c_t in full
+    di[...] = dc * g * i * (1 - i)
+    df[...] = dc * c_prev * f * (1 - f)
+    do[...] = dh * tanh_c * o * (1 - o)
+    dg[...] = dc * i * (1 - g * g)
+    dc *= f
 
 
 class _Recurrent(Layer):
@@ -221,14 +268,8 @@ class LSTM(_Recurrent):
             xp.multiply(h, cont, out=self.hc[t])
             a = acts[t]
             a += self.hc[t] @ w_hc_t
-            _sigmoid_(xp, a[:, :3 * H])
-            xp.tanh(a[:, 3 * H:], out=a[:, 3 * H:])
-            i, f, o, g = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-            f *= cont
-            xp.multiply(f, self.cs[t], out=self.cs[t + 1])
-            self.cs[t + 1] += i * g
-            xp.tanh(self.cs[t + 1], out=self.tanh_c[t])
-            xp.multiply(o, self.tanh_c[t], out=hs[t])
+            gates = _lstm_gates_(xp, a, cont, H)
+            _lstm_cell(xp, gates, self.cs[t], self.cs[t + 1], self.tanh_c[t], hs[t])
             h = hs[t]
         self.acts = acts
         self._final_state(top, [hs[-1], self.cs[-1]])
@@ -241,16 +282,10 @@ class LSTM(_Recurrent):
         dh_next = xp.zeros_like(self.cs[0])
         dc = xp.zeros_like(self.cs[0])
         for t in range(self.T - 1, -1, -1):
-            a, d = acts[t], dz[t]
-            i, f, o, g = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-            tc = self.tanh_c[t]
+            d = dz[t]
             dh = dh_top[t] + dh_next
-            dc += dh * o * (1 - tc * tc)                    # ∂c_t in full
-            d[:, :H] = dc * g * i * (1 - i)
-            d[:, H:2 * H] = dc * self.cs[t] * f * (1 - f)   # LSTMUnit's form (f includes cont)
-            d[:, 2 * H:3 * H] = dh * tc * o * (1 - o)
-            d[:, 3 * H:] = dc * i * (1 - g * g)
-            dc *= f                                          # ∂c_{t-1}
+            # dc: ∂c_t from step t+1 in, ∂c_{t-1} out
+            _lstm_cell_backward(_split_gates(acts[t], H), self.cs[t], self.tanh_c[t], dh, dc, d)
             dh_next = (d @ w_hc) * self._cont(bottom, t)     # ∂h_{t-1} through cont_t · h_{t-1}
         self._input_backward(dz, bottom, propagate_down)
 
@@ -302,3 +337,62 @@ class RNN(_Recurrent):
             d *= 1 - self.hs[t] * self.hs[t]
             dh_next = (d @ w_hh) * self._cont(bottom, t)
         self._input_backward(dz, bottom, propagate_down)
+
+
+@register("LSTMUnit")
+class LSTMUnit(Layer):
+    """One LSTM step for a batch of streams (Caffe's LSTMUnitLayer, the cell of Caffe's unrolled
+    LSTM); no parameters.
+
+    Bottoms: ``c_prev`` (1 × N × H), ``x`` (1 × N × 4H, the gate pre-activations i', f', o', g'),
+    ``cont`` (1 × N). Tops: ``c`` and ``h`` (1 × N × H)::
+
+        i = σ(i'),  f = cont · σ(f'),  o = σ(o'),  g = tanh(g')
+        c = f ⊙ c_prev + i ⊙ g,   h = o ⊙ tanh(c)
+
+    Backward to ``c_prev`` and ``x``, never to ``cont`` (Caffe refuses it); the forget-gate
+    gradient is Caffe's ∂f' = ∂c · c_prev · f(1 − f), exact for binary cont. The same gate math
+    as LSTM (``_lstm_gates_``, ``_lstm_cell``, ``_lstm_cell_backward``). Cannot run in place:
+    backward reads ``c_prev``.
+    """
+
+    exact_bottoms = 3
+    exact_tops = 2
+    no_grad_bottoms = (2,)
+
+    def setup(self, bottom_shapes):
+        if set(self.lp.top) & set(self.lp.bottom):
+            raise self.spec_error("cannot run in place (its tops c, h must not be its bottoms)",
+                                  field="top")
+        c_shape, x_shape, cont_shape = (tuple(s) for s in bottom_shapes)
+        if len(c_shape) != 3 or c_shape[0] != 1:
+            raise self.error(f"bottom 0 (c_prev) must be 1 × N × H, got {c_shape}")
+        _, N, H = c_shape
+        if x_shape != (1, N, 4 * H):
+            raise self.error(f"bottom 1 (x, the gate inputs) must be 1 × N × 4H = "
+                             f"{(1, N, 4 * H)}, got {x_shape}")
+        if cont_shape != (1, N):
+            raise self.error(f"bottom 2 (cont) must be 1 × N = {(1, N)}, got {cont_shape}")
+        self.N, self.H = N, H
+        self.acts = self.backend.zeros((N, 4 * H))    # gate values, kept for backward
+        self.tanh_c = self.backend.zeros((N, H))
+        return [c_shape, c_shape]
+
+    def forward(self, bottom, top):
+        xp, N, H = self.xp, self.N, self.H
+        self.acts[...] = bottom[1].data.reshape(N, 4 * H)
+        gates = _lstm_gates_(xp, self.acts, bottom[2].data.reshape(N, 1), H)
+        _lstm_cell(xp, gates, bottom[0].data.reshape(N, H), top[0].data.reshape(N, H),
+                   self.tanh_c, top[1].data.reshape(N, H))
+
+    def backward(self, top, propagate_down, bottom):
+        if not (propagate_down[0] or propagate_down[1]):
+            return
+        xp, N, H = self.xp, self.N, self.H
+        dc = top[0].diff.reshape(N, H).copy()
+        d = bottom[1].diff.reshape(N, 4 * H) if propagate_down[1] else xp.empty((N, 4 * H),
+                                                                                 self.dtype)
+        _lstm_cell_backward(_split_gates(self.acts, H), bottom[0].data.reshape(N, H),
+                            self.tanh_c, top[1].diff.reshape(N, H), dc, d)
+        if propagate_down[0]:
+            bottom[0].diff[...] = dc.reshape(bottom[0].shape)

@@ -137,6 +137,14 @@ class HDF5DataParameter(Message):
     shuffle: bool = False
 
 
+class HDF5OutputParameter(Message):
+    """``hdf5_output_param`` (113): ``file_name``, the .h5 file HDF5Output writes (relative to
+    the net file's folder). Caffe's field has no usable default (an empty name fails to open), so
+    netspec requires it."""
+
+    file_name: str
+
+
 class PythonParameter(Message):
     """``python_param`` (130): a layer written in Python (pycaffe's interface)."""
 
@@ -163,6 +171,7 @@ BLOCKS: dict[str, type[Message]] = {
     "dummy_data_param": DummyDataParameter,
     "memory_data_param": MemoryDataParameter,
     "hdf5_data_param": HDF5DataParameter,
+    "hdf5_output_param": HDF5OutputParameter,
     "python_param": PythonParameter,
 }
 
