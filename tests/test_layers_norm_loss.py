@@ -560,3 +560,33 @@ def test_torch_cross_entropy():
     loss.backward()
     np.testing.assert_allclose(top[0].data, loss.item(), rtol=1e-10)
     np.testing.assert_allclose(bottom[0].diff, tx.grad.numpy(), rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("norm", NORMALIZATIONS)
+@pytest.mark.parametrize("shape", [(5, 4), (2, 3, 2, 3)])
+@pytest.mark.parametrize("ignore", [None, 2])
+def test_softmax_loss_gpu_kernels_match_cpu(norm, shape, ignore):
+    """The fused CUDA forward/backward (float64) give the CPU path's loss, probabilities and
+    bottom diff, with and without ignore_label, for every normalization."""
+    from netspec.backend import cupy_available, get_backend, to_numpy
+    if not cupy_available():
+        pytest.skip("needs CuPy and a CUDA device")
+    lshape = (shape[0],) + shape[2:]
+    spec = {"type": "SoftmaxWithLoss", "top": ["loss", "prob"],
+            "loss_param": {"normalization": norm}}
+    if ignore is not None:
+        spec["loss_param"]["ignore_label"] = ignore
+    gpu = get_backend(gpu=True, dtype="float64")
+    x, lab = rand(shape, 3), labels(lshape, shape[1], 4)
+    results = []
+    for backend in (None, gpu):
+        kwargs = {} if backend is None else {"backend": backend}
+        layer, tops = make_layer(spec, [shape, lshape], **kwargs)
+        xp = np if backend is None else gpu.xp
+        bottom, top = run_forward(layer, [xp.asarray(x), xp.asarray(lab)], tops, xp)
+        top[0].diff = xp.full((), 1.5)
+        layer.backward(top, [True, False], bottom)
+        results.append([to_numpy(a) for a in (top[0].data, top[1].data, bottom[0].diff)])
+    for want, got in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)

@@ -11,6 +11,7 @@ import math
 import numpy
 
 from ..spec.params import LossParameter, SoftmaxParameter
+from . import loss_cuda
 from .base import Layer, canonical_axis
 from .registry import register
 
@@ -97,7 +98,7 @@ class SoftmaxWithLoss(Layer):
     ``normalization`` is not set, as in Caffe.
 
     Backward (bottom 0 only): dx = (p − onehot(label)) · valid · loss_weight / normaliser,
-    loss_weight = top[0].diff.
+    loss_weight = top[0].diff. On a GPU both passes run as fused CUDA kernels (``loss_cuda.py``).
     """
 
     extra_blocks = ("softmax_param",)  # read directly, with loss_param; no param_block
@@ -124,6 +125,10 @@ class SoftmaxWithLoss(Layer):
         outer, channels, inner = self.view
         rows = self.xp.arange(outer, dtype=numpy.int64).reshape(-1, 1) * (channels * inner)
         self._flat_base = rows + self.xp.arange(inner, dtype=numpy.int64).reshape(1, -1)
+        if self.backend.is_gpu:           # fused CUDA kernels (loss_cuda.py): their buffers
+            self._prob = self.backend.empty(self.view)
+            self._logp = self.backend.empty((outer, inner))
+            self._valid = self.backend.empty((outer, inner))
         return [()] + [shape] * (n_tops - 1)
 
     def _normalizer(self, valid_count):
@@ -138,6 +143,8 @@ class SoftmaxWithLoss(Layer):
     def forward(self, bottom, top):
         xp = self.xp
         outer, _, inner = self.view
+        if self.backend.is_gpu:
+            return self._forward_gpu(bottom, top)
         prob = _softmax(xp, bottom[0].data.reshape(self.view))
         label = bottom[1].data.reshape(outer, inner).astype(xp.int64)
         valid = (label != self.ignore_label) if self.ignore_label is not None else None
@@ -154,10 +161,27 @@ class SoftmaxWithLoss(Layer):
         if len(top) > 1:
             top[1].data[...] = prob.reshape(top[1].shape)
 
+    def _forward_gpu(self, bottom, top):
+        outer, channels, inner = self.view
+        self._label = bottom[1].data.reshape(outer, inner)
+        loss_cuda.softmax_loss_forward(bottom[0].data.reshape(self.view), self._label,
+                                       self._prob, self._logp, self._valid, channels, inner,
+                                       self.ignore_label)
+        self.prob = self._prob
+        self.norm = self._normalizer(self._valid.sum() if self.ignore_label is not None else None)
+        top[0].data[...] = -self._logp.sum() / self.norm
+        if len(top) > 1:
+            top[1].data[...] = self._prob.reshape(top[1].shape)
+
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         outer, _, inner = self.view
+        if self.backend.is_gpu:
+            loss_cuda.softmax_loss_backward(self._prob, self._label, top[0].diff / self.norm,
+                                            bottom[0].diff.reshape(self.view), self.view[1],
+                                            inner, self.ignore_label)
+            return
         dx = bottom[0].diff.reshape(self.view)
         dx[...] = self.prob
         flat = dx.reshape(-1)
