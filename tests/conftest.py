@@ -1,4 +1,5 @@
-"""Shared pytest set-up: tests marked ``gpu`` skip unless CuPy sees a CUDA device."""
+"""Shared pytest set-up: tests marked ``gpu`` skip unless CuPy sees a CUDA device; the
+``layout`` fixture that runs convolution tests under each code path."""
 
 from __future__ import annotations
 
@@ -14,3 +15,28 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+#: (COL_CHUNK_BYTES, ROW_LAYOUT_MIN_RUN, TRANSPOSED_BACKWARD, SPLIT_DW_MAX_WEIGHTS): one
+#: sample or the whole batch per chunk; NHWC "rows" or NCHW "columns" im2col layout; stride-1
+#: bottom diffs as a transposed convolution or as per-tap products; per-sample or whole-chunk
+#: weight-gradient GEMMs (each setting in two of the four combinations)
+CONV_LAYOUTS = {"chunk1_rows_transposed": (1, 0, True, 0),
+                "chunk1_cols_taps_split": (1, 10**9, False, 10**9),
+                "whole_rows_taps_split": (1 << 40, 0, False, 10**9),
+                "whole_cols_transposed": (1 << 40, 10**9, True, 0)}
+
+
+@pytest.fixture(params=list(CONV_LAYOUTS))
+def layout(request, monkeypatch):
+    """Run a Convolution-machinery test under each code path of netspec/layers/conv.py."""
+    from netspec.layers import conv as conv_module
+
+    chunk_bytes, min_run, transposed, split = CONV_LAYOUTS[request.param]
+    monkeypatch.setattr(conv_module, "COL_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(conv_module, "ROW_LAYOUT_MIN_RUN", min_run)
+    monkeypatch.setattr(conv_module, "TRANSPOSED_BACKWARD", transposed)
+    monkeypatch.setattr(conv_module, "TRANSPOSED_MAX_GROWTH", 10.0**9)
+    monkeypatch.setattr(conv_module, "TRANSPOSED_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv_module, "SPLIT_DW_MAX_WEIGHTS", split)
+    return request.param

@@ -103,3 +103,47 @@ def check_gradients(layer, bottom_arrays, top_shapes, *, check_bottoms=None, che
         if checked == directions:
             return
     raise AssertionError(f"{layer.type_name}: every direction crossed a kink; cannot check")
+
+
+# -- helpers the layer test files share -----------------------------------------------------
+def rand(shape, seed=0):
+    """Standard normal float64 values (seeded)."""
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def labels(shape, classes, seed=1):
+    """Integer class labels in [0, classes) stored as float64, as Caffe's label blobs hold them."""
+    return np.random.default_rng(seed).integers(0, classes, shape).astype(np.float64)
+
+
+def _propagate(layer, bottom, propagate):
+    return propagate or [i not in layer.no_grad_bottoms for i in range(len(bottom))]
+
+
+def forward_backward_blobs(layer, bottoms, top_shapes, top_diffs, propagate=None):
+    """Forward then backward on NumPy blobs; returns the live (bottom blobs, top blobs).
+    ``propagate`` defaults to every bottom the layer can back-propagate to."""
+    bottom, top = run_forward(layer, bottoms, top_shapes)
+    for t, d in zip(top, top_diffs):
+        t.diff = np.array(d, dtype=layer.dtype)
+    layer.backward(top, _propagate(layer, bottom, propagate), bottom)
+    return bottom, top
+
+
+def forward_backward(layer, xs, top_shapes, dys, propagate=None, xp=np):
+    """Forward then backward with bottoms and top diffs in the layer's dtype on ``xp``; returns
+    host copies (tops, bottom diffs — None where not propagated —, parameter diffs)."""
+    from netspec.backend import to_numpy
+
+    xs = [xp.asarray(x, dtype=layer.dtype) for x in xs]
+    bottom, top = run_forward(layer, xs, top_shapes, xp)
+    for t, d in zip(top, dys):
+        t.diff = xp.asarray(d, dtype=layer.dtype)
+    propagate = _propagate(layer, bottom, propagate)
+    layer.backward(top, propagate, bottom)
+
+    def host(a):  # snapshots, not live buffers
+        return np.array(to_numpy(a))
+    return ([host(t.data) for t in top],
+            [host(b.diff) if p else None for b, p in zip(bottom, propagate)],
+            [host(p.diff) for p in layer.blobs])

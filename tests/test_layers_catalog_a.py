@@ -17,38 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gradcheck import check_gradients, make_layer, run_forward
+from gradcheck import check_gradients, forward_backward, make_layer, rand, run_forward
 
 from netspec.backend import Backend, cupy_available, get_backend, to_numpy
 from netspec.blob import Blob
 from netspec.errors import NetspecError, SpecError
-from netspec.layers import conv as conv_module
 from netspec.spec import params_catalog_a as pa
 
 F32 = Backend(np, np.float32)
 GOLDEN = Path(__file__).parent / "golden" / "layers"
 GAUSS = {"type": "gaussian", "std": 1.0}
-
-
-def rand(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape)
-
-
-def forward_backward(layer, xs, top_shapes, dys, propagate=None, xp=np):
-    """Forward then backward; returns (tops, bottom diffs, parameter diffs) as NumPy copies."""
-    xs = [xp.asarray(x, dtype=layer.dtype) for x in xs]
-    bottom, top = run_forward(layer, xs, top_shapes, xp)
-    for t, d in zip(top, dys):
-        t.diff = xp.asarray(d, dtype=layer.dtype)
-    if propagate is None:
-        propagate = [i not in layer.no_grad_bottoms for i in range(len(bottom))]
-    layer.backward(top, propagate, bottom)
-
-    def copy(a):
-        return np.array(to_numpy(a))
-    return ([copy(t.data) for t in top],
-            [copy(b.diff) if p else None for b, p in zip(bottom, propagate)],
-            [copy(p.diff) for p in layer.blobs])
 
 
 def close(actual, expected):
@@ -295,26 +273,6 @@ DECONV_CASES = {
     "no_bias": ((2, 3, 3, 3), dict(num_output=2, kernel_size=2, stride=2, bias_term=False)),
 }
 
-#: (COL_CHUNK_BYTES, ROW_LAYOUT_MIN_RUN, TRANSPOSED_BACKWARD, SPLIT_DW_MAX_WEIGHTS): one
-#: sample or the whole batch per chunk; NHWC "rows" or NCHW "columns" im2col layout; stride-1
-#: bottom diffs as a transposed convolution or as per-tap products; per-sample or whole-chunk
-#: weight-gradient GEMMs (each setting in two of the four combinations)
-LAYOUTS = {"chunk1_rows_transposed": (1, 0, True, 0),
-           "chunk1_cols_taps_split": (1, 10**9, False, 10**9),
-           "whole_rows_taps_split": (1 << 40, 0, False, 10**9),
-           "whole_cols_transposed": (1 << 40, 10**9, True, 0)}
-
-
-@pytest.fixture(params=list(LAYOUTS))
-def layout(request, monkeypatch):
-    chunk_bytes, min_run, transposed, split = LAYOUTS[request.param]
-    monkeypatch.setattr(conv_module, "COL_CHUNK_BYTES", chunk_bytes)
-    monkeypatch.setattr(conv_module, "ROW_LAYOUT_MIN_RUN", min_run)
-    monkeypatch.setattr(conv_module, "TRANSPOSED_BACKWARD", transposed)
-    monkeypatch.setattr(conv_module, "TRANSPOSED_MAX_GROWTH", 10.0**9)
-    monkeypatch.setattr(conv_module, "TRANSPOSED_MIN_CHANNELS", 1)
-    monkeypatch.setattr(conv_module, "SPLIT_DW_MAX_WEIGHTS", split)
-    return request.param
 
 
 def deconv_spec(**p):

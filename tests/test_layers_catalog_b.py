@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from gradcheck import check_gradients, make_layer, run_forward
+from gradcheck import check_gradients, forward_backward_blobs, labels, make_layer, rand, run_forward
 
 from netspec.backend import Backend
 from netspec.blob import Blob
@@ -30,23 +30,6 @@ F32 = Backend(np, np.float32)
 F64 = Backend(np, np.float64)
 GOLDEN = Path(__file__).parent / "golden" / "layers"
 SOLVERS = Path(__file__).parent / "golden" / "solvers"
-
-
-def rand(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape)
-
-
-def labels(shape, classes, seed=1):
-    return np.random.default_rng(seed).integers(0, classes, shape).astype(np.float64)
-
-
-def forward_backward(layer, bottoms, top_shapes, top_diffs, propagate=None):
-    bottom, top = run_forward(layer, bottoms, top_shapes)
-    for t, d in zip(top, top_diffs):
-        t.diff = np.array(d, dtype=layer.dtype)
-    layer.backward(top, propagate or [i not in layer.no_grad_bottoms for i in range(len(bottom))],
-                   bottom)
-    return bottom, top
 
 
 def bare_layer(spec, bottom_shapes, backend=F64, phase="TRAIN"):
@@ -135,7 +118,7 @@ def test_contrastive_gradient_is_caffes_regularised_form():
     m = 4.0
     layer, tops = make_layer({"type": "ContrastiveLoss", "contrastive_loss_param": {"margin": m}},
                              [a.shape, b.shape, y.shape])
-    bottom, top = forward_backward(layer, [a, b, y], tops, [1.5])
+    bottom, top = forward_backward_blobs(layer, [a, b, y], tops, [1.5])
     d = np.sqrt(((a - b) ** 2).sum(1))
     loss = np.where(y == 1, d ** 2, np.maximum(m - d, 0) ** 2).sum() / 5 / 2
     assert top[0].data == pytest.approx(loss, rel=1e-12)
@@ -150,11 +133,11 @@ def test_contrastive_gradient_is_caffes_regularised_form():
 def test_power_special_cases():
     x = rand((3, 4))
     layer, tops = make_layer({"type": "Power", "power_param": {"power": 0, "scale": 2}}, [x.shape])
-    bottom, top = forward_backward(layer, [x], tops, [rand((3, 4), 1)])
+    bottom, top = forward_backward_blobs(layer, [x], tops, [rand((3, 4), 1)])
     assert np.all(top[0].data == 1) and np.all(bottom[0].diff == 0)
     layer, tops = make_layer({"type": "Power", "power_param": {"power": 3, "scale": 0, "shift": 2}},
                              [x.shape])
-    bottom, top = forward_backward(layer, [x], tops, [rand((3, 4), 1)])
+    bottom, top = forward_backward_blobs(layer, [x], tops, [rand((3, 4), 1)])
     assert np.all(top[0].data == 8) and np.all(bottom[0].diff == 0)
     layer, tops = make_layer({"type": "Power", "power_param": {"power": 2.5, "scale": 1.5, "shift": 4}},
                              [x.shape])
@@ -248,7 +231,7 @@ def test_in_place_equals_out_of_place(spec):
             layer.backward([blob], [True], [blob])
             results.append((y, blob.diff.copy(), [p.diff.copy() for p in layer.blobs]))
         else:
-            bottom, top = forward_backward(layer, [x], tops, [dy])
+            bottom, top = forward_backward_blobs(layer, [x], tops, [dy])
             results.append((top[0].data, bottom[0].diff, [p.diff.copy() for p in layer.blobs]))
     (y0, dx0, p0), (y1, dx1, p1) = results
     np.testing.assert_allclose(y1, y0, rtol=1e-14)
@@ -314,7 +297,7 @@ def test_sigmoid_cross_entropy_normalization(loss_param, norm):
     if loss_param:
         spec["loss_param"] = loss_param
     layer, tops = make_layer(spec, [x.shape, t.shape])
-    bottom, top = forward_backward(layer, [x, t], tops, [2.0])
+    bottom, top = forward_backward_blobs(layer, [x, t], tops, [2.0])
     total, valid = _sce_reference(x, t, ignore)
     n = {"batch": 4, "valid": valid.sum(), "full": x.size, "none": 1}[norm]
     assert float(top[0].data) == pytest.approx(total / n, rel=1e-12)
@@ -327,7 +310,7 @@ def test_sigmoid_cross_entropy_matches_torch():
     x, t = rand((3, 5)) * 4, np.random.default_rng(3).random((3, 5))
     layer, tops = make_layer({"type": "SigmoidCrossEntropyLoss",
                               "loss_param": {"normalization": "FULL"}}, [x.shape, t.shape])
-    bottom, top = forward_backward(layer, [x, t], tops, [1.0])
+    bottom, top = forward_backward_blobs(layer, [x, t], tops, [1.0])
     tx = torch.tensor(x, requires_grad=True)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(tx, torch.tensor(t))
     loss.backward()
@@ -356,8 +339,8 @@ def test_infogain_identity_equals_softmax_with_loss():
     common = {"loss_param": {"ignore_label": 3, "normalization": "VALID"}}
     info, t1 = make_layer({"type": "InfogainLoss", **common}, [x.shape, lab.shape, (4, 4)])
     soft, t2 = make_layer({"type": "SoftmaxWithLoss", **common}, [x.shape, lab.shape])
-    b1, top1 = forward_backward(info, [x, lab, np.eye(4)], t1, [1.3])
-    b2, top2 = forward_backward(soft, [x, lab], t2, [1.3])
+    b1, top1 = forward_backward_blobs(info, [x, lab, np.eye(4)], t1, [1.3])
+    b2, top2 = forward_backward_blobs(soft, [x, lab], t2, [1.3])
     assert float(top1[0].data) == pytest.approx(float(top2[0].data), rel=1e-12)
     np.testing.assert_allclose(b1[0].diff, b2[0].diff, rtol=1e-10, atol=1e-15)
 
@@ -388,8 +371,8 @@ def test_infogain_source_blobproto(tmp_path):
     src, t1 = make_layer({"type": "InfogainLoss", "infogain_loss_param": {"source": str(path)}},
                          [x.shape, lab.shape])
     three, t2 = make_layer({"type": "InfogainLoss"}, [x.shape, lab.shape, h.shape])
-    b1, top1 = forward_backward(src, [x, lab], t1, [1.0])
-    b2, top2 = forward_backward(three, [x, lab, h.astype(np.float64)], t2, [1.0])
+    b1, top1 = forward_backward_blobs(src, [x, lab], t1, [1.0])
+    b2, top2 = forward_backward_blobs(three, [x, lab, h.astype(np.float64)], t2, [1.0])
     assert float(top1[0].data) == pytest.approx(float(top2[0].data), rel=1e-12)
     np.testing.assert_allclose(b1[0].diff, b2[0].diff, rtol=1e-12)
     with pytest.raises(DataError, match="cannot read"):
@@ -404,7 +387,7 @@ def test_infogain_source_blobproto(tmp_path):
 def test_multinomial_clamps_tiny_probabilities():
     p = np.array([[0.0, 1.0], [0.5, 0.5]])
     layer, tops = make_layer({"type": "MultinomialLogisticLoss"}, [p.shape, (2,)])
-    bottom, top = forward_backward(layer, [p, np.array([0.0, 1])], tops, [1.0])
+    bottom, top = forward_backward_blobs(layer, [p, np.array([0.0, 1])], tops, [1.0])
     assert float(top[0].data) == pytest.approx((-math.log(1e-20) - math.log(0.5)) / 2)
     assert bottom[0].diff[0, 0] == pytest.approx(-0.5 / 1e-20)
     with pytest.raises(NetspecError, match="one label per item"):
@@ -911,8 +894,8 @@ def test_python_loss_layer_equals_builtin(py_module, monkeypatch):
     a, b = rand((4, 3)), rand((4, 3), 1)
     py, t1 = make_layer(_py("l", "EuclideanLossLayer", ["a", "b"], "loss"), [a.shape, b.shape])
     builtin, t2 = make_layer({"type": "EuclideanLoss"}, [a.shape, b.shape])
-    b1, top1 = forward_backward(py, [a, b], t1, [np.ones(1)], [True, True])
-    b2, top2 = forward_backward(builtin, [a, b], t2, [1.0])
+    b1, top1 = forward_backward_blobs(py, [a, b], t1, [np.ones(1)], [True, True])
+    b2, top2 = forward_backward_blobs(builtin, [a, b], t2, [1.0])
     assert float(top1[0].data[0]) == pytest.approx(float(top2[0].data), rel=1e-6)
     np.testing.assert_allclose(b1[0].diff, b2[0].diff, rtol=1e-6)
     np.testing.assert_allclose(b1[1].diff, b2[1].diff, rtol=1e-6)

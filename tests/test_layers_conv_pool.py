@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gradcheck import check_gradients, make_layer, run_forward
-from netspec.backend import Backend, cupy_available, get_backend, to_numpy
+from gradcheck import check_gradients, forward_backward, make_layer, rand, run_forward
+from netspec.backend import Backend, cupy_available, get_backend
 from netspec.errors import SpecError
 from netspec.layers import conv as conv_module
 from netspec.layers import pool as pool_module
@@ -26,10 +26,6 @@ from netspec.layers.pool import pooled_size
 F32 = Backend(np, np.float32)
 GOLDEN = Path(__file__).parent / "golden" / "layers"
 GAUSS = {"type": "gaussian", "std": 1.0}
-
-
-def rand(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape)
 
 
 def conv_spec(**conv_param):
@@ -43,20 +39,6 @@ def pool_spec(top=None, **pool_param):
     if top:
         spec["top"] = top
     return spec
-
-
-def forward_backward(layer, xs, top_shapes, dys, xp=np):
-    """Forward then backward (bottoms and top diffs in the layer's dtype); returns
-    (tops, bottom diffs, parameter diffs) as NumPy arrays."""
-    xs = [xp.asarray(x, dtype=layer.dtype) for x in xs]
-    bottom, top = run_forward(layer, xs, top_shapes, xp)
-    for t, d in zip(top, dys):
-        t.diff = xp.asarray(d, dtype=layer.dtype)
-    layer.backward(top, [True] * len(bottom), bottom)
-    def copy(a):  # snapshots, not live buffers
-        return np.array(to_numpy(a))
-    return ([copy(t.data) for t in top], [copy(b.diff) for b in bottom],
-            [copy(p.diff) for p in layer.blobs])
 
 
 # -- literal references (Caffe's loops) ---------------------------------------------------
@@ -124,26 +106,6 @@ CONV_CASES = {
     "no_bias": ((2, 3, 6, 6), dict(num_output=5, kernel_size=2, stride=2, bias_term=False)),
 }
 
-#: (COL_CHUNK_BYTES, ROW_LAYOUT_MIN_RUN, TRANSPOSED_BACKWARD, SPLIT_DW_MAX_WEIGHTS): one
-#: sample or the whole batch per chunk; NHWC "rows" or NCHW "columns" im2col layout; stride-1
-#: bottom diffs as a transposed convolution or as per-tap products; per-sample or whole-chunk
-#: weight-gradient GEMMs (each setting in two of the four combinations)
-LAYOUTS = {"chunk1_rows_transposed": (1, 0, True, 0),
-           "chunk1_cols_taps_split": (1, 10**9, False, 10**9),
-           "whole_rows_taps_split": (1 << 40, 0, False, 10**9),
-           "whole_cols_transposed": (1 << 40, 10**9, True, 0)}
-
-
-@pytest.fixture(params=list(LAYOUTS))
-def layout(request, monkeypatch):
-    chunk_bytes, min_run, transposed, split = LAYOUTS[request.param]
-    monkeypatch.setattr(conv_module, "COL_CHUNK_BYTES", chunk_bytes)
-    monkeypatch.setattr(conv_module, "ROW_LAYOUT_MIN_RUN", min_run)
-    monkeypatch.setattr(conv_module, "TRANSPOSED_BACKWARD", transposed)
-    monkeypatch.setattr(conv_module, "TRANSPOSED_MAX_GROWTH", 10.0**9)
-    monkeypatch.setattr(conv_module, "TRANSPOSED_MIN_CHANNELS", 1)
-    monkeypatch.setattr(conv_module, "SPLIT_DW_MAX_WEIGHTS", split)
-    return request.param
 
 
 def _hw(p, name, default):

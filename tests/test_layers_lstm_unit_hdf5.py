@@ -18,17 +18,13 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from gradcheck import check_gradients, make_layer, run_forward
+from gradcheck import check_gradients, make_layer, rand, run_forward
 
 from netspec.backend import Backend, cupy_available, get_backend, to_numpy
 from netspec.errors import DataError, NetspecError, ShapeError, SpecError
 
 F32 = Backend(np, np.float32)
 F64 = Backend(np, np.float64)
-
-
-def rand(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape)
 
 
 # -- LSTMUnit ----------------------------------------------------------------------------------

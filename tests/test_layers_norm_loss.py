@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gradcheck import check_gradients, make_layer, run_forward
+from gradcheck import check_gradients, forward_backward_blobs, labels, make_layer, rand, run_forward
 
 from netspec.backend import Backend
 from netspec.blob import Blob
@@ -19,23 +19,6 @@ from netspec.errors import SpecError
 
 F32 = Backend(np, np.float32)
 GOLDEN = Path(__file__).parent / "golden" / "layers"
-
-
-def rand(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape)
-
-
-def labels(shape, classes, seed=1):
-    return np.random.default_rng(seed).integers(0, classes, shape).astype(np.float64)
-
-
-def forward_backward(layer, bottoms, top_shapes, top_diffs, propagate=None):
-    """Run forward then backward; returns (bottom blobs, top blobs)."""
-    bottom, top = run_forward(layer, bottoms, top_shapes)
-    for t, d in zip(top, top_diffs):
-        t.diff = np.array(d, dtype=layer.dtype)
-    layer.backward(top, propagate or [True] * len(bottom), bottom)
-    return bottom, top
 
 
 # -- BatchNorm -------------------------------------------------------------------------------
@@ -128,7 +111,7 @@ def test_batchnorm_in_place_equals_out_of_place(phase):
             layer.backward([blob], [True], [blob])
             results.append((y, blob.diff.copy(), [b.data.copy() for b in layer.blobs]))
         else:
-            bottom, top = forward_backward(layer, [x], tops, [dy])
+            bottom, top = forward_backward_blobs(layer, [x], tops, [dy])
             results.append((top[0].data, bottom[0].diff, [b.data.copy() for b in layer.blobs]))
     (y0, dx0, p0), (y1, dx1, p1) = results
     np.testing.assert_allclose(y1, y0, rtol=1e-14)
@@ -213,7 +196,7 @@ def test_scale_in_place_equals_out_of_place():
             layer.backward([blob], [True], [blob])
             out.append([y, blob.diff] + [b.diff for b in layer.blobs])
         else:
-            bottom, top = forward_backward(layer, [x], tops, [dy])
+            bottom, top = forward_backward_blobs(layer, [x], tops, [dy])
             out.append([top[0].data, bottom[0].diff] + [b.diff for b in layer.blobs])
     for a, b in zip(*out):
         np.testing.assert_allclose(b, a, rtol=1e-14)
@@ -222,8 +205,8 @@ def test_scale_in_place_equals_out_of_place():
 def test_scale_param_diffs_accumulate():
     layer, tops = make_layer({"type": "Scale", "scale_param": {"bias_term": True}}, [(2, 3)])
     x, dy = rand((2, 3)), rand((2, 3), 1)
-    forward_backward(layer, [x], tops, [dy])
-    forward_backward(layer, [x], tops, [dy])
+    forward_backward_blobs(layer, [x], tops, [dy])
+    forward_backward_blobs(layer, [x], tops, [dy])
     np.testing.assert_allclose(layer.blobs[0].diff, 2 * (x * dy).sum(axis=0))
     np.testing.assert_allclose(layer.blobs[1].diff, 2 * dy.sum(axis=0))
 
@@ -305,7 +288,7 @@ def test_softmax_loss_uniform_logits_is_log_c(norm, factor):
 def test_softmax_loss_all_ignored_normalizer_is_one():
     layer, tops = make_layer({"type": "SoftmaxWithLoss", "loss_param": {"ignore_label": 0}},
                              [(3, 4), (3,)])
-    bottom, top = forward_backward(layer, [rand((3, 4)), np.zeros(3)], tops, [1.0])
+    bottom, top = forward_backward_blobs(layer, [rand((3, 4)), np.zeros(3)], tops, [1.0])
     assert top[0].data == 0 and np.all(bottom[0].diff == 0)
 
 
@@ -315,7 +298,7 @@ def test_softmax_loss_weight_scales_gradient_and_prob_top():
     layer, tops = make_layer({"type": "SoftmaxWithLoss", "top": ["loss", "prob"]},
                              [shape, (4,)])
     assert tops == [(), shape]
-    bottom, top = forward_backward(layer, [x, lab], tops, [2.5, np.zeros(shape)], [True, False])
+    bottom, top = forward_backward_blobs(layer, [x, lab], tops, [2.5, np.zeros(shape)], [True, False])
     p = np.exp(x) / np.exp(x).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(top[1].data, p, rtol=1e-12)
     np.testing.assert_allclose(bottom[0].diff, 2.5 * (p - np.eye(3)[lab.astype(int)]) / 4,
@@ -497,7 +480,7 @@ def test_caffe_euclidean_loss_weight_2():
     g = golden("euclidean")
     layer, tops = make_layer({"name": "l", "type": "EuclideanLoss", "loss_weight": 2},
                              [g["input/a"].shape, g["input/b"].shape], backend=F32)
-    bottom, top = forward_backward(layer, [g["input/a"], g["input/b"]], tops, [2.0])
+    bottom, top = forward_backward_blobs(layer, [g["input/a"], g["input/b"]], tops, [2.0])
     close(top[0].data, g["top/loss"])
     close(bottom[0].diff, g["bottomdiff/a"])
     close(bottom[1].diff, g["bottomdiff/b"])
@@ -508,7 +491,7 @@ def test_caffe_softmax_loss_normalization_none():
     layer, tops = make_layer({"name": "l", "type": "SoftmaxWithLoss",
                               "loss_param": {"normalization": "NONE"}},
                              [g["input/x"].shape, g["input/label"].shape], backend=F32)
-    bottom, top = forward_backward(layer, [g["input/x"], g["input/label"]], tops, [1.0],
+    bottom, top = forward_backward_blobs(layer, [g["input/x"], g["input/label"]], tops, [1.0],
                                    [True, False])
     close(top[0].data, g["top/loss"])
     close(bottom[0].diff, g["bottomdiff/x"])
@@ -518,7 +501,7 @@ def test_caffe_scale_two_bottoms():
     g = golden("scale_two_bottoms")
     layer, tops = make_layer({"name": "l", "type": "Scale", "scale_param": {"axis": 0}},
                              [g["input/x"].shape, g["input/s"].shape], backend=F32)
-    bottom, top = forward_backward(layer, [g["input/x"], g["input/s"]], tops, [g["topdiff/y"]])
+    bottom, top = forward_backward_blobs(layer, [g["input/x"], g["input/s"]], tops, [g["topdiff/y"]])
     close(top[0].data, g["top/y"])
     close(bottom[0].diff, g["bottomdiff/x"])
     close(bottom[1].diff, g["bottomdiff/s"])
@@ -532,7 +515,7 @@ def test_torch_batchnorm2d_training():
     x, dy = rand(shape), rand(shape, 1)
     layer, tops = make_layer({"type": "BatchNorm",
                               "batch_norm_param": {"moving_average_fraction": 0.0}}, [shape])
-    bottom, top = forward_backward(layer, [x], tops, [dy])
+    bottom, top = forward_backward_blobs(layer, [x], tops, [dy])
     tx = torch.tensor(x, requires_grad=True)
     bn = torch.nn.BatchNorm2d(3, eps=1e-5, momentum=1.0, affine=False).double().train()
     ty = bn(tx)
@@ -554,7 +537,7 @@ def test_torch_cross_entropy():
     layer, tops = make_layer({"type": "SoftmaxWithLoss",
                               "loss_param": {"normalization": "VALID", "ignore_label": -1}},
                              [shape, lab.shape])
-    bottom, top = forward_backward(layer, [x, lab], tops, [1.0], [True, False])
+    bottom, top = forward_backward_blobs(layer, [x, lab], tops, [1.0], [True, False])
     tx = torch.tensor(x, requires_grad=True)
     loss = torch.nn.functional.cross_entropy(tx, torch.tensor(lab).long(), ignore_index=-1)
     loss.backward()

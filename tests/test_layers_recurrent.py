@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gradcheck import check_gradients, make_layer, run_forward
+from gradcheck import check_gradients, forward_backward, make_layer, rand, run_forward
 
 from netspec.backend import Backend, cupy_available, get_backend, to_numpy
 from netspec.errors import NetspecError
@@ -28,10 +28,6 @@ from netspec.errors import NetspecError
 F32 = Backend(np, np.float32)
 GOLDEN = Path(__file__).parent / "golden" / "layers"
 GAUSS = {"type": "gaussian", "std": 0.6}
-
-
-def rand(shape, seed=0):
-    return np.random.default_rng(seed).standard_normal(shape)
 
 
 def close(actual, expected):
@@ -59,21 +55,6 @@ def build(kind, H, x, cont, x_static=None, state=(), backend=None, seed=0, **kw)
     layer, tops = make_layer(s, [np.shape(b) for b in bottoms], backend=backend or
                              Backend(np, np.float64), seed=seed)
     return layer, tops, bottoms
-
-
-def forward_backward(layer, bottoms, top_shapes, top_diffs, xp=np):
-    bottoms = [xp.asarray(b, dtype=layer.dtype) for b in bottoms]
-    bottom, top = run_forward(layer, bottoms, top_shapes, xp)
-    for t, d in zip(top, top_diffs):
-        t.diff = xp.asarray(d, dtype=layer.dtype)
-    prop = [i not in layer.no_grad_bottoms for i in range(len(bottom))]
-    layer.backward(top, prop, bottom)
-
-    def host(a):
-        return np.array(to_numpy(a))
-    return ([host(t.data) for t in top],
-            [host(b.diff) if p else None for b, p in zip(bottom, prop)],
-            [host(p.diff) for p in layer.blobs])
 
 
 # -- a literal implementation of Caffe's unrolled nets -------------------------------------

@@ -8,28 +8,24 @@ from __future__ import annotations
 
 import io
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from test_caffe_data import _data_layer, _net, _pb2, _write_lmdb
+from test_caffe_data import _raw_datum as _raw
 
 from netspec.backend import Backend
 from netspec.errors import DataError
 from netspec.net import Net
-from netspec.spec import load_net
 
 plyvel = pytest.importorskip("plyvel", reason="LevelDBs need plyvel: pip install 'netspec[caffe]'")
 pytest.importorskip("google.protobuf", reason="Caffe's messages need protobuf")
 Image = pytest.importorskip("PIL.Image", reason="encoded records need Pillow")
 
 F32 = Backend(np, np.float32)
-
-
-def _pb2():
-    from netspec.caffe import pb2
-
-    return pb2()
+_layer = partial(_data_layer, batch=3)
 
 
 def _write_leveldb(path: Path, records: dict[bytes, bytes]) -> Path:
@@ -40,45 +36,15 @@ def _write_leveldb(path: Path, records: dict[bytes, bytes]) -> Path:
     return path
 
 
-def _write_lmdb(path: Path, records: dict[bytes, bytes]) -> Path:
-    lmdb = pytest.importorskip("lmdb")
-    env = lmdb.open(str(path), map_size=1 << 24)
-    with env.begin(write=True) as txn:
-        for k, v in records.items():
-            txn.put(k, v)
-    env.close()
-    return path
-
-
-def _raw(img: np.ndarray, label: int) -> bytes:
-    return _pb2().Datum(channels=img.shape[0], height=img.shape[1], width=img.shape[2],
-                        data=np.ascontiguousarray(img, np.uint8).tobytes(),
-                        label=label).SerializeToString()
-
-
 def _png(rgb: np.ndarray, label: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="PNG")
     return _pb2().Datum(data=buf.getvalue(), encoded=True, label=label).SerializeToString()
 
 
-def _net(folder: Path, layer: dict, phase="TEST", seed=0, name="net.yaml") -> Net:
-    path = folder / name
-    path.write_text(yaml.safe_dump({"name": "n", "layer": [layer]}))
-    return Net(load_net(path), phase, F32, np.random.default_rng(seed))
-
-
-def _layer(source, batch=3, transform=None, **param):
-    layer = {"name": "d", "type": "Data", "top": ["data", "label"],
-             "data_param": {"source": str(source), "batch_size": batch, **param}}
-    if transform is not None:
-        layer["transform_param"] = transform
-    return layer
-
-
 def _error(tmp_path, layer) -> str:
     with pytest.raises(DataError) as e:
-        _net(tmp_path, layer)
+        _net(tmp_path, [layer])
     return str(e.value)
 
 
@@ -103,8 +69,8 @@ def test_leveldb_tops_equal_the_lmdb_path(tmp_path, kind, phase):
     _write_leveldb(tmp_path / "level", records)
     _write_lmdb(tmp_path / "lm", records)
     transform = {"crop_size": 4, "mirror": True, "mean_value": [1, 2, 3], "scale": 0.5}
-    level = _net(tmp_path, _layer("level", transform=transform, backend="LEVELDB"), phase, seed=3)
-    lm = _net(tmp_path, _layer("lm", transform=transform, backend="LMDB"), phase, seed=3,
+    level = _net(tmp_path, [_layer("level", transform=transform, backend="LEVELDB")], phase, seed=3)
+    lm = _net(tmp_path, [_layer("lm", transform=transform, backend="LMDB")], phase, seed=3,
               name="lm.yaml")
     for _ in range(4):                      # 5 records, batch 3: wraps around
         level.forward()
@@ -117,7 +83,7 @@ def test_leveldb_tops_equal_the_lmdb_path(tmp_path, kind, phase):
 def test_leveldb_is_read_in_key_order_and_wraps_around(tmp_path):
     records = _records("raw")
     _write_leveldb(tmp_path / "db", records)
-    net = _net(tmp_path, _layer("db"))      # no backend: LEVELDB is Caffe's default
+    net = _net(tmp_path, [_layer("db")])      # no backend: LEVELDB is Caffe's default
     labels = []
     for _ in range(4):
         net.forward()
@@ -127,7 +93,7 @@ def test_leveldb_is_read_in_key_order_and_wraps_around(tmp_path):
     first = P.Datum()
     first.ParseFromString(records[b"00000000"])
     want = np.frombuffer(first.data, np.uint8).reshape(3, 6, 7)
-    net2 = _net(tmp_path, _layer("db", batch=1), name="n2.yaml")
+    net2 = _net(tmp_path, [_layer("db", batch=1)], name="n2.yaml")
     net2.forward()
     np.testing.assert_array_equal(net2.blobs["data"].data[0], want)
 
@@ -181,7 +147,7 @@ def test_leveldb_errors_name_the_layer_and_the_database(tmp_path):
         assert "cannot open LevelDB" in msg and "one process" in msg
     finally:
         holder.close()
-    _net(tmp_path, _layer("held"))          # and the failed open left it usable
+    _net(tmp_path, [_layer("held")])          # and the failed open left it usable
 
 
 def test_a_bad_record_leaves_the_leveldb_unlocked(tmp_path):
