@@ -8,7 +8,7 @@ array work; nothing else in the engine imports numpy or cupy for device arrays.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy
@@ -25,6 +25,13 @@ def _cupy():
         return cupy
     except Exception:  # noqa: BLE001 - any failure means "no usable GPU"
         return None
+
+
+@cache
+def elementwise_kernel(name: str, params: str, outputs: str, body: str):
+    """A ``cupy.ElementwiseKernel`` (templated on its type placeholders), compiled on first use
+    and cached by its arguments. GPU only."""
+    return _cupy().ElementwiseKernel(params, outputs, body, name)
 
 
 def cupy_available() -> bool:

@@ -120,15 +120,16 @@ class SoftmaxWithLoss(Layer):
         if "normalization" not in lossp.model_fields_set and lossp.normalize is not None:
             self.normalization = "VALID" if lossp.normalize else "BATCH_SIZE"
         n_tops = max(len(self.lp.top), 1)
-        # flat index of (o, class 0, i) in the (outer, C, inner) scores: + label·inner picks
-        # each position's label entry with one take (few kernels on a GPU)
         outer, channels, inner = self.view
-        rows = self.xp.arange(outer, dtype=numpy.int64).reshape(-1, 1) * (channels * inner)
-        self._flat_base = rows + self.xp.arange(inner, dtype=numpy.int64).reshape(1, -1)
         if self.backend.is_gpu:           # fused CUDA kernels (loss_cuda.py): their buffers
             self._prob = self.backend.empty(self.view)
             self._logp = self.backend.empty((outer, inner))
             self._valid = self.backend.empty((outer, inner))
+        else:
+            # flat index of (o, class 0, i) in the (outer, C, inner) scores: + label·inner
+            # picks each position's label entry with one take
+            rows = numpy.arange(outer, dtype=numpy.int64).reshape(-1, 1) * (channels * inner)
+            self._flat_base = rows + numpy.arange(inner, dtype=numpy.int64).reshape(1, -1)
         return [()] + [shape] * (n_tops - 1)
 
     def _normalizer(self, valid_count):

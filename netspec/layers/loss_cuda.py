@@ -9,10 +9,13 @@ truncated to int; positions whose label is ``ignore_label`` are not valid):
 * backward, one thread per score: dx = (p − [c = label]) · valid · scale, with
   scale = loss_weight / normaliser.
 
-Written as ``cupy.ElementwiseKernel``s (templated on the float type ``T``); built on first use.
+Written as ``cupy.ElementwiseKernel``s (templated on the float type ``T``); compiled on first
+use by ``netspec.backend.elementwise_kernel``.
 """
 
 from __future__ import annotations
+
+from ..backend import elementwise_kernel
 
 _FORWARD = """
     const int o = i / inner, k = i % inner;
@@ -39,23 +42,17 @@ _BACKWARD = """
     dx = ok ? (prob - (c == lab ? (T)1 : (T)0)) * scale : (T)0;
 """
 
-_kernels: dict[str, object] = {}
+#: kernel name -> (parameters, outputs, body) of its ElementwiseKernel
+_SPECS = {
+    "forward": ("raw T x, L label, int32 C, int32 inner, bool has_ignore, int32 ignore_label",
+                "raw T prob, T logp, T valid", _FORWARD),
+    "backward": (("T prob, raw L label, T scale, int32 C, int32 inner, bool has_ignore, "
+                  "int32 ignore_label"), "T dx", _BACKWARD),
+}
 
 
 def _kernel(name: str):
-    if name not in _kernels:
-        import cupy  # noqa: PLC0415 - GPU only
-
-        specs = {
-            "forward": (("raw T x, L label, int32 C, int32 inner, bool has_ignore, "
-                         "int32 ignore_label"), "raw T prob, T logp, T valid", _FORWARD),
-            "backward": (("T prob, raw L label, T scale, int32 C, int32 inner, "
-                          "bool has_ignore, int32 ignore_label"), "T dx", _BACKWARD),
-        }
-        params, outputs, body = specs[name]
-        _kernels[name] = cupy.ElementwiseKernel(params, outputs, body,
-                                                f"netspec_softmax_loss_{name}")
-    return _kernels[name]
+    return elementwise_kernel(f"netspec_softmax_loss_{name}", *_SPECS[name])
 
 
 def _ignore(ignore_label) -> tuple[bool, int]:

@@ -7,10 +7,13 @@ maximum (strict ``>``), recording its flat index h·W + w; AVE divides the clipp
 the pool size counted up to ``size + pad`` (padding included, ceil overhang not). Backward sums,
 for each input cell, the top diffs of the windows that routed to it (MAX) or cover it (AVE).
 
-Written as ``cupy.ElementwiseKernel``s (templated on the float type ``T``); built on first use.
+Written as ``cupy.ElementwiseKernel``s (templated on the float type ``T``); compiled on first
+use by ``netspec.backend.elementwise_kernel``.
 """
 
 from __future__ import annotations
+
+from ..backend import elementwise_kernel
 
 _GEOMETRY = ("int32 H, int32 W, int32 Ho, int32 Wo, int32 kh, int32 kw, int32 sh, int32 sw, "
              "int32 ph, int32 pw")
@@ -76,23 +79,17 @@ _AVE_BACKWARD = _COVERING + """
     dx = grad;
 """
 
-_kernels: dict[str, object] = {}
+#: kernel name -> (parameters, outputs, body) of its ElementwiseKernel
+_SPECS = {
+    "max_forward": (f"raw T x, {_GEOMETRY}", "T y, int32 mask", _MAX_FORWARD),
+    "ave_forward": (f"raw T x, {_GEOMETRY}", "T y", _AVE_FORWARD),
+    "max_backward": (f"raw T dy, raw int32 mask, {_GEOMETRY}", "T dx", _MAX_BACKWARD),
+    "ave_backward": (f"raw T dy, {_GEOMETRY}", "T dx", _AVE_BACKWARD),
+}
 
 
 def _kernel(name: str):
-    """The named ElementwiseKernel, compiled on first use."""
-    if name not in _kernels:
-        import cupy  # noqa: PLC0415 - GPU only
-
-        specs = {
-            "max_forward": (f"raw T x, {_GEOMETRY}", "T y, int32 mask", _MAX_FORWARD),
-            "ave_forward": (f"raw T x, {_GEOMETRY}", "T y", _AVE_FORWARD),
-            "max_backward": (f"raw T dy, raw int32 mask, {_GEOMETRY}", "T dx", _MAX_BACKWARD),
-            "ave_backward": (f"raw T dy, {_GEOMETRY}", "T dx", _AVE_BACKWARD),
-        }
-        params, outputs, body = specs[name]
-        _kernels[name] = cupy.ElementwiseKernel(params, outputs, body, f"netspec_pool_{name}")
-    return _kernels[name]
+    return elementwise_kernel(f"netspec_pool_{name}", *_SPECS[name])
 
 
 def pool_forward(layer, x, y, mask=None) -> None:
