@@ -419,18 +419,27 @@ def test_pool_spec_errors(p, top, words):
         make_layer(pool_spec(top=top, **p), [(1, 1, 6, 6)])
 
 
-@pytest.mark.parametrize("case", ["k3s2_ceil_overhang", "k3s2_pad1", "k4s3_pad2"])
-def test_pool_max_scatter_in_sample_chunks(case, monkeypatch):
-    """The overlapping-window MAX backward gives the same bottom diff one sample at a time."""
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("case", list(POOL_CASES))
+def test_pool_in_sample_chunks(case, method, monkeypatch):
+    """Chunks of 2 samples of a batch of 3 (the last chunk partial) give bit for bit the top,
+    argmax mask and bottom diff of the whole batch at once (phase buffers, argmax slices and
+    the MAX scatter per chunk)."""
     shape, p = POOL_CASES[case]
-    layer, tops = make_layer(pool_spec(pool="MAX", **p), [shape])
+    shape = (3,) + shape[1:]
+    top = ["y", "mask"] if method == "MAX" else None
+    layer, tops = make_layer(pool_spec(pool=method, top=top, **p), [shape])
+    assert layer._chunk == 3
     x, dy = rand(shape, 15), rand(tops[0], 16)
-    _, (whole,), _ = forward_backward(layer, [x], tops, [dy])
-    monkeypatch.setattr(pool_module, "SCATTER_CHUNK_BYTES", 1)
-    layer, _ = make_layer(pool_spec(pool="MAX", **p), [shape])
-    _, (chunked,), _ = forward_backward(layer, [x], tops, [dy])
+    dys = [dy] + ([np.zeros(tops[1])] if top else [])
+    whole_tops, (whole,), _ = forward_backward(layer, [x], tops, dys)
+    monkeypatch.setattr(pool_module, "POOL_CHUNK_BYTES", 2 * 8 * int(np.prod(shape[1:])))
+    layer, _ = make_layer(pool_spec(pool=method, top=top, **p), [shape])
+    assert layer._chunk == 2 or case == "global"
+    chunked_tops, (chunked,), _ = forward_backward(layer, [x], tops, dys)
+    for got, want in zip(chunked_tops, whole_tops):
+        np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(chunked, whole)
-    assert layer._phases is not None and not layer._direct      # the scatter path ran
 
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])

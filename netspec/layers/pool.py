@@ -36,6 +36,10 @@ On the GPU both passes are single CUDA kernels instead (``pool_cuda.py``).
 MAX keeps the winning tap per output (uint8) for the backward, which routes each top diff to
 its winner: tap by tap when windows cannot overlap (direct layout), else with one scatter-add
 (``bincount`` over flat input indices).
+
+Both passes run over chunks of samples (``POOL_CHUNK_BYTES`` of bottom per chunk), so that the
+dozen whole-array operations per tap work on data that stays in the CPU cache instead of
+streaming the whole batch from memory each time.
 """
 
 from __future__ import annotations
@@ -46,8 +50,8 @@ from . import pool_cuda
 from .base import Layer
 from .registry import register
 
-#: largest float64 sum buffer of one MAX-pooling scatter (overlapping windows, CPU)
-SCATTER_CHUNK_BYTES = 4 << 20
+#: bottom bytes per chunk of samples on the CPU (at least one sample per chunk)
+POOL_CHUNK_BYTES = 1 << 20
 
 
 def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool, any_pad: bool) -> int:
@@ -135,8 +139,11 @@ class Pooling(Layer):
             self._gpu_mask = (self.xp.zeros((N, C, Ho, Wo), dtype=numpy.int32)
                               if self.is_max else None)
             return [(N, C, Ho, Wo)] * self.n_tops
+        itemsize = numpy.dtype(self.dtype).itemsize
+        self._chunk = max(1, min(N, POOL_CHUNK_BYTES // (C * H * W * itemsize)))
         self._plan_layout()
-        work = (N, C, Ho, Wo) if self._direct else (N, C, Ho * self._Wq)
+        n = self._chunk
+        work = (n, C, Ho, Wo) if self._direct else (n, C, Ho * self._Wq)
         if not self.is_max:
             self._pool_size = self._ave_pool_size()
         if not self._direct:
@@ -145,7 +152,7 @@ class Pooling(Layer):
                 self._gw = self.backend.zeros(work)    # wide-row top diff; extra columns stay 0
         if self.is_max:
             idx = numpy.uint8 if kh * kw <= 255 else numpy.int32
-            self._argmax = self.xp.zeros(work, dtype=idx)
+            self._argmax = self.xp.zeros((N,) + work[1:], dtype=idx)    # the whole batch
             self._better = self.xp.zeros(work, dtype=bool)
             self._scratch = self.xp.zeros(work, dtype=idx)
             if self._direct:
@@ -154,12 +161,16 @@ class Pooling(Layer):
                 self._plan_scatter()
         return [(N, C, Ho, Wo)] * self.n_tops
 
+    def _chunks(self):
+        """(first sample, sample count) of each chunk of the batch."""
+        return [(n0, min(self._chunk, self.N - n0)) for n0 in range(0, self.N, self._chunk)]
+
     def _plan_scatter(self):
-        """Index tables of the overlapping-window MAX backward: the flat input index
-        (n·C + c)·H·W + h·W + w of tap (i, j) of output (n, c, ho, wo) is
-        ``_window_base[n, c, ho, wo] + _tap_offset[i·kw + j]``."""
-        xp, N, C, H, W = self.xp, self.N, self.C, self.H, self.W
-        plane = xp.arange(N * C, dtype=numpy.int64).reshape(N, C, 1, 1) * (H * W)
+        """Index tables of the overlapping-window MAX backward, relative to a chunk's first
+        sample: the flat input index (n·C + c)·H·W + h·W + w of tap (i, j) of output
+        (n, c, ho, wo) is ``_window_base[n, c, ho, wo] + _tap_offset[i·kw + j]``."""
+        xp, C, H, W = self.xp, self.C, self.H, self.W
+        plane = xp.arange(self._chunk * C, dtype=numpy.int64).reshape(-1, C, 1, 1) * (H * W)
         hstart = xp.arange(self.Ho, dtype=numpy.int64).reshape(-1, 1) * self.stride_h - self.pad_h
         wstart = xp.arange(self.Wo, dtype=numpy.int64).reshape(1, -1) * self.stride_w - self.pad_w
         self._window_base = plane + hstart * W + wstart
@@ -200,7 +211,7 @@ class Pooling(Layer):
         self._full_cover = (covered_h, covered_w) == (H, W)
         fill = float(numpy.finfo(self.dtype).min) if self.is_max else 0.0
         # one slack row so that the last tap's wide run stays inside its plane
-        self._phases = self.xp.full((sh, sw, self.N, self.C, Hq + 1, Wq), fill,
+        self._phases = self.xp.full((sh, sw, self._chunk, self.C, Hq + 1, Wq), fill,
                                     dtype=self.dtype)
 
     def _ave_pool_size(self):
@@ -223,31 +234,32 @@ class Pooling(Layer):
 
     def _tap(self, a, i, j):
         """What kernel tap (i, j) reads: an (N, C, Ho, Wo) strided view of the bottom (direct)
-        or an (N, C, Ho·Wq) run of one phase plane (phased). Also indexes the diffs."""
+        or an (n, C, Ho·Wq) run of one phase plane (phased). Also indexes the diffs."""
         Ho, Wo, sh, sw = self.Ho, self.Wo, self.stride_h, self.stride_w
         if self._direct:
             return a[:, :, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw]
-        plane = a[i % sh, j % sw].reshape(self.N, self.C, -1)
+        plane = a[i % sh, j % sw]
+        plane = plane.reshape(plane.shape[0], self.C, -1)
         start = (i // sh) * self._Wq + j // sw
         return plane[:, :, start:start + Ho * self._Wq]
 
     def _crop(self, wide):
-        """(N, C, Ho, Wo) view of a work array (drops the wide rows' extra columns)."""
+        """(n, C, Ho, Wo) view of a work array (drops the wide rows' extra columns)."""
         if self._direct:
             return wide
-        return wide.reshape(self.N, self.C, self.Ho, self._Wq)[..., :self.Wo]
+        return wide.reshape(wide.shape[0], self.C, self.Ho, self._Wq)[..., :self.Wo]
 
     def _source(self, x):
-        """The array the taps read: x itself, or its phases."""
+        """The array the taps read: x (a chunk of samples) itself, or its phases."""
         if self._direct:
             return x
+        phases = self._phases[:, :, :x.shape[0]]
         for dst, src in self._phase_copies:
-            self._phases[dst] = x[src]
-        return self._phases
+            phases[dst] = x[src]
+        return phases
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, bottom, top):
-        xp = self.xp
         x, y = bottom[0].data, top[0].data
         if self.backend.is_gpu:
             pool_cuda.pool_forward(self, x, y, self._gpu_mask)
@@ -257,36 +269,42 @@ class Pooling(Layer):
         if self.is_global:
             self._forward_global(x, y)
         else:
-            src = self._source(x)
-            acc = y if self._direct else self._yw
-            if self.is_max:
-                self._forward_max(src, acc)
-            else:
-                taps = self._taps()
-                xp.copyto(acc, self._tap(src, *taps[0]))
-                for i, j in taps[1:]:
-                    acc += self._tap(src, i, j)
-            if not self.is_max:
-                xp.divide(self._crop(acc), self._pool_size, out=y)
-            elif not self._direct:
-                y[...] = self._crop(acc)
+            for n0, n in self._chunks():
+                self._forward_chunk(x[n0:n0 + n], y[n0:n0 + n], n0)
         if self.n_tops == 2:
             self._write_mask(top[1].data)
 
-    def _forward_max(self, src, y):
-        """y = max over taps; ``_argmax`` = the first tap (scan order) reaching it."""
-        xp = self.xp
+    def _forward_chunk(self, x, y, n0):
+        """Forward of the samples n0 … n0 + len(x) − 1 (x, y: that chunk of bottom and top)."""
+        xp, n = self.xp, x.shape[0]
+        src = self._source(x)
+        acc = y if self._direct else self._yw[:n]
+        if self.is_max:
+            self._forward_max(src, acc, self._argmax[n0:n0 + n])
+            if not self._direct:
+                y[...] = self._crop(acc)
+            return
+        taps = self._taps()
+        xp.copyto(acc, self._tap(src, *taps[0]))
+        for i, j in taps[1:]:
+            acc += self._tap(src, i, j)
+        xp.divide(self._crop(acc), self._pool_size, out=y)
+
+    def _forward_max(self, src, y, argmax):
+        """y = max over taps; ``argmax`` = the first tap (scan order) reaching it."""
+        xp, n = self.xp, y.shape[0]
+        better, scratch = self._better[:n], self._scratch[:n]
         taps = self._taps()
         xp.copyto(y, self._tap(src, *taps[0]))
-        self._argmax.fill(0)
+        argmax.fill(0)
         for o, (i, j) in enumerate(taps[1:], start=1):
             v = self._tap(src, i, j)
-            xp.greater(v, y, out=self._better)            # strict: earlier taps win ties
+            xp.greater(v, y, out=better)                   # strict: earlier taps win ties
             xp.maximum(y, v, out=y)
             # taps come in increasing order, so the last improving tap is the argmax
             # (multiply + maximum: faster than copyto(where=) in NumPy)
-            xp.multiply(self._better, self._argmax.dtype.type(o), out=self._scratch)
-            xp.maximum(self._argmax, self._scratch, out=self._argmax)
+            xp.multiply(better, argmax.dtype.type(o), out=scratch)
+            xp.maximum(argmax, scratch, out=argmax)
 
     def _forward_global(self, x, y):
         flat = x.reshape(self.N, self.C, -1)
@@ -315,25 +333,32 @@ class Pooling(Layer):
             return pool_cuda.pool_backward(self, dy, dx, self._gpu_mask)
         if self.is_global:
             return self._backward_global(dy, dx)
+        for n0, n in self._chunks():
+            self._backward_chunk(dy[n0:n0 + n], dx[n0:n0 + n], n0)
+
+    def _backward_chunk(self, dy, dx, n0):
+        """Bottom diff of the samples n0 … n0 + len(dy) − 1 (dy, dx: that chunk)."""
+        xp, n = self.xp, dy.shape[0]
         if self.is_max and not self._direct:
-            return self._backward_max_scatter(dy, dx)
+            return self._backward_max_scatter(dy, dx, n0)
         if self._direct:
             g = dy if self.is_max else dy / self._pool_size
             dst, add = dx, not self._tiles
         else:
-            g = self._gw                                   # AVE (MAX scatters above)
+            g = self._gw[:n]                               # AVE (MAX scatters above)
             xp.divide(dy, self._pool_size, out=self._crop(g))
             if self._dphases is None:
                 self._dphases = xp.zeros_like(self._phases)
-            dst, add = self._dphases, True
+            dst, add = self._dphases[:, :, :n], True
         if add:
             dst.fill(0)
+        argmax = self._argmax[n0:n0 + n] if self.is_max else None
         for o, (i, j) in enumerate(self._taps()):
             part = self._tap(dst, i, j)
             if self.is_max:
-                hit = xp.equal(self._argmax, self._argmax.dtype.type(o), out=self._better)
+                hit = xp.equal(argmax, argmax.dtype.type(o), out=self._better[:n])
                 if add:
-                    part += xp.multiply(g, hit, out=self._routed)
+                    part += xp.multiply(g, hit, out=self._routed[:n])
                 else:
                     xp.multiply(g, hit, out=part)
             elif add:
@@ -344,22 +369,17 @@ class Pooling(Layer):
             if not self._full_cover:
                 dx.fill(0)                   # rows/cols no window reads get no gradient
             for src, dst_ in self._phase_copies:
-                dx[dst_] = self._dphases[src]
+                dx[dst_] = dst[src]
 
-    def _backward_max_scatter(self, dy, dx):
-        """Overlapping windows: every top diff added to its argmax input cell with ``bincount``
-        (sums in float64; several windows may pick the same cell), a few samples at a time so
-        the float64 sums stay small (``SCATTER_CHUNK_BYTES``)."""
-        xp = self.xp
-        plane = self.C * self.H * self.W
-        step = max(1, SCATTER_CHUNK_BYTES // (8 * plane))
-        taps = self._crop(self._argmax)
-        for n0 in range(0, self.N, step):
-            n = min(step, self.N - n0)
-            winner = self._window_base[:n] + self._tap_offset.take(taps[n0:n0 + n])
-            sums = xp.bincount(winner.ravel(), weights=dy[n0:n0 + n].ravel(),
-                               minlength=n * plane)
-            dx[n0:n0 + n] = sums.reshape(n, self.C, self.H, self.W)
+    def _backward_max_scatter(self, dy, dx, n0):
+        """Overlapping windows: every top diff of the chunk added to its argmax input cell with
+        ``bincount`` (sums in float64; several windows may pick the same cell)."""
+        n = dy.shape[0]
+        taps = self._crop(self._argmax[n0:n0 + n])
+        winner = self._window_base[:n] + self._tap_offset.take(taps)
+        sums = self.xp.bincount(winner.ravel(), weights=dy.ravel(),
+                                minlength=n * self.C * self.H * self.W)
+        dx[...] = sums.reshape(dx.shape)
 
     def _backward_global(self, dy, dx):
         flat = dx.reshape(self.N, self.C, -1)
