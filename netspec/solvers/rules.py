@@ -43,7 +43,8 @@ class SGD(UpdateRule):
         v, g = state["history"], param.diff
         dt = v.dtype.type
         v *= dt(self.sp.momentum)
-        v += dt(rate) * g
+        g *= dt(rate)              # in place: g is replaced by the step right after
+        v += g
         g[...] = v
 
 
