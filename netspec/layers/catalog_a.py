@@ -174,6 +174,7 @@ class Deconvolution(Convolution):
             self.add_param((M,), p.bias_filler, "bias")
         # the convolution whose gradient this is: input = our top, output = our bottom
         self.conv = self._columns(N, M, Ho, Wo, C, H, W, g)
+        self._ones = None
         return [(N, M, Ho, Wo)] * len(bottom_shapes)
 
     def forward(self, bottom, top):
@@ -188,7 +189,7 @@ class Deconvolution(Convolution):
         for k, (t, b) in enumerate(zip(top, bottom)):
             dy = t.diff
             if self.p.bias_term:
-                self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+                self._add_bias_grad(dy)
             wblob.diff += self.conv.weight_grad(dy, b.data)
             if propagate_down[k]:
                 self.conv.forward(dy, wblob.data, b.diff)
