@@ -17,14 +17,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-#: (COL_CHUNK_BYTES, ROW_LAYOUT_MIN_RUN, TRANSPOSED_BACKWARD, SPLIT_DW_MAX_WEIGHTS): one
-#: sample or the whole batch per chunk; NHWC "rows" or NCHW "columns" im2col layout; stride-1
-#: bottom diffs as a transposed convolution or as per-tap products; per-sample or whole-chunk
-#: weight-gradient GEMMs (each setting in two of the four combinations)
-CONV_LAYOUTS = {"chunk1_rows_transposed": (1, 0, True, 0),
-                "chunk1_cols_taps_split": (1, 10**9, False, 10**9),
-                "whole_rows_taps_split": (1 << 40, 0, False, 10**9),
-                "whole_cols_transposed": (1 << 40, 10**9, True, 0)}
+#: (COL_CHUNK_BYTES, ROW_LAYOUT_MIN_RUN, TRANSPOSED_BACKWARD, SPLIT_DW_MAX_WEIGHTS,
+#: COL2IM_BACKWARD): one sample or the whole batch per chunk; NHWC "rows" or NCHW "columns"
+#: im2col layout; stride-1 bottom diffs as a transposed convolution or not, and then by col2im
+#: or per-tap products; per-sample or whole-chunk weight-gradient GEMMs
+CONV_LAYOUTS = {"chunk1_rows_transposed": (1, 0, True, 0, True),
+                "chunk1_cols_col2im_split": (1, 10**9, False, 10**9, True),
+                "whole_rows_taps_split": (1 << 40, 0, False, 10**9, False),
+                "whole_cols_transposed": (1 << 40, 10**9, True, 0, True)}
 
 
 @pytest.fixture(params=list(CONV_LAYOUTS))
@@ -32,11 +32,12 @@ def layout(request, monkeypatch):
     """Run a Convolution-machinery test under each code path of netspec/layers/conv.py."""
     from netspec.layers import conv as conv_module
 
-    chunk_bytes, min_run, transposed, split = CONV_LAYOUTS[request.param]
+    chunk_bytes, min_run, transposed, split, col2im = CONV_LAYOUTS[request.param]
     monkeypatch.setattr(conv_module, "COL_CHUNK_BYTES", chunk_bytes)
     monkeypatch.setattr(conv_module, "ROW_LAYOUT_MIN_RUN", min_run)
     monkeypatch.setattr(conv_module, "TRANSPOSED_BACKWARD", transposed)
     monkeypatch.setattr(conv_module, "TRANSPOSED_MAX_GROWTH", 10.0**9)
     monkeypatch.setattr(conv_module, "TRANSPOSED_MIN_CHANNELS", 1)
     monkeypatch.setattr(conv_module, "SPLIT_DW_MAX_WEIGHTS", split)
+    monkeypatch.setattr(conv_module, "COL2IM_BACKWARD", col2im)
     return request.param

@@ -104,6 +104,10 @@ CONV_CASES = {
     "repeated_hw": ((2, 2, 8, 7), dict(num_output=2, kernel_size=[3, 2], pad=[1, 2],
                                        stride=[2, 1], dilation=[1, 2])),
     "no_bias": ((2, 3, 6, 6), dict(num_output=5, kernel_size=2, stride=2, bias_term=False)),
+    # stride 1, one group: transposed-convolution or col2im bottom diffs (by layout)
+    "same_pad": ((2, 3, 6, 6), dict(num_output=4, kernel_size=3, pad=1)),
+    "unpadded": ((2, 4, 7, 9), dict(num_output=3, kernel_h=2, kernel_w=4)),
+    "wide_kernel": ((2, 2, 5, 11), dict(num_output=2, kernel_h=1, kernel_w=5, pad_h=0, pad_w=2)),
 }
 
 
@@ -169,17 +173,19 @@ def test_conv_backward_twice_and_buffers_reused(layout):
     np.testing.assert_allclose(layer.blobs[1].diff, 3 * db1)
 
 
-@pytest.mark.parametrize("transposed", [True, False])
-def test_conv_partial_last_chunk(monkeypatch, transposed):
-    """A batch of 5 in chunks of 2 (2 + 2 + 1): same forward as the reference, and gradients."""
+@pytest.mark.parametrize("path", ["transposed", "col2im", "taps"])
+def test_conv_partial_last_chunk(monkeypatch, path):
+    """A batch of 5 in chunks of 2 (2 + 2 + 1): same forward as the reference, and gradients,
+    with each bottom-diff path."""
     shape, p = (5, 3, 6, 6), dict(num_output=4, kernel_size=3, pad=1)
     per_sample = 6 * 6 * 3 * 3 * 3 * 8                       # Ho·Wo·C·kh·kw float64 columns
     monkeypatch.setattr(conv_module, "COL_CHUNK_BYTES", 2 * per_sample)
     monkeypatch.setattr(conv_module, "TRANSPOSED_MIN_CHANNELS", 1)
-    monkeypatch.setattr(conv_module, "TRANSPOSED_BACKWARD", transposed)
+    monkeypatch.setattr(conv_module, "TRANSPOSED_BACKWARD", path == "transposed")
+    monkeypatch.setattr(conv_module, "COL2IM_BACKWARD", path == "col2im")
     layer, tops = make_layer(conv_spec(**p), [shape], seed=11)
     assert layer.conv.fwd.chunks() == [(0, 2), (2, 2), (4, 1)]
-    assert layer.conv.transposed == transposed
+    assert (layer.conv.transposed, layer.conv.col2im) == (path == "transposed", path == "col2im")
     x = rand(shape, 12)
     _, top = run_forward(layer, [x], tops)
     want = conv_reference(x, layer.blobs[0].data, layer.blobs[1].data, (1, 1), (1, 1), (1, 1), 1)
@@ -189,8 +195,8 @@ def test_conv_partial_last_chunk(monkeypatch, transposed):
 
 def test_conv_backward_path_choice():
     """Stride-1 "same" convolutions on enough channels take the transposed-convolution bottom
-    diff; unpadded ones (whose transposed GEMM would be (H·W)/(Ho·Wo) times larger), strided
-    ones and few-channel ones take per-tap products. Few-channel inputs use the NCHW
+    diff; other stride-1 ones of one group (unpadded: the transposed GEMM would be
+    (H·W)/(Ho·Wo) times larger; few channels) take col2im, strided ones per-tap products. Few-channel inputs use the NCHW
     column layout."""
     def plan(shape, **p):
         return make_layer(conv_spec(**p), [shape], backend=F32)[0].conv
@@ -200,6 +206,8 @@ def test_conv_backward_path_choice():
     strided = plan((2, 16, 9, 9), num_output=8, kernel_size=3, pad=1, stride=2)
     assert (cifar2.transposed, lenet2.transposed, lenet1.transposed, strided.transposed) == \
         (True, False, False, False)
+    assert (cifar2.col2im, lenet2.col2im, lenet1.col2im, strided.col2im) == \
+        (False, True, True, False)
     assert (cifar2.fwd.rows, lenet2.fwd.rows, lenet1.fwd.rows) == (True, True, False)
     # columns of a chunk stay within the cache budget (2 samples of CIFAR conv2: 1.6 MB)
     assert cifar2.fwd.chunk == conv_module.COL_CHUNK_BYTES // (16 * 16 * 32 * 25 * 4)
