@@ -24,8 +24,10 @@ straight into the top. Backward, per chunk: the columns are rebuilt from the bot
 (as Caffe does) and ``dW += dy @ col`` (a batch of per-sample GEMMs for small weights). The
 bottom diff of a stride-1 convolution with "same"-like padding (always on a GPU) is the
 convolution of the zero-padded top diff with the flipped, transposed kernel -- the same im2col +
-GEMM, no scatter; any other takes one GEMM per kernel tap, ``dy @ W[:, :, i, j]``, added to the
-bottom diff as a shifted window. Deconvolution runs the same machinery with the roles of forward
+GEMM, no scatter; other stride-1, dilation-1, one-group ones take the columns' diff
+``dcol = dy @ W`` in one GEMM and a col2im whose adds run over whole kw·C windows; any other
+takes one GEMM per kernel tap, ``dy @ W[:, :, i, j]``, added to the bottom diff as a shifted
+window. Deconvolution runs the same machinery with the roles of forward
 and bottom diff swapped. Measurements behind each choice: ``bench/NOTES.md``.
 """
 
