@@ -19,7 +19,7 @@ rows hstart = ph·stride_h − pad_h ... hstart + kh − 1 (columns alike), clip
 ``global_pooling`` pools the whole H×W plane (pad 0, stride 1) to 1×1. STOCHASTIC pooling is
 not supported.
 
-Implementation: a loop over the kh·kw kernel taps, each tap one whole-batch array operation.
+Implementation: a loop over the kh·kw kernel taps, each tap one array operation over a chunk of samples.
 NumPy pays per contiguous run, so taps avoid short strided rows where they can:
 
 * *direct* layout (no padding, windows inside the image, per dim stride 1 or stride >= kernel,
@@ -233,7 +233,7 @@ class Pooling(Layer):
         return [(i, j) for i in range(self.kh) for j in range(self.kw)]
 
     def _tap(self, a, i, j):
-        """What kernel tap (i, j) reads: an (N, C, Ho, Wo) strided view of the bottom (direct)
+        """What kernel tap (i, j) reads: an (n, C, Ho, Wo) strided view of the bottom (direct)
         or an (n, C, Ho·Wq) run of one phase plane (phased). Also indexes the diffs."""
         Ho, Wo, sh, sw = self.Ho, self.Wo, self.stride_h, self.stride_w
         if self._direct:
