@@ -19,8 +19,8 @@ rows hstart = ph·stride_h − pad_h ... hstart + kh − 1 (columns alike), clip
 ``global_pooling`` pools the whole H×W plane (pad 0, stride 1) to 1×1. STOCHASTIC pooling is
 not supported.
 
-Implementation: a loop over the kh·kw kernel taps, each tap one array operation over a chunk of samples.
-NumPy pays per contiguous run, so taps avoid short strided rows where they can:
+Implementation: a loop over the kh·kw kernel taps, each tap one array operation over a chunk
+of samples. NumPy pays per contiguous run, so taps avoid short strided rows where they can:
 
 * *direct* layout (no padding, windows inside the image, per dim stride 1 or stride >= kernel,
   e.g. LeNet's 2×2/2): a tap is a strided (N, C, Ho, Wo) view of the bottom itself.
