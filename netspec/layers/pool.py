@@ -23,7 +23,11 @@ Implementation: a loop over the kh·kw kernel taps, each tap one array operation
 of samples. NumPy pays per contiguous run, so taps avoid short strided rows where they can:
 
 * *direct* layout (no padding, windows inside the image, per dim stride 1 or stride >= kernel,
-  e.g. LeNet's 2×2/2): a tap is a strided (N, C, Ho, Wo) view of the bottom itself.
+  e.g. LeNet's 2×2/2): a tap is a strided (N, C, Ho, Wo) view of the bottom itself. With
+  kernel == stride this is the reshape fast path: x viewed as (N, C, Ho, kh, Wo, kw), tap (i, j)
+  = ``[:, :, :, i, :, j]``, no copy; the backward assigns each tap's part (no zeroing). Taken
+  tap by tap it beats NumPy reductions of that view (LeNet pool1 with argmax: 2.6 ms vs 9.3 for
+  a copy + argmax over the window axis, 23 ms for ``max(axis=(3, 5))`` alone).
 * *phased* layout (everything else, e.g. 3×3/2 with ceil overhang): once per forward the padded
   bottom is split into its stride phases P[p, q, n, c] (an (Hq + 1) × Wq plane, Hq = Ho +
   (kh − 1) // stride_h, Wq = Wo + (kw − 1) // stride_w, cells outside the image holding the pad
