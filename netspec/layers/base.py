@@ -24,6 +24,17 @@ from ..blob import Blob, Param
 from ..errors import ShapeError, SpecError
 
 
+def samples_per_chunk(N: int, per_sample_bytes: int, budget_bytes: int) -> int:
+    """How many samples of a batch of N fit ``budget_bytes`` of per-sample work buffers
+    (CPU layers work chunk by chunk so the buffers stay in cache); at least 1, at most N."""
+    return max(1, min(N, budget_bytes // max(per_sample_bytes, 1)))
+
+
+def sample_chunks(N: int, chunk: int) -> list[tuple[int, int]]:
+    """(first sample, sample count) of each chunk of a batch of N."""
+    return [(n0, min(chunk, N - n0)) for n0 in range(0, N, chunk)]
+
+
 class Layer(abc.ABC):
     type_name: ClassVar[str] = ""
     #: layer-specific parameter block this layer reads (e.g. "convolution_param")

@@ -174,7 +174,6 @@ class Deconvolution(Convolution):
             self.add_param((M,), p.bias_filler, "bias")
         # the convolution whose gradient this is: input = our top, output = our bottom
         self.conv = self._columns(N, M, Ho, Wo, C, H, W, g)
-        self._ones = None
         return [(N, M, Ho, Wo)] * len(bottom_shapes)
 
     def forward(self, bottom, top):

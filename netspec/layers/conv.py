@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy
 
-from .base import Layer
+from .base import Layer, sample_chunks, samples_per_chunk
 from .registry import register
 
 #: target size of one chunk's column buffer on the CPU (at least one sample per chunk)
@@ -79,13 +79,7 @@ def _pair(layer: Layer, values, h, w, name: str, default) -> tuple[int, int]:
 
 def _chunk_size(backend, N: int, per_sample_bytes: int) -> int:
     """Samples per chunk: the whole batch on a GPU, else as many as fit COL_CHUNK_BYTES."""
-    chunk = N if backend.is_gpu else COL_CHUNK_BYTES // max(per_sample_bytes, 1)
-    return max(1, min(N, chunk))
-
-
-def _chunks(N: int, chunk: int) -> list[tuple[int, int]]:
-    """(first sample, sample count) of each chunk of a batch of N."""
-    return [(n0, min(chunk, N - n0)) for n0 in range(0, N, chunk)]
+    return N if backend.is_gpu else samples_per_chunk(N, per_sample_bytes, COL_CHUNK_BYTES)
 
 
 class _Correlation:
@@ -123,7 +117,7 @@ class _Correlation:
         self.out = backend.empty((n * Ho * Wo, Mo)) if self.rows else None
 
     def chunks(self):
-        return _chunks(self.N, self.chunk)
+        return sample_chunks(self.N, self.chunk)
 
     def columns(self, x, n0, n):
         """Fill the columns of samples n0 … n0+n−1 of x (N, C, H, W); returns them as
@@ -224,7 +218,7 @@ class ConvColumns:
     def _dy_chunk(self, dy, n0, n):
         """Top diff of samples n0 … n0+n−1 as (g, M/g, n·Ho·Wo)."""
         HW, g, M = self.Ho * self.Wo, self.g, self.M
-        if self._dyT is None or self._dyT.shape[1] < n:
+        if self._dyT is None:
             self._dyT = self.backend.empty((M, max(self.fwd.chunk, self._tap_chunk), HW))
         d = self._dyT[:, :n]
         d[...] = dy[n0:n0 + n].reshape(n, M, HW).transpose(1, 0, 2)
@@ -290,7 +284,7 @@ class ConvColumns:
                          self.backend.empty((chunk, Ho, Wo, kh, kw, C)))
         dbuf_all, dcol_all = self._bwd
         wk = self._wk(w)[0]                                        # (M, K), K ordered (i, j, c)
-        for n0, n in _chunks(self.N, self._tap_chunk):
+        for n0, n in sample_chunks(self.N, self._tap_chunk):
             dyT = self._dy_chunk(dy, n0, n)[0]                     # (M, n·Ho·Wo)
             dbuf, dcol = dbuf_all[:n], dcol_all[:n]
             xp.matmul(dyT.T, wk, out=dcol.reshape(n * Ho * Wo, K))
@@ -317,7 +311,7 @@ class ConvColumns:
         dbuf_all, prod_all = self._bwd
         # per tap (i, j): W[:, :, i, j] as a contiguous (g, M/g, C/g) matrix
         wt = xp.ascontiguousarray(w.reshape(g, M // g, C // g, kh, kw).transpose(3, 4, 0, 1, 2))
-        for n0, n in _chunks(self.N, self._tap_chunk):
+        for n0, n in sample_chunks(self.N, self._tap_chunk):
             dyc = self._dy_chunk(dy, n0, n).transpose(0, 2, 1)   # (g, n·Ho·Wo, M/g)
             dbuf, prod = dbuf_all[:n], prod_all[:n * Ho * Wo]
             dbuf.fill(0)
@@ -340,6 +334,7 @@ class Convolution(Layer):
 
     param_block = "convolution_param"
     min_bottoms = 1
+    _ones = None        # ones vector of the CPU bias-gradient GEMV (made on first backward)
 
     def check_arity(self, n_bottoms, n_tops):
         super().check_arity(n_bottoms, n_tops)
@@ -407,7 +402,6 @@ class Convolution(Layer):
         if p.bias_term:
             self.add_param((M,), p.bias_filler, "bias")
         self.conv = self._columns(N, C, H, W, M, Ho, Wo, g)
-        self._ones = None           # ones vector of the bias-gradient GEMV (lazily)
         return [(N, M, Ho, Wo)] * len(bottom_shapes)
 
     # -- forward / backward ---------------------------------------------------------------
@@ -425,10 +419,9 @@ class Convolution(Layer):
             self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
             return
         N, M = dy.shape[:2]
-        ones = self._ones
-        if ones is None or ones.shape[0] != dy[0, 0].size:
-            ones = self._ones = self.xp.ones(dy[0, 0].size, dtype=dy.dtype)
-        self.blobs[1].diff += (dy.reshape(N * M, -1) @ ones).reshape(N, M).sum(axis=0)
+        if self._ones is None:                       # the top's H·W is fixed at setup
+            self._ones = self.xp.ones(dy[0, 0].size, dtype=dy.dtype)
+        self.blobs[1].diff += (dy.reshape(N * M, -1) @ self._ones).reshape(N, M).sum(axis=0)
 
     def backward(self, top, propagate_down, bottom):
         wblob = self.blobs[0]

@@ -51,7 +51,7 @@ from __future__ import annotations
 import numpy
 
 from . import pool_cuda
-from .base import Layer
+from .base import Layer, sample_chunks, samples_per_chunk
 from .registry import register
 
 #: bottom bytes per chunk of samples on the CPU (at least one sample per chunk)
@@ -144,7 +144,7 @@ class Pooling(Layer):
                               if self.is_max else None)
             return [(N, C, Ho, Wo)] * self.n_tops
         itemsize = numpy.dtype(self.dtype).itemsize
-        self._chunk = max(1, min(N, POOL_CHUNK_BYTES // (C * H * W * itemsize)))
+        self._chunk = samples_per_chunk(N, C * H * W * itemsize, POOL_CHUNK_BYTES)
         self._plan_layout()
         n = self._chunk
         work = (n, C, Ho, Wo) if self._direct else (n, C, Ho * self._Wq)
@@ -164,10 +164,6 @@ class Pooling(Layer):
             else:
                 self._plan_scatter()
         return [(N, C, Ho, Wo)] * self.n_tops
-
-    def _chunks(self):
-        """(first sample, sample count) of each chunk of the batch."""
-        return [(n0, min(self._chunk, self.N - n0)) for n0 in range(0, self.N, self._chunk)]
 
     def _plan_scatter(self):
         """Index tables of the overlapping-window MAX backward, relative to a chunk's first
@@ -273,7 +269,7 @@ class Pooling(Layer):
         if self.is_global:
             self._forward_global(x, y)
         else:
-            for n0, n in self._chunks():
+            for n0, n in sample_chunks(self.N, self._chunk):
                 self._forward_chunk(x[n0:n0 + n], y[n0:n0 + n], n0)
         if self.n_tops == 2:
             self._write_mask(top[1].data)
@@ -337,7 +333,7 @@ class Pooling(Layer):
             return pool_cuda.pool_backward(self, dy, dx, self._gpu_mask)
         if self.is_global:
             return self._backward_global(dy, dx)
-        for n0, n in self._chunks():
+        for n0, n in sample_chunks(self.N, self._chunk):
             self._backward_chunk(dy[n0:n0 + n], dx[n0:n0 + n], n0)
 
     def _backward_chunk(self, dy, dx, n0):
