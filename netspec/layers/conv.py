@@ -24,7 +24,9 @@ straight into the top. Backward, per chunk: the columns are rebuilt from the bot
 (as Caffe does) and ``dW += dy @ col`` (a batch of per-sample GEMMs for small weights). The
 bottom diff of a stride-1 convolution with "same"-like padding (always on a GPU) is the
 convolution of the zero-padded top diff with the flipped, transposed kernel -- the same im2col +
-GEMM, no scatter; other stride-1, dilation-1, one-group ones take the columns' diff
+GEMM, no scatter -- and its columns of dy give dW as well (``colsᵀ @ x`` rows, the taps
+flipped), so such a layer builds no columns of x in the backward; other stride-1, dilation-1,
+one-group ones take the columns' diff
 ``dcol = dy @ W`` in one GEMM and a col2im whose adds run over whole kw·C windows; any other
 takes one GEMM per kernel tap, ``dy @ W[:, :, i, j]``, added to the bottom diff as a shifted
 window. Deconvolution runs the same machinery with the roles of forward
@@ -115,6 +117,7 @@ class _Correlation:
             self.col = backend.empty((g, self.kh, self.kw, self.Cg, n, Ho, Wo))
         # GEMM output rows of a chunk, transposed into the top (rows layout only)
         self.out = backend.empty((n * Ho * Wo, Mo)) if self.rows else None
+        self._zrows = None      # a chunk of ``run``'s pair array as rows (made on first use)
 
     def chunks(self):
         return sample_chunks(self.N, self.chunk)
@@ -147,17 +150,25 @@ class _Correlation:
             return self.col[:n].reshape(Q, self.g, self.Kg).transpose(1, 0, 2)
         return self.col[..., :n, :, :].reshape(self.g, self.Kg, Q).transpose(0, 2, 1)
 
-    def run(self, x, wk, y, bias=None):
+    def run(self, x, wk, y, bias=None, pair=None):
         """y (N, Mo, Ho, Wo) = correlation of x with wk (g, Mo/g, Kg) (+ bias (Mo,)).
 
         Rows layout: one GEMM per chunk, output rows transposed into the NCHW top. Columns
         layout (few input channels, many output positions): one GEMM per sample, written
         straight into the top (the transpose of its wide output would cost more than the GEMM).
+
+        With ``pair`` (an array shaped like y) also returns Σ_chunks colsᵀ @ pair rows, a
+        (g, Kg, Mo/g) product of the same columns: the gradient of the kernel wk when x is a
+        top diff and y the bottom diff of the transposed convolution (``ConvColumns.backward``).
         """
         xp, g, Mo, HW = self.xp, self.g, self.Mo, self.Ho * self.Wo
         wkT = wk.transpose(0, 2, 1)
+        acc = None
         for n0, n in self.chunks():
             cols = self.columns(x, n0, n)                  # fills the chunk's column buffer
+            if pair is not None:
+                part = xp.matmul(cols.transpose(0, 2, 1), self._rows(pair, n0, n))
+                acc = part if acc is None else xp.add(acc, part, out=acc)
             if not self.rows:
                 per_sample = self.col[..., :n, :, :].reshape(g, self.Kg, n, HW)
                 dst = y[n0:n0 + n].reshape(n, g, Mo // g, HW).transpose(1, 0, 2, 3)
@@ -173,6 +184,16 @@ class _Correlation:
                 dst[...] = rows
             else:
                 xp.add(rows, bias.reshape(1, Mo, 1), out=dst)
+        return acc
+
+    def _rows(self, z, n0, n):
+        """Samples n0 … n0+n−1 of z (N, Mo, Ho, Wo) as rows (g, n·Ho·Wo, Mo/g) (a copy)."""
+        HW, g, Mo = self.Ho * self.Wo, self.g, self.Mo
+        if self._zrows is None:
+            self._zrows = self.xp.empty((self.chunk, HW, Mo), dtype=z.dtype)
+        r = self._zrows[:n]
+        r[...] = z[n0:n0 + n].reshape(n, Mo, HW).transpose(0, 2, 1)
+        return r.reshape(n * HW, g, Mo // g).transpose(1, 0, 2)
 
 
 class ConvColumns:
@@ -228,8 +249,10 @@ class ConvColumns:
         """dW (M, C/g, kh, kw) = Σ_n dy_n ⊗ columns(x_n), as a new array.
 
         A small weight matrix ((M/g)·Kg ≤ ``SPLIT_DW_MAX_WEIGHTS``) is computed as a batch of
-        per-sample GEMMs that are then summed: BLAS runs a tiny output with a very long
-        reduction poorly (about 2× slower for LeNet's conv1).
+        per-sample GEMMs, colsᵀ (Kg, Ho·Wo) @ dy_nᵀ (Ho·Wo, M/g), that are then summed: BLAS
+        runs a tiny output with a very long reduction poorly (about 2× slower for LeNet's
+        conv1). This orientation beats dy_n @ cols for CIFAR-10 quick's conv1 (19.8 -> 15.6 ms
+        at 1 thread, 22.0 -> 19.6 at 2) and costs LeNet's conv1 0.1 ms (``bench/NOTES.md``).
         """
         xp, g, M = self.xp, self.g, self.M
         f = self.fwd
@@ -237,15 +260,27 @@ class ConvColumns:
         HW = self.Ho * self.Wo
         acc = None
         for n0, n in f.chunks():
-            cols = f.columns(x, n0, n)
-            if split:      # (g, n, M/g, HW) @ (g, n, HW, Kg), summed over the samples
-                dy4 = dy[n0:n0 + n].reshape(n, g, M // g, HW).transpose(1, 0, 2, 3)
-                part = xp.matmul(dy4, cols.reshape(g, n, HW, f.Kg)).sum(axis=1)
+            cols = f.columns(x, n0, n)                     # (g, n·HW, Kg)
+            if split:      # (g, n, Kg, HW) @ (g, n, HW, M/g), summed over the samples
+                dy4 = dy[n0:n0 + n].reshape(n, g, M // g, HW).transpose(1, 0, 3, 2)
+                part = xp.matmul(cols.reshape(g, n, HW, f.Kg).transpose(0, 1, 3, 2),
+                                 dy4).sum(axis=1).transpose(0, 2, 1)
             else:
                 part = xp.matmul(self._dy_chunk(dy, n0, n), cols)
             acc = part if acc is None else xp.add(acc, part, out=acc)
         kh, kw = self.kernel
         return acc.reshape(M, kh, kw, self.C // g).transpose(0, 3, 1, 2)
+
+    def backward(self, x, dy, w, dx=None):
+        """The weight gradient dW (M, C/g, kh, kw) (returned, a new array) and, when dx is
+        given, the bottom diff written into dx. When the bottom diff is a transposed
+        convolution, dW comes from its columns of dy too (``_transposed``): no second im2col
+        of x."""
+        if dx is not None and self.transposed:
+            return self._transposed(dy, w, dx, x)
+        if dx is not None:
+            self.backward_data(dy, w, dx)
+        return self.weight_grad(x, dy)
 
     def backward_data(self, dy, w, dx):
         """dx (N, C, H, W) = the gradient of the convolution's input for top diff dy."""
@@ -256,7 +291,12 @@ class ConvColumns:
         else:
             self._tap_products(dy, w, dx)
 
-    def _transposed(self, dy, w, dx):
+    def _transposed(self, dy, w, dx, x=None):
+        """dx = correlation of dy padded by q = dilation·(k−1) − pad with the flipped kernel,
+        channels swapped. With x, also returns dW from the same columns of dy: with dycol the
+        (n·H·W, (i', j', m)) columns and x as rows (n·H·W, c), Σ dycolᵀ @ x is dW with its taps
+        flipped, dW[m, c, kh−1−i', kw−1−j'] (each tap pairs the x and dy cells that the
+        forward pairs)."""
         g, M, C = self.g, self.M, self.C
         kh, kw = self.kernel
         if self._bwd is None:
@@ -266,7 +306,11 @@ class ConvColumns:
         w2 = self.xp.ascontiguousarray(
             w.reshape(g, M // g, C // g, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 3, 4, 1)
         ).reshape(g, C // g, -1)
-        self._bwd.run(dy, w2, dx)
+        dw2 = self._bwd.run(dy, w2, dx, pair=x)        # (g, kh·kw·M/g, C/g) or None
+        if dw2 is None:
+            return None
+        return dw2.reshape(g, kh, kw, M // g, C // g)[:, ::-1, ::-1].transpose(
+            0, 3, 4, 1, 2).reshape(M, C // g, kh, kw)
 
     def _col2im(self, dy, w, dx):
         """dx via the columns' diff, stride 1, dilation 1, one group: dcol (n·Ho·Wo, K) =
@@ -429,6 +473,5 @@ class Convolution(Layer):
             dy = t.diff
             if self.p.bias_term:
                 self._add_bias_grad(dy)
-            wblob.diff += self.conv.weight_grad(b.data, dy)
-            if propagate_down[k]:
-                self.conv.backward_data(dy, wblob.data, b.diff)
+            dx = b.diff if propagate_down[k] else None
+            wblob.diff += self.conv.backward(b.data, dy, wblob.data, dx)

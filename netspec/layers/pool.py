@@ -372,14 +372,14 @@ class Pooling(Layer):
                 dx[dst_] = dst[src]
 
     def _backward_max_scatter(self, dy, dx, n0):
-        """Overlapping windows: every top diff of the chunk added to its argmax input cell with
-        ``bincount`` (sums in float64; several windows may pick the same cell)."""
+        """Overlapping windows: every top diff of the chunk added to its argmax input cell
+        (``add.at``: in float32, top cells in order, as Caffe's loop; several windows may pick
+        the same cell)."""
         n = dy.shape[0]
         taps = self._crop(self._argmax[n0:n0 + n])
         winner = self._window_base[:n] + self._tap_offset.take(taps)
-        sums = self.xp.bincount(winner.ravel(), weights=dy.ravel(),
-                                minlength=n * self.C * self.H * self.W)
-        dx[...] = sums.reshape(dx.shape)
+        dx.fill(0)
+        self.xp.add.at(dx.reshape(-1), winner.reshape(-1), dy.reshape(-1))
 
     def _backward_global(self, dy, dx):
         flat = dx.reshape(self.N, self.C, -1)
