@@ -117,7 +117,8 @@ class _Correlation:
             self.col = backend.empty((g, self.kh, self.kw, self.Cg, n, Ho, Wo))
         # GEMM output rows of a chunk, transposed into the top (rows layout only)
         self.out = backend.empty((n * Ho * Wo, Mo)) if self.rows else None
-        self._zrows = None      # a chunk of ``run``'s pair array as rows (made on first use)
+        self._zT = None         # a chunk of ``run``'s pair array, channels first (first use)
+        self.is_gpu = backend.is_gpu
 
     def chunks(self):
         return sample_chunks(self.N, self.chunk)
@@ -157,9 +158,12 @@ class _Correlation:
         layout (few input channels, many output positions): one GEMM per sample, written
         straight into the top (the transpose of its wide output would cost more than the GEMM).
 
-        With ``pair`` (an array shaped like y) also returns Σ_chunks colsᵀ @ pair rows, a
-        (g, Kg, Mo/g) product of the same columns: the gradient of the kernel wk when x is a
+        With ``pair`` (an array shaped like y) also returns Σ_chunks pair @ cols, a
+        (g, Mo/g, Kg) product with the same columns: the gradient of the kernel wk when x is a
         top diff and y the bottom diff of the transposed convolution (``ConvColumns.backward``).
+        On the CPU it is computed transposed (colsᵀ @ pairᵀ: CIFAR-10 quick conv2 backward
+        50.3 -> 47.0 ms at 1 thread, equal at 2); on a GPU as written, since CuPy's matmul
+        copies non-contiguous operands (a transposed view of the whole batch's columns).
         """
         xp, g, Mo, HW = self.xp, self.g, self.Mo, self.Ho * self.Wo
         wkT = wk.transpose(0, 2, 1)
@@ -167,7 +171,12 @@ class _Correlation:
         for n0, n in self.chunks():
             cols = self.columns(x, n0, n)                  # fills the chunk's column buffer
             if pair is not None:
-                part = xp.matmul(cols.transpose(0, 2, 1), self._rows(pair, n0, n))
+                zc = self._channels_major(pair, n0, n)     # (g, Mo/g, n·HW)
+                if self.is_gpu:     # CuPy's matmul would copy a transposed view of the columns
+                    part = xp.matmul(zc, cols)
+                else:               # OpenBLAS runs this orientation faster (conv2 −10 %)
+                    part = xp.matmul(cols.transpose(0, 2, 1),
+                                     zc.transpose(0, 2, 1)).transpose(0, 2, 1)
                 acc = part if acc is None else xp.add(acc, part, out=acc)
             if not self.rows:
                 per_sample = self.col[..., :n, :, :].reshape(g, self.Kg, n, HW)
@@ -186,14 +195,14 @@ class _Correlation:
                 xp.add(rows, bias.reshape(1, Mo, 1), out=dst)
         return acc
 
-    def _rows(self, z, n0, n):
-        """Samples n0 … n0+n−1 of z (N, Mo, Ho, Wo) as rows (g, n·Ho·Wo, Mo/g) (a copy)."""
+    def _channels_major(self, z, n0, n):
+        """Samples n0 … n0+n−1 of z (N, Mo, Ho, Wo) as (g, Mo/g, n·Ho·Wo) (a copy)."""
         HW, g, Mo = self.Ho * self.Wo, self.g, self.Mo
-        if self._zrows is None:
-            self._zrows = self.xp.empty((self.chunk, HW, Mo), dtype=z.dtype)
-        r = self._zrows[:n]
-        r[...] = z[n0:n0 + n].reshape(n, Mo, HW).transpose(0, 2, 1)
-        return r.reshape(n * HW, g, Mo // g).transpose(1, 0, 2)
+        if self._zT is None:
+            self._zT = self.xp.empty((Mo, self.chunk, HW), dtype=z.dtype)
+        d = self._zT[:, :n]
+        d[...] = z[n0:n0 + n].reshape(n, Mo, HW).transpose(1, 0, 2)
+        return d.reshape(g, Mo // g, n * HW)
 
 
 class ConvColumns:
@@ -249,10 +258,10 @@ class ConvColumns:
         """dW (M, C/g, kh, kw) = Σ_n dy_n ⊗ columns(x_n), as a new array.
 
         A small weight matrix ((M/g)·Kg ≤ ``SPLIT_DW_MAX_WEIGHTS``) is computed as a batch of
-        per-sample GEMMs, colsᵀ (Kg, Ho·Wo) @ dy_nᵀ (Ho·Wo, M/g), that are then summed: BLAS
-        runs a tiny output with a very long reduction poorly (about 2× slower for LeNet's
-        conv1). This orientation beats dy_n @ cols for CIFAR-10 quick's conv1 (19.8 -> 15.6 ms
-        at 1 thread, 22.0 -> 19.6 at 2) and costs LeNet's conv1 0.1 ms (``bench/NOTES.md``).
+        per-sample GEMMs that are then summed: BLAS runs a tiny output with a very long
+        reduction poorly (about 2× slower for LeNet's conv1). On the CPU they run transposed,
+        colsᵀ (Kg, Ho·Wo) @ dy_nᵀ (Ho·Wo, M/g): CIFAR-10 quick's conv1 19.8 -> 15.6 ms at 1
+        thread, 22.0 -> 19.6 at 2, LeNet's conv1 +0.1 ms (``bench/NOTES.md``).
         """
         xp, g, M = self.xp, self.g, self.M
         f = self.fwd
@@ -261,10 +270,14 @@ class ConvColumns:
         acc = None
         for n0, n in f.chunks():
             cols = f.columns(x, n0, n)                     # (g, n·HW, Kg)
-            if split:      # (g, n, Kg, HW) @ (g, n, HW, M/g), summed over the samples
-                dy4 = dy[n0:n0 + n].reshape(n, g, M // g, HW).transpose(1, 0, 3, 2)
-                part = xp.matmul(cols.reshape(g, n, HW, f.Kg).transpose(0, 1, 3, 2),
-                                 dy4).sum(axis=1).transpose(0, 2, 1)
+            if split:      # (g, n, M/g, HW) @ (g, n, HW, Kg), summed over the samples
+                dy4 = dy[n0:n0 + n].reshape(n, g, M // g, HW).transpose(1, 0, 2, 3)
+                c4 = cols.reshape(g, n, HW, f.Kg)
+                if self.backend.is_gpu:    # CuPy's matmul copies non-contiguous operands
+                    part = xp.matmul(dy4, c4).sum(axis=1)
+                else:                      # transposed: faster in OpenBLAS (see docstring)
+                    part = xp.matmul(c4.transpose(0, 1, 3, 2),
+                                     dy4.transpose(0, 1, 3, 2)).sum(axis=1).transpose(0, 2, 1)
             else:
                 part = xp.matmul(self._dy_chunk(dy, n0, n), cols)
             acc = part if acc is None else xp.add(acc, part, out=acc)
@@ -294,7 +307,7 @@ class ConvColumns:
     def _transposed(self, dy, w, dx, x=None):
         """dx = correlation of dy padded by q = dilation·(k−1) − pad with the flipped kernel,
         channels swapped. With x, also returns dW from the same columns of dy: with dycol the
-        (n·H·W, (i', j', m)) columns and x as rows (n·H·W, c), Σ dycolᵀ @ x is dW with its taps
+        (n·H·W, (i', j', m)) columns and x as (c, n·H·W), Σ x @ dycol is dW with its taps
         flipped, dW[m, c, kh−1−i', kw−1−j'] (each tap pairs the x and dy cells that the
         forward pairs)."""
         g, M, C = self.g, self.M, self.C
@@ -306,11 +319,11 @@ class ConvColumns:
         w2 = self.xp.ascontiguousarray(
             w.reshape(g, M // g, C // g, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 3, 4, 1)
         ).reshape(g, C // g, -1)
-        dw2 = self._bwd.run(dy, w2, dx, pair=x)        # (g, kh·kw·M/g, C/g) or None
+        dw2 = self._bwd.run(dy, w2, dx, pair=x)        # (g, C/g, kh·kw·M/g) or None
         if dw2 is None:
             return None
-        return dw2.reshape(g, kh, kw, M // g, C // g)[:, ::-1, ::-1].transpose(
-            0, 3, 4, 1, 2).reshape(M, C // g, kh, kw)
+        return dw2.reshape(g, C // g, kh, kw, M // g)[:, :, ::-1, ::-1].transpose(
+            0, 4, 1, 2, 3).reshape(M, C // g, kh, kw)
 
     def _col2im(self, dy, w, dx):
         """dx via the columns' diff, stride 1, dilation 1, one group: dcol (n·Ho·Wo, K) =
