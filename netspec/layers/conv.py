@@ -114,7 +114,11 @@ class _Correlation:
             self.col = backend.empty((n, Ho, Wo, g, self.kh, self.kw, self.Cg))
         else:
             self.buf = backend.zeros((n, C, Hp, Wp))
-            self.col = backend.empty((g, self.kh, self.kw, self.Cg, n, Ho, Wo))
+            # each group's Kg column rows are followed by a row of ones, so that a bias is one
+            # more weight column of the GEMM instead of a pass over the top
+            self.col1 = backend.empty((g, self.Kg + 1, n * Ho * Wo))
+            self.col1[:, self.Kg] = 1
+            self.col = self.col1[:, :self.Kg].reshape(g, self.kh, self.kw, self.Cg, n, Ho, Wo)
         # GEMM output rows of a chunk, transposed into the top (rows layout only)
         self.out = backend.empty((n * Ho * Wo, Mo)) if self.rows else None
         self._zT = None         # a chunk of ``run``'s pair array, channels first (first use)
@@ -156,7 +160,8 @@ class _Correlation:
 
         Rows layout: one GEMM per chunk, output rows transposed into the NCHW top. Columns
         layout (few input channels, many output positions): one GEMM per sample, written
-        straight into the top (the transpose of its wide output would cost more than the GEMM).
+        straight into the top (the transpose of its wide output would cost more than the GEMM),
+        the bias folded in as a weight column against the buffer's row of ones.
 
         With ``pair`` (an array shaped like y) also returns Σ_chunks pair @ cols, a
         (g, Mo/g, Kg) product with the same columns: the gradient of the kernel wk when x is a
@@ -167,6 +172,9 @@ class _Correlation:
         """
         xp, g, Mo, HW = self.xp, self.g, self.Mo, self.Ho * self.Wo
         wkT = wk.transpose(0, 2, 1)
+        if not self.rows and bias is not None:             # the bias as column Kg
+            wk = xp.concatenate([wk, bias.reshape(g, Mo // g, 1)], axis=2)
+        K1 = wk.shape[2]
         acc = None
         for n0, n in self.chunks():
             cols = self.columns(x, n0, n)                  # fills the chunk's column buffer
@@ -179,11 +187,9 @@ class _Correlation:
                                      zc.transpose(0, 2, 1)).transpose(0, 2, 1)
                 acc = part if acc is None else xp.add(acc, part, out=acc)
             if not self.rows:
-                per_sample = self.col[..., :n, :, :].reshape(g, self.Kg, n, HW)
+                per_sample = self.col1[:, :K1, :n * HW].reshape(g, K1, n, HW)
                 dst = y[n0:n0 + n].reshape(n, g, Mo // g, HW).transpose(1, 0, 2, 3)
                 xp.matmul(wk[:, None], per_sample.transpose(0, 2, 1, 3), out=dst)
-                if bias is not None:
-                    y[n0:n0 + n] += bias.reshape(1, Mo, 1, 1)
                 continue
             out = self.out[:n * HW]
             xp.matmul(cols, wkT, out=out.reshape(n * HW, g, Mo // g).transpose(1, 0, 2))
