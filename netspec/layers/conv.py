@@ -24,8 +24,8 @@ straight into the top. Backward, per chunk: the columns are rebuilt from the bot
 (as Caffe does) and ``dW += dy @ col`` (a batch of per-sample GEMMs for small weights). The
 bottom diff of a stride-1 convolution with "same"-like padding (always on a GPU) is the
 convolution of the zero-padded top diff with the flipped, transposed kernel -- the same im2col +
-GEMM, no scatter -- and its columns of dy give dW as well (``colsᵀ @ x`` rows, the taps
-flipped), so such a layer builds no columns of x in the backward; other stride-1, dilation-1,
+GEMM, no scatter -- and its columns of dy give dW as well (``x @ dycol``, the taps flipped),
+so such a layer builds no columns of x in the backward; other stride-1, dilation-1,
 one-group ones take the columns' diff
 ``dcol = dy @ W`` in one GEMM and a col2im whose adds run over whole kw·C windows; any other
 takes one GEMM per kernel tap, ``dy @ W[:, :, i, j]``, added to the bottom diff as a shifted

@@ -379,7 +379,7 @@ class Pooling(Layer):
         n = dy.shape[0]
         taps = self._crop(self._argmax[n0:n0 + n])
         winner = self._window_base[:n] + self._tap_offset.take(taps)
-        dx.fill(0)
+        dx.fill(0)                          # a chunk of the bottom diff: reshape is a view
         self.xp.add.at(dx.reshape(-1), winner.reshape(-1), dy.reshape(-1))
 
     def _backward_global(self, dy, dx):
