@@ -213,6 +213,20 @@ def test_conv_backward_path_choice():
     assert cifar2.fwd.chunk == conv_module.COL_CHUNK_BYTES // (16 * 16 * 32 * 25 * 4)
 
 
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_conv_weight_grad_same_with_and_without_bottom_diff(case, layout):
+    """dW computed alongside the bottom diff (on the transposed path: from the columns of dy)
+    equals dW computed alone from the columns of x."""
+    shape, p = CONV_CASES[case]
+    layer, tops = make_layer(conv_spec(**p), [shape], seed=11)
+    x, dy = rand(shape, 12), rand(tops[0], 13)
+    _, (dx,), (dw_with, *_) = forward_backward(layer, [x], tops, [dy], propagate=[True])
+    layer.blobs[0].diff[...] = 0
+    _, (none,), (dw_alone, *_) = forward_backward(layer, [x], tops, [dy], propagate=[False])
+    assert dx is not None and none is None
+    np.testing.assert_allclose(dw_with, dw_alone, rtol=1e-12, atol=1e-12)
+
+
 def test_conv_no_propagate_down_leaves_bottom_diff():
     layer, tops = make_layer(conv_spec(num_output=2, kernel_size=3), [(1, 1, 5, 5)])
     bottom, top = run_forward(layer, [rand((1, 1, 5, 5))], tops)
