@@ -22,6 +22,10 @@ Iterations alternate between the frameworks (netspec, torch[, numpy], then the n
 the reverse order), so load from elsewhere on the machine hits all of them alike; each time is
 the median of ``--iterations`` timed steps after ``--warmup`` steps. Threads: torch's
 ``set_num_threads`` and threadpoolctl's ``threadpool_limits`` (NumPy's OpenBLAS, OpenMP).
+At 2 threads each framework's idle worker threads keep spinning for a while after its step
+(OpenBLAS for ~0.1 s after a GEMM) and slow the other one's next step; ``--block K`` alternates
+in blocks of K timed steps instead, each after a ``--settle`` pause and one untimed step: the
+steady state of a run of one framework (``bench/NOTES.md`` compares the two schedules).
 
 FLOPs: forward multiply-adds of Convolution and InnerProduct layers, × 2 (mul + add) × 3
 (forward, weight gradient, input gradient: the brief's convention, which counts the input
@@ -40,6 +44,7 @@ max_memory_reserved), each allocator holding only its own framework's arrays.
     python bench/bench.py --nets lenet --threads 1 --iterations 300 --out bench/results/x.md
     python bench/bench.py --profile                # per-layer ms (netspec time) + torch ops
     python bench/bench.py --gpu --threads 1        # CuPy vs torch CUDA
+    python bench/bench.py --block 10               # alternate in blocks of 10 steps
 
 Run it with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (``env -u OPENBLAS_CORETYPE -u
 OPENBLAS_L2_SIZE python bench/bench.py``): they force an older OpenBLAS kernel. The kernel
@@ -526,8 +531,30 @@ def memory_mib(framework: str, spec_path: str, threads: int) -> float | None:
 
 
 # -- one network at one thread count -------------------------------------------------------------
+def alternation(names: list[str], iters: int, block: int, settle: float):
+    """The timed schedule: yields (framework, timed) pairs, ``iters`` timed steps for each.
+
+    block 1: one step each in turn, the order reversed every round (netspec, torch, torch,
+    netspec, ...). block k > 1: k timed steps of one framework, then of the next (order reversed
+    every round), each block preceded by a pause of ``settle`` seconds and one untimed step, so
+    that the other framework's idle worker threads (OpenBLAS's spin for ~0.1 s after a GEMM) have
+    stopped and this one's are awake: the steady state of a training run of one framework."""
+    done = 0
+    rnd = 0
+    while done < iters:
+        n = min(block, iters - done)
+        for k in (names if rnd % 2 == 0 else names[::-1]):
+            if block > 1:
+                time.sleep(settle)
+                yield k, False
+            for _ in range(n):
+                yield k, True
+        done += n
+        rnd += 1
+
+
 def bench_one(name: str, threads: int, iters: int, warmup: int, gpu: bool, mem: bool,
-              tmpdir: str) -> dict:
+              tmpdir: str, block: int = 1, settle: float = 0.0) -> dict:
     import torch  # noqa: PLC0415
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
@@ -575,14 +602,13 @@ def bench_one(name: str, threads: int, iters: int, warmup: int, gpu: bool, mem: 
             last = {k: f() for k, f in runners.items()}
         times = {k: [] for k in runners}
         cpu = {k: [] for k in runners}     # CPU time of this thread: robust to other load at 1 thread
-        order = list(runners)
-        for i in range(iters):
-            for k in (order if i % 2 == 0 else order[::-1]):
-                sync()
-                c = time.thread_time()
-                t = time.perf_counter()
-                runners[k]()
-                sync()
+        for k, timed in alternation(list(runners), iters, block, settle):
+            sync()
+            c = time.thread_time()
+            t = time.perf_counter()
+            runners[k]()
+            sync()
+            if timed:
                 times[k].append(time.perf_counter() - t)
                 cpu[k].append(time.thread_time() - c)
         load_during = os.getloadavg()[0]   # 1-minute load at the end of the timed loop
@@ -607,11 +633,12 @@ def bench_one(name: str, threads: int, iters: int, warmup: int, gpu: bool, mem: 
             "load": load_during, "cpu_ms": cpu_med,
             "flop": 6 * macs, "peak_gflops": peak, "mem": mem_mib,
             "first_loss": first, "loss_after_warmup": last if warmup > 1 else first,
-            "iters": iters}
+            "iters": iters, "block": block}
 
 
 # -- the full LeNet run, estimated -------------------------------------------------------------
-def lenet_run_estimate(threads: int, iters: int, warmup: int) -> dict:
+def lenet_run_estimate(threads: int, iters: int, warmup: int, block: int = 1,
+                       settle: float = 0.0) -> dict:
     """ms per training iteration and per test pass (test_iter batches of 100, Accuracy on),
     for torch and netspec, and the 10,000-iteration run they imply (tests at 0, 500, …, 10000)."""
     import torch  # noqa: PLC0415
@@ -656,14 +683,16 @@ def lenet_run_estimate(threads: int, iters: int, warmup: int) -> dict:
             s.step_once(), torch_step(), ns_test_batch(), torch_test_batch()
         tt = {"netspec": [], "torch": []}
         tb = {"netspec": [], "torch": []}
-        for i in range(iters):
-            for k, step, test in (("netspec", s.step_once, ns_test_batch),
-                                  ("torch", torch_step, torch_test_batch))[:: 1 if i % 2 == 0 else -1]:
-                t = time.perf_counter()
-                step()
+        fns = {"netspec": (s.step_once, ns_test_batch), "torch": (torch_step, torch_test_batch)}
+        for k, timed in alternation(list(fns), iters, block, settle):
+            step, test = fns[k]
+            t = time.perf_counter()
+            step()
+            if timed:
                 tt[k].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                test()
+            t = time.perf_counter()
+            test()
+            if timed:
                 tb[k].append(time.perf_counter() - t)
     n_tests = LENET_RUN["iterations"] // LENET_RUN["test_interval"] + 1
     for k in tt:
@@ -806,6 +835,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--iterations", type=int, default=200, help="timed iterations per framework")
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--block", type=int, default=1,
+                    help="timed steps per framework before switching (1: alternate every step)")
+    ap.add_argument("--settle", type=float, default=0.2,
+                    help="seconds of pause before each block when --block > 1")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--nets", default="lenet,cifar10_quick,mlp")
     ap.add_argument("--gpu", action="store_true", help="CuPy vs torch CUDA")
@@ -844,14 +877,19 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for n in names:
                 for t in threads:
-                    r = bench_one(n, t, a.iterations, a.warmup, a.gpu, not a.no_memory, tmp)
+                    r = bench_one(n, t, a.iterations, a.warmup, a.gpu, not a.no_memory, tmp,
+                                  a.block, a.settle)
                     rows.append(r)
                     print(f"  {n} threads={t}: netspec {r['ms']['netspec']:.2f} ms, "
                           f"torch {r['ms']['torch']:.2f} ms"
                           + (f", numpy {r['ms']['numpy']:.2f} ms" if "numpy" in r["ms"] else ""),
                           file=sys.stderr, flush=True)
         tbl = table(rows, a.gpu)
+        sched = ("the frameworks alternating every iteration" if a.block <= 1 else
+                 f"the frameworks alternating in blocks of {a.block} (each after a {a.settle:g} s "
+                 "pause and one untimed iteration)")
         report += [f"Median ms per training iteration of {a.iterations} (after {a.warmup} warm-up), "
+                   f"{sched}, "
                    f"{'GPU' if a.gpu else 'CPU'}, float32. GFLOP/s = 6 × forward multiply-adds of "
                    "conv/IP layers / time; peak = NumPy 1024² float32 matmul at the same threads"
                    + (" (CuPy 4096² on GPU)" if a.gpu else "") + ". MiB = peak memory of a "
@@ -862,7 +900,7 @@ def main(argv=None) -> int:
         print(tbl + "\n\n" + checks(rows), flush=True)
         if "lenet" in names and not a.gpu and not a.no_lenet_run:
             t = threads[0]
-            est = lenet_run_estimate(t, max(a.iterations // 2, 50), 5)
+            est = lenet_run_estimate(t, max(a.iterations // 2, 50), 5, a.block, a.settle)
             lines = [f"Full LeNet solver run (10,000 iterations, a test pass of 100 × batch 100 every "
                      f"500 and at 0 and 10,000 = {est['torch']['n_tests']} passes), **estimated** from "
                      f"measured medians at {t} thread(s), not run; Input layers (no data loading):", "",
