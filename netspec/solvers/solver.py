@@ -147,8 +147,8 @@ class Solver:
                 p.diff *= p.diff.dtype.type(1.0 / self.sp.iter_size)
             if reg is not None and reg.timing == "pre":
                 reg(self.xp, p, rate, self.sp.base_lr)
-            self.rule.step(p, state, rate * p.lr_mult, t)
-            p.data -= p.diff
+            delta = self.rule.step(p, state, rate * p.lr_mult, t)
+            p.data -= p.diff if delta is None else delta
             if reg is not None and reg.timing == "post":
                 reg(self.xp, p, rate, self.sp.base_lr)
         return rate
