@@ -633,7 +633,7 @@ def bench_one(name: str, threads: int, iters: int, warmup: int, gpu: bool, mem: 
             "load": load_during, "cpu_ms": cpu_med,
             "flop": 6 * macs, "peak_gflops": peak, "mem": mem_mib,
             "first_loss": first, "loss_after_warmup": last if warmup > 1 else first,
-            "iters": iters, "block": block}
+            "iters": iters}
 
 
 # -- the full LeNet run, estimated -------------------------------------------------------------

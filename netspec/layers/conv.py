@@ -84,6 +84,25 @@ def _chunk_size(backend, N: int, per_sample_bytes: int) -> int:
     return N if backend.is_gpu else samples_per_chunk(N, per_sample_bytes, COL_CHUNK_BYTES)
 
 
+def _channels_first(buf, z, n0, n, g):
+    """Samples n0 … n0+n−1 of z (N, Mo, H, W) copied into ``buf`` (Mo, ≥ n, H·W) and returned
+    as (g, Mo/g, n·H·W): per group, one row per channel over the chunk's positions."""
+    Mo = z.shape[1]
+    d = buf[:, :n]
+    d[...] = z[n0:n0 + n].reshape(n, Mo, -1).transpose(1, 0, 2)
+    return d.reshape(g, Mo // g, -1)
+
+
+def _product(a, b, gpu: bool):
+    """a @ b over the last two axes. On the CPU computed as (bᵀ @ aᵀ)ᵀ: for a convolution's
+    weight gradient (a: few filter rows, b: many column rows) OpenBLAS runs that orientation
+    faster (CIFAR-10 quick conv1 dW 19.8 -> 15.6 ms, conv2 backward 50.3 -> 47.0 at 1 thread).
+    On a GPU as written: CuPy's matmul copies non-contiguous operands."""
+    if gpu:
+        return a @ b
+    return (b.swapaxes(-1, -2) @ a.swapaxes(-1, -2)).swapaxes(-1, -2)
+
+
 class _Correlation:
     """One direction of a grouped 2-D cross-correlation over NCHW arrays, in sample chunks.
 
@@ -166,9 +185,6 @@ class _Correlation:
         With ``pair`` (an array shaped like y) also returns Σ_chunks pair @ cols, a
         (g, Mo/g, Kg) product with the same columns: the gradient of the kernel wk when x is a
         top diff and y the bottom diff of the transposed convolution (``ConvColumns.backward``).
-        On the CPU it is computed transposed (colsᵀ @ pairᵀ: CIFAR-10 quick conv2 backward
-        50.3 -> 47.0 ms at 1 thread, equal at 2); on a GPU as written, since CuPy's matmul
-        copies non-contiguous operands (a transposed view of the whole batch's columns).
         """
         xp, g, Mo, HW = self.xp, self.g, self.Mo, self.Ho * self.Wo
         wkT = wk.transpose(0, 2, 1)
@@ -179,12 +195,9 @@ class _Correlation:
         for n0, n in self.chunks():
             cols = self.columns(x, n0, n)                  # fills the chunk's column buffer
             if pair is not None:
-                zc = self._channels_major(pair, n0, n)     # (g, Mo/g, n·HW)
-                if self.is_gpu:     # CuPy's matmul would copy a transposed view of the columns
-                    part = xp.matmul(zc, cols)
-                else:               # OpenBLAS runs this orientation faster (conv2 −10 %)
-                    part = xp.matmul(cols.transpose(0, 2, 1),
-                                     zc.transpose(0, 2, 1)).transpose(0, 2, 1)
+                if self._zT is None:
+                    self._zT = xp.empty((Mo, self.chunk, HW), dtype=pair.dtype)
+                part = _product(_channels_first(self._zT, pair, n0, n, g), cols, self.is_gpu)
                 acc = part if acc is None else xp.add(acc, part, out=acc)
             if not self.rows:
                 per_sample = self.col1[:, :K1, :n * HW].reshape(g, K1, n, HW)
@@ -200,15 +213,6 @@ class _Correlation:
             else:
                 xp.add(rows, bias.reshape(1, Mo, 1), out=dst)
         return acc
-
-    def _channels_major(self, z, n0, n):
-        """Samples n0 … n0+n−1 of z (N, Mo, Ho, Wo) as (g, Mo/g, n·Ho·Wo) (a copy)."""
-        HW, g, Mo = self.Ho * self.Wo, self.g, self.Mo
-        if self._zT is None:
-            self._zT = self.xp.empty((Mo, self.chunk, HW), dtype=z.dtype)
-        d = self._zT[:, :n]
-        d[...] = z[n0:n0 + n].reshape(n, Mo, HW).transpose(1, 0, 2)
-        return d.reshape(g, Mo // g, n * HW)
 
 
 class ConvColumns:
@@ -253,21 +257,18 @@ class ConvColumns:
 
     def _dy_chunk(self, dy, n0, n):
         """Top diff of samples n0 … n0+n−1 as (g, M/g, n·Ho·Wo)."""
-        HW, g, M = self.Ho * self.Wo, self.g, self.M
         if self._dyT is None:
-            self._dyT = self.backend.empty((M, max(self.fwd.chunk, self._tap_chunk), HW))
-        d = self._dyT[:, :n]
-        d[...] = dy[n0:n0 + n].reshape(n, M, HW).transpose(1, 0, 2)
-        return d.reshape(g, M // g, n * HW)
+            self._dyT = self.backend.empty((self.M, max(self.fwd.chunk, self._tap_chunk),
+                                            self.Ho * self.Wo))
+        return _channels_first(self._dyT, dy, n0, n, self.g)
 
     def weight_grad(self, x, dy):
         """dW (M, C/g, kh, kw) = Σ_n dy_n ⊗ columns(x_n), as a new array.
 
         A small weight matrix ((M/g)·Kg ≤ ``SPLIT_DW_MAX_WEIGHTS``) is computed as a batch of
         per-sample GEMMs that are then summed: BLAS runs a tiny output with a very long
-        reduction poorly (about 2× slower for LeNet's conv1). On the CPU they run transposed,
-        colsᵀ (Kg, Ho·Wo) @ dy_nᵀ (Ho·Wo, M/g): CIFAR-10 quick's conv1 19.8 -> 15.6 ms at 1
-        thread, 22.0 -> 19.6 at 2, LeNet's conv1 +0.1 ms (``bench/NOTES.md``).
+        reduction poorly (about 2× slower for LeNet's conv1); ``_product`` picks their
+        orientation (LeNet's conv1 pays 0.1 ms for it, ``bench/NOTES.md``).
         """
         xp, g, M = self.xp, self.g, self.M
         f = self.fwd
@@ -278,12 +279,8 @@ class ConvColumns:
             cols = f.columns(x, n0, n)                     # (g, n·HW, Kg)
             if split:      # (g, n, M/g, HW) @ (g, n, HW, Kg), summed over the samples
                 dy4 = dy[n0:n0 + n].reshape(n, g, M // g, HW).transpose(1, 0, 2, 3)
-                c4 = cols.reshape(g, n, HW, f.Kg)
-                if self.backend.is_gpu:    # CuPy's matmul copies non-contiguous operands
-                    part = xp.matmul(dy4, c4).sum(axis=1)
-                else:                      # transposed: faster in OpenBLAS (see docstring)
-                    part = xp.matmul(c4.transpose(0, 1, 3, 2),
-                                     dy4.transpose(0, 1, 3, 2)).sum(axis=1).transpose(0, 2, 1)
+                part = _product(dy4, cols.reshape(g, n, HW, f.Kg),
+                                self.backend.is_gpu).sum(axis=1)
             else:
                 part = xp.matmul(self._dy_chunk(dy, n0, n), cols)
             acc = part if acc is None else xp.add(acc, part, out=acc)
