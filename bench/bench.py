@@ -152,7 +152,9 @@ def param_specs(lay: dict) -> list[tuple[float, float]]:
 
 
 # -- netspec side ------------------------------------------------------------------------------
-def make_solver(spec: dict, gpu: bool = False):
+def make_solver(spec: dict, gpu: bool = False, threads: int | None = None):
+    """The bench net's solver; on the CPU netspec runs ``threads`` threads (default: BLAS's
+    thread count, i.e. the surrounding ``threadpool_limits``)."""
     from netspec.backend import get_backend  # noqa: PLC0415
     from netspec.log import CaffeLog  # noqa: PLC0415
     from netspec.solvers import Solver  # noqa: PLC0415
@@ -160,7 +162,7 @@ def make_solver(spec: dict, gpu: bool = False):
     from netspec.spec.solver import SolverParameter  # noqa: PLC0415
 
     sp = SolverParameter.model_validate({"net": "bench", **SOLVER})
-    return Solver(sp, backend=get_backend(gpu), net_param=parse_net(spec, spec["name"]),
+    return Solver(sp, backend=get_backend(gpu, threads=threads), net_param=parse_net(spec, spec["name"]),
                   log=CaffeLog(quiet=True))
 
 
@@ -478,7 +480,7 @@ def memory_child(framework: str, spec_path: str, threads: int, iters: int = 5) -
     weights = {k[2:]: data[k] for k in data.files if k.startswith("w:")}
     inputs = {k[2:]: data[k] for k in data.files if k.startswith("x:")}
     if framework == "netspec":
-        s = make_solver(spec)
+        s = make_solver(spec, threads=threads)
         set_inputs(s.net, inputs)
         for _ in range(iters):
             s.step_once()
@@ -570,7 +572,7 @@ def bench_one(name: str, threads: int, iters: int, warmup: int, gpu: bool, mem: 
     inputs = synthetic_inputs(spec)
     with threadpool_limits(threads):
         torch.set_num_threads(threads)
-        s = make_solver(spec, gpu)
+        s = make_solver(spec, gpu, threads)
         set_inputs(s.net, inputs)
         weights = weights_of(s.net)
         model = torch_model(spec, weights, device)
@@ -652,7 +654,7 @@ def lenet_run_estimate(threads: int, iters: int, warmup: int, block: int = 1,
     out = {}
     with threadpool_limits(threads):
         torch.set_num_threads(threads)
-        s = make_solver(spec)
+        s = make_solver(spec, threads=threads)
         set_inputs(s.net, inputs)
         weights = weights_of(s.net)
         tnet = Net(parse_net(tspec, "lenet-test"), "TEST")
@@ -717,10 +719,10 @@ def profile(names: list[str], threads: int, iters: int) -> str:
         for name in names:
             spec = bench_net(name)
             inputs = synthetic_inputs(spec)
-            s = make_solver(spec)
+            s = make_solver(spec, threads=threads)
             set_inputs(s.net, inputs)
             t = time_net(s.net, iters, warmup=5)   # accumulates diffs: time the update on a
-            s = make_solver(spec)                   # fresh solver (same seed, same weights)
+            s = make_solver(spec, threads=threads)  # fresh solver (same seed, same weights)
             set_inputs(s.net, inputs)
             upd, chk, clr = [], [], []
             for _ in range(iters):

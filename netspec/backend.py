@@ -54,10 +54,12 @@ def to_numpy(a: Any) -> numpy.ndarray:
 
 @dataclass(frozen=True)
 class Backend:
-    """Where arrays live (``xp``) and their floating dtype (float32 default, float64 for checks)."""
+    """Where arrays live (``xp``), their floating dtype (float32 default, float64 for checks)
+    and, on the CPU, how many threads the layers split their batch over (``parallel.py``)."""
 
     xp: Any = numpy
     dtype: Any = numpy.float32
+    threads: int = 1
 
     @property
     def is_gpu(self) -> bool:
@@ -75,11 +77,17 @@ class Backend:
         return self.xp.empty(shape, dtype=self.dtype if dtype is None else dtype)
 
 
-def get_backend(gpu: bool = False, dtype: str | Any = "float32", device_id: int = 0) -> Backend:
-    """Backend for ``solver_mode``/``--gpu``. Raises a clear error when a GPU is asked for but absent."""
+def get_backend(gpu: bool = False, dtype: str | Any = "float32", device_id: int = 0,
+                threads: int | None = None) -> Backend:
+    """Backend for ``solver_mode``/``--gpu``. Raises a clear error when a GPU is asked for but
+    absent. CPU threads: ``threads``, else ``parallel.default_threads()``."""
     dt = numpy.dtype(dtype).type
     if not gpu:
-        return Backend(numpy, dt)
+        from . import parallel  # noqa: PLC0415
+        n = parallel.default_threads() if threads is None else int(threads)
+        if n < 1:
+            raise NetspecError(f"the number of threads must be at least 1, got {n}")
+        return Backend(numpy, dt, n)
     cp = _cupy()
     if cp is None:
         raise NetspecError(

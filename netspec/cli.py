@@ -43,6 +43,19 @@ def friendly(fn):
     return click.option("--debug", is_flag=True, help="Show a full traceback on errors.")(wrapper)
 
 
+def threads_option(fn):
+    """Add ``--threads N``: the CPU threads of this run (``netspec/parallel.py``)."""
+    @functools.wraps(fn)
+    def wrapper(*args, threads: int | None = None, **kwargs):
+        if threads is not None:
+            from . import parallel  # noqa: PLC0415
+            parallel.set_num_threads(threads)
+        return fn(*args, **kwargs)
+    return click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+                        help="CPU threads (default: $NETSPEC_NUM_THREADS, else BLAS's thread "
+                             "count: $OMP_NUM_THREADS or the number of cores).")(wrapper)
+
+
 class _LazyGroup(click.Group):
     """The core commands plus one lazily imported module per extra command (netspec/commands)."""
 
@@ -103,6 +116,7 @@ def _load_solver_and_net(solver_file, sets):
 @click.option("--log-dir", type=click.Path(file_okay=False),
               help="Write DIR/metrics.jsonl (one JSON object per display and test step, for "
                    "`netspec plot`) and DIR/train.log (the Caffe-format log).")
+@threads_option
 @friendly
 def train(solver_file, gpu, snapshot, weights, sets, max_iter, quiet, dtype, log_dir):
     """Train with SOLVER_FILE (Caffe's `caffe train --solver`)."""
@@ -130,7 +144,7 @@ def train(solver_file, gpu, snapshot, weights, sets, max_iter, quiet, dtype, log
     log.info(f"Solver {solver_file}: type {sp.type}, base_lr {sp.base_lr}, lr_policy {sp.lr_policy}, "
              f"weight_decay {sp.weight_decay} ({sp.regularization_type or 'none'}), "
              f"max_iter {sp.max_iter}, random_seed {solver.seed}, "
-             f"{'GPU' if solver.backend.is_gpu else 'CPU'}")
+             f"{'GPU' if solver.backend.is_gpu else f'CPU ({solver.backend.threads} threads)'}")
     for text, _, _ in applied:
         log.info(f"Override: --set {text}")
     from .report import decay_lines  # noqa: PLC0415
@@ -161,6 +175,7 @@ def train(solver_file, gpu, snapshot, weights, sets, max_iter, quiet, dtype, log
 @click.option("--gpu", is_flag=True, help="Run on the GPU with CuPy.")
 @click.option("--phase", type=click.Choice(["TEST", "TRAIN"]), default="TEST", show_default=True)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a layer field.")
+@threads_option
 @friendly
 def test(model, weights, iterations, gpu, phase, sets):
     """Score a trained model: average each net output over ITERATIONS batches."""

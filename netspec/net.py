@@ -14,6 +14,7 @@ import numpy as np
 
 from . import graph
 from .backend import Backend
+from .parallel import single_threaded_blas
 from .blob import Blob, Param
 from .errors import NetspecError, ShapeError, SpecError
 from .layers import registry
@@ -186,8 +187,9 @@ class Net:
     # -- execution --------------------------------------------------------------------------
     def forward(self) -> float:
         """Run every layer forward; return the weighted loss Σ w·loss (float)."""
-        for layer, bottom, top in zip(self.layers, self.bottoms, self.tops):
-            layer.forward(bottom, top)
+        with single_threaded_blas(self.backend):
+            for layer, bottom, top in zip(self.layers, self.bottoms, self.tops):
+                layer.forward(bottom, top)
         loss = 0.0
         for blob, w in self.loss_terms:
             loss += w * float(blob.data.sum())
@@ -197,9 +199,10 @@ class Net:
         """Seed loss tops with their weights and run backward in reverse order."""
         for blob, w in self.loss_terms:
             blob.diff[...] = w
-        for i in range(len(self.layers) - 1, -1, -1):
-            if self.layer_backward[i]:
-                self.layers[i].backward(self.tops[i], self.propagate[i], self.bottoms[i])
+        with single_threaded_blas(self.backend):
+            for i in range(len(self.layers) - 1, -1, -1):
+                if self.layer_backward[i]:
+                    self.layers[i].backward(self.tops[i], self.propagate[i], self.bottoms[i])
 
     def forward_backward(self) -> float:
         loss = self.forward()

@@ -1019,7 +1019,8 @@ def _run_jobs(cfg: SearchConfig, echo) -> None:
 
     ctx = mp.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
-    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                            "NETSPEC_NUM_THREADS")}
     for k, v in saved.items():
         if v is None:
             os.environ[k] = str(threads)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from .parallel import single_threaded_blas
+
 
 def _sync(backend) -> None:
     if backend.is_gpu:
@@ -25,7 +27,13 @@ class Timing:
 
 
 def time_net(net, iterations: int = 50, warmup: int = 5) -> Timing:
-    """Time ``iterations`` forward+backward passes of ``net`` layer by layer (after ``warmup``)."""
+    """Time ``iterations`` forward+backward passes of ``net`` layer by layer (after ``warmup``),
+    with the net's threads as in training (``parallel.single_threaded_blas``)."""
+    with single_threaded_blas(net.backend):
+        return _time_layers(net, iterations, warmup)
+
+
+def _time_layers(net, iterations: int, warmup: int) -> Timing:
     be = net.backend
     names = [layer.name for layer in net.layers]
     fwd = dict.fromkeys(names, 0.0)

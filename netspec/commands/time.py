@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..cli import friendly
+from ..cli import friendly, threads_option
 
 
 @click.command("time")
@@ -14,6 +14,7 @@ from ..cli import friendly
 @click.option("--gpu", is_flag=True, help="Time on the GPU with CuPy.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a layer field.")
+@threads_option
 @friendly
 def command(net_file, iterations, phase, gpu, dtype, sets):
     """Average forward, backward and total ms per iteration, and per layer."""
@@ -30,7 +31,8 @@ def command(net_file, iterations, phase, gpu, dtype, sets):
     _, net_sets = split_sets(list(sets))
     net = Net(load_net(net_file, net_sets), phase, get_backend(gpu, dtype), np.random.default_rng(0))
     t = time_net(net, iterations)
-    table = Table(title=f"{net.name or net_file} ({phase}, {'GPU' if gpu else 'CPU'}, {dtype}), "
+    where = "GPU" if gpu else f"CPU, {net.backend.threads} threads"
+    table = Table(title=f"{net.name or net_file} ({phase}, {where}, {dtype}), "
                         f"mean of {iterations} iterations")
     for col in ("layer", "type", "forward ms", "backward ms"):
         table.add_column(col, justify="right" if "ms" in col else "left")

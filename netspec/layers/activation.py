@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy
 
+from .. import parallel
 from .base import Layer
 from .registry import register
 
@@ -51,7 +52,11 @@ class ReLU(_ElementWise):
     def forward(self, bottom, top):
         x, y = bottom[0].data, top[0].data
         if self.slope == 0.0:
-            self.xp.maximum(x, 0, out=y)
+            xf, yf = x.reshape(-1), y.reshape(-1)          # blobs are contiguous: views
+
+            def part(s):
+                self.xp.maximum(xf[s], 0, out=yf[s])
+            parallel.over_samples(part, xf.size, xf.size, self.threads)
             return
         pos = x > 0
         if self.slope < 0 and bottom[0] is top[0]:
@@ -62,17 +67,22 @@ class ReLU(_ElementWise):
         if not propagate_down[0]:
             return
         in_place = bottom[0] is top[0]
+        dy, dx = top[0].diff, bottom[0].diff
+        if self.slope == 0.0:        # x > 0 (Caffe's rule, immune to later in-place layers), or
+            ref = (top[0] if in_place else bottom[0]).data.reshape(-1)     # y > 0 in place
+            dyf, dxf = dy.reshape(-1), dx.reshape(-1)
+
+            def part(s):
+                self.xp.multiply(dyf[s], ref[s] > 0, out=dxf[s])
+            parallel.over_samples(part, dyf.size, dyf.size, self.threads)
+            return
         if not in_place:
-            pos = bottom[0].data > 0           # Caffe's rule, immune to later in-place layers
-        elif self.slope >= 0:
+            pos = bottom[0].data > 0
+        elif self.slope > 0:
             pos = top[0].data > 0
         else:
             pos = self._pos
-        dy, dx = top[0].diff, bottom[0].diff
-        if self.slope == 0.0:
-            self.xp.multiply(dy, pos, out=dx)
-        else:
-            self.xp.multiply(dy, self._factor(pos), out=dx)
+        self.xp.multiply(dy, self._factor(pos), out=dx)
 
 
 @register("Sigmoid")

@@ -62,6 +62,8 @@ class Layer(abc.ABC):
         self.backend = backend
         self.xp = backend.xp
         self.dtype = backend.dtype
+        #: CPU threads the layer may split its batch over (``parallel.py``); 1 on a GPU
+        self.threads = 1 if backend.is_gpu else backend.threads
         self.rng = rng
         self.where = where or {}
         self.blobs: list[Param] = []

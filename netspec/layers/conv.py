@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import numpy
 
+from .. import parallel
 from .base import Layer, sample_chunks, samples_per_chunk
 from .registry import register
 
@@ -224,6 +225,7 @@ class ConvColumns:
         self.N, self.C, self.H, self.W, self.M, self.Ho, self.Wo, self.g = \
             N, C, H, W, M, Ho, Wo, g
         self.kernel, self.pad, self.stride, self.dilation = kernel, pad, stride, dilation
+        self.ranges = [(0, N)]      # the samples it covers, as (start, count) ranges
         self.fwd = _Correlation(backend, N, C, H, W, M, Ho, Wo, g, kernel, pad, stride,
                                 dilation)
         kh, kw = kernel
@@ -384,6 +386,34 @@ class ConvColumns:
             dx[n0:n0 + n] = dbuf[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2)
 
 
+class SplitColumns:
+    """``ConvColumns``' API over the batch split into contiguous sample ranges, one
+    ``ConvColumns`` (own buffers) per CPU thread (``parallel.py``). Each range runs its own
+    chunks; the weight gradient is the ranges' partial sums added in range order."""
+
+    def __init__(self, make, N: int, threads: int):
+        self.ranges = parallel.split(N, threads)
+        self.parts = [make(n) for _, n in self.ranges]
+
+    def _each(self, fn):
+        """fn(part, sample slice) on every range at once; the results in range order."""
+        return parallel.run(lambda part, r: fn(part, slice(r[0], r[0] + r[1])),
+                            list(zip(self.parts, self.ranges)))
+
+    def forward(self, x, w, y, bias=None):
+        self._each(lambda c, s: c.forward(x[s], w, y[s], bias))
+
+    def weight_grad(self, x, dy):
+        return parallel.ordered_sum(self._each(lambda c, s: c.weight_grad(x[s], dy[s])))
+
+    def backward(self, x, dy, w, dx=None):
+        return parallel.ordered_sum(self._each(
+            lambda c, s: c.backward(x[s], dy[s], w, None if dx is None else dx[s])))
+
+    def backward_data(self, dy, w, dx):
+        self._each(lambda c, s: c.backward_data(dy[s], w, dx[s]))
+
+
 @register("Convolution")
 class Convolution(Layer):
     """2-D convolution (cross-correlation) with pad, stride, dilation and groups, as Caffe.
@@ -447,11 +477,18 @@ class Convolution(Layer):
                              f"{Hp}x{Wp}")
         return (Hp - ext_h) // self.stride_h + 1, (Wp - ext_w) // self.stride_w + 1
 
-    def _columns(self, N, C, H, W, M, Ho, Wo, g) -> ConvColumns:
-        """The column machinery of a convolution (N, C, H, W) -> (N, M, Ho, Wo)."""
-        return ConvColumns(self.backend, N, C, H, W, M, Ho, Wo, g, (self.kh, self.kw),
-                           (self.pad_h, self.pad_w), (self.stride_h, self.stride_w),
-                           (self.dil_h, self.dil_w))
+    def _columns(self, N, C, H, W, M, Ho, Wo, g) -> ConvColumns | SplitColumns:
+        """The column machinery of a convolution (N, C, H, W) -> (N, M, Ho, Wo): split over
+        the CPU threads when it has at least ``parallel.SPLIT_MIN_MACS`` multiply-adds."""
+        def make(n):
+            return ConvColumns(self.backend, n, C, H, W, M, Ho, Wo, g, (self.kh, self.kw),
+                               (self.pad_h, self.pad_w), (self.stride_h, self.stride_w),
+                               (self.dil_h, self.dil_w))
+        threads = 1 if self.backend.is_gpu else self.backend.threads
+        macs = N * Ho * Wo * M * (C // g) * self.kh * self.kw
+        if threads > 1 and N > 1 and macs >= parallel.SPLIT_MIN_MACS:
+            return SplitColumns(make, N, threads)
+        return make(N)
 
     def setup(self, bottom_shapes):
         shape, g, M = self._check_bottoms(bottom_shapes)
@@ -478,10 +515,13 @@ class Convolution(Layer):
         if self.backend.is_gpu:
             self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
             return
-        N, M = dy.shape[:2]
+        M = dy.shape[1]
         if self._ones is None:                       # the top's H·W is fixed at setup
             self._ones = self.xp.ones(dy[0, 0].size, dtype=dy.dtype)
-        self.blobs[1].diff += (dy.reshape(N * M, -1) @ self._ones).reshape(N, M).sum(axis=0)
+
+        def part(n0, n):
+            return (dy[n0:n0 + n].reshape(n * M, -1) @ self._ones).reshape(n, M).sum(axis=0)
+        self.blobs[1].diff += parallel.ordered_sum(parallel.run(part, self.conv.ranges))
 
     def backward(self, top, propagate_down, bottom):
         wblob = self.blobs[0]

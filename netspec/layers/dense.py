@@ -1,9 +1,11 @@
-"""InnerProduct (fully connected) layer."""
+"""InnerProduct (fully connected) layer. On the CPU its GEMMs are split by output rows over
+the backend's threads (``parallel.matmul``)."""
 
 from __future__ import annotations
 
 import math
 
+from .. import parallel
 from .base import Layer, canonical_axis
 from .registry import register
 
@@ -41,7 +43,7 @@ class InnerProduct(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.M, self.K)
         y = top[0].data.reshape(self.M, self.N)
-        self.xp.matmul(x, self._w(), out=y)
+        parallel.matmul(x, self._w(), y, self.threads)
         if self.p.bias_term:
             y += self.blobs[1].data
 
@@ -50,11 +52,11 @@ class InnerProduct(Layer):
         x = bottom[0].data.reshape(self.M, self.K)
         w = self.blobs[0]
         if self.p.transpose:
-            w.diff += x.T @ dy
+            parallel.matmul(x.T, dy, w.diff, self.threads, accumulate=True)
         else:
-            w.diff += dy.T @ x
+            parallel.matmul(dy.T, x, w.diff, self.threads, accumulate=True)
         if self.p.bias_term:
             self.blobs[1].diff += dy.sum(axis=0)
         if propagate_down[0]:
             dx = bottom[0].diff.reshape(self.M, self.K)
-            self.xp.matmul(dy, self._w().T, out=dx)
+            parallel.matmul(dy, self._w().T, dx, self.threads)

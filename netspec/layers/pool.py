@@ -39,17 +39,20 @@ On the GPU both passes are single CUDA kernels instead (``pool_cuda.py``).
 
 MAX keeps the winning tap per output (uint8) for the backward, which routes each top diff to
 its winner: tap by tap when windows cannot overlap (direct layout), else with one scatter-add
-(``bincount`` over flat input indices).
+(``add.at`` over flat input indices).
 
 Both passes run over chunks of samples (``POOL_CHUNK_BYTES`` of bottom per chunk), so that the
 dozen whole-array operations per tap work on data that stays in the CPU cache instead of
-streaming the whole batch from memory each time.
+streaming the whole batch from memory each time. With several CPU threads (``parallel.py``)
+the batch is split into one contiguous sample range per thread, each running its own chunks
+in its own slot of the work buffers (slot k: work rows k·chunk … k·chunk + chunk − 1).
 """
 
 from __future__ import annotations
 
 import numpy
 
+from .. import parallel
 from . import pool_cuda
 from .base import Layer, sample_chunks, samples_per_chunk
 from .registry import register
@@ -144,9 +147,13 @@ class Pooling(Layer):
                               if self.is_max else None)
             return [(N, C, Ho, Wo)] * self.n_tops
         itemsize = numpy.dtype(self.dtype).itemsize
-        self._chunk = samples_per_chunk(N, C * H * W * itemsize, POOL_CHUNK_BYTES)
-        self._plan_layout()
-        n = self._chunk
+        work_cells = N * C * Ho * Wo * kh * kw
+        threads = self.backend.threads if work_cells >= parallel.SPLIT_MIN_ELEMENTS else 1
+        self._ranges = parallel.split(N, threads)
+        longest = max(count for _, count in self._ranges)
+        self._chunk = samples_per_chunk(longest, C * H * W * itemsize, POOL_CHUNK_BYTES)
+        n = self._chunk * len(self._ranges)          # work rows: one slot per range
+        self._plan_layout(n)
         work = (n, C, Ho, Wo) if self._direct else (n, C, Ho * self._Wq)
         if not self.is_max:
             self._pool_size = self._ave_pool_size()
@@ -176,8 +183,9 @@ class Pooling(Layer):
         self._window_base = plane + hstart * W + wstart
         self._tap_offset = xp.asarray([i * W + j for i, j in self._taps()], dtype=numpy.int64)
 
-    def _plan_layout(self):
-        """Choose the direct or phased layout (module doc) and plan the phase copies."""
+    def _plan_layout(self, work_rows: int):
+        """Choose the direct or phased layout (module doc) and plan the phase copies; the
+        phase buffer holds ``work_rows`` samples (every slot)."""
         H, W, Ho, Wo = self.H, self.W, self.Ho, self.Wo
         kh, kw, ph, pw, sh, sw = (self.kh, self.kw, self.pad_h, self.pad_w,
                                   self.stride_h, self.stride_w)
@@ -211,7 +219,7 @@ class Pooling(Layer):
         self._full_cover = (covered_h, covered_w) == (H, W)
         fill = float(numpy.finfo(self.dtype).min) if self.is_max else 0.0
         # one slack row so that the last tap's wide run stays inside its plane
-        self._phases = self.xp.full((sh, sw, self._chunk, self.C, Hq + 1, Wq), fill,
+        self._phases = self.xp.full((sh, sw, work_rows, self.C, Hq + 1, Wq), fill,
                                     dtype=self.dtype)
 
     def _ave_pool_size(self):
@@ -249,11 +257,12 @@ class Pooling(Layer):
             return wide
         return wide.reshape(wide.shape[0], self.C, self.Ho, self._Wq)[..., :self.Wo]
 
-    def _source(self, x):
-        """The array the taps read: x (a chunk of samples) itself, or its phases."""
+    def _source(self, x, s):
+        """The array the taps read: x (a chunk of samples) itself, or its phases (work rows
+        from s on)."""
         if self._direct:
             return x
-        phases = self._phases[:, :, :x.shape[0]]
+        phases = self._phases[:, :, s:s + x.shape[0]]
         for dst, src in self._phase_copies:
             phases[dst] = x[src]
         return phases
@@ -269,18 +278,27 @@ class Pooling(Layer):
         if self.is_global:
             self._forward_global(x, y)
         else:
-            for n0, n in sample_chunks(self.N, self._chunk):
-                self._forward_chunk(x[n0:n0 + n], y[n0:n0 + n], n0)
+            self._each_chunk(lambda n0, n, s: self._forward_chunk(x[n0:n0 + n], y[n0:n0 + n],
+                                                                   n0, s))
         if self.n_tops == 2:
             self._write_mask(top[1].data)
 
-    def _forward_chunk(self, x, y, n0):
-        """Forward of the samples n0 … n0 + len(x) − 1 (x, y: that chunk of bottom and top)."""
+    def _each_chunk(self, fn):
+        """fn(n0, n, s) for every chunk of the batch: each thread (``parallel.run``) runs the
+        chunks of its own sample range with its slot's work rows, from s = k·chunk on."""
+        def one_range(k, start, count):
+            for c0, n in sample_chunks(count, self._chunk):
+                fn(start + c0, n, k * self._chunk)
+        parallel.run(one_range, [(k, a, c) for k, (a, c) in enumerate(self._ranges)])
+
+    def _forward_chunk(self, x, y, n0, s):
+        """Forward of the samples n0 … n0 + len(x) − 1 (x, y: that chunk of bottom and top),
+        with the work rows s … s + len(x) − 1."""
         xp, n = self.xp, x.shape[0]
-        src = self._source(x)
-        acc = y if self._direct else self._yw[:n]
+        src = self._source(x, s)
+        acc = y if self._direct else self._yw[s:s + n]
         if self.is_max:
-            self._forward_max(src, acc, self._argmax[n0:n0 + n])
+            self._forward_max(src, acc, self._argmax[n0:n0 + n], s)
             if not self._direct:
                 y[...] = self._crop(acc)
             return
@@ -290,10 +308,10 @@ class Pooling(Layer):
             acc += self._tap(src, i, j)
         xp.divide(self._crop(acc), self._pool_size, out=y)
 
-    def _forward_max(self, src, y, argmax):
+    def _forward_max(self, src, y, argmax, s):
         """y = max over taps; ``argmax`` = the first tap (scan order) reaching it."""
         xp, n = self.xp, y.shape[0]
-        better, scratch = self._better[:n], self._scratch[:n]
+        better, scratch = self._better[s:s + n], self._scratch[s:s + n]
         better_u8 = better.view(numpy.uint8)     # bool·uint8 would run a casting loop (2× slower)
         taps = self._taps()
         xp.copyto(y, self._tap(src, *taps[0]))
@@ -334,11 +352,14 @@ class Pooling(Layer):
             return pool_cuda.pool_backward(self, dy, dx, self._gpu_mask)
         if self.is_global:
             return self._backward_global(dy, dx)
-        for n0, n in sample_chunks(self.N, self._chunk):
-            self._backward_chunk(dy[n0:n0 + n], dx[n0:n0 + n], n0)
+        if self._dphases is None and not self._direct and not self.is_max:
+            self._dphases = xp.zeros_like(self._phases)
+        self._each_chunk(lambda n0, n, s: self._backward_chunk(dy[n0:n0 + n], dx[n0:n0 + n],
+                                                               n0, s))
 
-    def _backward_chunk(self, dy, dx, n0):
-        """Bottom diff of the samples n0 … n0 + len(dy) − 1 (dy, dx: that chunk)."""
+    def _backward_chunk(self, dy, dx, n0, s):
+        """Bottom diff of the samples n0 … n0 + len(dy) − 1 (dy, dx: that chunk), with the
+        work rows s … s + len(dy) − 1."""
         xp, n = self.xp, dy.shape[0]
         if self.is_max and not self._direct:
             return self._backward_max_scatter(dy, dx, n0)
@@ -346,20 +367,18 @@ class Pooling(Layer):
             g = dy if self.is_max else dy / self._pool_size
             dst, add = dx, not self._tiles
         else:
-            g = self._gw[:n]                               # AVE (MAX scatters above)
+            g = self._gw[s:s + n]                          # AVE (MAX scatters above)
             xp.divide(dy, self._pool_size, out=self._crop(g))
-            if self._dphases is None:
-                self._dphases = xp.zeros_like(self._phases)
-            dst, add = self._dphases[:, :, :n], True
+            dst, add = self._dphases[:, :, s:s + n], True
         if add:
             dst.fill(0)
         argmax = self._argmax[n0:n0 + n] if self.is_max else None
         for o, (i, j) in enumerate(self._taps()):
             part = self._tap(dst, i, j)
             if self.is_max:
-                hit = xp.equal(argmax, argmax.dtype.type(o), out=self._better[:n])
+                hit = xp.equal(argmax, argmax.dtype.type(o), out=self._better[s:s + n])
                 if add:
-                    part += xp.multiply(g, hit, out=self._routed[:n])
+                    part += xp.multiply(g, hit, out=self._routed[s:s + n])
                 else:
                     xp.multiply(g, hit, out=part)
             elif add:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import parallel
 from ..backend import Backend, get_backend, to_numpy
 from ..blob import Param
 from ..errors import DivergenceError, SnapshotError, SpecError
@@ -136,22 +137,49 @@ class Solver:
             g *= g.dtype.type(clip / norm)
 
     def apply_update(self) -> float:
+        """One update of every learnable blob (rule, decay, lr_mult/decay_mult), split into
+        contiguous slices of the flat buffers over the CPU threads (elementwise: the same
+        values as one pass)."""
         rate = self.learning_rate()
         if self.sp.display and self.iter % self.sp.display == 0:
             self.log.info(f"Iteration {self.iter}, lr = {fmt(rate)}", "sgd_solver.py")
         self.clip_gradients()
         reg = self.regularizer
         t = self.iter + 1
-        for p, state in zip(self.groups, self.state):
-            if self.sp.iter_size > 1:
-                p.diff *= p.diff.dtype.type(1.0 / self.sp.iter_size)
-            if reg is not None and reg.timing == "pre":
-                reg(self.xp, p, rate, self.sp.base_lr)
-            delta = self.rule.step(p, state, rate * p.lr_mult, t)
-            p.data -= p.diff if delta is None else delta
-            if reg is not None and reg.timing == "post":
-                reg(self.xp, p, rate, self.sp.base_lr)
+
+        def update(pieces):
+            for p, state in pieces:
+                if self.sp.iter_size > 1:
+                    p.diff *= p.diff.dtype.type(1.0 / self.sp.iter_size)
+                if reg is not None and reg.timing == "pre":
+                    reg(self.xp, p, rate, self.sp.base_lr)
+                delta = self.rule.step(p, state, rate * p.lr_mult, t)
+                p.data -= p.diff if delta is None else delta
+                if reg is not None and reg.timing == "post":
+                    reg(self.xp, p, rate, self.sp.base_lr)
+        parallel.run(update, [(pieces,) for pieces in self._update_slices()])
         return rate
+
+    def _update_slices(self) -> list[list[tuple[Param, dict]]]:
+        """Per thread, its (group, state) pieces: the flat buffers cut into one contiguous
+        range per CPU thread (``parallel.split``), each group cut where a range ends."""
+        pairs = list(zip(self.groups, self.state))
+        total = sum(g.count for g in self.groups)
+        threads = 1 if self.backend.is_gpu else self.backend.threads
+        ranges = parallel.split(total, threads if total >= parallel.SPLIT_MIN_ELEMENTS else 1)
+        if len(ranges) <= 1:
+            return [pairs]
+        out, start = [[] for _ in ranges], 0
+        for g, state in pairs:                     # groups tile the flat buffers in order
+            end = start + g.count
+            for k, (a, n) in enumerate(ranges):
+                lo, hi = max(a, start) - start, min(a + n, end) - start
+                if lo < hi:
+                    piece = Param(g.name, g.data[lo:hi], self.xp, g.lr_mult, g.decay_mult)
+                    piece.diff = g.diff[lo:hi]
+                    out[k].append((piece, {name: v[lo:hi] for name, v in state.items()}))
+            start = end
+        return out
 
     def step_once(self) -> float:
         """Forward/backward (iter_size times) and one update; returns the mean loss.
