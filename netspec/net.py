@@ -7,6 +7,7 @@ Built from a NetParameter for one NetState (phase, level, stages) by the passes 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -14,10 +15,10 @@ import numpy as np
 
 from . import graph
 from .backend import Backend
-from .parallel import single_threaded_blas
 from .blob import Blob, Param
 from .errors import NetspecError, ShapeError, SpecError
 from .layers import registry
+from .parallel import blas_threads
 from .spec.net import NetParameter
 from .spec.params import NetState
 
@@ -38,6 +39,7 @@ class Net:
         defs = graph.legacy_inputs(net_param) + graph.filter_phase(net_param, state)
         graph.resolve(defs, net_param)
         self.defs = graph.insert_splits(defs, self._loss_weight)
+        self._choose_threads()
         self.layers: list[Any] = []
         self.bottoms: list[list[Blob]] = []
         self.tops: list[list[Blob]] = []
@@ -49,6 +51,17 @@ class Net:
         self._find_outputs()
 
     # -- construction ---------------------------------------------------------------------
+    def _choose_threads(self) -> None:
+        """How the CPU threads are used (``parallel.py``): a net with a layer that splits its
+        batch runs its layers on ``backend.threads`` threads with BLAS at one thread per call;
+        any other net gives the threads to BLAS (its layers see ``threads`` = 1)."""
+        self.blas_threads = 1
+        if self.backend.is_gpu or self.backend.threads == 1:
+            return
+        if not any(registry.get(d.lp.type).splits_batch for d in self.defs):
+            self.blas_threads = self.backend.threads
+            self.backend = dataclasses.replace(self.backend, threads=1)
+
     def _loss_weight(self, d: graph.LayerDef, k: int) -> float:
         """Explicit ``loss_weight[k]``, else 1 for a loss layer's first top, else 0."""
         if d.loss_weights:
@@ -187,7 +200,7 @@ class Net:
     # -- execution --------------------------------------------------------------------------
     def forward(self) -> float:
         """Run every layer forward; return the weighted loss Σ w·loss (float)."""
-        with single_threaded_blas(self.backend):
+        with blas_threads(self.backend, self.blas_threads):
             for layer, bottom, top in zip(self.layers, self.bottoms, self.tops):
                 layer.forward(bottom, top)
         loss = 0.0
@@ -199,7 +212,7 @@ class Net:
         """Seed loss tops with their weights and run backward in reverse order."""
         for blob, w in self.loss_terms:
             blob.diff[...] = w
-        with single_threaded_blas(self.backend):
+        with blas_threads(self.backend, self.blas_threads):
             for i in range(len(self.layers) - 1, -1, -1):
                 if self.layer_backward[i]:
                     self.layers[i].backward(self.tops[i], self.propagate[i], self.bottoms[i])

@@ -5,10 +5,14 @@ working on its own samples with its own buffers (whole im2col + GEMM chunks of a
 pooling chunks, row blocks of a GEMM). NumPy releases the GIL inside its ufunc loops and BLAS
 calls, so the threads run at the same time.
 
-While a net runs (``single_threaded_blas``) BLAS runs one thread per call: T workers with their
-own single-threaded GEMMs use T cores, where T BLAS threads inside each GEMM leave every other
+A net with layers that split their batch (``Layer.splits_batch``: convolutions, pooling) runs
+BLAS one thread per call while it runs (``blas_threads``): T workers with their own
+single-threaded GEMMs use T cores, where T BLAS threads inside each GEMM leave every other
 step (im2col, pooling, elementwise work) on one core, and BLAS's idle threads spin for a while
-after each GEMM on the cores the next step wants (measurements: ``bench/NOTES.md``).
+after each GEMM on the cores the next step wants. A net without such layers (an MLP: all its
+work is a few GEMMs) splits nothing itself and lets BLAS run its GEMMs on T threads, whose
+spinning workers then wait for the next GEMM instead of ~50 µs wake-ups of a sleeping thread
+(measurements: ``bench/NOTES.md``).
 
 Results do not depend on the thread count beyond float rounding: per-range partial sums (a
 weight gradient over samples) are added in range order, so a run with a given T is
@@ -194,26 +198,27 @@ def _blas_libraries():
     return _blas
 
 
-class single_threaded_blas:  # noqa: N801 - used as a context manager, like threadpoolctl's
-    """While inside: BLAS runs each call on one thread (the engine's own threads split the
-    work); on exit each library's previous thread count is restored. Re-entrant; a no-op for a
-    GPU backend. Costs a few µs."""
+class blas_threads:  # noqa: N801 - used as a context manager, like threadpoolctl's
+    """While inside: BLAS runs each call on ``n`` threads (1 while the engine's own threads
+    split the work); on exit each library's previous thread count is restored. Re-entrant;
+    a no-op for a GPU backend. Costs a few µs."""
 
-    def __init__(self, backend):
+    def __init__(self, backend, n: int = 1):
         self.active = not backend.is_gpu
+        self.n = n
         self.saved: list[tuple[Any, int]] = []
 
     def __enter__(self):
         if self.active:
             for lib in _blas_libraries():
-                n = lib.get_num_threads()
-                if n != 1:
-                    lib.set_num_threads(1)
-                    self.saved.append((lib, n))
+                old = lib.get_num_threads()
+                if old != self.n:
+                    lib.set_num_threads(self.n)
+                    self.saved.append((lib, old))
         return self
 
     def __exit__(self, *exc):
-        for lib, n in self.saved:
-            lib.set_num_threads(n)
+        for lib, old in self.saved:
+            lib.set_num_threads(old)
         self.saved.clear()
         return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .parallel import single_threaded_blas
+from .parallel import blas_threads
 
 
 def _sync(backend) -> None:
@@ -28,8 +28,8 @@ class Timing:
 
 def time_net(net, iterations: int = 50, warmup: int = 5) -> Timing:
     """Time ``iterations`` forward+backward passes of ``net`` layer by layer (after ``warmup``),
-    with the net's threads as in training (``parallel.single_threaded_blas``)."""
-    with single_threaded_blas(net.backend):
+    with the net's threads as in training (``parallel.blas_threads``)."""
+    with blas_threads(net.backend, net.blas_threads):
         return _time_layers(net, iterations, warmup)
 
 

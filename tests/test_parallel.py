@@ -92,7 +92,7 @@ def test_matmul_rows_split_equals_one_product(accumulate):
     np.testing.assert_allclose(out, (start if accumulate else 0) + a @ b, rtol=1e-13)
 
 
-def test_single_threaded_blas_limits_and_restores():
+def test_blas_threads_sets_and_restores():
     from threadpoolctl import threadpool_info, threadpool_limits
 
     if not any(i["user_api"] == "blas" for i in threadpool_info()):
@@ -101,10 +101,12 @@ def test_single_threaded_blas_limits_and_restores():
     def blas_threads():
         return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
     with threadpool_limits(2, user_api="blas"):
-        with parallel.single_threaded_blas(f64(2)):
+        with parallel.blas_threads(f64(2)):
             assert blas_threads() == {1}
-            with parallel.single_threaded_blas(f64(2)):        # re-entrant
+            with parallel.blas_threads(f64(2)):                # re-entrant
                 assert blas_threads() == {1}
+            with parallel.blas_threads(f64(2), 3):
+                assert blas_threads() == {3}
             assert blas_threads() == {1}
         assert blas_threads() == {2}
 
@@ -278,6 +280,28 @@ def test_training_steps_split_over_threads(solver_type, regularization):
         np.testing.assert_allclose(params2[k], params1[k], rtol=1e-10, atol=1e-12)
         np.testing.assert_array_equal(params_again[k], params2[k])   # deterministic at T = 2
     assert again == losses2
+
+
+def _net(layers, threads):
+    from netspec.net import Net
+    from netspec.spec import parse_net
+
+    spec = {"name": "n", "layer": [NET["layer"][0]] + layers + [NET["layer"][-1]]}
+    return Net(parse_net(spec, "n"), "TRAIN", Backend(np, np.float32, threads))
+
+
+def test_a_net_with_batch_splitting_layers_runs_blas_single_threaded():
+    conv_net = _net(NET["layer"][1:-1], 2)
+    assert (conv_net.backend.threads, conv_net.blas_threads) == (2, 1)
+    assert all(layer.threads == 2 for layer in conv_net.layers)
+
+
+def test_a_net_of_gemms_gives_its_threads_to_blas():
+    ip = dict(NET["layer"][4], bottom="data")
+    mlp = _net([ip], 3)
+    assert (mlp.backend.threads, mlp.blas_threads) == (1, 3)
+    assert all(layer.threads == 1 for layer in mlp.layers)
+    assert (_net([ip], 1).backend.threads, _net([ip], 1).blas_threads) == (1, 1)
 
 
 def test_update_slices_tile_the_flat_buffers():

@@ -41,6 +41,9 @@ class Layer(abc.ABC):
     param_block: ClassVar[Optional[str]] = None
     #: further parameter blocks the layer reads (e.g. SoftmaxWithLoss reads softmax_param)
     extra_blocks: ClassVar[tuple[str, ...]] = ()
+    #: the layer splits its batch over the CPU threads (``parallel.py``); a net with such a
+    #: layer runs BLAS single-threaded, any other gives its threads to BLAS (``Net``)
+    splits_batch: ClassVar[bool] = False
     exact_bottoms: ClassVar[Optional[int]] = None
     min_bottoms: ClassVar[int] = 0
     max_bottoms: ClassVar[Optional[int]] = None

@@ -424,6 +424,7 @@ class Convolution(Layer):
 
     param_block = "convolution_param"
     min_bottoms = 1
+    splits_batch = True
     _ones = None        # ones vector of the CPU bias-gradient GEMV (made on first backward)
 
     def check_arity(self, n_bottoms, n_tops):

@@ -76,6 +76,7 @@ class Pooling(Layer):
 
     param_block = "pooling_param"
     exact_bottoms = 1
+    splits_batch = True
     min_tops = 1
     max_tops = 2
 

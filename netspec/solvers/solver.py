@@ -162,10 +162,11 @@ class Solver:
 
     def _update_slices(self) -> list[list[tuple[Param, dict]]]:
         """Per thread, its (group, state) pieces: the flat buffers cut into one contiguous
-        range per CPU thread (``parallel.split``), each group cut where a range ends."""
+        range per CPU thread of the net's layers (``parallel.split``), each group cut where a
+        range ends."""
         pairs = list(zip(self.groups, self.state))
         total = sum(g.count for g in self.groups)
-        threads = 1 if self.backend.is_gpu else self.backend.threads
+        threads = self.net.backend.threads        # 1 on a GPU or where BLAS has the threads
         ranges = parallel.split(total, threads if total >= parallel.SPLIT_MIN_ELEMENTS else 1)
         if len(ranges) <= 1:
             return [pairs]
