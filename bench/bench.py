@@ -21,7 +21,10 @@ as a check of the translation. The MLP is also timed against a hand-written NumP
 Iterations alternate between the frameworks (netspec, torch[, numpy], then the next iteration in
 the reverse order), so load from elsewhere on the machine hits all of them alike; each time is
 the median of ``--iterations`` timed steps after ``--warmup`` steps. Threads: torch's
-``set_num_threads`` and threadpoolctl's ``threadpool_limits`` (NumPy's OpenBLAS, OpenMP).
+``set_num_threads``, threadpoolctl's ``threadpool_limits`` (NumPy's OpenBLAS, OpenMP: the hand
+NumPy loop) and netspec's ``get_backend(threads=T)``, which netspec spends its own way
+(``netspec/parallel.py``: LeNet and CIFAR split each layer's batch over T threads with BLAS at
+one thread, the MLP lets BLAS run T threads).
 At 2 threads each framework's idle worker threads keep spinning for a while after its step
 (OpenBLAS for ~0.1 s after a GEMM) and slow the other one's next step; ``--block K`` alternates
 in blocks of K timed steps instead, each after a ``--settle`` pause and one untimed step: the

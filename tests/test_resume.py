@@ -89,3 +89,48 @@ def test_nan_stops_with_iteration_and_blob(tmp_path):
     s = make(tmp_path, "SGD", base_lr=1e30, regularization_type="L2")
     with pytest.raises(DivergenceError, match=r"iteration \d+"):
         s.solve(max_iter=50)
+
+
+def conv_data_net(tmp_path):
+    """A Data-fed net of layers that split their batch over CPU threads (netspec/parallel.py)."""
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "c.npz", data=rng.standard_normal((30, 2, 6, 6)).astype(np.float32),
+             label=rng.integers(0, 3, 30))
+    return {"name": "c", "layer": [
+        {"name": "d", "type": "Data", "top": ["x", "y"],
+         "data_param": {"source": str(tmp_path / "c.npz"), "batch_size": 8, "shuffle": True}},
+        {"name": "conv", "type": "Convolution", "bottom": "x", "top": "c",
+         "convolution_param": {"num_output": 4, "kernel_size": 3, "pad": 1,
+                               "weight_filler": {"type": "xavier"}}},
+        {"name": "relu", "type": "ReLU", "bottom": "c", "top": "c"},
+        {"name": "pool", "type": "Pooling", "bottom": "c", "top": "p",
+         "pooling_param": {"pool": "MAX", "kernel_size": 3, "stride": 2}},
+        {"name": "ip", "type": "InnerProduct", "bottom": "p", "top": "z",
+         "inner_product_param": {"num_output": 3, "weight_filler": {"type": "xavier"}}},
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["z", "y"], "top": "loss"}]}
+
+
+@pytest.mark.parametrize("rule", ["SGD", "Adam"])
+def test_resume_is_bit_identical_with_threads(tmp_path, rule, monkeypatch):
+    from netspec import parallel
+
+    monkeypatch.setattr(parallel, "SPLIT_MIN_MACS", 0)        # split even this small net
+    monkeypatch.setattr(parallel, "SPLIT_MIN_ELEMENTS", 0)
+
+    def solver():
+        sp = SolverParameter.model_validate({
+            "net": "c", "type": rule, "base_lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3,
+            "regularization_type": "L2", "lr_policy": "fixed", "random_seed": 3,
+            "snapshot_prefix": str(tmp_path / "t"), "max_iter": 6})
+        return Solver(sp, backend=Backend(np, np.float32, 2), log=CaffeLog(quiet=True),
+                      net_param=parse_net(conv_data_net(tmp_path)))
+    straight = solver()
+    assert straight.net.backend.threads == 2 and straight.net.blas_threads == 1
+    straight.solve(max_iter=6)
+    first = solver()
+    first.solve(max_iter=3)
+    resumed = solver()
+    resumed.restore(first.snapshot())
+    resumed.solve(max_iter=6)
+    for key, value in weights(resumed).items():
+        np.testing.assert_array_equal(value, weights(straight)[key], err_msg=key)
