@@ -2,7 +2,7 @@
 
 A CPU ``Backend`` runs ``threads`` = T threads: the calling thread and T − 1 pool threads, each
 working on its own samples with its own buffers (whole im2col + GEMM chunks of a convolution,
-pooling chunks, row blocks of a GEMM). NumPy releases the GIL inside its ufunc loops and BLAS
+pooling chunks, blocks of a GEMM's output). NumPy releases the GIL inside its ufunc loops and BLAS
 calls, so the threads run at the same time.
 
 A net with layers that split their batch (``Layer.splits_batch``: convolutions, pooling) runs
@@ -149,11 +149,11 @@ def run(fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
     return [value for _, value in results]
 
 
-def over_samples(fn: Callable[[slice], Any], N: int, cells: int, threads: int) -> list[Any]:
-    """fn(samples) for contiguous sample ranges (slices) of a batch of N covering every sample,
-    one per thread when the work touches at least ``SPLIT_MIN_ELEMENTS`` cells (else one
-    slice, all samples); results in range order."""
-    ranges = split(N, threads if cells >= SPLIT_MIN_ELEMENTS else 1)
+def over_slices(fn: Callable[[slice], Any], n: int, cells: int, threads: int) -> list[Any]:
+    """fn(s) for contiguous slices s of range(n) that cover it, one per thread when the work
+    touches at least ``SPLIT_MIN_ELEMENTS`` cells (else one slice, all of it); results in
+    slice order."""
+    ranges = split(n, threads if cells >= SPLIT_MIN_ELEMENTS else 1)
     return run(lambda a, n: fn(slice(a, a + n)), ranges)
 
 

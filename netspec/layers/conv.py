@@ -485,10 +485,9 @@ class Convolution(Layer):
             return ConvColumns(self.backend, n, C, H, W, M, Ho, Wo, g, (self.kh, self.kw),
                                (self.pad_h, self.pad_w), (self.stride_h, self.stride_w),
                                (self.dil_h, self.dil_w))
-        threads = 1 if self.backend.is_gpu else self.backend.threads
         macs = N * Ho * Wo * M * (C // g) * self.kh * self.kw
-        if threads > 1 and N > 1 and macs >= parallel.SPLIT_MIN_MACS:
-            return SplitColumns(make, N, threads)
+        if self.threads > 1 and N > 1 and macs >= parallel.SPLIT_MIN_MACS:
+            return SplitColumns(make, N, self.threads)
         return make(N)
 
     def setup(self, bottom_shapes):

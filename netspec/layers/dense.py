@@ -1,5 +1,5 @@
-"""InnerProduct (fully connected) layer. On the CPU its GEMMs are split by output rows over
-the backend's threads (``parallel.matmul``)."""
+"""InnerProduct (fully connected) layer. On the CPU its GEMMs are split into blocks of the
+output over the layer's threads (``parallel.matmul``)."""
 
 from __future__ import annotations
 

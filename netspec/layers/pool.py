@@ -149,7 +149,7 @@ class Pooling(Layer):
             return [(N, C, Ho, Wo)] * self.n_tops
         itemsize = numpy.dtype(self.dtype).itemsize
         work_cells = N * C * Ho * Wo * kh * kw
-        threads = self.backend.threads if work_cells >= parallel.SPLIT_MIN_ELEMENTS else 1
+        threads = self.threads if work_cells >= parallel.SPLIT_MIN_ELEMENTS else 1
         self._ranges = parallel.split(N, threads)
         longest = max(count for _, count in self._ranges)
         self._chunk = samples_per_chunk(longest, C * H * W * itemsize, POOL_CHUNK_BYTES)
