@@ -153,8 +153,9 @@ def over_slices(fn: Callable[[slice], Any], n: int, cells: int, threads: int) ->
     """fn(s) for contiguous slices s of range(n) that cover it, one per thread when the work
     touches at least ``SPLIT_MIN_ELEMENTS`` cells (else one slice, all of it); results in
     slice order."""
-    ranges = split(n, threads if cells >= SPLIT_MIN_ELEMENTS else 1)
-    return run(lambda a, n: fn(slice(a, a + n)), ranges)
+    if threads == 1 or cells < SPLIT_MIN_ELEMENTS:
+        return [fn(slice(0, n))]
+    return run(lambda a, k: fn(slice(a, a + k)), split(n, threads))
 
 
 def ordered_sum(parts: list):
@@ -173,7 +174,13 @@ def matmul(a, b, out, threads: int, accumulate: bool = False) -> None:
     Measured on the MLP's and LeNet's InnerProduct shapes, 2 threads: x @ Wᵀ 0.61 ms (one
     thread) -> 0.50 (rows) / 0.40 (columns); dyᵀ @ x accumulated 0.66 -> 0.46 (rows) / 0.49
     (columns). With one block exactly the unsplit product."""
-    parts = threads if a.size * b.shape[1] >= SPLIT_MIN_MACS else 1
+    parts = threads if threads > 1 and a.size * b.shape[1] >= SPLIT_MIN_MACS else 1
+    if parts == 1:                     # the plain product (no per-call bookkeeping)
+        if accumulate:
+            out += a @ b
+        else:
+            get_array_module(a).matmul(a, b, out=out)
+        return
     if accumulate:
         def rows(r0, n):
             out[r0:r0 + n] += a[r0:r0 + n] @ b
