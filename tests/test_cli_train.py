@@ -76,3 +76,25 @@ def test_weights_fine_tune_and_log_dir(tmp_path):
     r = subprocess.run([sys.executable, "-m", "netspec.cli", "train", str(solver), "--weights", "missing.npz"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 1 and "missing.npz" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_threads_option_and_environment(tmp_path):
+    solver = _tiny_files(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "NETSPEC_NUM_THREADS"}
+    r = subprocess.run([sys.executable, "-m", "netspec.cli", "train", str(solver), "--threads", "3",
+                        "--max-iter", "2"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "CPU (3 threads)" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "netspec.cli", "train", str(solver), "--max-iter", "2"],
+                       capture_output=True, text=True, cwd=tmp_path,
+                       env={**env, "NETSPEC_NUM_THREADS": "2"})
+    assert r.returncode == 0, r.stderr
+    assert "CPU (2 threads)" in r.stderr
+    bad = subprocess.run([sys.executable, "-m", "netspec.cli", "train", str(solver)],
+                         capture_output=True, text=True, cwd=tmp_path,
+                         env={**env, "NETSPEC_NUM_THREADS": "many"})
+    assert bad.returncode == 1
+    assert "NETSPEC_NUM_THREADS='many'" in bad.stderr and "Traceback" not in bad.stderr
+    zero = subprocess.run([sys.executable, "-m", "netspec.cli", "train", str(solver), "--threads", "0"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert zero.returncode == 2 and "--threads" in zero.stderr
