@@ -53,7 +53,8 @@ def threads_option(fn):
         return fn(*args, **kwargs)
     return click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
                         help="CPU threads (default: $NETSPEC_NUM_THREADS, else BLAS's thread "
-                             "count: $OMP_NUM_THREADS or the number of cores).")(wrapper)
+                             "count, $OMP_NUM_THREADS or the number of cores, at most 8)."
+                        )(wrapper)
 
 
 class _LazyGroup(click.Group):

@@ -20,7 +20,7 @@ deterministic, and one with T = 1 computes exactly what the serial code computes
 
 Thread count: ``get_backend(threads=…)``, else ``set_num_threads`` (the CLI's ``--threads``),
 else the environment variable ``NETSPEC_NUM_THREADS``, else BLAS's own thread count
-(``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` or the number of cores).
+(``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` or the number of cores), at most 8.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ SPLIT_MIN_MACS = 1 << 23
 #: (several ufunc passes of ~1 ns per cell against the ~20 µs hand-off)
 SPLIT_MIN_ELEMENTS = 1 << 16
 
+#: the default (BLAS's count) is capped here: measured on 2 cores only, and a batch split into
+#: many small ranges pays a hand-off per range; ``--threads``/the environment may ask for more
+DEFAULT_MAX_THREADS = 8
+
 _requested: int | None = None        # set_num_threads
 _blas = None                          # threadpoolctl controllers of the BLAS libraries (lazily)
 
@@ -54,7 +58,8 @@ def set_num_threads(n: int | None) -> None:
 
 
 def default_threads() -> int:
-    """``set_num_threads``'s value, else ``NETSPEC_NUM_THREADS``, else BLAS's thread count."""
+    """``set_num_threads``'s value, else ``NETSPEC_NUM_THREADS``, else BLAS's thread count (at
+    most ``DEFAULT_MAX_THREADS``)."""
     if _requested is not None:
         return _requested
     env = os.environ.get(ENV)
@@ -69,8 +74,10 @@ def default_threads() -> int:
         return n
     counts = [lib.get_num_threads() for lib in _blas_libraries()]
     if counts:
-        return max(counts)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        n = max(counts)
+    else:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(n, DEFAULT_MAX_THREADS)
 
 
 def split(n: int, parts: int) -> list[tuple[int, int]]:

@@ -120,6 +120,8 @@ def test_thread_count_argument_setting_env_and_blas(monkeypatch):
     assert get_backend(threads=3).threads == 3
     with threadpool_limits(1, user_api="blas"):
         assert get_backend().threads == 1                    # BLAS's own count
+    with threadpool_limits(12, user_api="blas"):
+        assert get_backend().threads == parallel.DEFAULT_MAX_THREADS == 8
     monkeypatch.setenv(parallel.ENV, "4")
     assert get_backend().threads == 4
     parallel.set_num_threads(2)                              # what --threads does
