@@ -131,6 +131,17 @@ _workers: list[_Worker] = []
 _running = threading.Lock()       # held by the one ``run`` that is using the workers
 
 
+def _forget_workers() -> None:
+    """In a forked child: the parent's worker threads do not exist there; start afresh."""
+    global _workers, _running
+    _workers = []
+    _running = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers)
+
+
 def run(fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
     """``[fn(*item) for item in items]``, item 0 on the calling thread and each other item on a
     pool thread at the same time; results in item order, a worker's exception re-raised once

@@ -82,6 +82,27 @@ def test_run_reraises_a_workers_error_after_all_finish():
     assert sorted(done) == [0, 2]
 
 
+def _split_job_in_child(queue):
+    queue.put(parallel.run(lambda k: k * 10, [(1,), (2,), (3,)]))
+
+
+def test_a_forked_child_starts_its_own_workers():
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    assert parallel.run(lambda k: k, [(0,), (1,)]) == [0, 1]     # the parent has workers now
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_split_job_in_child, args=(queue,), daemon=True)
+    child.start()
+    child.join(timeout=30)
+    if child.exitcode is None:
+        child.kill()
+    assert child.exitcode == 0, "the child hung or failed handing work to the parent's threads"
+    assert queue.get(timeout=5) == [10, 20, 30]
+
+
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_matmul_rows_split_equals_one_product(accumulate):
     rng = np.random.default_rng(0)
