@@ -271,7 +271,7 @@ NET = {
 }
 
 
-def _train(threads, solver_type, steps=4, regularization="L2"):
+def _train(threads, solver_type, steps=4, regularization="L2", dtype=np.float64):
     from netspec.log import CaffeLog
     from netspec.solvers import Solver
     from netspec.spec import parse_net
@@ -281,7 +281,7 @@ def _train(threads, solver_type, steps=4, regularization="L2"):
         "net": "small", "type": solver_type, "base_lr": 0.05, "momentum": 0.9,
         "weight_decay": 1e-3, "regularization_type": regularization, "lr_policy": "fixed", "max_iter": steps, "random_seed": 7,
         "display": 0})
-    s = Solver(sp, backend=Backend(np, np.float64, threads), net_param=parse_net(NET, "small"),
+    s = Solver(sp, backend=Backend(np, dtype, threads), net_param=parse_net(NET, "small"),
                log=CaffeLog(quiet=True))
     rng = np.random.default_rng(0)
     s.net.blobs["data"].data[...] = rng.standard_normal((6, 2, 9, 9))
@@ -325,6 +325,15 @@ def test_a_net_of_gemms_gives_its_threads_to_blas():
     assert (mlp.backend.threads, mlp.blas_threads) == (1, 3)
     assert all(layer.threads == 1 for layer in mlp.layers)
     assert (_net([ip], 1).backend.threads, _net([ip], 1).blas_threads) == (1, 1)
+
+
+def test_training_steps_split_over_threads_float32():
+    losses1, params1, _ = _train(1, "SGD", dtype=np.float32)
+    losses2, params2, _ = _train(2, "SGD", dtype=np.float32)
+    np.testing.assert_allclose(losses2, losses1, rtol=1e-5)
+    for k in params1:
+        assert params1[k].dtype == params2[k].dtype == np.float32
+        np.testing.assert_allclose(params2[k], params1[k], rtol=1e-4, atol=1e-6)
 
 
 def test_update_slices_tile_the_flat_buffers():
