@@ -92,22 +92,16 @@ def test_nan_stops_with_iteration_and_blob(tmp_path):
 
 
 def conv_data_net(tmp_path):
-    """A Data-fed net of layers that split their batch over CPU threads (netspec/parallel.py)."""
+    """test_parallel's small conv net (layers that split their batch over CPU threads), fed by
+    a shuffling Data layer."""
+    from test_parallel import NET
+
     rng = np.random.default_rng(1)
-    np.savez(tmp_path / "c.npz", data=rng.standard_normal((30, 2, 6, 6)).astype(np.float32),
+    np.savez(tmp_path / "c.npz", data=rng.standard_normal((30, 2, 9, 9)).astype(np.float32),
              label=rng.integers(0, 3, 30))
-    return {"name": "c", "layer": [
-        {"name": "d", "type": "Data", "top": ["x", "y"],
-         "data_param": {"source": str(tmp_path / "c.npz"), "batch_size": 8, "shuffle": True}},
-        {"name": "conv", "type": "Convolution", "bottom": "x", "top": "c",
-         "convolution_param": {"num_output": 4, "kernel_size": 3, "pad": 1,
-                               "weight_filler": {"type": "xavier"}}},
-        {"name": "relu", "type": "ReLU", "bottom": "c", "top": "c"},
-        {"name": "pool", "type": "Pooling", "bottom": "c", "top": "p",
-         "pooling_param": {"pool": "MAX", "kernel_size": 3, "stride": 2}},
-        {"name": "ip", "type": "InnerProduct", "bottom": "p", "top": "z",
-         "inner_product_param": {"num_output": 3, "weight_filler": {"type": "xavier"}}},
-        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["z", "y"], "top": "loss"}]}
+    data = {"name": "d", "type": "Data", "top": ["data", "label"],
+            "data_param": {"source": str(tmp_path / "c.npz"), "batch_size": 8, "shuffle": True}}
+    return {"name": "c", "layer": [data] + NET["layer"][1:]}
 
 
 @pytest.mark.parametrize("rule", ["SGD", "Adam"])
