@@ -369,6 +369,26 @@ def test_pool_gradients(case, method):
     check_gradients(layer, [rand(shape, 12)], tops)
 
 
+@pytest.mark.parametrize("case", list(POOL_CASES))
+def test_pool_max_in_test_phase_keeps_maxima_only_and_backward_still_works(case):
+    """A TEST-phase MAX layer without the mask top skips the winners in its forward; a backward
+    after it (``netspec time --phase TEST``) recomputes them: both passes equal TRAIN's."""
+    shape, p = POOL_CASES[case]
+    x = rand(shape, 13)
+    x[..., 0, 1] = x[..., 0, 0]                       # a tie: the first in scan order wins
+    train, tops = make_layer(pool_spec(pool="MAX", **p), [shape])
+    test, _ = make_layer(pool_spec(pool="MAX", **p), [shape], phase="TEST")
+    dy = [rand(tops[0], 14)]
+    want = forward_backward(train, [x], tops, dy)
+    _, top = run_forward(test, [x], tops)
+    np.testing.assert_array_equal(top[0].data, want[0][0])
+    assert test._argmax_stale == ("global_pooling" not in p)     # the maxima-only path ran
+    got = forward_backward(test, [x], tops, dy)
+    np.testing.assert_array_equal(got[0][0], want[0][0])
+    np.testing.assert_array_equal(got[1][0], want[1][0])
+    assert not test._argmax_stale
+
+
 @pytest.mark.parametrize("case", ["k2s2_tiles", "k3s2_pad1", "global"])
 def test_pool_max_ties_go_to_first_in_scan_order(case):
     """All-equal windows: Caffe's strict '>' scan sends the gradient to the first cell only."""

@@ -39,7 +39,9 @@ On the GPU both passes are single CUDA kernels instead (``pool_cuda.py``).
 
 MAX keeps the winning tap per output (uint8) for the backward, which routes each top diff to
 its winner: tap by tap when windows cannot overlap (direct layout), else with one scatter-add
-(``add.at`` over flat input indices).
+(``add.at`` over flat input indices). A TEST-phase layer without the mask top computes the
+maxima only (one ``maximum`` per tap instead of four array operations); should a backward
+follow anyway (``netspec time --phase TEST``), it first recomputes the winners from the bottom.
 
 Both passes run over chunks of samples (``POOL_CHUNK_BYTES`` of bottom per chunk), so that the
 dozen whole-array operations per tap work on data that stays in the CPU cache instead of
@@ -147,6 +149,7 @@ class Pooling(Layer):
             self._gpu_mask = (self.xp.zeros((N, C, Ho, Wo), dtype=numpy.int32)
                               if self.is_max else None)
             return [(N, C, Ho, Wo)] * self.n_tops
+        self._argmax_stale = False     # True after a forward that kept the maxima only
         itemsize = numpy.dtype(self.dtype).itemsize
         work_cells = N * C * Ho * Wo * kh * kw
         threads = self.threads if work_cells >= parallel.SPLIT_MIN_ELEMENTS else 1
@@ -276,13 +279,20 @@ class Pooling(Layer):
             if self.n_tops == 2:
                 top[1].data[...] = self._gpu_mask
             return
+        # the winners are needed by a backward or the mask top; a TEST pass rarely has either
+        track = not (self.phase == "TEST" and self.n_tops == 1 and bottom[0] is not top[0])
+        self._run_forward(x, y, track)
+        if self.n_tops == 2:
+            self._write_mask(top[1].data)
+
+    def _run_forward(self, x, y, track: bool = True):
+        """y = the pooling of x; MAX: with ``track`` also the winners (``_argmax``)."""
+        self._argmax_stale = self.is_max and not track and not self.is_global
         if self.is_global:
             self._forward_global(x, y)
         else:
             self._each_chunk(lambda n0, n, s: self._forward_chunk(x[n0:n0 + n], y[n0:n0 + n],
-                                                                   n0, s))
-        if self.n_tops == 2:
-            self._write_mask(top[1].data)
+                                                                   n0, s, track))
 
     def _each_chunk(self, fn):
         """fn(n0, n, s) for every chunk of the batch: each thread (``parallel.run``) runs the
@@ -292,14 +302,20 @@ class Pooling(Layer):
                 fn(start + c0, n, k * self._chunk)
         parallel.run(one_range, [(k, a, c) for k, (a, c) in enumerate(self._ranges)])
 
-    def _forward_chunk(self, x, y, n0, s):
+    def _forward_chunk(self, x, y, n0, s, track=True):
         """Forward of the samples n0 … n0 + len(x) − 1 (x, y: that chunk of bottom and top),
-        with the work rows s … s + len(x) − 1."""
+        with the work rows s … s + len(x) − 1; MAX without ``track``: the maxima only."""
         xp, n = self.xp, x.shape[0]
         src = self._source(x, s)
         acc = y if self._direct else self._yw[s:s + n]
         if self.is_max:
-            self._forward_max(src, acc, self._argmax[n0:n0 + n], s)
+            if track:
+                self._forward_max(src, acc, self._argmax[n0:n0 + n], s)
+            else:
+                taps = self._taps()
+                xp.copyto(acc, self._tap(src, *taps[0]))
+                for i, j in taps[1:]:
+                    xp.maximum(acc, self._tap(src, i, j), out=acc)
             if not self._direct:
                 y[...] = self._crop(acc)
             return
@@ -351,6 +367,8 @@ class Pooling(Layer):
         dy, dx = top[0].diff, bottom[0].diff
         if self.backend.is_gpu:
             return pool_cuda.pool_backward(self, dy, dx, self._gpu_mask)
+        if self._argmax_stale:                  # a TEST forward kept the maxima only
+            self._run_forward(bottom[0].data, xp.empty_like(top[0].data))
         if self.is_global:
             return self._backward_global(dy, dx)
         if self._dphases is None and not self._direct and not self.is_max:
