@@ -167,11 +167,11 @@ def run(fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
     return [value for _, value in results]
 
 
-def over_slices(fn: Callable[[slice], Any], n: int, cells: int, threads: int) -> list[Any]:
-    """fn(s) for contiguous slices s of range(n) that cover it, one per thread when the work
-    touches at least ``SPLIT_MIN_ELEMENTS`` cells (else one slice, all of it); results in
-    slice order."""
-    if threads == 1 or cells < SPLIT_MIN_ELEMENTS:
+def over_slices(fn: Callable[[slice], Any], n: int, threads: int) -> list[Any]:
+    """fn(s) for contiguous slices s of range(n) (n cells of elementwise work) that cover it,
+    one per thread from ``SPLIT_MIN_ELEMENTS`` cells on (else one slice, all of it); results
+    in slice order."""
+    if threads == 1 or n < SPLIT_MIN_ELEMENTS:
         return [fn(slice(0, n))]
     return run(lambda a, k: fn(slice(a, a + k)), split(n, threads))
 

@@ -56,7 +56,7 @@ class ReLU(_ElementWise):
 
             def part(s):
                 self.xp.maximum(xf[s], 0, out=yf[s])
-            parallel.over_slices(part, xf.size, xf.size, self.threads)
+            parallel.over_slices(part, xf.size, self.threads)
             return
         pos = x > 0
         if self.slope < 0 and bottom[0] is top[0]:
@@ -74,7 +74,7 @@ class ReLU(_ElementWise):
 
             def part(s):
                 self.xp.multiply(dyf[s], ref[s] > 0, out=dxf[s])
-            parallel.over_slices(part, dyf.size, dyf.size, self.threads)
+            parallel.over_slices(part, dyf.size, self.threads)
             return
         if not in_place:
             pos = bottom[0].data > 0

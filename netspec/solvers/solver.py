@@ -65,6 +65,8 @@ class Solver:
         self.frozen = [p for p in self.net.params if p.lr_mult == 0]
         self.groups = self._flatten_params()
         self.state = [self.rule.init_state(g) for g in self.groups]
+        #: per CPU thread, the views of groups and state it updates (restore writes in place)
+        self._pieces = self._update_slices()
         self.iter = 0
         self.losses: deque[float] = deque(maxlen=sp.average_loss)
         self.smoothed_loss = 0.0
@@ -157,7 +159,7 @@ class Solver:
                 p.data -= p.diff if delta is None else delta
                 if reg is not None and reg.timing == "post":
                     reg(self.xp, p, rate, self.sp.base_lr)
-        parallel.run(update, [(pieces,) for pieces in self._update_slices()])
+        parallel.run(update, [(pieces,) for pieces in self._pieces])
         return rate
 
     def _update_slices(self) -> list[list[tuple[Param, dict]]]:
