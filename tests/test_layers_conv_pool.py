@@ -176,16 +176,21 @@ def test_conv_backward_twice_and_buffers_reused(layout):
 @pytest.mark.parametrize("path", ["transposed", "col2im", "taps"])
 def test_conv_partial_last_chunk(monkeypatch, path):
     """A batch of 5 in chunks of 2 (2 + 2 + 1): same forward as the reference, and gradients,
-    with each bottom-diff path."""
+    with each bottom-diff path (col2im in chunks of 2 as well)."""
     shape, p = (5, 3, 6, 6), dict(num_output=4, kernel_size=3, pad=1)
     per_sample = 6 * 6 * 3 * 3 * 3 * 8                       # Ho·Wo·C·kh·kw float64 columns
-    monkeypatch.setattr(conv_module, "COL_CHUNK_BYTES", 2 * per_sample)
+    # col2im's per sample: dcol and dy (Ho·Wo·(kh·kw·C + M)) and the padded bottom diff
+    col2im_per_sample = (6 * 6 * (3 * 3 * 3 + 4) + 8 * 8 * 3) * 8
+    assert (2 * col2im_per_sample) // per_sample == 2
+    monkeypatch.setattr(conv_module, "COL_CHUNK_BYTES", 2 * col2im_per_sample)
     monkeypatch.setattr(conv_module, "TRANSPOSED_MIN_CHANNELS", 1)
     monkeypatch.setattr(conv_module, "TRANSPOSED_BACKWARD", path == "transposed")
     monkeypatch.setattr(conv_module, "COL2IM_BACKWARD", path == "col2im")
     layer, tops = make_layer(conv_spec(**p), [shape], seed=11)
     assert layer.conv.fwd.chunks() == [(0, 2), (2, 2), (4, 1)]
     assert (layer.conv.transposed, layer.conv.col2im) == (path == "transposed", path == "col2im")
+    if path == "col2im":
+        assert layer.conv._tap_chunk == 2
     x = rand(shape, 12)
     _, top = run_forward(layer, [x], tops)
     want = conv_reference(x, layer.blobs[0].data, layer.blobs[1].data, (1, 1), (1, 1), (1, 1), 1)

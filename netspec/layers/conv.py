@@ -26,8 +26,8 @@ bottom diff of a stride-1 convolution with "same"-like padding (always on a GPU)
 convolution of the zero-padded top diff with the flipped, transposed kernel -- the same im2col +
 GEMM, no scatter -- and its columns of dy give dW as well (``x @ dycol``, the taps flipped),
 so such a layer builds no columns of x in the backward; other stride-1, dilation-1,
-one-group ones take the columns' diff
-``dcol = dy @ W`` in one GEMM and a col2im whose adds run over whole kw·C windows; any other
+one-group ones take the columns' diff with the samples last, ``dcol (K, Ho·Wo·n) = Wᵀ @ dy``,
+in one GEMM and a col2im of one add per kernel tap over runs of Wo·n values; any other
 takes one GEMM per kernel tap, ``dy @ W[:, :, i, j]``, added to the bottom diff as a shifted
 window. Deconvolution runs the same machinery with the roles of forward
 and bottom diff swapped. Measurements behind each choice: ``bench/NOTES.md``.
@@ -51,7 +51,8 @@ TRANSPOSED_BACKWARD = True
 TRANSPOSED_MAX_GROWTH = 1.25
 TRANSPOSED_MIN_CHANNELS = 8
 #: other stride-1, dilation-1, one-group bottom diffs by col2im (else per-tap products):
-#: LeNet conv2 8.1 -> 7.1 ms
+#: LeNet conv2 8.1 -> 7.1 ms (NHWC columns); samples-last columns: its bottom diff 3.4 -> 2.8
+#: ms at 1 thread, 4.6 -> 3.2 at 2 (``bench/NOTES.md``, session 14)
 COL2IM_BACKWARD = True
 #: largest (M/g)·(kh·kw·C/g) weight matrix whose gradient is a batch of per-sample GEMMs
 SPLIT_DW_MAX_WEIGHTS = 4096
@@ -242,7 +243,9 @@ class ConvColumns:
         # per-tap products / col2im: the product rows and the padded NHWC bottom diff of a chunk
         itemsize = numpy.dtype(backend.dtype).itemsize
         padded = (H + 2 * pad[0]) * (W + 2 * pad[1]) * C
-        per_sample = ((Ho * Wo * kh * kw * C if self.col2im else Ho * Wo * C) + padded) * itemsize
+        # col2im: dy, dcol and the padded bottom diff, samples last; per tap: product + buffer
+        per_sample = ((Ho * Wo * (kh * kw * C + M) if self.col2im else Ho * Wo * C) + padded
+                      ) * itemsize
         self._tap_chunk = _chunk_size(backend, N, per_sample)
         self._bwd = None        # the transposed correlation, or the per-tap buffers (lazily)
         self._dyT = None        # a chunk of the top diff as (M, n, Ho·Wo)
@@ -331,32 +334,37 @@ class ConvColumns:
             0, 4, 1, 2, 3).reshape(M, C // g, kh, kw)
 
     def _col2im(self, dy, w, dx):
-        """dx via the columns' diff, stride 1, dilation 1, one group: dcol (n·Ho·Wo, K) =
-        dy @ W in one GEMM (K = kh·kw·C columns wide), then added back into the padded NHWC
-        bottom diff. Per kernel row i and residue r, the outputs wo ≡ r (mod kw) have windows
-        dx_pad[n, ho + i, wo : wo + kw, :] that tile the row without overlapping, so each
-        (i, r) is one strided add with runs of kw·C values."""
+        """dx via the columns' diff, stride 1, dilation 1, one group, with the chunk's samples
+        as the last (fastest) axis: dcol (K, Ho·Wo·n) = Wᵀ @ dy in one GEMM (K = kh·kw·C
+        rows ordered (i, j, c); dy as (M, Ho·Wo·n)), then one add per kernel tap,
+        dx_pad[c, ho + i, wo + j, :] += dcol[(i, j, c), ho, wo, :], over runs of Wo·n values
+        into a zero-bordered (C, Hp, Wp, n) buffer, transposed into dx. Runs this long keep
+        the adds few and large (the NHWC columns' runs were kw·C values: many small NumPy
+        calls, which scale badly across threads)."""
         xp, M, C = self.xp, self.M, self.C
         kh, kw = self.kernel
         (ph, pw), Ho, Wo, H, W = self.pad, self.Ho, self.Wo, self.H, self.W
-        K = kh * kw * C
-        if self._bwd is None:
+        Hp, Wp, K, HW = H + 2 * ph, W + 2 * pw, kh * kw * C, Ho * Wo
+        if self._bwd is None:           # flat buffers, each chunk takes a contiguous prefix
             chunk = self._tap_chunk
-            self._bwd = (self.backend.zeros((chunk, H + 2 * ph, W + 2 * pw, C)),
-                         self.backend.empty((chunk, Ho, Wo, kh, kw, C)))
-        dbuf_all, dcol_all = self._bwd
-        wk = self._wk(w)[0]                                        # (M, K), K ordered (i, j, c)
+            self._bwd = (self.backend.empty(M * HW * chunk), self.backend.empty(K * HW * chunk),
+                         self.backend.empty(C * Hp * Wp * chunk))
+        dy_all, dcol_all, dbuf_all = self._bwd
+        wT = xp.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(K, M)   # (i, j, c) x m
         for n0, n in sample_chunks(self.N, self._tap_chunk):
-            dyT = self._dy_chunk(dy, n0, n)[0]                     # (M, n·Ho·Wo)
-            dbuf, dcol = dbuf_all[:n], dcol_all[:n]
-            xp.matmul(dyT.T, wk, out=dcol.reshape(n * Ho * Wo, K))
+            Q = HW * n
+            dyT = dy_all[:M * Q].reshape(M, Ho, Wo, n)
+            dyT[...] = dy[n0:n0 + n].transpose(1, 2, 3, 0)
+            dcol = dcol_all[:K * Q].reshape(K, Q)
+            xp.matmul(wT, dyT.reshape(M, Q), out=dcol)
+            dbuf = dbuf_all[:C * Hp * Wp * n].reshape(C, Hp, Wp, n)
             dbuf.fill(0)
+            taps = dcol.reshape(kh, kw, C, Ho, Wo, n)
             for i in range(kh):
-                for r in range(min(kw, Wo)):
-                    cnt = len(range(r, Wo, kw))
-                    dst = dbuf[:, i:i + Ho, r:r + kw * cnt].reshape(n, Ho, cnt, kw * C)
-                    xp.add(dst, dcol[:, :, r::kw, i].reshape(n, Ho, cnt, kw * C), out=dst)
-            dx[n0:n0 + n] = dbuf[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2)
+                for j in range(kw):
+                    dst = dbuf[:, i:i + Ho, j:j + Wo]
+                    xp.add(dst, taps[i, j], out=dst)
+            dx[n0:n0 + n] = dbuf[:, ph:ph + H, pw:pw + W].transpose(3, 0, 1, 2)
 
     def _tap_products(self, dy, w, dx):
         """dx via one GEMM per kernel tap: dx_pad[n, ho·s + i·d, wo·s + j·d, c] +=
