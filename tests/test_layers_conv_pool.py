@@ -198,6 +198,36 @@ def test_conv_partial_last_chunk(monkeypatch, path):
     check_gradients(layer, [x], tops)
 
 
+@pytest.mark.parametrize("path", ["transposed", "col2im", "taps"])
+def test_conv_kernel_rows_partial_chunks(monkeypatch, path):
+    """Columns along W with one GEMM per kernel row, a batch of 5 in chunks of 2 (2 + 2 + 1),
+    against the reference and the finite-difference gradients, with each bottom-diff path;
+    the per-tap case with dilation 2 and stride_w 2 (kernel row i reads padded rows 2i …)."""
+    if path == "taps":
+        shape, p = (5, 8, 9, 9), dict(num_output=8, kernel_size=3, pad=2, dilation=2,
+                                      stride_h=1, stride_w=2)
+        stride, pad, dil, Hp, Wo = (1, 2), (2, 2), (2, 2), 13, 5
+    else:
+        shape, p = (5, 8, 6, 6), dict(num_output=8, kernel_size=3, pad=1)
+        stride, pad, dil, Hp, Wo = (1, 1), (1, 1), (1, 1), 8, 6
+    per_sample = Hp * Wo * 3 * 8 * 8           # Hp·Wo·kw·C float64 columns along W
+    monkeypatch.setattr(conv_module, "COL_CHUNK_BYTES", 2 * 2 * per_sample)   # half: 2 samples
+    monkeypatch.setattr(conv_module, "TRANSPOSED_BACKWARD", path == "transposed")
+    monkeypatch.setattr(conv_module, "COL2IM_BACKWARD", path == "col2im")
+    layer, tops = make_layer(conv_spec(**p), [shape], seed=13)
+    conv = layer.conv
+    assert conv.fwd.krows and conv.fwd.chunks() == [(0, 2), (2, 2), (4, 1)]
+    assert (conv.transposed, conv.col2im) == (path == "transposed", path == "col2im")
+    if path == "transposed":                   # dy (5, 8, 6, 6) padded by 1: the same chunks
+        conv.backward_data(rand(tops[0], 14), layer.blobs[0].data, rand(shape, 15))
+        assert conv._bwd.krows and conv._bwd.chunks() == [(0, 2), (2, 2), (4, 1)]
+    x = rand(shape, 16)
+    _, top = run_forward(layer, [x], tops)
+    want = conv_reference(x, layer.blobs[0].data, layer.blobs[1].data, stride, pad, dil, 1)
+    np.testing.assert_allclose(top[0].data, want, rtol=1e-12, atol=1e-12)
+    check_gradients(layer, [x], tops)
+
+
 def test_conv_backward_path_choice():
     """Stride-1 "same" convolutions on enough channels take the transposed-convolution bottom
     diff; other stride-1 ones of one group (unpadded: the transposed GEMM would be
@@ -214,8 +244,13 @@ def test_conv_backward_path_choice():
     assert (cifar2.col2im, lenet2.col2im, lenet1.col2im, strided.col2im) == \
         (False, True, True, False)
     assert (cifar2.fwd.rows, lenet2.fwd.rows, lenet1.fwd.rows) == (True, True, False)
-    # columns of a chunk stay within the cache budget (2 samples of CIFAR conv2: 1.6 MB)
-    assert cifar2.fwd.chunk == conv_module.COL_CHUNK_BYTES // (16 * 16 * 32 * 25 * 4)
+    # one group, stride_h 1, rows layout: columns along W only, one GEMM per kernel row
+    assert (cifar2.fwd.krows, lenet2.fwd.krows, lenet1.fwd.krows, strided.fwd.krows) == \
+        (True, True, False, False)
+    # their chunk's columns (Hp·Wo·kw·C floats per sample) stay within half the cache
+    # budget (5 samples of CIFAR conv2: 1.0 MB); other layouts' within the budget
+    assert cifar2.fwd.chunk == (conv_module.COL_CHUNK_BYTES // 2) // (20 * 16 * 5 * 32 * 4)
+    assert strided.fwd.chunk == min(2, conv_module.COL_CHUNK_BYTES // (5 * 5 * 16 * 9 * 4))
 
 
 @pytest.mark.parametrize("case", list(CONV_CASES))
