@@ -31,8 +31,12 @@ def samples_per_chunk(N: int, per_sample_bytes: int, budget_bytes: int) -> int:
 
 
 def sample_chunks(N: int, chunk: int) -> list[tuple[int, int]]:
-    """(first sample, sample count) of each chunk of a batch of N."""
-    return [(n0, min(chunk, N - n0)) for n0 in range(0, N, chunk)]
+    """(first sample, sample count) of each chunk of a batch of N: the fewest chunks of at
+    most ``chunk`` samples, of near-equal size (the first ones one longer), so that no chunk
+    is a small remainder (30 samples in chunks of 27: 15 + 15, not 27 + 3)."""
+    k = -(-N // max(chunk, 1))
+    base, extra = divmod(N, k)
+    return [(c * base + min(c, extra), base + (c < extra)) for c in range(k)]
 
 
 class Layer(abc.ABC):
