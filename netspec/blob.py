@@ -46,9 +46,15 @@ class Blob:
 
 
 class Param(Blob):
-    """A learnable parameter blob with Caffe's ``lr_mult``/``decay_mult`` and an owner label."""
+    """A learnable parameter blob with Caffe's ``lr_mult``/``decay_mult`` and an owner label.
 
-    __slots__ = ("lr_mult", "decay_mult", "owner", "share_name")
+    ``diff_is_zero``: the solver has just zeroed ``diff`` and no layer has written it since
+    (``Net.backward`` clears it after each layer's backward), so the first layer to produce this
+    gradient may write it instead of adding to zeros (``InnerProduct``). False by default:
+    every other caller accumulates, as Caffe's layers do.
+    """
+
+    __slots__ = ("lr_mult", "decay_mult", "owner", "share_name", "diff_is_zero")
 
     def __init__(self, name: str, data: Any, xp: Any, lr_mult: float = 1.0,
                  decay_mult: float = 1.0, owner: str = "", share_name: str | None = None):
@@ -57,3 +63,4 @@ class Param(Blob):
         self.decay_mult = decay_mult
         self.owner = owner
         self.share_name = share_name
+        self.diff_is_zero = False

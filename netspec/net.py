@@ -209,13 +209,17 @@ class Net:
         return loss
 
     def backward(self) -> None:
-        """Seed loss tops with their weights and run backward in reverse order."""
+        """Seed loss tops with their weights and run backward in reverse order. After a layer's
+        backward its parameters' gradients are no longer zero (``Param.diff_is_zero``)."""
         for blob, w in self.loss_terms:
             blob.diff[...] = w
         with blas_threads(self.backend, self.blas_threads):
             for i in range(len(self.layers) - 1, -1, -1):
                 if self.layer_backward[i]:
-                    self.layers[i].backward(self.tops[i], self.propagate[i], self.bottoms[i])
+                    layer = self.layers[i]
+                    layer.backward(self.tops[i], self.propagate[i], self.bottoms[i])
+                    for p in layer.blobs:
+                        p.diff_is_zero = False
 
     def forward_backward(self) -> float:
         loss = self.forward()

@@ -51,12 +51,17 @@ class InnerProduct(Layer):
         dy = top[0].diff.reshape(self.M, self.N)
         x = bottom[0].data.reshape(self.M, self.K)
         w = self.blobs[0]
+        # a gradient the solver has just zeroed is written, not added to (Param.diff_is_zero)
         if self.p.transpose:
-            parallel.matmul(x.T, dy, w.diff, self.threads, accumulate=True)
+            parallel.matmul(x.T, dy, w.diff, self.threads, accumulate=not w.diff_is_zero)
         else:
-            parallel.matmul(dy.T, x, w.diff, self.threads, accumulate=True)
+            parallel.matmul(dy.T, x, w.diff, self.threads, accumulate=not w.diff_is_zero)
         if self.p.bias_term:
-            self.blobs[1].diff += dy.sum(axis=0)
+            b = self.blobs[1]
+            if b.diff_is_zero:
+                self.xp.sum(dy, axis=0, out=b.diff)
+            else:
+                b.diff += dy.sum(axis=0)
         if propagate_down[0]:
             dx = bottom[0].diff.reshape(self.M, self.K)
             parallel.matmul(dy, self._w().T, dx, self.threads)

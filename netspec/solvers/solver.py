@@ -193,6 +193,8 @@ class Solver:
         self.flat_diff.fill(0)
         for p in self.frozen:
             p.zero_diff()
+        for p in self.net.params:         # the first backward may write them (Param)
+            p.diff_is_zero = True
         loss = 0.0
         for _ in range(self.sp.iter_size):
             loss += self.net.forward_backward()

@@ -1,0 +1,77 @@
+"""Parameter gradients the solver has just zeroed are written by the first layer that produces
+them (``Param.diff_is_zero``) and accumulated by every later one: shared weights, iter_size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from netspec.backend import Backend
+from netspec.log import CaffeLog
+from netspec.solvers import Solver
+from netspec.spec import parse_net
+from netspec.spec.solver import SolverParameter
+
+F64 = Backend(np, np.float64)
+N, K, M = 3, 4, 5
+
+
+def shared_net():
+    """Two InnerProduct layers sharing weight and bias on one input, each with its own
+    EuclideanLoss: dW = Σ_layers (1/N) Σ_n (y_n − t_n) x_nᵀ."""
+    share = [{"name": "w"}, {"name": "b"}]
+    filler = {"weight_filler": {"type": "gaussian", "std": 1},
+              "bias_filler": {"type": "gaussian", "std": 1}}
+
+    def inp(name, dims):
+        return {"name": name, "type": "Input", "top": name,
+                "input_param": {"shape": {"dim": list(dims)}}}
+
+    def ip(name):
+        return {"name": name, "type": "InnerProduct", "bottom": "x", "top": name, "param": share,
+                "inner_product_param": {"num_output": M, **filler}}
+
+    def loss(name, y, t):
+        return {"name": name, "type": "EuclideanLoss", "bottom": [y, t], "top": name}
+
+    return {"name": "shared", "layer": [inp("x", (N, K)), inp("t1", (N, M)), inp("t2", (N, M)),
+                                        ip("a"), ip("b"), loss("la", "a", "t1"),
+                                        loss("lb", "b", "t2")]}
+
+
+@pytest.mark.parametrize("iter_size", [1, 2])
+def test_shared_weights_and_iter_size_accumulate(iter_size):
+    """One SGD step (lr 1, no momentum, no decay) moves W by exactly the summed gradient of both
+    layers; with iter_size 2 the two passes add up and are averaged (the same gradient)."""
+    sp = SolverParameter.model_validate({"net": "x", "base_lr": 1.0, "lr_policy": "fixed",
+                                         "momentum": 0.0, "weight_decay": 0.0, "random_seed": 5,
+                                         "iter_size": iter_size})
+    s = Solver(sp, backend=F64, net_param=parse_net(shared_net()), log=CaffeLog(quiet=True))
+    rng = np.random.default_rng(0)
+    x, t1, t2 = rng.standard_normal((N, K)), rng.standard_normal((N, M)), rng.standard_normal((N, M))
+    for name, v in (("x", x), ("t1", t1), ("t2", t2)):
+        s.net.blobs[name].data[...] = v
+    a, b = s.net.layer_by_name("a"), s.net.layer_by_name("b")
+    assert a.blobs[0] is b.blobs[0] and a.blobs[1] is b.blobs[1]
+    W, bias = a.blobs[0].data.copy(), a.blobs[1].data.copy()
+    y = x @ W.T + bias
+    dW = ((y - t1).T @ x + (y - t2).T @ x) / N
+    db = ((y - t1).sum(axis=0) + (y - t2).sum(axis=0)) / N
+    s.step_once()
+    np.testing.assert_allclose(a.blobs[0].data, W - dW, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(a.blobs[1].data, bias - db, rtol=1e-12, atol=1e-12)
+    assert not any(p.diff_is_zero for p in s.net.params)
+
+
+def test_backward_outside_the_solver_accumulates():
+    """A plain Net.backward (no solver zeroing: ``diff_is_zero`` False) adds to the diffs."""
+    sp = SolverParameter.model_validate({"net": "x", "base_lr": 1.0, "random_seed": 5})
+    s = Solver(sp, backend=F64, net_param=parse_net(shared_net()), log=CaffeLog(quiet=True))
+    rng = np.random.default_rng(1)
+    for name, shape in (("x", (N, K)), ("t1", (N, M)), ("t2", (N, M))):
+        s.net.blobs[name].data[...] = rng.standard_normal(shape)
+    s.net.clear_param_diffs()
+    s.net.forward_backward()
+    once = s.net.params[0].diff.copy()
+    s.net.forward_backward()
+    np.testing.assert_allclose(s.net.params[0].diff, 2 * once, rtol=1e-12)
