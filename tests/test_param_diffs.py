@@ -75,3 +75,45 @@ def test_backward_outside_the_solver_accumulates():
     once = s.net.params[0].diff.copy()
     s.net.forward_backward()
     np.testing.assert_allclose(s.net.params[0].diff, 2 * once, rtol=1e-12)
+
+
+def bias_shared_net():
+    """x → InnerProduct a (weight w, bias bb) → Bias layer sharing bb → EuclideanLoss: in
+    backward order the Bias layer (which adds) produces bb's gradient first, the InnerProduct
+    (which writes) w's. c = x Wᵀ + 2·bb."""
+    def inp(name, dims):
+        return {"name": name, "type": "Input", "top": name,
+                "input_param": {"shape": {"dim": list(dims)}}}
+    return {"name": "bias_shared", "layer": [
+        inp("x", (N, K)), inp("t", (N, M)),
+        {"name": "a", "type": "InnerProduct", "bottom": "x", "top": "a",
+         "param": [{"name": "w"}, {"name": "bb"}],
+         "inner_product_param": {"num_output": M, "weight_filler": {"type": "gaussian", "std": 1},
+                                 "bias_filler": {"type": "gaussian", "std": 1}}},
+        {"name": "bl", "type": "Bias", "bottom": "a", "top": "c", "param": [{"name": "bb"}]},
+        {"name": "loss", "type": "EuclideanLoss", "bottom": ["c", "t"], "top": "loss"}]}
+
+
+def test_solver_zeroes_what_an_adding_layer_produces_first():
+    """Only bb (first produced by the adding Bias layer) is zeroed before each iteration; w is
+    written by InnerProduct. Three SGD steps (lr 0.1) follow the closed form, so no stale
+    gradient leaks into the next step; an MLP of InnerProducts zeroes nothing."""
+    sp = SolverParameter.model_validate({"net": "x", "base_lr": 0.1, "lr_policy": "fixed",
+                                         "momentum": 0.0, "weight_decay": 0.0, "random_seed": 5})
+    s = Solver(sp, backend=F64, net_param=parse_net(bias_shared_net()), log=CaffeLog(quiet=True))
+    a, bl = s.net.layer_by_name("a"), s.net.layer_by_name("bl")
+    assert a.blobs[1] is bl.blobs[0]
+    assert [z.size for z in s._zeroed] == [M]
+    rng = np.random.default_rng(2)
+    x, t = rng.standard_normal((N, K)), rng.standard_normal((N, M))
+    s.net.blobs["x"].data[...] = x
+    s.net.blobs["t"].data[...] = t
+    W, bb = a.blobs[0].data.copy(), a.blobs[1].data.copy()
+    for _ in range(3):
+        r = (x @ W.T + 2 * bb - t) / N          # dL/dc of EuclideanLoss (1/2N)·Σ‖c − t‖²
+        W, bb = W - 0.1 * r.T @ x, bb - 0.1 * 2 * r.sum(axis=0)
+        s.step_once()
+        np.testing.assert_allclose(a.blobs[0].data, W, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(a.blobs[1].data, bb, rtol=1e-12, atol=1e-12)
+    mlp = Solver(sp, backend=F64, net_param=parse_net(shared_net()), log=CaffeLog(quiet=True))
+    assert mlp._zeroed == []

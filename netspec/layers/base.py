@@ -48,6 +48,9 @@ class Layer(abc.ABC):
     #: the layer splits its batch over the CPU threads (``parallel.py``); a net with such a
     #: layer runs BLAS single-threaded, any other gives its threads to BLAS (``Net``)
     splits_batch: ClassVar[bool] = False
+    #: backward writes (not adds) the whole gradient of each of its parameters when
+    #: ``Param.diff_is_zero``: the solver then need not zero what such a layer produces first
+    writes_param_diffs: ClassVar[bool] = False
     exact_bottoms: ClassVar[Optional[int]] = None
     min_bottoms: ClassVar[int] = 0
     max_bottoms: ClassVar[Optional[int]] = None

@@ -21,6 +21,7 @@ class InnerProduct(Layer):
     param_block = "inner_product_param"
     exact_bottoms = 1
     exact_tops = 1
+    writes_param_diffs = True
 
     def setup(self, bottom_shapes):
         shape = bottom_shapes[0]
