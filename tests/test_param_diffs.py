@@ -117,3 +117,37 @@ def test_solver_zeroes_what_an_adding_layer_produces_first():
         np.testing.assert_allclose(a.blobs[1].data, bb, rtol=1e-12, atol=1e-12)
     mlp = Solver(sp, backend=F64, net_param=parse_net(shared_net()), log=CaffeLog(quiet=True))
     assert mlp._zeroed == []
+
+
+def test_convolution_two_bottoms_written_then_added():
+    """Convolution (two bottoms, one set of weights) writes the first bottom's gradient into
+    a just-zeroed diff and adds the second's: one SGD step (lr 1) moves W by the sum of both,
+    computed here from the layer's own accumulate path on zeroed diffs."""
+    def inp(name, dims):
+        return {"name": name, "type": "Input", "top": name,
+                "input_param": {"shape": {"dim": list(dims)}}}
+    spec = {"name": "conv2", "layer": [
+        inp("x0", (2, 2, 5, 5)), inp("x1", (2, 2, 5, 5)), inp("t0", (2, 3, 5, 5)),
+        inp("t1", (2, 3, 5, 5)),
+        {"name": "conv", "type": "Convolution", "bottom": ["x0", "x1"], "top": ["y0", "y1"],
+         "convolution_param": {"num_output": 3, "kernel_size": 3, "pad": 1,
+                               "weight_filler": {"type": "gaussian", "std": 1},
+                               "bias_filler": {"type": "gaussian", "std": 1}}},
+        {"name": "l0", "type": "EuclideanLoss", "bottom": ["y0", "t0"], "top": "l0"},
+        {"name": "l1", "type": "EuclideanLoss", "bottom": ["y1", "t1"], "top": "l1"}]}
+    sp = SolverParameter.model_validate({"net": "x", "base_lr": 1.0, "lr_policy": "fixed",
+                                         "momentum": 0.0, "weight_decay": 0.0, "random_seed": 5})
+    s = Solver(sp, backend=F64, net_param=parse_net(spec), log=CaffeLog(quiet=True))
+    assert s._zeroed == []
+    rng = np.random.default_rng(3)
+    for name in ("x0", "x1", "t0", "t1"):
+        s.net.blobs[name].data[...] = rng.standard_normal(s.net.blobs[name].shape)
+    conv = s.net.layer_by_name("conv")
+    W, b = conv.blobs[0].data.copy(), conv.blobs[1].data.copy()
+    s.net.clear_param_diffs()                   # reference: flags False, every bottom adds
+    s.net.forward_backward()
+    dW, db = conv.blobs[0].diff.copy(), conv.blobs[1].diff.copy()
+    s.net.params[0].diff[...] = 123.0           # stale values the step must overwrite
+    s.step_once()
+    np.testing.assert_allclose(conv.blobs[0].data, W - dW, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv.blobs[1].data, b - db, rtol=1e-12, atol=1e-12)

@@ -39,6 +39,16 @@ def sample_chunks(N: int, chunk: int) -> list[tuple[int, int]]:
     return [(c * base + min(c, extra), base + (c < extra)) for c in range(k)]
 
 
+def add_param_diff(blob, grad) -> None:
+    """blob.diff += grad, or blob.diff = grad when the solver has just zeroed it
+    (``Param.diff_is_zero``, then cleared: a second bottom or pass adds)."""
+    if getattr(blob, "diff_is_zero", False):
+        blob.diff[...] = grad
+        blob.diff_is_zero = False
+    else:
+        blob.diff += grad
+
+
 class Layer(abc.ABC):
     type_name: ClassVar[str] = ""
     #: layer-specific parameter block this layer reads (e.g. "convolution_param")

@@ -15,7 +15,7 @@ import math
 import numpy
 
 from ..blob import Blob
-from .base import Layer, canonical_axis
+from .base import Layer, add_param_diff, canonical_axis
 from .conv import Convolution
 from .registry import register
 
@@ -189,7 +189,7 @@ class Deconvolution(Convolution):
             dy = t.diff
             if self.p.bias_term:
                 self._add_bias_grad(dy)
-            wblob.diff += self.conv.weight_grad(dy, b.data)
+            add_param_diff(wblob, self.conv.weight_grad(dy, b.data))
             if propagate_down[k]:
                 self.conv.forward(dy, wblob.data, b.diff)
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 import numpy
 
 from .. import parallel
-from .base import Layer, sample_chunks, samples_per_chunk
+from .base import Layer, add_param_diff, sample_chunks, samples_per_chunk
 from .registry import register
 
 #: target size of one chunk's column buffer on the CPU (at least one sample per chunk)
@@ -526,6 +526,7 @@ class Convolution(Layer):
     param_block = "convolution_param"
     min_bottoms = 1
     splits_batch = True
+    writes_param_diffs = True   # add_param_diff: each bottom's gradient written, then added
     _ones = None        # ones vector of the CPU bias-gradient GEMV (made on first backward)
 
     def check_arity(self, n_bottoms, n_tops):
@@ -614,7 +615,7 @@ class Convolution(Layer):
         faster than NumPy's reduction over axes (0, 2, 3) on the CPU. On a GPU CuPy's one
         reduction kernel is faster (H200: LeNet iteration 2.35 vs 2.42 ms)."""
         if self.backend.is_gpu:
-            self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+            add_param_diff(self.blobs[1], dy.sum(axis=(0, 2, 3)))
             return
         M = dy.shape[1]
         if self._ones is None:                       # the top's H·W is fixed at setup
@@ -622,7 +623,7 @@ class Convolution(Layer):
 
         def part(n0, n):
             return (dy[n0:n0 + n].reshape(n * M, -1) @ self._ones).reshape(n, M).sum(axis=0)
-        self.blobs[1].diff += parallel.ordered_sum(parallel.run(part, self.conv.ranges))
+        add_param_diff(self.blobs[1], parallel.ordered_sum(parallel.run(part, self.conv.ranges)))
 
     def backward(self, top, propagate_down, bottom):
         wblob = self.blobs[0]
@@ -631,4 +632,4 @@ class Convolution(Layer):
             if self.p.bias_term:
                 self._add_bias_grad(dy)
             dx = b.diff if propagate_down[k] else None
-            wblob.diff += self.conv.backward(b.data, dy, wblob.data, dx)
+            add_param_diff(wblob, self.conv.backward(b.data, dy, wblob.data, dx))
