@@ -48,7 +48,8 @@ def test_shared_weights_and_iter_size_accumulate(iter_size):
                                          "iter_size": iter_size})
     s = Solver(sp, backend=F64, net_param=parse_net(shared_net()), log=CaffeLog(quiet=True))
     rng = np.random.default_rng(0)
-    x, t1, t2 = rng.standard_normal((N, K)), rng.standard_normal((N, M)), rng.standard_normal((N, M))
+    x = rng.standard_normal((N, K))
+    t1, t2 = rng.standard_normal((N, M)), rng.standard_normal((N, M))
     for name, v in (("x", x), ("t1", t1), ("t2", t2)):
         s.net.blobs[name].data[...] = v
     a, b = s.net.layer_by_name("a"), s.net.layer_by_name("b")

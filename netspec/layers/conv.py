@@ -23,10 +23,11 @@ On the CPU a one-group convolution of stride_h 1 builds columns along W only ("k
 row, so kernel row i reads the contiguous rows i·dilation_h … i·dilation_h + Ho − 1 as one
 (Ho·n·Wo, kw·C) matrix and ``y = Σ_i col_i @ W_iᵀ`` is kh GEMMs: (Hp/Ho)·kw instead of kh·kw
 copies of each input value, and each GEMM's operand stays in cache (CIFAR-10 quick conv2
-forward 27 -> 21 ms). Inputs with few channels (kw·C/g < ``ROW_LAYOUT_MIN_RUN``, e.g. a first
+forward 27 -> 22 ms). Inputs with few channels (kw·C/g < ``ROW_LAYOUT_MIN_RUN``, e.g. a first
 layer on 1–3 image channels) keep an NCHW buffer and (K, Q) columns instead, with one GEMM per
-sample written straight into the top. Backward, per chunk: the columns are rebuilt from the bottom as it is now
-(as Caffe does) and ``dW += dy @ col`` (a batch of per-sample GEMMs for small weights). The
+sample written straight into the top. Backward, per chunk: the columns are rebuilt from the
+bottom as it is now (as Caffe does) and ``dW += dy @ col`` (one GEMM per kernel row with kernel
+rows, a batch of per-sample GEMMs for small weights). The
 bottom diff of a stride-1 convolution with "same"-like padding (always on a GPU) is the
 convolution of the zero-padded top diff with the flipped, transposed kernel -- the same im2col +
 GEMM, no scatter -- and its columns of dy give dW as well (``x @ dycol``, the taps flipped),
