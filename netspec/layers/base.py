@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Optional
 
 import numpy
 
+from .. import parallel
 from ..backend import Backend
 from ..blob import Blob, Param
 from ..errors import ShapeError, SpecError
@@ -32,11 +33,9 @@ def samples_per_chunk(N: int, per_sample_bytes: int, budget_bytes: int) -> int:
 
 def sample_chunks(N: int, chunk: int) -> list[tuple[int, int]]:
     """(first sample, sample count) of each chunk of a batch of N: the fewest chunks of at
-    most ``chunk`` samples, of near-equal size (the first ones one longer), so that no chunk
-    is a small remainder (30 samples in chunks of 27: 15 + 15, not 27 + 3)."""
-    k = -(-N // max(chunk, 1))
-    base, extra = divmod(N, k)
-    return [(c * base + min(c, extra), base + (c < extra)) for c in range(k)]
+    most ``chunk`` samples, of near-equal size (``parallel.split``), so that no chunk is a
+    small remainder (30 samples in chunks of 27: 15 + 15, not 27 + 3)."""
+    return parallel.split(N, -(-N // max(chunk, 1)))
 
 
 def add_param_diff(blob, grad) -> None:

@@ -148,29 +148,30 @@ class _Correlation:
                       and stride[0] == 1)
         Hp, Wp = H + 2 * self.ph, W + 2 * self.pw
         self.Hp = Hp
+        # GEMM output rows of a chunk, transposed into the top (rows layouts only)
+        self.out = self.tmp = None
         if self.krows:
             self.chunk = n = _chunk_size(backend, N, Hp * Wo * self.kw * C * itemsize, share=2)
-        else:
-            self.chunk = n = _chunk_size(backend, N, Ho * Wo * C * self.kh * self.kw * itemsize)
-        self._pT = None         # krows: a chunk of the pair array as (Mo, Ho, n, Wo) (first use)
-        if self.krows:
             # flat column / output buffers: a chunk of n samples takes a contiguous prefix
             self.buf = backend.zeros((n, Hp, Wp, C))
             self.col = backend.empty(Hp * n * Wo * self.kw * C)
             self.out = backend.empty((Ho * n * Wo, Mo))
             self.tmp = backend.empty((Ho * n * Wo, Mo))
-        elif self.rows:
-            self.buf = backend.zeros((n, Hp, Wp, C))
-            self.col = backend.empty((n, Ho, Wo, g, self.kh, self.kw, self.Cg))
         else:
-            self.buf = backend.zeros((n, C, Hp, Wp))
-            # each group's Kg column rows are followed by a row of ones, so that a bias is one
-            # more weight column of the GEMM instead of a pass over the top
-            self.col1 = backend.empty((g, self.Kg + 1, n * Ho * Wo))
-            self.col1[:, self.Kg] = 1
-            self.col = self.col1[:, :self.Kg].reshape(g, self.kh, self.kw, self.Cg, n, Ho, Wo)
-        if not self.krows:   # GEMM output rows of a chunk, transposed into the top (rows only)
-            self.out = backend.empty((n * Ho * Wo, Mo)) if self.rows else None
+            self.chunk = n = _chunk_size(backend, N, Ho * Wo * C * self.kh * self.kw * itemsize)
+            if self.rows:
+                self.buf = backend.zeros((n, Hp, Wp, C))
+                self.col = backend.empty((n, Ho, Wo, g, self.kh, self.kw, self.Cg))
+                self.out = backend.empty((n * Ho * Wo, Mo))
+            else:
+                self.buf = backend.zeros((n, C, Hp, Wp))
+                # each group's Kg column rows are followed by a row of ones, so that a bias is
+                # one more weight column of the GEMM instead of a pass over the top
+                self.col1 = backend.empty((g, self.Kg + 1, n * Ho * Wo))
+                self.col1[:, self.Kg] = 1
+                self.col = self.col1[:, :self.Kg].reshape(g, self.kh, self.kw, self.Cg, n, Ho,
+                                                          Wo)
+        self._pT = None         # krows: a chunk of the pair array as (Mo, Ho, n, Wo) (first use)
         self._zT = None         # a chunk of ``run``'s pair array, channels first (first use)
         self.is_gpu = backend.is_gpu
 
@@ -271,13 +272,16 @@ class _Correlation:
                 continue
             out = self.out[:n * HW]
             xp.matmul(cols, wkT, out=out.reshape(n * HW, g, Mo // g).transpose(1, 0, 2))
-            rows = out.reshape(n, HW, Mo).transpose(0, 2, 1)
-            dst = y[n0:n0 + n].reshape(n, Mo, HW)
-            if bias is None:
-                dst[...] = rows
-            else:
-                xp.add(rows, bias.reshape(1, Mo, 1), out=dst)
+            self._to_top(out.reshape(n, HW, Mo).transpose(0, 2, 1),
+                         y[n0:n0 + n].reshape(n, Mo, HW), bias)
         return acc
+
+    def _to_top(self, rows, dst, bias):
+        """dst = rows (+ bias along axis 1): a chunk's GEMM output rows into the NCHW top."""
+        if bias is None:
+            dst[...] = rows
+        else:
+            self.xp.add(rows, bias.reshape((1, -1) + (1,) * (dst.ndim - 2)), out=dst)
 
     def _run_kernel_rows(self, x, wk, y, bias, pair):
         """``run`` with ``krows``: per chunk y rows (Ho·n·Wo, Mo) = Σ_i col_i @ W_iᵀ, W_i the
@@ -296,12 +300,7 @@ class _Correlation:
                 xp.matmul(self.kernel_row(cols, i, n), wr[:, i].T, out=tmp if i else out)
                 if i:
                     xp.add(out, tmp, out=out)
-            rows = out.reshape(Ho, n, Wo, Mo).transpose(1, 3, 0, 2)
-            dst = y[n0:n0 + n]
-            if bias is None:
-                dst[...] = rows
-            else:
-                xp.add(rows, bias.reshape(1, Mo, 1, 1), out=dst)
+            self._to_top(out.reshape(Ho, n, Wo, Mo).transpose(1, 3, 0, 2), y[n0:n0 + n], bias)
         return None if acc is None else acc.reshape(1, Mo, -1)
 
 

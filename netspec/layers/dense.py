@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from .. import parallel
-from .base import Layer, canonical_axis
+from .base import Layer, add_param_diff, canonical_axis
 from .registry import register
 
 
@@ -58,11 +58,7 @@ class InnerProduct(Layer):
         else:
             parallel.matmul(dy.T, x, w.diff, self.threads, accumulate=not w.diff_is_zero)
         if self.p.bias_term:
-            b = self.blobs[1]
-            if b.diff_is_zero:
-                self.xp.sum(dy, axis=0, out=b.diff)
-            else:
-                b.diff += dy.sum(axis=0)
+            add_param_diff(self.blobs[1], dy.sum(axis=0))
         if propagate_down[0]:
             dx = bottom[0].diff.reshape(self.M, self.K)
             parallel.matmul(dy, self._w().T, dx, self.threads)

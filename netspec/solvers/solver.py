@@ -131,7 +131,7 @@ class Solver:
         """Views of flat_diff to zero before each iteration: every blob except those whose
         first producer in backward order writes its gradient (``Layer.writes_param_diffs``,
         ``Param.diff_is_zero``), merged into contiguous runs. An MLP of InnerProducts zeroes
-        nothing (the zero-fill evicted its weights from the cache: step -4 %)."""
+        nothing (the zero-fill evicted its weights from the cache: step -6 %)."""
         written: dict[int, bool] = {}
         net = self.net
         for i in range(len(net.layers) - 1, -1, -1):
