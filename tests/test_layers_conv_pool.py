@@ -198,11 +198,13 @@ def test_conv_partial_last_chunk(monkeypatch, path):
     check_gradients(layer, [x], tops)
 
 
+@pytest.mark.parametrize("pair_transposed", [True, False])
 @pytest.mark.parametrize("path", ["transposed", "col2im", "taps"])
-def test_conv_kernel_rows_partial_chunks(monkeypatch, path):
+def test_conv_kernel_rows_partial_chunks(monkeypatch, path, pair_transposed):
     """Columns along W with one GEMM per kernel row, a batch of 5 in chunks of 2 (2 + 2 + 1),
-    against the reference and the finite-difference gradients, with each bottom-diff path;
-    the per-tap case with dilation 2 and stride_w 2 (kernel row i reads padded rows 2i …)."""
+    against the reference and the finite-difference gradients, with each bottom-diff path and
+    both orientations of the weight products; the per-tap case with dilation 2 and stride_w 2
+    (kernel row i reads padded rows 2i …)."""
     if path == "taps":
         shape, p = (5, 8, 9, 9), dict(num_output=8, kernel_size=3, pad=2, dilation=2,
                                       stride_h=1, stride_w=2)
@@ -214,9 +216,12 @@ def test_conv_kernel_rows_partial_chunks(monkeypatch, path):
     monkeypatch.setattr(conv_module, "COL_CHUNK_BYTES", 2 * 2 * per_sample)   # half: 2 samples
     monkeypatch.setattr(conv_module, "TRANSPOSED_BACKWARD", path == "transposed")
     monkeypatch.setattr(conv_module, "COL2IM_BACKWARD", path == "col2im")
+    for name in ("PAIR_TRANSPOSED_MIN_COLUMNS", "PAIR_TRANSPOSED_MIN_ASPECT"):
+        monkeypatch.setattr(conv_module, name, 0 if pair_transposed else 10**9)
     layer, tops = make_layer(conv_spec(**p), [shape], seed=13)
     conv = layer.conv
     assert conv.fwd.krows and conv.fwd.chunks() == [(0, 2), (2, 2), (4, 1)]
+    assert conv.fwd.pair_transposed == pair_transposed
     assert (conv.transposed, conv.col2im) == (path == "transposed", path == "col2im")
     if path == "transposed":                   # dy (5, 8, 6, 6) padded by 1: the same chunks
         conv.backward_data(rand(tops[0], 14), layer.blobs[0].data, rand(shape, 15))
@@ -251,6 +256,16 @@ def test_conv_backward_path_choice():
     # budget (5 samples of CIFAR conv2: 1.0 MB); other layouts' within the budget
     assert cifar2.fwd.chunk == (conv_module.COL_CHUNK_BYTES // 2) // (20 * 16 * 5 * 32 * 4)
     assert strided.fwd.chunk == min(2, conv_module.COL_CHUNK_BYTES // (5 * 5 * 16 * 9 * 4))
+    # weight products as colsᵀ @ zᵀ when the columns (kw·C values) are wide: ≥ 256 or ≥ 4×
+    # z's channels. The transposed backwards of CIFAR conv2 / conv3 read dy's columns, 5·32 =
+    # 160 / 5·64 = 320 wide, against x's 32 channels; LeNet conv2's 100 against dy's 50
+    cifar3 = plan((100, 32, 8, 8), num_output=64, kernel_size=5, pad=2)
+    for conv in (cifar2, cifar3):
+        conv.backward_data(F32.zeros((100, conv.M, conv.Ho, conv.Wo)),
+                           F32.zeros((conv.M, 32, 5, 5)), F32.zeros((100, 32, conv.H, conv.W)))
+    assert (cifar2._bwd.pair_transposed, cifar3._bwd.pair_transposed) == (True, True)
+    assert (cifar2.fwd.pair_transposed, cifar3.fwd.pair_transposed,
+            lenet2.fwd.pair_transposed) == (True, False, False)
 
 
 @pytest.mark.parametrize("case", list(CONV_CASES))

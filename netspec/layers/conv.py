@@ -68,6 +68,13 @@ ROW_LAYOUT_MIN_RUN = 16
 #: (``_Correlation``); their chunks take half of COL_CHUNK_BYTES (1 MiB measured best: CIFAR
 #: conv2 forward 21.5 ms vs 22.6 at 2 MiB, 23.8 at 4)
 KERNEL_ROWS = True
+#: kernel rows: weight products over wide columns -- kw·C values ≥ PAIR_TRANSPOSED_MIN_COLUMNS
+#: or ≥ PAIR_TRANSPOSED_MIN_ASPECT × the Mo channels of z -- are computed as colsᵀ @ zᵀ, others
+#: as z @ cols: OpenBLAS runs each faster for those shapes (CIFAR-10 quick's conv2/conv3
+#: transposed backwards, 160/320 columns against 32 channels: −4 %/−19 %; LeNet conv2's
+#: weight gradient, 100 against 50: +17 %; ``bench/NOTES.md``, session 15)
+PAIR_TRANSPOSED_MIN_COLUMNS = 256
+PAIR_TRANSPOSED_MIN_ASPECT = 4
 
 
 def _pair(layer: Layer, values, h, w, name: str, default) -> tuple[int, int]:
@@ -148,6 +155,8 @@ class _Correlation:
                       and stride[0] == 1)
         Hp, Wp = H + 2 * self.ph, W + 2 * self.pw
         self.Hp = Hp
+        self.pair_transposed = self.kw * C >= min(PAIR_TRANSPOSED_MIN_COLUMNS,
+                                                  PAIR_TRANSPOSED_MIN_ASPECT * Mo)
         # GEMM output rows of a chunk, transposed into the top (rows layouts only)
         self.out = self.tmp = None
         if self.krows:
@@ -215,9 +224,12 @@ class _Correlation:
         return cols[h0 * R:(h0 + self.Ho) * R]
 
     def add_pair_product(self, z, n0, n, cols, acc):
-        """krows: acc (Mo, kh, kw·C) += Σ_q z_q ⊗ the columns row q of each kernel row i
-        (one GEMM per kernel row), for samples n0 … n0+n−1 of z (N, Mo, Ho, Wo), rows q
-        ordered (ho, n, wo); acc None: a new array. K = (i, j, c), the (g = 1) kernel layout."""
+        """krows: acc += Σ_q z_q ⊗ (the columns row q of kernel row i) for every kernel row i
+        (one GEMM each), samples n0 … n0+n−1 of z (N, Mo, Ho, Wo), rows q ordered (ho, n, wo);
+        acc None: a new array, which ``pair_kernel`` reads. K = (i, j, c), the (g = 1) kernel
+        layout. Wide columns (``pair_transposed``, see ``PAIR_TRANSPOSED_MIN_COLUMNS``) take the
+        product as colsᵢᵀ @ zᵀ into acc (kh, kw·C, Mo), others as z @ colsᵢ into acc
+        (Mo, kh, kw·C): the orientation OpenBLAS runs faster for each."""
         xp, Mo = self.xp, z.shape[1]
         Q = self.Ho * n * self.Wo
         if self._pT is None:
@@ -225,11 +237,25 @@ class _Correlation:
         pz = self._pT[:Mo * Q].reshape(Mo, self.Ho, n, self.Wo)
         pz[...] = z[n0:n0 + n].transpose(1, 2, 0, 3)
         pz = pz.reshape(Mo, Q)
-        if acc is None:
-            acc = xp.zeros((Mo, self.kh, self.kw * self.C), dtype=z.dtype)
+        fresh = acc is None
+        if fresh:
+            shape = ((self.kh, self.kw * self.C, Mo) if self.pair_transposed
+                     else (Mo, self.kh, self.kw * self.C))
+            acc = xp.empty(shape, dtype=z.dtype)
         for i in range(self.kh):
-            acc[:, i] += pz @ self.kernel_row(cols, i, n)
+            rows = self.kernel_row(cols, i, n)
+            a, b, dst = (rows.T, pz.T, acc[i]) if self.pair_transposed else (pz, rows, acc[:, i])
+            if fresh:
+                xp.matmul(a, b, out=dst)
+            else:
+                dst += a @ b
         return acc
+
+    def pair_kernel(self, acc):
+        """The (Mo, kh·kw·C) kernel summed by ``add_pair_product`` into acc."""
+        if self.pair_transposed:
+            acc = acc.transpose(2, 0, 1)
+        return acc.reshape(acc.shape[0], -1)
 
     def matrices(self, n):
         """The column buffer of n samples as (g, n·Ho·Wo, Kg)."""
@@ -301,7 +327,7 @@ class _Correlation:
                 if i:
                     xp.add(out, tmp, out=out)
             self._to_top(out.reshape(Ho, n, Wo, Mo).transpose(1, 3, 0, 2), y[n0:n0 + n], bias)
-        return None if acc is None else acc.reshape(1, Mo, -1)
+        return None if acc is None else self.pair_kernel(acc)[None]
 
 
 class ConvColumns:
@@ -370,7 +396,7 @@ class ConvColumns:
             for n0, n in f.chunks():
                 cols = f.columns(x, n0, n)
                 acc = f.add_pair_product(dy, n0, n, cols, acc)
-            return acc.reshape(M, kh, kw, self.C).transpose(0, 3, 1, 2)
+            return f.pair_kernel(acc).reshape(M, kh, kw, self.C).transpose(0, 3, 1, 2)
         split = (M // g) * f.Kg <= SPLIT_DW_MAX_WEIGHTS
         HW = self.Ho * self.Wo
         acc = None
