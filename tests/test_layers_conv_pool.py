@@ -373,6 +373,16 @@ def test_conv_kernel_larger_than_input_is_an_error():
 
 
 # -- Pooling --------------------------------------------------------------------------------
+@pytest.fixture(params=["MAX", "AVE", "AVE_taps"])
+def method(request, monkeypatch):
+    """The pooling method of a test: MAX, AVE (as the pooling matrix wherever the planes are
+    small enough, as in these cases) or AVE computed tap by tap (``AVE_taps``)."""
+    if request.param == "AVE_taps":
+        monkeypatch.setattr(pool_module, "AVE_MATRIX_MAX_CELLS_PER_TAP", 0)
+        return "AVE"
+    return request.param
+
+
 #: name -> (bottom shape, pooling_param); covers direct (tiling, gaps) and phased layouts,
 #: ceil overhang, padding, the "last window starts inside" rule, FLOOR, global, h/w fields
 POOL_CASES = {
@@ -401,7 +411,6 @@ def _pool_ref(shape, p, x, method):
                           global_pooling=p.get("global_pooling", False))
 
 
-@pytest.mark.parametrize("method", ["MAX", "AVE"])
 @pytest.mark.parametrize("case", list(POOL_CASES))
 def test_pool_forward_matches_reference(case, method):
     shape, p = POOL_CASES[case]
@@ -416,7 +425,6 @@ def test_pool_forward_matches_reference(case, method):
         np.testing.assert_array_equal(got[1].data, want_mask)
 
 
-@pytest.mark.parametrize("method", ["MAX", "AVE"])
 @pytest.mark.parametrize("case", list(POOL_CASES))
 def test_pool_gradients(case, method):
     shape, p = POOL_CASES[case]
@@ -476,6 +484,30 @@ def test_pool_backward_repeatable_and_overwrites():
         np.testing.assert_array_equal(bottom[0].diff, first)
 
 
+def test_pool_ave_matrix_for_small_planes_only():
+    """CPU AVE pooling is one GEMM with the pooling matrix when the planes hold at most
+    AVE_MATRIX_MAX_CELLS_PER_TAP cells per kernel tap (CIFAR-10 quick's pool2 and pool3),
+    else tap by tap (a 32×32 plane, 3×3: 1024 > 288 cells); never MAX or global pooling.
+    The matrix holds 1/pool_size at each window's image cells: a column sums to the share of
+    its window's pool_size inside the image."""
+    def matrix(shape, **p):
+        return make_layer(pool_spec(**p), [shape], backend=F32)[0]._matrix
+    ave = dict(pool="AVE", kernel_size=3, stride=2)
+    pool2, pool3 = matrix((100, 32, 16, 16), **ave), matrix((100, 64, 8, 8), **ave)
+    assert pool2.shape == (256, 64) and pool3.shape == (64, 16)
+    assert pool2.dtype == np.float32
+    assert matrix((1, 2, 32, 32), **ave) is None
+    assert matrix((100, 32, 16, 16), pool="MAX", kernel_size=3, stride=2) is None
+    assert matrix((2, 3, 5, 4), pool="AVE", global_pooling=True) is None
+    # the ceil overhang does not count in pool_size: every window of pool2 averages its cells
+    np.testing.assert_allclose(pool2.sum(axis=0), 1.0, rtol=1e-6)
+    # padding does: 7×7, 3×3/2, pad 1 -> 4×4 windows whose first/last rows and columns hold
+    # 2 image rows/columns of 3
+    cover = np.array([2 / 3, 1, 1, 2 / 3])
+    padded = matrix((1, 1, 7, 7), pad=1, **ave)
+    np.testing.assert_allclose(padded.sum(axis=0), np.outer(cover, cover).ravel(), rtol=1e-6)
+
+
 @pytest.mark.parametrize("size, k, pad, stride, ceil, want", [
     (24, 2, 0, 2, True, 12),     # LeNet's pool1: 24x24, 2x2/2 -> 12x12
     (8, 2, 0, 2, True, 4),       # LeNet's pool2
@@ -521,7 +553,8 @@ def test_pool_spec_errors(p, top, words):
 def test_pool_in_sample_chunks(case, method, monkeypatch):
     """Chunks of 2 samples of a batch of 3 (the last chunk partial) give bit for bit the top,
     argmax mask and bottom diff of the whole batch at once (phase buffers, argmax slices and
-    the MAX scatter per chunk)."""
+    the MAX scatter per chunk; AVE tap by tap)."""
+    monkeypatch.setattr(pool_module, "AVE_MATRIX_MAX_CELLS_PER_TAP", 0)
     shape, p = POOL_CASES[case]
     shape = (3,) + shape[1:]
     top = ["y", "mask"] if method == "MAX" else None
@@ -539,7 +572,6 @@ def test_pool_in_sample_chunks(case, method, monkeypatch):
     np.testing.assert_array_equal(chunked, whole)
 
 
-@pytest.mark.parametrize("method", ["MAX", "AVE"])
 @pytest.mark.parametrize("case", list(POOL_CASES))
 def test_pool_float32_matches_float64(case, method):
     """Every layout in float32: same top and bottom diff as float64, float32 throughout."""
@@ -611,7 +643,6 @@ def test_torch_conv_group_dilation_pad_stride():
         np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("method", ["MAX", "AVE"])
 @pytest.mark.parametrize("k, s, pad, size", [(3, 2, 0, 8), (3, 2, 1, 7), (3, 2, 1, 8),
                                              (2, 2, 0, 7), (3, 1, 1, 6)])
 def test_torch_pooling_ceil_mode(method, k, s, pad, size):
@@ -659,7 +690,6 @@ def test_gpu_matches_cpu(spec, shape):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("method", ["MAX", "AVE"])
 @pytest.mark.parametrize("case", list(POOL_CASES))
 def test_gpu_pooling_kernels_match_cpu(case, method):
     """The CUDA pooling kernels (float64) give the CPU path's top, mask and bottom diff."""

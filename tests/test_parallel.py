@@ -197,15 +197,28 @@ def test_deconvolution_split_over_threads():
 
 @pytest.mark.parametrize("chunk_bytes", [1, 1 << 20])       # one sample per chunk / whole range
 @pytest.mark.parametrize("threads", [2, 3])
-@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("method", ["MAX", "AVE", "AVE_matrix"])
 @pytest.mark.parametrize("case", list(POOL_CASES))
 def test_pooling_split_over_threads(case, method, threads, chunk_bytes, monkeypatch):
+    """Sample ranges per thread (MAX, AVE tap by tap: bit for bit) or the pooling matrix's GEMM
+    split by rows (``AVE_matrix``, every product split) give the one-thread top and bottom
+    diff."""
     monkeypatch.setattr(pool_module, "POOL_CHUNK_BYTES", chunk_bytes)
+    matrix = method == "AVE_matrix"
+    monkeypatch.setattr(pool_module, "AVE_MATRIX_MAX_CELLS_PER_TAP", 10**9 if matrix else 0)
+    monkeypatch.setattr(parallel, "SPLIT_MIN_MACS", 0)
     shape, p = POOL_CASES[case]
     shape = (N,) + shape[1:]
-    (_, (y1, dx1, _)), (many, (yT, dxT, _)) = both(pool_spec(pool=method, **p), shape, threads)
+    spec = pool_spec(pool=method[:3], **p)
+    (_, (y1, dx1, _)), (many, (yT, dxT, _)) = both(spec, shape, threads)
     if "global_pooling" not in p:
-        assert len(many._ranges) == threads
+        assert (many._matrix is not None) == matrix
+        if not matrix:
+            assert len(many._ranges) == threads
+    if matrix:          # each thread's GEMM sums in BLAS's order for its rows: to rounding
+        np.testing.assert_allclose(yT[0], y1[0], rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(dxT[0], dx1[0], rtol=1e-13, atol=1e-15)
+        return
     np.testing.assert_array_equal(yT[0], y1[0])
     np.testing.assert_array_equal(dxT[0], dx1[0])
 

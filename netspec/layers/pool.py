@@ -35,6 +35,11 @@ of samples. NumPy pays per contiguous run, so taps avoid short strided rows wher
   Wq − Wo extra columns per row are computed and dropped; their top diff is kept at zero so
   nothing leaks back through them).
 
+AVE pooling of small planes (H·W ≤ ``AVE_MATRIX_MAX_CELLS_PER_TAP`` · kh·kw, e.g. CIFAR-10
+quick's 16×16 and 8×8 planes) skips all of this: being linear, it is one GEMM with the pooling
+matrix P (H·W, Ho·Wo), y = x @ P over the N·C planes, and dx = dy @ Pᵀ (``_ave_matrix``); the
+dense product does more adds than the taps but at BLAS speed.
+
 On the GPU both passes are single CUDA kernels instead (``pool_cuda.py``).
 
 MAX keeps the winning tap per output (uint8) for the backward, which routes each top diff to
@@ -61,6 +66,13 @@ from .registry import register
 
 #: bottom bytes per chunk of samples on the CPU (at least one sample per chunk)
 POOL_CHUNK_BYTES = 1 << 20
+#: CPU AVE pooling of planes of at most this many cells per kernel tap (H·W ≤ this · kh·kw,
+#: and a matrix of at most AVE_MATRIX_MAX_ELEMENTS) is one GEMM with the pooling matrix; the
+#: dense product does H·W/(kh·kw) times the adds of the taps but at BLAS speed: CIFAR-10 quick
+#: pool2 (16×16 planes, 3×3) 3.1 + 4.5 -> 1.2 + 1.1 ms, pool3 (8×8) 2.4 + 3.6 -> 0.2 + 0.2;
+#: 32×32 planes would take 17 + 16 ms (``bench/NOTES.md``, session 15)
+AVE_MATRIX_MAX_CELLS_PER_TAP = 32
+AVE_MATRIX_MAX_ELEMENTS = 1 << 20
 
 
 def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool, any_pad: bool) -> int:
@@ -150,6 +162,12 @@ class Pooling(Layer):
                               if self.is_max else None)
             return [(N, C, Ho, Wo)] * self.n_tops
         self._argmax_stale = False     # True after a forward that kept the maxima only
+        self._matrix = None
+        if (not self.is_max and not self.is_global
+                and H * W <= AVE_MATRIX_MAX_CELLS_PER_TAP * kh * kw
+                and H * W * Ho * Wo <= AVE_MATRIX_MAX_ELEMENTS):
+            self._matrix = self._ave_matrix()
+            return [(N, C, Ho, Wo)] * self.n_tops
         itemsize = numpy.dtype(self.dtype).itemsize
         work_cells = N * C * Ho * Wo * kh * kw
         threads = self.threads if work_cells >= parallel.SPLIT_MIN_ELEMENTS else 1
@@ -239,6 +257,28 @@ class Pooling(Layer):
                            numpy.array(cols, dtype=numpy.float64))
         return self.backend.asarray(host)
 
+    def _ave_matrix(self):
+        """AVE pooling as a linear map of one plane: P (H·W, Ho·Wo) with P[h·W + w, ph·Wo + pw]
+        = 1 / pool_size(ph, pw) for every image cell (h, w) of window (ph, pw), else 0, so that
+        y (N·C, Ho·Wo) = x (N·C, H·W) @ P and dx = dy @ Pᵀ (the module doc's AVE)."""
+        H, W, Ho, Wo = self.H, self.W, self.Ho, self.Wo
+        P = numpy.zeros((H, W, Ho, Wo))
+
+        def windows(n_out, stride, pad, k, size):
+            """Per output index: (first, end) image cell and the window's length for Caffe's
+            pool_size (padding counts, the ceil overhang does not)."""
+            out = []
+            for o in range(n_out):
+                start = o * stride - pad
+                end = min(start + k, size + pad)
+                out.append((max(start, 0), min(end, size), end - start))
+            return out
+        for ph, (h0, h1, lh) in enumerate(windows(Ho, self.stride_h, self.pad_h, self.kh, H)):
+            for pw, (w0, w1, lw) in enumerate(windows(Wo, self.stride_w, self.pad_w, self.kw,
+                                                      W)):
+                P[h0:h1, w0:w1, ph, pw] = 1.0 / (lh * lw)
+        return self.backend.asarray(P.reshape(H * W, Ho * Wo).astype(self.dtype))
+
     # -- helpers --------------------------------------------------------------------------
     def _taps(self):
         """Kernel taps (i, j) in Caffe's scan order (row by row)."""
@@ -280,6 +320,10 @@ class Pooling(Layer):
                 top[1].data[...] = self._gpu_mask
             return
         # the winners are needed by a backward or the mask top; a TEST pass rarely has either
+        if self._matrix is not None:
+            planes = self.N * self.C
+            return parallel.matmul(x.reshape(planes, -1), self._matrix,
+                                   y.reshape(planes, -1), self.threads)
         track = not (self.phase == "TEST" and self.n_tops == 1 and bottom[0] is not top[0])
         self._run_forward(x, y, track)
         if self.n_tops == 2:
@@ -367,6 +411,10 @@ class Pooling(Layer):
         dy, dx = top[0].diff, bottom[0].diff
         if self.backend.is_gpu:
             return pool_cuda.pool_backward(self, dy, dx, self._gpu_mask)
+        if self._matrix is not None:
+            planes = self.N * self.C
+            return parallel.matmul(dy.reshape(planes, -1), self._matrix.T,
+                                   dx.reshape(planes, -1), self.threads)
         if self._argmax_stale:                  # a TEST forward kept the maxima only
             self._run_forward(bottom[0].data, xp.empty_like(top[0].data))
         if self.is_global:
