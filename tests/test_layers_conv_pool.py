@@ -432,6 +432,43 @@ def test_pool_gradients(case, method):
     check_gradients(layer, [rand(shape, 12)], tops)
 
 
+def _random_pool_geometries(count, seed):
+    """Random pooling geometries (bottom shape, pooling_param): kernel, stride, pad and
+    rounding per dim, kept to Caffe's constraints (pad < kernel, the window fits)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < count:
+        kh, kw = (int(v) for v in rng.integers(1, 5, 2))
+        sh, sw = (int(v) for v in rng.integers(1, 4, 2))
+        ph, pw = int(rng.integers(0, kh)), int(rng.integers(0, kw))
+        H, W = (int(v) for v in rng.integers(3, 13, 2))
+        if H + 2 * ph < kh or W + 2 * pw < kw:
+            continue
+        shape = (int(rng.integers(1, 4)), int(rng.integers(1, 4)), H, W)
+        out.append((shape, dict(kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, pad_h=ph,
+                                pad_w=pw, round_mode=str(rng.choice(["CEIL", "FLOOR"])))))
+    return out
+
+
+@pytest.mark.parametrize("shape, p", _random_pool_geometries(12, 2027))
+def test_pool_random_geometries_float32_and_float64(shape, p, method):
+    """Random kernel/stride/pad/rounding: float64 forward = Caffe's loop to 1e-12, float64
+    gradients = finite differences, float32 top and bottom diff = float64's."""
+    spec = pool_spec(pool=method, **p)
+    layer64, tops = make_layer(spec, [shape])
+    layer32, _ = make_layer(spec, [shape], backend=F32)
+    x, dy = rand(shape, 17), rand(tops[0], 18)
+    want, _ = pool_reference(x, (p["kernel_h"], p["kernel_w"]), (p["stride_h"], p["stride_w"]),
+                             (p["pad_h"], p["pad_w"]), method, ceil=p["round_mode"] == "CEIL")
+    r64 = forward_backward(layer64, [x], tops, [dy])
+    np.testing.assert_allclose(r64[0][0], want, rtol=1e-12, atol=1e-12)
+    check_gradients(layer64, [x], tops)
+    r32 = forward_backward(layer32, [x.astype(np.float32)], tops, [dy])
+    for a32, a64 in ((r32[0][0], r64[0][0]), (r32[1][0], r64[1][0])):
+        assert a32.dtype == np.float32
+        np.testing.assert_allclose(a32, a64, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("case", list(POOL_CASES))
 def test_pool_max_in_test_phase_keeps_maxima_only_and_backward_still_works(case):
     """A TEST-phase MAX layer without the mask top skips the winners in its forward; a backward
