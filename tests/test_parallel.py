@@ -361,3 +361,32 @@ def test_update_slices_tile_the_flat_buffers():
                // p.itemsize for p in flat]
     ends = [o + p.size for o, p in zip(offsets, flat)]
     assert offsets[0] == 0 and offsets[1:] == ends[:-1]      # contiguous, in order, no gaps
+
+
+@pytest.mark.parametrize("solver_type, regularization",
+                         [("SGD", "L2"), ("Nesterov", "L1"), ("AdaGrad", "L2"),
+                          ("Adam", "decoupled"), ("RMSProp", "L2")])
+def test_one_thread_update_in_blocks_equals_whole_buffers(solver_type, regularization,
+                                                          monkeypatch):
+    """On one thread the update runs block by block over the flat buffers (every pass per
+    block): the pieces tile the buffers in blocks of at most UPDATE_BLOCK_ELEMENTS, cut at
+    group ends, and four steps give bit for bit the parameters of whole-buffer updates."""
+    from netspec.solvers import solver as solver_module
+
+    monkeypatch.setattr(solver_module, "UPDATE_BLOCK_ELEMENTS", 10**9)
+    losses, whole, pieces = _train(1, solver_type, regularization=regularization)
+    assert len(pieces) == 1
+    groups = len(pieces[0])
+    monkeypatch.setattr(solver_module, "UPDATE_BLOCK_ELEMENTS", 7)
+    losses_b, blocked, pieces_b = _train(1, solver_type, regularization=regularization)
+    sizes = [p.count for p, _ in pieces_b[0]]
+    assert len(pieces_b) == 1 and max(sizes) <= 7 and len(sizes) > groups
+    assert sum(sizes) == sum(p.count for p, _ in pieces[0])
+    flat = [p.data for p, _ in pieces_b[0]]
+    base = flat[0].base
+    offsets = [(p.__array_interface__["data"][0] - base.__array_interface__["data"][0])
+               // p.itemsize for p in flat]
+    assert offsets[0] == 0 and offsets[1:] == [o + p.size for o, p in zip(offsets, flat)][:-1]
+    assert losses_b == losses
+    for k in whole:
+        np.testing.assert_array_equal(blocked[k], whole[k])

@@ -35,6 +35,13 @@ from .lr_policy import learning_rate
 from .regularization import make_regularizer
 from .rules import RULES
 
+#: CPU, one thread: the solver update runs over blocks of at most this many values of the flat
+#: buffers (256 KiB of float32 per array), each through every pass before the next. Measured
+#: (update alone, ms): LeNet 0.76 -> 0.61, MLP 0.33 -> 0.26; 32K: 0.60 / 0.27, 8K: 0.97 / 0.42.
+#: Split over 2 threads, blocks gained nothing (LeNet 0.41 vs 0.42) and smaller ones lost (0.63
+#: at 32K: more NumPy calls handing the GIL back and forth), so threads update whole ranges
+UPDATE_BLOCK_ELEMENTS = 1 << 16
+
 
 class Solver:
     def __init__(self, sp: SolverParameter, *, backend: Backend | None = None,
@@ -189,25 +196,33 @@ class Solver:
         return rate
 
     def _update_slices(self) -> list[list[tuple[Param, dict]]]:
-        """Per thread, its (group, state) pieces: the flat buffers cut into one contiguous
-        range per CPU thread of the net's layers (``parallel.split``), each group cut where a
-        range ends."""
+        """Per thread, its (group, state) pieces, updated one after another: the flat buffers
+        cut into one contiguous range per CPU thread of the net's layers (``parallel.split``),
+        or, updated by one CPU thread, into near-equal blocks of at most
+        ``UPDATE_BLOCK_ELEMENTS``; each group cut where a range or block ends. A block's data,
+        diff and state stay in cache through all the passes of the rule and regularizer
+        instead of streaming the whole buffers from memory once per pass."""
         pairs = list(zip(self.groups, self.state))
         total = sum(g.count for g in self.groups)
         threads = self.net.backend.threads        # 1 on a GPU or where BLAS has the threads
         ranges = parallel.split(total, threads if total >= parallel.SPLIT_MIN_ELEMENTS else 1)
-        if len(ranges) <= 1:
-            return [pairs]
-        out, start = [[] for _ in ranges], 0
-        for g, state in pairs:                     # groups tile the flat buffers in order
-            end = start + g.count
-            for k, (a, n) in enumerate(ranges):
-                lo, hi = max(a, start) - start, min(a + n, end) - start
-                if lo < hi:
-                    piece = Param(g.name, g.data[lo:hi], self.xp, g.lr_mult, g.decay_mult)
-                    piece.diff = g.diff[lo:hi]
-                    out[k].append((piece, {name: v[lo:hi] for name, v in state.items()}))
-            start = end
+        out = []
+        for a, n in ranges:
+            blocks = ([(a, n)] if self.backend.is_gpu or len(ranges) > 1 else
+                      [(a + b, m) for b, m in parallel.split(n, -(-n // UPDATE_BLOCK_ELEMENTS))])
+            pieces = []
+            for b, m in blocks:
+                start = 0
+                for g, state in pairs:             # groups tile the flat buffers in order
+                    lo, hi = max(b, start) - start, min(b + m, start + g.count) - start
+                    if lo < hi:
+                        piece = Param(g.name, g.data[lo:hi], self.xp, g.lr_mult, g.decay_mult)
+                        piece.diff = g.diff[lo:hi]
+                        pieces.append((piece, {name: v[lo:hi] for name, v in state.items()}))
+                    start += g.count
+            out.append(pieces)
+        if len(out) == 1 and len(out[0]) == len(pairs):
+            return [pairs]                         # whole groups: no views needed
         return out
 
     def step_once(self) -> float:
