@@ -319,11 +319,11 @@ class Pooling(Layer):
             if self.n_tops == 2:
                 top[1].data[...] = self._gpu_mask
             return
-        # the winners are needed by a backward or the mask top; a TEST pass rarely has either
         if self._matrix is not None:
             planes = self.N * self.C
             return parallel.matmul(x.reshape(planes, -1), self._matrix,
                                    y.reshape(planes, -1), self.threads)
+        # the winners are needed by a backward or the mask top; a TEST pass rarely has either
         track = not (self.phase == "TEST" and self.n_tops == 1 and bottom[0] is not top[0])
         self._run_forward(x, y, track)
         if self.n_tops == 2:
