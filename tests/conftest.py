@@ -18,8 +18,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 #: (COL_CHUNK_BYTES, ROW_LAYOUT_MIN_RUN, TRANSPOSED_BACKWARD, SPLIT_DW_MAX_WEIGHTS,
-#: COL2IM_BACKWARD, KERNEL_ROWS, PAIR_TRANSPOSED_MIN_COLUMNS and _ASPECT): one sample or the whole batch per chunk; NHWC "rows" or NCHW
-#: "columns" im2col layout; stride-1 bottom diffs as a transposed convolution or not, and then
+#: COL2IM_BACKWARD, KERNEL_ROWS, PAIR_TRANSPOSED_MIN_COLUMNS and _ASPECT): one sample or the
+#: whole batch per chunk; NHWC "rows" or NCHW "columns" im2col layout; stride-1 bottom diffs
+#: as a transposed convolution or not, and then
 #: by col2im or per-tap products; per-sample or whole-chunk weight-gradient GEMMs; rows as
 #: columns along W with one GEMM per kernel row (one group, stride_h 1) or not, and then their
 #: weight products as colsᵀ @ zᵀ (chunk1_krows_transposed) or z @ cols (whole_krows_col2im)
