@@ -536,6 +536,8 @@ def test_pool_ave_matrix_for_small_planes_only():
     assert matrix((1, 2, 32, 32), **ave) is None
     assert matrix((100, 32, 16, 16), pool="MAX", kernel_size=3, stride=2) is None
     assert matrix((2, 3, 5, 4), pool="AVE", global_pooling=True) is None
+    # a window with no image cell (stride > kernel, ceil): Caffe's 0/0, NaN -- tap by tap
+    assert matrix((1, 1, 4, 4), pool="AVE", kernel_size=1, stride=2) is None
     # the ceil overhang does not count in pool_size: every window of pool2 averages its cells
     np.testing.assert_allclose(pool2.sum(axis=0), 1.0, rtol=1e-6)
     # padding does: 7×7, 3×3/2, pad 1 -> 4×4 windows whose first/last rows and columns hold

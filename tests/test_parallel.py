@@ -390,3 +390,25 @@ def test_one_thread_update_in_blocks_equals_whole_buffers(solver_type, regulariz
     assert losses_b == losses
     for k in whole:
         np.testing.assert_array_equal(blocked[k], whole[k])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ave_pooling_matrix_in_place(threads, monkeypatch):
+    """In place (top = bottom: stride 1, "same" padding), the pooling matrix's GEMM, split
+    over threads by column blocks, gives the top and bottom diff of the out-of-place layer
+    (each block would otherwise overwrite cells the other still reads)."""
+    from netspec.blob import Blob
+
+    monkeypatch.setattr(parallel, "SPLIT_MIN_MACS", 0)
+    spec = pool_spec(pool="AVE", kernel_size=7, stride=1, pad=3)
+    shape = (4, 4, 32, 32)                # N·C = 16 planes of 1024 cells: split by columns
+    layer, tops = make_layer(spec, [shape], backend=f64(threads))
+    assert layer._matrix is not None and tops == [shape]
+    x, dy = rand(shape, 31), rand(shape, 32)
+    (want_y,), (want_dx,), _ = forward_backward(layer, [x], tops, [dy])
+    blob = Blob("x", x.copy(), np)
+    layer.forward([blob], [blob])
+    np.testing.assert_allclose(blob.data, want_y, rtol=1e-13, atol=1e-15)
+    blob.diff[...] = dy
+    layer.backward([blob], [True], [blob])
+    np.testing.assert_allclose(blob.diff, want_dx, rtol=1e-13, atol=1e-15)

@@ -38,7 +38,9 @@ of samples. NumPy pays per contiguous run, so taps avoid short strided rows wher
 AVE pooling of small planes (H·W ≤ ``AVE_MATRIX_MAX_CELLS_PER_TAP`` · kh·kw, e.g. CIFAR-10
 quick's 16×16 and 8×8 planes) skips all of this: being linear, it is one GEMM with the pooling
 matrix P (H·W, Ho·Wo), y = x @ P over the N·C planes, and dx = dy @ Pᵀ (``_ave_matrix``); the
-dense product does more adds than the taps but at BLAS speed.
+dense product does more adds than the taps but at BLAS speed. (A non-finite input then turns
+its whole plane non-finite, 0·Inf being NaN, where the taps keep it to its windows; training
+has diverged either way.)
 
 On the GPU both passes are single CUDA kernels instead (``pool_cuda.py``).
 
@@ -167,6 +169,7 @@ class Pooling(Layer):
                 and H * W <= AVE_MATRIX_MAX_CELLS_PER_TAP * kh * kw
                 and H * W * Ho * Wo <= AVE_MATRIX_MAX_ELEMENTS):
             self._matrix = self._ave_matrix()
+        if self._matrix is not None:
             return [(N, C, Ho, Wo)] * self.n_tops
         itemsize = numpy.dtype(self.dtype).itemsize
         work_cells = N * C * Ho * Wo * kh * kw
@@ -260,7 +263,9 @@ class Pooling(Layer):
     def _ave_matrix(self):
         """AVE pooling as a linear map of one plane: P (H·W, Ho·Wo) with P[h·W + w, ph·Wo + pw]
         = 1 / pool_size(ph, pw) for every image cell (h, w) of window (ph, pw), else 0, so that
-        y (N·C, Ho·Wo) = x (N·C, H·W) @ P and dx = dy @ Pᵀ (the module doc's AVE)."""
+        y (N·C, Ho·Wo) = x (N·C, H·W) @ P and dx = dy @ Pᵀ (the module doc's AVE; Σ x/pool_size
+        equals Caffe's Σ x / pool_size to rounding). None when a window holds no image cell
+        (stride > kernel with the ceil overhang: Caffe's 0/0 gives NaN there, as the taps do)."""
         H, W, Ho, Wo = self.H, self.W, self.Ho, self.Wo
         P = numpy.zeros((H, W, Ho, Wo))
 
@@ -273,9 +278,12 @@ class Pooling(Layer):
                 end = min(start + k, size + pad)
                 out.append((max(start, 0), min(end, size), end - start))
             return out
-        for ph, (h0, h1, lh) in enumerate(windows(Ho, self.stride_h, self.pad_h, self.kh, H)):
-            for pw, (w0, w1, lw) in enumerate(windows(Wo, self.stride_w, self.pad_w, self.kw,
-                                                      W)):
+        rows = windows(Ho, self.stride_h, self.pad_h, self.kh, H)
+        cols = windows(Wo, self.stride_w, self.pad_w, self.kw, W)
+        if any(h0 >= h1 for h0, h1, _ in rows) or any(w0 >= w1 for w0, w1, _ in cols):
+            return None
+        for ph, (h0, h1, lh) in enumerate(rows):
+            for pw, (w0, w1, lw) in enumerate(cols):
                 P[h0:h1, w0:w1, ph, pw] = 1.0 / (lh * lw)
         return self.backend.asarray(P.reshape(H * W, Ho * Wo).astype(self.dtype))
 
@@ -320,6 +328,8 @@ class Pooling(Layer):
                 top[1].data[...] = self._gpu_mask
             return
         if self._matrix is not None:
+            if bottom[0] is top[0]:            # in place (stride 1, "same" padding)
+                x = x.copy()
             planes = self.N * self.C
             return parallel.matmul(x.reshape(planes, -1), self._matrix,
                                    y.reshape(planes, -1), self.threads)
@@ -412,6 +422,8 @@ class Pooling(Layer):
         if self.backend.is_gpu:
             return pool_cuda.pool_backward(self, dy, dx, self._gpu_mask)
         if self._matrix is not None:
+            if bottom[0] is top[0]:
+                dy = dy.copy()
             planes = self.N * self.C
             return parallel.matmul(dy.reshape(planes, -1), self._matrix.T,
                                    dx.reshape(planes, -1), self.threads)
