@@ -192,7 +192,9 @@ def matmul(a, b, out, threads: int, accumulate: bool = False) -> None:
     larger operand), else column blocks of b and out. Measured on LeNet's InnerProduct, 2
     threads, ms rows / columns: x @ Wᵀ (64×800 @ 800×500) 0.66 / 0.46, dyᵀ @ x (500×64 @
     64×800) 0.33 / 0.39, dy @ W (64×500 @ 500×800) 0.41 / 0.36; the MLP's x @ Wᵀ 0.50 / 0.40,
-    its dyᵀ @ x accumulated 0.46 / 0.49. With one block exactly the unsplit product."""
+    its dyᵀ @ x accumulated 0.46 / 0.49. With one block exactly the unsplit product. An
+    operand that shares memory with out (an in-place product) is copied before the blocks
+    start: one block's writes would otherwise reach what another still reads."""
     parts = threads if threads > 1 and a.size * b.shape[1] >= SPLIT_MIN_MACS else 1
     xp = get_array_module(a)
     if parts == 1:                     # the plain product (no per-call bookkeeping)
@@ -201,6 +203,10 @@ def matmul(a, b, out, threads: int, accumulate: bool = False) -> None:
         else:
             xp.matmul(a, b, out=out)
         return
+    if xp.may_share_memory(a, out):
+        a = a.copy()
+    if xp.may_share_memory(b, out):
+        b = b.copy()
     if accumulate:
         def add_rows(r0, n):
             out[r0:r0 + n] += a[r0:r0 + n] @ b

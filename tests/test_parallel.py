@@ -113,6 +113,17 @@ def test_matmul_rows_split_equals_one_product(accumulate):
     np.testing.assert_allclose(out, (start if accumulate else 0) + a @ b, rtol=1e-13)
 
 
+@pytest.mark.parametrize("shape", [(8, 1024), (1024, 8)])      # column / row blocks
+def test_matmul_split_in_place(shape, monkeypatch):
+    """out = a @ b with out the very array a (square b): every block reads a as it was."""
+    monkeypatch.setattr(parallel, "SPLIT_MIN_MACS", 0)
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal(shape), rng.standard_normal((shape[1], shape[1]))
+    want = a @ b
+    parallel.matmul(a, b, a, threads=2)
+    np.testing.assert_allclose(a, want, rtol=1e-12, atol=1e-12)
+
+
 def test_blas_threads_sets_and_restores():
     from threadpoolctl import threadpool_info, threadpool_limits
 

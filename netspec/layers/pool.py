@@ -327,9 +327,7 @@ class Pooling(Layer):
             if self.n_tops == 2:
                 top[1].data[...] = self._gpu_mask
             return
-        if self._matrix is not None:
-            if bottom[0] is top[0]:            # in place (stride 1, "same" padding)
-                x = x.copy()
+        if self._matrix is not None:         # (parallel.matmul copies an in-place x)
             planes = self.N * self.C
             return parallel.matmul(x.reshape(planes, -1), self._matrix,
                                    y.reshape(planes, -1), self.threads)
@@ -422,8 +420,6 @@ class Pooling(Layer):
         if self.backend.is_gpu:
             return pool_cuda.pool_backward(self, dy, dx, self._gpu_mask)
         if self._matrix is not None:
-            if bottom[0] is top[0]:
-                dy = dy.copy()
             planes = self.N * self.C
             return parallel.matmul(dy.reshape(planes, -1), self._matrix.T,
                                    dx.reshape(planes, -1), self.threads)
