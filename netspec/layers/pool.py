@@ -247,13 +247,24 @@ class Pooling(Layer):
         self._phases = self.xp.full((sh, sw, work_rows, self.C, Hq + 1, Wq), fill,
                                     dtype=self.dtype)
 
+    def _windows(self, dim: int):
+        """Per output index along dim 0 (rows) or 1 (columns): (first, end) image cell of its
+        window and the window's length in Caffe's pool_size (padding counts, the ceil
+        overhang does not)."""
+        n_out, size, k, pad, stride = ((self.Ho, self.H, self.kh, self.pad_h, self.stride_h)
+                                       if dim == 0 else
+                                       (self.Wo, self.W, self.kw, self.pad_w, self.stride_w))
+        out = []
+        for o in range(n_out):
+            start = o * stride - pad
+            end = min(start + k, size + pad)
+            out.append((max(start, 0), min(end, size), end - start))
+        return out
+
     def _ave_pool_size(self):
         """Caffe's AVE divisor per output cell: an int when uniform, else an (Ho, Wo) array."""
-        def sizes(n_out, stride, pad, k, size):
-            starts = [o * stride - pad for o in range(n_out)]
-            return [min(s + k, size + pad) - s for s in starts]
-        rows = sizes(self.Ho, self.stride_h, self.pad_h, self.kh, self.H)
-        cols = sizes(self.Wo, self.stride_w, self.pad_w, self.kw, self.W)
+        rows = [length for _, _, length in self._windows(0)]
+        cols = [length for _, _, length in self._windows(1)]
         if len(set(rows)) == 1 and len(set(cols)) == 1:
             return rows[0] * cols[0]
         host = numpy.outer(numpy.array(rows, dtype=numpy.float64),
@@ -264,28 +275,21 @@ class Pooling(Layer):
         """AVE pooling as a linear map of one plane: P (H·W, Ho·Wo) with P[h·W + w, ph·Wo + pw]
         = 1 / pool_size(ph, pw) for every image cell (h, w) of window (ph, pw), else 0, so that
         y (N·C, Ho·Wo) = x (N·C, H·W) @ P and dx = dy @ Pᵀ (the module doc's AVE; Σ x/pool_size
-        equals Caffe's Σ x / pool_size to rounding). None when a window holds no image cell
-        (stride > kernel with the ceil overhang: Caffe's 0/0 gives NaN there, as the taps do)."""
-        H, W, Ho, Wo = self.H, self.W, self.Ho, self.Wo
-        P = numpy.zeros((H, W, Ho, Wo))
-
-        def windows(n_out, stride, pad, k, size):
-            """Per output index: (first, end) image cell and the window's length for Caffe's
-            pool_size (padding counts, the ceil overhang does not)."""
-            out = []
-            for o in range(n_out):
-                start = o * stride - pad
-                end = min(start + k, size + pad)
-                out.append((max(start, 0), min(end, size), end - start))
-            return out
-        rows = windows(Ho, self.stride_h, self.pad_h, self.kh, H)
-        cols = windows(Wo, self.stride_w, self.pad_w, self.kw, W)
-        if any(h0 >= h1 for h0, h1, _ in rows) or any(w0 >= w1 for w0, w1, _ in cols):
-            return None
-        for ph, (h0, h1, lh) in enumerate(rows):
-            for pw, (w0, w1, lw) in enumerate(cols):
-                P[h0:h1, w0:w1, ph, pw] = 1.0 / (lh * lw)
-        return self.backend.asarray(P.reshape(H * W, Ho * Wo).astype(self.dtype))
+        equals Caffe's Σ x / pool_size to rounding). Windows and pool_size factor by dim, so P
+        is the outer product of a rows factor (H, Ho) and a columns factor (W, Wo). None when a
+        window holds no image cell (stride > kernel with the ceil overhang: Caffe's 0/0 gives
+        NaN there, as the taps do)."""
+        factors = []
+        for dim, size in ((0, self.H), (1, self.W)):
+            windows = self._windows(dim)
+            if any(first >= end for first, end, _ in windows):
+                return None
+            f = numpy.zeros((size, len(windows)))
+            for o, (first, end, length) in enumerate(windows):
+                f[first:end, o] = 1.0 / length
+            factors.append(f)
+        P = numpy.einsum("hp,wq->hwpq", *factors).reshape(self.H * self.W, self.Ho * self.Wo)
+        return self.backend.asarray(P.astype(self.dtype))
 
     # -- helpers --------------------------------------------------------------------------
     def _taps(self):
