@@ -194,27 +194,23 @@ class _Correlation:
         buf, xs = self.buf[:n], x[n0:n0 + n]
         (st_h, st_w), (d_h, d_w), Cg = self.stride, self.dilation, self.Cg
         as_strided = self.xp.lib.stride_tricks.as_strided
-        if self.krows:
-            buf[:, self.ph:self.ph + self.H, self.pw:self.pw + self.W, :] = \
-                xs.transpose(0, 2, 3, 1)
-            sN, sH, sW, sC = buf.strides
-            shape = (self.Hp, n, self.Wo, self.kw, self.C)
-            col = self.col[:self.Hp * n * self.Wo * self.kw * self.C].reshape(shape)
-            col[...] = as_strided(buf, shape=shape, strides=(sH, sN, sW * st_w, sW * d_w, sC))
-            return col.reshape(self.Hp * n * self.Wo, self.kw * self.C)
-        if self.rows:
-            buf[:, self.ph:self.ph + self.H, self.pw:self.pw + self.W, :] = \
-                xs.transpose(0, 2, 3, 1)
-            sN, sH, sW, sC = buf.strides
-            col = self.col[:n]
-            col[...] = as_strided(buf, shape=col.shape, strides=(
-                sN, sH * st_h, sW * st_w, sC * Cg, sH * d_h, sW * d_w, sC))
-        else:
+        if not self.rows:              # NCHW buffer, (g, kh, kw, C/g, n, Ho, Wo) columns
             buf[:, :, self.ph:self.ph + self.H, self.pw:self.pw + self.W] = xs
             sN, sC, sH, sW = buf.strides
             col = self.col[..., :n, :, :]
             col[...] = as_strided(buf, shape=col.shape, strides=(
                 sC * Cg, sH * d_h, sW * d_w, sC, sN, sH * st_h, sW * st_w))
+            return self.matrices(n)
+        buf[:, self.ph:self.ph + self.H, self.pw:self.pw + self.W, :] = xs.transpose(0, 2, 3, 1)
+        sN, sH, sW, sC = buf.strides
+        if self.krows:
+            shape = (self.Hp, n, self.Wo, self.kw, self.C)
+            col = self.col[:self.Hp * n * self.Wo * self.kw * self.C].reshape(shape)
+            col[...] = as_strided(buf, shape=shape, strides=(sH, sN, sW * st_w, sW * d_w, sC))
+            return col.reshape(self.Hp * n * self.Wo, self.kw * self.C)
+        col = self.col[:n]
+        col[...] = as_strided(buf, shape=col.shape, strides=(
+            sN, sH * st_h, sW * st_w, sC * Cg, sH * d_h, sW * d_w, sC))
         return self.matrices(n)
 
     def kernel_row(self, cols, i, n):
