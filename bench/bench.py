@@ -180,18 +180,6 @@ def weights_of(net) -> dict[str, np.ndarray]:
     return {k: to_numpy(p.data).copy() for k, p in net.named_params().items()}
 
 
-def fwd_macs(net) -> int:
-    """Forward multiply-adds of the Convolution and InnerProduct layers of a netspec Net."""
-    total = 0
-    for layer, tops in zip(net.layers, net.tops):
-        if layer.type_name == "Convolution":
-            per_output = math.prod(layer.blobs[0].shape[1:])      # C/group · kh · kw
-            total += sum(per_output * math.prod(t.shape) for t in tops)
-        elif layer.type_name == "InnerProduct":
-            total += layer.M * layer.K * layer.N
-    return total
-
-
 # -- PyTorch side: a small translator ---------------------------------------------------------
 def _pair(p: dict, key: str, default):
     h, w = p.get(key + "_h"), p.get(key + "_w")
@@ -620,7 +608,8 @@ def bench_one(name: str, threads: int, iters: int, warmup: int, gpu: bool, mem: 
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
         q = {k: (np.percentile(v, 25) * 1e3, np.percentile(v, 75) * 1e3) for k, v in times.items()}
         cpu_med = {k: statistics.median(v) * 1e3 for k, v in cpu.items()}
-        macs = fwd_macs(s.net)
+        from netspec.tools.flops import MATMUL_TYPES, net_flops  # noqa: PLC0415
+        macs = net_flops(s.net, MATMUL_TYPES) // 2
         mem_mib = {}
         if gpu:
             mem_mib = {"netspec": cp.get_default_memory_pool().total_bytes() / 2**20,

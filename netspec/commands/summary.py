@@ -1,15 +1,6 @@
 """``netspec summary NET``: per-layer shapes, parameters, multipliers, FLOPs and memory.
 
-FLOPs count one forward pass of one batch:
-
-* Convolution: 2 x multiply-adds = 2 * top.count * (C/group * kh * kw) per top (bias adds not
-  counted); InnerProduct: 2 * M * K * N;
-* Pooling: top.count * kh * kw (one comparison or add per window element);
-* elementwise layers (ReLU, Sigmoid, TanH, Dropout, Scale, Eltwise ...): about one operation
-  per element (BatchNorm two; Softmax and the losses three);
-* Data, Input, Split, Flatten, Concat: 0 (they copy or alias).
-
-A training step (forward + backward) costs about three times the forward FLOPs.
+FLOPs count one forward pass of one batch (rules in ``netspec/tools/flops.py``).
 Memory: activations (the data of every blob; split tops alias their bottom), activation
 gradients (the diff of every blob backward reaches; TRAIN only), parameters and parameter
 gradients (TRAIN, learnable blobs only), at the net's dtype (float32: 4 bytes). The solver's
@@ -19,38 +10,12 @@ history (momentum: 1x, Adam: 2x the learnable parameters) comes on top.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import click
 
 from ..cli import friendly
-
-ELEMENTWISE_OPS = {"ReLU": 1, "Sigmoid": 1, "TanH": 1, "Dropout": 1, "BatchNorm": 2, "Scale": 1,
-                   "Softmax": 3, "SoftmaxWithLoss": 3, "EuclideanLoss": 3, "Accuracy": 1}
-NO_FLOPS = {"Data", "Input", "Split", "Flatten", "Concat"}
-
-
-def layer_flops(layer, bottom_shapes: list[tuple], top_shapes: list[tuple]) -> int:
-    """Forward FLOPs of one layer for one batch (see the module docstring for the rules)."""
-    t = layer.type_name
-    if t in NO_FLOPS:
-        return 0
-    if t == "Convolution":
-        per_output = math.prod(layer.blobs[0].shape[1:])   # C/group * kh * kw
-        return sum(2 * math.prod(s) * per_output for s in top_shapes)
-    if t == "InnerProduct":
-        return 2 * layer.M * layer.K * layer.N
-    if t == "Pooling":
-        return math.prod(top_shapes[0]) * layer.kh * layer.kw
-    if t == "Eltwise":
-        n = len(bottom_shapes)
-        return max(n - 1, 1) * math.prod(top_shapes[0])
-    if t == "Scale":
-        return math.prod(top_shapes[0]) * (2 if getattr(layer, "bias_index", None) is not None else 1)
-    ops = ELEMENTWISE_OPS.get(t, 1)
-    return ops * math.prod(bottom_shapes[0]) if bottom_shapes else ops * math.prod(top_shapes[0])
-
+from ..tools.flops import layer_flops
 
 def summarize(net) -> dict:
     """Rows per layer and totals (FLOPs, parameters, bytes) of a built Net."""
