@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
+
+
+def suggest(word: str, choices) -> str:
+    """' Did you mean 'x'?' for the nearest valid choice, or ''."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.5)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
 
 class NetspecError(Exception):
     """A user-facing error. ``str(e)`` is the whole message shown on the command line.

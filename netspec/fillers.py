@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import SpecError
+from .errors import SpecError, suggest
 
 FILLERS: dict[str, Callable[[Any, tuple[int, ...], np.random.Generator], np.ndarray]] = {}
 
@@ -117,8 +117,6 @@ def fill(filler: Any, shape: tuple[int, ...], rng: np.random.Generator) -> np.nd
     """Values for a blob of ``shape`` from a FillerParameter (``filler.type`` picks the rule)."""
     fn = FILLERS.get(filler.type)
     if fn is None:
-        from .spec.net import suggest  # noqa: PLC0415
-
         raise SpecError(f"unknown filler type '{filler.type}'.{suggest(filler.type, FILLERS)} "
                         f"Known: {', '.join(sorted(FILLERS))}", field="type")
     return np.asarray(fn(filler, shape, rng), dtype=np.float64)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import SpecError
+from .errors import SpecError, suggest
 from .spec.net import LayerParameter, NetParameter
 from .spec.params import NetState, NetStateRule
 
@@ -100,8 +100,6 @@ def resolve(defs: list[LayerDef], net: NetParameter) -> None:
         loc = ("layer", d.index) if d.index is not None else ()
         for j, b in enumerate(d.bottoms):
             if b not in available:
-                from .spec.net import suggest  # noqa: PLC0415
-
                 hint = suggest(b, available)
                 raise SpecError(
                     f"layer '{d.lp.name}' reads bottom '{b}', which no earlier layer in this "

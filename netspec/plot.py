@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from .errors import NetspecError
+from .errors import NetspecError, suggest
 
 INSTALL_HINT = "pip install 'netspec[plot]'  (or: pip install matplotlib)"
 #: one colour per run (matplotlib's tab10 without its gray), in order
@@ -210,8 +210,6 @@ def metric_panels(runs: list[Run], metrics: Sequence[str]) -> list[tuple]:
             for j, (_, label, tpts, _) in enumerate(_test_series(run, i, [metric])):
                 series.append((i, f"test {label}", tpts, j + 1))
         if not series:
-            from .spec.net import suggest  # noqa: PLC0415
-
             raise NetspecError(f"no run has a metric '{metric}'.{suggest(metric, known)} "
                                f"Available: {', '.join(sorted(known))}", field="--metric")
         ylabel = "‖W‖₂" if metric in ("weight_norms", "weight_norm", "norms") or "/" in metric else metric

@@ -42,7 +42,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from .errors import DivergenceError, NetspecError
+from .errors import DivergenceError, NetspecError, suggest
 from .solvers import Solver
 
 INSTALL_HINT = "pip install 'netspec[search]'  (or: pip install 'optuna>=4' 'psycopg[binary]>=3.1')"
@@ -148,8 +148,6 @@ def parse_param(text: str) -> Param:
     kind, _, rest = spec.partition(":")
     kind = kind.strip()
     if kind not in KINDS:
-        from .spec.net import suggest  # noqa: PLC0415
-
         raise SearchError(f"--param {text}: unknown kind '{kind}'.{suggest(kind, KINDS)} Kinds: "
                           "loguniform:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH, logint:LOW:HIGH, "
                           "choice:A,B,C", field="--param")
@@ -410,8 +408,6 @@ class Problem:
                 raise SearchError(f"the validation net has no accuracy output (outputs: {outputs}); "
                                   "name the one to optimise with --metric", field="--metric")
         elif metric not in outputs:
-            from .spec.net import suggest  # noqa: PLC0415
-
             raise SearchError(f"--metric {metric}: the validation net has no output '{metric}'."
                               f"{suggest(metric, outputs)} Outputs: {outputs}", field="--metric")
         direction = self.cfg.direction or ("minimize" if "loss" in metric else "maximize")

@@ -26,7 +26,7 @@ from typing import Any
 import numpy
 
 from ..backend import to_numpy
-from ..errors import DataError, NetspecError, SpecError
+from ..errors import DataError, NetspecError, SpecError, suggest
 from ..spec.params import FillerParameter, LossParameter
 from .base import Layer, canonical_axis
 from .registry import register
@@ -1393,8 +1393,6 @@ class Python(Layer):
                     pass
         cls = getattr(module, p.layer, None)
         if cls is None:
-            from ..spec.net import suggest  # noqa: PLC0415
-
             names = [n for n, v in vars(module).items() if isinstance(v, type)]
             raise self.spec_error(f"module '{p.module}' ({getattr(module, '__file__', '?')}) has "
                                   f"no class '{p.layer}'.{suggest(p.layer, names)}",

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import SpecError
+from ..errors import SpecError, suggest
 from .base import FieldError
-from .net import NetParameter, suggest
+from .net import NetParameter
 from .overrides import apply as apply_overrides
 from .solver import SolverParameter
 from .yaml_lines import LineMap, load_yaml, loads_yaml

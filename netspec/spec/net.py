@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Literal, Optional
 
 from pydantic import Field, create_model, field_validator
 
+from ..errors import suggest
 from .base import Message, Repeated
 from .params import (LAYER_PARAM_BLOCKS, BlobShape, LossParameter, NetState, NetStateRule,
                      ParamSpec, TransformationParameter)
-
-
-def suggest(word: str, choices) -> str:
-    """' Did you mean 'x'?' for the nearest valid choice, or ''."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.5)
-    return f" Did you mean '{close[0]}'?" if close else ""
 
 
 class _LayerParameterBase(Message):

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import SpecError
+from ..errors import SpecError, suggest
 
 
 def parse_set(text: str) -> tuple[list[str], Any]:
@@ -57,8 +57,6 @@ def apply(data: dict, overrides, file: str) -> dict[tuple, str]:
         names = [l.get("name") if isinstance(l, dict) else None for l in layers]
         hits = [i for i, n in enumerate(names) if n == path[1]]
         if not hits:
-            from .net import suggest  # noqa: PLC0415
-
             raise SpecError(f"--set {text}: no layer named '{path[1]}' in {file}."
                             f"{suggest(path[1], [n for n in names if n])}", field="--set")
         for idx in hits:
