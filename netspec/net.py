@@ -20,7 +20,7 @@ from .errors import NetspecError, ShapeError, SpecError
 from .layers import registry
 from .parallel import blas_threads
 from .spec.net import NetParameter
-from .spec.params import NetState
+from .spec.params import LAYER_PARAM_BLOCKS, NetState
 
 
 class Net:
@@ -115,8 +115,6 @@ class Net:
             self.tops.append(tops)
 
     def _check_blocks(self, d: graph.LayerDef, cls) -> None:
-        from .spec.params import LAYER_PARAM_BLOCKS  # noqa: PLC0415
-
         for key in LAYER_PARAM_BLOCKS:
             if getattr(d.lp, key, None) is not None and key != cls.param_block and \
                     key not in cls.extra_blocks:

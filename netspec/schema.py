@@ -76,7 +76,6 @@ def _adjust(schema: dict, root: type[BaseModel]) -> dict:
     if layer is not None:
         from .layers import registry  # noqa: PLC0415
 
-        registry._load_all()
         layer["properties"]["type"]["enum"] = sorted(registry.LAYERS)
         layer["properties"]["type"]["description"] = "The layer's Caffe type name."
         layer["properties"]["name"]["description"] = "A name unique within the net."

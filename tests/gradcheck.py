@@ -24,7 +24,6 @@ def make_layer(spec: dict, bottom_shapes, *, phase: str = "TRAIN", backend: Back
     from netspec.layers import registry
     from netspec.spec.net import LayerParameter
 
-    registry._load_all()
     spec = dict(spec)
     spec.setdefault("name", spec["type"].lower())
     lp = LayerParameter.model_validate(spec)

@@ -22,7 +22,13 @@ from gradcheck import check_gradients, forward_backward, make_layer, rand, run_f
 from netspec.backend import Backend, cupy_available, get_backend, to_numpy
 from netspec.blob import Blob
 from netspec.errors import NetspecError, SpecError
-from netspec.spec import params_catalog_a as pa
+from netspec.spec.params import LAYER_PARAM_BLOCKS
+from netspec.spec.params.inner_product import EmbedParameter
+from netspec.spec.params.normalization import BiasParameter, LRNParameter
+from netspec.spec.params.pool import SPPParameter
+from netspec.spec.params.reduction import ArgMaxParameter, ReductionParameter
+from netspec.spec.params.reshape import CropParameter, ReshapeParameter, TileParameter
+from netspec.spec.params.structure import SliceParameter
 
 F32 = Backend(np, np.float32)
 GOLDEN = Path(__file__).parent / "golden" / "layers"
@@ -795,28 +801,27 @@ def test_bias_errors():
 
 # -- parameter messages -----------------------------------------------------------------------
 def test_messages_have_caffe_defaults():
-    lrn = pa.LRNParameter()
+    lrn = LRNParameter()
     assert (lrn.local_size, lrn.alpha, lrn.beta, lrn.k, lrn.norm_region) == \
         (5, 1.0, 0.75, 1.0, "ACROSS_CHANNELS")
-    assert (pa.CropParameter().axis, pa.CropParameter().offset) == (2, [])
-    assert (pa.SliceParameter().axis, pa.SliceParameter().slice_point) == (1, [])
-    r = pa.ReshapeParameter()
+    assert (CropParameter().axis, CropParameter().offset) == (2, [])
+    assert (SliceParameter().axis, SliceParameter().slice_point) == (1, [])
+    r = ReshapeParameter()
     assert (r.shape, r.axis, r.num_axes) == (None, 0, -1)
-    assert (pa.TileParameter().axis, pa.TileParameter().tiles) == (1, None)
-    red = pa.ReductionParameter()
+    assert (TileParameter().axis, TileParameter().tiles) == (1, None)
+    red = ReductionParameter()
     assert (red.operation, red.axis, red.coeff) == ("SUM", 0, 1.0)
-    am = pa.ArgMaxParameter()
+    am = ArgMaxParameter()
     assert (am.out_max_val, am.top_k, am.axis) == (False, 1, None)
-    assert (pa.SPPParameter().pool, pa.SPPParameter().pyramid_height) == ("MAX", None)
-    e = pa.EmbedParameter()
+    assert (SPPParameter().pool, SPPParameter().pyramid_height) == ("MAX", None)
+    e = EmbedParameter()
     assert (e.bias_term, e.weight_filler.type, e.bias_filler.type) == (True, "constant",
                                                                         "constant")
-    b = pa.BiasParameter()
+    b = BiasParameter()
     assert (b.axis, b.num_axes, b.filler) == (1, 1, None)
-    assert set(pa.BLOCKS) == {"lrn_param", "crop_param", "slice_param", "reshape_param",
-                              "tile_param", "reduction_param", "argmax_param", "spp_param",
-                              "embed_param", "parameter_param", "bias_param",
-                              "recurrent_param"}
+    assert {"lrn_param", "crop_param", "slice_param", "reshape_param", "tile_param",
+            "reduction_param", "argmax_param", "spp_param", "embed_param", "parameter_param",
+            "bias_param", "recurrent_param"} <= set(LAYER_PARAM_BLOCKS)
 
 
 @pytest.mark.parametrize("spec", [

@@ -21,7 +21,7 @@ from gradcheck import check_gradients, forward_backward_blobs, labels, make_laye
 from netspec.backend import Backend
 from netspec.blob import Blob
 from netspec.errors import DataError, NetspecError, SpecError
-from netspec.layers.catalog_b import PythonLayerBase, PythonLayerError
+from netspec.layers.python import PythonLayerBase, PythonLayerError
 from netspec.net import Net
 from netspec.spec import load_net, parse_net
 from netspec.spec.net import LayerParameter
@@ -952,7 +952,7 @@ def test_python_layer_module_from_working_directory(tmp_path, monkeypatch, no_ca
     work = tmp_path / "work"
     work.mkdir()
     (work / "cwdlayer_b.py").write_text(textwrap.dedent('''
-        from netspec.layers.catalog_b import PythonLayerBase
+        from netspec.layers.python import PythonLayerBase
 
         class Double(PythonLayerBase):
             def reshape(self, bottom, top):

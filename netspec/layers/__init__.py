@@ -1,8 +1,13 @@
-"""Layers, one class per Caffe type, registered by type name (``registry.LAYERS``)."""
+"""Layers, one class per Caffe type, registered by type name (``registry.LAYERS``).
 
-from . import registry
+One module per family; importing this package imports every family, which registers its
+types. ``docs/architecture.md`` says which family holds which type.
+"""
+
+from . import (conv, data, hdf5, image_data, inner_product, loss, neuron, normalization, pool,
+               python, recurrent, reduction, registry, reshape, structure, window_data)
 from .base import Layer
 
-registry._load_all()
-
-__all__ = ["Layer", "registry"]
+__all__ = ["Layer", "registry", "conv", "data", "hdf5", "image_data", "inner_product", "loss",
+           "neuron", "normalization", "pool", "python", "recurrent", "reduction", "reshape",
+           "structure", "window_data"]

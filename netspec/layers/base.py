@@ -15,6 +15,7 @@ Array work uses ``self.xp`` (numpy or cupy) and ``self.dtype`` only.
 from __future__ import annotations
 
 import abc
+from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 import numpy
@@ -22,7 +23,10 @@ import numpy
 from .. import parallel
 from ..backend import Backend
 from ..blob import Blob, Param
+from ..data.sources import resolve_file
 from ..errors import ShapeError, SpecError
+from ..fillers import fill
+from ..spec.params import LAYER_PARAM_BLOCKS
 
 
 def samples_per_chunk(N: int, per_sample_bytes: int, budget_bytes: int) -> int:
@@ -91,7 +95,6 @@ class Layer(abc.ABC):
             self.p = self._default_block()
 
     def _default_block(self):
-        from ..spec.params import LAYER_PARAM_BLOCKS  # noqa: PLC0415
 
         try:
             return LAYER_PARAM_BLOCKS[self.param_block]()
@@ -99,6 +102,21 @@ class Layer(abc.ABC):
             raise self.error(f"needs a '{self.param_block}' block", field=self.param_block) from None
 
     # -- helpers for subclasses ------------------------------------------------------------
+
+    @property
+    def net_dir(self) -> Optional[Path]:
+        """The folder of the net file this layer was read from, as the user named the file
+        (a symlinked net file's own folder, not its target's; the same rule as a solver's
+        ``net:``), or None for a net built from a string. Relative paths in layer fields
+        (sources, mean files, Python modules) start there, then at the working directory."""
+        f = self.where.get("file")
+        if not f or str(f).startswith("<"):
+            return None
+        return Path(f).expanduser().absolute().parent
+
+    def resolve_path(self, path: str) -> Path:
+        """``path`` resolved against ``net_dir``, then the working directory (Caffe's)."""
+        return resolve_file(path, self.net_dir)
     def error(self, message: str, field: str | None = None, cls=ShapeError):
         """An error naming this layer, its file and line."""
         return cls(f"layer '{self.name}' ({self.type_name}): {message}", **self.where,
@@ -109,7 +127,6 @@ class Layer(abc.ABC):
 
     def add_param(self, shape: tuple[int, ...], filler: Any, name_suffix: str) -> Param:
         """Create a parameter blob filled by ``filler`` (a FillerParameter)."""
-        from ..fillers import fill  # noqa: PLC0415
 
         index = len(self.blobs)
         host = fill(filler, tuple(int(s) for s in shape), self.rng)
@@ -162,3 +179,52 @@ def canonical_axis(axis: int, ndim: int) -> int:
     if not -ndim <= axis < ndim:
         raise ValueError(f"axis {axis} out of range for {ndim}-D blob")
     return axis % ndim
+
+
+def checked_axis(layer: "Layer", axis: int, ndim: int, field: str) -> int:
+    """``canonical_axis`` with the error as the layer's spec error naming ``field``."""
+    try:
+        return canonical_axis(axis, ndim)
+    except ValueError as e:
+        raise layer.spec_error(str(e), field=field) from None
+
+
+def proto_float(v: float) -> float:
+    """A ``float`` proto field as Caffe sees it (rounded to float32)."""
+    return float(numpy.float32(v))
+
+
+def legacy_dim(shape: tuple[int, ...], index: int) -> int:
+    """Caffe's LegacyShape: num/channels/height/width, 1 for axes a blob lacks."""
+    return shape[index] if index < len(shape) else 1
+
+
+def in_place(lp) -> bool:
+    """Whether the layer parameter names its first top as its first bottom."""
+    return bool(lp.top) and bool(lp.bottom) and lp.top[0] == lp.bottom[0]
+
+
+def scatter_add(xp, target, index, values) -> None:
+    """``target[index[i]] += values[i]`` for every i; repeated indices add up (numpy.add.at)."""
+    at = getattr(xp.add, "at", None)
+    if at is not None:
+        at(target, index, values)
+    else:  # CuPy before ufunc.at
+        import cupyx  # noqa: PLC0415 - optional: CuPy's scatter_add, GPU only
+
+        cupyx.scatter_add(target, index, values)
+
+
+def check_indices(layer: "Layer", values, limit: int, what: str, integral: bool) -> None:
+    """Raise unless every value v satisfies 0 <= v < limit (and is an integer, if asked);
+    one device-to-host transfer when there is a bad value."""
+    xp = layer.xp
+    bad = (values < 0) | (values >= limit)
+    if integral:
+        bad |= values != xp.floor(values)
+    if bool(bad.any()):
+        host = numpy.asarray(values.get() if hasattr(values, "get") else values)
+        bad_h = numpy.asarray(bad.get() if hasattr(bad, "get") else bad)
+        first = host.reshape(-1)[numpy.flatnonzero(bad_h.reshape(-1))[:5]]
+        kind = "integers in" if integral else "in"
+        raise layer.error(f"{what} must be {kind} [0, {limit}); got {first.tolist()}")

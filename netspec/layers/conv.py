@@ -655,3 +655,112 @@ class Convolution(Layer):
                 self._add_bias_grad(dy)
             dx = b.diff if propagate_down[k] else None
             add_param_diff(wblob, self.conv.backward(b.data, dy, wblob.data, dx))
+
+
+# -- Deconvolution / Im2col (the Convolution machinery, roles swapped) ----------------------
+@register("Deconvolution")
+class Deconvolution(Convolution):
+    """Transposed convolution (Caffe's ``DeconvolutionLayer``): the gradient of Convolution.
+
+    Bottom x (N, C, H, W), weight W (C, M/g, kh, kw) (Caffe's deconvolution layout: bottom
+    channels first), bias (M,), top y (N, M, Ho, Wo), M = ``num_output``, per spatial dim
+
+        Ho = stride_h·(H − 1) + dilation_h·(kh − 1) + 1 − 2·pad_h.
+
+        y_pad[n, m, h·stride_h + i·dilation_h, w·stride_w + j·dilation_w] +=
+            Σ_{c in group(m)} W[c, m, i, j] · x[n, c, h, w],     y = y_pad cropped + b[m]
+
+    i.e. exactly the backward-data pass of the convolution from (N, M, Ho, Wo) to
+    (N, C, H, W) with weight W. Backward: ∂x = that convolution of ∂y; ∂W is its weight
+    gradient with ∂y as input and x as output gradient; ∂b += Σ ∂y. Same fields as Convolution
+    (``convolution_param``); the bilinear filler gives the usual upsampling kernel. N bottoms
+    -> N tops, shared W.
+    """
+
+    def setup(self, bottom_shapes):
+        shape, g, M = self._check_bottoms(bottom_shapes)
+        p = self.p
+        N, C, H, W = shape
+        Ho = self.stride_h * (H - 1) + self.dil_h * (self.kh - 1) + 1 - 2 * self.pad_h
+        Wo = self.stride_w * (W - 1) + self.dil_w * (self.kw - 1) + 1 - 2 * self.pad_w
+        if Ho <= 0 or Wo <= 0:
+            raise self.error(f"output size {Ho}x{Wo} is not positive (padding too large)")
+        self.add_param((C, M // g, self.kh, self.kw), p.weight_filler, "weight")
+        if p.bias_term:
+            self.add_param((M,), p.bias_filler, "bias")
+        # the convolution whose gradient this is: input = our top, output = our bottom
+        self.conv = self._columns(N, M, Ho, Wo, C, H, W, g)
+        return [(N, M, Ho, Wo)] * len(bottom_shapes)
+
+    def forward(self, bottom, top):
+        w = self.blobs[0].data
+        for b, t in zip(bottom, top):
+            self.conv.backward_data(b.data, w, t.data)
+            if self.p.bias_term:
+                t.data += self.blobs[1].data.reshape(1, -1, 1, 1)
+
+    def backward(self, top, propagate_down, bottom):
+        wblob = self.blobs[0]
+        for k, (t, b) in enumerate(zip(top, bottom)):
+            dy = t.diff
+            if self.p.bias_term:
+                self._add_bias_grad(dy)
+            add_param_diff(wblob, self.conv.weight_grad(dy, b.data))
+            if propagate_down[k]:
+                self.conv.forward(dy, wblob.data, b.diff)
+
+
+@register("Im2col")
+class Im2col(Convolution):
+    """Caffe's ``Im2colLayer``: the convolution columns as a blob.
+
+    Bottom x (N, C, H, W) -> top (N, C·kh·kw, Ho, Wo), Ho/Wo as for Convolution, with
+    top[n, (c·kh + i)·kw + j, ho, wo] = x_pad[n, c, ho·stride_h + i·dilation_h,
+    wo·stride_w + j·dilation_w] (zero outside the image). Backward: col2im (each top diff added
+    back to the input cell it was read from), one strided add per kernel tap. Reads
+    kernel/pad/stride/dilation of ``convolution_param``; num_output, group, bias and fillers
+    are ignored. No parameters.
+    """
+
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        self._geometry(shape)
+        N, C, H, W = shape
+        self.Ho, self.Wo = self._output_size(H, W)
+        self.H, self.W = H, W
+        self._xbuf = self.backend.zeros((N, C, H + 2 * self.pad_h, W + 2 * self.pad_w))
+        return [(N, C * self.kh * self.kw, self.Ho, self.Wo)]
+
+    def _interior(self, buf):
+        return buf[:, :, self.pad_h:self.pad_h + self.H, self.pad_w:self.pad_w + self.W]
+
+    def _tap(self, buf, i, j):
+        """Cells of the padded (N, C, Hp, Wp) buffer that kernel tap (i, j) reads."""
+        h0, w0 = i * self.dil_h, j * self.dil_w
+        return buf[:, :, h0:h0 + self.stride_h * (self.Ho - 1) + 1:self.stride_h,
+                   w0:w0 + self.stride_w * (self.Wo - 1) + 1:self.stride_w]
+
+    def _top6(self, a):
+        """A top array (N, C·kh·kw, Ho, Wo) as (N, C, kh, kw, Ho, Wo)."""
+        N, C = self._xbuf.shape[:2]
+        return a.reshape(N, C, self.kh, self.kw, self.Ho, self.Wo)
+
+    def forward(self, bottom, top):
+        self._interior(self._xbuf)[...] = bottom[0].data
+        out = self._top6(top[0].data)
+        for i in range(self.kh):
+            for j in range(self.kw):
+                out[:, :, i, j] = self._tap(self._xbuf, i, j)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dbuf = self.xp.zeros_like(self._xbuf)
+        dtop = self._top6(top[0].diff)
+        for i in range(self.kh):
+            for j in range(self.kw):
+                self._tap(dbuf, i, j)[...] += dtop[:, :, i, j]
+        bottom[0].diff[...] = self._interior(dbuf)

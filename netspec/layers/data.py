@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..backend import to_numpy
+from ..data import open_source
+from ..data.sources import load_mean_file, resolve_file
 from ..errors import DataError
+from ..fillers import fill
+from ..spec.params import FillerParameter
 from .base import Layer
 from .registry import register
 
@@ -118,10 +125,9 @@ class Data(Layer):
         return shape
 
     def _load_mean(self, mean_file: str, field: str) -> np.ndarray:
-        from ..data.sources import load_mean_file, resolve_file  # noqa: PLC0415
 
         try:
-            return load_mean_file(resolve_file(mean_file, _net_dir(self.where)))
+            return load_mean_file(resolve_file(mean_file, self.net_dir))
         except DataError as e:
             raise self.error(e.format(), field=field, cls=DataError) from None
 
@@ -196,7 +202,6 @@ class Data(Layer):
 
 
 def _open(source, split, base, backend=None, color=None):
-    from ..data import open_source  # noqa: PLC0415
 
     return open_source(source, split, base, backend=backend, color=color)
 
@@ -213,8 +218,114 @@ def _color(layer: Layer, tp, force_encoded_color: bool = False) -> bool | None:
     return None
 
 
-def _net_dir(where: dict) -> Path | None:
-    f = where.get("file") if where else None
-    if not f or str(f).startswith("<"):
-        return None
-    return Path(f).expanduser().parent
+@register("DummyData")
+class DummyData(Layer):
+    """Tops of fixed shapes filled by fillers (Caffe's DummyData); no bottoms, no gradient.
+
+    Shapes: ``dummy_data_param.shape`` (one for all tops or one per top), or the legacy
+    ``num``/``channels``/``height``/``width`` (each once or once per top) giving (N, C, H, W).
+    ``data_filler``: none (constant 0), one for all tops, or one per top. Like Caffe, tops with
+    a ``constant`` filler are filled once; the others are refilled on every forward (from the
+    net's random generator).
+    """
+
+    param_block = "dummy_data_param"
+    exact_bottoms = 0
+    min_tops = 1
+    has_backward = False
+
+    def setup(self, bottom_shapes):
+        p = self.p
+        n_top = max(len(self.lp.top), 1)
+        nf = len(p.data_filler)
+        if nf not in (0, 1, n_top):
+            raise self.spec_error(f"number of data fillers must be 0, 1 or equal to the number "
+                                  f"of tops ({n_top}); got {nf}", field="dummy_data_param.data_filler")
+        legacy = {k: list(getattr(p, k)) for k in ("num", "channels", "height", "width")}
+        shapes = []
+        if any(legacy.values()):
+            if p.shape:
+                raise self.spec_error("both shape and legacy fields (num, channels, height, "
+                                      "width) were specified", field="dummy_data_param.shape")
+            for k, v in legacy.items():
+                if len(v) not in (1, n_top):
+                    raise self.spec_error(f"must specify '{k}' once, or once per top blob "
+                                          f"({n_top}); got {len(v)}", field=f"dummy_data_param.{k}")
+            for i in range(n_top):
+                shapes.append(tuple(int(v[0] if len(v) == 1 else v[i]) for v in legacy.values()))
+        else:
+            if len(p.shape) not in (1, n_top):
+                raise self.spec_error(f"must specify 'shape' once, or once per top blob "
+                                      f"({n_top}); got {len(p.shape)}", field="dummy_data_param.shape")
+            for i in range(n_top):
+                shapes.append(tuple(int(d) for d in p.shape[0 if len(p.shape) == 1 else i].dim))
+        for s in shapes:
+            if any(d < 0 for d in s):
+                raise self.spec_error(f"negative dimension in shape {s}", field="dummy_data_param")
+        self.fillers = list(p.data_filler) or [FillerParameter(type="constant", value=0.0)]
+        self.refill = [f.type != "constant" for f in self.fillers]
+        self.filled_once = False
+        return shapes
+
+    def forward(self, bottom, top):
+        for i, t in enumerate(top):
+            k = i if len(self.fillers) > 1 else 0
+            if self.refill[k] or not self.filled_once:
+                t.data[...] = self.backend.asarray(fill(self.fillers[k], t.shape, self.rng))
+        self.filled_once = True
+
+
+@register("MemoryData")
+class MemoryData(Layer):
+    """Batches of (data, label) from arrays handed over in Python (pycaffe's set_input_arrays).
+
+    Tops: data (batch_size, channels, height, width) and labels (batch_size,)
+    (``memory_data_param``, all positive). Call ``layer.reset(data, labels)`` — e.g.
+    ``net.layer_by_name("mem").reset(x, y)`` — with n items (n a multiple of batch_size); each
+    forward then takes the next batch, cycling through the n items in order. No transform is
+    applied (Caffe's Reset does not transform either). No gradient.
+    """
+
+    param_block = "memory_data_param"
+    exact_bottoms = 0
+    exact_tops = 2
+    has_backward = False
+
+    def setup(self, bottom_shapes):
+        p = self.p
+        self.batch = int(p.batch_size)
+        self.item = (int(p.channels), int(p.height), int(p.width))
+        if self.batch * math.prod(self.item) <= 0:
+            raise self.spec_error("batch_size, channels, height, and width must be specified "
+                                  "and positive in memory_data_param", field="memory_data_param")
+        self.data = self.labels = None
+        self.n = self.pos = 0
+        return [(self.batch, *self.item), (self.batch,)]
+
+    def reset(self, data, labels) -> None:
+        """Use ``data`` (n items of channels·height·width values) and ``labels`` (n values)."""
+        host = np.asarray(to_numpy(data))
+        lab = np.asarray(to_numpy(labels)).reshape(-1)
+        n = lab.size
+        size = math.prod(self.item)
+        if n == 0 or host.size != n * size:
+            raise self.error(f"reset() got {host.size} data values for {n} labels; each item "
+                             f"needs {size} values {self.item}", cls=DataError)
+        if n % self.batch:
+            raise self.error(f"reset(): the number of items ({n}) must be a multiple of the "
+                             f"batch size ({self.batch})", cls=DataError)
+        if self.lp.transform_param is not None:
+            warnings.warn(f"layer '{self.name}' (MemoryData) does not transform array data on "
+                          "reset()", stacklevel=2)
+        self.data = self.backend.asarray(host.reshape((n, *self.item)))
+        self.labels = self.backend.asarray(lab)
+        self.n, self.pos = n, 0
+
+    def forward(self, bottom, top):
+        if self.data is None:
+            raise self.error(f"needs data: call net.layer_by_name('{self.name}').reset(data, "
+                             "labels) before the first forward", cls=DataError)
+        s = slice(self.pos, self.pos + self.batch)
+        top[0].data[...] = self.data[s]
+        top[1].data[...] = self.labels[s]
+        self.pos = (self.pos + self.batch) % self.n

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.image_list import find_image, load_image, read_image_list
+from ..data.sources import resolve_file
 from ..errors import DataError
-from .data import Data, _net_dir
+from .data import Data
 from .registry import register
 
 
@@ -36,14 +38,12 @@ class ImageData(Data):
     max_tops = 2
 
     def setup(self, bottom_shapes):
-        from ..data.image_list import read_image_list  # noqa: PLC0415
-        from ..data.sources import resolve_file  # noqa: PLC0415
 
         p = self.p
         if (p.new_height > 0) != (p.new_width > 0):
             raise self.spec_error("set new_height and new_width together (or neither)",
                                   field="image_data_param.new_height")
-        net_dir = _net_dir(self.where)
+        net_dir = self.net_dir
         listing = resolve_file(p.source, net_dir)
         try:
             entries = read_image_list(listing)
@@ -68,7 +68,6 @@ class ImageData(Data):
         return [(p.batch_size,) + tuple(shape), (p.batch_size,)]
 
     def _find(self, entry, listing: Path, net_dir: Path | None) -> Path:
-        from ..data.image_list import find_image  # noqa: PLC0415
 
         try:
             return find_image(self.p.root_folder + entry.path, listing, net_dir, entry.line)
@@ -76,7 +75,6 @@ class ImageData(Data):
             raise self.error(e.format(), field="image_data_param.source", cls=DataError) from None
 
     def _read(self, i: int) -> np.ndarray:
-        from ..data.image_list import load_image  # noqa: PLC0415
 
         p = self.p
         try:

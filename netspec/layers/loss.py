@@ -1,29 +1,33 @@
-"""Softmax, the loss layers (SoftmaxWithLoss, EuclideanLoss) and Accuracy.
+"""Softmax, the loss layers and Accuracy.
 
-A loss layer's first top is a 0-d array; before backward the net sets that top's diff to the
-layer's loss weight, which scales every bottom gradient (Caffe's convention).
+Losses follow Caffe's normalization modes (``loss_param.normalization``: FULL, VALID, BATCH_SIZE,
+NONE) and ``ignore_label``; probabilities are clamped at Caffe's ``kLOG_THRESHOLD`` (or
+FLT_MIN for SoftmaxWithLoss) before the log.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy
 
-from ..spec.params import LossParameter, SoftmaxParameter
+from ..caffe import pb2
+from ..caffe.caffemodel import blob_to_array
+from ..errors import DataError, NetspecError
+from ..spec.params import LossParameter
+from ..spec.params.loss import SoftmaxParameter
 from . import loss_cuda
-from .base import Layer, canonical_axis
+from .base import Layer, canonical_axis, checked_axis, proto_float
+from .neuron import sigmoid
 from .registry import register
 
 #: Caffe clamps probabilities at FLT_MIN before the log, in float and double alike
 FLT_MIN = float(numpy.finfo(numpy.float32).tiny)
 
 
-def _axis(layer: Layer, axis: int, ndim: int, field: str) -> int:
-    try:
-        return canonical_axis(axis, ndim)
-    except ValueError as e:
-        raise layer.spec_error(str(e), field=field) from None
+#: Caffe's kLOG_THRESHOLD: probabilities are clamped here before the log
+LOG_THRESHOLD = 1e-20
 
 
 def _softmax(xp, x):
@@ -53,6 +57,25 @@ def _check_num(layer: Layer, bottom_shapes) -> None:
                           "first dimension")
 
 
+def _loss_param(layer: Layer) -> LossParameter:
+    return layer.lp.loss_param or LossParameter()
+
+
+class _Normalizer:
+    """Caffe's get_normalizer: FULL outer·inner, VALID the valid count, BATCH_SIZE outer,
+    NONE 1; at least 1. The VALID count stays a 0-d device array (no host sync)."""
+
+    def __init__(self, xp, dtype, mode: str, outer: int, inner: int):
+        self.xp, self.dtype, self.mode = xp, dtype, mode
+        self.fixed = float(max({"FULL": outer * inner, "VALID": outer * inner,
+                                "BATCH_SIZE": outer, "NONE": 1}[mode], 1))
+
+    def __call__(self, valid_count=None):
+        if self.mode == "VALID" and valid_count is not None:
+            return self.xp.maximum(valid_count, 1).astype(self.dtype)
+        return self.fixed
+
+
 @register("Softmax")
 class Softmax(Layer):
     """y = exp(x) / Σ_c exp(x) along ``softmax_param.axis`` (default 1).
@@ -66,7 +89,7 @@ class Softmax(Layer):
 
     def setup(self, bottom_shapes):
         shape = tuple(bottom_shapes[0])
-        axis = _axis(self, self.p.axis, len(shape), "softmax_param.axis")
+        axis = checked_axis(self, self.p.axis, len(shape), "softmax_param.axis")
         self.view = (math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]))
         return [shape]
 
@@ -113,7 +136,7 @@ class SoftmaxWithLoss(Layer):
         sp = self.lp.softmax_param or SoftmaxParameter()
         lossp = self.lp.loss_param or LossParameter()
         shape = tuple(bottom_shapes[0])
-        axis = _axis(self, sp.axis, len(shape), "softmax_param.axis")
+        axis = checked_axis(self, sp.axis, len(shape), "softmax_param.axis")
         self.view = _labels(self, bottom_shapes, axis)
         self.ignore_label = lossp.ignore_label
         self.normalization = lossp.normalization
@@ -242,7 +265,7 @@ class Accuracy(Layer):
 
     def setup(self, bottom_shapes):
         shape = tuple(bottom_shapes[0])
-        axis = _axis(self, self.p.axis, len(shape), "accuracy_param.axis")
+        axis = checked_axis(self, self.p.axis, len(shape), "accuracy_param.axis")
         if self.p.top_k > math.prod(shape) // max(math.prod(bottom_shapes[1]), 1):
             raise self.spec_error("top_k must be less than or equal to the number of classes",
                                   field="accuracy_param.top_k")
@@ -269,3 +292,336 @@ class Accuracy(Layer):
             per_class = (onehot & correct).sum(axis=(0, 2)).astype(dt)
             seen = onehot.sum(axis=(0, 2))
             top[1].data[...] = xp.where(seen > 0, per_class / xp.maximum(seen, 1).astype(dt), 0)
+
+
+@register("SigmoidCrossEntropyLoss")
+class SigmoidCrossEntropyLoss(Layer):
+    """Cross-entropy of sigmoid(x) against targets t in [0, 1], element-wise.
+
+    Bottoms: x (N, ...) and t (same count). Top: the loss, shape ().
+    loss = −Σ_valid [x·(t − [x ≥ 0]) − log(1 + exp(x − 2x·[x ≥ 0]))] / normaliser
+    (Caffe's overflow-free form), where elements whose target, truncated to int, equals
+    ``loss_param.ignore_label`` are not valid. Normaliser (at least 1): ``loss_param.
+    normalization`` when set (FULL: count, VALID: valid count, BATCH_SIZE: N, NONE: 1); else
+    the legacy ``normalize`` (true → VALID, false → BATCH_SIZE); with neither, BATCH_SIZE —
+    Caffe's legacy default for this layer, *not* the VALID default of the message.
+
+    Backward (x only): dx = (sigmoid(x) − t)·valid·loss_weight / normaliser.
+    """
+
+    exact_bottoms = 2
+    exact_tops = 1
+    is_loss = True
+    no_grad_bottoms = (1,)
+
+    def setup(self, bottom_shapes):
+        _check_num(self, bottom_shapes)
+        a, b = bottom_shapes
+        if math.prod(a) != math.prod(b):
+            raise self.error(f"inputs must have the same count: {tuple(a)} and {tuple(b)}")
+        lossp = _loss_param(self)
+        if "normalization" in lossp.model_fields_set:
+            mode = lossp.normalization
+        elif lossp.normalize is not None:
+            mode = "VALID" if lossp.normalize else "BATCH_SIZE"
+        else:
+            mode = "BATCH_SIZE"
+        self.ignore_label = lossp.ignore_label
+        self.norm = _Normalizer(self.xp, self.dtype, mode, a[0], math.prod(a[1:]))
+        return [()]
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        x = bottom[0].data
+        t = bottom[1].data.reshape(x.shape)
+        pos = (x >= 0).astype(self.dtype)
+        term = x * (t - pos) - xp.log1p(xp.exp(x - 2 * x * pos))
+        if self.ignore_label is not None:
+            self.valid = t.astype(xp.int64) != self.ignore_label
+            term = xp.where(self.valid, term, 0)
+            self.normalizer = self.norm(self.valid.sum())
+        else:
+            self.valid = None
+            self.normalizer = self.norm()
+        top[0].data[...] = -term.sum() / self.normalizer
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        x = bottom[0].data
+        dx = sigmoid(self.xp, x) - bottom[1].data.reshape(x.shape)
+        if self.valid is not None:
+            dx *= self.valid
+        dx *= top[0].diff / self.normalizer
+        bottom[0].diff[...] = dx
+
+
+@register("HingeLoss")
+class HingeLoss(Layer):
+    """One-vs-all hinge loss. Bottoms: scores x (N, ...) read as (N, D), labels (N) in 0…D−1.
+
+    With s_nk = −1 for the true class k = label_n and +1 otherwise, t = max(0, 1 + s·x):
+    L1 (default): loss = Σ t / N; L2: loss = Σ t² / N (``hinge_loss_param.norm``).
+    Top: the loss, shape (). Backward (x only), w = loss weight: L1: dx = w·s·[t > 0] / N;
+    L2: dx = 2w·s·t / N.
+    """
+
+    param_block = "hinge_loss_param"
+    exact_bottoms = 2
+    exact_tops = 1
+    is_loss = True
+    no_grad_bottoms = (1,)
+
+    def setup(self, bottom_shapes):
+        _check_num(self, bottom_shapes)
+        shape = tuple(bottom_shapes[0])
+        self.view = (shape[0], math.prod(shape) // shape[0])
+        self.norm = self.p.norm
+        return [()]
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        n, d = self.view
+        x = bottom[0].data.reshape(self.view)
+        label = bottom[1].data.reshape(n, -1)[:, :1].astype(xp.int64)
+        sign = 1 - 2 * (xp.arange(d).reshape(1, d) == label).astype(self.dtype)
+        t = xp.maximum(1 + sign * x, 0)
+        self.sign, self.t = sign, t
+        if self.norm == "L1":
+            top[0].data[...] = t.sum() / n
+        else:
+            top[0].data[...] = (t * t).sum() / n
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        n = self.view[0]
+        w = top[0].diff
+        if self.norm == "L1":
+            dx = self.sign * (self.t > 0) * (w / n)
+        else:
+            dx = self.sign * self.t * (w * 2 / n)
+        bottom[0].diff[...] = dx.reshape(bottom[0].shape)
+
+
+@register("InfogainLoss")
+class InfogainLoss(Layer):
+    """Infogain loss: a softmax over ``infogain_loss_param.axis`` (default 1), then
+    loss = −Σ_valid Σ_c H[label, c]·log(max(p_c, 1e-20)) / normaliser (current BVLC Caffe).
+
+    Bottoms: scores x (outer, C, inner...), labels (outer·inner values in 0…C−1), and optionally
+    H (C·C values, e.g. (1, 1, C, C)); without a third bottom H is read from
+    ``infogain_loss_param.source``, a binary BlobProto file (needs ``protobuf``). H = identity
+    gives SoftmaxWithLoss. Tops: the loss (shape ()), optionally the probabilities (x's shape).
+    ``loss_param``: ``ignore_label``; ``normalization`` (default VALID; ``normalize`` is refused,
+    as in Caffe).
+
+    Backward (x only): dx_c = (p_c·Σ_k H[label, k] − H[label, c])·valid·loss_weight / normaliser.
+    """
+
+    param_block = "infogain_loss_param"
+    min_bottoms = 2
+    max_bottoms = 3
+    min_tops = 1
+    max_tops = 2
+    is_loss = True
+    no_grad_bottoms = (1, 2)
+
+    def setup(self, bottom_shapes):
+        _check_num(self, bottom_shapes)
+        shape = tuple(bottom_shapes[0])
+        try:
+            axis = canonical_axis(self.p.axis, len(shape))
+        except ValueError as e:
+            raise self.spec_error(str(e), field="infogain_loss_param.axis") from None
+        outer, c, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+        if math.prod(bottom_shapes[1]) != outer * inner:
+            raise self.error(
+                f"number of labels ({math.prod(bottom_shapes[1])}) must match number of "
+                f"predictions ({outer * inner}): with axis {axis} and predictions {shape}, the "
+                f"label count must be the product of the other axes, values in 0…{c - 1}")
+        self.view = (outer, c, inner)
+        lossp = _loss_param(self)
+        if lossp.normalize is not None:
+            raise self.spec_error("normalize is deprecated for InfogainLoss; use normalization",
+                                  field="loss_param.normalize")
+        self.ignore_label = lossp.ignore_label
+        self.norm = _Normalizer(self.xp, self.dtype, lossp.normalization, outer, inner)
+        self.H = None
+        if len(bottom_shapes) == 3:
+            count = math.prod(bottom_shapes[2])
+        else:
+            h = self._read_source()
+            count = h.size
+            self.H = self.backend.asarray(h.reshape(-1))
+        if count != c * c:
+            raise self.error(f"the infogain matrix H has {count} values; {c} labels need "
+                             f"{c}x{c} = {c * c}")
+        n_tops = max(len(self.lp.top), 1)
+        return [()] + [shape] * (n_tops - 1)
+
+    def _read_source(self):
+        src = self.p.source
+        if not src:
+            raise self.spec_error("needs the infogain matrix: a third bottom H or "
+                                  "infogain_loss_param.source (a BlobProto file)",
+                                  field="infogain_loss_param.source")
+
+        path = self.resolve_path(src)
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as e:
+            raise self.error(f"cannot read infogain matrix '{src}': {e.strerror}",
+                             field="infogain_loss_param.source", cls=DataError) from None
+        proto = pb2().BlobProto()
+        try:
+            proto.ParseFromString(raw)
+            return numpy.asarray(blob_to_array(proto, "infogain matrix", str(path)))
+        except NetspecError:
+            raise
+        except Exception as e:  # noqa: BLE001 - protobuf decode errors
+            raise self.error(f"'{src}' is not a binary BlobProto: {e}",
+                             field="infogain_loss_param.source", cls=DataError) from None
+
+    def _h(self, bottom):
+        c = self.view[1]
+        h = self.H if len(bottom) < 3 else bottom[2].data
+        return h.reshape(c, c)
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        outer, c, inner = self.view
+        x = bottom[0].data.reshape(self.view)
+        e = xp.exp(x - x.max(axis=1, keepdims=True))
+        prob = e / e.sum(axis=1, keepdims=True)
+        label = bottom[1].data.reshape(outer, inner).astype(xp.int64)
+        valid = (label != self.ignore_label) if self.ignore_label is not None else None
+        if valid is not None:
+            label = xp.where(valid, label, 0)
+        rows = self._h(bottom)[label].transpose(0, 2, 1)        # (outer, C, inner): H[label, c]
+        terms = (rows * xp.log(xp.maximum(prob, LOG_THRESHOLD))).sum(axis=1)  # (outer, inner)
+        if valid is not None:
+            terms = xp.where(valid, terms, 0)
+        self.prob, self.label, self.valid = prob, label, valid
+        self.normalizer = self.norm(valid.sum() if valid is not None else None)
+        top[0].data[...] = -terms.sum() / self.normalizer
+        if len(top) > 1:
+            top[1].data[...] = prob.reshape(top[1].shape)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        h = self._h(bottom)
+        rows = h[self.label].transpose(0, 2, 1)                 # (outer, C, inner)
+        row_sums = h.sum(axis=1)[self.label][:, None, :]        # (outer, 1, inner)
+        dx = self.prob * row_sums - rows
+        if self.valid is not None:
+            dx *= self.valid[:, None, :]
+        dx *= top[0].diff / self.normalizer
+        bottom[0].diff[...] = dx.reshape(bottom[0].shape)
+
+
+@register("ContrastiveLoss")
+class ContrastiveLoss(Layer):
+    """Contrastive loss of feature pairs (Hadsell et al.) with similarity labels.
+
+    Bottoms: a and b (N, C) (or (N, C, 1, 1)), y (N) with 1 = similar, 0 = dissimilar
+    (truncated to int). With d² = ‖a − b‖², m = ``contrastive_loss_param.margin`` (default 1):
+    loss = Σ_n [y·d² + (1 − y)·max(m − d, 0)²] / 2N; ``legacy_version``: max(m − d², 0) instead.
+    Top: the loss, shape (). Backward (a and b; ±), w = loss weight, α = ±w/N: similar:
+    α·(a − b); dissimilar with m − d > 0: −α·(m − d)/(d + 1e-4)·(a − b) (Caffe's regularised
+    form; legacy: −α·(a − b) when m − d² > 0), else 0.
+    """
+
+    param_block = "contrastive_loss_param"
+    exact_bottoms = 3
+    exact_tops = 1
+    is_loss = True
+    no_grad_bottoms = (2,)
+
+    def setup(self, bottom_shapes):
+        a, b, y = (tuple(s) for s in bottom_shapes)
+        for name, s in (("a", a), ("b", b)):
+            if len(s) < 2 or len(s) > 4 or any(d != 1 for d in s[2:]):
+                raise self.error(f"bottom {name} must be (N, C) or (N, C, 1, 1), got {s}")
+        if a[:2] != b[:2]:
+            raise self.error(f"bottoms a {a} and b {b} must have the same shape")
+        if len(y) == 0 or y[0] != a[0] or math.prod(y) != a[0]:
+            raise self.error(f"the similarity bottom must hold one value per pair ({a[0]}), "
+                             f"got shape {y}")
+        self.view = (a[0], a[1])
+        self.margin = proto_float(self.p.margin)
+        self.legacy = bool(self.p.legacy_version)
+        return [()]
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        diff = bottom[0].data.reshape(self.view) - bottom[1].data.reshape(self.view)
+        dist_sq = (diff * diff).sum(axis=1)
+        similar = bottom[2].data.reshape(-1).astype(xp.int64) != 0
+        if self.legacy:
+            far = xp.maximum(self.margin - dist_sq, 0)
+        else:
+            far = xp.maximum(self.margin - xp.sqrt(dist_sq), 0)
+            far = far * far
+        loss = xp.where(similar, dist_sq, far).sum()
+        self.diff, self.dist_sq, self.similar = diff, dist_sq, similar
+        top[0].data[...] = loss / self.view[0] / 2
+
+    def backward(self, top, propagate_down, bottom):
+        xp = self.xp
+        n = self.view[0]
+        if self.legacy:
+            mdist = self.margin - self.dist_sq
+            beta_per = -xp.ones_like(mdist)
+        else:
+            dist = xp.sqrt(self.dist_sq)
+            mdist = self.margin - dist
+            beta_per = -mdist / (dist + 1e-4)
+        factor = xp.where(self.similar, xp.asarray(1, dtype=self.dtype),
+                          xp.where(mdist > 0, beta_per, xp.asarray(0, dtype=self.dtype)))
+        for i, sign in ((0, 1), (1, -1)):
+            if propagate_down[i]:
+                alpha = sign * top[0].diff / n
+                g = (alpha * factor)[:, None] * self.diff
+                bottom[i].diff[...] = g.reshape(bottom[i].shape)
+
+
+@register("MultinomialLogisticLoss")
+class MultinomialLogisticLoss(Layer):
+    """loss = −Σ_n log(max(p[n, label_n], 1e-20)) / N, for probabilities p (N, ...) read as
+    (N, D) and labels (N) (one per item: (N), (N, 1) or (N, 1, 1, 1)).
+
+    Top: the loss, shape (). Backward (p only): dp[n, label_n] = −w / (N·max(p, 1e-20)), 0
+    elsewhere (w = loss weight).
+    """
+
+    exact_bottoms = 2
+    exact_tops = 1
+    is_loss = True
+    no_grad_bottoms = (1,)
+
+    def setup(self, bottom_shapes):
+        _check_num(self, bottom_shapes)
+        lab = tuple(bottom_shapes[1])
+        if len(lab) > 4 or any(d != 1 for d in lab[1:]):
+            raise self.error(f"the label bottom must hold one label per item (N, 1, 1, 1), "
+                             f"got {lab}")
+        shape = tuple(bottom_shapes[0])
+        self.view = (shape[0], math.prod(shape) // shape[0])
+        return [()]
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        p = bottom[0].data.reshape(self.view)
+        self.label = bottom[1].data.reshape(-1, 1).astype(xp.int64)
+        self.p_label = xp.maximum(xp.take_along_axis(p, self.label, axis=1), LOG_THRESHOLD)
+        top[0].data[...] = -xp.log(self.p_label).sum() / self.view[0]
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        xp = self.xp
+        onehot = xp.arange(self.view[1]).reshape(1, -1) == self.label
+        dx = onehot * ((-top[0].diff / self.view[0]) / self.p_label)
+        bottom[0].diff[...] = dx.reshape(bottom[0].shape)

@@ -59,9 +59,13 @@ in its own slot of the work buffers (slot k: work rows k·chunk … k·chunk + c
 
 from __future__ import annotations
 
+import math
+
 import numpy
 
 from .. import parallel
+from ..blob import Blob
+from ..spec.net import LayerParameter
 from . import pool_cuda
 from .base import Layer, sample_chunks, samples_per_chunk
 from .registry import register
@@ -489,3 +493,80 @@ class Pooling(Layer):
             self.xp.multiply(g, hit, out=flat)
         else:
             flat[...] = g / self._pool_size
+
+
+# -- SPP ------------------------------------------------------------------------------------
+@register("SPP")
+class SPP(Layer):
+    """Spatial pyramid pooling (Caffe's ``SPPLayer``) of an (N, C, H, W) bottom.
+
+    Level l = 0 … L−1 (L = ``pyramid_height``) pools with b = 2^l bins per side:
+    kernel kh = ceil(H / b), stride kh, pad_h = (kh·b − H + 1) // 2 (w alike), through Caffe's
+    Pooling (``pool`` MAX or AVE, ceil rule, AVE divisor counting padding). Top: the levels'
+    outputs flattened and concatenated, (N, C·Σ_l Ho_l·Wo_l) (= C·(4^L − 1)/3 when every level
+    yields b×b bins); with L = 1 the single level's (N, C, 1, 1) output itself, as in Caffe.
+    Backward: the sum of the levels' pooling gradients.
+    """
+
+    param_block = "spp_param"
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        if len(shape) != 4:
+            raise self.error(f"input must have 4 axes (num, channels, height, width), "
+                             f"got shape {shape}")
+        p = self.p
+        if not p.pyramid_height:
+            raise self.spec_error("pyramid_height (>= 1) is required", field="pyramid_height")
+        if p.pool == "STOCHASTIC":
+            raise self.spec_error("pool: STOCHASTIC is not supported (use MAX or AVE)",
+                                  field="pool")
+        N, C, H, W = shape
+        if H <= 0 or W <= 0:
+            raise self.error("input dimensions cannot be zero")
+        self.levels, self.pool_tops, self.offsets = [], [], []
+        offset = 0
+        for level in range(p.pyramid_height):
+            bins = 2 ** level
+            kh, kw = -(-H // bins), -(-W // bins)
+            pool = {"pool": p.pool, "kernel_h": kh, "kernel_w": kw, "stride_h": kh,
+                    "stride_w": kw, "pad_h": (kh * bins - H + 1) // 2,
+                    "pad_w": (kw * bins - W + 1) // 2}
+            lp = LayerParameter.model_validate({"name": f"{self.name}/level{level}",
+                                                "type": "Pooling", "pooling_param": pool})
+            layer = Pooling(lp, self.phase, self.backend, self.rng, self.where)
+            layer.check_arity(1, 1)
+            (out,) = layer.setup([shape])
+            self.levels.append(layer)
+            self.pool_tops.append(Blob(f"{self.name}/level{level}", self.backend.zeros(out),
+                                       self.xp))
+            size = math.prod(out[1:])
+            self.offsets.append((offset, offset + size))
+            offset += size
+        self._scratch = Blob(f"{self.name}/bottom", None, self.xp)
+        if p.pyramid_height == 1:
+            return [tuple(self.pool_tops[0].shape)]
+        return [(N, offset)]
+
+    def forward(self, bottom, top):
+        y = top[0].data
+        for layer, t, (lo, hi) in zip(self.levels, self.pool_tops, self.offsets):
+            layer.forward(bottom, [t])
+            y.reshape(y.shape[0], -1)[:, lo:hi] = t.data.reshape(t.shape[0], -1)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff.reshape(top[0].shape[0], -1)
+        scratch = self._scratch
+        scratch.data = bottom[0].data
+        for i, (layer, t, (lo, hi)) in enumerate(zip(self.levels, self.pool_tops,
+                                                     self.offsets)):
+            t.diff[...] = dy[:, lo:hi].reshape(t.shape)
+            if i == 0:
+                layer.backward([t], [True], bottom)     # overwrites bottom diff
+            else:
+                layer.backward([t], [True], [scratch])
+                bottom[0].diff += scratch.diff

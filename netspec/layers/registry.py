@@ -16,9 +16,5 @@ def register(type_name: str):
     return deco
 
 
-def _load_all() -> None:
-    from . import _all  # noqa: F401,PLC0415 - importing registers every layer family
-
-
 def get(type_name: str) -> type:
     return LAYERS[type_name]

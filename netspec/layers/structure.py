@@ -1,18 +1,12 @@
-"""Layers that route or combine blobs: Split, Flatten, Concat, Eltwise (Caffe semantics)."""
+"""Layers that route blobs: Split, Concat, Slice, Eltwise, Silence, Filter, BatchReindex.
+"""
 
 from __future__ import annotations
 
-import math
+import numpy
 
-from .base import Layer, canonical_axis
+from .base import Layer, check_indices, checked_axis, scatter_add
 from .registry import register
-
-
-def _axis(layer: Layer, axis: int, ndim: int, field: str) -> int:
-    try:
-        return canonical_axis(axis, ndim)
-    except ValueError as e:
-        raise layer.spec_error(str(e), field=field) from None
 
 
 @register("Split")
@@ -60,41 +54,6 @@ class Split(Layer):
             dx += t.diff
 
 
-@register("Flatten")
-class Flatten(Layer):
-    """Merge axes ``flatten_param.axis`` … ``end_axis`` (inclusive) into one.
-
-    Top shape: shape[:a] + (Π shape[a:e+1],) + shape[e+1:]. Forward: the top data is a reshaped
-    view of the bottom data (Caffe shares it); backward copies the top diff, reshaped, into the
-    bottom diff.
-    """
-
-    param_block = "flatten_param"
-    exact_bottoms = 1
-    exact_tops = 1
-
-    def setup(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
-        start = _axis(self, self.p.axis, len(shape), "axis")
-        end = _axis(self, self.p.end_axis, len(shape), "end_axis")
-        if end < start:
-            raise self.spec_error(f"end_axis ({self.p.end_axis}) comes before axis "
-                                  f"({self.p.axis}) for a {len(shape)}-D bottom", field="end_axis")
-        self.bottom_shape = shape
-        self.top_shape = shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]
-        return [self.top_shape]
-
-    def forward(self, bottom, top):
-        if top[0] is bottom[0]:
-            raise self.spec_error("Flatten cannot run in place (give its top another name)",
-                                  field="top")
-        top[0].data = bottom[0].data.reshape(self.top_shape)
-
-    def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            bottom[0].diff[...] = top[0].diff.reshape(self.bottom_shape)
-
-
 @register("Concat")
 class Concat(Layer):
     """Join N ≥ 1 bottoms along ``concat_param.axis`` (or the legacy ``concat_dim``; not both).
@@ -118,7 +77,7 @@ class Concat(Layer):
                                       f"{ndim}-D bottom", field="concat_dim")
             self.axis = self.p.concat_dim
         else:
-            self.axis = _axis(self, self.p.axis, ndim, "axis")
+            self.axis = checked_axis(self, self.p.axis, ndim, "axis")
         a = self.axis
         for i, s in enumerate(shapes[1:], 1):
             if len(s) != ndim or s[:a] != shapes[0][:a] or s[a + 1:] != shapes[0][a + 1:]:
@@ -221,3 +180,177 @@ class Eltwise(Layer):
                 dx *= dy
             else:  # MAX
                 xp.multiply(dy, self.max_idx == i, out=dx)
+
+
+@register("Slice")
+class Slice(Layer):
+    """Split one bottom along ``slice_param.axis`` (or legacy ``slice_dim``) into N tops.
+
+    With ``slice_point`` (N − 1 strictly increasing positions) top i takes
+    [point_{i−1}, point_i) (point_{−1} = 0, point_{N−1} = the axis size); without, the axis is
+    split into N equal parts (it must divide evenly). Backward copies each top diff back.
+    """
+
+    param_block = "slice_param"
+    exact_bottoms = 1
+    min_tops = 1
+
+    def setup(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        p = self.p
+        n_tops = max(len(self.lp.top), 1)
+        if p.slice_dim is not None:
+            if "axis" in p.model_fields_set:
+                raise self.spec_error("either axis or slice_dim should be specified; not both",
+                                      field="slice_dim")
+            if not 0 <= p.slice_dim < len(shape):
+                raise self.spec_error(f"slice_dim {p.slice_dim} out of range for a "
+                                      f"{len(shape)}-D bottom", field="slice_dim")
+            axis = p.slice_dim
+        else:
+            axis = checked_axis(self, p.axis, len(shape), "axis")
+        dim = shape[axis]
+        points = [int(v) for v in p.slice_point]
+        if points:
+            if len(points) != n_tops - 1:
+                raise self.spec_error(f"{len(points)} slice_point value(s) for {n_tops} tops; "
+                                      "give one fewer than the tops", field="slice_point")
+            bounds = [0, *points, dim]
+            if any(b <= a for a, b in zip(bounds, bounds[1:])):
+                raise self.spec_error(f"slice points {points} must be strictly increasing "
+                                      f"inside (0, {dim}) (axis {axis} size)",
+                                      field="slice_point")
+        else:
+            if dim % n_tops:
+                raise self.error(f"axis {axis} size {dim} cannot be split evenly into "
+                                 f"{n_tops} tops; give slice_point")
+            step = dim // n_tops
+            bounds = [i * step for i in range(n_tops + 1)]
+        lead = (slice(None),) * axis
+        self.slices = [lead + (slice(lo, hi),) for lo, hi in zip(bounds, bounds[1:])]
+        return [shape[:axis] + (hi - lo,) + shape[axis + 1:] for lo, hi in zip(bounds, bounds[1:])]
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        for t, sl in zip(top, self.slices):
+            t.data[...] = x[sl]
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dx = bottom[0].diff
+        for t, sl in zip(top, self.slices):
+            dx[sl] = t.diff
+
+
+@register("Silence")
+class Silence(Layer):
+    """Consumes any number of bottoms (at least one) and produces no tops.
+
+    Keeps otherwise-unused blobs from being net outputs. Backward writes zero gradients.
+    """
+
+    min_bottoms = 1
+    exact_tops = 0
+
+    def setup(self, bottom_shapes):
+        return []
+
+    def forward(self, bottom, top):
+        pass
+
+    def backward(self, top, propagate_down, bottom):
+        for b, p in zip(bottom, propagate_down):
+            if p:
+                b.diff[...] = 0
+
+
+# -- index-driven: Filter, BatchReindex, Embed ----------------------------------------------
+@register("Filter")
+class Filter(Layer):
+    """Keep the items whose selector is non-zero (Caffe's ``FilterLayer``).
+
+    Bottoms x_1 … x_K and last the selector s (shape (N,) or (N, 1, …)); tops y_1 … y_K with
+    y_i = x_i[{n : s[n] ≠ 0}] (original order). Every x_i must have N items. The top shapes
+    are known only at forward: ``setup`` reports the full N (as Caffe's first reshape) and
+    forward replaces each top's array with the selected items. Backward: ∂x_i = ∂y_i at the
+    selected items, 0 elsewhere; the selector gets no gradient.
+    """
+
+    min_bottoms = 2
+
+    def check_arity(self, n_bottoms, n_tops):
+        super().check_arity(n_bottoms, n_tops)
+        if n_tops != n_bottoms - 1:
+            raise self.spec_error(f"needs one top per filtered bottom (bottoms minus the "
+                                  f"selector): {n_bottoms} bottoms, {n_tops} tops", field="top")
+        self.no_grad_bottoms = (n_bottoms - 1,)
+
+    def setup(self, bottom_shapes):
+        shapes = [tuple(s) for s in bottom_shapes]
+        sel = shapes[-1]
+        if not sel or any(d != 1 for d in sel[1:]):
+            raise self.error(f"selector blob dimensions must be singletons (1), except the "
+                             f"first; got {sel}")
+        for i, s in enumerate(shapes[:-1]):
+            if not s or s[0] != sel[0]:
+                raise self.error(f"bottom {i} has shape {s}: each bottom must have the same "
+                                 f"first dimension as the selector ({sel[0]})")
+        self.no_grad_bottoms = (len(shapes) - 1,)
+        self.index = None
+        return shapes[:-1]
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        sel = bottom[-1].data.reshape(-1)
+        self.index = xp.nonzero(sel)[0]
+        for b, t in zip(bottom[:-1], top):
+            if t is b:
+                raise self.spec_error("Filter cannot run in place (give its tops other names)",
+                                      field="top")
+            t.data = xp.take(b.data, self.index, axis=0)
+
+    def backward(self, top, propagate_down, bottom):
+        for b, t, prop in zip(bottom[:-1], top, propagate_down):
+            if prop:
+                dx = b.diff
+                dx.fill(0)
+                dx[self.index] = t.diff
+
+
+@register("BatchReindex")
+class BatchReindex(Layer):
+    """Gather items of bottom 0 by the index vector bottom 1 (Caffe's ``BatchReindexLayer``).
+
+    x (N, …), p (M,) float indices with 0 <= p[i] < N (truncated to integers):
+    y[i] = x[int(p[i])], top (M, …). Backward: ∂x[n] = Σ_{i : int(p[i]) = n} ∂y[i]
+    (0 for items never picked); the index bottom gets no gradient.
+    """
+
+    exact_bottoms = 2
+    exact_tops = 1
+    no_grad_bottoms = (1,)
+
+    def setup(self, bottom_shapes):
+        shape, perm = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
+        if len(perm) != 1:
+            raise self.error(f"the index bottom must be 1-D, got shape {perm}")
+        if not shape:
+            raise self.error("bottom 0 must have an item axis")
+        return [(perm[0],) + shape[1:]]
+
+    def _index(self, bottom):
+        p = bottom[1].data
+        check_indices(self, p, bottom[0].shape[0], "reindex indices", integral=False)
+        return p.astype(numpy.int64)
+
+    def forward(self, bottom, top):
+        idx = self._index(bottom)
+        top[0].data[...] = self.xp.take(bottom[0].data, idx, axis=0)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dx = bottom[0].diff
+        dx.fill(0)
+        scatter_add(self.xp, dx, bottom[1].data.astype(numpy.int64), top[0].diff)

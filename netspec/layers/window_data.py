@@ -8,8 +8,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..data.image_list import decode_image, find_image, load_image, resize_linear
+from ..data.sources import resolve_file
+from ..data.window_file import read_window_file
 from ..errors import DataError
-from .data import Data, _net_dir
+from .data import Data
 from .registry import register
 
 
@@ -139,12 +142,9 @@ class WindowData(Data):
         return self.error(message, field=field, cls=DataError)
 
     def _read_windows(self) -> None:
-        from ..data.image_list import find_image  # noqa: PLC0415
-        from ..data.sources import resolve_file  # noqa: PLC0415
-        from ..data.window_file import read_window_file  # noqa: PLC0415
 
         p = self.p
-        net_dir = _net_dir(self.where)
+        net_dir = self.net_dir
         try:
             self.win = win = read_window_file(resolve_file(p.source, net_dir))
             self.files = [find_image(p.root_folder + im.path, win.path, net_dir, im.line)
@@ -213,7 +213,6 @@ class WindowData(Data):
     # -- batches --------------------------------------------------------------------------
     def _image(self, n: int, seen: dict) -> np.ndarray:
         """Image ``n`` as uint8 B, G, R planes (read once per batch)."""
-        from ..data.image_list import decode_image, load_image  # noqa: PLC0415
 
         if n not in seen:
             try:
@@ -226,7 +225,6 @@ class WindowData(Data):
 
     def _warp_into(self, dst: np.ndarray, img: np.ndarray, k: int, mirror: bool) -> None:
         """Window ``k`` of ``img`` warped, mean-subtracted and scaled into ``dst`` (C×crop×crop)."""
-        from ..data.image_list import resize_linear  # noqa: PLC0415
 
         p = self.p
         _, rows, cols = img.shape

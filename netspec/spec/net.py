@@ -8,8 +8,8 @@ from pydantic import Field, create_model, field_validator
 
 from ..errors import suggest
 from .base import Message, Repeated
-from .params import (LAYER_PARAM_BLOCKS, BlobShape, LossParameter, NetState, NetStateRule,
-                     ParamSpec, TransformationParameter)
+from .params import (LAYER_PARAM_BLOCKS, LAYER_TYPES, BlobShape, LossParameter, NetState,
+                     NetStateRule, ParamSpec, TransformationParameter)
 
 
 class _LayerParameterBase(Message):
@@ -31,11 +31,9 @@ class _LayerParameterBase(Message):
     @field_validator("type")
     @classmethod
     def _known_type(cls, v: str) -> str:
-        from ..layers import registry  # noqa: PLC0415 - registry imports layers, which import spec
-
-        if v not in registry.LAYERS:
-            raise ValueError(f"unknown layer type '{v}'.{suggest(v, registry.LAYERS)} "
-                             f"Known types: {', '.join(sorted(registry.LAYERS))}")
+        if v not in LAYER_TYPES:
+            raise ValueError(f"unknown layer type '{v}'.{suggest(v, LAYER_TYPES)} "
+                             f"Known types: {', '.join(sorted(LAYER_TYPES))}")
         return v
 
 

@@ -1,0 +1,200 @@
+"""Layers that change a blob's shape or extent: Flatten, Reshape, Crop, Tile.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .base import Layer, checked_axis
+from .registry import register
+
+
+@register("Flatten")
+class Flatten(Layer):
+    """Merge axes ``flatten_param.axis`` … ``end_axis`` (inclusive) into one.
+
+    Top shape: shape[:a] + (Π shape[a:e+1],) + shape[e+1:]. Forward: the top data is a reshaped
+    view of the bottom data (Caffe shares it); backward copies the top diff, reshaped, into the
+    bottom diff.
+    """
+
+    param_block = "flatten_param"
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        start = checked_axis(self, self.p.axis, len(shape), "axis")
+        end = checked_axis(self, self.p.end_axis, len(shape), "end_axis")
+        if end < start:
+            raise self.spec_error(f"end_axis ({self.p.end_axis}) comes before axis "
+                                  f"({self.p.axis}) for a {len(shape)}-D bottom", field="end_axis")
+        self.bottom_shape = shape
+        self.top_shape = shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:]
+        return [self.top_shape]
+
+    def forward(self, bottom, top):
+        if top[0] is bottom[0]:
+            raise self.spec_error("Flatten cannot run in place (give its top another name)",
+                                  field="top")
+        top[0].data = bottom[0].data.reshape(self.top_shape)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = top[0].diff.reshape(self.bottom_shape)
+
+
+@register("Reshape")
+class Reshape(Layer):
+    """Change the shape without touching the data (Caffe's ``ReshapeLayer``).
+
+    Axes [a, a + num_axes) of the bottom (a = ``axis``, negative counting from the end with
+    −1 = after the last axis; ``num_axes`` −1 = to the end) are replaced by ``shape.dim``,
+    where 0 copies the bottom's size at that position and one −1 is inferred from the count.
+    The top data is a view of the bottom data (Caffe shares it); backward copies the diff.
+    Cannot run in place.
+    """
+
+    param_block = "reshape_param"
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        if self.lp.bottom and self.lp.top and self.lp.bottom[0] == self.lp.top[0]:
+            raise self.spec_error("Reshape cannot run in place (give its top another name)",
+                                  field="top")
+        p = self.p
+        dims = [int(d) for d in (p.shape.dim if p.shape is not None else [])]
+        if any(d < -1 for d in dims):
+            raise self.spec_error(f"shape dims must be >= -1, got {dims}", field="shape")
+        if dims.count(-1) > 1:
+            raise self.spec_error("new shape contains multiple -1 dims; at most a single -1 "
+                                  "may be specified", field="shape")
+        ndim = len(shape)
+        start = p.axis if p.axis >= 0 else ndim + p.axis + 1
+        if not 0 <= start <= ndim:
+            raise self.spec_error(f"axis {p.axis} out of range for a {ndim}-D bottom",
+                                  field="axis")
+        if p.num_axes < -1:
+            raise self.spec_error("num_axes must be >= 0, or -1 for all", field="num_axes")
+        end = ndim if p.num_axes == -1 else start + p.num_axes
+        if end > ndim:
+            raise self.spec_error(f"axis + num_axes = {end} is out of range for a {ndim}-D "
+                                  "bottom", field="num_axes")
+        new = list(dims)
+        for i, d in enumerate(dims):
+            if d == 0:
+                if start + i >= ndim:
+                    raise self.spec_error("new shape contains a 0, but there is no "
+                                          "corresponding bottom axis to copy", field="shape")
+                new[i] = shape[start + i]
+        count = math.prod(shape)
+        if -1 in new:
+            known = math.prod(shape[:start]) * math.prod(shape[end:]) * \
+                math.prod(d for d in new if d != -1)
+            if known == 0 or count % known:
+                raise self.error(f"bottom count ({count}) must be divisible by the product "
+                                 f"of the specified dimensions ({known})")
+            new[new.index(-1)] = count // known
+        out = shape[:start] + tuple(new) + shape[end:]
+        if math.prod(out) != count:
+            raise self.error(f"cannot reshape {shape} (count {count}) to {out} "
+                             f"(count {math.prod(out)})")
+        self.bottom_shape, self.top_shape = shape, out
+        return [out]
+
+    def forward(self, bottom, top):
+        top[0].data = bottom[0].data.reshape(self.top_shape)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = top[0].diff.reshape(self.bottom_shape)
+
+
+# -- routing: Crop, Slice, Reshape, Tile ----------------------------------------------------
+@register("Crop")
+class Crop(Layer):
+    """Crop bottom 0 to the shape of bottom 1 (Caffe's ``CropLayer``).
+
+    Axes before ``crop_param.axis`` (default 2) keep bottom 0's size; axes from it on take
+    bottom 1's size, starting at ``offset`` (none: 0 everywhere; one value: for every cropped
+    axis; else one per cropped axis). y = x[..., o_a : o_a + s_a, ...];
+    ∂x = ∂y placed at the crop, 0 elsewhere. Bottom 1 only gives the shape (no gradient).
+    """
+
+    param_block = "crop_param"
+    exact_bottoms = 2
+    exact_tops = 1
+    no_grad_bottoms = (1,)
+
+    def setup(self, bottom_shapes):
+        shape, ref = tuple(bottom_shapes[0]), tuple(bottom_shapes[1])
+        ndim = len(shape)
+        start = checked_axis(self, self.p.axis, ndim, "axis")
+        offsets = [int(o) for o in self.p.offset]
+        if len(offsets) > 1 and start + len(offsets) != ndim:
+            raise self.spec_error(f"{len(offsets)} offsets given for the {ndim - start} axes "
+                                  f"from axis {start} on; give one value or one per cropped "
+                                  "axis", field="offset")
+        if len(ref) != ndim:
+            raise self.error(f"bottom 1 has {len(ref)} axes, bottom 0 has {ndim}")
+        out, index = [], []
+        for i in range(ndim):
+            if i < start:
+                out.append(shape[i])
+                index.append(slice(None))
+                continue
+            o = offsets[0] if len(offsets) == 1 else offsets[i - start] if offsets else 0
+            if shape[i] - o < ref[i]:
+                raise self.error(f"the crop for axis {i} is out of bounds: size {ref[i]} at "
+                                 f"offset {o} in a dimension of {shape[i]}")
+            out.append(ref[i])
+            index.append(slice(o, o + ref[i]))
+        self.index = tuple(index)
+        return [tuple(out)]
+
+    def forward(self, bottom, top):
+        top[0].data[...] = bottom[0].data[self.index]
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dx = bottom[0].diff
+            dx.fill(0)
+            dx[self.index] = top[0].diff
+
+
+@register("Tile")
+class Tile(Layer):
+    """Repeat the bottom ``tiles`` times along ``axis`` (Caffe's ``TileLayer``).
+
+    Top shape: shape[axis] · tiles. With outer = Π shape[:axis], inner = Π shape[axis:]:
+    y.reshape(outer, tiles, inner)[:, t] = x.reshape(outer, inner) for every t (numpy.tile
+    along ``axis``); ∂x = Σ_t ∂y.reshape(outer, tiles, inner)[:, t].
+    """
+
+    param_block = "tile_param"
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        axis = checked_axis(self, self.p.axis, len(shape), "axis")
+        if self.p.tiles is None:
+            raise self.spec_error("number of tiles must be specified", field="tiles")
+        if self.p.tiles <= 0:
+            raise self.spec_error(f"number of tiles must be positive, got {self.p.tiles}",
+                                  field="tiles")
+        self.tiles = self.p.tiles
+        self.outer, self.inner = math.prod(shape[:axis]), math.prod(shape[axis:])
+        self.bottom_shape = shape
+        return [shape[:axis] + (shape[axis] * self.tiles,) + shape[axis + 1:]]
+
+    def forward(self, bottom, top):
+        y = top[0].data.reshape(self.outer, self.tiles, self.inner)
+        y[...] = bottom[0].data.reshape(self.outer, 1, self.inner)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dy = top[0].diff.reshape(self.outer, self.tiles, self.inner)
+            dy.sum(axis=1, out=bottom[0].diff.reshape(self.outer, self.inner))

@@ -1,0 +1,152 @@
+"""Data-layer messages: Input, Data, DummyData, MemoryData, ImageData, WindowData, HDF5Data,
+HDF5Output.
+
+Field for field as in ``caffe.proto``, with Caffe's defaults."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from ..base import Message, Repeated
+from .common import BlobShape, FillerParameter
+
+
+class InputParameter(Message):
+    shape: Repeated[BlobShape] = Field(default_factory=list)
+
+
+class DataParameter(Message):
+    """Caffe's DataParameter plus netspec's ``split`` and ``shuffle`` for built-in/npz sources.
+
+    ``source``: ``builtin:mnist``, a ``.npz`` with arrays ``data`` and ``label``, a directory
+    holding MNIST IDX files, or a Caffe LevelDB or LMDB of Datum records (``backend``).
+    ``shuffle`` (netspec): reshuffle the order every epoch (Caffe's Data layer reads in file
+    order, which is the default here too).
+    """
+
+    source: str
+    batch_size: int = Field(gt=0)
+    rand_skip: int = 0
+    backend: Literal["LEVELDB", "LMDB"] = "LEVELDB"
+    scale: float = 1.0
+    mean_file: Optional[str] = None
+    crop_size: int = 0
+    mirror: bool = False
+    force_encoded_color: bool = False
+    prefetch: int = 4
+    split: Literal["train", "test"] = "train"
+    shuffle: bool = False
+    limit: int = Field(default=0, ge=0, description="netspec: use only the first N records (0 = all)")
+    offset: int = Field(default=0, ge=0, description="netspec: skip the first N records")
+
+
+class DummyDataParameter(Message):
+    """``dummy_data_param`` (109): tops of fixed shapes filled by fillers.
+
+    ``shape`` (one for all tops or one per top), or the legacy 4-D ``num``/``channels``/
+    ``height``/``width`` (each given once or once per top). ``data_filler``: none (constant 0),
+    one for all tops, or one per top.
+    """
+
+    data_filler: Repeated[FillerParameter] = Field(default_factory=list)
+    shape: Repeated[BlobShape] = Field(default_factory=list)
+    num: Repeated[int] = Field(default_factory=list)
+    channels: Repeated[int] = Field(default_factory=list)
+    height: Repeated[int] = Field(default_factory=list)
+    width: Repeated[int] = Field(default_factory=list)
+
+
+class MemoryDataParameter(Message):
+    """``memory_data_param`` (119): batches of (data, label) from arrays set in Python."""
+
+    batch_size: int = Field(default=0, ge=0)
+    channels: int = Field(default=0, ge=0)
+    height: int = Field(default=0, ge=0)
+    width: int = Field(default=0, ge=0)
+
+
+class ImageDataParameter(Message):
+    """``image_data_param`` (115): images listed in a text file, one ``path label`` a line.
+
+    ``source`` is required (Caffe's has no usable default). ``new_height``/``new_width``: resize
+    every image (both or neither). ``is_color``: 3 planes (B, G, R) or 1 (grey). ``root_folder``
+    is prepended to each listed path, as a string (Caffe: ``root_folder + path``). ``scale``,
+    ``mean_file``, ``crop_size`` and ``mirror`` are Caffe's deprecated copies of
+    ``transform_param``'s; netspec reads them when ``transform_param`` does not set them.
+    """
+
+    source: str
+    batch_size: int = Field(default=1, gt=0)
+    rand_skip: int = Field(default=0, ge=0)
+    shuffle: bool = False
+    new_height: int = Field(default=0, ge=0)
+    new_width: int = Field(default=0, ge=0)
+    is_color: bool = True
+    scale: float = 1.0
+    mean_file: Optional[str] = None
+    crop_size: int = Field(default=0, ge=0)
+    mirror: bool = False
+    root_folder: str = ""
+
+
+class WindowDataParameter(Message):
+    """``window_data_param`` (129): windows (boxes) of images listed in an R-CNN window file.
+
+    ``source`` (the window file) and ``batch_size`` are required. Each batch holds
+    ``int(batch_size · fg_fraction)`` foreground windows (overlap ≥ ``fg_threshold``, their
+    class) after the background ones (overlap < ``bg_threshold``, label 0), drawn at random.
+    ``crop_mode``: ``warp`` stretches the window to crop_size×crop_size, ``square`` first
+    widens its shorter side; ``context_pad`` pixels of the output are context around the
+    window. ``scale`` multiplies the mean-subtracted pixels (Caffe's WindowData reads this one,
+    not ``transform_param.scale``). ``cache_images`` keeps decoded images in memory.
+    ``mean_file``, ``crop_size`` and ``mirror`` are Caffe's deprecated copies of
+    ``transform_param``'s; netspec reads them when ``transform_param`` does not set them.
+    """
+
+    source: str
+    scale: float = 1.0
+    mean_file: Optional[str] = None
+    batch_size: int = Field(gt=0)
+    crop_size: int = Field(default=0, ge=0)
+    mirror: bool = False
+    fg_threshold: float = 0.5
+    bg_threshold: float = 0.5
+    fg_fraction: float = Field(default=0.25, ge=0, le=1)
+    context_pad: int = Field(default=0, ge=0)
+    crop_mode: Literal["warp", "square"] = "warp"
+    cache_images: bool = False
+    root_folder: str = ""
+
+
+class HDF5DataParameter(Message):
+    """``hdf5_data_param`` (112): ``source`` is a text file listing .h5 files, one per line."""
+
+    source: str
+    batch_size: int = Field(gt=0)
+    shuffle: bool = False
+
+
+class HDF5OutputParameter(Message):
+    """``hdf5_output_param`` (113): ``file_name``, the .h5 file HDF5Output writes (relative to
+    the net file's folder). Caffe's field has no usable default (an empty name fails to open), so
+    netspec requires it."""
+
+    file_name: str
+
+
+#: the Caffe layer types of this family
+TYPES = ("Input", "Data", "DummyData", "MemoryData", "ImageData", "WindowData", "HDF5Data", "HDF5Output",)
+
+#: the layer-specific blocks this family adds to LayerParameter: field name -> message
+BLOCKS: dict[str, type[Message]] = {
+    "input_param": InputParameter,
+    "data_param": DataParameter,
+    "dummy_data_param": DummyDataParameter,
+    "memory_data_param": MemoryDataParameter,
+    "image_data_param": ImageDataParameter,
+    "window_data_param": WindowDataParameter,
+    "hdf5_data_param": HDF5DataParameter,
+    "hdf5_output_param": HDF5OutputParameter,
+}

@@ -1,0 +1,57 @@
+"""Softmax, loss and Accuracy messages (``loss_param`` itself is common to every layer).
+
+Field for field as in ``caffe.proto``, with Caffe's defaults."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from ..base import Message
+from .common import Engine
+
+
+class SoftmaxParameter(Message):
+    engine: Engine = "DEFAULT"
+    axis: int = 1
+
+
+class AccuracyParameter(Message):
+    top_k: int = Field(default=1, gt=0)
+    axis: int = 1
+    ignore_label: Optional[int] = None
+
+
+class HingeLossParameter(Message):
+    """``hinge_loss_param`` (114): L1 or squared (L2) hinge."""
+
+    norm: Literal["L1", "L2"] = "L1"
+
+
+class InfogainLossParameter(Message):
+    """``infogain_loss_param`` (116): ``source`` = a BlobProto file holding H (C×C), when H is
+    not given as a third bottom; softmax ``axis``."""
+
+    source: str | None = None
+    axis: int = 1
+
+
+class ContrastiveLossParameter(Message):
+    """``contrastive_loss_param`` (105)."""
+
+    margin: float = 1.0
+    legacy_version: bool = False
+
+
+#: the Caffe layer types of this family
+TYPES = ("Softmax", "SoftmaxWithLoss", "EuclideanLoss", "Accuracy", "SigmoidCrossEntropyLoss", "HingeLoss", "InfogainLoss", "ContrastiveLoss", "MultinomialLogisticLoss",)
+
+#: the layer-specific blocks this family adds to LayerParameter: field name -> message
+BLOCKS: dict[str, type[Message]] = {
+    "softmax_param": SoftmaxParameter,
+    "accuracy_param": AccuracyParameter,
+    "hinge_loss_param": HingeLossParameter,
+    "infogain_loss_param": InfogainLossParameter,
+    "contrastive_loss_param": ContrastiveLossParameter,
+}

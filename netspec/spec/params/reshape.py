@@ -1,0 +1,51 @@
+"""Shape messages: Flatten, Reshape, Crop, Tile.
+
+Field for field as in ``caffe.proto``, with Caffe's defaults."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field, NonNegativeInt
+
+from ..base import Message, Repeated
+from .common import BlobShape
+
+
+class FlattenParameter(Message):
+    axis: int = 1
+    end_axis: int = -1
+
+
+class ReshapeParameter(Message):
+    """``Reshape``: new ``shape`` for axes [axis, axis + num_axes) (0 = copy, -1 = infer)."""
+
+    shape: Optional[BlobShape] = None
+    axis: int = 0
+    num_axes: int = -1
+
+
+class CropParameter(Message):
+    """``Crop``: crop bottom 0 to bottom 1's shape from ``axis`` on, at ``offset``."""
+
+    axis: int = 2
+    offset: Repeated[NonNegativeInt] = Field(default_factory=list)
+
+
+class TileParameter(Message):
+    """``Tile``: repeat the blob ``tiles`` times along ``axis``."""
+
+    axis: int = 1
+    tiles: Optional[int] = None
+
+
+#: the Caffe layer types of this family
+TYPES = ("Flatten", "Reshape", "Crop", "Tile",)
+
+#: the layer-specific blocks this family adds to LayerParameter: field name -> message
+BLOCKS: dict[str, type[Message]] = {
+    "flatten_param": FlattenParameter,
+    "reshape_param": ReshapeParameter,
+    "crop_param": CropParameter,
+    "tile_param": TileParameter,
+}
