@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 
@@ -17,34 +19,66 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-#: (COL_CHUNK_BYTES, ROW_LAYOUT_MIN_RUN, TRANSPOSED_BACKWARD, SPLIT_DW_MAX_WEIGHTS,
-#: COL2IM_BACKWARD, KERNEL_ROWS, PAIR_TRANSPOSED_MIN_COLUMNS and _ASPECT): one sample or the
-#: whole batch per chunk; NHWC "rows" or NCHW "columns" im2col layout; stride-1 bottom diffs
-#: as a transposed convolution or not, and then
-#: by col2im or per-tap products; per-sample or whole-chunk weight-gradient GEMMs; rows as
-#: columns along W with one GEMM per kernel row (one group, stride_h 1) or not, and then their
-#: weight products as colsᵀ @ zᵀ (chunk1_krows_transposed) or z @ cols (whole_krows_col2im)
-CONV_LAYOUTS = {"chunk1_krows_transposed": (1, 0, True, 0, True, True, 0),
-                "chunk1_cols_col2im_split": (1, 10**9, False, 10**9, True, True, 0),
-                "whole_rows_taps_split": (1 << 40, 0, False, 10**9, False, False, 0),
-                "whole_krows_col2im": (1 << 40, 0, False, 0, True, True, 10**9),
-                "whole_cols_transposed": (1 << 40, 10**9, True, 0, True, True, 0)}
+#: the convolution code paths the ``layout`` fixture runs (``ConvTuning`` fields): one sample or
+#: the whole batch per chunk; NHWC "rows" or NCHW "columns" im2col layout; stride-1 bottom diffs
+#: as a transposed convolution or not, and then by col2im or per-tap products; per-sample or
+#: whole-chunk weight-gradient GEMMs; columns along W with one GEMM per kernel row (one group,
+#: stride_h 1) or not, and then their weight products as colsᵀ @ zᵀ or z @ cols
+CONV_LAYOUTS = {
+    "chunk1_krows_transposed": dict(col_chunk_bytes=1, row_layout_min_run=0,
+                                    transposed_backward=True, split_dw_max_weights=0,
+                                    col2im_backward=True, kernel_rows=True,
+                                    pair_transposed_min_columns=0),
+    "chunk1_cols_col2im_split": dict(col_chunk_bytes=1, row_layout_min_run=10**9,
+                                     transposed_backward=False, split_dw_max_weights=10**9,
+                                     col2im_backward=True, kernel_rows=True,
+                                     pair_transposed_min_columns=0),
+    "whole_rows_taps_split": dict(col_chunk_bytes=1 << 40, row_layout_min_run=0,
+                                  transposed_backward=False, split_dw_max_weights=10**9,
+                                  col2im_backward=False, kernel_rows=False,
+                                  pair_transposed_min_columns=0),
+    "whole_krows_col2im": dict(col_chunk_bytes=1 << 40, row_layout_min_run=0,
+                               transposed_backward=True, split_dw_max_weights=0,
+                               col2im_backward=True, kernel_rows=True,
+                               pair_transposed_min_columns=10**9),
+    "whole_cols_transposed": dict(col_chunk_bytes=1 << 40, row_layout_min_run=10**9,
+                                  transposed_backward=True, split_dw_max_weights=0,
+                                  col2im_backward=True, kernel_rows=True,
+                                  pair_transposed_min_columns=0),
+}
+
+
+def _tuning_fixture(module):
+    """Yield a setter of ``module``'s tuning fields for one test; the defaults come back after."""
+    original = module.tuning()
+
+    def set_fields(**fields):
+        module.use_tuning(dataclasses.replace(module.tuning(), **fields))
+
+    yield set_fields
+    module.use_tuning(original)
+
+
+@pytest.fixture
+def conv_tuning():
+    """``conv_tuning(col_chunk_bytes=..., ...)``: set convolution tuning fields for one test."""
+    from netspec.layers import conv_columns
+
+    yield from _tuning_fixture(conv_columns)
+
+
+@pytest.fixture
+def pool_tuning():
+    """``pool_tuning(chunk_bytes=..., ...)``: set Pooling tuning fields for one test."""
+    from netspec.layers import pool
+
+    yield from _tuning_fixture(pool)
 
 
 @pytest.fixture(params=list(CONV_LAYOUTS))
-def layout(request, monkeypatch):
-    """Run a Convolution-machinery test under each code path of netspec/layers/conv.py."""
-    from netspec.layers import conv as conv_module
-
-    chunk_bytes, min_run, transposed, split, col2im, krows, pair_t = CONV_LAYOUTS[request.param]
-    monkeypatch.setattr(conv_module, "COL_CHUNK_BYTES", chunk_bytes)
-    monkeypatch.setattr(conv_module, "ROW_LAYOUT_MIN_RUN", min_run)
-    monkeypatch.setattr(conv_module, "TRANSPOSED_BACKWARD", transposed)
-    monkeypatch.setattr(conv_module, "TRANSPOSED_MAX_GROWTH", 10.0**9)
-    monkeypatch.setattr(conv_module, "TRANSPOSED_MIN_CHANNELS", 1)
-    monkeypatch.setattr(conv_module, "SPLIT_DW_MAX_WEIGHTS", split)
-    monkeypatch.setattr(conv_module, "COL2IM_BACKWARD", col2im)
-    monkeypatch.setattr(conv_module, "KERNEL_ROWS", krows)
-    monkeypatch.setattr(conv_module, "PAIR_TRANSPOSED_MIN_COLUMNS", pair_t)
-    monkeypatch.setattr(conv_module, "PAIR_TRANSPOSED_MIN_ASPECT", pair_t)
+def layout(request, conv_tuning):
+    """Run a Convolution-machinery test under each code path of ``netspec/layers/conv_columns``."""
+    layout = dict(CONV_LAYOUTS[request.param])
+    layout["pair_transposed_min_aspect"] = layout["pair_transposed_min_columns"]
+    conv_tuning(transposed_max_growth=10.0**9, transposed_min_channels=1, **layout)
     return request.param

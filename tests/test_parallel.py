@@ -23,9 +23,8 @@ from gradcheck import forward_backward, make_layer, rand
 from netspec import parallel
 from netspec.backend import Backend, get_backend
 from netspec.errors import NetspecError
-from netspec.layers import conv as conv_module
-from netspec.layers import pool as pool_module
-from test_layers_conv_pool import CONV_CASES, POOL_CASES, conv_spec, pool_spec
+from netspec.layers.conv_columns import SplitColumns
+from conv_pool_cases import CONV_CASES, POOL_CASES, conv_spec, pool_spec
 
 N = 5          # uneven ranges for 2 and 3 threads
 
@@ -187,7 +186,7 @@ def test_convolution_split_over_threads(case, threads, layout):
     shape, p = CONV_CASES[case]
     shape = (N,) + shape[1:]
     (one, (y1, dx1, dp1)), (many, (yT, dxT, dpT)) = both(conv_spec(**p), shape, threads)
-    assert isinstance(many.conv, conv_module.SplitColumns)
+    assert isinstance(many.conv, SplitColumns)
     assert [n for _, n in many.conv.ranges] == [n for _, n in parallel.split(N, threads)]
     np.testing.assert_array_equal(yT[0], y1[0])            # per-sample work: same values
     np.testing.assert_array_equal(dxT[0], dx1[0])
@@ -199,7 +198,7 @@ def test_deconvolution_split_over_threads():
     spec = conv_spec(num_output=3, kernel_size=3, stride=2, pad=1)
     spec["type"] = "Deconvolution"
     (one, (y1, dx1, dp1)), (many, (yT, dxT, dpT)) = both(spec, (N, 4, 4, 5), 2)
-    assert isinstance(many.conv, conv_module.SplitColumns)
+    assert isinstance(many.conv, SplitColumns)
     np.testing.assert_array_equal(yT[0], y1[0])
     np.testing.assert_array_equal(dxT[0], dx1[0])
     for a, b in zip(dpT, dp1):
@@ -210,13 +209,14 @@ def test_deconvolution_split_over_threads():
 @pytest.mark.parametrize("threads", [2, 3])
 @pytest.mark.parametrize("method", ["MAX", "AVE", "AVE_matrix"])
 @pytest.mark.parametrize("case", list(POOL_CASES))
-def test_pooling_split_over_threads(case, method, threads, chunk_bytes, monkeypatch):
+def test_pooling_split_over_threads(case, method, threads, chunk_bytes, monkeypatch,
+                                    pool_tuning):
     """Sample ranges per thread (MAX, AVE tap by tap: bit for bit) or the pooling matrix's GEMM
     split by rows (``AVE_matrix``, every product split) give the one-thread top and bottom
     diff."""
-    monkeypatch.setattr(pool_module, "POOL_CHUNK_BYTES", chunk_bytes)
+    pool_tuning(chunk_bytes=chunk_bytes)
     matrix = method == "AVE_matrix"
-    monkeypatch.setattr(pool_module, "AVE_MATRIX_MAX_CELLS_PER_TAP", 10**9 if matrix else 0)
+    pool_tuning(ave_matrix_max_cells_per_tap=10**9 if matrix else 0)
     monkeypatch.setattr(parallel, "SPLIT_MIN_MACS", 0)
     shape, p = POOL_CASES[case]
     shape = (N,) + shape[1:]

@@ -27,6 +27,7 @@ from ..data.sources import resolve_file
 from ..errors import ShapeError, SpecError
 from ..fillers import fill
 from ..spec.params import LAYER_PARAM_BLOCKS
+from ..spec.params.conv import spatial_pair
 
 
 def samples_per_chunk(N: int, per_sample_bytes: int, budget_bytes: int) -> int:
@@ -102,6 +103,13 @@ class Layer(abc.ABC):
             raise self.error(f"needs a '{self.param_block}' block", field=self.param_block) from None
 
     # -- helpers for subclasses ------------------------------------------------------------
+
+    def spatial_pair(self, values, h, w, name: str, default) -> tuple[int, int]:
+        """``spatial_pair`` of this layer's block, its error as a spec error naming ``name``."""
+        try:
+            return spatial_pair(values, h, w, name, default)
+        except ValueError as e:
+            raise self.spec_error(str(e), field=name) from None
 
     @property
     def net_dir(self) -> Optional[Path]:

@@ -35,7 +35,7 @@ of samples. NumPy pays per contiguous run, so taps avoid short strided rows wher
   Wq − Wo extra columns per row are computed and dropped; their top diff is kept at zero so
   nothing leaks back through them).
 
-AVE pooling of small planes (H·W ≤ ``AVE_MATRIX_MAX_CELLS_PER_TAP`` · kh·kw, e.g. CIFAR-10
+AVE pooling of small planes (H·W ≤ ``PoolTuning.ave_matrix_max_cells_per_tap`` · kh·kw, e.g. CIFAR-10
 quick's 16×16 and 8×8 planes) skips all of this: being linear, it is one GEMM with the pooling
 matrix P (H·W, Ho·Wo), y = x @ P over the N·C planes, and dx = dy @ Pᵀ (``_ave_matrix``); the
 dense product does more adds than the taps but at BLAS speed. (A non-finite input then turns
@@ -50,7 +50,7 @@ its winner: tap by tap when windows cannot overlap (direct layout), else with on
 maxima only (one ``maximum`` per tap instead of four array operations); should a backward
 follow anyway (``netspec time --phase TEST``), it first recomputes the winners from the bottom.
 
-Both passes run over chunks of samples (``POOL_CHUNK_BYTES`` of bottom per chunk), so that the
+Both passes run over chunks of samples (``PoolTuning.chunk_bytes`` of bottom per chunk), so that the
 dozen whole-array operations per tap work on data that stays in the CPU cache instead of
 streaming the whole batch from memory each time. With several CPU threads (``parallel.py``)
 the batch is split into one contiguous sample range per thread, each running its own chunks
@@ -60,6 +60,7 @@ in its own slot of the work buffers (slot k: work rows k·chunk … k·chunk + c
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy
 
@@ -70,15 +71,35 @@ from . import pool_cuda
 from .base import Layer, sample_chunks, samples_per_chunk
 from .registry import register
 
-#: bottom bytes per chunk of samples on the CPU (at least one sample per chunk)
-POOL_CHUNK_BYTES = 1 << 20
-#: CPU AVE pooling of planes of at most this many cells per kernel tap (H·W ≤ this · kh·kw,
-#: and a matrix of at most AVE_MATRIX_MAX_ELEMENTS) is one GEMM with the pooling matrix; the
-#: dense product does H·W/(kh·kw) times the adds of the taps but at BLAS speed: CIFAR-10 quick
-#: pool2 (16×16 planes, 3×3) 3.1 + 4.5 -> 1.2 + 1.1 ms, pool3 (8×8) 2.4 + 3.6 -> 0.2 + 0.2;
-#: 32×32 planes would take 17 + 16 ms (``bench/NOTES.md``, session 15)
-AVE_MATRIX_MAX_CELLS_PER_TAP = 32
-AVE_MATRIX_MAX_ELEMENTS = 1 << 20
+@dataclass(frozen=True)
+class PoolTuning:
+    """The CPU code-path choices of Pooling, measured (``bench/NOTES.md``). Tests run every
+    path through the ``pool_tuning`` fixture (``tests/conftest.py``)."""
+
+    #: bottom bytes per chunk of samples on the CPU (at least one sample per chunk)
+    chunk_bytes: int = 1 << 20
+    #: AVE pooling of planes of at most this many cells per kernel tap (H·W ≤ this · kh·kw, and
+    #: a matrix of at most ``ave_matrix_max_elements``) is one GEMM with the pooling matrix: the
+    #: dense product does H·W/(kh·kw) times the adds of the taps but at BLAS speed (CIFAR-10
+    #: quick pool2, 16×16 planes, 3×3: 3.1 + 4.5 -> 1.2 + 1.1 ms; pool3, 8×8: 2.4 + 3.6 ->
+    #: 0.2 + 0.2; 32×32 planes would take 17 + 16 ms)
+    ave_matrix_max_cells_per_tap: int = 32
+    ave_matrix_max_elements: int = 1 << 20
+
+
+_tuning = PoolTuning()
+
+
+def tuning() -> PoolTuning:
+    """The tuning the next Pooling layer set up will use."""
+    return _tuning
+
+
+def use_tuning(new: PoolTuning) -> PoolTuning:
+    """Make ``new`` the tuning of Pooling layers set up from now on; returns the previous one."""
+    global _tuning
+    old, _tuning = _tuning, new
+    return old
 
 
 def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool, any_pad: bool) -> int:
@@ -116,23 +137,14 @@ class Pooling(Layer):
                 raise self.spec_error("with global_pooling: true the kernel size cannot be "
                                       "specified", field="kernel_size")
             kh, kw = H, W
-        elif p.kernel_size is not None:
-            if p.kernel_h is not None or p.kernel_w is not None:
-                raise self.spec_error("either kernel_size or kernel_h/kernel_w should be "
-                                      "specified; not both", field="kernel_size")
-            kh = kw = p.kernel_size
-        elif p.kernel_h is not None and p.kernel_w is not None:
-            kh, kw = p.kernel_h, p.kernel_w
         else:
-            raise self.spec_error("kernel_size or kernel_h and kernel_w are required",
-                                  field="kernel_size")
-        if (p.pad_h is None) != (p.pad_w is None):
-            raise self.spec_error("pad_h and pad_w must be given together", field="pad_h")
-        if (p.stride_h is None) != (p.stride_w is None):
-            raise self.spec_error("stride_h and stride_w must be given together",
-                                  field="stride_h")
-        ph, pw = (p.pad_h, p.pad_w) if p.pad_h is not None else (p.pad, p.pad)
-        sh, sw = (p.stride_h, p.stride_w) if p.stride_h is not None else (p.stride, p.stride)
+            kh, kw = self.spatial_pair(p.kernel_size, p.kernel_h, p.kernel_w, "kernel_size",
+                                       None)
+        # pad and stride default to 0 and 1, so their scalar form yields to an _h/_w pair
+        pad = None if p.pad_h is not None else p.pad
+        stride = None if p.stride_h is not None else p.stride
+        ph, pw = self.spatial_pair(pad, p.pad_h, p.pad_w, "pad", 0)
+        sh, sw = self.spatial_pair(stride, p.stride_h, p.stride_w, "stride", 1)
         if kh <= 0 or kw <= 0:
             raise self.spec_error("kernel dimensions must be positive", field="kernel_size")
         if sh <= 0 or sw <= 0:
@@ -170,8 +182,8 @@ class Pooling(Layer):
         self._argmax_stale = False     # True after a forward that kept the maxima only
         self._matrix = None
         if (not self.is_max and not self.is_global
-                and H * W <= AVE_MATRIX_MAX_CELLS_PER_TAP * kh * kw
-                and H * W * Ho * Wo <= AVE_MATRIX_MAX_ELEMENTS):
+                and H * W <= _tuning.ave_matrix_max_cells_per_tap * kh * kw
+                and H * W * Ho * Wo <= _tuning.ave_matrix_max_elements):
             self._matrix = self._ave_matrix()
         if self._matrix is not None:
             return [(N, C, Ho, Wo)] * self.n_tops
@@ -180,7 +192,8 @@ class Pooling(Layer):
         threads = self.threads if work_cells >= parallel.SPLIT_MIN_ELEMENTS else 1
         self._ranges = parallel.split(N, threads)
         longest = max(count for _, count in self._ranges)
-        self._chunk = samples_per_chunk(longest, C * H * W * itemsize, POOL_CHUNK_BYTES)
+        self._chunk = samples_per_chunk(longest, C * H * W * itemsize,
+                                        _tuning.chunk_bytes)
         n = self._chunk * len(self._ranges)          # work rows: one slot per range
         self._plan_layout(n)
         work = (n, C, Ho, Wo) if self._direct else (n, C, Ho * self._Wq)

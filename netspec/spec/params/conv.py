@@ -40,3 +40,28 @@ TYPES = ("Convolution", "Deconvolution", "Im2col",)
 BLOCKS: dict[str, type[Message]] = {
     "convolution_param": ConvolutionParameter,
 }
+
+
+def spatial_pair(values, h, w, name: str, default: int | None) -> tuple[int, int]:
+    """Caffe's (h, w) of a 2-D size field (Convolution's and Pooling's kernel_size, pad, stride,
+    dilation): one value for both dims (a scalar or a 1-list), h then w (a 2-list), or the
+    field's ``_h``/``_w`` pair; ``default`` for both when nothing is set (None: required).
+    Raises ValueError naming the field when the forms are mixed or incomplete."""
+    if values is None:
+        values = []
+    elif not isinstance(values, (list, tuple)):
+        values = [values]
+    values = [int(v) for v in values]
+    if h is not None or w is not None:
+        if values:
+            raise ValueError(f"either {name} or its _h/_w pair should be specified; not both")
+        if h is None or w is None:
+            raise ValueError(f"the _h and _w forms of {name} must be given together")
+        return int(h), int(w)
+    if not values:
+        if default is None:
+            raise ValueError(f"{name} (or its _h and _w pair) is required")
+        return default, default
+    if len(values) in (1, 2):
+        return values[0], values[-1]
+    raise ValueError(f"{name} takes 1 or 2 values for 2-D blobs, got {len(values)}")
