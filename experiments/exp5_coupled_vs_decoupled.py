@@ -15,7 +15,7 @@ batch-mean loss at the same lr: netspec's SoftmaxWithLoss (VALID = batch mean, C
 default) barely moves at lr 0.001 in 20 epochs. A fourth group therefore runs plain SGD with
 --set layer.loss.loss_param.normalization=NONE (the summed loss: the seed's gradient).
 
-    python bench/experiments/exp5_coupled_vs_decoupled.py  # 13 runs, ~1 min each on 2 cores
+    python experiments/exp5_coupled_vs_decoupled.py  # 13 runs, ~1 min each on 2 cores
 
 e.g. netspec train solvers/mlp.yaml --set display=200 --set regularization_type=decoupled \
          --set weight_decay=1e-06 --log-dir runs/experiments/exp5/sgd_decoupled
