@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from netspec.backend import get_backend, to_numpy
+from netspec.graph import filter_phase
 from netspec.log import CaffeLog
 from netspec.net import Net
 from netspec.solvers import Solver
 from netspec.spec import load_net, parse_net
+from netspec.spec.params import NetState
 from netspec.spec.solver import SolverParameter
 from netspec.spec.yaml_lines import load_yaml
 
@@ -27,23 +29,23 @@ NETS = {
 }
 
 
-def _included(layer: dict, phase: str) -> bool:
-    inc, exc = as_list(layer.get("include")), as_list(layer.get("exclude"))
-    if inc and not any(r.get("phase", phase) == phase for r in inc):
-        return False
-    return not any(r.get("phase") == phase for r in exc)
-
-
 def bench_net(name: str, phase: str = "TRAIN", batch: int | None = None) -> dict:
-    """The net's ``phase`` layers as plain dicts, Data layers replaced by Input layers."""
+    """The layers of net ``name`` that netspec builds for ``phase`` (its own include/exclude rules:
+    phase, level, stages, with the net file's ``state``), as plain dicts, Data layers replaced by
+    Input layers."""
     raw, _ = load_yaml(NETS[name])
-    layers = [copy.deepcopy(lay) for lay in raw["layer"] if _included(lay, phase)]
+    param = load_net(NETS[name])
+    state = NetState(phase=phase, level=param.state.level, stage=list(param.state.stage))
+    layers = [copy.deepcopy(raw["layer"][d.index]) for d in filter_phase(param, state)]
+    for lay in layers:   # applied: the bench net is built without the file's state
+        for key in ("include", "exclude", "phase"):
+            lay.pop(key, None)
     shapes = None
     out = []
     for lay in layers:
         if lay["type"] == "Data":
             if shapes is None:   # the data tops' shapes, from netspec's own Data layer
-                net = Net(load_net(NETS[name]), phase)
+                net = Net(param, phase)
                 shapes = {k: b.shape for k, b in net.blobs.items()}
             tops = as_list(lay["top"])
             dims = [list(shapes[t]) for t in tops]
