@@ -1,8 +1,9 @@
 """netspec vs PyTorch: one full training iteration of the same network, same weights, same data.
 
-For each network the TRAIN-phase layers of its netspec YAML are taken, the Data layers replaced
-by Input layers of the same top shapes (both frameworks then see one fixed synthetic batch, and
-neither pays for data loading), and the same net is built twice:
+For each network the layers netspec builds for the TRAIN phase of its YAML are taken (netspec's
+own include/exclude rules), the Data layers replaced by Input layers of the same top shapes
+(both frameworks then see one fixed synthetic batch, and neither pays for data loading), and
+the same net is built twice:
 
 * netspec: ``Solver.step_once()`` (clear diffs, forward, backward, coupled-L2 SGD-momentum update,
   finiteness check);
@@ -30,17 +31,17 @@ At 2 threads each framework's idle worker threads keep spinning for a while afte
 in blocks of K timed steps instead, each after a ``--settle`` pause and one untimed step: the
 steady state of a run of one framework (``bench/NOTES.md`` compares the two schedules).
 
-FLOPs: forward multiply-adds of Convolution and InnerProduct layers, × 2 (mul + add) × 3
-(forward, weight gradient, input gradient: the brief's convention, which counts the input
-gradient of the first layer although no framework computes it). Peak: the median time of a
+FLOPs (``netspec.tools.flops``): forward multiply-adds of Convolution and InnerProduct layers,
+× 2 (mul + add) × 3 (forward, weight gradient, input gradient; this counts the input gradient
+of the first layer although no framework computes it). Peak: the median time of a
 1024×1024 float32 matmul through NumPy at the same thread count (4096² with CuPy on --gpu).
 
 Memory (CPU): each framework runs a few iterations in its own fresh subprocess (same threads).
-After its imports the child takes its resident set size (VmRSS) as the baseline, resets the
-kernel's high-water mark (``echo 5 > /proc/self/clear_refs``), builds its net (parameters,
-optimizer state, buffers), trains, and reports VmHWM − baseline: everything the framework
-touches (arrays, tensors, BLAS/oneDNN scratch, Python objects), with import costs left out
-on both sides. On --gpu: allocator high-water marks (CuPy's memory pool, torch's
+The child imports only its own framework, then takes its resident set size (VmRSS) as the
+baseline, resets the kernel's high-water mark (``echo 5 > /proc/self/clear_refs``), builds its
+net (parameters, optimizer state, buffers), trains, and reports VmHWM − baseline: everything
+the framework touches (arrays, tensors, BLAS/oneDNN scratch, Python objects), with import
+costs left out on both sides. On --gpu: allocator high-water marks (CuPy's memory pool, torch's
 max_memory_reserved), each allocator holding only its own framework's arrays.
 
     python bench/bench.py                          # all nets, 1 and 2 threads, 200 iterations
@@ -51,7 +52,7 @@ max_memory_reserved), each allocator holding only its own framework's arrays.
 
 Run it with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (``env -u OPENBLAS_CORETYPE -u
 OPENBLAS_L2_SIZE python bench/bench.py``): they force an older OpenBLAS kernel. The kernel
-threadpoolctl reports is printed.
+threadpoolctl reports is printed. Which module does what: ``bench/__init__.py``.
 """
 
 from __future__ import annotations
