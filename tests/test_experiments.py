@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from netspec.log import CaffeLog
 from netspec.solvers import Solver
@@ -38,11 +39,6 @@ DOCS_NAMING_SCRIPTS = [ROOT / "docs" / "experiments.md", ROOT / "docs" / "solver
 def one_blas_thread():
     """Train with one BLAS thread: on a small shared machine OpenBLAS's default of one thread
     per core made these small matmuls several times slower."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
     with threadpool_limits(1):
         yield
 
