@@ -97,7 +97,7 @@ def main(argv=None) -> int:
         print("warning: OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are set and pin an older OpenBLAS "
               "kernel; rerun with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`", file=sys.stderr)
     if a.gpu:
-        # torch: the optional `compare` extra, kept out of the netspec and NumPy memory children
+        # torch is optional (the `compare` extra): loaded when used, not when bench modules are imported
         import torch  # noqa: PLC0415
 
         torch.backends.cuda.matmul.allow_tf32 = False

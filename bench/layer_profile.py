@@ -18,7 +18,7 @@ from bench.torch_model import torch_inputs, torch_model, torch_optimizer
 def profile(names: list[str], threads: int, iters: int) -> str:
     """Per-layer forward/backward ms of netspec (``netspec time``'s timer), the solver's update
     and check, and torch's top operators over the same number of iterations."""
-    # torch: the optional `compare` extra (its profiler is part of it)
+    # torch is optional (the `compare` extra): loaded when used, not when bench modules are imported
     import torch  # noqa: PLC0415
 
     lines = []

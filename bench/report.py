@@ -70,7 +70,7 @@ def checks(rows: list[dict]) -> str:
 
 
 def environment(gpu: bool) -> str:
-    # torch: the optional `compare` extra, kept out of the netspec and NumPy memory children
+    # torch is optional (the `compare` extra): loaded when used, not when bench modules are imported
     import torch  # noqa: PLC0415
 
     load = os.getloadavg()

@@ -49,7 +49,9 @@ def alternation(names: list[str], iters: int, block: int, settle: float):
 
 def bench_one(name: str, threads: int, iters: int, warmup: int, gpu: bool, mem: bool,
               tmpdir: str, block: int = 1, settle: float = 0.0) -> dict:
-    # torch: the optional `compare` extra, kept out of the netspec and NumPy memory children
+    """Net ``name`` at ``threads`` threads: median, IQR and thread CPU ms per step of each
+    framework, the losses that check the translation, FLOPs, the GEMM peak and peak memory."""
+    # torch is optional (the `compare` extra): loaded when used, not when bench modules are imported
     import torch  # noqa: PLC0415
 
     device = "cuda" if gpu else "cpu"
@@ -135,7 +137,7 @@ def lenet_run_estimate(threads: int, iters: int, warmup: int, block: int = 1,
                        settle: float = 0.0) -> dict:
     """ms per training iteration and per test pass (test_iter batches of 100, Accuracy on),
     for torch and netspec, and the 10,000-iteration run they imply (tests at 0, 500, …, 10000)."""
-    # torch: the optional `compare` extra, kept out of the netspec and NumPy memory children
+    # torch is optional (the `compare` extra): loaded when used, not when bench modules are imported
     import torch  # noqa: PLC0415
 
     spec = bench_net("lenet")

@@ -29,7 +29,7 @@ def torch_model(spec: dict, weights: dict[str, np.ndarray], device: str = "cpu")
 
     forward(inputs: dict) -> (loss, blobs). Unsupported layer types raise NotImplementedError.
     """
-    # torch: the optional `compare` extra, kept out of the netspec and NumPy memory children
+    # torch is optional (the `compare` extra): loaded when used, not when bench modules are imported
     import torch  # noqa: PLC0415
     import torch.nn.functional as F  # noqa: PLC0415
     from torch import nn  # noqa: PLC0415
@@ -148,7 +148,7 @@ def torch_model(spec: dict, weights: dict[str, np.ndarray], device: str = "cpu")
 
 
 def torch_optimizer(model):
-    # torch: the optional `compare` extra, kept out of the netspec and NumPy memory children
+    # torch is optional (the `compare` extra): loaded when used, not when bench modules are imported
     import torch  # noqa: PLC0415
 
     groups = [{"params": [p], "lr": SOLVER["base_lr"] * lr, "weight_decay": SOLVER["weight_decay"] * dm}
@@ -160,7 +160,7 @@ def torch_optimizer(model):
 
 
 def torch_inputs(inputs: dict, device: str = "cpu") -> dict:
-    # torch: the optional `compare` extra, kept out of the netspec and NumPy memory children
+    # torch is optional (the `compare` extra): loaded when used, not when bench modules are imported
     import torch  # noqa: PLC0415
 
     return {k: torch.from_numpy(v.copy()).to(device) for k, v in inputs.items()}
