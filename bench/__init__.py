@@ -9,4 +9,5 @@
 * ``memory.py``: peak memory, each framework in a fresh subprocess;
 * ``layer_profile.py``: ``--profile``, per layer (netspec) and per operator (torch);
 * ``report.py``: the environment header and the Markdown tables.
+* ``shared.py``: solver settings and layer-dict helpers, importing no framework.
 """
