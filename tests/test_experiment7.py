@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from netspec.log import CaffeLog
 from netspec.solvers import Solver
@@ -32,11 +33,6 @@ CONV_DECAYED = ["layer.conv1.param.0.decay_mult=1"]
 
 @pytest.fixture(autouse=True)
 def one_blas_thread():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
     with threadpool_limits(1):
         yield
 

@@ -7,7 +7,7 @@ epsilon 1e-8), batch 100, 1,000 steps; wd 0.004 * tf.nn.l2_loss(W) on the two FC
 no decay and against Dropout 0.5 on FC1 without decay. Train / test accuracy on the first 1,000
 training / test images every 100 iterations (test nets 0 and 1).
 
-    python bench/experiments/exp7_fc_decay.py              # 7 runs, ~4 min each on 2 shared cores
+    python experiments/exp7_fc_decay.py              # 7 runs, ~4 min each on 2 shared cores
 
 runs the trainings
 

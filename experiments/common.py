@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from netspec.metrics import read_metrics  # noqa: E402
@@ -144,6 +144,7 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 def figure(**kw):
     """A headless matplotlib Figure (Agg canvas, no pyplot state)."""
+    # matplotlib is optional (the `plot` extra) and only the figures need it
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
 

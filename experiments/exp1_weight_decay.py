@@ -6,7 +6,7 @@
 weights). Train accuracy = test net 0 (the same 300 images), test accuracy = test net 1 (the
 10,000 test images), once per epoch.
 
-    python bench/experiments/exp1_weight_decay.py          # 2 runs, ~1 min each on 2 cores
+    python experiments/exp1_weight_decay.py          # 2 runs, ~1 min each on 2 cores
 
 runs the two trainings
 

@@ -11,7 +11,7 @@ third run per scale uses Caffe's default 1e-5 (--set layer.bnK.batch_norm_param.
     netspec train solvers/exp_batchnorm.yaml        --set layer.fc1.inner_product_param.weight_filler.std=S ... (fc1..fc6) --log-dir runs/experiments/exp4/bn_K
     netspec train solvers/exp_batchnorm_plain.yaml  --set layer.fc1.inner_product_param.weight_filler.std=S ... (fc1..fc6) --log-dir runs/experiments/exp4/plain_K
 
-    python bench/experiments/exp4_batchnorm.py             # 48 runs, ~2-5 s each on 2 cores
+    python experiments/exp4_batchnorm.py             # 48 runs, ~2-5 s each on 2 cores
 
 Writes docs/figures/exp4_batchnorm.png (4x4 grid: BN solid, BN with eps 1e-5 dotted,
 without dashed) and a Markdown

@@ -8,8 +8,8 @@ batches (same random_seed), so the rows differ only in the update rule and the d
 Matched strength: a decoupled run uses λ_dec = lr·λ_L2, the per-step shrink that coupled L2
 gives under plain SGD (netspec's decoupled shrink is W ← W·(1 − λ_dec·lr_t/base_lr)).
 
-    python bench/decay_experiment.py               # 1 epoch (600 iterations) per run
-    python bench/decay_experiment.py --iters 1200  # 2 epochs
+    python experiments/decay_experiment.py               # 1 epoch (600 iterations) per run
+    python experiments/decay_experiment.py --iters 1200  # 2 epochs
 
 Prints a Markdown table: final L2 norm of each layer's weight blob and of the fc1 weights that
 read always-blank pixels (no data gradient there: only the decay moves them), test accuracy and

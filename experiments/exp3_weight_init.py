@@ -13,7 +13,7 @@ own filler is He):
              variance 1/n_in, another distribution
 * He         msra: gaussian, std sqrt(2/n_in) (the file as it is)
 
-    python bench/experiments/exp3_weight_init.py          # 4 runs, ~15-30 s each on 2 cores
+    python experiments/exp3_weight_init.py          # 4 runs, ~15-30 s each on 2 cores
 
 e.g. the Xavier run is
 

@@ -4,7 +4,7 @@
 images, SGD lr 0.01, batch 100, no weight decay, 301 epochs = 903 iterations, with and
 without Dropout.
 
-    python bench/experiments/exp2_dropout.py               # 6 runs, ~1 min each on 2 cores
+    python experiments/exp2_dropout.py               # 6 runs, ~1 min each on 2 cores
 
 runs the two trainings
 

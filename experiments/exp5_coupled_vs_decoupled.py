@@ -15,7 +15,7 @@ batch-mean loss at the same lr: netspec's SoftmaxWithLoss (VALID = batch mean, C
 default) barely moves at lr 0.001 in 20 epochs. A fourth group therefore runs plain SGD with
 --set layer.loss.loss_param.normalization=NONE (the summed loss: the seed's gradient).
 
-    python bench/experiments/exp5_coupled_vs_decoupled.py  # 13 runs, ~1 min each on 2 cores
+    python experiments/exp5_coupled_vs_decoupled.py  # 13 runs, ~1 min each on 2 cores
 
 e.g. netspec train solvers/mlp.yaml --set display=200 --set regularization_type=decoupled \
          --set weight_decay=1e-06 --log-dir runs/experiments/exp5/sgd_decoupled
@@ -27,14 +27,20 @@ writes docs/figures/exp5_decay_norms.png (weight norm per layer over the iterati
 
 from __future__ import annotations
 
-import numpy as np
-
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+from threadpoolctl import threadpool_limits
+
 from common import ROOT, RUNS, arg_parser, figure, final_weights, rel_diff, save, series, train, train_events
+from netspec.backend import to_numpy
 from netspec.data.mnist import load_mnist
+from netspec.log import CaffeLog
+from netspec.solvers import Solver
+from netspec.spec import load_net, load_solver
+from netspec.spec.overrides import split_sets
 
 SOLVER = "solvers/mlp.yaml"
 LR, LAM, MU = 0.001, 0.001, 0.9
@@ -73,12 +79,6 @@ CONTROLS = [("sgdsum_l2", "sgdsum_l2_f64"), ("sgdsum_decoupled", "sgdsum_decoupl
 
 def train_float64(sets: list[str], out: Path, reuse: bool, plot_only: bool) -> dict[str, np.ndarray]:
     """Train solvers/mlp.yaml with these --set overrides in float64 (Python API, one process)."""
-    from netspec.backend import to_numpy  # noqa: PLC0415
-    from netspec.log import CaffeLog  # noqa: PLC0415
-    from netspec.solvers import Solver  # noqa: PLC0415
-    from netspec.spec import load_net, load_solver  # noqa: PLC0415
-    from netspec.spec.overrides import split_sets  # noqa: PLC0415
-
     if (reuse or plot_only) and out.exists():
         with np.load(out) as z:
             return {k: z[k] for k in z.files}
@@ -97,14 +97,6 @@ def train_float64(sets: list[str], out: Path, reuse: bool, plot_only: bool) -> d
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **w)
     return w
-
-
-def threadpool_limits(n: int) -> None:
-    try:
-        from threadpoolctl import threadpool_limits as limit  # noqa: PLC0415
-    except ImportError:
-        return
-    limit(n)
 
 
 def blank_pixels() -> np.ndarray:

@@ -6,7 +6,7 @@ The seeds' MLP (models/mlp.yaml) with solvers/exp_l1l2.yaml: plain SGD lr 0.1, b
 for each run the fraction of weights with |w| < 1e-3 per layer (at initialisation, std 0.01:
 8 %) and the test accuracy on the 10,000 test images.
 
-    python bench/experiments/exp6_l1_vs_l2.py              # 8 runs, ~30-60 s each on 2 cores
+    python experiments/exp6_l1_vs_l2.py              # 8 runs, ~30-60 s each on 2 cores
 
 e.g. netspec train solvers/exp_l1l2.yaml --set regularization_type=L2 --set weight_decay=0.001 \
          --log-dir runs/experiments/exp6/l2_1e-3

@@ -1,0 +1,13 @@
+"""netspec vs PyTorch benchmark (run ``python bench/bench.py``; method in its docstring).
+
+* ``bench.py``: the command line, and the report put together in the order it prints;
+* ``nets.py``: the bench nets (a model's layers for one phase, Data replaced by Input) and the
+  netspec solver, inputs and weights built from them;
+* ``torch_model.py``: the same net as a ``torch.nn`` module with netspec's weights, its SGD;
+* ``numpy_mlp.py``: the hand-written NumPy MLP the seeds' MLP is also timed against;
+* ``schedule.py``: the alternation of the frameworks' steps, the timed runs, the GEMM peak;
+* ``memory.py``: peak memory, each framework in a fresh subprocess;
+* ``layer_profile.py``: ``--profile``, per layer (netspec) and per operator (torch);
+* ``report.py``: the environment header and the Markdown tables.
+* ``shared.py``: solver settings and layer-dict helpers, importing no framework.
+"""

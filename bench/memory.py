@@ -1,0 +1,104 @@
+"""Peak memory of one framework training a bench net, each in its own fresh subprocess.
+
+The child (``python -m bench.memory FRAMEWORK SPEC THREADS``, same threads) imports its own
+framework only, takes its resident set size (VmRSS) as the baseline, resets the kernel's
+high-water mark (``echo 5 > /proc/self/clear_refs``), builds its net (parameters, optimizer
+state, buffers), trains a few iterations, and reports VmHWM − baseline: everything the
+framework touches (arrays, tensors, BLAS/oneDNN scratch, Python objects), with import costs
+left out on both sides.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def memory_child(framework: str, spec_path: str, threads: int, iters: int = 5) -> None:
+    """Subprocess body for the memory column (see the module doc); prints JSON."""
+    limits = threadpool_limits(threads)
+    data = np.load(spec_path.replace(".json", ".npz"))
+    spec = json.loads(Path(spec_path).read_text())
+    # each child imports its own framework only, before the baseline: netspec loaded in the
+    # NumPy child too lowered the hand MLP's measured peak from 4.7-5.0 to 3.1-3.3 MiB
+    if framework == "netspec":
+        from bench.nets import make_solver, set_inputs  # noqa: PLC0415
+    elif framework == "torch":
+        import torch  # noqa: PLC0415
+
+        from bench.torch_model import torch_inputs, torch_model, torch_optimizer  # noqa: PLC0415
+
+        torch.set_num_threads(threads)
+    else:
+        from bench.numpy_mlp import NumpyMLP, mlp_decay  # noqa: PLC0415
+    gc.collect()
+    base = _status_kb("VmRSS")
+    base_file = _status_kb("RssFile") + _status_kb("RssShmem")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        method = "VmHWM"
+    except OSError:
+        method = "ru_maxrss (clear_refs refused: includes the import peak)"
+    weights = {k[2:]: data[k] for k in data.files if k.startswith("w:")}
+    inputs = {k[2:]: data[k] for k in data.files if k.startswith("x:")}
+    if framework == "netspec":
+        s = make_solver(spec, threads=threads)
+        set_inputs(s.net, inputs)
+        for _ in range(iters):
+            s.step_once()
+    elif framework == "torch":
+        model = torch_model(spec, weights)
+        opt = torch_optimizer(model)
+        tin = torch_inputs(inputs)
+        for _ in range(iters):
+            opt.zero_grad()
+            loss, _ = model(tin)
+            loss.backward()
+            opt.step()
+            loss.item()
+    else:
+        mlp = NumpyMLP(weights, inputs["data"], inputs["label"], mlp_decay(spec))
+        for _ in range(iters):
+            mlp.step()
+    if method == "VmHWM":
+        peak = _status_kb("VmHWM")
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # code pages of the libraries first touched while training (file-backed, still resident)
+    # are not working memory: take their growth out
+    code = _status_kb("RssFile") + _status_kb("RssShmem") - base_file
+    limits.restore_original_limits()
+    print(json.dumps({"peak_mib": (peak - base - code) / 1024, "code_mib": code / 1024,
+                      "method": method}))
+
+
+def memory_mib(framework: str, spec_path: str, threads: int) -> float | None:
+    """Peak MiB of ``framework`` training the net saved at ``spec_path`` (None if the child failed)."""
+    env = {k: v for k, v in os.environ.items()}
+    r = subprocess.run([sys.executable, "-m", "bench.memory", framework, spec_path, str(threads)],
+                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    if r.returncode != 0:
+        print(f"  memory child {framework} failed: {r.stderr.strip()[-500:]}", file=sys.stderr)
+        return None
+    return json.loads(r.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+if __name__ == "__main__":
+    memory_child(sys.argv[1], sys.argv[2], int(sys.argv[3]))
