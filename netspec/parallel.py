@@ -29,7 +29,9 @@ import os
 import threading
 from typing import Any, Callable, Sequence
 
-from .backend import get_array_module
+from threadpoolctl import ThreadpoolController
+
+from .arrays import get_array_module
 from .errors import NetspecError
 
 ENV = "NETSPEC_NUM_THREADS"
@@ -226,7 +228,6 @@ def _blas_libraries():
     global _blas
     if _blas is None:
         try:
-            from threadpoolctl import ThreadpoolController  # noqa: PLC0415
             _blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
         except Exception:  # noqa: BLE001 - no threadpoolctl or no BLAS it knows: nothing to limit
             _blas = []

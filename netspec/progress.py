@@ -5,6 +5,10 @@ from __future__ import annotations
 import contextlib
 import sys
 
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
 
 @contextlib.contextmanager
 def progress_for(total: int, start: int = 0, quiet: bool = False, stream=None):
@@ -13,10 +17,6 @@ def progress_for(total: int, start: int = 0, quiet: bool = False, stream=None):
     if quiet or not stream.isatty():
         yield None
         return
-    from rich.console import Console  # noqa: PLC0415
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,  # noqa: PLC0415
-                               TimeElapsedColumn, TimeRemainingColumn)
-
     columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:.1f} it/s"), TextColumn("loss {task.fields[loss]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]

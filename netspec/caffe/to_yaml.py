@@ -18,6 +18,10 @@ from typing import Any, Callable
 import numpy as np
 from pydantic import BaseModel
 
+from ..layers import registry
+from ..spec.net import LayerParameter, NetParameter
+from ..spec.params import LAYER_TYPES
+from ..spec.solver import SolverParameter
 from . import ConvertError, is_repeated
 
 FORK_TYPES = {
@@ -40,9 +44,7 @@ class Report:
         problems = [_type_problem(t, names) for t, names in self.unknown_types.items()]
         problems += self.errors
         if self.unknown_types:
-            from ..layers import registry  # noqa: PLC0415
-
-            problems.append(f"(netspec implements: {', '.join(sorted(registry.LAYERS))})")
+            problems.append(f"(netspec implements: {', '.join(sorted(LAYER_TYPES))})")
         if problems:
             lines = "\n  ".join(problems)
             n = len(problems) - (1 if self.unknown_types else 0)
@@ -57,7 +59,7 @@ def f32(v: float) -> float:
 
 
 def value_of(fd, v) -> Any:
-    from google.protobuf.descriptor import FieldDescriptor as FD  # noqa: PLC0415
+    from google.protobuf.descriptor import FieldDescriptor as FD  # noqa: PLC0415 - optional: protobuf
 
     if fd.message_type is not None:
         return to_python(v)
@@ -118,8 +120,6 @@ def prune(data: dict, model: type[BaseModel], path: str, unsupported: list[str])
 
 def _type_problem(lp_type: str, names: list[str]) -> str:
     """One line for all the layers of a type netspec does not implement."""
-    from ..layers import registry  # noqa: PLC0415
-
     quoted = ", ".join(names)
     if not lp_type:
         return f"layer{'s' if len(names) > 1 else ''} {quoted} {'have' if len(names) > 1 else 'has'} no type"
@@ -128,7 +128,7 @@ def _type_problem(lp_type: str, names: list[str]) -> str:
     head += ", which netspec does not implement"
     if lp_type in FORK_TYPES:
         return f"{head}: it exists only in {FORK_TYPES[lp_type]}, not in BVLC Caffe"
-    close = difflib.get_close_matches(lp_type, list(registry.LAYERS), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(lp_type, list(LAYER_TYPES), n=1, cutoff=0.6)
     return head + (f" (did you mean '{close[0]}'?)" if close else "")
 
 
@@ -161,11 +161,9 @@ def _with_top(d: dict, top: str) -> dict:
 
 def layer_to_dict(lp, report: Report, drop_unsupported: bool = False) -> dict | None:
     """One LayerParameter message -> netspec layer data (None when its type is unknown)."""
-    from ..layers import registry  # noqa: PLC0415
-    from ..spec.net import LayerParameter  # noqa: PLC0415
     d = to_python(lp)
     name = d.get("name", "")
-    if lp.type not in registry.LAYERS:
+    if lp.type not in LAYER_TYPES:
         label = f"'{name}'"
         if lp.type == "Python" and d.get("python_param"):
             pp = d["python_param"]
@@ -207,8 +205,6 @@ def layer_to_dict(lp, report: Report, drop_unsupported: bool = False) -> dict | 
 
 def net_to_dict(net, drop_unsupported: bool = False) -> tuple[dict, Report]:
     """An (upgraded) NetParameter message -> (netspec net data, Report)."""
-    from ..spec.net import NetParameter  # noqa: PLC0415
-
     report = Report()
     if len(net.layers):
         raise ConvertError("internal: upgrade the net (V1 'layers') before converting it")
@@ -247,8 +243,6 @@ def solver_to_dict(solver, net_ref: Callable[[str, str], str],
     inline ``net_param``/``train_net_param``/``test_net_param`` as a YAML file and returns its
     path for the solver.
     """
-    from ..spec.solver import SolverParameter  # noqa: PLC0415
-
     report = Report()
     d = to_python(solver)
     out: dict[str, Any] = {}

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..caffe import pb2
 from ..errors import DataError, NetspecError
+from .dataset import Dataset
 from .image_list import INSTALL, decode_image
 
 #: what each backend's directory holds, for messages
@@ -159,9 +161,6 @@ def _leveldb_records(path: str, mod) -> Iterator[tuple[bytes, bytes]]:
 
 
 def _read(path: str, backend: str, color: bool | None):
-    from ..caffe import pb2  # noqa: PLC0415
-    from .sources import Dataset  # noqa: PLC0415
-
     try:
         P = pb2()
     except NetspecError as e:   # protobuf is not installed

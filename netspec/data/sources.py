@@ -9,23 +9,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..caffe import pb2
+from ..caffe.caffemodel import blob_to_array
+from ..errors import DataError, NetspecError
+from .dataset import Dataset
+from .datum_db import backend_of, open_db
 from .mnist import load_mnist
-
-
-@dataclass(frozen=True)
-class Dataset:
-    data: np.ndarray   # (N, ...) raw values (uint8 for images)
-    label: np.ndarray  # (N,)
-
-    def __len__(self) -> int:
-        return int(self.data.shape[0])
 
 
 @lru_cache(maxsize=16)
@@ -66,8 +60,6 @@ def open_source(source: str, split: str = "train", base_dir: str | Path | None =
         path = Path(base_dir) / path
     if path.suffix == ".npz" and not path.is_dir():
         return _npz(str(path))
-    from .datum_db import backend_of, open_db  # noqa: PLC0415
-
     found = backend_of(path)
     if found == "LMDB" and backend != "LMDB":
         raise DataError("this source is a Caffe LMDB: set data_param.backend: LMDB (Caffe's "
@@ -105,10 +97,6 @@ def load_mean_file(path: str | Path) -> np.ndarray:
     The blob's shape is 1×C×H×W (``shape { dim }`` or the legacy num/channels/height/width);
     ``double_data`` is read as float32, as Caffe's ``Blob<float>::FromProto`` does.
     """
-    from ..caffe import pb2  # noqa: PLC0415
-    from ..caffe.caffemodel import blob_to_array  # noqa: PLC0415
-    from ..errors import NetspecError  # noqa: PLC0415
-
     path = Path(path)
     try:
         raw = path.read_bytes()
