@@ -1,4 +1,4 @@
-"""Recurrent layers: RNN and LSTM (netspec/layers/recurrent.py).
+"""Recurrent layers (netspec/layers/recurrent.py): RNN, LSTM and LSTMUnit.
 
 * Caffe parity: tests/golden/layers/{lstm,rnn}.{prototxt,npz} (recorded by BVLC Caffe, float32),
   each built as a net from its prototxt through the converter;
@@ -10,30 +10,26 @@
 * Caffe's state semantics: the state carries over between forwards, cont = 0 restarts it,
   the exposed state takes and gives no gradient; blob order, fillers, spec errors;
 * a tiny LSTM net trains through the solver; float32 end to end; the GPU against the CPU.
+* LSTMUnit: forward and backward against Caffe's per-element formulas written here
+  (``lstm_unit_layer.cpp``, fractional cont included); float64 gradient checks; one step of
+  the LSTM layer (T = 1, exposed state) equals LSTMUnit fed with that step's gate inputs; shape
+  and in-place errors; the GPU against the CPU.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-from gradcheck import check_gradients, forward_backward, make_layer, rand, run_forward
+from gradcheck import F64, check_gradients, forward_backward, make_layer, rand, run_forward
+from layer_cases import F32, GOLDEN, close
 
 from netspec.backend import Backend, cupy_available, get_backend, to_numpy
-from netspec.errors import NetspecError
+from netspec.errors import NetspecError, ShapeError, SpecError
 
-F32 = Backend(np, np.float32)
-GOLDEN = Path(__file__).parent / "golden" / "layers"
 GAUSS = {"type": "gaussian", "std": 0.6}
-
-
-def close(actual, expected):
-    expected = np.asarray(expected)
-    np.testing.assert_allclose(np.asarray(actual), expected, rtol=1e-5,
-                               atol=1e-6 * max(1.0, float(np.abs(expected).max(initial=0))))
 
 
 def spec(kind, H, *, expose=False, n_bottoms=2, rp=None, **extra):
@@ -545,3 +541,179 @@ def test_gpu_matches_cpu(kind, static, state):
                     assert g is None
                 else:
                     close(g, w)
+
+
+# -- LSTMUnit -------------------------------------------------------------------------------------
+
+UNIT = {"name": "u", "type": "LSTMUnit", "bottom": ["c_prev", "x", "cont"], "top": ["c", "h"]}
+
+
+def unit_reference(c_prev, x, cont, dc, dh):
+    """Caffe's LSTMUnit Forward_cpu / Backward_cpu, one element at a time: c, h, ∂c_prev, ∂x."""
+    _, N, H = c_prev.shape
+    c, h, dc_prev, dx = (np.zeros((1, N, H)), np.zeros((1, N, H)), np.zeros((1, N, H)),
+                         np.zeros((1, N, 4 * H)))
+    for n in range(N):
+        for d in range(H):
+            X = x[0, n]
+            i = _sig(X[d])
+            f = 0.0 if cont[0, n] == 0 else cont[0, n] * _sig(X[H + d])
+            o = _sig(X[2 * H + d])
+            g = math.tanh(X[3 * H + d])
+            c[0, n, d] = f * c_prev[0, n, d] + i * g
+            tanh_c = math.tanh(c[0, n, d])
+            h[0, n, d] = o * tanh_c
+            c_term = dc[0, n, d] + dh[0, n, d] * o * (1 - tanh_c * tanh_c)
+            dc_prev[0, n, d] = c_term * f
+            dx[0, n, d] = c_term * g * i * (1 - i)
+            dx[0, n, H + d] = c_term * c_prev[0, n, d] * f * (1 - f)
+            dx[0, n, 2 * H + d] = dh[0, n, d] * tanh_c * o * (1 - o)
+            dx[0, n, 3 * H + d] = c_term * i * (1 - g * g)
+    return c, h, dc_prev, dx
+
+
+def unit_bottoms(N, H, cont_values=(1.0, 0.0, 1.0, 0.5), seed=0):
+    cont = np.array([[cont_values[n % len(cont_values)] for n in range(N)]])
+    return [rand((1, N, H), seed), 2 * rand((1, N, 4 * H), seed + 1), cont]
+
+
+def unit_forward_backward(bottoms, dc, dh, backend=F64, prop=(True, True, False)):
+    xp = backend.xp
+    layer, tops = make_layer(UNIT, [b.shape for b in bottoms], backend=backend)
+    bottom, top = run_forward(layer, [xp.asarray(b, dtype=backend.dtype) for b in bottoms],
+                              tops, xp)
+    top[0].diff = xp.asarray(dc, dtype=backend.dtype)
+    top[1].diff = xp.asarray(dh, dtype=backend.dtype)
+    layer.backward(top, list(prop), bottom)
+    return ([np.asarray(to_numpy(t.data)) for t in top],
+            [np.asarray(to_numpy(b.diff)) for b in bottom])
+
+
+@pytest.mark.parametrize("N,H", [(1, 1), (4, 3), (5, 7)])
+def test_lstm_unit_matches_caffes_formulas(N, H):
+    bottoms = unit_bottoms(N, H)
+    dc, dh = rand((1, N, H), 7), rand((1, N, H), 8)
+    (c, h), (dc_prev, dx, dcont) = unit_forward_backward(bottoms, dc, dh)
+    want = unit_reference(*bottoms, dc, dh)
+    for got, expected in zip((c, h, dc_prev, dx), want):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+    assert not dcont.any()  # never a gradient to cont
+
+
+def test_lstm_unit_shapes_and_arity():
+    layer, tops = make_layer(UNIT, [(1, 4, 3), (1, 4, 12), (1, 4)])
+    assert tops == [(1, 4, 3), (1, 4, 3)] and layer.blobs == [] and layer.no_grad_bottoms == (2,)
+
+
+@pytest.mark.parametrize("N,H,cont", [(3, 2, (1.0,)), (4, 3, (1.0, 0.0)), (6, 1, (0.0,))])
+def test_lstm_unit_gradients(N, H, cont):
+    bottoms = unit_bottoms(N, H, cont, seed=3)
+    layer, tops = make_layer(UNIT, [b.shape for b in bottoms])
+    check_gradients(layer, bottoms, tops)
+
+
+def test_lstm_unit_propagates_to_each_bottom_alone():
+    bottoms = unit_bottoms(3, 2)
+    dc, dh = rand((1, 3, 2), 7), rand((1, 3, 2), 8)
+    _, (full_c, full_x, _) = unit_forward_backward(bottoms, dc, dh)
+    _, (only_c, x_diff, _) = unit_forward_backward(bottoms, dc, dh, prop=(True, False, False))
+    np.testing.assert_array_equal(only_c, full_c)
+    assert not x_diff.any()
+    _, (c_diff, only_x, _) = unit_forward_backward(bottoms, dc, dh, prop=(False, True, False))
+    np.testing.assert_array_equal(only_x, full_x)
+    assert not c_diff.any()
+
+
+def test_lstm_unit_is_one_step_of_lstm():
+    """LSTM with T = 1 and exposed h_0, c_0: its h_T, c_T are LSTMUnit's h, c for the gate
+    inputs W_xc x + b_c + W_hc (cont·h_0); its gate gradient (read from ∂b_c, ∂W_xc) is
+    LSTMUnit's ∂x."""
+    N, H, I = 4, 3, 5
+    x = rand((1, N, I), 1)
+    cont = np.array([[1.0, 0.0, 1.0, 1.0]])
+    h0, c0 = rand((1, N, H), 2), rand((1, N, H), 3)
+    spec = {"name": "l", "type": "LSTM", "bottom": ["x", "cont", "h_0", "c_0"],
+            "top": ["y", "h_T", "c_T"],
+            "recurrent_param": {"num_output": H, "expose_hidden": True,
+                                "weight_filler": {"type": "gaussian", "std": 0.6},
+                                "bias_filler": {"type": "gaussian", "std": 0.6}}}
+    lstm, tops = make_layer(spec, [x.shape, cont.shape, h0.shape, c0.shape], seed=4)
+    bottom, top = run_forward(lstm, [x, cont, h0, c0], tops)
+    dh = rand((1, N, H), 9)
+    top[0].diff = dh.copy()
+    lstm.backward(top, [True, False, False, False], bottom)
+    W_xc, b_c, W_hc = (p.data for p in lstm.blobs)
+    gate_in = (x[0] @ W_xc.T + b_c + (cont[0][:, None] * h0[0]) @ W_hc.T)[None]
+    (c, h), (_, dx, _) = unit_forward_backward([c0, gate_in, cont], np.zeros((1, N, H)), dh)
+    np.testing.assert_allclose(top[0].data, h, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(top[1].data, h, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(top[2].data, c, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(lstm.blobs[1].diff, dx[0].sum(axis=0), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(lstm.blobs[0].diff, dx[0].T @ x[0], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("shapes,match", [
+    ([(2, 4, 3), (1, 4, 12), (1, 4)], "c_prev"),
+    ([(1, 4, 3, 1), (1, 4, 12), (1, 4)], "c_prev"),
+    ([(1, 4, 3), (1, 4, 9), (1, 4)], "4H"),
+    ([(1, 4, 3), (1, 3, 12), (1, 4)], "4H"),
+    ([(1, 4, 3), (1, 4, 12), (1, 4, 1)], "cont"),
+    ([(1, 4, 3), (1, 4, 12), (4,)], "cont"),
+])
+def test_lstm_unit_shape_errors(shapes, match):
+    with pytest.raises(ShapeError, match=match):
+        make_layer(UNIT, shapes)
+
+
+def test_lstm_unit_arity_and_in_place_errors():
+    with pytest.raises(SpecError, match="in place"):
+        make_layer({**UNIT, "top": ["c_prev", "h"]}, [(1, 4, 3), (1, 4, 12), (1, 4)])
+    with pytest.raises(SpecError, match="exactly 3"):
+        make_layer({**UNIT, "bottom": ["c_prev", "x"]}, [(1, 4, 3), (1, 4, 12)])
+    with pytest.raises(SpecError, match="exactly 2"):
+        make_layer({**UNIT, "top": ["c"]}, [(1, 4, 3), (1, 4, 12), (1, 4)])
+    with pytest.raises(SpecError, match="does not read"):
+        from netspec.net import Net
+        from netspec.spec import parse_net
+        Net(parse_net({"name": "n", "layer": [
+            {"name": "in", "type": "Input", "top": ["a", "b", "k"],
+             "input_param": {"shape": [{"dim": [1, 2, 3]}, {"dim": [1, 2, 12]}, {"dim": [1, 2]}]}},
+            {**UNIT, "bottom": ["a", "b", "k"], "recurrent_param": {"num_output": 3}}]}),
+            "TRAIN", F64)
+
+
+def test_lstm_unit_in_a_net_float32():
+    """Built from YAML, float32 agrees with the float64 reference; cont gets no gradient."""
+    from netspec.net import Net
+    from netspec.spec import parse_net
+
+    N, H = 3, 4
+    net = Net(parse_net({"name": "n", "force_backward": True, "layer": [
+        {"name": "in", "type": "Input", "top": ["c_prev", "x", "cont"],
+         "input_param": {"shape": [{"dim": [1, N, H]}, {"dim": [1, N, 4 * H]}, {"dim": [1, N]}]}},
+        UNIT,
+        {"name": "loss", "type": "EuclideanLoss", "bottom": ["h", "c"], "top": "loss"}]}),
+        "TRAIN", F32)
+    bottoms = unit_bottoms(N, H, (1.0, 0.0, 1.0))
+    for name, b in zip(("c_prev", "x", "cont"), bottoms):
+        net.blobs[name].data[...] = b
+    net.forward_backward()
+    c, h, _, _ = unit_reference(*bottoms, np.zeros((1, N, H)), np.zeros((1, N, H)))
+    np.testing.assert_allclose(net.blobs["c"].data, c, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.blobs["h"].data, h, rtol=1e-5, atol=1e-6)
+    assert net.blobs["x"].diff.any() and not net.blobs["cont"].diff.any()
+
+
+@pytest.mark.gpu
+def test_lstm_unit_gpu_matches_cpu():
+    if not cupy_available():
+        pytest.skip("needs CuPy and a CUDA device")
+    gpu = get_backend(gpu=True)
+    N, H = 6, 5
+    bottoms = [b.astype(np.float32) for b in unit_bottoms(N, H)]
+    dc, dh = rand((1, N, H), 7), rand((1, N, H), 8)
+    want = unit_forward_backward(bottoms, dc, dh, backend=F32)
+    got = unit_forward_backward(bottoms, dc, dh, backend=gpu)
+    for w_list, g_list in zip(want, got):
+        for w, g in zip(w_list, g_list):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)

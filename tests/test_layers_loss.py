@@ -1,217 +1,24 @@
-"""BatchNorm, Scale, Softmax, SoftmaxWithLoss, EuclideanLoss and Accuracy.
+"""Loss layers (netspec/layers/loss.py): Softmax, SoftmaxWithLoss, EuclideanLoss, Accuracy,
+SigmoidCrossEntropyLoss, HingeLoss, InfogainLoss, ContrastiveLoss, MultinomialLogisticLoss.
 
-Gradient checks in float64, closed forms derived here, parity with real Caffe (the golden
-cases in tests/golden/layers/, float32) and with PyTorch where it is installed.
+Gradient checks in float64, closed forms and normalisations derived here, parity with real Caffe
+(tests/golden/layers/, float32) and with PyTorch where it is installed, float32 cleanliness, the
+fused CUDA kernels against the CPU. (Gradient, float32 and Caffe-parity checks of the extra losses
+run in tests/test_layers_neuron.py's tables.)
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from gradcheck import check_gradients, forward_backward_blobs, labels, make_layer, rand, run_forward
+from layer_cases import F32, close, golden
 
-from netspec.backend import Backend
-from netspec.blob import Blob
-from netspec.errors import SpecError
+from netspec.errors import DataError, NetspecError, SpecError
 
-F32 = Backend(np, np.float32)
-GOLDEN = Path(__file__).parent / "golden" / "layers"
-
-
-# -- BatchNorm -------------------------------------------------------------------------------
-
-BN_SHAPES = [(4, 3, 5, 5), (6, 4)]
-
-
-@pytest.mark.parametrize("shape", BN_SHAPES)
-def test_batchnorm_train_gradient(shape):
-    layer, tops = make_layer({"type": "BatchNorm"}, [shape], phase="TRAIN")
-    assert not layer.use_global_stats
-    check_gradients(layer, [rand(shape) * 2 + 1], tops, check_params=False)
-
-
-@pytest.mark.parametrize("shape", BN_SHAPES)
-def test_batchnorm_global_gradient_and_value(shape):
-    layer, tops = make_layer({"type": "BatchNorm"}, [shape], phase="TEST")
-    assert layer.use_global_stats
-    c = shape[1]
-    mean_sum, var_sum = rand(c, 1), np.abs(rand(c, 2)) + 0.5
-    layer.blobs[0].data[...] = mean_sum
-    layer.blobs[1].data[...] = var_sum
-    layer.blobs[2].data[...] = 2.5
-    x = rand(shape, 3)
-    _, top = run_forward(layer, [x], tops)
-    bshape = (1, c) + (1,) * (len(shape) - 2)
-    want = (x - (mean_sum / 2.5).reshape(bshape)) / np.sqrt((var_sum / 2.5).reshape(bshape) + 1e-5)
-    np.testing.assert_allclose(top[0].data, want, rtol=1e-12)
-    check_gradients(layer, [x], tops, check_params=False)
-
-
-def test_batchnorm_global_zero_factor_uses_zero_statistics():
-    layer, tops = make_layer({"type": "BatchNorm", "batch_norm_param": {"use_global_stats": True}},
-                             [(2, 3)], phase="TRAIN")
-    layer.blobs[0].data[...] = 5.0  # ignored: factor 0 scales the sums by 0
-    x = rand((2, 3))
-    _, top = run_forward(layer, [x], tops)
-    np.testing.assert_allclose(top[0].data, x / np.sqrt(1e-5))
-
-
-def test_batchnorm_moving_averages_two_forwards():
-    maf, shape = 0.9, (3, 2, 4, 2)
-    layer, tops = make_layer({"type": "BatchNorm",
-                              "batch_norm_param": {"moving_average_fraction": maf}},
-                             [shape], phase="TRAIN")
-    x1, x2 = rand(shape, 1) + 3, rand(shape, 2) * 0.5 - 1
-    m = 3 * 4 * 2
-    run_forward(layer, [x1], tops)
-    run_forward(layer, [x2], tops)
-
-    def stats(x):  # per channel mean and unbiased variance
-        xc = x.transpose(1, 0, 2, 3).reshape(2, -1)
-        return xc.mean(axis=1), xc.var(axis=1) * m / (m - 1)
-
-    (mu1, v1), (mu2, v2) = stats(x1), stats(x2)
-    np.testing.assert_allclose(layer.blobs[0].data, maf * mu1 + mu2, rtol=1e-12)
-    np.testing.assert_allclose(layer.blobs[1].data, maf * v1 + v2, rtol=1e-12)
-    np.testing.assert_allclose(layer.blobs[2].data, [maf * 1 + 1], rtol=1e-12)
-    # the global estimate then is the factor-weighted average of the two batches
-    np.testing.assert_allclose(layer.blobs[0].data / layer.blobs[2].data,
-                               (maf * mu1 + mu2) / (maf + 1), rtol=1e-12)
-
-
-def test_batchnorm_statistics_are_not_learnable():
-    layer, _ = make_layer({"type": "BatchNorm"}, [(2, 3, 4, 4)])
-    assert [b.shape for b in layer.blobs] == [(3,), (3,), (1,)]
-    assert all(b.lr_mult == 0 and b.decay_mult == 0 for b in layer.blobs)
-    assert all(np.all(b.data == 0) for b in layer.blobs)
-    make_layer({"type": "BatchNorm", "param": [{"lr_mult": 0}] * 3}, [(2, 3)])
-    with pytest.raises(SpecError, match="statistics"):
-        make_layer({"type": "BatchNorm", "param": [{"lr_mult": 0}, {"lr_mult": 1}]}, [(2, 3)])
-    with pytest.raises(SpecError):  # Caffe's lr_mult default is 1, so this is refused too
-        make_layer({"type": "BatchNorm", "param": [{"decay_mult": 0}]}, [(2, 3)])
-
-
-@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
-def test_batchnorm_in_place_equals_out_of_place(phase):
-    shape = (4, 3, 2, 2)
-    x, dy = rand(shape, 1), rand(shape, 2)
-    results = []
-    for in_place in (False, True):
-        layer, tops = make_layer({"type": "BatchNorm"}, [shape], phase=phase)
-        layer.blobs[1].data[...] = 1.5
-        layer.blobs[2].data[...] = 1.0
-        if in_place:
-            blob = Blob("x", x.copy(), np)
-            layer.forward([blob], [blob])
-            y = blob.data.copy()
-            blob.diff = dy.copy()
-            layer.backward([blob], [True], [blob])
-            results.append((y, blob.diff.copy(), [b.data.copy() for b in layer.blobs]))
-        else:
-            bottom, top = forward_backward_blobs(layer, [x], tops, [dy])
-            results.append((top[0].data, bottom[0].diff, [b.data.copy() for b in layer.blobs]))
-    (y0, dx0, p0), (y1, dx1, p1) = results
-    np.testing.assert_allclose(y1, y0, rtol=1e-14)
-    np.testing.assert_allclose(dx1, dx0, rtol=1e-12)
-    for a, b in zip(p0, p1):
-        np.testing.assert_allclose(a, b, rtol=1e-14)
-
-
-# -- Scale -----------------------------------------------------------------------------------
-
-SCALE_CASES = [  # (scale_param, bottom shape, expected scale shape)
-    ({}, (2, 3, 4, 5), (3,)),
-    ({"bias_term": True}, (2, 3, 4, 5), (3,)),
-    ({"axis": 1, "num_axes": 2, "bias_term": True}, (2, 3, 4, 5), (3, 4)),
-    ({"axis": 2, "num_axes": -1}, (2, 3, 4, 5), (4, 5)),
-    ({"axis": 0, "num_axes": 0, "bias_term": True}, (2, 3, 4, 5), ()),
-    ({"axis": -1, "bias_term": True}, (2, 3, 4), (4,)),
-    ({"axis": 0, "num_axes": -1}, (3, 4), (3, 4)),
-]
-
-
-@pytest.mark.parametrize("sp,shape,sshape", SCALE_CASES)
-def test_scale_learned_gradient(sp, shape, sshape):
-    layer, tops = make_layer({"type": "Scale", "scale_param": sp}, [shape])
-    assert layer.blobs[0].shape == sshape
-    assert np.all(layer.blobs[0].data == 1)  # Caffe's default filler: constant 1
-    if sp.get("bias_term"):
-        assert len(layer.blobs) == 2 and layer.blobs[1].shape == sshape
-        assert np.all(layer.blobs[1].data == 0)
-    for i, b in enumerate(layer.blobs):
-        b.data[...] = rand(b.shape, 10 + i)
-    check_gradients(layer, [rand(shape)], tops)
-
-
-def test_scale_forward_value():
-    layer, tops = make_layer({"type": "Scale", "scale_param": {"axis": 1, "num_axes": 2,
-                                                               "bias_term": True}}, [(2, 3, 4, 5)])
-    s, b = rand((3, 4), 1), rand((3, 4), 2)
-    layer.blobs[0].data[...] = s
-    layer.blobs[1].data[...] = b
-    x = rand((2, 3, 4, 5))
-    _, top = run_forward(layer, [x], tops)
-    np.testing.assert_allclose(top[0].data, x * s[:, :, None] + b[:, :, None], rtol=1e-14)
-
-
-@pytest.mark.parametrize("bias", [False, True])
-def test_scale_two_bottoms_gradient(bias):
-    shape, sshape = (2, 3, 4, 5), (3, 4)
-    layer, tops = make_layer({"type": "Scale", "scale_param": {"bias_term": bias}},
-                             [shape, sshape])
-    assert len(layer.blobs) == (1 if bias else 0)
-    if bias:
-        layer.blobs[0].data[...] = rand(sshape, 5)
-    check_gradients(layer, [rand(shape), rand(sshape, 1)], tops)
-
-
-def test_scale_filler_and_shape_errors():
-    layer, _ = make_layer({"type": "Scale", "scale_param": {
-        "filler": {"type": "constant", "value": 3}, "bias_term": True,
-        "bias_filler": {"type": "constant", "value": -2}}}, [(2, 3)])
-    assert np.all(layer.blobs[0].data == 3) and np.all(layer.blobs[1].data == -2)
-    with pytest.raises(Exception, match="scale"):
-        make_layer({"type": "Scale", "scale_param": {"axis": 1, "num_axes": 3}}, [(2, 3)])
-    with pytest.raises(Exception, match="does not match"):
-        make_layer({"type": "Scale"}, [(2, 3, 4), (4,)])
-
-
-def test_scale_in_place_equals_out_of_place():
-    shape = (2, 3, 4)
-    x, dy = rand(shape, 1), rand(shape, 2)
-    spec = {"type": "Scale", "scale_param": {"bias_term": True}}
-    out = []
-    for in_place in (False, True):
-        layer, tops = make_layer(spec, [shape])
-        layer.blobs[0].data[...] = rand((3,), 3)
-        layer.blobs[1].data[...] = rand((3,), 4)
-        if in_place:
-            blob = Blob("x", x.copy(), np)
-            layer.forward([blob], [blob])
-            y = blob.data.copy()
-            blob.diff = dy.copy()
-            layer.backward([blob], [True], [blob])
-            out.append([y, blob.diff] + [b.diff for b in layer.blobs])
-        else:
-            bottom, top = forward_backward_blobs(layer, [x], tops, [dy])
-            out.append([top[0].data, bottom[0].diff] + [b.diff for b in layer.blobs])
-    for a, b in zip(*out):
-        np.testing.assert_allclose(b, a, rtol=1e-14)
-
-
-def test_scale_param_diffs_accumulate():
-    layer, tops = make_layer({"type": "Scale", "scale_param": {"bias_term": True}}, [(2, 3)])
-    x, dy = rand((2, 3)), rand((2, 3), 1)
-    forward_backward_blobs(layer, [x], tops, [dy])
-    forward_backward_blobs(layer, [x], tops, [dy])
-    np.testing.assert_allclose(layer.blobs[0].diff, 2 * (x * dy).sum(axis=0))
-    np.testing.assert_allclose(layer.blobs[1].diff, 2 * dy.sum(axis=0))
-
-
-# -- Softmax ---------------------------------------------------------------------------------
+# -- Softmax --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("axis,shape", [(1, (2, 4, 3, 2)), (-1, (3, 5)), (0, (4, 3))])
 def test_softmax_gradient(axis, shape):
@@ -229,7 +36,7 @@ def test_softmax_values_and_stability():
     np.testing.assert_allclose(top[0].data.sum(axis=1), 1, rtol=1e-6)
 
 
-# -- SoftmaxWithLoss -------------------------------------------------------------------------
+# -- SoftmaxWithLoss ------------------------------------------------------------------------------
 
 NORMALIZATIONS = ["FULL", "VALID", "BATCH_SIZE", "NONE"]
 
@@ -331,7 +138,7 @@ def test_softmax_loss_label_count_checked():
         make_layer({"type": "SoftmaxWithLoss"}, [(2, 3, 4), (2, 3)])
 
 
-# -- EuclideanLoss ---------------------------------------------------------------------------
+# -- EuclideanLoss --------------------------------------------------------------------------------
 
 def test_euclidean_gradient_and_value():
     a, b = rand((4, 3, 2)), rand((4, 6), 1)
@@ -342,7 +149,7 @@ def test_euclidean_gradient_and_value():
     check_gradients(layer, [a, b], tops)
 
 
-# -- Accuracy --------------------------------------------------------------------------------
+# -- Accuracy -------------------------------------------------------------------------------------
 
 SCORES = np.array([[0.1, 0.5, 0.2, 0.2],    # ranking 1 > {2, 3} > 0
                    [0.9, 0.0, 0.05, 0.05],  # 0 > {2, 3} > 1
@@ -394,7 +201,160 @@ def test_accuracy_top_k_above_classes_refused():
         make_layer({"type": "Accuracy", "accuracy_param": {"top_k": 5}}, [(2, 4), (2,)])
 
 
-# -- float32 end to end ----------------------------------------------------------------------
+# -- SigmoidCrossEntropyLoss ----------------------------------------------------------------------
+
+def _sce_reference(x, t, ignore=None):
+    term = x * t - np.log1p(np.exp(x))
+    valid = np.ones_like(x, dtype=bool) if ignore is None else (t.astype(int) != ignore)
+    return -(term * valid).sum(), valid
+
+
+@pytest.mark.parametrize("loss_param,norm", [
+    ({}, "batch"), ({"normalize": True}, "valid"), ({"normalize": False}, "batch"),
+    ({"normalization": "VALID"}, "valid"), ({"normalization": "FULL"}, "full"),
+    ({"normalization": "NONE"}, "none"), ({"normalization": "BATCH_SIZE"}, "batch"),
+    ({"normalization": "VALID", "ignore_label": 2}, "valid"),
+    ({"ignore_label": 2}, "batch"),
+    ({"normalization": "VALID", "normalize": False}, "valid"),  # normalization wins
+])
+def test_sigmoid_cross_entropy_normalization(loss_param, norm):
+    x = rand((4, 3, 2)) * 2
+    t = np.random.default_rng(3).random((4, 3, 2))
+    ignore = loss_param.get("ignore_label")
+    if ignore is not None:
+        t[0, 0, :] = ignore
+        t[2, 1, 1] = ignore
+    spec = {"type": "SigmoidCrossEntropyLoss"}
+    if loss_param:
+        spec["loss_param"] = loss_param
+    layer, tops = make_layer(spec, [x.shape, t.shape])
+    bottom, top = forward_backward_blobs(layer, [x, t], tops, [2.0])
+    total, valid = _sce_reference(x, t, ignore)
+    n = {"batch": 4, "valid": valid.sum(), "full": x.size, "none": 1}[norm]
+    assert float(top[0].data) == pytest.approx(total / n, rel=1e-12)
+    sig = 1 / (1 + np.exp(-x))
+    np.testing.assert_allclose(bottom[0].diff, (sig - t) * valid * 2.0 / n, rtol=1e-10, atol=1e-15)
+
+
+def test_sigmoid_cross_entropy_matches_torch():
+    torch = pytest.importorskip("torch")
+    x, t = rand((3, 5)) * 4, np.random.default_rng(3).random((3, 5))
+    layer, tops = make_layer({"type": "SigmoidCrossEntropyLoss",
+                              "loss_param": {"normalization": "FULL"}}, [x.shape, t.shape])
+    bottom, top = forward_backward_blobs(layer, [x, t], tops, [1.0])
+    tx = torch.tensor(x, requires_grad=True)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(tx, torch.tensor(t))
+    loss.backward()
+    assert float(top[0].data) == pytest.approx(float(loss.detach()), rel=1e-12)
+    np.testing.assert_allclose(bottom[0].diff, tx.grad.numpy(), rtol=1e-10)
+
+
+def test_sigmoid_cross_entropy_count_mismatch():
+    with pytest.raises(NetspecError, match="same count"):
+        make_layer({"type": "SigmoidCrossEntropyLoss"}, [(2, 3), (2, 4)])
+
+
+# -- HingeLoss, InfogainLoss, ContrastiveLoss, MultinomialLogisticLoss ----------------------------
+
+def test_hinge_closed_form():
+    x, lab = rand((4, 5)), labels((4,), 5)
+    for norm, power in (("L1", 1), ("L2", 2)):
+        layer, tops = make_layer({"type": "HingeLoss", "hinge_loss_param": {"norm": norm}},
+                                 [x.shape, lab.shape])
+        _, top = run_forward(layer, [x, lab], tops)
+        sign = np.where(np.arange(5)[None] == lab[:, None], -1, 1)
+        assert float(top[0].data) == pytest.approx((np.maximum(0, 1 + sign * x) ** power).sum() / 4)
+
+
+def test_infogain_identity_equals_softmax_with_loss():
+    x, lab = rand((2, 4, 3)), labels((2, 3), 4)
+    lab[1, 2] = 3
+    common = {"loss_param": {"ignore_label": 3, "normalization": "VALID"}}
+    info, t1 = make_layer({"type": "InfogainLoss", **common}, [x.shape, lab.shape, (4, 4)])
+    soft, t2 = make_layer({"type": "SoftmaxWithLoss", **common}, [x.shape, lab.shape])
+    b1, top1 = forward_backward_blobs(info, [x, lab, np.eye(4)], t1, [1.3])
+    b2, top2 = forward_backward_blobs(soft, [x, lab], t2, [1.3])
+    assert float(top1[0].data) == pytest.approx(float(top2[0].data), rel=1e-12)
+    np.testing.assert_allclose(b1[0].diff, b2[0].diff, rtol=1e-10, atol=1e-15)
+
+
+def test_infogain_errors():
+    with pytest.raises(SpecError, match="normalize"):
+        make_layer({"type": "InfogainLoss", "loss_param": {"normalize": True}},
+                   [(2, 3), (2,), (3, 3)])
+    with pytest.raises(NetspecError, match="H"):
+        make_layer({"type": "InfogainLoss"}, [(2, 3), (2,), (4, 4)])
+    with pytest.raises(SpecError, match="source"):
+        make_layer({"type": "InfogainLoss"}, [(2, 3), (2,)])
+    with pytest.raises(NetspecError, match="number of labels"):
+        make_layer({"type": "InfogainLoss"}, [(2, 3, 2), (2,), (3, 3)])
+
+
+def test_infogain_source_blobproto(tmp_path):
+    pytest.importorskip("google.protobuf")
+    from netspec.caffe import pb2
+    from netspec.caffe.caffemodel import array_to_blob
+
+    h = np.abs(rand((1, 1, 5, 5), 7)).astype(np.float32)
+    blob = pb2().BlobProto()
+    array_to_blob(h, blob)
+    path = tmp_path / "H.binaryproto"
+    path.write_bytes(blob.SerializeToString())
+    x, lab = rand((4, 5)), labels((4,), 5)
+    src, t1 = make_layer({"type": "InfogainLoss", "infogain_loss_param": {"source": str(path)}},
+                         [x.shape, lab.shape])
+    three, t2 = make_layer({"type": "InfogainLoss"}, [x.shape, lab.shape, h.shape])
+    b1, top1 = forward_backward_blobs(src, [x, lab], t1, [1.0])
+    b2, top2 = forward_backward_blobs(three, [x, lab, h.astype(np.float64)], t2, [1.0])
+    assert float(top1[0].data) == pytest.approx(float(top2[0].data), rel=1e-12)
+    np.testing.assert_allclose(b1[0].diff, b2[0].diff, rtol=1e-12)
+    with pytest.raises(DataError, match="cannot read"):
+        make_layer({"type": "InfogainLoss", "infogain_loss_param": {"source": str(tmp_path / "no")}},
+                   [x.shape, lab.shape])
+    (tmp_path / "bad").write_bytes(b"\xff\xff\xff")
+    with pytest.raises(DataError, match="BlobProto"):
+        make_layer({"type": "InfogainLoss", "infogain_loss_param": {"source": str(tmp_path / "bad")}},
+                   [x.shape, lab.shape])
+
+
+def test_contrastive_gradient_is_caffes_regularised_form():
+    """Non-legacy: Caffe's −α(m − d)/(d + 1e-4)·(a − b) (not the exact derivative)."""
+    a, b = rand((5, 3)), rand((5, 3), 1)
+    y = np.array([1, 0, 0, 1, 0.0])
+    m = 4.0
+    layer, tops = make_layer({"type": "ContrastiveLoss", "contrastive_loss_param": {"margin": m}},
+                             [a.shape, b.shape, y.shape])
+    bottom, top = forward_backward_blobs(layer, [a, b, y], tops, [1.5])
+    d = np.sqrt(((a - b) ** 2).sum(1))
+    loss = np.where(y == 1, d ** 2, np.maximum(m - d, 0) ** 2).sum() / 5 / 2
+    assert top[0].data == pytest.approx(loss, rel=1e-12)
+    alpha = 1.5 / 5
+    factor = np.where(y == 1, 1.0, np.where(m - d > 0, -(m - d) / (d + 1e-4), 0.0))
+    np.testing.assert_allclose(bottom[0].diff, alpha * factor[:, None] * (a - b), rtol=1e-12)
+    np.testing.assert_allclose(bottom[1].diff, -alpha * factor[:, None] * (a - b), rtol=1e-12)
+    # and it is close to the exact derivative (relative 1e-4 / d)
+    check_gradients(layer, [a, b, y], tops, rtol=1e-3, top_weights=[np.asarray(1.5)])
+
+
+def test_multinomial_clamps_tiny_probabilities():
+    p = np.array([[0.0, 1.0], [0.5, 0.5]])
+    layer, tops = make_layer({"type": "MultinomialLogisticLoss"}, [p.shape, (2,)])
+    bottom, top = forward_backward_blobs(layer, [p, np.array([0.0, 1])], tops, [1.0])
+    assert float(top[0].data) == pytest.approx((-math.log(1e-20) - math.log(0.5)) / 2)
+    assert bottom[0].diff[0, 0] == pytest.approx(-0.5 / 1e-20)
+    with pytest.raises(NetspecError, match="one label per item"):
+        make_layer({"type": "MultinomialLogisticLoss"}, [(2, 3), (2, 3)])
+
+
+def test_loss_layers_check_first_dimension():
+    for spec, shapes in (({"type": "HingeLoss"}, [(3, 2), (2,)]),
+                         ({"type": "SigmoidCrossEntropyLoss"}, [(3, 2), (2, 3)]),
+                         ({"type": "ContrastiveLoss"}, [(3, 2), (3, 2), (2,)])):
+        with pytest.raises(NetspecError):
+            make_layer(spec, shapes)
+
+
+# -- float32 end to end ---------------------------------------------------------------------------
 
 F32_CASES = [  # (spec, bottom arrays, top diffs)
     ({"type": "BatchNorm"}, [rand((4, 3, 2, 2))], [rand((4, 3, 2, 2), 1)]),
@@ -432,49 +392,7 @@ def test_float32_end_to_end(spec, bottoms, diffs):
         assert t.data.shape == tuple(s)
 
 
-# -- Caffe parity (golden values from real Caffe, float32) -----------------------------------
-
-def golden(case):
-    return dict(np.load(GOLDEN / f"{case}.npz"))
-
-
-def close(actual, expected):
-    expected = np.asarray(expected)
-    np.testing.assert_allclose(actual, expected, rtol=1e-5,
-                               atol=1e-6 * max(1.0, float(np.abs(expected).max(initial=0))))
-
-
-@pytest.mark.parametrize("case,bn_param", [
-    ("batchnorm_train_scale", {"use_global_stats": False, "moving_average_fraction": 0.9,
-                               "eps": 1e-5}),
-    ("batchnorm_global_scale", {"use_global_stats": True, "eps": 1e-5}),
-])
-def test_caffe_batchnorm_scale(case, bn_param):
-    g = golden(case)
-    x = g["input/x"]
-    bn, (shape,) = make_layer({"name": "bn", "type": "BatchNorm", "batch_norm_param": bn_param},
-                              [x.shape], backend=F32)
-    sc, _ = make_layer({"name": "scale", "type": "Scale", "scale_param": {"bias_term": True}},
-                       [shape], backend=F32)
-    for layer in (bn, sc):
-        for i, blob in enumerate(layer.blobs):
-            blob.data[...] = g[f"param/{layer.name}/{i}"]
-    xb, xn, y = (Blob(n, np.zeros(shape, np.float32), np) for n in ("x", "xn", "y"))
-    xb.data[...] = x
-    bn.forward([xb], [xn])
-    sc.forward([xn], [y])
-    close(xn.data, g["top/xn"])
-    close(y.data, g["top/y"])
-    y.diff = g["topdiff/y"].copy()
-    sc.backward([y], [True], [xn])
-    bn.backward([xn], [True], [xb])
-    close(xb.diff, g["bottomdiff/x"])
-    for layer in (bn, sc):
-        for i, blob in enumerate(layer.blobs):
-            assert blob.data.dtype == np.float32
-            close(blob.diff, g[f"paramdiff/{layer.name}/{i}"])
-            close(blob.data, g[f"param_after/{layer.name}/{i}"])
-
+# -- Caffe parity (golden values from real Caffe, float32) ----------------------------------------
 
 def test_caffe_euclidean_loss_weight_2():
     g = golden("euclidean")
@@ -497,37 +415,7 @@ def test_caffe_softmax_loss_normalization_none():
     close(bottom[0].diff, g["bottomdiff/x"])
 
 
-def test_caffe_scale_two_bottoms():
-    g = golden("scale_two_bottoms")
-    layer, tops = make_layer({"name": "l", "type": "Scale", "scale_param": {"axis": 0}},
-                             [g["input/x"].shape, g["input/s"].shape], backend=F32)
-    bottom, top = forward_backward_blobs(layer, [g["input/x"], g["input/s"]], tops, [g["topdiff/y"]])
-    close(top[0].data, g["top/y"])
-    close(bottom[0].diff, g["bottomdiff/x"])
-    close(bottom[1].diff, g["bottomdiff/s"])
-
-
-# -- PyTorch parity --------------------------------------------------------------------------
-
-def test_torch_batchnorm2d_training():
-    torch = pytest.importorskip("torch")
-    shape = (4, 3, 5, 6)
-    x, dy = rand(shape), rand(shape, 1)
-    layer, tops = make_layer({"type": "BatchNorm",
-                              "batch_norm_param": {"moving_average_fraction": 0.0}}, [shape])
-    bottom, top = forward_backward_blobs(layer, [x], tops, [dy])
-    tx = torch.tensor(x, requires_grad=True)
-    bn = torch.nn.BatchNorm2d(3, eps=1e-5, momentum=1.0, affine=False).double().train()
-    ty = bn(tx)
-    ty.backward(torch.tensor(dy))
-    np.testing.assert_allclose(top[0].data, ty.detach().numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(bottom[0].diff, tx.grad.numpy(), rtol=1e-8, atol=1e-12)
-    # momentum 1 keeps only this batch: torch's running stats = Caffe's sums with factor 1
-    np.testing.assert_allclose(layer.blobs[0].data / layer.blobs[2].data,
-                               bn.running_mean.numpy(), rtol=1e-10)
-    np.testing.assert_allclose(layer.blobs[1].data / layer.blobs[2].data,
-                               bn.running_var.numpy(), rtol=1e-10)
-
+# -- PyTorch parity -------------------------------------------------------------------------------
 
 def test_torch_cross_entropy():
     torch = pytest.importorskip("torch")
@@ -544,6 +432,8 @@ def test_torch_cross_entropy():
     np.testing.assert_allclose(top[0].data, loss.item(), rtol=1e-10)
     np.testing.assert_allclose(bottom[0].diff, tx.grad.numpy(), rtol=1e-8, atol=1e-12)
 
+
+# -- GPU ------------------------------------------------------------------------------------------
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("norm", NORMALIZATIONS)

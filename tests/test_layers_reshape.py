@@ -1,0 +1,207 @@
+"""Reshape layers (netspec/layers/reshape.py): Flatten, Reshape, Crop, Tile.
+
+Gradient checks in float64, shapes worked out by hand, Caffe parity for Flatten
+(tests/golden/layers/, float32), spec errors; and two checks of parameter messages across
+families (Caffe's defaults, unknown keys refused): LRN, Crop, Slice, Reshape, Tile, Reduction,
+ArgMax, SPP, Embed, Parameter and Bias.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from gradcheck import check_gradients, forward_backward, make_layer, rand, run_forward
+from layer_cases import F32, GAUSS, SHAPE, forward_backward_pair, golden
+
+from netspec.blob import Blob
+from netspec.errors import NetspecError, SpecError
+from netspec.spec.params import LAYER_PARAM_BLOCKS
+from netspec.spec.params.inner_product import EmbedParameter
+from netspec.spec.params.normalization import BiasParameter, LRNParameter
+from netspec.spec.params.pool import SPPParameter
+from netspec.spec.params.reduction import ArgMaxParameter, ReductionParameter
+from netspec.spec.params.reshape import CropParameter, ReshapeParameter, TileParameter
+from netspec.spec.params.structure import SliceParameter
+
+# -- Flatten --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("param, want", [
+    ({}, (2, 60)),
+    ({"axis": 2}, (2, 3, 20)),
+    ({"axis": 1, "end_axis": 2}, (2, 12, 5)),
+    ({"axis": -2, "end_axis": -1}, (2, 3, 20)),
+    ({"axis": 0}, (120,)),
+])
+def test_flatten_shapes_and_gradient(param, want):
+    layer, shapes = make_layer({"type": "Flatten", "flatten_param": param}, [SHAPE])
+    assert shapes == [want]
+    x = rand(SHAPE)
+    _, top = run_forward(layer, [x], shapes)
+    np.testing.assert_array_equal(top[0].data, x.reshape(want))
+    check_gradients(layer, [x], shapes)
+
+
+def test_flatten_refuses_in_place():
+    layer, _ = make_layer({"type": "Flatten"}, [SHAPE])
+    blob = Blob("x", rand(SHAPE), np)
+    with pytest.raises(NetspecError, match="in place"):
+        layer.forward([blob], [blob])
+
+
+def test_flatten_bad_axes():
+    with pytest.raises(NetspecError, match="end_axis"):
+        make_layer({"type": "Flatten", "flatten_param": {"axis": 2, "end_axis": 1}}, [SHAPE])
+
+
+def test_caffe_flatten_axis2():
+    g = golden("flatten_axis2")
+    x, dy = g["input/x"], g["topdiff/y"]
+    layer, shapes = make_layer({"name": "l", "type": "Flatten", "bottom": "x", "top": "y",
+                                "flatten_param": {"axis": 2}}, [x.shape], backend=F32)
+    assert shapes == [g["top/y"].shape]
+    (y,), (dx,) = forward_backward_pair(layer, [x], shapes, [dy])
+    np.testing.assert_allclose(y, g["top/y"], rtol=1e-5)
+    np.testing.assert_allclose(dx, g["bottomdiff/x"], rtol=1e-5)
+
+
+# -- Crop -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p, shapes, want_index", [
+    ({}, [(2, 3, 8, 9), (1, 1, 5, 4)], np.s_[:, :, 0:5, 0:4]),
+    ({"offset": 2}, [(2, 3, 8, 9), (1, 1, 5, 4)], np.s_[:, :, 2:7, 2:6]),
+    ({"axis": 1, "offset": [1, 3, 4]}, [(2, 3, 8, 9), (5, 2, 5, 4)], np.s_[:, 1:3, 3:8, 4:8]),
+    ({"axis": -1, "offset": 1}, [(2, 3, 4), (9, 9, 2)], np.s_[:, :, 1:3]),
+    ({"axis": 0}, [(3, 4), (2, 2)], np.s_[0:2, 0:2]),
+])
+def test_crop(p, shapes, want_index):
+    layer, tops = make_layer({"type": "Crop", "crop_param": p}, shapes)
+    x = rand(shapes[0])
+    _, (y,) = run_forward(layer, [x, np.zeros(shapes[1])], tops)
+    np.testing.assert_array_equal(y.data, x[want_index])
+    check_gradients(layer, [x, rand(shapes[1])], tops)
+    (_,), (dx, none), _ = forward_backward(layer, [x, np.zeros(shapes[1])], tops,
+                                           [np.ones(tops[0])])
+    assert none is None and dx.sum() == math.prod(tops[0])
+
+
+@pytest.mark.parametrize("p, shapes, words", [
+    ({"offset": 4}, [(1, 1, 8, 8), (1, 1, 5, 5)], "out of bounds"),
+    ({"offset": [1, 2, 3]}, [(1, 1, 8, 8), (1, 1, 5, 5)], "offsets"),
+    ({"axis": 4}, [(1, 1, 8, 8), (1, 1, 5, 5)], "out of range"),
+])
+def test_crop_errors(p, shapes, words):
+    with pytest.raises(NetspecError, match=words):
+        make_layer({"type": "Crop", "crop_param": p}, shapes)
+
+
+# -- Reshape --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p, shape, want", [
+    ({"shape": {"dim": [0, -1]}}, (2, 3, 4, 5), (2, 60)),
+    ({"shape": {"dim": [0, 0, -1, 1]}}, (2, 3, 4), (2, 3, 4, 1)),
+    ({"shape": {"dim": [2, 2]}, "axis": 1, "num_axes": 1}, (3, 4, 5), (3, 2, 2, 5)),
+    ({"shape": {"dim": [-1]}, "axis": 1}, (3, 4, 5), (3, 20)),
+    ({"shape": {"dim": [1, 1]}, "axis": -1, "num_axes": 0}, (3, 4), (3, 4, 1, 1)),
+    ({"shape": {"dim": [1]}, "axis": 0, "num_axes": 0}, (3, 4), (1, 3, 4)),
+    ({"shape": {"dim": [0, 6, -1]}, "axis": 1}, (2, 3, 12), (2, 3, 6, 2)),  # 0: axis 1
+    ({"shape": {"dim": [-1, 0]}, "axis": 0}, (4, 6), (4, 6)),
+])
+def test_reshape_shapes(p, shape, want):
+    layer, tops = make_layer({"type": "Reshape", "reshape_param": p}, [shape])
+    assert tops == [want]
+    x = rand(shape)
+    bottom, (y,) = run_forward(layer, [x], tops)
+    assert np.shares_memory(y.data, bottom[0].data)          # Caffe's ShareData
+    np.testing.assert_array_equal(y.data, x.reshape(want))
+    check_gradients(layer, [x], tops)
+
+
+@pytest.mark.parametrize("p, words", [
+    ({"shape": {"dim": [-1, -1]}}, "multiple -1"),
+    ({"shape": {"dim": [5, -1]}}, "divisible"),
+    ({"shape": {"dim": [7]}}, "cannot reshape"),
+    ({"shape": {"dim": [0, 0, 0, 0]}}, "no corresponding"),
+    ({"shape": {"dim": [2]}, "axis": 4}, "out of range"),
+    ({"shape": {"dim": [2]}, "axis": 1, "num_axes": 3}, "out of range"),
+    ({"shape": {"dim": [-2, 3]}}, ">= -1"),
+])
+def test_reshape_errors(p, words):
+    with pytest.raises(NetspecError, match=words):
+        make_layer({"type": "Reshape", "reshape_param": p}, [(2, 3, 4)])
+
+
+def test_reshape_refuses_in_place():
+    with pytest.raises(SpecError, match="in place"):
+        make_layer({"type": "Reshape", "bottom": "x", "top": "x",
+                    "reshape_param": {"shape": {"dim": [0, -1]}}}, [(2, 3, 4)])
+
+
+# -- Tile -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("axis, tiles, shape", [(1, 3, (2, 3, 4)), (0, 2, (2, 3)),
+                                                (-1, 4, (2, 3, 2)), (2, 1, (2, 2, 3))])
+def test_tile(axis, tiles, shape):
+    layer, tops = make_layer({"type": "Tile", "tile_param": {"axis": axis, "tiles": tiles}},
+                             [shape])
+    x = rand(shape)
+    _, (y,) = run_forward(layer, [x], tops)
+    reps = [1] * len(shape)
+    reps[axis] = tiles
+    np.testing.assert_array_equal(y.data, np.tile(x, reps))
+    check_gradients(layer, [x], tops)
+
+
+@pytest.mark.parametrize("p, words", [({"axis": 1}, "must be specified"),
+                                      ({"tiles": 0}, "positive"),
+                                      ({"tiles": 2, "axis": 3}, "out of range")])
+def test_tile_errors(p, words):
+    with pytest.raises(SpecError, match=words):
+        make_layer({"type": "Tile", "tile_param": p}, [(2, 3, 4)])
+
+
+# -- parameter messages, across families ----------------------------------------------------------
+
+def test_messages_have_caffe_defaults():
+    lrn = LRNParameter()
+    assert (lrn.local_size, lrn.alpha, lrn.beta, lrn.k, lrn.norm_region) == \
+        (5, 1.0, 0.75, 1.0, "ACROSS_CHANNELS")
+    assert (CropParameter().axis, CropParameter().offset) == (2, [])
+    assert (SliceParameter().axis, SliceParameter().slice_point) == (1, [])
+    r = ReshapeParameter()
+    assert (r.shape, r.axis, r.num_axes) == (None, 0, -1)
+    assert (TileParameter().axis, TileParameter().tiles) == (1, None)
+    red = ReductionParameter()
+    assert (red.operation, red.axis, red.coeff) == ("SUM", 0, 1.0)
+    am = ArgMaxParameter()
+    assert (am.out_max_val, am.top_k, am.axis) == (False, 1, None)
+    assert (SPPParameter().pool, SPPParameter().pyramid_height) == ("MAX", None)
+    e = EmbedParameter()
+    assert (e.bias_term, e.weight_filler.type, e.bias_filler.type) == (True, "constant",
+                                                                        "constant")
+    b = BiasParameter()
+    assert (b.axis, b.num_axes, b.filler) == (1, 1, None)
+    assert {"lrn_param", "crop_param", "slice_param", "reshape_param", "tile_param",
+            "reduction_param", "argmax_param", "spp_param", "embed_param", "parameter_param",
+            "bias_param", "recurrent_param"} <= set(LAYER_PARAM_BLOCKS)
+
+
+@pytest.mark.parametrize("spec", [
+    {"type": "LRN", "lrn_param": {"local_sise": 5}},
+    {"type": "LRN", "lrn_param": {"norm_region": "ACROSS"}},
+    {"type": "Crop", "crop_param": {"offset": [-1]}},
+    {"type": "Slice", "slice_param": {"slice_points": [1]}},
+    {"type": "Reshape", "reshape_param": {"shape": {"dims": [1]}}},
+    {"type": "Reduction", "reduction_param": {"operation": "MAX"}},
+    {"type": "ArgMax", "argmax_param": {"top_k": -1}},
+    {"type": "SPP", "spp_param": {"pyramid_height": 2, "method": "MAX"}},
+    {"type": "Embed", "embed_param": {"num_output": 2, "input_dim": 2, "filler": GAUSS}},
+    {"type": "Bias", "bias_param": {"bias_term": True}},
+    {"type": "Tile", "tile_param": {"tile": 2}},
+    {"type": "Parameter", "parameter_param": {"dim": [1]}},
+])
+def test_unknown_or_invalid_fields_refused(spec):
+    from pydantic import ValidationError
+    with pytest.raises(ValidationError):
+        make_layer(spec, [(2, 3, 4, 5)])
