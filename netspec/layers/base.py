@@ -133,9 +133,16 @@ class Layer(abc.ABC):
     def spec_error(self, message: str, field: str | None = None):
         return self.error(message, field, SpecError)
 
+    def nchw(self, shape) -> tuple[int, int, int, int]:
+        """``shape`` as a tuple, or this layer's error unless it has 4 axes (N, C, H, W)."""
+        shape = tuple(shape)
+        if len(shape) != 4:
+            raise self.error(f"input must have 4 axes (num, channels, height, width), "
+                             f"got shape {shape}")
+        return shape
+
     def add_param(self, shape: tuple[int, ...], filler: Any, name_suffix: str) -> Param:
         """Create a parameter blob filled by ``filler`` (a FillerParameter)."""
-
         index = len(self.blobs)
         host = fill(filler, tuple(int(s) for s in shape), self.rng)
         spec = self.lp.param[index] if index < len(self.lp.param) else None

@@ -6,8 +6,22 @@ from __future__ import annotations
 import math
 
 from ..spec.params import FillerParameter
-from .base import Layer, canonical_axis, checked_axis, in_place, legacy_dim, proto_float
+from .base import Layer, checked_axis, in_place, legacy_dim, proto_float
 from .registry import register
+
+
+def _operand_shape(layer: Layer, shape: tuple[int, ...], axis: int, num_axes: int,
+                   what: str) -> tuple[int, ...]:
+    """The shape of Scale's or Bias's learned blob: ``num_axes`` axes of bottom[0] from
+    ``axis`` on (-1: to the end), as Caffe's ScaleLayer and BiasLayer take it."""
+    field = f"{layer.param_block}.num_axes"
+    if num_axes < -1:
+        raise layer.spec_error("num_axes must be non-negative, or -1 to extend to the end of "
+                               "bottom[0]", field=field)
+    if num_axes >= 0 and len(shape) < axis + num_axes:
+        raise layer.error(f"{what} blob's shape extends past bottom[0]'s shape {shape} when "
+                          f"applied from axis {axis}", field=field)
+    return shape[axis:] if num_axes == -1 else shape[axis:axis + num_axes]
 
 
 @register("BatchNorm")
@@ -124,19 +138,10 @@ class Scale(Layer):
     def setup(self, bottom_shapes):
         shape = tuple(bottom_shapes[0])
         p = self.p
-        try:
-            axis = canonical_axis(p.axis, len(shape))
-        except ValueError as e:
-            raise self.spec_error(str(e), field="scale_param.axis") from None
+        axis = checked_axis(self, p.axis, len(shape), "scale_param.axis")
         self.learned_scale = len(bottom_shapes) == 1
         if self.learned_scale:
-            if p.num_axes < -1:
-                raise self.spec_error("num_axes must be non-negative, or -1 to extend to the "
-                                      "end of bottom[0]", field="scale_param.num_axes")
-            if p.num_axes >= 0 and len(shape) < axis + p.num_axes:
-                raise self.error(f"scale blob's shape extends past bottom[0]'s shape {shape} "
-                                 f"when applied from axis {axis}", field="scale_param.num_axes")
-            scale_shape = shape[axis:] if p.num_axes == -1 else shape[axis:axis + p.num_axes]
+            scale_shape = _operand_shape(self, shape, axis, p.num_axes, "scale")
             filler = p.filler or FillerParameter(type="constant", value=1)
             self.add_param(scale_shape, filler, "scale")
         else:
@@ -211,19 +216,12 @@ class Bias(Layer):
     exact_tops = 1
 
     def setup(self, bottom_shapes):
-
         shape = tuple(bottom_shapes[0])
         p = self.p
         axis = checked_axis(self, p.axis, len(shape), "axis") if shape else 0
         self.learned = len(bottom_shapes) == 1
         if self.learned:
-            if p.num_axes < -1:
-                raise self.spec_error("num_axes must be non-negative, or -1 to extend to the "
-                                      "end of bottom[0]", field="num_axes")
-            if p.num_axes >= 0 and len(shape) < axis + p.num_axes:
-                raise self.error(f"bias blob's shape extends past bottom[0]'s shape {shape} "
-                                 f"when applied from axis {axis}", field="num_axes")
-            bias_shape = shape[axis:] if p.num_axes == -1 else shape[axis:axis + p.num_axes]
+            bias_shape = _operand_shape(self, shape, axis, p.num_axes, "bias")
             self.add_param(bias_shape, p.filler or FillerParameter(type="constant", value=0.0),
                            "bias")
         else:
@@ -283,10 +281,7 @@ class LRN(Layer):
     exact_tops = 1
 
     def setup(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
-        if len(shape) != 4:
-            raise self.error(f"input must have 4 axes (num, channels, height, width), "
-                             f"got shape {shape}")
+        shape = self.nchw(bottom_shapes[0])
         if self.lp.bottom and self.lp.top and self.lp.bottom[0] == self.lp.top[0]:
             raise self.spec_error("LRN cannot run in place (give its top another name)",
                                   field="top")

@@ -526,10 +526,7 @@ class SPP(Layer):
     exact_tops = 1
 
     def setup(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
-        if len(shape) != 4:
-            raise self.error(f"input must have 4 axes (num, channels, height, width), "
-                             f"got shape {shape}")
+        shape = self.nchw(bottom_shapes[0])
         p = self.p
         if not p.pyramid_height:
             raise self.spec_error("pyramid_height (>= 1) is required", field="pyramid_height")
