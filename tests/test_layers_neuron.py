@@ -304,7 +304,7 @@ def test_in_place_equals_out_of_place(spec):
 
 
 def test_absval_refuses_in_place():
-    with pytest.raises(SpecError, match="in-place"):
+    with pytest.raises(SpecError, match="cannot run in place"):
         make_layer({"type": "AbsVal", "bottom": "x", "top": "x"}, [(2, 3)])
 
 

@@ -65,6 +65,9 @@ class Layer(abc.ABC):
     #: backward writes (not adds) the whole gradient of each of its parameters when
     #: ``Param.diff_is_zero``: the solver then need not zero what such a layer produces first
     writes_param_diffs: ClassVar[bool] = False
+    #: the first top may be the first bottom (Caffe's in-place computation): only layers whose
+    #: forward and backward stay exact when they share one blob say so
+    allows_in_place: ClassVar[bool] = False
     exact_bottoms: ClassVar[Optional[int]] = None
     min_bottoms: ClassVar[int] = 0
     max_bottoms: ClassVar[Optional[int]] = None
@@ -168,6 +171,14 @@ class Layer(abc.ABC):
             raise bad("top", n_tops, f"at least {self.min_tops}")
         if self.max_tops is not None and n_tops > self.max_tops:
             raise bad("top", n_tops, f"at most {self.max_tops}")
+        shared = [t for t, b in zip(self.lp.top, self.lp.bottom) if t == b]
+        if shared and (not self.allows_in_place or self.lp.top[0] != self.lp.bottom[0]
+                       or len(shared) > 1):
+            raise self.spec_error(
+                f"cannot run in place: its top '{shared[-1]}' is also its bottom, and "
+                f"{self.type_name} would compute wrong results on one shared blob. Give the "
+                "top its own name (in-place layers: the element-wise ones but AbsVal, Dropout, "
+                "BatchNorm, Scale, Bias, MVN, Python)", field="top")
 
     # -- the contract ---------------------------------------------------------------------
     @abc.abstractmethod

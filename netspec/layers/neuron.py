@@ -16,7 +16,7 @@ import numpy
 
 from .. import parallel
 from ..spec.params import FillerParameter
-from .base import Layer, in_place, proto_float
+from .base import Layer, proto_float
 from .registry import register
 
 
@@ -37,6 +37,7 @@ class NeuronLayer(Layer):
     exact_bottoms = 1
     exact_tops = 1
     reads_input = False
+    allows_in_place = True
 
     def setup(self, bottom_shapes):
         self._x = None
@@ -266,10 +267,7 @@ class AbsVal(NeuronLayer):
     Like Caffe, refuses to run in place (backward needs the sign of x).
     """
 
-    def configure(self):
-        if in_place(self.lp):
-            raise self.spec_error("AbsVal does not allow in-place computation: give the top "
-                                  "its own name", field="top")
+    allows_in_place = False     # backward needs x, which an in-place forward overwrites
 
     def forward(self, bottom, top):
         self.xp.abs(bottom[0].data, out=top[0].data)

@@ -44,6 +44,7 @@ class BatchNorm(Layer):
     Works in place (x̂ and sqrt(var + eps) are cached by forward).
     """
 
+    allows_in_place = True
     param_block = "batch_norm_param"
     exact_bottoms = 1
     exact_tops = 1
@@ -130,6 +131,7 @@ class Scale(Layer):
     dx = dy ⊙ s.
     """
 
+    allows_in_place = True
     param_block = "scale_param"
     min_bottoms = 1
     max_bottoms = 2
@@ -210,6 +212,7 @@ class Bias(Layer):
     (accumulated into the learned blob, written into bottom 1's diff). Works in place.
     """
 
+    allows_in_place = True
     param_block = "bias_param"
     min_bottoms = 1
     max_bottoms = 2
@@ -282,9 +285,6 @@ class LRN(Layer):
 
     def setup(self, bottom_shapes):
         shape = self.nchw(bottom_shapes[0])
-        if self.lp.bottom and self.lp.top and self.lp.bottom[0] == self.lp.top[0]:
-            raise self.spec_error("LRN cannot run in place (give its top another name)",
-                                  field="top")
         p = self.p
         if p.local_size % 2 != 1:
             raise self.spec_error(f"LRN only supports odd values for local_size, got "
@@ -372,6 +372,7 @@ class MVN(Layer):
     (std + eps)/std; with eps = 1e-9 the two agree to that relative order.)
     """
 
+    allows_in_place = True
     param_block = "mvn_param"
     exact_bottoms = 1
     exact_tops = 1

@@ -193,6 +193,7 @@ class Python(Layer):
     ``propagate_down``. ``share_in_parallel`` is accepted and ignored (one process).
     """
 
+    allows_in_place = True     # as in pycaffe: the user's layer sees one blob as bottom and top
     param_block = "python_param"
 
     def setup(self, bottom_shapes):

@@ -61,9 +61,6 @@ class Reshape(Layer):
 
     def setup(self, bottom_shapes):
         shape = tuple(bottom_shapes[0])
-        if self.lp.bottom and self.lp.top and self.lp.bottom[0] == self.lp.top[0]:
-            raise self.spec_error("Reshape cannot run in place (give its top another name)",
-                                  field="top")
         p = self.p
         dims = [int(d) for d in (p.shape.dim if p.shape is not None else [])]
         if any(d < -1 for d in dims):

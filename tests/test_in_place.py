@@ -1,0 +1,72 @@
+"""In-place computation (a layer's top named as its bottom) is allowed only for the layer types
+that declare it (``Layer.allows_in_place``), and each declaration is true: in place, every such
+type computes the top and the bottom diff of its out-of-place run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gradcheck import forward_backward, make_layer
+from layer_cases import in_place
+from netspec.backend import get_backend
+from netspec.errors import SpecError
+from netspec.layers import registry
+from netspec.net import Net
+from netspec.spec import load_net, loads_net
+
+SHAPE = (2, 3, 4, 5)
+#: parameter blocks some in-place types need to be set up on SHAPE
+SETTINGS = {"Scale": {"scale_param": {"bias_term": True, "filler": {"type": "gaussian"},
+                                      "bias_filler": {"type": "gaussian"}}},
+            "Bias": {"bias_param": {"filler": {"type": "gaussian"}}},
+            "Power": {"power_param": {"power": 2.0, "scale": 0.5, "shift": 1.0}},
+            "Log": {"log_param": {"shift": 10.0}},
+            "Clip": {"clip_param": {"min": -1.0, "max": 1.5}},
+            "Dropout": {"dropout_param": {"dropout_ratio": 0.0}}}
+IN_PLACE = sorted(t for t, cls in registry.LAYERS.items() if cls.allows_in_place and t != "Python")
+
+
+def test_the_in_place_types_are_caffes_element_wise_and_normalization_layers():
+    assert IN_PLACE == ["BNLL", "BatchNorm", "Bias", "Clip", "Dropout", "ELU", "Exp", "Log",
+                        "MVN", "PReLU", "Power", "ReLU", "Scale", "Sigmoid", "Swish", "TanH",
+                        "Threshold"]
+
+
+@pytest.mark.parametrize("type_name", IN_PLACE)
+def test_in_place_equals_out_of_place(type_name):
+    spec = {"type": type_name, **SETTINGS.get(type_name, {})}
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.1, 2.0, SHAPE) * rng.choice([-1, 1], SHAPE)
+    dy = rng.standard_normal(SHAPE)
+    ref, shapes = make_layer(spec, [SHAPE], seed=5)
+    (y_ref,), (dx_ref,), _ = forward_backward(ref, [x], shapes, [dy])
+    layer, _ = make_layer(dict(spec, bottom=["x"], top=["x"]), [SHAPE], seed=5)
+    y, dx = in_place(layer, x, dy)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-14)
+    if layer.has_backward:      # Threshold has none: gradients stop there
+        np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-14)
+
+
+MLP_IN_PLACE = """\
+name: mlp
+layer:
+  - {name: data, type: Input, top: [x], input_param: {shape: [{dim: [4, 6]}]}}
+  - name: fc1
+    type: InnerProduct
+    bottom: x
+    top: x
+    inner_product_param: {num_output: 6}
+"""
+
+
+def test_an_inner_product_in_place_is_a_spec_error_naming_file_line_and_field(tmp_path):
+    path = tmp_path / "net.yaml"
+    path.write_text(MLP_IN_PLACE)
+    with pytest.raises(SpecError) as e:
+        Net(load_net(str(path)), "TRAIN", get_backend(dtype="float64"))
+    msg = str(e.value)
+    assert msg.startswith(f"{path}:5: top: layer 'fc1' (InnerProduct): cannot run in place")
+    assert "Give the top its own name" in msg
+    fine = loads_net(MLP_IN_PLACE.replace("    top: x\n", "    top: y\n"))   # its own top
+    assert Net(fine, "TRAIN", get_backend(dtype="float64")).blobs["y"].shape == (4, 6)
