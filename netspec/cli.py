@@ -148,7 +148,7 @@ def train(solver_file, gpu, snapshot, weights, sets, max_iter, quiet, dtype, log
              f"{'GPU' if solver.backend.is_gpu else f'CPU ({solver.backend.threads} threads)'}")
     for text, _, _ in applied:
         log.info(f"Override: --set {text}")
-    from .report import decay_lines  # noqa: PLC0415
+    from .tools.report import decay_lines  # noqa: PLC0415
 
     for line in decay_lines(solver):
         log.info(line)
@@ -211,7 +211,7 @@ def test(model, weights, iterations, gpu, phase, sets):
 @friendly
 def validate(file, sets):
     """Check a net or solver FILE and print its layers, shapes and per-blob lr/decay."""
-    from .report import print_validation  # noqa: PLC0415
+    from .tools.report import print_validation  # noqa: PLC0415
 
     print_validation(Path(file), list(sets))
 

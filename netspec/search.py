@@ -1082,7 +1082,7 @@ def summarize(cfg: SearchConfig, study_name: str, storage: str, out: Path,
                      else "") + "\n")
         outcome.best_yaml = write_best_yaml(cfg, best["params"], best_path, header)
     if cfg.plot:
-        from .plot_search import plot_search  # noqa: PLC0415
+        from .tools.plot_search import plot_search  # noqa: PLC0415
 
         outcome.plot = plot_search({**meta, "trials": rows}, cfg.plot)
     wrote = [str(p) for p in (csv_path, json_path, outcome.best_yaml, outcome.plot) if p]

@@ -240,7 +240,7 @@ def test_search_bounds_split_best_yaml_and_plot(tmp_path, monkeypatch):
     data = json.loads(outcome.json.read_text())
     assert data["metric"] == "accuracy" and len(data["trials"]) == 5
     if plot:
-        from netspec.plot_search import is_search_results, plot_search
+        from netspec.tools.plot_search import is_search_results, plot_search
 
         assert plot.exists() and plot.stat().st_size > 10_000
         assert is_search_results(outcome.json) and not is_search_results(solver)

@@ -28,7 +28,7 @@ def command(net_file, output, phase, rankdir, show_splits, sets):
     Needs the graphviz Python package and Graphviz's dot program
     (pip install 'netspec[draw]'; apt-get install graphviz).
     """
-    from ..draw import draw_net  # noqa: PLC0415
+    from ..tools.draw import draw_net  # noqa: PLC0415
 
     out, warning = draw_net(net_file, output, phase=phase, rankdir=rankdir,
                             show_splits=show_splits, sets=sets)

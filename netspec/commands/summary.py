@@ -141,7 +141,7 @@ def print_summary(info: dict, console) -> None:
 
 
 def _net_param(path: Path, sets):
-    from ..report import _is_solver  # noqa: PLC0415
+    from ..tools.report import _is_solver  # noqa: PLC0415
     from ..spec import load_net, load_solver  # noqa: PLC0415
     from ..spec.overrides import split_sets  # noqa: PLC0415
     from ..spec.yaml_lines import load_yaml  # noqa: PLC0415

@@ -26,7 +26,7 @@ def command(net_file, iterations, phase, gpu, dtype, sets):
     from ..net import Net  # noqa: PLC0415
     from ..spec import load_net  # noqa: PLC0415
     from ..spec.overrides import split_sets  # noqa: PLC0415
-    from ..timing import time_net  # noqa: PLC0415
+    from ..tools.timing import time_net  # noqa: PLC0415
 
     _, net_sets = split_sets(list(sets))
     net = Net(load_net(net_file, net_sets), phase, get_backend(gpu, dtype), np.random.default_rng(0))

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, NetspecError
+from ..errors import DataError, NetspecError
 
 INSTALL_HINT = ("pip install 'netspec[draw]' (the graphviz Python package) and Graphviz's dot "
                 "program: apt-get install graphviz (Debian/Ubuntu), brew install graphviz "
@@ -132,9 +132,9 @@ def _shape_text(shape) -> str:
 
 def _defs_without_net(net_param, phase: str):
     """The phase's layer list from the file alone (when the net cannot be built)."""
-    from . import graph  # noqa: PLC0415
-    from .layers import registry  # noqa: PLC0415
-    from .spec.params import NetState  # noqa: PLC0415
+    from .. import graph  # noqa: PLC0415
+    from ..layers import registry  # noqa: PLC0415
+    from ..spec.params import NetState  # noqa: PLC0415
 
     state = NetState(phase=phase, level=net_param.state.level, stage=list(net_param.state.stage))
     defs = graph.legacy_inputs(net_param) + graph.filter_phase(net_param, state)
@@ -152,8 +152,8 @@ def build_graph(net_param, phase: str = "TRAIN", rankdir: str = "LR", show_split
                 title: str | None = None):
     """A graphviz.Digraph of ``net_param`` in ``phase``; returns (graph, warning or None)."""
     graphviz = _graphviz()
-    from .backend import get_backend  # noqa: PLC0415
-    from .net import Net  # noqa: PLC0415
+    from ..backend import get_backend  # noqa: PLC0415
+    from ..net import Net  # noqa: PLC0415
 
     warning = None
     shapes: dict[str, tuple] = {}
@@ -224,8 +224,8 @@ def build_graph(net_param, phase: str = "TRAIN", rankdir: str = "LR", show_split
 def draw_net(net_file: str | Path, out: str | Path, phase: str = "TRAIN", rankdir: str = "LR",
              show_splits: bool = False, sets=()) -> tuple[Path, str | None]:
     """Render the net in ``net_file`` to ``out`` (format from its suffix); (path, warning)."""
-    from .spec import load_net  # noqa: PLC0415
-    from .spec.overrides import split_sets  # noqa: PLC0415
+    from ..spec import load_net  # noqa: PLC0415
+    from ..spec.overrides import split_sets  # noqa: PLC0415
 
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")

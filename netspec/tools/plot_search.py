@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import NetspecError
+from ..errors import NetspecError
 from .plot import RUN_COLORS, _matplotlib
 
 

@@ -29,7 +29,7 @@ SOLVER_SCHEMA_FILE = "netspec.solver.schema.json"
 
 
 def _is_repeated(field) -> bool:
-    from .spec.base import _as_list  # noqa: PLC0415
+    from ..spec.base import _as_list  # noqa: PLC0415
 
     return any(isinstance(m, BeforeValidator) and m.func is _as_list for m in field.metadata)
 
@@ -74,7 +74,7 @@ def _adjust(schema: dict, root: type[BaseModel]) -> dict:
                 props[key] = _accept_single(props[key])
     layer = defs.get("LayerParameter")
     if layer is not None:
-        from .layers import registry  # noqa: PLC0415
+        from ..layers import registry  # noqa: PLC0415
 
         registry._load_all()
         layer["properties"]["type"]["enum"] = sorted(registry.LAYERS)
@@ -82,7 +82,7 @@ def _adjust(schema: dict, root: type[BaseModel]) -> dict:
         layer["properties"]["name"]["description"] = "A name unique within the net."
     filler = defs.get("FillerParameter")
     if filler is not None:
-        from .fillers import FILLERS  # noqa: PLC0415
+        from ..fillers import FILLERS  # noqa: PLC0415
 
         filler["properties"]["type"]["enum"] = sorted(FILLERS)
     return schema
@@ -170,7 +170,7 @@ def _schema(model: type[BaseModel], title: str, description: str) -> dict:
 
 def net_schema() -> dict:
     """JSON Schema of a netspec network file (NetParameter)."""
-    from .spec.net import NetParameter  # noqa: PLC0415
+    from ..spec.net import NetParameter  # noqa: PLC0415
 
     return _schema(NetParameter, "netspec network file",
                    "A network in Caffe's NetParameter vocabulary (name, layer: [...]), as YAML. "
@@ -180,7 +180,7 @@ def net_schema() -> dict:
 
 def solver_schema() -> dict:
     """JSON Schema of a netspec solver file (SolverParameter)."""
-    from .spec.solver import SolverParameter  # noqa: PLC0415
+    from ..spec.solver import SolverParameter  # noqa: PLC0415
 
     return _schema(SolverParameter, "netspec solver file",
                    "A solver in Caffe's SolverParameter vocabulary (net, base_lr, lr_policy, "

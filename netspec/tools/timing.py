@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .parallel import blas_threads
+from ..parallel import blas_threads
 
 
 def _sync(backend) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .log import fmt
+from ..log import fmt
 
 
 def decay_lines(solver) -> list[str]:
@@ -49,19 +49,19 @@ def print_validation(path: Path, sets: list[str]) -> None:
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
-    from .backend import get_backend  # noqa: PLC0415
-    from .net import Net  # noqa: PLC0415
-    from .spec import load_net, load_solver  # noqa: PLC0415
-    from .spec.overrides import split_sets  # noqa: PLC0415
-    from .spec.yaml_lines import load_yaml  # noqa: PLC0415
+    from ..backend import get_backend  # noqa: PLC0415
+    from ..net import Net  # noqa: PLC0415
+    from ..spec import load_net, load_solver  # noqa: PLC0415
+    from ..spec.overrides import split_sets  # noqa: PLC0415
+    from ..spec.yaml_lines import load_yaml  # noqa: PLC0415
 
     console = Console()
     data, _ = load_yaml(path)
     solver_sets, net_sets = split_sets(sets)
     solver = None
     if _is_solver(data):
-        from .log import CaffeLog  # noqa: PLC0415
-        from .solvers import Solver  # noqa: PLC0415
+        from ..log import CaffeLog  # noqa: PLC0415
+        from ..solvers import Solver  # noqa: PLC0415
 
         sp = load_solver(path, solver_sets)
         net_param = load_net(sp.train_net or sp.net, net_sets)

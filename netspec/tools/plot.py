@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from .errors import NetspecError, suggest
+from ..errors import NetspecError, suggest
 
 INSTALL_HINT = "pip install 'netspec[plot]'  (or: pip install matplotlib)"
 #: one colour per run (matplotlib's tab10 without its gray), in order
@@ -123,7 +123,7 @@ class Run:
 
 def load_runs(paths: Sequence[str | Path]) -> list[Run]:
     """Read each path (metrics.jsonl, a directory holding one, or a Caffe log) as a Run."""
-    from .metrics import load_run, run_label  # noqa: PLC0415
+    from ..metrics import load_run, run_label  # noqa: PLC0415
 
     labels = [run_label(p) for p in paths]
     if len(set(labels)) < len(labels):  # two runs named alike: use the paths as given
