@@ -42,8 +42,8 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from .errors import DivergenceError, NetspecError, suggest
-from .solvers import Solver
+from ..errors import DivergenceError, NetspecError, suggest
+from ..solvers import Solver
 
 INSTALL_HINT = "pip install 'netspec[search]'  (or: pip install 'optuna>=4' 'psycopg[binary]>=3.1')"
 KINDS = ("loguniform", "uniform", "int", "logint", "choice")
@@ -243,8 +243,8 @@ class Problem:
     under ``workdir``) and a builder of validated (SolverParameter, NetParameter) pairs."""
 
     def __init__(self, cfg: SearchConfig, params: list[Param], workdir: str | Path):
-        from .spec import load_solver  # noqa: PLC0415
-        from .spec.overrides import split_sets  # noqa: PLC0415
+        from ..spec import load_solver  # noqa: PLC0415
+        from ..spec.overrides import split_sets  # noqa: PLC0415
 
         self.cfg = cfg
         self.params = params
@@ -268,9 +268,9 @@ class Problem:
 
     # -- the split -----------------------------------------------------------------------------
     def _raw_net(self, net_overrides):
-        from .spec.load import parse_net  # noqa: PLC0415
-        from .spec.overrides import apply as apply_overrides  # noqa: PLC0415
-        from .spec.yaml_lines import load_yaml  # noqa: PLC0415
+        from ..spec.load import parse_net  # noqa: PLC0415
+        from ..spec.overrides import apply as apply_overrides  # noqa: PLC0415
+        from ..spec.yaml_lines import load_yaml  # noqa: PLC0415
 
         data, lines = load_yaml(self.net_file)
         if isinstance(data, dict) and isinstance(data.get("layer"), dict):
@@ -280,12 +280,12 @@ class Problem:
         return data, lines, origins, net
 
     def _data_layers(self, net, state) -> list[int]:
-        from .graph import layer_included  # noqa: PLC0415
+        from ..graph import layer_included  # noqa: PLC0415
 
         return [i for i, lp in enumerate(net.layer) if lp.type == "Data" and layer_included(lp, state)]
 
     def _split_data(self) -> None:
-        from .data import open_source  # noqa: PLC0415 - looked up at call time (tests patch it)
+        from ..data import open_source  # noqa: PLC0415 - looked up at call time (tests patch it)
 
         _, _, _, net = self._raw_net(self.fixed_net)
         train = self._data_layers(net, self.train_state)
@@ -321,10 +321,10 @@ class Problem:
     # -- one trial's files ---------------------------------------------------------------------
     def build(self, values: dict[str, Any], random_seed: int | None = None):
         """(SolverParameter, NetParameter, iterations per epoch) for these searched values."""
-        from .spec import load_solver  # noqa: PLC0415
-        from .spec.load import parse_net  # noqa: PLC0415
-        from .spec.params import NetState  # noqa: PLC0415
-        from .spec.yaml_lines import LineMap  # noqa: PLC0415
+        from ..spec import load_solver  # noqa: PLC0415
+        from ..spec.load import parse_net  # noqa: PLC0415
+        from ..spec.params import NetState  # noqa: PLC0415
+        from ..spec.yaml_lines import LineMap  # noqa: PLC0415
 
         solver_vals = [_override(k, v) for k, v in values.items() if k.split(".")[0] != "layer"]
         net_vals = [_override(k, v) for k, v in values.items() if k.split(".")[0] == "layer"]
@@ -385,8 +385,8 @@ class Problem:
     def validate(self) -> tuple[str, str]:
         """Check every --param at its bounds (or each choice) like the file is checked; return
         (metric, direction)."""
-        from .backend import get_backend  # noqa: PLC0415
-        from .net import Net  # noqa: PLC0415
+        from ..backend import get_backend  # noqa: PLC0415
+        from ..net import Net  # noqa: PLC0415
 
         for p in self.params:  # each alone first, so an error names the right --param
             for v in p.probes():
@@ -418,7 +418,7 @@ class Problem:
             random_seed: int | None = None) -> dict:
         """Train one configuration; ``report(epoch, metric)`` after every epoch (it may raise
         to prune). Returns {'value', 'loss', 'iterations', 'wall_s', 'random_seed'}."""
-        from .log import CaffeLog  # noqa: PLC0415
+        from ..log import CaffeLog  # noqa: PLC0415
 
         sp, net_param, per_epoch = self.build(values, random_seed)
         solver = _TrialSolver(sp, net_param=net_param, log=CaffeLog(stream=io.StringIO(), quiet=True))
@@ -901,10 +901,10 @@ def write_best_yaml(cfg: SearchConfig, values: dict[str, Any], path: str | Path,
     """The original solver with --set and the chosen values applied, its net path (and the
     other file paths) made valid relative to ``path``. Layer values go into a copy of the net
     written beside it (``<stem>.net.yaml``); its relative data sources are rewritten too."""
-    from .spec import load_net, load_solver  # noqa: PLC0415
-    from .spec.overrides import apply as apply_overrides  # noqa: PLC0415
-    from .spec.overrides import split_sets  # noqa: PLC0415
-    from .spec.yaml_lines import load_yaml  # noqa: PLC0415
+    from ..spec import load_net, load_solver  # noqa: PLC0415
+    from ..spec.overrides import apply as apply_overrides  # noqa: PLC0415
+    from ..spec.overrides import split_sets  # noqa: PLC0415
+    from ..spec.yaml_lines import load_yaml  # noqa: PLC0415
 
     path = Path(path).resolve()
     folder = path.parent
@@ -1082,7 +1082,7 @@ def summarize(cfg: SearchConfig, study_name: str, storage: str, out: Path,
                      else "") + "\n")
         outcome.best_yaml = write_best_yaml(cfg, best["params"], best_path, header)
     if cfg.plot:
-        from .tools.plot_search import plot_search  # noqa: PLC0415
+        from ..tools.plot_search import plot_search  # noqa: PLC0415
 
         outcome.plot = plot_search({**meta, "trials": rows}, cfg.plot)
     wrote = [str(p) for p in (csv_path, json_path, outcome.best_yaml, outcome.plot) if p]
