@@ -6,78 +6,36 @@ traceback only with ``--debug``.
 
 from __future__ import annotations
 
-import functools
-import sys
+import importlib
+import pkgutil
 from pathlib import Path
 
 import click
 
-from .errors import NetspecError
-
-
-def friendly(fn):
-    """Turn NetspecError (and I/O errors) into a one-paragraph message and exit code 1."""
-    @functools.wraps(fn)
-    def wrapper(*args, debug: bool = False, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except NetspecError as e:
-            if debug:
-                raise
-            click.echo(f"netspec: error: {e}", err=True)
-            sys.exit(1)
-        except (OSError, MemoryError) as e:
-            if debug:
-                raise
-            click.echo(f"netspec: error: {e}", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("netspec: interrupted", err=True)
-            sys.exit(130)
-        except Exception as e:  # noqa: BLE001 - a bug: say so briefly, trace only on --debug
-            if debug:
-                raise
-            click.echo(f"netspec: internal error: {type(e).__name__}: {e}. This is a bug in "
-                       "netspec; run again with --debug for a traceback and report it.", err=True)
-            sys.exit(2)
-    return click.option("--debug", is_flag=True, help="Show a full traceback on errors.")(wrapper)
-
-
-def threads_option(fn):
-    """Add ``--threads N``: the CPU threads of this run (``netspec/parallel.py``)."""
-    @functools.wraps(fn)
-    def wrapper(*args, threads: int | None = None, **kwargs):
-        if threads is not None:
-            from . import parallel  # noqa: PLC0415
-            parallel.set_num_threads(threads)
-        return fn(*args, **kwargs)
-    return click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
-                        help="CPU threads (default: $NETSPEC_NUM_THREADS, else BLAS's thread "
-                             "count, $OMP_NUM_THREADS or the number of cores, at most 8)."
-                        )(wrapper)
+from . import commands
+from .commands.options import friendly, threads_option
 
 
 class _LazyGroup(click.Group):
     """The core commands plus one lazily imported module per extra command (netspec/commands)."""
 
     def list_commands(self, ctx):
-        import pkgutil  # noqa: PLC0415
-
-        from . import commands  # noqa: PLC0415
-
-        extra = [m.name.replace("_", "-") for m in pkgutil.iter_modules(commands.__path__)]
+        extra = [m.name.replace("_", "-") for m in pkgutil.iter_modules(commands.__path__)
+                 if m.name not in commands.NOT_COMMANDS]
         return sorted(set(super().list_commands(ctx)) | set(extra))
 
     def get_command(self, ctx, name):
         cmd = super().get_command(ctx, name)
         if cmd is not None:
             return cmd
-        import importlib  # noqa: PLC0415
-
+        stem = name.replace("-", "_")
+        if not stem.isidentifier() or stem in commands.NOT_COMMANDS:
+            return None
+        module_name = f"{commands.__name__}.{stem}"
         try:
-            module = importlib.import_module(f"netspec.commands.{name.replace('-', '_')}")
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
-            if e.name == f"netspec.commands.{name.replace('-', '_')}":
+            if e.name == module_name:
                 return None
             raise
         return module.command

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..cli import friendly
+from .options import friendly
 
 
 @click.command("draw")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..cli import friendly, threads_option
+from .options import friendly, threads_option
 
 
 @click.command("time")

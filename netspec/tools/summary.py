@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from ..cli import friendly
+from ..commands.options import friendly
 from ..tools.flops import layer_flops
 
 def summarize(net) -> dict:
