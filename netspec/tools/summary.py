@@ -1,4 +1,4 @@
-"""``netspec summary NET``: per-layer shapes, parameters, multipliers, FLOPs and memory.
+"""Per-layer shapes, parameters, multipliers, FLOPs and memory of a net (``netspec summary``).
 
 FLOPs count one forward pass of one batch (rules in ``netspec/tools/flops.py``).
 Memory: activations (the data of every blob; split tops alias their bottom), activation
@@ -9,13 +9,17 @@ history (momentum: 1x, Adam: 2x the learnable parameters) comes on top.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Sequence
 
-import click
+from rich.console import Console
+from rich.table import Table
 
-from ..commands.options import friendly
-from ..tools.flops import layer_flops
+from ..backend import get_backend
+from ..net import Net
+from ..workflows import load_any_net
+from .flops import layer_flops
+
 
 def summarize(net) -> dict:
     """Rows per layer and totals (FLOPs, parameters, bytes) of a built Net."""
@@ -100,9 +104,8 @@ def _fmt_mult(x: float) -> str:
     return f"{x:g}"
 
 
-def print_summary(info: dict, console) -> None:
-    from rich.table import Table  # noqa: PLC0415
-
+def print_summary(info: dict, console: Console) -> None:
+    """The summary as a table, then the FLOPs and memory totals."""
     t = info["totals"]
     table = Table(title=f"{info['name'] or 'net'} — {info['phase']}", show_footer=True)
     table.add_column("layer", footer="total")
@@ -140,44 +143,7 @@ def print_summary(info: dict, console) -> None:
                      if info["phase"] == "TRAIN" else "."), highlight=False)
 
 
-def _net_param(path: Path, sets):
-    from ..tools.report import _is_solver  # noqa: PLC0415
-    from ..spec import load_net, load_solver  # noqa: PLC0415
-    from ..spec.overrides import split_sets  # noqa: PLC0415
-    from ..spec.yaml_lines import load_yaml  # noqa: PLC0415
-
-    solver_sets, net_sets = split_sets(list(sets))
-    data, _ = load_yaml(path)
-    if _is_solver(data):
-        sp = load_solver(path, solver_sets)
-        return load_net(sp.train_net or sp.net, net_sets)
-    return load_net(path, net_sets)
-
-
-@click.command("summary")
-@click.argument("net_file", type=click.Path(dir_okay=False))
-@click.option("--phase", type=click.Choice(["TRAIN", "TEST"]), default="TRAIN", show_default=True)
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a layer field first (layer.mnist.data_param.batch_size=1).")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table.")
-@friendly
-def command(net_file, phase, sets, as_json):
-    """Per-layer output shapes, parameters, lr/decay multipliers, FLOPs and memory of NET_FILE.
-
-    NET_FILE is a network file or a solver file (its net is used). FLOPs are for one forward
-    pass of one batch, counting a multiply-add as 2.
-    """
-    from rich.console import Console  # noqa: PLC0415
-
-    from ..backend import get_backend  # noqa: PLC0415
-    from ..net import Net  # noqa: PLC0415
-
-    net = Net(_net_param(Path(net_file), sets), phase, get_backend(False))
-    info = summarize(net)
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    console = Console()
-    if not console.is_terminal:  # piped or captured: wide enough that numbers never wrap
-        console = Console(width=max(console.width, 160))
-    print_summary(info, console)
+def summarize_file(path: str | Path, phase: str = "TRAIN", sets: Sequence[str] = ()) -> dict:
+    """``summarize`` of the net of a net file, or of a solver file's train net, built in
+    ``phase`` on the CPU with the overrides ``sets``."""
+    return summarize(Net(load_any_net(path, sets), phase, get_backend(False)))
