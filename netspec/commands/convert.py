@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from ..caffe.port import convert
 from .options import friendly
 
 
@@ -28,8 +29,6 @@ from .options import friendly
 @friendly
 def command(file, output, model, drop_unsupported, input_layer):
     """Convert a Caffe FILE (.prototxt net or solver, or .caffemodel) to netspec's formats."""
-    from ..caffe.port import convert  # noqa: PLC0415
-
     result = convert(file, output, model=model, drop_unsupported=drop_unsupported,
                      input_layer=input_layer)
     for note in result.notes:

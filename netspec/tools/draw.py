@@ -18,7 +18,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .. import graph
+from ..backend import get_backend
 from ..errors import DataError, NetspecError
+from ..layers.registry import LAYERS
+from ..net import Net
+from ..spec import load_net
+from ..spec.overrides import split_sets
+from ..spec.params import NetState
 
 INSTALL_HINT = ("pip install 'netspec[draw]' (the graphviz Python package) and Graphviz's dot "
                 "program: apt-get install graphviz (Debian/Ubuntu), brew install graphviz "
@@ -40,7 +47,7 @@ FORMATS = {"svg", "png", "pdf", "jpg", "jpeg", "gif", "ps", "eps", "dot", "gv"}
 
 def _graphviz():
     try:
-        import graphviz  # noqa: PLC0415
+        import graphviz  # noqa: PLC0415 - optional: the 'draw' extra
     except ModuleNotFoundError:
         raise NetspecError(f"drawing needs the graphviz Python package, which is not installed: "
                            f"{INSTALL_HINT}") from None
@@ -132,10 +139,6 @@ def _shape_text(shape) -> str:
 
 def _defs_without_net(net_param, phase: str):
     """The phase's layer list from the file alone (when the net cannot be built)."""
-    from .. import graph  # noqa: PLC0415
-    from ..layers import registry  # noqa: PLC0415
-    from ..spec.params import NetState  # noqa: PLC0415
-
     state = NetState(phase=phase, level=net_param.state.level, stage=list(net_param.state.stage))
     defs = graph.legacy_inputs(net_param) + graph.filter_phase(net_param, state)
     graph.resolve(defs, net_param)
@@ -144,7 +147,7 @@ def _defs_without_net(net_param, phase: str):
         if d.loss_weights:
             w = d.loss_weights[k] if k < len(d.loss_weights) else 0.0
             return float(w or 0.0)
-        return 1.0 if (k == 0 and registry.get(d.lp.type).is_loss) else 0.0
+        return 1.0 if (k == 0 and LAYERS[d.lp.type].is_loss) else 0.0
     return graph.insert_splits(defs, loss_weight)
 
 
@@ -152,9 +155,6 @@ def build_graph(net_param, phase: str = "TRAIN", rankdir: str = "LR", show_split
                 title: str | None = None):
     """A graphviz.Digraph of ``net_param`` in ``phase``; returns (graph, warning or None)."""
     graphviz = _graphviz()
-    from ..backend import get_backend  # noqa: PLC0415
-    from ..net import Net  # noqa: PLC0415
-
     warning = None
     shapes: dict[str, tuple] = {}
     counts: dict[str, int] = {}
@@ -224,9 +224,6 @@ def build_graph(net_param, phase: str = "TRAIN", rankdir: str = "LR", show_split
 def draw_net(net_file: str | Path, out: str | Path, phase: str = "TRAIN", rankdir: str = "LR",
              show_splits: bool = False, sets=()) -> tuple[Path, str | None]:
     """Render the net in ``net_file`` to ``out`` (format from its suffix); (path, warning)."""
-    from ..spec import load_net  # noqa: PLC0415
-    from ..spec.overrides import split_sets  # noqa: PLC0415
-
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
