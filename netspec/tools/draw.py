@@ -1,14 +1,10 @@
 """Draw a net as a graph (``netspec draw``), like Caffe's ``python/draw_net.py``.
 
-Layers are boxes (name, type and key parameters such as kernel, stride and num_output, plus
-the parameter count); blobs are the edges between them, labelled with their name and shape.
-A blob no layer reads (a net output such as ``loss``) ends in a small oval. The shapes come
-from building the net for one phase on the CPU (``netspec.net.Net``); if that fails because
-a data source is missing, the graph is drawn from the file alone, without shapes. The Split
-layers netspec inserts for blobs read by several layers are hidden unless asked for.
-
-Needs the ``graphviz`` Python package and Graphviz's ``dot`` program (except for ``.dot``/
-``.gv`` output, which is the graph source).
+Layers are boxes (name, type, key parameters, parameter count); blobs are edges labelled with
+their name and shape, and a blob no layer reads ends in an oval. Shapes come from building the
+net on the CPU; when a data source is missing, the graph is drawn from the file alone. The
+Split layers netspec inserts are hidden unless asked for. Needs the ``graphviz`` package and
+Graphviz's ``dot`` program, except for ``.dot``/``.gv`` output (the graph source).
 """
 
 from __future__ import annotations

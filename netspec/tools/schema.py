@@ -1,16 +1,10 @@
 """JSON Schemas of net and solver files, for editor completion and checking (``netspec schema``).
 
-Generated from the pydantic models (``NetParameter``, ``SolverParameter``) with
-``model_json_schema()``, then adjusted to what netspec actually accepts:
-
-* a Caffe ``repeated`` field takes one value where a list is expected (``top: conv1`` ==
-  ``top: [conv1]``), and an empty value (``null``) for an empty list;
-* a layer's ``type`` and a filler's ``type`` list the known names (completion in the editor);
-* the schema is JSON Schema draft-07 (``definitions``), which the YAML language server of
-  VS Code and most validators support.
-
-The schema describes the file format; netspec still checks more than it can say (that
-bottoms exist, shapes fit, lr_policy has its parameters ...).
+Generated from the pydantic models (``NetParameter``, ``SolverParameter``) as draft-07
+(``definitions``, which VS Code's YAML language server reads), then adjusted to what netspec
+accepts: a Caffe ``repeated`` field also takes one value (``top: conv1``) or null, and layer
+and filler ``type`` list the known names. netspec checks more than a schema can say (that
+bottoms exist, shapes fit ...).
 """
 
 from __future__ import annotations
