@@ -9,7 +9,7 @@ import time
 
 from threadpoolctl import threadpool_limits
 
-from netspec.timing import time_net
+from netspec.tools.timing import time_net
 
 from bench.nets import bench_net, make_solver, set_inputs, synthetic_inputs, weights_of
 from bench.torch_model import torch_inputs, torch_model, torch_optimizer

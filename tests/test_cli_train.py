@@ -1,14 +1,20 @@
-"""`netspec train` from the command line: progress bar only on a terminal, fine-tuning, overrides."""
+"""`netspec train` from the command line: progress bar only on a terminal, fine-tuning, overrides;
+the same work from Python (netspec.workflows), and the command list."""
 
 from __future__ import annotations
 
 import os
+import pkgutil
 import pty
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from click.testing import CliRunner
+
+from netspec import commands, workflows
+from netspec.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,3 +104,28 @@ def test_threads_option_and_environment(tmp_path):
     zero = subprocess.run([sys.executable, "-m", "netspec.cli", "train", str(solver), "--threads", "0"],
                           capture_output=True, text=True, cwd=tmp_path, env=env)
     assert zero.returncode == 2 and "--threads" in zero.stderr
+
+
+def test_train_and_score_from_python(tmp_path, monkeypatch):
+    """What `netspec train` and `netspec test` do, without the command line."""
+    monkeypatch.chdir(tmp_path)
+    solver = _tiny_files(tmp_path)
+    run = workflows.train(solver, ["display=2"], max_iter=4, log_dir="logs", quiet=True)
+    assert run.result["iterations"] == 4 and run.solver.iter == 4
+    assert (tmp_path / "logs" / "metrics.jsonl").exists()
+    assert "Iteration 2" in (tmp_path / "logs" / "train.log").read_text()
+    scores = workflows.score(tmp_path / "net.yaml", tmp_path / "snap" / "tiny_iter_4.weights.npz",
+                             iterations=5)
+    assert scores.missing == [] and list(scores.outputs) == ["loss"]
+    assert np.isfinite(scores.outputs["loss"]) and scores.outputs["loss"].dtype == np.float64
+
+
+def test_help_lists_every_command_module():
+    r = CliRunner().invoke(main, ["--help"])
+    assert r.exit_code == 0, r.output
+    listed = r.output.split("Commands:")[1].split()
+    modules = {m.name.replace("_", "-") for m in pkgutil.iter_modules(commands.__path__)
+               if m.name not in commands.NOT_COMMANDS}
+    assert modules >= {"train", "test", "validate", "summary", "search"}
+    assert modules <= set(listed) and "options" not in listed
+    assert CliRunner().invoke(main, ["options"]).exit_code == 2   # not a command

@@ -122,8 +122,6 @@ def test_solver_events_go_to_the_metrics_file_and_match_the_log(tmp_path):
 
 
 def test_train_log_dir_writes_metrics_and_log(tmp_path):
-    if "log_dir" not in [p.name for p in main.commands["train"].params]:
-        pytest.skip("netspec train has no --log-dir option yet")
     out = tmp_path / "run"
     args = ["train", ROOT / "solvers" / "mlp.yaml", "--max-iter", "4", "--set", "display=2",
             "--set", "test_interval=4", "--set", "test_iter=1", "--set", "snapshot=0",

@@ -179,9 +179,9 @@ def test_validation_layer_for_nets_without_a_test_data_layer(tmp_path, monkeypat
 
 # -- a small search, in this process ------------------------------------------------------------
 def _forbid_test_split(monkeypatch) -> list[str]:
-    import netspec.data
     import netspec.data.mnist
     import netspec.data.sources
+    import netspec.search.split
 
     seen: list[str] = []
     real_open, real_load = netspec.data.sources.open_source, netspec.data.mnist.load_mnist
@@ -198,7 +198,7 @@ def _forbid_test_split(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(netspec.data.mnist, "load_mnist", load)
     monkeypatch.setattr(netspec.data.sources, "load_mnist", load)
-    monkeypatch.setattr(netspec.data, "open_source", open_source)
+    monkeypatch.setattr(netspec.search.split, "open_source", open_source)
     return seen
 
 
@@ -219,8 +219,8 @@ def test_search_bounds_split_best_yaml_and_plot(tmp_path, monkeypatch):
         problem = Problem(cfg, [parse_param(p) for p in params], tmp_path)
     assert "test" not in seen and "train" in seen
     # 300 records: 60 held out (shuffled with the seed), 240 to train on, 8 iterations per epoch
-    assert (problem.n_train, problem.n_val) == (240, 60)
-    assert problem.val_batch * problem.val_iter == 60
+    assert (problem.split.n_train, problem.split.n_val) == (240, 60)
+    assert problem.split.val_batch * problem.split.val_iter == 60
     rows = outcome.rows
     assert outcome.counts["finished"] == 5 and len(rows) == 5
     for r in rows:
@@ -240,7 +240,7 @@ def test_search_bounds_split_best_yaml_and_plot(tmp_path, monkeypatch):
     data = json.loads(outcome.json.read_text())
     assert data["metric"] == "accuracy" and len(data["trials"]) == 5
     if plot:
-        from netspec.plot_search import is_search_results, plot_search
+        from netspec.tools.plot_search import is_search_results, plot_search
 
         assert plot.exists() and plot.stat().st_size > 10_000
         assert is_search_results(outcome.json) and not is_search_results(solver)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import click
 
-from ..cli import friendly
+from ..caffe.port import convert
+from .options import friendly
 
 
 @click.command("convert")
@@ -28,8 +29,6 @@ from ..cli import friendly
 @friendly
 def command(file, output, model, drop_unsupported, input_layer):
     """Convert a Caffe FILE (.prototxt net or solver, or .caffemodel) to netspec's formats."""
-    from ..caffe.port import convert  # noqa: PLC0415
-
     result = convert(file, output, model=model, drop_unsupported=drop_unsupported,
                      input_layer=input_layer)
     for note in result.notes:

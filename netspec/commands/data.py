@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..cli import friendly
+from ..data import mnist
+from .options import friendly
 
 
 @click.group("data")
@@ -16,12 +17,10 @@ def command():
 @friendly
 def info():
     """Show the built-in datasets and verify their checksums."""
-    from ..data.mnist import BUILTIN_DIR, load_mnist  # noqa: PLC0415
-
     for split in ("train", "test"):
-        x, y = load_mnist(split)
+        x, y = mnist.load_mnist(split)
         click.echo(f"builtin:mnist split={split}: {x.shape[0]} images {x.shape[1:]} uint8, "
-                   f"labels 0-9 (SHA-256 verified) in {BUILTIN_DIR}")
+                   f"labels 0-9 (SHA-256 verified) in {mnist.BUILTIN_DIR}")
 
 
 @command.command("download")
@@ -31,7 +30,5 @@ def info():
 @friendly
 def download(name, folder, mirrors):
     """Download NAME's files into FOLDER (checksums verified); use FOLDER as a Data `source`."""
-    from ..data import mnist  # noqa: PLC0415
-
     path = mnist.download(folder, tuple(mirrors) + mnist.MIRRORS)
     click.echo(f"MNIST in {path}: point a Data layer at it with `source: {path}`")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..cli import friendly
+from ..tools.draw import draw_net
+from .options import friendly
 
 
 @click.command("draw")
@@ -28,8 +29,6 @@ def command(net_file, output, phase, rankdir, show_splits, sets):
     Needs the graphviz Python package and Graphviz's dot program
     (pip install 'netspec[draw]'; apt-get install graphviz).
     """
-    from ..draw import draw_net  # noqa: PLC0415
-
     out, warning = draw_net(net_file, output, phase=phase, rankdir=rankdir,
                             show_splits=show_splits, sets=sets)
     if warning:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
-from ..cli import friendly
+from ..caffe.export import export_net
+from ..caffe.port import default_output
+from .options import friendly
 
 
 @click.command("export")
@@ -21,9 +23,6 @@ from ..cli import friendly
 @friendly
 def command(net_file, output, weights, caffemodel):
     """Write NET_FILE as a Caffe .prototxt (and its weights as a .caffemodel)."""
-    from ..caffe.export import export_net  # noqa: PLC0415
-    from ..caffe.port import default_output  # noqa: PLC0415
-
     out = Path(output) if output else default_output(Path(net_file), ".prototxt")
     if out.resolve() == Path(net_file).resolve():
         raise click.UsageError("the output would overwrite NET_FILE; give -o")

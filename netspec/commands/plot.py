@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..cli import friendly
+from ..tools.plot import plot_runs
+from ..tools.plot_search import is_search_results, plot_search
+from .options import friendly
 
 
 @click.command("plot")
@@ -27,9 +29,6 @@ def command(runs, output, metrics, title, dpi):
     colour each, labelled by their directory name or file stem. A single `netspec search`
     results file (results.json) is drawn as the search: validation accuracy over the parameters.
     """
-    from ..plot import plot_runs  # noqa: PLC0415
-    from ..plot_search import is_search_results, plot_search  # noqa: PLC0415
-
     if len(runs) == 1 and is_search_results(runs[0]):
         out = plot_search(runs[0], output, title=title, dpi=dpi)
     else:

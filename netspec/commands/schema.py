@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..cli import friendly
+from ..tools.schema import SOLVER_SCHEMA_FILE, stale_schemas, write_schemas
+from .options import friendly
 
 
 @click.command("schema")
@@ -25,8 +26,6 @@ def command(output, solver_out, check):
     `# yaml-language-server: $schema=../netspec.schema.json` (VS Code's YAML extension) to get
     completion, hover documentation and checking of keys and values while you type.
     """
-    from ..schema import SOLVER_SCHEMA_FILE, stale_schemas, write_schemas  # noqa: PLC0415
-
     solver = Path(solver_out) if solver_out else Path(output).with_name(SOLVER_SCHEMA_FILE)
     if check:
         stale = stale_schemas(output, solver)

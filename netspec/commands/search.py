@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import click
 
-from ..cli import friendly
+from ..search import SearchConfig, run_search
+from .options import friendly
 
 
 @click.command("search")
@@ -62,8 +63,6 @@ def command(solver_file, params, sets, trials, epochs, val_fraction, sampler, pr
         --param base_lr=loguniform:1e-6:1e-2 --param weight_decay=loguniform:1e-8:1e-4 \\
         --best-out best.yaml --plot search.png
     """
-    from ..search import SearchConfig, run_search  # noqa: PLC0415
-
     cfg = SearchConfig(solver=solver_file, params=list(params), sets=list(sets), trials=trials,
                        epochs=epochs, val_fraction=val_fraction, seed=seed, sampler=sampler,
                        pruner=pruner, metric=metric, direction=direction, jobs=jobs, storage=storage,

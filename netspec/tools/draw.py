@@ -1,14 +1,10 @@
 """Draw a net as a graph (``netspec draw``), like Caffe's ``python/draw_net.py``.
 
-Layers are boxes (name, type and key parameters such as kernel, stride and num_output, plus
-the parameter count); blobs are the edges between them, labelled with their name and shape.
-A blob no layer reads (a net output such as ``loss``) ends in a small oval. The shapes come
-from building the net for one phase on the CPU (``netspec.net.Net``); if that fails because
-a data source is missing, the graph is drawn from the file alone, without shapes. The Split
-layers netspec inserts for blobs read by several layers are hidden unless asked for.
-
-Needs the ``graphviz`` Python package and Graphviz's ``dot`` program (except for ``.dot``/
-``.gv`` output, which is the graph source).
+Layers are boxes (name, type, key parameters, parameter count); blobs are edges labelled with
+their name and shape, and a blob no layer reads ends in an oval. Shapes come from building the
+net on the CPU; when a data source is missing, the graph is drawn from the file alone. The
+Split layers netspec inserts are hidden unless asked for. Needs the ``graphviz`` package and
+Graphviz's ``dot`` program, except for ``.dot``/``.gv`` output (the graph source).
 """
 
 from __future__ import annotations
@@ -18,7 +14,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, NetspecError
+from .. import graph
+from ..backend import get_backend
+from ..errors import DataError, NetspecError
+from ..layers.registry import LAYERS
+from ..net import Net
+from ..spec import load_net
+from ..spec.overrides import split_sets
+from ..spec.params import NetState
 
 INSTALL_HINT = ("pip install 'netspec[draw]' (the graphviz Python package) and Graphviz's dot "
                 "program: apt-get install graphviz (Debian/Ubuntu), brew install graphviz "
@@ -40,7 +43,7 @@ FORMATS = {"svg", "png", "pdf", "jpg", "jpeg", "gif", "ps", "eps", "dot", "gv"}
 
 def _graphviz():
     try:
-        import graphviz  # noqa: PLC0415
+        import graphviz  # noqa: PLC0415 - optional: the 'draw' extra
     except ModuleNotFoundError:
         raise NetspecError(f"drawing needs the graphviz Python package, which is not installed: "
                            f"{INSTALL_HINT}") from None
@@ -132,10 +135,6 @@ def _shape_text(shape) -> str:
 
 def _defs_without_net(net_param, phase: str):
     """The phase's layer list from the file alone (when the net cannot be built)."""
-    from . import graph  # noqa: PLC0415
-    from .layers import registry  # noqa: PLC0415
-    from .spec.params import NetState  # noqa: PLC0415
-
     state = NetState(phase=phase, level=net_param.state.level, stage=list(net_param.state.stage))
     defs = graph.legacy_inputs(net_param) + graph.filter_phase(net_param, state)
     graph.resolve(defs, net_param)
@@ -144,7 +143,7 @@ def _defs_without_net(net_param, phase: str):
         if d.loss_weights:
             w = d.loss_weights[k] if k < len(d.loss_weights) else 0.0
             return float(w or 0.0)
-        return 1.0 if (k == 0 and registry.get(d.lp.type).is_loss) else 0.0
+        return 1.0 if (k == 0 and LAYERS[d.lp.type].is_loss) else 0.0
     return graph.insert_splits(defs, loss_weight)
 
 
@@ -152,9 +151,6 @@ def build_graph(net_param, phase: str = "TRAIN", rankdir: str = "LR", show_split
                 title: str | None = None):
     """A graphviz.Digraph of ``net_param`` in ``phase``; returns (graph, warning or None)."""
     graphviz = _graphviz()
-    from .backend import get_backend  # noqa: PLC0415
-    from .net import Net  # noqa: PLC0415
-
     warning = None
     shapes: dict[str, tuple] = {}
     counts: dict[str, int] = {}
@@ -224,9 +220,6 @@ def build_graph(net_param, phase: str = "TRAIN", rankdir: str = "LR", show_split
 def draw_net(net_file: str | Path, out: str | Path, phase: str = "TRAIN", rankdir: str = "LR",
              show_splits: bool = False, sets=()) -> tuple[Path, str | None]:
     """Render the net in ``net_file`` to ``out`` (format from its suffix); (path, warning)."""
-    from .spec import load_net  # noqa: PLC0415
-    from .spec.overrides import split_sets  # noqa: PLC0415
-
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in FORMATS:

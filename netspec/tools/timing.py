@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
 
-from .parallel import blas_threads
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from ..backend import get_backend
+from ..net import Net
+from ..parallel import blas_threads
+from ..spec import load_net
+from ..spec.overrides import split_sets
 
 
 def _sync(backend) -> None:
@@ -31,6 +41,30 @@ def time_net(net, iterations: int = 50, warmup: int = 5) -> Timing:
     with the net's threads as in training (``parallel.blas_threads``)."""
     with blas_threads(net.backend, net.blas_threads):
         return _time_layers(net, iterations, warmup)
+
+
+def time_net_file(net_file: str | Path, iterations: int = 50, phase: str = "TRAIN", gpu: bool = False,
+                  dtype: str = "float32", sets: Sequence[str] = ()) -> tuple[Net, Timing]:
+    """Build the net of ``net_file`` in ``phase`` (layer overrides ``sets``, fillers seeded with
+    0) and time it; returns (net, timing)."""
+    _, net_sets = split_sets(list(sets))
+    net = Net(load_net(net_file, net_sets), phase, get_backend(gpu, dtype), np.random.default_rng(0))
+    return net, time_net(net, iterations)
+
+
+def print_timing(net, t: Timing, title: str, console: Console | None = None) -> None:
+    """The per-layer table, then the averages of a pass, Caffe's way."""
+    console = console or Console()
+    table = Table(title=title)
+    for col in ("layer", "type", "forward ms", "backward ms"):
+        table.add_column(col, justify="right" if "ms" in col else "left")
+    for layer in net.layers:
+        table.add_row(layer.name, layer.type_name, f"{t.forward_ms[layer.name]:.3f}",
+                      f"{t.backward_ms[layer.name]:.3f}")
+    console.print(table)
+    console.print(f"Average Forward pass: {t.total_forward_ms:.3f} ms.")
+    console.print(f"Average Backward pass: {t.total_backward_ms:.3f} ms.")
+    console.print(f"Average Forward-Backward: {t.total_ms:.3f} ms.")
 
 
 def _time_layers(net, iterations: int, warmup: int) -> Timing:

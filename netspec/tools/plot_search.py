@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import NetspecError
+from ..errors import NetspecError
 from .plot import RUN_COLORS, _matplotlib
 
 
@@ -51,8 +51,8 @@ def plot_search(source, output, params: list[str] | None = None, dpi: int = 100,
                 title: str | None = None, top: int = 5) -> Path:
     """Draw the search in ``source`` (dict or results JSON) to ``output``; return its path."""
     make = _matplotlib()
-    import matplotlib  # noqa: PLC0415
-    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+    import matplotlib  # noqa: PLC0415 - optional: the 'plot' extra
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 - optional: the 'plot' extra
 
     data = load_results(source)
     metric = data.get("metric") or "accuracy"

@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from .errors import NetspecError, suggest
+from ..errors import NetspecError, suggest
+from ..metrics import load_run, run_label
 
 INSTALL_HINT = "pip install 'netspec[plot]'  (or: pip install matplotlib)"
 #: one colour per run (matplotlib's tab10 without its gray), in order
@@ -25,13 +26,13 @@ MARKERS = [None, "o", "s", "^", "v", "D", "x", "+"]
 
 def _matplotlib():
     try:
-        import matplotlib  # noqa: PLC0415
+        import matplotlib  # noqa: PLC0415 - optional: the 'plot' extra
     except ModuleNotFoundError:
         raise NetspecError(f"plotting needs matplotlib, which is not installed: {INSTALL_HINT}") from None
     del matplotlib
     # the Agg canvas directly (no pyplot): headless, and no global backend switch for callers
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - optional: 'plot' extra
+    from matplotlib.figure import Figure  # noqa: PLC0415 - optional: the 'plot' extra
 
     def make(**kw):
         fig = Figure(**kw)
@@ -123,8 +124,6 @@ class Run:
 
 def load_runs(paths: Sequence[str | Path]) -> list[Run]:
     """Read each path (metrics.jsonl, a directory holding one, or a Caffe log) as a Run."""
-    from .metrics import load_run, run_label  # noqa: PLC0415
-
     labels = [run_label(p) for p in paths]
     if len(set(labels)) < len(labels):  # two runs named alike: use the paths as given
         labels = [str(p) for p in paths]
@@ -232,7 +231,7 @@ def plot_runs(paths: Sequence[str | Path], out: str | Path, metrics: Sequence[st
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[n:]:
         ax.set_visible(False)
-    from matplotlib.lines import Line2D  # noqa: PLC0415
+    from matplotlib.lines import Line2D  # noqa: PLC0415 - optional: the 'plot' extra
 
     for ax, (ptitle, ylabel, series, logy) in zip(axes, panels):
         styles: dict[int, str] = {}

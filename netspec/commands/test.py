@@ -1,0 +1,30 @@
+"""``netspec test --model NET --weights W``: score a trained model (Caffe's ``caffe test``)."""
+
+from __future__ import annotations
+
+import click
+import numpy as np
+
+from .. import workflows
+from ..log import CaffeLog, fmt
+from .options import friendly, threads_option
+
+
+@click.command("test")
+@click.option("--model", "model", required=True, type=click.Path(dir_okay=False), help="Network YAML.")
+@click.option("--weights", required=True, type=click.Path(dir_okay=False), help="Weights (.npz or .caffemodel).")
+@click.option("--iterations", default=50, show_default=True, help="Number of batches to average.")
+@click.option("--gpu", is_flag=True, help="Run on the GPU with CuPy.")
+@click.option("--phase", type=click.Choice(["TEST", "TRAIN"]), default="TEST", show_default=True)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a layer field.")
+@threads_option
+@friendly
+def command(model, weights, iterations, gpu, phase, sets):
+    """Score a trained model: average each net output over ITERATIONS batches."""
+    scores = workflows.score(model, weights, iterations=iterations, gpu=gpu, phase=phase, sets=sets)
+    log = CaffeLog()
+    if scores.missing:
+        log.warn(f"not in {weights}, left as initialised: {', '.join(scores.missing)}")
+    for name, mean in scores.outputs.items():
+        for v in np.reshape(mean, -1):
+            log.info(f"{name} = {fmt(float(v))}", "caffe.cpp")

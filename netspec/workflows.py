@@ -1,0 +1,153 @@
+"""Training and scoring from files, as ``netspec train`` and ``netspec test`` do, for Python.
+
+``train`` loads a solver and its net with ``KEY=VALUE`` overrides (``--set``), resumes from a
+snapshot or initialises from weights, writes ``metrics.jsonl`` and ``train.log`` to ``log_dir``
+and trains, logging in Caffe's format. ``score`` averages each output of a trained net over a
+number of batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .backend import get_backend, to_numpy
+from .log import CaffeLog, fmt
+from .metrics import LogFileWriter, MetricsWriter
+from .net import Net
+from .progress import progress_for
+from .snapshot import load_weights
+from .solvers import Solver
+from .spec import load_net, load_solver
+from .spec.overrides import split_sets
+from .spec.yaml_lines import load_yaml
+
+
+def is_solver_data(data) -> bool:
+    """Whether a loaded YAML file is a solver: it names a net and has no layers."""
+    return isinstance(data, dict) and ("net" in data or "train_net" in data) and "layer" not in data
+
+
+def load_solver_and_net(solver_file: str | Path, sets: Sequence[str] = ()):
+    """(SolverParameter, its train NetParameter, the overrides applied) for ``solver_file`` with
+    ``sets`` (``KEY=VALUE``: a solver field, or ``layer.NAME.…`` for a layer field)."""
+    solver_sets, net_sets = split_sets(list(sets))
+    sp = load_solver(solver_file, solver_sets)
+    net_param = load_net(sp.train_net or sp.net, net_sets)
+    return sp, net_param, solver_sets + net_sets
+
+
+def load_any_net(path: str | Path, sets: Sequence[str] = ()):
+    """The NetParameter of a net file, or of a solver file's train net, with ``sets`` applied."""
+    solver_sets, net_sets = split_sets(list(sets))
+    data, _ = load_yaml(Path(path))
+    if is_solver_data(data):
+        sp = load_solver(path, solver_sets)
+        return load_net(sp.train_net or sp.net, net_sets)
+    return load_net(path, net_sets)
+
+
+def decay_lines(solver) -> list[str]:
+    """One line per learnable blob: lr and the effective weight decay per step at iteration 0.
+
+    L2/L1 (coupled): the shrink per plain-SGD step is lr·lr_mult·λ·decay_mult (more under
+    momentum); decoupled: λ·decay_mult·lr_t/base_lr, applied after the update.
+    """
+    sp = solver.sp
+    reg = solver.regularizer
+    lr0 = solver.learning_rate(0)
+    kind = reg.name if reg else "none"
+    lines = [f"Weight decay: {kind}, weight_decay {sp.weight_decay}; per blob at iteration 0:"]
+    if reg is not None and reg.timing == "pre" and sp.type in ("SGD", "Nesterov") and sp.momentum:
+        lines.append(f"  (coupled decay under momentum {sp.momentum}: the steady-state shrink is "
+                     f"1/(1-momentum) = {fmt(1 / (1 - sp.momentum))}x the figure below)")
+    for p in solver.net.params:
+        rate = lr0 * p.lr_mult
+        decay = reg.per_step(p, lr0, sp.base_lr) if reg else 0.0
+        frozen = "  (frozen)" if p.lr_mult == 0 else ""
+        lines.append(f"  {p.name:<24} lr {fmt(rate):<10} decay/step {fmt(decay):<10} "
+                     f"(lr_mult {fmt(p.lr_mult)}, decay_mult {fmt(p.decay_mult)}){frozen}")
+    return lines
+
+
+@dataclass
+class TrainOutcome:
+    solver: Solver   # the trained solver: its net, iteration, test history
+    result: dict     # Solver.solve's: iterations, wall_s, s_per_iter, loss, tests
+
+
+def train(solver_file: str | Path, sets: Sequence[str] = (), *, gpu: bool = False,
+          max_iter: int | None = None, snapshot: str | Path | None = None,
+          weights: str | Path | None = None, dtype: str = "float32",
+          log_dir: str | Path | None = None, quiet: bool = False) -> TrainOutcome:
+    """Train with ``solver_file`` (Caffe's ``caffe train``).
+
+    ``sets``: overrides, as ``netspec train --set``; ``max_iter`` and ``gpu`` are two more.
+    ``snapshot``: resume from this ``.solverstate.npz``; else ``weights`` (or the solver's
+    ``weights``): initialise from these to fine-tune. ``log_dir``: write ``metrics.jsonl`` and
+    ``train.log`` there (appended to when resuming). ``quiet``: no log lines on stderr.
+    """
+    sets = list(sets)
+    if max_iter is not None:
+        sets.append(f"max_iter={max_iter}")
+    if gpu:
+        sets.append("solver_mode=GPU")
+    sp, net_param, applied = load_solver_and_net(solver_file, sets)
+    log = CaffeLog(quiet=quiet)
+    writers = []
+    try:
+        if log_dir:
+            writers.append(LogFileWriter(Path(log_dir) / "train.log", append=bool(snapshot)))
+            log.listeners.append(writers[-1])
+        solver = Solver(sp, log=log, net_param=net_param, dtype=dtype)
+        if log_dir:
+            writers.append(MetricsWriter(Path(log_dir) / "metrics.jsonl", append=bool(snapshot)))
+            solver.listeners.append(writers[-1])
+        where = "GPU" if solver.backend.is_gpu else f"CPU ({solver.backend.threads} threads)"
+        log.info(f"Solver {solver_file}: type {sp.type}, base_lr {sp.base_lr}, lr_policy {sp.lr_policy}, "
+                 f"weight_decay {sp.weight_decay} ({sp.regularization_type or 'none'}), "
+                 f"max_iter {sp.max_iter}, random_seed {solver.seed}, {where}")
+        for text, _, _ in applied:
+            log.info(f"Override: --set {text}")
+        for line in decay_lines(solver):
+            log.info(line)
+        if snapshot:
+            solver.restore(snapshot)
+        elif weights or sp.weights:
+            w = weights or sp.weights
+            missing, unused = load_weights(solver.net, w)
+            log.info(f"Fine-tuning from {w}" + (f" (not in the file, kept from fillers: {missing})" if missing else "")
+                     + (f" (unused: {unused})" if unused else ""))
+        with progress_for(sp.max_iter, solver.iter, quiet) as progress:
+            result = solver.solve(progress=progress)
+        log.info(f"Trained {result['iterations']} iterations in {result['wall_s']:.1f} s "
+                 f"({1000 * result['s_per_iter']:.2f} ms/iter)")
+    finally:
+        for writer in writers:
+            writer.close()
+    return TrainOutcome(solver, result)
+
+
+@dataclass
+class Scores:
+    outputs: dict[str, np.ndarray]   # each net output averaged over the batches (float64)
+    missing: list[str]               # parameter blobs not in the weights, left as initialised
+    unused: list[str]                # blobs in the weights that the net does not have
+
+
+def score(model: str | Path, weights: str | Path, *, iterations: int = 50, gpu: bool = False,
+          phase: str = "TEST", sets: Sequence[str] = ()) -> Scores:
+    """Average each output of the net ``model`` with ``weights`` over ``iterations`` forward
+    passes (Caffe's ``caffe test``); ``sets``: layer overrides."""
+    _, net_sets = split_sets(list(sets))
+    net = Net(load_net(model, net_sets), phase, get_backend(gpu))
+    missing, unused = load_weights(net, weights)
+    sums: dict = {}
+    for _ in range(iterations):
+        net.forward()
+        for name in net.output_names:
+            sums[name] = sums.get(name, 0.0) + to_numpy(net.blobs[name].data).astype(np.float64)
+    return Scores({name: sums[name] / iterations for name in net.output_names}, missing, unused)
