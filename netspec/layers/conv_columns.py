@@ -19,7 +19,7 @@ kw, C/g)`` (one row of K = C·kh·kw values per output position), and one GEMM p
   window.
 
 Backward rebuilds the columns from the bottom as it is now, as Caffe does. The derivations are
-in ``docs/architecture.md``; the measurements behind each choice in ``bench/NOTES.md``.
+in ``docs/layer_implementation.md``, the measurements behind each choice in ``bench/NOTES.md``.
 """
 
 from __future__ import annotations

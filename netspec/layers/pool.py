@@ -19,42 +19,11 @@ rows hstart = ph·stride_h − pad_h ... hstart + kh − 1 (columns alike), clip
 ``global_pooling`` pools the whole H×W plane (pad 0, stride 1) to 1×1. STOCHASTIC pooling is
 not supported.
 
-Implementation: a loop over the kh·kw kernel taps, each tap one array operation over a chunk
-of samples. NumPy pays per contiguous run, so taps avoid short strided rows where they can:
-
-* *direct* layout (no padding, windows inside the image, per dim stride 1 or stride >= kernel,
-  e.g. LeNet's 2×2/2): a tap is a strided (N, C, Ho, Wo) view of the bottom itself. With
-  kernel == stride this is the reshape fast path: x viewed as (N, C, Ho, kh, Wo, kw), tap (i, j)
-  = ``[:, :, :, i, :, j]``, no copy; the backward assigns each tap's part (no zeroing). Taken
-  tap by tap it beats NumPy reductions of that view (LeNet pool1 with argmax: 2.6 ms vs 9.3 for
-  a copy + argmax over the window axis, 23 ms for ``max(axis=(3, 5))`` alone).
-* *phased* layout (everything else, e.g. 3×3/2 with ceil overhang): once per forward the padded
-  bottom is split into its stride phases P[p, q, n, c] (an (Hq + 1) × Wq plane, Hq = Ho +
-  (kh − 1) // stride_h, Wq = Wo + (kw − 1) // stride_w, cells outside the image holding the pad
-  value). Every tap is then one contiguous run of Ho·Wq cells per plane ("wide rows": the
-  Wq − Wo extra columns per row are computed and dropped; their top diff is kept at zero so
-  nothing leaks back through them).
-
-AVE pooling of small planes (H·W ≤ ``PoolTuning.ave_matrix_max_cells_per_tap`` · kh·kw, e.g. CIFAR-10
-quick's 16×16 and 8×8 planes) skips all of this: being linear, it is one GEMM with the pooling
-matrix P (H·W, Ho·Wo), y = x @ P over the N·C planes, and dx = dy @ Pᵀ (``_ave_matrix``); the
-dense product does more adds than the taps but at BLAS speed. (A non-finite input then turns
-its whole plane non-finite, 0·Inf being NaN, where the taps keep it to its windows; training
-has diverged either way.)
-
-On the GPU both passes are single CUDA kernels instead (``pool_cuda.py``).
-
-MAX keeps the winning tap per output (uint8) for the backward, which routes each top diff to
-its winner: tap by tap when windows cannot overlap (direct layout), else with one scatter-add
-(``add.at`` over flat input indices). A TEST-phase layer without the mask top computes the
-maxima only (one ``maximum`` per tap instead of four array operations); should a backward
-follow anyway (``netspec time --phase TEST``), it first recomputes the winners from the bottom.
-
-Both passes run over chunks of samples (``PoolTuning.chunk_bytes`` of bottom per chunk), so that the
-dozen whole-array operations per tap work on data that stays in the CPU cache instead of
-streaming the whole batch from memory each time. With several CPU threads (``parallel.py``)
-the batch is split into one contiguous sample range per thread, each running its own chunks
-in its own slot of the work buffers (slot k: work rows k·chunk … k·chunk + chunk − 1).
+CPU implementation: a loop over the kh·kw kernel taps, each one array operation over a chunk
+of samples (``PoolTuning.chunk_bytes``), on a strided view of the bottom (windows inside the
+image) or on its stride phases (everything else); small AVE planes as one GEMM with the pooling
+matrix; on the GPU single CUDA kernels (``pool_cuda.py``). Details and measurements:
+``docs/layer_implementation.md``.
 """
 
 from __future__ import annotations
