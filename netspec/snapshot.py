@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -70,11 +71,39 @@ def save_weights(net, path: str | Path) -> None:
     save_npz(path, weights_dict(net))
 
 
+def shape_text(shape) -> str:
+    """``(500, 800)`` / ``(500,)`` / ``()``: a shape as users read it in messages."""
+    return str(tuple(int(d) for d in shape))
+
+
+def fit_blob(key: str, a: np.ndarray, shape, file: str | Path | None = None) -> np.ndarray:
+    """``a`` as the net's blob ``key`` of ``shape``, by Caffe's rules only.
+
+    Equal shapes pass unchanged. The one reshape allowed is Caffe's legacy one
+    (``Blob::ShapeEquals`` for a BlobProto with num/channels/height/width): a 4-D array whose
+    shape is the net's shape (at most 4 axes) padded with leading 1s, e.g. InnerProduct weights
+    stored as (1, 1, N, K) or a bias as (1, 1, 1, N); leading 1s never move a value. Anything
+    else, including another layout of the same number of values (a transposed matrix), is a
+    SnapshotError naming the blob and both shapes: reshaping it would load scrambled weights.
+    """
+    shape = tuple(int(d) for d in shape)
+    if a.shape == shape:
+        return a
+    if a.ndim == 4 and len(shape) <= 4 and a.shape == (1,) * (4 - len(shape)) + shape:
+        return a.reshape(shape)
+    same = (" It holds the same number of values in another layout (transposed or reordered?),"
+            " which is never reshaped: only Caffe's legacy 4-D shape "
+            f"{shape_text((1,) * (4 - len(shape)) + shape)} would be." if a.size == math.prod(shape)
+            and len(shape) <= 4 else "")
+    raise SnapshotError(f"blob '{key}' has shape {shape_text(a.shape)} in the file but the net "
+                        f"expects {shape_text(shape)}.{same}", file=str(file) if file else None)
+
+
 def load_weights(net, path: str | Path, strict: bool = False) -> tuple[list[str], list[str]]:
     """Copy arrays into the net's parameter blobs by ``layer/index``.
 
-    Returns (missing, unused) keys. A shape mismatch is an error naming the blob.
-    ``.caffemodel`` files are read through ``netspec.caffe`` when available.
+    Returns (missing, unused) keys. Shapes must match (``fit_blob``); every blob is checked
+    before any is copied. ``.caffemodel`` files are read through ``netspec.caffe``.
     """
     path = Path(path)
     if path.suffix == ".caffemodel":
@@ -86,19 +115,14 @@ def load_weights(net, path: str | Path, strict: bool = False) -> tuple[list[str]
     params = net.named_params()
     missing = [k for k in params if k not in arrays]
     unused = [k for k in arrays if k not in params]
-    for key, p in params.items():
-        if key not in arrays:
-            continue
-        a = arrays[key]
-        if a.size == p.count and a.shape != p.shape:
-            a = a.reshape(p.shape)  # legacy 4-D num/channels/height/width shapes
-        if a.shape != p.shape:
-            raise SnapshotError(f"blob '{key}' has shape {a.shape} in the file but the net "
-                                f"expects {p.shape}", file=str(path))
-        p.data[...] = net.backend.asarray(a, p.data.dtype)
+    fitted = {key: fit_blob(key, arrays[key], p.shape, path)
+              for key, p in params.items() if key in arrays}
     if strict and (missing or unused):
         raise SnapshotError(f"weights do not fit the net: missing {missing}, unused {unused}",
                             file=str(path))
+    for key, a in fitted.items():
+        p = params[key]
+        p.data[...] = net.backend.asarray(a, p.data.dtype)
     return missing, unused
 
 

@@ -1,0 +1,153 @@
+"""Weights, snapshots and solver files under hostile input: every bad file is one NetspecError
+naming the file and what is wrong in it, and nothing is ever loaded into the wrong place.
+
+* weights: only Caffe's legacy 4-D shapes are reshaped (``fit_blob``), everywhere weights load;
+* export: a .caffemodel is checked against its own net before anything is written;
+* solver files: every field's range is checked when the file is read;
+* snapshots: the folder is checked before training, failed writes name the path and the state is
+  rescued, a state and its weights file are tied by a checksum, corrupt states are refused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from netspec.backend import Backend
+from netspec.cli import main
+from netspec.errors import NetspecError, SnapshotError
+from netspec.log import CaffeLog
+from netspec.net import Net
+from netspec.snapshot import fit_blob, load_npz, load_weights, save_npz
+from netspec.solvers import Solver
+from netspec.spec import parse_net
+from netspec.spec.solver import SolverParameter
+
+F32 = Backend(np, np.float32)
+
+
+# -- a tiny net with a convolution and an InnerProduct -----------------------------------------
+def tiny_net(tmp_path, limit: int = 0) -> dict:
+    """Data (N, 1, 4, 4) -> Convolution 2×3×3 -> InnerProduct 3 -> SoftmaxWithLoss (+Accuracy)."""
+    src = tmp_path / "d.npz"
+    if not src.exists():
+        rng = np.random.default_rng(0)
+        np.savez(src, data=rng.standard_normal((24, 1, 4, 4)).astype(np.float32),
+                 label=rng.integers(0, 3, 24))
+    return {"name": "tiny", "layer": [
+        {"name": "d", "type": "Data", "top": ["x", "y"],
+         "data_param": {"source": str(src), "batch_size": 5, "shuffle": True, "limit": limit}},
+        {"name": "conv1", "type": "Convolution", "bottom": "x", "top": "c",
+         "convolution_param": {"num_output": 2, "kernel_size": 3, "weight_filler": {"type": "xavier"}}},
+        {"name": "ip1", "type": "InnerProduct", "bottom": "c", "top": "z",
+         "inner_product_param": {"num_output": 3, "weight_filler": {"type": "xavier"}}},
+        {"name": "acc", "type": "Accuracy", "bottom": ["z", "y"], "top": "acc",
+         "include": {"phase": "TEST"}},
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["z", "y"], "top": "loss"}]}
+
+
+def build(tmp_path, phase: str = "TRAIN") -> Net:
+    return Net(parse_net(tiny_net(tmp_path)), phase, F32, np.random.default_rng(0))
+
+
+def solver(tmp_path, rule: str = "SGD", limit: int = 0, **extra) -> Solver:
+    settings = {"net": "x", "type": rule, "base_lr": 0.05, "momentum": 0.9, "lr_policy": "fixed",
+                "random_seed": 5, "snapshot_prefix": str(tmp_path / "snap" / "tiny"),
+                "max_iter": 4, **extra}
+    sp = SolverParameter.model_validate(settings)
+    return Solver(sp, backend=F32, net_param=parse_net(tiny_net(tmp_path, limit)),
+                  log=CaffeLog(quiet=True))
+
+
+def arrays_of(net: Net) -> dict[str, np.ndarray]:
+    return {k: p.data.copy() for k, p in net.named_params().items()}
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+# == 1. weights are reshaped only by Caffe's legacy rule =======================================
+def test_fit_blob_allows_only_legacy_leading_ones():
+    w = np.arange(24, dtype=np.float32).reshape(3, 8)
+    assert fit_blob("ip1/0", w, (3, 8)) is w
+    np.testing.assert_array_equal(fit_blob("ip1/0", w.reshape(1, 1, 3, 8), (3, 8)), w)
+    np.testing.assert_array_equal(fit_blob("ip1/1", np.ones((1, 1, 1, 3)), (3,)), np.ones(3))
+    for bad in (w.T, w.reshape(1, 3, 8), w.reshape(2, 12), w.reshape(1, 1, 8, 3), w.reshape(24)):
+        with pytest.raises(SnapshotError, match=r"blob 'ip1/0' has shape .* but the net expects \(3, 8\)"):
+            fit_blob("ip1/0", bad, (3, 8), "w.npz")
+
+
+def test_transposed_weights_are_refused_with_blob_and_shapes(tmp_path):
+    net = build(tmp_path)
+    good = arrays_of(net)
+    bad = dict(good, **{"ip1/0": np.ascontiguousarray(good["ip1/0"].T)})
+    np.savez(tmp_path / "wT.npz", **bad)
+    before = arrays_of(net)
+    with pytest.raises(SnapshotError) as e:
+        load_weights(net, tmp_path / "wT.npz")
+    msg = str(e.value)
+    assert "wT.npz" in msg and "'ip1/0'" in msg and "(8, 3)" in msg and "(3, 8)" in msg
+    for k, v in arrays_of(net).items():          # nothing was copied before the check
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_legacy_4d_weights_load_with_their_values(tmp_path):
+    net = build(tmp_path)
+    good = arrays_of(net)
+    legacy = {k: v.reshape((1,) * (4 - v.ndim) + v.shape) for k, v in good.items()}
+    np.savez(tmp_path / "legacy.npz", **legacy)
+    other = Net(parse_net(tiny_net(tmp_path)), "TRAIN", F32, np.random.default_rng(9))
+    load_weights(other, tmp_path / "legacy.npz")
+    for k, v in arrays_of(other).items():
+        np.testing.assert_array_equal(v, good[k])
+
+
+def test_fit_to_model_refuses_same_count_other_shape():
+    from netspec.caffe.caffemodel import fit_to_model
+
+    arrays = {"ip1/0": np.zeros((8, 3), np.float32), "ip1/1": np.zeros((1, 1, 1, 3), np.float32)}
+    with pytest.raises(SnapshotError, match=r"'ip1/0' has shape \(8, 3\).*expects \(3, 8\)"):
+        fit_to_model(arrays, {"ip1/0": (3, 8), "ip1/1": (3,)}, "m.caffemodel")
+    arrays["ip1/0"] = np.zeros((1, 1, 3, 8), np.float32)
+    fitted, _, _, reshaped = fit_to_model(arrays, {"ip1/0": (3, 8), "ip1/1": (3,)})
+    assert reshaped == ["ip1/0", "ip1/1"] and fitted["ip1/0"].shape == (3, 8)
+
+
+def test_netspec_test_refuses_transposed_lenet_weights(tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    gold = load_npz(root / "tests/golden/caffe/lenet_trained/lenet_iter_10000_weights.npz")
+    gold["ip1/0"] = np.ascontiguousarray(gold["ip1/0"].T)
+    np.savez(tmp_path / "wT.npz", **gold)
+    r = invoke("test", "--model", root / "models/lenet.yaml", "--weights", tmp_path / "wT.npz",
+               "--iterations", 1)
+    assert r.exit_code == 1, r.output
+    assert "wT.npz" in r.output and "'ip1/0'" in r.output and "(800, 500)" in r.output
+    assert "accuracy" not in r.output
+
+
+def test_resume_refuses_a_transposed_weights_file(tmp_path):
+    s = solver(tmp_path)
+    s.solve(max_iter=2)
+    state = s.snapshot()
+    weights = tmp_path / "snap" / "tiny_iter_2.weights.npz"
+    w = load_npz(weights)
+    w["ip1/0"] = np.ascontiguousarray(w["ip1/0"].T)
+    save_npz(weights, w)
+    rewrite_checksum(state, weights)
+    with pytest.raises(SnapshotError, match=r"'ip1/0' has shape \(8, 3\)"):
+        solver(tmp_path).restore(state)
+
+
+def rewrite_checksum(state, weights) -> None:
+    """Make ``state`` name ``weights`` as its own (as if the two had been written together), so
+    that the checks after the checksum are what a test sees."""
+    import hashlib
+
+    flat = load_npz(state)
+    if "weights_sha256" in flat:
+        flat["weights_sha256"] = np.array(hashlib.sha256(weights.read_bytes()).hexdigest())
+        save_npz(state, flat)
