@@ -151,3 +151,59 @@ def rewrite_checksum(state, weights) -> None:
     if "weights_sha256" in flat:
         flat["weights_sha256"] = np.array(hashlib.sha256(weights.read_bytes()).hexdigest())
         save_npz(state, flat)
+
+
+# == 5. export checks the weights against its own net before writing ===========================
+def tiny_yaml(tmp_path):
+    import yaml
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_net(tmp_path), sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("damage", ["transposed", "extra_blob", "missing_bias", "blobs_for_relu"])
+def test_export_refuses_weights_that_do_not_fit_and_writes_nothing(tmp_path, damage):
+    pytest.importorskip("google.protobuf")
+    from netspec.caffe.export import export_net
+
+    net_yaml = tiny_yaml(tmp_path)
+    w = arrays_of(build(tmp_path))
+    expect = {"transposed": r"blob 'ip1/0' has shape \(8, 3\) in the file but the net expects \(3, 8\)",
+              "extra_blob": r"layer 'ip1' has blobs \[0, 1, 2\] in the weights but the net's layer has \[0, 1\]",
+              "missing_bias": r"layer 'conv1' has blobs \[0\] in the weights but the net's layer has \[0, 1\]",
+              "blobs_for_relu": r"layer 'acc' has blobs \[0\] in the weights but the net's layer has none"}
+    if damage == "transposed":
+        w["ip1/0"] = np.ascontiguousarray(w["ip1/0"].T)
+    elif damage == "extra_blob":
+        w["ip1/2"] = np.zeros(3, np.float32)
+    elif damage == "missing_bias":
+        del w["conv1/1"]
+    else:
+        w["acc/0"] = np.zeros(3, np.float32)
+    np.savez(tmp_path / "w.npz", **w)
+    r = invoke("export", net_yaml, "--weights", tmp_path / "w.npz", "-o", tmp_path / "o.prototxt",
+               "--caffemodel", tmp_path / "o.caffemodel")
+    assert r.exit_code == 1 and "w.npz" in r.output, r.output
+    import re
+    assert re.search(expect[damage], r.output), r.output
+    assert not (tmp_path / "o.caffemodel").exists() and not (tmp_path / "o.prototxt").exists()
+    with pytest.raises(NetspecError):
+        export_net(net_yaml, tmp_path / "o.prototxt", tmp_path / "w.npz", tmp_path / "o.caffemodel")
+
+
+def test_export_writes_legacy_weights_in_the_nets_shapes(tmp_path):
+    pytest.importorskip("google.protobuf")
+    from netspec.caffe.caffemodel import read_caffemodel_arrays
+
+    net_yaml = tiny_yaml(tmp_path)
+    good = arrays_of(build(tmp_path))
+    np.savez(tmp_path / "legacy.npz", **{k: v.reshape((1,) * (4 - v.ndim) + v.shape)
+                                         for k, v in good.items()})
+    r = invoke("export", net_yaml, "--weights", tmp_path / "legacy.npz", "-o", tmp_path / "o.prototxt",
+               "--caffemodel", tmp_path / "o.caffemodel")
+    assert r.exit_code == 0, r.output
+    back = read_caffemodel_arrays(tmp_path / "o.caffemodel")
+    assert {k: v.shape for k, v in back.items()} == {k: v.shape for k, v in good.items()}
+    for k, v in good.items():
+        np.testing.assert_array_equal(back[k], v)
