@@ -207,3 +207,135 @@ def test_export_writes_legacy_weights_in_the_nets_shapes(tmp_path):
     assert {k: v.shape for k, v in back.items()} == {k: v.shape for k, v in good.items()}
     for k, v in good.items():
         np.testing.assert_array_equal(back[k], v)
+
+
+# == 4. every solver field's range is checked when the file is read ============================
+#: (case id, fields written after `net:` and `base_lr:`, the field blamed, a phrase of the message)
+SOLVER_RANGE_CASES = [
+    ("base_lr_zero", {"base_lr": 0}, "base_lr", "must be a finite number > 0"),
+    ("base_lr_negative", {"base_lr": -0.1}, "base_lr", "must be a finite number > 0"),
+    ("base_lr_inf", {"base_lr": ".inf"}, "base_lr", "must be a finite number > 0, got inf"),
+    ("base_lr_nan", {"base_lr": ".nan"}, "base_lr", "must be a finite number > 0, got nan"),
+    ("momentum_one", {"momentum": 1.0}, "momentum", "must be in [0, 1), got 1.0"),
+    ("momentum_above_one", {"momentum": 1.5}, "momentum", "must be in [0, 1), got 1.5"),
+    ("momentum_negative", {"momentum": -0.1}, "momentum", "must be in [0, 1)"),
+    ("momentum2_above_one", {"type": "Adam", "momentum": 0.9, "momentum2": 1.5}, "momentum2",
+     "must be in [0, 1), got 1.5"),
+    ("momentum2_negative", {"type": "Adam", "momentum2": -0.5}, "momentum2", "must be in [0, 1)"),
+    ("rms_decay_one", {"type": "RMSProp", "rms_decay": 1.0}, "rms_decay", "must be in [0, 1)"),
+    ("rms_decay_negative", {"type": "RMSProp", "rms_decay": -0.1}, "rms_decay", "must be in [0, 1)"),
+    ("delta_zero", {"type": "Adam", "momentum": 0.9, "delta": 0}, "delta", "must be a finite number > 0"),
+    ("delta_negative", {"type": "AdaGrad", "delta": -1e-8}, "delta", "must be a finite number > 0"),
+    ("weight_decay_negative", {"weight_decay": -0.001, "regularization_type": "L2"},
+     "weight_decay", "must be a finite number >= 0"),
+    ("weight_decay_inf", {"weight_decay": ".inf", "regularization_type": "L2"}, "weight_decay",
+     "must be a finite number >= 0"),
+    ("clip_gradients_zero", {"clip_gradients": 0}, "clip_gradients", "0 would scale every gradient"),
+    ("clip_gradients_nan", {"clip_gradients": ".nan"}, "clip_gradients", "must be > 0, or negative"),
+    ("gamma_inf", {"lr_policy": "step", "gamma": ".inf", "stepsize": 10}, "gamma", "must be a finite number"),
+    ("power_nan", {"lr_policy": "poly", "power": ".nan", "max_iter": 10}, "power", "must be a finite number"),
+    ("max_iter_negative", {"max_iter": -1}, "max_iter", "must be >= 0"),
+    ("iter_size_zero", {"iter_size": 0}, "iter_size", "must be >= 1"),
+    ("display_negative", {"display": -1}, "display", "must be >= 0"),
+    ("average_loss_zero", {"average_loss": 0}, "average_loss", "must be >= 1"),
+    ("test_interval_negative", {"test_interval": -5}, "test_interval", "must be >= 0"),
+    ("test_iter_zero", {"test_iter": 0, "test_interval": 10}, "test_iter", "each test_iter must be >= 1"),
+    ("snapshot_negative", {"snapshot": -100}, "snapshot", "must be >= 0"),
+    ("stepsize_zero", {"lr_policy": "step", "gamma": 0.1, "stepsize": 0}, "stepsize", "must be > 0"),
+    ("device_id_negative", {"device_id": -1}, "device_id", "must be >= 0"),
+    ("step_gamma_negative", {"lr_policy": "step", "gamma": -0.5, "stepsize": 10}, "gamma",
+     "must be > 0 for lr_policy 'step'"),
+    ("exp_gamma_negative", {"lr_policy": "exp", "gamma": -0.9}, "gamma",
+     "alternate in sign"),
+    ("exp_gamma_zero", {"lr_policy": "exp", "gamma": 0}, "gamma", "must be > 0 for lr_policy 'exp'"),
+    ("multistep_gamma_negative", {"lr_policy": "multistep", "gamma": -0.1, "stepvalue": [5, 10]},
+     "gamma", "must be > 0 for lr_policy 'multistep'"),
+    ("inv_gamma_negative", {"lr_policy": "inv", "gamma": -1, "power": 0.75}, "gamma",
+     "must be >= 0 for lr_policy 'inv'"),
+    ("poly_power_negative", {"lr_policy": "poly", "power": -1, "max_iter": 100}, "power",
+     "must be >= 0 for lr_policy 'poly'"),
+    ("poly_max_iter_zero", {"lr_policy": "poly", "power": 1, "max_iter": 0}, "max_iter", "max_iter must be > 0"),
+    ("multistep_decreasing", {"lr_policy": "multistep", "gamma": 0.1, "stepvalue": [100, 50]},
+     "stepvalue", "must be increasing"),
+    ("multistep_repeated", {"lr_policy": "multistep", "gamma": 0.1, "stepvalue": [100, 100]},
+     "stepvalue", "must be increasing"),
+    ("multistep_negative", {"lr_policy": "multistep", "gamma": 0.1, "stepvalue": [-10, 100]},
+     "stepvalue", "must be increasing iterations >= 0"),
+    ("exp_overflow", {"lr_policy": "exp", "gamma": 1.5, "max_iter": 5000}, "gamma",
+     "overflows to inf"),
+    ("step_overflow", {"lr_policy": "step", "gamma": 10, "stepsize": 1, "max_iter": 400}, "gamma",
+     "overflows to inf"),
+    ("multistep_overflow", {"lr_policy": "multistep", "gamma": 1e200, "stepvalue": [1, 2, 3],
+                            "max_iter": 10}, "gamma", "overflows to inf"),
+    ("inv_overflow", {"lr_policy": "inv", "gamma": 1, "power": -200, "max_iter": 10**6}, "power",
+     "overflows to inf"),
+]
+
+
+def solver_yaml(path, fields: dict) -> str:
+    """A solver file: net and base_lr first, then ``fields`` one per line (``base_lr`` given in
+    ``fields`` replaces the default)."""
+    lines = {"net": "net.yaml", "base_lr": 0.01, **fields}
+    text = "".join(f"{k}: {list(v) if isinstance(v, list) else v}\n" for k, v in lines.items())
+    path.write_text(text)
+    return text
+
+
+@pytest.mark.parametrize("case,fields,field,phrase", SOLVER_RANGE_CASES,
+                         ids=[c[0] for c in SOLVER_RANGE_CASES])
+def test_solver_field_ranges_are_checked_with_file_and_line(tmp_path, case, fields, field, phrase):
+    from netspec.errors import SpecError
+    from netspec.spec import load_solver
+
+    path = tmp_path / f"{case}.yaml"
+    text = solver_yaml(path, fields)
+    with pytest.raises(SpecError) as e:
+        load_solver(path)
+    err = e.value
+    assert err.field == field and phrase in err.message, str(err)
+    assert err.file == str(path)
+    expected_line = next(i for i, line in enumerate(text.splitlines(), 1)
+                         if line.startswith(f"{field}:"))
+    assert err.line == expected_line, str(err)
+    assert str(err).startswith(f"{path}:{expected_line}: {field}: ")
+
+
+def test_solver_range_override_names_the_set(tmp_path):
+    from netspec.errors import SpecError
+    from netspec.spec import load_solver
+    from netspec.spec.overrides import split_sets
+
+    path = tmp_path / "s.yaml"
+    solver_yaml(path, {})
+    sets, _ = split_sets(["momentum=1.5"])
+    with pytest.raises(SpecError, match=r"--set momentum=1.5: must be in \[0, 1\)"):
+        load_solver(path, sets)
+
+
+@pytest.mark.parametrize("fields", [
+    {"momentum": 0.99, "clip_gradients": -1, "weight_decay": 0},
+    {"type": "Adam", "momentum": 0.9, "momentum2": 0.0, "delta": 1e-8},
+    {"lr_policy": "exp", "gamma": 1.001, "max_iter": 1000},
+    {"lr_policy": "inv", "gamma": 0, "power": 0.75, "max_iter": 10},
+    {"lr_policy": "inv", "gamma": 1e-4, "power": -0.5, "max_iter": 1000},
+    {"lr_policy": "poly", "power": 0, "max_iter": 10},
+    {"lr_policy": "sigmoid", "gamma": -0.5, "stepsize": 100, "max_iter": 100000},
+    {"lr_policy": "multistep", "gamma": 0.1, "stepvalue": [0, 10, 20]},
+    {"clip_gradients": 35, "test_iter": 1, "test_interval": 0},
+])
+def test_solver_ranges_accept_what_caffe_means(tmp_path, fields):
+    from netspec.spec import load_solver
+
+    path = tmp_path / "s.yaml"
+    solver_yaml(path, fields)
+    load_solver(path)
+
+
+def test_learning_rate_past_its_range_is_inf_or_zero_not_an_exception():
+    from netspec.solvers.lr_policy import learning_rate
+
+    sp = SolverParameter.model_validate({"net": "x", "lr_policy": "exp", "gamma": 1.5, "max_iter": 10})
+    assert learning_rate(sp, 10) == 0.01 * 1.5 ** 10 and learning_rate(sp, 5000) == float("inf")
+    sp = SolverParameter.model_validate({"net": "x", "lr_policy": "sigmoid", "gamma": 1.0,
+                                         "stepsize": 2000, "max_iter": 10})
+    assert learning_rate(sp, 0) == 0.0 and learning_rate(sp, 4000) == 0.01
