@@ -22,19 +22,41 @@ from .backend import to_numpy
 from .errors import SnapshotError
 
 
+def _temp_prefix(path: Path) -> str:
+    """The name prefix of ``path``'s temporary files: hidden, with the writer's process id so
+    start-up clean-up (``remove_orphans``) can tell a live writer's file from a dead one's."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def _write_and_sync(f, payload: bytes, path: Path) -> None:
+    """Write ``payload`` (meant for ``path``) to the open temporary file ``f``, flushed to
+    disk. One function, so tests can make it fail as a full disk would."""
+    f.write(payload)
+    f.flush()
+    os.fsync(f.fileno())
+
+
 def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that readers see the old file or the whole new one."""
+    """Write ``payload`` to ``path`` so that readers see the old file or the whole new one.
+
+    Any failure (no such folder, no permission, a full disk) is a SnapshotError naming
+    ``path``, and leaves no temporary file behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
+            _write_and_sync(f, payload, path)
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise SnapshotError(f"could not write this file: {e.strerror or e}", file=str(path)) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -44,6 +66,20 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+def check_writable_folder(prefix: str | Path) -> Path:
+    """Create the folder of the files ``prefix`` names, and write and remove a probe file there
+    (named like the atomic writer's temporary files, so an interrupted probe is cleaned up too).
+    Returns the folder; OSError when it cannot be written."""
+    prefix = Path(prefix)
+    folder = prefix.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=_temp_prefix(Path(f"{prefix.name}_iter_probe")),
+                                 suffix=".tmp", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+    return folder
 
 
 def save_npz(path: str | Path, arrays: dict[str, Any]) -> None:

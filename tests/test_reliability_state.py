@@ -10,6 +10,8 @@ naming the file and what is wrong in it, and nothing is ever loaded into the wro
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -339,3 +341,114 @@ def test_learning_rate_past_its_range_is_inf_or_zero_not_an_exception():
     sp = SolverParameter.model_validate({"net": "x", "lr_policy": "sigmoid", "gamma": 1.0,
                                          "stepsize": 2000, "max_iter": 10})
     assert learning_rate(sp, 0) == 0.0 and learning_rate(sp, 4000) == 0.01
+
+
+# == 7. the snapshot folder is checked before training; failed writes name the path ============
+def unwritable_prefixes(tmp_path):
+    """Prefixes no process can write, as root too: under /proc, and under a file."""
+    (tmp_path / "afile").write_text("not a folder")
+    return [("/proc/netspec/lenet", "/proc/netspec"),
+            (str(tmp_path / "afile" / "sub" / "tiny"), f"{tmp_path / 'afile'} is a file, not a folder")]
+
+
+def test_unwritable_snapshot_folder_stops_before_training(tmp_path):
+    for prefix, phrase in unwritable_prefixes(tmp_path):
+        s = solver(tmp_path, snapshot_prefix=prefix, max_iter=300)
+        with pytest.raises(SnapshotError) as e:
+            s.solve()
+        assert phrase in str(e.value) and f"snapshot_prefix '{prefix}'" in str(e.value)
+        assert e.value.field == "snapshot_prefix"
+        assert s.iter == 0                      # failed before the first iteration
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root writes into read-only folders; the /proc and file cases cover it")
+def test_read_only_snapshot_folder_stops_before_training(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        s = solver(tmp_path, snapshot_prefix=str(folder / "tiny"))
+        with pytest.raises(SnapshotError, match="Permission denied"):
+            s.solve()
+        assert s.iter == 0
+    finally:
+        folder.chmod(0o700)
+
+
+def test_no_probe_when_the_run_never_snapshots(tmp_path):
+    s = solver(tmp_path, snapshot_prefix="/proc/netspec/lenet", snapshot=0,
+               snapshot_after_train=False, max_iter=2)
+    s.solve()
+    assert s.iter == 2
+
+
+def test_cli_train_with_unwritable_snapshot_prefix(tmp_path):
+    import yaml
+
+    (tmp_path / "net.yaml").write_text(yaml.safe_dump(tiny_net(tmp_path)))
+    (tmp_path / "s.yaml").write_text("net: net.yaml\nbase_lr: 0.01\nmax_iter: 300\nsnapshot_prefix: snap/t\n")
+    r = invoke("train", tmp_path / "s.yaml", "--set", "snapshot_prefix=/proc/netspec/lenet")
+    assert r.exit_code == 1
+    assert "cannot write snapshots to /proc/netspec" in r.output and "Nothing was trained" in r.output
+    assert "Iteration" not in r.output and "Traceback" not in r.output
+
+
+def full_disk_under(monkeypatch, folder):
+    """Make every write into ``folder`` fail as a full disk does (ENOSPC)."""
+    import errno
+
+    from netspec import snapshot as snapshot_module
+
+    real = snapshot_module._write_and_sync
+
+    def write(f, payload, path):
+        if str(path).startswith(str(folder)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(f, payload, path)
+    monkeypatch.setattr(snapshot_module, "_write_and_sync", write)
+
+
+def test_failed_write_names_the_path_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    from netspec.snapshot import atomic_write_bytes
+
+    full_disk_under(monkeypatch, tmp_path)
+    with pytest.raises(SnapshotError) as e:
+        atomic_write_bytes(tmp_path / "x.npz", b"data")
+    assert str(e.value) == f"{tmp_path / 'x.npz'}: could not write this file: No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_final_snapshot_is_rescued_and_resumable(tmp_path, monkeypatch):
+    import re
+
+    full_disk_under(monkeypatch, tmp_path / "snap")
+    s = solver(tmp_path, max_iter=4)
+    with pytest.raises(SnapshotError) as e:
+        s.solve()
+    msg = str(e.value)
+    assert f"{tmp_path / 'snap' / 'tiny_iter_4.weights.npz'}: could not write this file: " \
+           "No space left on device" in msg
+    rescued = re.search(r"resume with --snapshot (\S+)", msg).group(1)
+    assert "netspec-rescue-" in rescued and rescued.endswith("tiny_iter_4.solverstate.npz")
+    assert not [p for p in (tmp_path / "snap").iterdir()]         # no half-written files
+    expected = arrays_of(s.net)
+    resumed = solver(tmp_path, max_iter=4)
+    resumed.restore(rescued)
+    assert resumed.iter == 4
+    for k, v in arrays_of(resumed.net).items():
+        np.testing.assert_array_equal(v, expected[k])
+    import shutil
+    shutil.rmtree(Path(rescued).parent)
+
+
+def test_failed_periodic_snapshot_stops_the_run_and_says_where_it_is(tmp_path, monkeypatch):
+    full_disk_under(monkeypatch, tmp_path / "snap")
+    s = solver(tmp_path, max_iter=10, snapshot=3)
+    with pytest.raises(SnapshotError, match=r"snapshot at iteration 3 failed: .*tiny_iter_3\.weights\.npz"
+                                            r".*saved instead to (\S+)tiny_iter_3\.weights\.npz") as e:
+        s.solve()
+    assert s.iter == 3
+    import re
+    import shutil
+    shutil.rmtree(Path(re.search(r"--snapshot (\S+)", str(e.value)).group(1)).parent)

@@ -13,6 +13,7 @@ One iteration:
 from __future__ import annotations
 
 import signal
+import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -26,8 +27,8 @@ from ..blob import Param
 from ..errors import DivergenceError, SnapshotError, SpecError
 from ..log import CaffeLog, fmt
 from ..net import Net
-from ..snapshot import (load_npz, load_weights, pack_state, rng_from_array, rng_to_array,
-                        save_npz, save_weights, unpack_state)
+from ..snapshot import (check_writable_folder, load_npz, load_weights, pack_state,
+                        rng_from_array, rng_to_array, save_npz, save_weights, unpack_state)
 from ..spec import load_net
 from ..spec.params import NetState
 from ..spec.solver import SolverParameter
@@ -286,6 +287,8 @@ class Solver:
         stop = sp.max_iter if max_iter is None else max_iter
         self.log.info(f"Solving {self.net.name or 'net'}")
         self.log.info(f"Learning Rate Policy: {sp.lr_policy}")
+        if sp.snapshot or sp.snapshot_after_train:
+            self.check_snapshot_folder()
         old_handler = self._install_sigint()
         t_start = time.perf_counter()
         start_iter = self.iter
@@ -383,13 +386,46 @@ class Solver:
 
     # -- snapshots ----------------------------------------------------------------------------
     def snapshot_paths(self) -> tuple[Path, Path]:
-        prefix = self.sp.snapshot_prefix or "netspec"
-        stem = f"{prefix}_iter_{self.iter}"
+        stem = f"{self.snapshot_prefix()}_iter_{self.iter}"
         return Path(stem + ".weights.npz"), Path(stem + ".solverstate.npz")
 
+    def snapshot_prefix(self) -> str:
+        return self.sp.snapshot_prefix or "netspec"
+
+    def check_snapshot_folder(self) -> None:
+        """Before training: create the snapshot folder and write and remove a probe file there,
+        so an unwritable snapshot_prefix stops the run now, not when the first snapshot is due
+        (with every iteration before it lost)."""
+        prefix = self.snapshot_prefix()
+        try:
+            check_writable_folder(prefix)
+        except OSError as e:
+            folder = Path(prefix).parent
+            blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
+                           None)
+            why = f"{blocker} is a file, not a folder" if blocker else e.strerror or str(e)
+            raise SnapshotError(
+                f"cannot write snapshots to {folder} (snapshot_prefix '{prefix}'): "
+                f"{why}. Nothing was trained: give a writable snapshot_prefix "
+                "(e.g. --set snapshot_prefix=runs/NAME)", **self.sp.where(("snapshot_prefix",)),
+                field="snapshot_prefix") from None
+
     def snapshot(self) -> Path:
+        """Write the weights and the solver state of this iteration. When a write fails (full
+        disk, folder gone), both are written to a new temporary folder instead and the run
+        stops with a SnapshotError naming the path that failed and where they are."""
         self._check_params()
         weights, state_path = self.snapshot_paths()
+        try:
+            self._write_snapshot(weights, state_path)
+        except SnapshotError as e:
+            raise self._rescue(e, weights, state_path) from None
+        self.last_snapshot = str(state_path)
+        for hook in self.snapshot_hooks:
+            hook(str(state_path))
+        return state_path
+
+    def _write_snapshot(self, weights: Path, state_path: Path) -> None:
         save_weights(self.net, weights)
         self.log.info(f"Snapshotting to {weights}")
         state: dict[str, Any] = {
@@ -403,10 +439,22 @@ class Solver:
         }
         save_npz(state_path, pack_state(state))
         self.log.info(f"Snapshotting solver state to {state_path}")
-        self.last_snapshot = str(state_path)
-        for hook in self.snapshot_hooks:
-            hook(str(state_path))
-        return state_path
+
+    def _rescue(self, error: SnapshotError, weights: Path, state_path: Path) -> SnapshotError:
+        """Write this snapshot to a fresh temporary folder after ``error``; the error to raise,
+        which says where the snapshot is (or that it could not be saved anywhere)."""
+        what = f"{error.file}: {error.message}" if error.file else error.message
+        try:
+            folder = Path(tempfile.mkdtemp(prefix="netspec-rescue-"))
+            self._write_snapshot(folder / weights.name, folder / state_path.name)
+        except (OSError, SnapshotError) as e:
+            return SnapshotError(f"snapshot at iteration {self.iter} failed: {what}. Saving it to "
+                                 f"a temporary folder failed too ({e}); the trained weights are "
+                                 "lost")
+        return SnapshotError(
+            f"snapshot at iteration {self.iter} failed: {what}. The weights and solver state "
+            f"were saved instead to {folder / weights.name} and {folder / state_path.name}; "
+            f"resume with --snapshot {folder / state_path.name}")
 
     def _all_nets(self):
         return [("train", self.net)] + [(f"test{i}", n) for i, n in enumerate(self.test_nets)]
