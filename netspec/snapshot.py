@@ -3,11 +3,18 @@
 * weights: ``.npz`` with one array per parameter blob, key ``<layer>/<blob index>``
   (Caffe's blob order: 0 = weights, 1 = bias; BatchNorm: mean, variance, factor).
 * solver state: ``.solverstate.npz`` with the iteration, the update rule's state arrays,
-  the RNG state and each data layer's cursor, plus the name of its weights file.
+  the RNG state and each data layer's cursor, plus the name of its weights file and the
+  SHA-256 of that file's bytes (resume refuses a weights file that is not the one written
+  with the state).
+
+Temporary files are ``.<name>.<pid>.<random>.tmp`` beside the target; a run removes those of
+dead processes for its snapshot prefix when it starts (``remove_orphans``).
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import io
 import json
 import math
@@ -82,15 +89,53 @@ def check_writable_folder(prefix: str | Path) -> Path:
     return folder
 
 
-def save_npz(path: str | Path, arrays: dict[str, Any]) -> None:
+def remove_orphans(prefix: str | Path) -> list[Path]:
+    """Remove the temporary files that interrupted atomic writes of ``prefix``'s snapshots
+    left in its folder (``.<prefix name>_iter_*.tmp``), except those of processes still
+    running (another run writing right now). Returns the files removed."""
+    prefix = Path(prefix)
+    folder = prefix.parent if str(prefix.parent) else Path(".")
+    removed = []
+    for tmp in folder.glob(f".{glob.escape(prefix.name)}_iter_*.tmp"):
+        parts = tmp.name.split(".")
+        pid = parts[-3] if len(parts) >= 4 else ""
+        if pid.isdigit() and (int(pid) == os.getpid() or _running(int(pid))):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass                    # gone already, or not ours to remove
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def save_npz(path: str | Path, arrays: dict[str, Any]) -> str:
+    """Write ``arrays`` as an .npz atomically; returns the SHA-256 (hex) of the bytes written."""
     buf = io.BytesIO()
     np.savez(buf, **{k: to_numpy(v) for k, v in arrays.items()})
-    atomic_write_bytes(path, buf.getvalue())
+    payload = buf.getvalue()
+    atomic_write_bytes(path, payload)
+    return sha256_hex(payload)
 
 
-def load_npz(path: str | Path, what: str = "file") -> dict[str, np.ndarray]:
+def sha256_hex(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+def load_npz(path: str | Path, what: str = "file", data: bytes | None = None) -> dict[str, np.ndarray]:
+    """The arrays of the .npz at ``path`` (or of its bytes ``data``, already read)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise SnapshotError(f"{what} not found", file=str(path)) from None
@@ -103,8 +148,9 @@ def weights_dict(net) -> dict[str, Any]:
     return {key: p.data for key, p in net.named_params().items()}
 
 
-def save_weights(net, path: str | Path) -> None:
-    save_npz(path, weights_dict(net))
+def save_weights(net, path: str | Path) -> str:
+    """Write the net's parameter blobs; returns the SHA-256 of the file written."""
+    return save_npz(path, weights_dict(net))
 
 
 def shape_text(shape) -> str:
@@ -135,11 +181,13 @@ def fit_blob(key: str, a: np.ndarray, shape, file: str | Path | None = None) -> 
                         f"expects {shape_text(shape)}.{same}", file=str(file) if file else None)
 
 
-def load_weights(net, path: str | Path, strict: bool = False) -> tuple[list[str], list[str]]:
+def load_weights(net, path: str | Path, strict: bool = False,
+                 data: bytes | None = None) -> tuple[list[str], list[str]]:
     """Copy arrays into the net's parameter blobs by ``layer/index``.
 
     Returns (missing, unused) keys. Shapes must match (``fit_blob``); every blob is checked
-    before any is copied. ``.caffemodel`` files are read through ``netspec.caffe``.
+    before any is copied. ``.caffemodel`` files are read through ``netspec.caffe``; ``data``:
+    the bytes of an .npz ``path``, already read (resume checks their checksum first).
     """
     path = Path(path)
     if path.suffix == ".caffemodel":
@@ -147,7 +195,7 @@ def load_weights(net, path: str | Path, strict: bool = False) -> tuple[list[str]
 
         arrays = read_caffemodel_arrays(path)
     else:
-        arrays = load_npz(path, "weights file")
+        arrays = load_npz(path, "weights file", data)
     params = net.named_params()
     missing = [k for k in params if k not in arrays]
     unused = [k for k in arrays if k not in params]

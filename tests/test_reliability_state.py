@@ -452,3 +452,65 @@ def test_failed_periodic_snapshot_stops_the_run_and_says_where_it_is(tmp_path, m
     import re
     import shutil
     shutil.rmtree(Path(re.search(r"--snapshot (\S+)", str(e.value)).group(1)).parent)
+
+
+# == 8. a state and its weights file are tied by a checksum; orphaned temp files go ============
+def test_state_with_another_runs_weights_is_refused_naming_both_files(tmp_path):
+    from netspec.snapshot import save_weights
+
+    a = solver(tmp_path)
+    a.solve(max_iter=2)
+    state = a.snapshot()
+    weights = tmp_path / "snap" / "tiny_iter_2.weights.npz"
+    # another run with the same prefix, killed after its weights and before its state
+    b = solver(tmp_path, random_seed=99)
+    save_weights(b.net, weights)
+    with pytest.raises(SnapshotError) as e:
+        solver(tmp_path).restore(state)
+    msg = str(e.value)
+    assert msg.startswith(f"{state}: the weights file it names, {weights}, is not the one written "
+                          "with this state")
+    # the same state with its own weights resumes
+    save_weights(a.net, weights)
+    rewrite_checksum(state, weights)
+    r = solver(tmp_path)
+    r.restore(state)
+    assert r.iter == 2
+
+
+def test_state_without_checksum_resumes_with_a_warning(tmp_path):
+    import io
+
+    a = solver(tmp_path)
+    a.solve(max_iter=2)
+    state = a.snapshot()
+    flat = load_npz(state)
+    del flat["weights_sha256"]
+    save_npz(state, flat)
+    stream = io.StringIO()
+    r = solver(tmp_path)
+    r.log = CaffeLog(stream=stream)
+    r.restore(state)
+    assert r.iter == 2 and "holds no checksum of its weights file" in stream.getvalue()
+
+
+def test_orphaned_temp_files_of_the_prefix_are_removed_at_start_up(tmp_path):
+    import io
+    import os
+
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    dead = 4194305                       # above Linux's largest pid: no such process
+    orphans = [snap / f".tiny_iter_4.weights.npz.{dead}.k2j4h5g6.tmp",
+               snap / ".tiny_iter_2.solverstate.npz.abcd1234.tmp"]       # older name, no pid
+    kept = [snap / f".tiny_iter_6.weights.npz.{os.getpid()}.zzzz.tmp",   # a live writer's
+            snap / f".other_iter_1.weights.npz.{dead}.x.tmp",           # another prefix's
+            snap / "tiny_iter_2.weights.npz"]
+    for p in orphans + kept:
+        p.write_bytes(b"x")
+    stream = io.StringIO()
+    s = solver(tmp_path, max_iter=1)
+    s.log = CaffeLog(stream=stream)
+    s.solve()
+    assert not any(p.exists() for p in orphans) and all(p.exists() for p in kept)
+    assert "Removed 2 temporary file(s) left by an interrupted snapshot write" in stream.getvalue()

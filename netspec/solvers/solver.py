@@ -28,7 +28,8 @@ from ..errors import DivergenceError, SnapshotError, SpecError
 from ..log import CaffeLog, fmt
 from ..net import Net
 from ..snapshot import (check_writable_folder, load_npz, load_weights, pack_state,
-                        rng_from_array, rng_to_array, save_npz, save_weights, unpack_state)
+                        remove_orphans, rng_from_array, rng_to_array, save_npz, save_weights,
+                        sha256_hex, unpack_state)
 from ..spec import load_net
 from ..spec.params import NetState
 from ..spec.solver import SolverParameter
@@ -409,6 +410,10 @@ class Solver:
                 f"{why}. Nothing was trained: give a writable snapshot_prefix "
                 "(e.g. --set snapshot_prefix=runs/NAME)", **self.sp.where(("snapshot_prefix",)),
                 field="snapshot_prefix") from None
+        removed = remove_orphans(prefix)
+        if removed:
+            self.log.info(f"Removed {len(removed)} temporary file(s) left by an interrupted "
+                          f"snapshot write: {', '.join(str(p) for p in removed)}")
 
     def snapshot(self) -> Path:
         """Write the weights and the solver state of this iteration. When a write fails (full
@@ -426,12 +431,15 @@ class Solver:
         return state_path
 
     def _write_snapshot(self, weights: Path, state_path: Path) -> None:
-        save_weights(self.net, weights)
+        """The weights first, then the state naming them with their SHA-256: a state always
+        finds its own weights file, or restore says that the file beside it is another's."""
+        digest = save_weights(self.net, weights)
         self.log.info(f"Snapshotting to {weights}")
         state: dict[str, Any] = {
             "iter": np.int64(self.iter),
             "type": np.array(self.sp.type),
             "weights": np.array(weights.name),
+            "weights_sha256": np.array(digest),
             "rng": rng_to_array(self.rng),
             "losses": np.asarray(list(self.losses), dtype=np.float64),
             "history": {str(j): dict(s) for j, s in enumerate(self.state)},
@@ -476,7 +484,23 @@ class Solver:
         if str(st.get("type")) != self.sp.type:
             raise SnapshotError(f"the state was written by a {st.get('type')} solver, this one is "
                                 f"{self.sp.type}", file=str(state_path))
-        load_weights(self.net, state_path.parent / str(st["weights"]), strict=True)
+        weights = state_path.parent / str(st["weights"])
+        try:
+            raw = weights.read_bytes()
+        except OSError as e:
+            raise SnapshotError(f"cannot read the weights file this state names, {weights}: "
+                                f"{e.strerror or e}", file=str(state_path)) from None
+        if "weights_sha256" not in st:
+            self.log.warn(f"{state_path} holds no checksum of its weights file (written by an "
+                          f"older netspec): cannot check that {weights.name} belongs to it")
+        elif sha256_hex(raw) != str(st["weights_sha256"]):
+            raise SnapshotError(
+                f"the weights file it names, {weights}, is not the one written with this state "
+                "(its SHA-256 differs): the two come from different snapshots, e.g. a run "
+                "killed between writing the weights and the state while another run used the "
+                "same snapshot_prefix. Resume from a state whose weights file belongs to it, or "
+                f"start from {weights.name} alone with --weights", file=str(state_path))
+        load_weights(self.net, weights, strict=True, data=raw)
         history = st.get("history", {})
         if len(history) != len(self.state):
             raise SnapshotError(f"the state holds {len(history)} parameter histories, the net has "
