@@ -132,15 +132,49 @@ def sha256_hex(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
+#: the first bytes of a zip archive (an .npz): a local file header, or an empty archive
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
 def load_npz(path: str | Path, what: str = "file", data: bytes | None = None) -> dict[str, np.ndarray]:
-    """The arrays of the .npz at ``path`` (or of its bytes ``data``, already read)."""
+    """The arrays of the .npz at ``path`` (or of its bytes ``data``, already read).
+
+    Never unpickles: a file that is not a zip archive, or holds Python objects, is a
+    SnapshotError saying so (not NumPy's advice to pass allow_pickle).
+    """
+    path = Path(path)
     try:
-        with np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        if data is not None:
+            head = data[:4]
+        else:
+            with open(path, "rb") as f:
+                head = f.read(4)
     except FileNotFoundError:
         raise SnapshotError(f"{what} not found", file=str(path)) from None
+    except OSError as e:
+        raise SnapshotError(f"cannot read {what}: {e.strerror or e}", file=str(path)) from None
+    if not head.startswith(ZIP_MAGIC):
+        kind = ("the file is empty" if not head else
+                "this is a single .npy array, not an .npz archive" if head.startswith(b"\x93NUM")
+                else "this is not an .npz archive (an .npz is a zip file)")
+        raise SnapshotError(f"cannot read {what}: {kind}", file=str(path))
+    try:
+        with np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False) as z:
+            out = {}
+            for k in z.files:
+                try:
+                    out[k] = z[k]
+                except ValueError as e:
+                    if "allow_pickle" not in str(e):
+                        raise
+                    raise SnapshotError(f"cannot read {what}: its array '{k}' holds Python "
+                                        "objects (pickled data), which netspec never loads",
+                                        file=str(path)) from None
+            return out
+    except SnapshotError:
+        raise
     except Exception as e:  # noqa: BLE001 - truncated/corrupt zip
-        raise SnapshotError(f"cannot read {what} (truncated or not an .npz): {e}",
+        raise SnapshotError(f"cannot read {what} (truncated or corrupt .npz): {e}",
                             file=str(path)) from None
 
 
@@ -223,12 +257,18 @@ def pack_state(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def unpack_state(flat: dict[str, Any]) -> dict[str, Any]:
+    """The nested dicts ``pack_state`` flattened; ValueError when two keys collide (a value
+    where a group of values should be, or the reverse)."""
     out: dict[str, Any] = {}
     for key, v in flat.items():
         parts = key.split("|")
         node = out
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"'{'|'.join(parts[:i + 1])}' is both a value and a group of values")
+        if isinstance(node.get(parts[-1]), dict):
+            raise ValueError(f"'{key}' is both a value and a group of values")
         node[parts[-1]] = v
     return out
 

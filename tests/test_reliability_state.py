@@ -514,3 +514,160 @@ def test_orphaned_temp_files_of_the_prefix_are_removed_at_start_up(tmp_path):
     s.solve()
     assert not any(p.exists() for p in orphans) and all(p.exists() for p in kept)
     assert "Removed 2 temporary file(s) left by an interrupted snapshot write" in stream.getvalue()
+
+
+# == 12. a corrupt or foreign solver state is one clear error naming the file =================
+def real_state(tmp_path, **extra) -> Path:
+    """The solver state of a tiny 2-iteration run (Data layer with shuffle: cursor and order)."""
+    s = solver(tmp_path, **extra)
+    s.solve(max_iter=2)
+    return s.snapshot()
+
+
+def _set(key, value):
+    def edit(flat):
+        flat[key] = value
+    return edit
+
+
+def _drop(*prefixes):
+    def edit(flat):
+        for k in [k for k in flat if k.startswith(prefixes)]:
+            del flat[k]
+    return edit
+
+
+CURSOR = "data|train:d|cursor"
+ORDER = "data|train:d|order"
+#: (case id, edit of the flat state, phrase of the message)
+CORRUPT_STATES = [
+    ("missing_iter", _drop("iter"), "the solver state has no 'iter' record"),
+    ("missing_type", _drop("type"), "has no 'type' record"),
+    ("missing_weights", _drop("weights|", "weights"), "has no 'weights' record"),
+    ("missing_rng", _drop("rng"), "has no 'rng' record"),
+    ("missing_history", _drop("history|"), "has no 'history' record"),
+    ("history_other_rule", _set("history|0|m", np.zeros(47, np.float32)),
+     "the history of parameter group 0 should hold ['history'] for SGD, it holds ['history', 'm']"),
+    ("iter_text", _set("iter", np.array("abc")), "the record 'iter' is 'abc', not an iteration number"),
+    ("iter_negative", _set("iter", np.int64(-5)), "the record 'iter' is -5, not an iteration number"),
+    ("iter_fraction", _set("iter", np.float64(2.5)), "the record 'iter' is 2.5"),
+    ("iter_array", _set("iter", np.arange(3)), "the record 'iter' is 3 int64 values"),
+    ("type_number", _set("type", np.int64(3)), "the record 'type' should be a text, not 3"),
+    ("weights_empty", _set("weights", np.array("")), "the record 'weights' should be a text"),
+    ("rng_garbage", _set("rng", np.frombuffer(b"garbage", np.uint8)), "the random-generator record 'rng' is corrupt"),
+    ("rng_other_generator", _set("rng", np.frombuffer(
+        b'{"bit_generator": "MT19937", "state": {"key": [1], "pos": 0}}', np.uint8)),
+     "the random-generator record 'rng' is corrupt"),
+    ("history_short", _set("history|0|history", np.zeros(5, np.float32)),
+     "the history 'history' of parameter group 0 has 5 float32 values of shape (5,)"),
+    ("history_text", _set("history|0|history", np.array(["a"] * 47)), "of parameter group 0 has 47 <U1 values"),
+    ("history_nan", _set("history|0|history", np.full(47, np.nan, np.float32)), "holds NaN or Inf values"),
+    ("history_extra_group", _set("history|1|history", np.zeros(47, np.float32)),
+     "the state holds 2 parameter histories, this net has 1 parameter groups"),
+    ("groups_garbage", _set("groups", np.array("x")), "the record 'groups' should be (lr_mult, decay_mult, count) triples"),
+    ("value_and_group", _set("history", np.zeros(3)), "is both a value and a group of values"),
+    ("losses_text", _set("losses", np.array("abc")), "the record 'losses' should be a list of numbers"),
+    ("cursor_past_end", _set(CURSOR, np.int64(999)), "'cursor' of layer 'd' is 999, past the end of its 24 records"),
+    ("cursor_negative", _set(CURSOR, np.int64(-3)), "'cursor' of layer 'd' is negative"),
+    ("cursor_text", _set(CURSOR, np.array("abc")), "'cursor' of layer 'd' is 'abc', not an integer"),
+    ("cursor_missing", _drop(CURSOR), "the data record of layer 'd' has no 'cursor'"),
+    ("order_repeats", _set(ORDER, np.zeros(24, np.int64)), "'order' of layer 'd' is not an order of its 24 records"),
+    ("order_out_of_range", _set(ORDER, np.arange(24, dtype=np.int64) + 5), "is not an order of its 24 records"),
+    ("order_short", _set(ORDER, np.arange(10, dtype=np.int64)), "'order' of layer 'd' has shape (10,) in the state, (24,) in this net"),
+    ("data_not_a_record", _set("data|train:d", np.int64(1)), "is both a value and a group of values"),
+]
+
+
+@pytest.mark.parametrize("case,edit,phrase", CORRUPT_STATES, ids=[c[0] for c in CORRUPT_STATES])
+def test_corrupt_state_is_one_clear_error(tmp_path, case, edit, phrase):
+    state = real_state(tmp_path)
+    flat = load_npz(state)
+    edit(flat)
+    save_npz(state, flat)
+    s = solver(tmp_path)
+    before = arrays_of(s.net)
+    with pytest.raises(SnapshotError) as e:
+        s.restore(state)
+    assert phrase in str(e.value) and str(e.value).startswith(f"{state}: "), str(e.value)
+    assert s.iter == 0                                   # nothing was changed
+    for k, v in arrays_of(s.net).items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_resume_after_an_lr_mult_change_names_the_groups(tmp_path):
+    state = real_state(tmp_path)
+    net = tiny_net(tmp_path)
+    net["layer"][2]["param"] = [{"lr_mult": 2}, {"lr_mult": 1}]
+    sp = SolverParameter.model_validate({"net": "x", "base_lr": 0.05, "momentum": 0.9, "random_seed": 5,
+                                         "snapshot_prefix": str(tmp_path / "snap" / "tiny"), "max_iter": 4})
+    s = Solver(sp, backend=F32, net_param=parse_net(net), log=CaffeLog(quiet=True))
+    with pytest.raises(SnapshotError) as e:
+        s.restore(state)
+    msg = str(e.value)
+    assert msg.startswith(f"{state}: the parameter groups changed since this state was written: it "
+                          "holds (lr_mult 1, decay_mult 1: 47 values), this net has (lr_mult 1, "
+                          "decay_mult 1: 23 values), (lr_mult 2, decay_mult 1: 24 values)"), msg
+    assert "start with --weights" in msg
+
+
+def test_resume_after_a_data_limit_change_names_the_layer(tmp_path):
+    state = real_state(tmp_path)
+    with pytest.raises(SnapshotError, match=r"'order' of layer 'd' has shape \(24,\) in the state, "
+                                            r"\(10,\) in this net. Resuming needs the same data"):
+        solver(tmp_path, limit=10).restore(state)
+
+
+def test_snapshot_given_a_weights_file_or_caffemodel_or_text(tmp_path):
+    state = real_state(tmp_path)
+    weights = state.with_name("tiny_iter_2.weights.npz")
+    with pytest.raises(SnapshotError, match="this is a weights file, not a solver state: --snapshot "
+                                            "resumes from the .solverstate.npz"):
+        solver(tmp_path).restore(weights)
+    model = tmp_path / "m.caffemodel"
+    model.write_bytes(b"\x0a\x05LeNet")
+    with pytest.raises(SnapshotError, match=r"this is a Caffe .caffemodel \(weights\), not a solver state"):
+        solver(tmp_path).restore(model)
+    text = tmp_path / "notes.solverstate.npz"
+    text.write_text("iter: 5\n")
+    with pytest.raises(SnapshotError, match=r"cannot read solver state: this is not an .npz archive"):
+        solver(tmp_path).restore(text)
+    pickled = tmp_path / "p.solverstate.npz"
+    np.savez(pickled, iter=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(SnapshotError) as e:
+        solver(tmp_path).restore(pickled)
+    assert "holds Python objects (pickled data), which netspec never loads" in str(e.value)
+    assert "allow_pickle" not in str(e.value)
+
+
+def test_state_whose_weights_file_is_gone(tmp_path):
+    state = real_state(tmp_path)
+    state.with_name("tiny_iter_2.weights.npz").unlink()
+    with pytest.raises(SnapshotError, match="cannot read the weights file this state names, .*"
+                                            "tiny_iter_2.weights.npz: No such file"):
+        solver(tmp_path).restore(state)
+
+
+def test_cli_resume_from_corrupt_state_is_rc1_without_internal_error(tmp_path):
+    import yaml
+
+    state = real_state(tmp_path)
+    flat = load_npz(state)
+    flat["iter"] = np.array("abc")
+    save_npz(state, flat)
+    (tmp_path / "net.yaml").write_text(yaml.safe_dump(tiny_net(tmp_path)))
+    (tmp_path / "s.yaml").write_text("net: net.yaml\nbase_lr: 0.05\nmomentum: 0.9\nmax_iter: 4\n"
+                                     "snapshot_prefix: snap/tiny\n")
+    r = invoke("train", tmp_path / "s.yaml", "--snapshot", state)
+    assert r.exit_code == 1 and "internal error" not in r.output
+    assert f"{state}: the record 'iter' is 'abc'" in r.output
+
+
+def test_resume_past_max_iter_warns(tmp_path):
+    import io
+
+    state = real_state(tmp_path)
+    stream = io.StringIO()
+    s = solver(tmp_path, max_iter=1)
+    s.log = CaffeLog(stream=stream)
+    s.restore(state)
+    assert "the state is at iteration 2, max_iter is 1: nothing is left to train" in stream.getvalue()
