@@ -508,7 +508,6 @@ class Solver:
             for k in s:
                 s[k][...] = self.backend.asarray(history[j][k], s[k].dtype)
         self.iter = it
-        self.rng.bit_generator.state = rng.bit_generator.state
         self.losses.clear()
         self.losses.extend(float(v) for v in losses)
         if self.losses:
@@ -519,6 +518,9 @@ class Solver:
             except (ValueError, TypeError, KeyError, IndexError) as e:
                 raise SnapshotError(f"the data record of layer '{layer.name}' does not fit this "
                                     f"net's layer: {e}", **where) from None
+        # last: loading a record may draw from the generator (HDF5Data reopening its current
+        # file shuffles that file's rows before the saved order replaces them)
+        self.rng.bit_generator.state = rng.bit_generator.state
         self.log.info(f"Resumed from {state_path} at iteration {self.iter}")
         if self.sp.max_iter and self.iter >= self.sp.max_iter:
             self.log.warn(f"the state is at iteration {self.iter}, max_iter is "
