@@ -43,8 +43,23 @@ def _write_and_sync(f, payload: bytes, path: Path) -> None:
     os.fsync(f.fileno())
 
 
+def _umask() -> int:
+    """The process's umask: from /proc (Linux), else set and restored at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that readers see the old file or the whole new one.
+    """Write ``payload`` to ``path`` so that readers see the old file or the whole new one,
+    with the permissions a plain write would give it (0666 less the umask).
 
     Any failure (no such folder, no permission, a full disk) is a SnapshotError naming
     ``path``, and leaves no temporary file behind.
@@ -54,6 +69,9 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+        # mkstemp makes the file 0600; give it the mode open() would (0666 less the umask)
+        # before the rename, so the file never appears with other permissions
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             _write_and_sync(f, payload, path)
         os.replace(tmp, path)
@@ -215,12 +233,17 @@ def fit_blob(key: str, a: np.ndarray, shape, file: str | Path | None = None) -> 
                         f"expects {shape_text(shape)}.{same}", file=str(file) if file else None)
 
 
-def load_weights(net, path: str | Path, strict: bool = False,
+def load_weights(net, path: str | Path, strict: bool = False, allow_partial: bool = False,
                  data: bytes | None = None) -> tuple[list[str], list[str]]:
     """Copy arrays into the net's parameter blobs by ``layer/index``.
 
-    Returns (missing, unused) keys. Shapes must match (``fit_blob``); every blob is checked
-    before any is copied. ``.caffemodel`` files are read through ``netspec.caffe``; ``data``:
+    Returns (missing, unused) keys: the net's blobs the file lacks, and the file's arrays the
+    net has no blob for (ignored, as Caffe ignores layers it does not have). Every blob is
+    checked before any is copied: shapes by ``fit_blob``, values numeric and finite. A file
+    none of whose arrays is a blob of the net is always an error (wrong file or wrong net);
+    one that lacks some of the net's blobs is an error unless ``allow_partial`` (those blobs
+    then keep their fillers' values: fine-tuning with new layers); ``strict`` (resume) also
+    refuses unused arrays. ``.caffemodel`` files are read through ``netspec.caffe``; ``data``:
     the bytes of an .npz ``path``, already read (resume checks their checksum first).
     """
     path = Path(path)
@@ -230,18 +253,48 @@ def load_weights(net, path: str | Path, strict: bool = False,
         arrays = read_caffemodel_arrays(path)
     else:
         arrays = load_npz(path, "weights file", data)
+    where = {"file": str(path)}
+    if {"iter", "type", "weights"} <= set(arrays):
+        raise SnapshotError("this is a solver state, not a weights file: resume from it with "
+                            f"--snapshot, or load the weights file it names ({arrays['weights']})",
+                            **where)
     params = net.named_params()
     missing = [k for k in params if k not in arrays]
     unused = [k for k in arrays if k not in params]
-    fitted = {key: fit_blob(key, arrays[key], p.shape, path)
-              for key, p in params.items() if key in arrays}
+    if len(missing) == len(params):
+        raise SnapshotError(
+            f"none of the {len(arrays)} arrays in the file ({_some(arrays)}) is a parameter blob of "
+            f"this net ({_some(params) or 'it has none'}): the weights are for another net",
+            **where)
     if strict and (missing or unused):
         raise SnapshotError(f"weights do not fit the net: missing {missing}, unused {unused}",
-                            file=str(path))
+                            **where)
+    if missing and not allow_partial:
+        raise SnapshotError(
+            f"the net's parameter blobs {', '.join(missing)} are not in the file, so they would "
+            "keep their fillers' values. If that is meant (fine-tuning with new layers), allow "
+            "a partial load (--allow-partial)", **where)
+    fitted = {}
+    for key, p in params.items():
+        if key not in arrays:
+            continue
+        a = fit_blob(key, arrays[key], p.shape, path)
+        if a.dtype.kind not in "fiu":
+            raise SnapshotError(f"blob '{key}' holds {a.dtype} values, not numbers", **where)
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise SnapshotError(f"blob '{key}' holds NaN or Inf values", **where)
+        fitted[key] = a
     for key, a in fitted.items():
         p = params[key]
         p.data[...] = net.backend.asarray(a, p.data.dtype)
     return missing, unused
+
+
+def _some(keys, n: int = 4) -> str:
+    """The first ``n`` keys, and how many more."""
+    keys = list(keys)
+    more = f", ... ({len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
 
 
 def pack_state(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -703,3 +703,76 @@ def test_hdf5_resume_with_shuffle_is_bit_identical(tmp_path):
     resumed.solve(max_iter=9)
     for key, value in arrays_of(resumed.net).items():
         np.testing.assert_array_equal(value, arrays_of(straight.net)[key], err_msg=key)
+
+
+# == 14. weights that miss the net are refused unless a partial load is asked for =============
+def test_weights_matching_no_blob_are_an_error_even_when_partial(tmp_path):
+    net = build(tmp_path)
+    np.savez(tmp_path / "other.npz", **{"fc9/0": np.zeros((3, 8), np.float32)})
+    for partial in (False, True):
+        with pytest.raises(SnapshotError, match=r"none of the 1 arrays in the file \(fc9/0\) is a "
+                                                r"parameter blob of this net \(conv1/0, conv1/1, "
+                                                r"ip1/0, ip1/1\)"):
+            load_weights(net, tmp_path / "other.npz", allow_partial=partial)
+
+
+def test_partial_weights_need_allow_partial(tmp_path):
+    net = build(tmp_path)
+    good = arrays_of(net)
+    np.savez(tmp_path / "part.npz", **{k: v + 1 for k, v in good.items() if k.startswith("conv1")})
+    with pytest.raises(SnapshotError, match=r"the net's parameter blobs ip1/0, ip1/1 are not in the "
+                                            r"file.*--allow-partial"):
+        load_weights(net, tmp_path / "part.npz")
+    np.testing.assert_array_equal(net.named_params()["conv1/0"].data, good["conv1/0"])
+    missing, unused = load_weights(net, tmp_path / "part.npz", allow_partial=True)
+    assert missing == ["ip1/0", "ip1/1"] and unused == []
+    np.testing.assert_array_equal(net.named_params()["conv1/0"].data, good["conv1/0"] + 1)
+    np.testing.assert_array_equal(net.named_params()["ip1/0"].data, good["ip1/0"])
+
+
+@pytest.mark.parametrize("value,phrase", [
+    (np.full((3, 8), np.nan, np.float32), "blob 'ip1/0' holds NaN or Inf values"),
+    (np.full((3, 8), "x"), "blob 'ip1/0' holds <U1 values, not numbers"),
+])
+def test_weights_with_bad_values_are_refused(tmp_path, value, phrase):
+    net = build(tmp_path)
+    w = dict(arrays_of(net), **{"ip1/0": value})
+    np.savez(tmp_path / "bad.npz", **w)
+    with pytest.raises(SnapshotError, match=phrase):
+        load_weights(net, tmp_path / "bad.npz")
+
+
+def test_solver_state_given_as_weights(tmp_path):
+    state = real_state(tmp_path)
+    with pytest.raises(SnapshotError, match=r"this is a solver state, not a weights file: resume from "
+                                            r"it with --snapshot, or load the weights file it names "
+                                            r"\(tiny_iter_2.weights.npz\)"):
+        load_weights(build(tmp_path), state)
+
+
+def test_cli_test_with_weights_of_another_net(tmp_path):
+    import yaml
+
+    (tmp_path / "net.yaml").write_text(yaml.safe_dump(tiny_net(tmp_path)))
+    np.savez(tmp_path / "other.npz", **{"fc9/0": np.zeros((3, 8), np.float32)})
+    r = invoke("test", "--model", tmp_path / "net.yaml", "--weights", tmp_path / "other.npz",
+               "--iterations", 1)
+    assert r.exit_code == 1 and f"{tmp_path / 'other.npz'}: none of the 1 arrays" in r.output
+    assert "acc =" not in r.output
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_snapshot_files_respect_the_umask(tmp_path, umask, mode):
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        s = solver(tmp_path, max_iter=1)
+        s.solve()
+    finally:
+        os.umask(old)
+    files = sorted((tmp_path / "snap").iterdir())
+    assert [p.name for p in files] == ["tiny_iter_1.solverstate.npz", "tiny_iter_1.weights.npz"]
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) == mode, (p, oct(p.stat().st_mode))
