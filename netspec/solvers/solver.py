@@ -502,8 +502,12 @@ class Solver:
         losses = self._state_array(st, "losses", np.asarray([], np.float64), "f", where)
         data = self._state_data(st, where)
         weights = self._state_weights(st, state_path)
-        # every record checked: now change the solver
-        load_weights(self.net, weights[0], strict=True, data=weights[1])
+        # every record checked: now change the solver (the weights are checked as they load)
+        try:
+            load_weights(self.net, weights[0], strict=True, data=weights[1])
+        except SnapshotError as e:
+            raise SnapshotError(f"{e.message} (the weights file of the solver state "
+                                f"{state_path})", file=e.file) from None
         for j, s in enumerate(self.state):
             for k in s:
                 s[k][...] = self.backend.asarray(history[j][k], s[k].dtype)
