@@ -225,10 +225,12 @@ def fit_blob(key: str, a: np.ndarray, shape, file: str | Path | None = None) -> 
         return a
     if a.ndim == 4 and len(shape) <= 4 and a.shape == (1,) * (4 - len(shape)) + shape:
         return a.reshape(shape)
-    same = (" It holds the same number of values in another layout (transposed or reordered?),"
-            " which is never reshaped: only Caffe's legacy 4-D shape "
-            f"{shape_text((1,) * (4 - len(shape)) + shape)} would be." if a.size == math.prod(shape)
-            and len(shape) <= 4 else "")
+    same = ""
+    if a.size == math.prod(shape):
+        same = (" It holds the same number of values in another layout (transposed or "
+                "reordered?), which is never reshaped")
+        same += (f": only Caffe's legacy 4-D shape {shape_text((1,) * (4 - len(shape)) + shape)} "
+                 "would be." if len(shape) < 4 else ".")
     raise SnapshotError(f"blob '{key}' has shape {shape_text(a.shape)} in the file but the net "
                         f"expects {shape_text(shape)}.{same}", file=str(file) if file else None)
 
@@ -267,8 +269,9 @@ def load_weights(net, path: str | Path, strict: bool = False, allow_partial: boo
             f"this net ({_some(params) or 'it has none'}): the weights are for another net",
             **where)
     if strict and (missing or unused):
-        raise SnapshotError(f"weights do not fit the net: missing {missing}, unused {unused}",
-                            **where)
+        parts = ([f"the net's blobs {', '.join(missing)} are not in the file"] if missing else []) \
+            + ([f"the file's arrays {', '.join(unused)} are not blobs of the net"] if unused else [])
+        raise SnapshotError(f"the weights do not fit the net exactly: {'; '.join(parts)}", **where)
     if missing and not allow_partial:
         raise SnapshotError(
             f"the net's parameter blobs {', '.join(missing)} are not in the file, so they would "

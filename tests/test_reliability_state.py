@@ -779,3 +779,23 @@ def test_snapshot_files_respect_the_umask(tmp_path, umask, mode):
     assert [p.name for p in files] == ["tiny_iter_1.solverstate.npz", "tiny_iter_1.weights.npz"]
     for p in files:
         assert stat.S_IMODE(p.stat().st_mode) == mode, (p, oct(p.stat().st_mode))
+
+
+def test_resume_weights_must_fit_exactly(tmp_path):
+    state = real_state(tmp_path)
+    weights = state.with_name("tiny_iter_2.weights.npz")
+    w = load_npz(weights)
+    w["fc9/0"] = w.pop("ip1/1")
+    save_npz(weights, w)
+    rewrite_checksum(state, weights)
+    with pytest.raises(SnapshotError, match=r"the weights do not fit the net exactly: the net's blobs "
+                                            r"ip1/1 are not in the file; the file's arrays fc9/0 are "
+                                            r"not blobs of the net \(the weights file of the solver"):
+        solver(tmp_path).restore(state)
+
+
+def test_same_count_hint_only_where_a_legacy_shape_exists():
+    w = np.zeros((2, 9), np.float32)
+    with pytest.raises(SnapshotError) as e:
+        fit_blob("conv1/0", w, (2, 1, 3, 3))
+    assert str(e.value).endswith("another layout (transposed or reordered?), which is never reshaped.")

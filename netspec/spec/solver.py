@@ -39,11 +39,13 @@ def _finite_in(lo: float, hi: float | None = None, lo_open: bool = False):
 RANGES: dict[str, tuple] = {
     "base_lr": (_finite_in(0, lo_open=True), "a finite number > 0", ""),
     "momentum": (_finite_in(0, 1), "in [0, 1)",
-                 "the momentum history (Adam's beta1, AdaDelta's decay) must shrink each "
-                 "step; at 1 or more it never decays and the steps grow without bound"),
+                 "it scales the history kept from earlier steps (Adam's beta1, AdaDelta's "
+                 "decay rate): below 0 that history flips sign every step, at 1 or more it "
+                 "never fades and the steps grow without bound"),
     "momentum2": (_finite_in(0, 1), "in [0, 1)",
-                  "Adam's beta2: at 1 or more its bias correction sqrt(1 - beta2^t) is 0 or "
-                  "undefined"),
+                  "Adam's beta2, the decay of its squared-gradient history: below 0 that "
+                  "history flips sign, at 1 or more its bias correction sqrt(1 - beta2^t) is 0 "
+                  "or undefined"),
     "rms_decay": (_finite_in(0, 1), "in [0, 1)", "RMSProp's decay rate (Caffe refuses other "
                   "values too)"),
     "delta": (_finite_in(0, lo_open=True), "a finite number > 0",
