@@ -3,13 +3,21 @@
 * weights: ``.npz`` with one array per parameter blob, key ``<layer>/<blob index>``
   (Caffe's blob order: 0 = weights, 1 = bias; BatchNorm: mean, variance, factor).
 * solver state: ``.solverstate.npz`` with the iteration, the update rule's state arrays,
-  the RNG state and each data layer's cursor, plus the name of its weights file.
+  the RNG state and each data layer's cursor, plus the name of its weights file and the
+  SHA-256 of that file's bytes (resume refuses a weights file that is not the one written
+  with the state).
+
+Temporary files are ``.<name>.<pid>.<random>.tmp`` beside the target; a run removes those of
+dead processes for its snapshot prefix when it starts (``remove_orphans``).
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -21,19 +29,59 @@ from .backend import to_numpy
 from .errors import SnapshotError
 
 
-def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _temp_prefix(path: Path) -> str:
+    """The name prefix of ``path``'s temporary files: hidden, with the writer's process id so
+    start-up clean-up (``remove_orphans``) can tell a live writer's file from a dead one's."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def _write_and_sync(f, payload: bytes, path: Path) -> None:
+    """Write ``payload`` (meant for ``path``) to the open temporary file ``f``, flushed to
+    disk. One function, so tests can make it fail as a full disk would."""
+    f.write(payload)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _umask() -> int:
+    """The process's umask: from /proc (Linux), else set and restored at once."""
     try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that readers see the old file or the whole new one,
+    with the permissions a plain write would give it (0666 less the umask).
+
+    Any failure (no such folder, no permission, a full disk) is a SnapshotError naming
+    ``path``, and leaves no temporary file behind.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+        # mkstemp makes the file 0600; give it the mode open() would (0666 less the umask)
+        # before the rename, so the file never appears with other permissions
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
+            _write_and_sync(f, payload, path)
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise SnapshotError(f"could not write this file: {e.strerror or e}", file=str(path)) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -45,20 +93,106 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
         pass
 
 
-def save_npz(path: str | Path, arrays: dict[str, Any]) -> None:
+def check_writable_folder(prefix: str | Path) -> Path:
+    """Create the folder of the files ``prefix`` names, and write and remove a probe file there
+    (named like the atomic writer's temporary files, so an interrupted probe is cleaned up too).
+    Returns the folder; OSError when it cannot be written."""
+    prefix = Path(prefix)
+    folder = prefix.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=_temp_prefix(Path(f"{prefix.name}_iter_probe")),
+                                 suffix=".tmp", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
+def remove_orphans(prefix: str | Path) -> list[Path]:
+    """Remove the temporary files that interrupted atomic writes of ``prefix``'s snapshots
+    left in its folder (``.<prefix name>_iter_*.tmp``), except those of processes still
+    running (another run writing right now). Returns the files removed."""
+    prefix = Path(prefix)
+    folder = prefix.parent if str(prefix.parent) else Path(".")
+    removed = []
+    for tmp in folder.glob(f".{glob.escape(prefix.name)}_iter_*.tmp"):
+        parts = tmp.name.split(".")
+        pid = parts[-3] if len(parts) >= 4 else ""
+        if pid.isdigit() and (int(pid) == os.getpid() or _running(int(pid))):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass                    # gone already, or not ours to remove
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def save_npz(path: str | Path, arrays: dict[str, Any]) -> str:
+    """Write ``arrays`` as an .npz atomically; returns the SHA-256 (hex) of the bytes written."""
     buf = io.BytesIO()
     np.savez(buf, **{k: to_numpy(v) for k, v in arrays.items()})
-    atomic_write_bytes(path, buf.getvalue())
+    payload = buf.getvalue()
+    atomic_write_bytes(path, payload)
+    return sha256_hex(payload)
 
 
-def load_npz(path: str | Path, what: str = "file") -> dict[str, np.ndarray]:
+def sha256_hex(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+#: the first bytes of a zip archive (an .npz): a local file header, or an empty archive
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def load_npz(path: str | Path, what: str = "file", data: bytes | None = None) -> dict[str, np.ndarray]:
+    """The arrays of the .npz at ``path`` (or of its bytes ``data``, already read).
+
+    Never unpickles: a file that is not a zip archive, or holds Python objects, is a
+    SnapshotError saying so (not NumPy's advice to pass allow_pickle).
+    """
+    path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        if data is not None:
+            head = data[:4]
+        else:
+            with open(path, "rb") as f:
+                head = f.read(4)
     except FileNotFoundError:
         raise SnapshotError(f"{what} not found", file=str(path)) from None
+    except OSError as e:
+        raise SnapshotError(f"cannot read {what}: {e.strerror or e}", file=str(path)) from None
+    if not head.startswith(ZIP_MAGIC):
+        kind = ("the file is empty" if not head else
+                "this is a single .npy array, not an .npz archive" if head.startswith(b"\x93NUM")
+                else "this is not an .npz archive (an .npz is a zip file)")
+        raise SnapshotError(f"cannot read {what}: {kind}", file=str(path))
+    try:
+        with np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False) as z:
+            out = {}
+            for k in z.files:
+                try:
+                    out[k] = z[k]
+                except ValueError as e:
+                    if "allow_pickle" not in str(e):
+                        raise
+                    raise SnapshotError(f"cannot read {what}: its array '{k}' holds Python "
+                                        "objects (pickled data), which netspec never loads",
+                                        file=str(path)) from None
+            return out
+    except SnapshotError:
+        raise
     except Exception as e:  # noqa: BLE001 - truncated/corrupt zip
-        raise SnapshotError(f"cannot read {what} (truncated or not an .npz): {e}",
+        raise SnapshotError(f"cannot read {what} (truncated or corrupt .npz): {e}",
                             file=str(path)) from None
 
 
@@ -66,15 +200,53 @@ def weights_dict(net) -> dict[str, Any]:
     return {key: p.data for key, p in net.named_params().items()}
 
 
-def save_weights(net, path: str | Path) -> None:
-    save_npz(path, weights_dict(net))
+def save_weights(net, path: str | Path) -> str:
+    """Write the net's parameter blobs; returns the SHA-256 of the file written."""
+    return save_npz(path, weights_dict(net))
 
 
-def load_weights(net, path: str | Path, strict: bool = False) -> tuple[list[str], list[str]]:
+def shape_text(shape) -> str:
+    """``(500, 800)`` / ``(500,)`` / ``()``: a shape as users read it in messages."""
+    return str(tuple(int(d) for d in shape))
+
+
+def fit_blob(key: str, a: np.ndarray, shape, file: str | Path | None = None) -> np.ndarray:
+    """``a`` as the net's blob ``key`` of ``shape``, by Caffe's rules only.
+
+    Equal shapes pass unchanged. The one reshape allowed is Caffe's legacy one
+    (``Blob::ShapeEquals`` for a BlobProto with num/channels/height/width): a 4-D array whose
+    shape is the net's shape (at most 4 axes) padded with leading 1s, e.g. InnerProduct weights
+    stored as (1, 1, N, K) or a bias as (1, 1, 1, N); leading 1s never move a value. Anything
+    else, including another layout of the same number of values (a transposed matrix), is a
+    SnapshotError naming the blob and both shapes: reshaping it would load scrambled weights.
+    """
+    shape = tuple(int(d) for d in shape)
+    if a.shape == shape:
+        return a
+    if a.ndim == 4 and len(shape) <= 4 and a.shape == (1,) * (4 - len(shape)) + shape:
+        return a.reshape(shape)
+    same = ""
+    if a.size == math.prod(shape):
+        same = (" It holds the same number of values in another layout (transposed or "
+                "reordered?), which is never reshaped")
+        same += (f": only Caffe's legacy 4-D shape {shape_text((1,) * (4 - len(shape)) + shape)} "
+                 "would be." if len(shape) < 4 else ".")
+    raise SnapshotError(f"blob '{key}' has shape {shape_text(a.shape)} in the file but the net "
+                        f"expects {shape_text(shape)}.{same}", file=str(file) if file else None)
+
+
+def load_weights(net, path: str | Path, strict: bool = False, allow_partial: bool = False,
+                 data: bytes | None = None) -> tuple[list[str], list[str]]:
     """Copy arrays into the net's parameter blobs by ``layer/index``.
 
-    Returns (missing, unused) keys. A shape mismatch is an error naming the blob.
-    ``.caffemodel`` files are read through ``netspec.caffe`` when available.
+    Returns (missing, unused) keys: the net's blobs the file lacks, and the file's arrays the
+    net has no blob for (ignored, as Caffe ignores layers it does not have). Every blob is
+    checked before any is copied: shapes by ``fit_blob``, values numeric and finite. A file
+    none of whose arrays is a blob of the net is always an error (wrong file or wrong net);
+    one that lacks some of the net's blobs is an error unless ``allow_partial`` (those blobs
+    then keep their fillers' values: fine-tuning with new layers); ``strict`` (resume) also
+    refuses unused arrays. ``.caffemodel`` files are read through ``netspec.caffe``; ``data``:
+    the bytes of an .npz ``path``, already read (resume checks their checksum first).
     """
     path = Path(path)
     if path.suffix == ".caffemodel":
@@ -82,24 +254,50 @@ def load_weights(net, path: str | Path, strict: bool = False) -> tuple[list[str]
 
         arrays = read_caffemodel_arrays(path)
     else:
-        arrays = load_npz(path, "weights file")
+        arrays = load_npz(path, "weights file", data)
+    where = {"file": str(path)}
+    if {"iter", "type", "weights"} <= set(arrays):
+        raise SnapshotError("this is a solver state, not a weights file: resume from it with "
+                            f"--snapshot, or load the weights file it names ({arrays['weights']})",
+                            **where)
     params = net.named_params()
     missing = [k for k in params if k not in arrays]
     unused = [k for k in arrays if k not in params]
+    if len(missing) == len(params):
+        raise SnapshotError(
+            f"none of the {len(arrays)} arrays in the file ({_some(arrays)}) is a parameter blob of "
+            f"this net ({_some(params) or 'it has none'}): the weights are for another net",
+            **where)
+    if strict and (missing or unused):
+        parts = ([f"the net's blobs {', '.join(missing)} are not in the file"] if missing else []) \
+            + ([f"the file's arrays {', '.join(unused)} are not blobs of the net"] if unused else [])
+        raise SnapshotError(f"the weights do not fit the net exactly: {'; '.join(parts)}", **where)
+    if missing and not allow_partial:
+        raise SnapshotError(
+            f"the net's parameter blobs {', '.join(missing)} are not in the file, so they would "
+            "keep their fillers' values. If that is meant (fine-tuning with new layers), allow "
+            "a partial load (--allow-partial)", **where)
+    fitted = {}
     for key, p in params.items():
         if key not in arrays:
             continue
-        a = arrays[key]
-        if a.size == p.count and a.shape != p.shape:
-            a = a.reshape(p.shape)  # legacy 4-D num/channels/height/width shapes
-        if a.shape != p.shape:
-            raise SnapshotError(f"blob '{key}' has shape {a.shape} in the file but the net "
-                                f"expects {p.shape}", file=str(path))
+        a = fit_blob(key, arrays[key], p.shape, path)
+        if a.dtype.kind not in "fiu":
+            raise SnapshotError(f"blob '{key}' holds {a.dtype} values, not numbers", **where)
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise SnapshotError(f"blob '{key}' holds NaN or Inf values", **where)
+        fitted[key] = a
+    for key, a in fitted.items():
+        p = params[key]
         p.data[...] = net.backend.asarray(a, p.data.dtype)
-    if strict and (missing or unused):
-        raise SnapshotError(f"weights do not fit the net: missing {missing}, unused {unused}",
-                            file=str(path))
     return missing, unused
+
+
+def _some(keys, n: int = 4) -> str:
+    """The first ``n`` keys, and how many more."""
+    keys = list(keys)
+    more = f", ... ({len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
 
 
 def pack_state(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -115,12 +313,18 @@ def pack_state(state: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def unpack_state(flat: dict[str, Any]) -> dict[str, Any]:
+    """The nested dicts ``pack_state`` flattened; ValueError when two keys collide (a value
+    where a group of values should be, or the reverse)."""
     out: dict[str, Any] = {}
     for key, v in flat.items():
         parts = key.split("|")
         node = out
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"'{'|'.join(parts[:i + 1])}' is both a value and a group of values")
+        if isinstance(node.get(parts[-1]), dict):
+            raise ValueError(f"'{key}' is both a value and a group of values")
         node[parts[-1]] = v
     return out
 

@@ -170,8 +170,9 @@ def net_arrays(net, file: str | None = None) -> tuple[dict[str, np.ndarray], lis
 def read_caffemodel_arrays(path: str | Path) -> dict[str, np.ndarray]:
     """``{"<layer>/<blob index>": array}`` of a .caffemodel, shapes as stored in the file.
 
-    Used by ``netspec.snapshot.load_weights`` (which reshapes legacy 4-D shapes to the net's
-    when the counts agree). Errors are SnapshotError naming the file.
+    Used by ``netspec.snapshot.load_weights``, which fits them to the net's shapes with
+    ``netspec.snapshot.fit_blob`` (Caffe's legacy 4-D rule). Errors are SnapshotError naming
+    the file.
     """
     net = read_caffemodel(path)
     arrays, _ = net_arrays(net, str(path))
@@ -185,24 +186,21 @@ def fit_to_model(arrays: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...
                  file: str | None = None):
     """Match caffemodel arrays to a net's parameter shapes.
 
-    Returns (fitted arrays, missing keys, unused keys, reshaped keys). A legacy 4-D blob whose
-    count equals the net's parameter count is reshaped (Caffe's own legacy rule); any other
-    shape difference is a SnapshotError naming the blob.
+    Returns (fitted arrays, missing keys, unused keys, reshaped keys). Shapes go through
+    ``netspec.snapshot.fit_blob``: only Caffe's legacy 4-D shapes (the net's shape padded with
+    leading 1s) are reshaped; any other difference is a SnapshotError naming the blob and both
+    shapes, checked for every blob before anything is returned.
     """
+    from ..snapshot import fit_blob  # noqa: PLC0415
+
     fitted: dict[str, np.ndarray] = {}
     reshaped: list[str] = []
     for key, shape in shapes.items():
         if key not in arrays:
             continue
-        a = arrays[key]
-        if a.shape != tuple(shape):
-            if a.size == math.prod(shape):
-                a = a.reshape(shape)
-                reshaped.append(key)
-            else:
-                raise SnapshotError(f"blob '{key}' has shape {a.shape} in the caffemodel but the "
-                                    f"net expects {tuple(shape)}", file=file)
-        fitted[key] = a
+        fitted[key] = fit_blob(key, arrays[key], shape, file)
+        if fitted[key].shape != arrays[key].shape:
+            reshaped.append(key)
     missing = [k for k in shapes if k not in arrays]
     unused = [k for k in arrays if k not in shapes]
     return fitted, missing, unused, reshaped

@@ -83,7 +83,12 @@ def prototxt_text(msg) -> str:
 
 def export_net(net_yaml: str | Path, out: str | Path, weights: str | Path | None = None,
                caffemodel: str | Path | None = None) -> dict:
-    """Write ``out`` (.prototxt) and, with ``weights``, ``caffemodel``. Returns a summary dict."""
+    """Write ``out`` (.prototxt) and, with ``weights``, ``caffemodel``. Returns a summary dict.
+
+    The weights are checked against the net before anything is written: each blob must have the
+    net's shape (or Caffe's legacy 4-D form of it, written back in the net's shape) and each
+    layer the net's number of blobs, so the .caffemodel always loads into its own prototxt.
+    """
     from ..snapshot import load_npz  # noqa: PLC0415
     from ..spec import load_net  # noqa: PLC0415
     from .caffemodel import attach_blobs, read_caffemodel_arrays, write_caffemodel  # noqa: PLC0415
@@ -96,14 +101,17 @@ def export_net(net_yaml: str | Path, out: str | Path, weights: str | Path | None
                            "its 'net:' names)", file=str(net_yaml))
     net_param = load_net(net_yaml)
     msg, warnings = net_message(net_param)
-    write_bytes(out, prototxt_text(msg).encode())
     summary = {"prototxt": str(out), "layers": len(msg.layer), "warnings": warnings}
+    arrays = None
     if caffemodel is not None:
         if weights is None:
             raise ConvertError("--caffemodel needs --weights (an .npz or .caffemodel to take the "
                                "parameter blobs from)")
         w = Path(weights)
         arrays = read_caffemodel_arrays(w) if w.suffix == ".caffemodel" else load_npz(w, "weights file")
+        arrays = fit_to_net(arrays, net_yaml, [lp.name for lp in msg.layer], w, warnings)
+    write_bytes(out, prototxt_text(msg).encode())
+    if arrays is not None:
         unused = attach_blobs(msg, arrays)
         if unused:
             warnings.append(f"weights with no layer of that name in {net_yaml}, not written: "
@@ -111,3 +119,44 @@ def export_net(net_yaml: str | Path, out: str | Path, weights: str | Path | None
         write_caffemodel(msg, caffemodel)
         summary.update(caffemodel=str(caffemodel), blobs=len(arrays) - len(unused))
     return summary
+
+
+def fit_to_net(arrays: dict, net_yaml: str | Path, layer_names: list[str], weights: Path,
+               warnings: list[str]) -> dict:
+    """``arrays`` checked against the parameter blobs of the net in ``net_yaml`` and given the
+    net's shapes; ConvertError/SnapshotError naming the weights file, the blob and both shapes
+    (or both blob counts) for anything Caffe could not load into that net."""
+    from ..snapshot import fit_blob  # noqa: PLC0415
+    from .port import model_param_shapes  # noqa: PLC0415
+
+    shapes, problems = model_param_shapes(net_yaml)
+    have: dict[str, list[int]] = {}
+    for key in shapes:
+        name, _, i = key.rpartition("/")
+        have.setdefault(name, []).append(int(i))
+    given: dict[str, list[int]] = {}
+    for key in arrays:
+        name, _, i = key.rpartition("/")
+        if not name or not i.isdigit():
+            raise ConvertError(f"weights key '{key}' is not '<layer>/<blob index>'", file=str(weights))
+        given.setdefault(name, []).append(int(i))
+    for name, idx in given.items():
+        if name not in layer_names:
+            continue                    # no such layer: attach_blobs reports it, nothing written
+        if name not in have and problems:
+            raise ConvertError(f"cannot check the blobs of layer '{name}' against the net: "
+                               f"{'; '.join(problems)}", file=str(weights))
+        want = sorted(have.get(name, []))
+        if sorted(idx) != want:
+            raise ConvertError(
+                f"layer '{name}' has blobs {sorted(idx)} in the weights but the net's layer has "
+                f"{want or 'none'}: Caffe cannot load a layer whose blobs differ (\"Incompatible "
+                f"number of blobs\"), so no .caffemodel is written", file=str(weights))
+    fitted = {}
+    for key, a in arrays.items():
+        fitted[key] = fit_blob(key, a, shapes[key], weights) if key in shapes else a
+    missing = [k for k in shapes if k not in arrays]
+    if missing:
+        warnings.append(f"parameter blobs of {net_yaml} not in {weights}, so not in the "
+                        f".caffemodel (Caffe keeps its fillers for them): {', '.join(missing)}")
+    return fitted

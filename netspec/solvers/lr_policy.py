@@ -20,7 +20,21 @@ import math
 
 
 def learning_rate(s, it: int) -> float:
-    """The rate at iteration ``it`` for SolverParameter ``s``."""
+    """The rate at iteration ``it`` for SolverParameter ``s``.
+
+    Python's float power and exp raise OverflowError where Caffe's double arithmetic gives inf;
+    here too the rate becomes inf (a growing schedule) or 0 (sigmoid's far tail). The solver
+    file's checks keep a schedule finite up to max_iter, so this matters only past it.
+    """
+    try:
+        return _rate(s, it)
+    except OverflowError:
+        return 0.0 if s.lr_policy == "sigmoid" else math.inf
+    except ZeroDivisionError:       # inv/poly at a base of exactly 0 with a negative exponent
+        return math.inf
+
+
+def _rate(s, it: int) -> float:
     p = s.lr_policy
     if p == "fixed":
         return s.base_lr

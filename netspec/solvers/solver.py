@@ -13,6 +13,7 @@ One iteration:
 from __future__ import annotations
 
 import signal
+import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -26,8 +27,9 @@ from ..blob import Param
 from ..errors import DivergenceError, SnapshotError, SpecError
 from ..log import CaffeLog, fmt
 from ..net import Net
-from ..snapshot import (load_npz, load_weights, pack_state, rng_from_array, rng_to_array,
-                        save_npz, save_weights, unpack_state)
+from ..snapshot import (check_writable_folder, load_npz, load_weights, pack_state,
+                        remove_orphans, rng_from_array, rng_to_array, save_npz, save_weights,
+                        sha256_hex, unpack_state)
 from ..spec import load_net
 from ..spec.params import NetState
 from ..spec.solver import SolverParameter
@@ -286,6 +288,8 @@ class Solver:
         stop = sp.max_iter if max_iter is None else max_iter
         self.log.info(f"Solving {self.net.name or 'net'}")
         self.log.info(f"Learning Rate Policy: {sp.lr_policy}")
+        if sp.snapshot or sp.snapshot_after_train:
+            self.check_snapshot_folder()
         old_handler = self._install_sigint()
         t_start = time.perf_counter()
         start_iter = self.iter
@@ -383,19 +387,61 @@ class Solver:
 
     # -- snapshots ----------------------------------------------------------------------------
     def snapshot_paths(self) -> tuple[Path, Path]:
-        prefix = self.sp.snapshot_prefix or "netspec"
-        stem = f"{prefix}_iter_{self.iter}"
+        stem = f"{self.snapshot_prefix()}_iter_{self.iter}"
         return Path(stem + ".weights.npz"), Path(stem + ".solverstate.npz")
 
+    def snapshot_prefix(self) -> str:
+        return self.sp.snapshot_prefix or "netspec"
+
+    def check_snapshot_folder(self) -> None:
+        """Before training: create the snapshot folder and write and remove a probe file there,
+        so an unwritable snapshot_prefix stops the run now, not when the first snapshot is due
+        (with every iteration before it lost)."""
+        prefix = self.snapshot_prefix()
+        try:
+            check_writable_folder(prefix)
+        except OSError as e:
+            folder = Path(prefix).parent
+            blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
+                           None)
+            why = f"{blocker} is a file, not a folder" if blocker else e.strerror or str(e)
+            raise SnapshotError(
+                f"cannot write snapshots to {folder} (snapshot_prefix '{prefix}'): "
+                f"{why}. Nothing was trained: give a writable snapshot_prefix "
+                "(e.g. --set snapshot_prefix=runs/NAME)", **self.sp.where(("snapshot_prefix",)),
+                field="snapshot_prefix") from None
+        removed = remove_orphans(prefix)
+        if removed:
+            self.log.info(f"Removed {len(removed)} temporary file(s) left by an interrupted "
+                          f"snapshot write: {', '.join(str(p) for p in removed)}")
+
     def snapshot(self) -> Path:
+        """Write the weights and the solver state of this iteration. When a write fails (full
+        disk, folder gone), both are written to a new temporary folder instead and the run
+        stops with a SnapshotError naming the path that failed and where they are."""
         self._check_params()
         weights, state_path = self.snapshot_paths()
-        save_weights(self.net, weights)
+        try:
+            self._write_snapshot(weights, state_path)
+        except SnapshotError as e:
+            raise self._rescue(e, weights, state_path) from None
+        self.last_snapshot = str(state_path)
+        for hook in self.snapshot_hooks:
+            hook(str(state_path))
+        return state_path
+
+    def _write_snapshot(self, weights: Path, state_path: Path) -> None:
+        """The weights first, then the state naming them with their SHA-256: a state always
+        finds its own weights file, or restore says that the file beside it is another's."""
+        digest = save_weights(self.net, weights)
         self.log.info(f"Snapshotting to {weights}")
         state: dict[str, Any] = {
             "iter": np.int64(self.iter),
             "type": np.array(self.sp.type),
             "weights": np.array(weights.name),
+            "weights_sha256": np.array(digest),
+            "groups": np.asarray([(g.lr_mult, g.decay_mult, g.count) for g in self.groups],
+                                 dtype=np.float64).reshape(-1),
             "rng": rng_to_array(self.rng),
             "losses": np.asarray(list(self.losses), dtype=np.float64),
             "history": {str(j): dict(s) for j, s in enumerate(self.state)},
@@ -403,10 +449,22 @@ class Solver:
         }
         save_npz(state_path, pack_state(state))
         self.log.info(f"Snapshotting solver state to {state_path}")
-        self.last_snapshot = str(state_path)
-        for hook in self.snapshot_hooks:
-            hook(str(state_path))
-        return state_path
+
+    def _rescue(self, error: SnapshotError, weights: Path, state_path: Path) -> SnapshotError:
+        """Write this snapshot to a fresh temporary folder after ``error``; the error to raise,
+        which says where the snapshot is (or that it could not be saved anywhere)."""
+        what = f"{error.file}: {error.message}" if error.file else error.message
+        try:
+            folder = Path(tempfile.mkdtemp(prefix="netspec-rescue-"))
+            self._write_snapshot(folder / weights.name, folder / state_path.name)
+        except (OSError, SnapshotError) as e:
+            return SnapshotError(f"snapshot at iteration {self.iter} failed: {what}. Saving it to "
+                                 f"a temporary folder failed too ({e}); the trained weights are "
+                                 "lost")
+        return SnapshotError(
+            f"snapshot at iteration {self.iter} failed: {what}. The weights and solver state "
+            f"were saved instead to {folder / weights.name} and {folder / state_path.name}; "
+            f"resume with --snapshot {folder / state_path.name}")
 
     def _all_nets(self):
         return [("train", self.net)] + [(f"test{i}", n) for i, n in enumerate(self.test_nets)]
@@ -421,31 +479,251 @@ class Solver:
         return out
 
     def restore(self, state_path: str | Path) -> None:
-        """Resume from a ``.solverstate.npz`` (weights are read from the file it names)."""
+        """Resume from a ``.solverstate.npz`` (weights are read from the file it names).
+
+        Every record is checked before anything changes, and each problem is a SnapshotError
+        naming the state file (or the weights file it names) and the record: a file that is
+        not a state at all, a missing or malformed record, an update-rule history that does
+        not fit this net's parameter groups (an lr_mult or decay_mult changed), data cursors
+        that do not fit this net's data (its limit or source changed), a weights file that is
+        not the state's own.
+        """
         state_path = Path(state_path)
-        flat = load_npz(state_path, "solver state")
-        st = unpack_state(flat)
-        if str(st.get("type")) != self.sp.type:
-            raise SnapshotError(f"the state was written by a {st.get('type')} solver, this one is "
-                                f"{self.sp.type}", file=str(state_path))
-        load_weights(self.net, state_path.parent / str(st["weights"]), strict=True)
-        history = st.get("history", {})
-        if len(history) != len(self.state):
-            raise SnapshotError(f"the state holds {len(history)} parameter histories, the net has "
-                                f"{len(self.state)} parameter groups (lr_mult, decay_mult)", file=str(state_path))
+        st = self._read_state(state_path)
+        where = {"file": str(state_path)}
+        it = self._state_iter(st, where)
+        rng = np.random.default_rng()
+        try:
+            rng_from_array(rng, st["rng"])
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError, AttributeError) as e:
+            raise SnapshotError(f"the random-generator record 'rng' is corrupt ({e}): the file "
+                                "was damaged after it was written", **where) from None
+        history = self._state_history(st, where)
+        losses = self._state_array(st, "losses", np.asarray([], np.float64), "f", where)
+        data = self._state_data(st, where)
+        weights = self._state_weights(st, state_path)
+        # every record checked: now change the solver (the weights are checked as they load)
+        try:
+            load_weights(self.net, weights[0], strict=True, data=weights[1])
+        except SnapshotError as e:
+            raise SnapshotError(f"{e.message} (the weights file of the solver state "
+                                f"{state_path})", file=e.file) from None
         for j, s in enumerate(self.state):
             for k in s:
-                s[k][...] = self.backend.asarray(history[str(j)][k], s[k].dtype)
-        self.iter = int(st["iter"])
-        rng_from_array(self.rng, st["rng"])
+                s[k][...] = self.backend.asarray(history[j][k], s[k].dtype)
+        self.iter = it
         self.losses.clear()
-        self.losses.extend(float(v) for v in st.get("losses", []))
+        self.losses.extend(float(v) for v in losses)
         if self.losses:
             self.smoothed_loss = sum(self.losses) / len(self.losses)
+        for layer, saved in data:
+            try:
+                layer.load_state_dict(saved)
+            except (ValueError, TypeError, KeyError, IndexError) as e:
+                raise SnapshotError(f"the data record of layer '{layer.name}' does not fit this "
+                                    f"net's layer: {e}", **where) from None
+        # last: loading a record may draw from the generator (HDF5Data reopening its current
+        # file shuffles that file's rows before the saved order replaces them)
+        self.rng.bit_generator.state = rng.bit_generator.state
+        self.log.info(f"Resumed from {state_path} at iteration {self.iter}")
+        if self.sp.max_iter and self.iter >= self.sp.max_iter:
+            self.log.warn(f"the state is at iteration {self.iter}, max_iter is "
+                          f"{self.sp.max_iter}: nothing is left to train (raise max_iter)")
+
+    # -- reading a solver state: each returns checked values or raises SnapshotError ----------
+    def _read_state(self, path: Path) -> dict:
+        where = {"file": str(path)}
+        if path.suffix == ".caffemodel":
+            raise SnapshotError("this is a Caffe .caffemodel (weights), not a solver state: "
+                                "--snapshot resumes from a .solverstate.npz written by netspec "
+                                "train; to start from these weights use --weights", **where)
+        flat = load_npz(path, "solver state")
+        if "iter" not in flat and flat and all("/" in k for k in flat):
+            raise SnapshotError("this is a weights file, not a solver state: --snapshot resumes "
+                                "from the .solverstate.npz written beside it; to start from "
+                                "these weights use --weights", **where)
+        try:
+            st = unpack_state(flat)
+        except ValueError as e:
+            raise SnapshotError(f"the solver state is corrupt: {e}", **where) from None
+        absent = [k for k in ("iter", "type", "weights", "rng", "history") if k not in st]
+        if absent:
+            raise SnapshotError(f"the solver state has no {', '.join(repr(k) for k in absent)} "
+                                "record: the file is incomplete or was not written by netspec "
+                                "train", **where)
+        kind = self._state_text(st, "type", where)
+        if kind != self.sp.type:
+            raise SnapshotError(f"the state was written by a {kind} solver, this one is "
+                                f"{self.sp.type}", **where)
+        return st
+
+    @staticmethod
+    def _state_text(st: dict, key: str, where: dict) -> str:
+        v = st[key]
+        if isinstance(v, dict) or np.ndim(v) != 0 or np.asarray(v).dtype.kind != "U" or not str(v):
+            raise SnapshotError(f"the record '{key}' should be a text, not {_show(v)}", **where)
+        return str(v)
+
+    @staticmethod
+    def _state_iter(st: dict, where: dict) -> int:
+        v = st["iter"]
+        if (isinstance(v, dict) or np.ndim(v) != 0 or np.asarray(v).dtype.kind not in "iu"
+                or int(v) < 0):
+            raise SnapshotError(f"the record 'iter' is {_show(v)}, not an iteration number "
+                                "(an integer >= 0)", **where)
+        return int(v)
+
+    @staticmethod
+    def _state_array(st: dict, key: str, default, kinds: str, where: dict):
+        v = st.get(key, default)
+        if isinstance(v, dict) or np.ndim(v) != 1 or np.asarray(v).dtype.kind not in kinds + "iu":
+            raise SnapshotError(f"the record '{key}' should be a list of numbers, not "
+                                f"{_show(v)}", **where)
+        return np.asarray(v)
+
+    def _group_text(self, rows) -> str:
+        return ", ".join(f"(lr_mult {r[0]:g}, decay_mult {r[1]:g}: {int(r[2])} values)" for r in rows)
+
+    def _state_history(self, st: dict, where: dict) -> list[dict]:
+        """The update rule's arrays, one dict per parameter group, each checked against the
+        group of this net (same lr_mult/decay_mult grouping, names, sizes)."""
+        mine = [(g.lr_mult, g.decay_mult, g.count) for g in self.groups]
+        redo = ("Resuming needs the net's lr_mult and decay_mult as they were; to continue from "
+                "the weights alone, start with --weights")
+        if "groups" in st:
+            theirs = st["groups"]
+            rows = None
+            if (not isinstance(theirs, dict) and np.ndim(theirs) == 1
+                    and np.asarray(theirs).dtype.kind in "fiu" and np.size(theirs) % 3 == 0):
+                rows = np.asarray(theirs, dtype=np.float64).reshape(-1, 3).tolist()
+            if rows is None:
+                raise SnapshotError(f"the record 'groups' should be (lr_mult, decay_mult, count) "
+                                    f"triples, not {_show(theirs)}", **where)
+            if [tuple(r) for r in rows] != [tuple(map(float, m)) for m in mine]:
+                raise SnapshotError(
+                    f"the parameter groups changed since this state was written: it holds "
+                    f"{self._group_text(rows)}, this net has {self._group_text(mine)}. {redo}",
+                    **where)
+        history = st["history"]
+        if not isinstance(history, dict) or sorted(history) != [str(j) for j in range(len(mine))]:
+            n = len(history) if isinstance(history, dict) else _show(history)
+            raise SnapshotError(f"the state holds {n} parameter histories, this net has "
+                                f"{len(mine)} parameter groups (blobs with the same lr_mult and "
+                                f"decay_mult): {self._group_text(mine)}. {redo}", **where)
+        out = []
+        for j, s in enumerate(self.state):
+            h = history[str(j)]
+            if not isinstance(h, dict) or sorted(h) != sorted(s):
+                raise SnapshotError(f"the history of parameter group {j} should hold "
+                                    f"{sorted(s)} for {self.sp.type}, it holds "
+                                    f"{sorted(h) if isinstance(h, dict) else _show(h)}", **where)
+            for k, ref in s.items():
+                v = h[k]
+                if np.shape(v) != tuple(ref.shape) or np.asarray(v).dtype.kind not in "fiu":
+                    raise SnapshotError(
+                        f"the history '{k}' of parameter group {j} has {_show(v)}, this net's "
+                        f"group {self._group_text([mine[j]])} needs {ref.shape[0]} numbers. "
+                        f"{redo}", **where)
+                if not np.isfinite(v).all():
+                    raise SnapshotError(f"the history '{k}' of parameter group {j} holds NaN or "
+                                        "Inf values", **where)
+            out.append(h)
+        return out
+
+    def _state_data(self, st: dict, where: dict) -> list:
+        """(layer, record) for every stateful layer of the nets, each record checked against the
+        layer's own (names, shapes, integer kinds, positions within their orders)."""
         data = st.get("data", {})
+        if not isinstance(data, dict):
+            raise SnapshotError(f"the record 'data' should hold data-layer records, not "
+                                f"{_show(data)}", **where)
+        out, known = [], set()
         for tag, net in self._all_nets():
             for layer in net.layers:
+                fresh = layer.state_dict()
                 key = f"{tag}:{layer.name}"
-                if key in data:
-                    layer.load_state_dict(data[key])
-        self.log.info(f"Resumed from {state_path} at iteration {self.iter}")
+                known.add(key)
+                if not fresh:
+                    continue
+                if key not in data:
+                    self.log.warn(f"{where['file']} has no record of layer '{layer.name}' ({tag} "
+                                  "net): it starts from its beginning")
+                    continue
+                out.append((layer, _check_layer_record(layer.name, data[key], fresh, where)))
+        extra = sorted(set(data) - known)
+        if extra:
+            self.log.warn(f"{where['file']} has records of layers this net does not have, "
+                          f"ignored: {', '.join(extra)}")
+        return out
+
+    def _state_weights(self, st: dict, state_path: Path) -> tuple[Path, bytes]:
+        """The weights file the state names and its bytes, checked against the state's
+        SHA-256 of them."""
+        where = {"file": str(state_path)}
+        weights = state_path.parent / self._state_text(st, "weights", where)
+        try:
+            raw = weights.read_bytes()
+        except OSError as e:
+            raise SnapshotError(f"cannot read the weights file this state names, {weights}: "
+                                f"{e.strerror or e}", **where) from None
+        if "weights_sha256" not in st:
+            self.log.warn(f"{state_path} holds no checksum of its weights file (written by an "
+                          f"older netspec): cannot check that {weights.name} belongs to it")
+        elif sha256_hex(raw) != self._state_text(st, "weights_sha256", where):
+            raise SnapshotError(
+                f"the weights file it names, {weights}, is not the one written with this state "
+                "(its SHA-256 differs): the two come from different snapshots, e.g. a run "
+                "killed between writing the weights and the state while another run used the "
+                "same snapshot_prefix. Resume from a state whose weights file belongs to it, or "
+                f"start from {weights.name} alone with --weights", **where)
+        return weights, raw
+
+
+#: a data layer's position record -> (the order it indexes, whether it may equal its length)
+_POSITIONS = {"cursor": ("order", True), "current_row": ("row_order", True),
+              "current_file": ("file_order", False)}
+#: order records whose length is not the layer's at start-up (HDF5: the current file's rows)
+_PER_FILE = {"row_order"}
+
+
+def _check_layer_record(name: str, saved, fresh: dict, where: dict) -> dict:
+    """A data layer's saved record, checked against its fresh ``state_dict()``."""
+    if not isinstance(saved, dict):
+        raise SnapshotError(f"the data record of layer '{name}' is {_show(saved)}, not a record",
+                            **where)
+    again = ("Resuming needs the same data (source, limit, offset, batch size) as when the "
+             "state was written; to continue from the weights alone, start with --weights")
+    for k, ref in fresh.items():
+        if k not in saved:
+            raise SnapshotError(f"the data record of layer '{name}' has no '{k}'", **where)
+        v, ref = np.asarray(saved[k]), np.asarray(ref)
+        if ref.dtype.kind in "iu" and v.dtype.kind not in "iu":
+            raise SnapshotError(f"'{k}' of layer '{name}' is {_show(v)}, not an integer", **where)
+        if ref.dtype.kind == "f" and v.dtype.kind not in "fiu":
+            raise SnapshotError(f"'{k}' of layer '{name}' is {_show(v)}, not numbers", **where)
+        if v.ndim != ref.ndim or (k not in _PER_FILE and v.shape != ref.shape):
+            raise SnapshotError(f"'{k}' of layer '{name}' has shape {v.shape} in the state, "
+                                f"{ref.shape} in this net. {again}", **where)
+        if v.dtype.kind in "iu" and v.size and int(v.min()) < 0:
+            raise SnapshotError(f"'{k}' of layer '{name}' is negative ({_show(v)})", **where)
+        if k in ("order", "row_order", "file_order") and not np.array_equal(
+                np.sort(v), np.arange(v.size)):
+            raise SnapshotError(f"'{k}' of layer '{name}' is not an order of its {v.size} records "
+                                f"(each index once). {again}", **where)
+    for pos, (order, inclusive) in _POSITIONS.items():
+        if pos in fresh and order in fresh:
+            p, n = int(saved[pos]), np.asarray(saved[order]).size
+            if p > n or (p == n and not inclusive):
+                raise SnapshotError(f"'{pos}' of layer '{name}' is {p}, past the end of its "
+                                    f"{n} records. {again}", **where)
+    return saved
+
+
+def _show(v) -> str:
+    """A short description of a record's value for messages."""
+    if isinstance(v, dict):
+        return f"a group of records ({', '.join(sorted(v))})"
+    a = np.asarray(v)
+    if a.ndim == 0:
+        return repr(a.item())
+    return f"{a.size} {a.dtype} values of shape {a.shape}"
