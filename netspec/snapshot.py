@@ -7,134 +7,25 @@
   SHA-256 of that file's bytes (resume refuses a weights file that is not the one written
   with the state).
 
-Temporary files are ``.<name>.<pid>.<random>.tmp`` beside the target; a run removes those of
-dead processes for its snapshot prefix when it starts (``remove_orphans``).
+Written through ``netspec.files`` (atomic; a run removes the temporary files of interrupted
+writes for its snapshot prefix when it starts).
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import io
 import json
-import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .backend import to_numpy
+from .caffe.blob_shape import fit_blob
+from .caffe.caffemodel import read_caffemodel_arrays
 from .errors import SnapshotError
-
-
-def _temp_prefix(path: Path) -> str:
-    """The name prefix of ``path``'s temporary files: hidden, with the writer's process id so
-    start-up clean-up (``remove_orphans``) can tell a live writer's file from a dead one's."""
-    return f".{path.name}.{os.getpid()}."
-
-
-def _write_and_sync(f, payload: bytes, path: Path) -> None:
-    """Write ``payload`` (meant for ``path``) to the open temporary file ``f``, flushed to
-    disk. One function, so tests can make it fail as a full disk would."""
-    f.write(payload)
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def _umask() -> int:
-    """The process's umask: from /proc (Linux), else set and restored at once."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that readers see the old file or the whole new one,
-    with the permissions a plain write would give it (0666 less the umask).
-
-    Any failure (no such folder, no permission, a full disk) is a SnapshotError naming
-    ``path``, and leaves no temporary file behind.
-    """
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
-        # mkstemp makes the file 0600; give it the mode open() would (0666 less the umask)
-        # before the rename, so the file never appears with other permissions
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            _write_and_sync(f, payload, path)
-        os.replace(tmp, path)
-    except OSError as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise SnapshotError(f"could not write this file: {e.strerror or e}", file=str(path)) from None
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
-def check_writable_folder(prefix: str | Path) -> Path:
-    """Create the folder of the files ``prefix`` names, and write and remove a probe file there
-    (named like the atomic writer's temporary files, so an interrupted probe is cleaned up too).
-    Returns the folder; OSError when it cannot be written."""
-    prefix = Path(prefix)
-    folder = prefix.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, probe = tempfile.mkstemp(prefix=_temp_prefix(Path(f"{prefix.name}_iter_probe")),
-                                 suffix=".tmp", dir=folder)
-    os.close(fd)
-    os.unlink(probe)
-    return folder
-
-
-def remove_orphans(prefix: str | Path) -> list[Path]:
-    """Remove the temporary files that interrupted atomic writes of ``prefix``'s snapshots
-    left in its folder (``.<prefix name>_iter_*.tmp``), except those of processes still
-    running (another run writing right now). Returns the files removed."""
-    prefix = Path(prefix)
-    folder = prefix.parent if str(prefix.parent) else Path(".")
-    removed = []
-    for tmp in folder.glob(f".{glob.escape(prefix.name)}_iter_*.tmp"):
-        parts = tmp.name.split(".")
-        pid = parts[-3] if len(parts) >= 4 else ""
-        if pid.isdigit() and (int(pid) == os.getpid() or _running(int(pid))):
-            continue
-        try:
-            tmp.unlink()
-            removed.append(tmp)
-        except OSError:
-            pass                    # gone already, or not ours to remove
-    return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
+from .files import atomic_write_bytes
 
 
 def save_npz(path: str | Path, arrays: dict[str, Any]) -> str:
@@ -205,36 +96,6 @@ def save_weights(net, path: str | Path) -> str:
     return save_npz(path, weights_dict(net))
 
 
-def shape_text(shape) -> str:
-    """``(500, 800)`` / ``(500,)`` / ``()``: a shape as users read it in messages."""
-    return str(tuple(int(d) for d in shape))
-
-
-def fit_blob(key: str, a: np.ndarray, shape, file: str | Path | None = None) -> np.ndarray:
-    """``a`` as the net's blob ``key`` of ``shape``, by Caffe's rules only.
-
-    Equal shapes pass unchanged. The one reshape allowed is Caffe's legacy one
-    (``Blob::ShapeEquals`` for a BlobProto with num/channels/height/width): a 4-D array whose
-    shape is the net's shape (at most 4 axes) padded with leading 1s, e.g. InnerProduct weights
-    stored as (1, 1, N, K) or a bias as (1, 1, 1, N); leading 1s never move a value. Anything
-    else, including another layout of the same number of values (a transposed matrix), is a
-    SnapshotError naming the blob and both shapes: reshaping it would load scrambled weights.
-    """
-    shape = tuple(int(d) for d in shape)
-    if a.shape == shape:
-        return a
-    if a.ndim == 4 and len(shape) <= 4 and a.shape == (1,) * (4 - len(shape)) + shape:
-        return a.reshape(shape)
-    same = ""
-    if a.size == math.prod(shape):
-        same = (" It holds the same number of values in another layout (transposed or "
-                "reordered?), which is never reshaped")
-        same += (f": only Caffe's legacy 4-D shape {shape_text((1,) * (4 - len(shape)) + shape)} "
-                 "would be." if len(shape) < 4 else ".")
-    raise SnapshotError(f"blob '{key}' has shape {shape_text(a.shape)} in the file but the net "
-                        f"expects {shape_text(shape)}.{same}", file=str(file) if file else None)
-
-
 def load_weights(net, path: str | Path, strict: bool = False, allow_partial: bool = False,
                  data: bytes | None = None) -> tuple[list[str], list[str]]:
     """Copy arrays into the net's parameter blobs by ``layer/index``.
@@ -250,8 +111,6 @@ def load_weights(net, path: str | Path, strict: bool = False, allow_partial: boo
     """
     path = Path(path)
     if path.suffix == ".caffemodel":
-        from .caffe.caffemodel import read_caffemodel_arrays  # noqa: PLC0415
-
         arrays = read_caffemodel_arrays(path)
     else:
         arrays = load_npz(path, "weights file", data)

@@ -21,7 +21,8 @@ from netspec.cli import main
 from netspec.errors import NetspecError, SnapshotError
 from netspec.log import CaffeLog
 from netspec.net import Net
-from netspec.snapshot import fit_blob, load_npz, load_weights, save_npz
+from netspec.caffe.blob_shape import fit_blob
+from netspec.snapshot import load_npz, load_weights, save_npz
 from netspec.solvers import Solver
 from netspec.spec import parse_net
 from netspec.spec.solver import SolverParameter
@@ -401,19 +402,19 @@ def full_disk_under(monkeypatch, folder):
     """Make every write into ``folder`` fail as a full disk does (ENOSPC)."""
     import errno
 
-    from netspec import snapshot as snapshot_module
+    from netspec import files as files_module
 
-    real = snapshot_module._write_and_sync
+    real = files_module._write_and_sync
 
     def write(f, payload, path):
         if str(path).startswith(str(folder)):
             raise OSError(errno.ENOSPC, "No space left on device")
         real(f, payload, path)
-    monkeypatch.setattr(snapshot_module, "_write_and_sync", write)
+    monkeypatch.setattr(files_module, "_write_and_sync", write)
 
 
 def test_failed_write_names_the_path_and_leaves_no_temp_file(tmp_path, monkeypatch):
-    from netspec.snapshot import atomic_write_bytes
+    from netspec.files import atomic_write_bytes
 
     full_disk_under(monkeypatch, tmp_path)
     with pytest.raises(SnapshotError) as e:

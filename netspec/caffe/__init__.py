@@ -27,31 +27,18 @@ def is_repeated(fd) -> bool:
     flag = getattr(fd, "is_repeated", None)
     if flag is not None:
         return bool(flag)
-    from google.protobuf.descriptor import FieldDescriptor as FD  # noqa: PLC0415
+    from google.protobuf.descriptor import FieldDescriptor as FD  # noqa: PLC0415 - protobuf
 
     return fd.label == FD.LABEL_REPEATED
-
-
-def write_bytes(path, payload: bytes) -> None:
-    """Write atomically (``netspec.snapshot.atomic_write_bytes``) with the umask's permissions
-    (the temporary file it renames is private), since converted files are meant to be shared."""
-    import os  # noqa: PLC0415
-
-    from ..snapshot import atomic_write_bytes  # noqa: PLC0415
-
-    atomic_write_bytes(path, payload)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 def pb2():
     """The generated ``caffe_pb2`` module, or a clear error when protobuf is not installed."""
     try:
-        from google.protobuf import text_format  # noqa: F401,PLC0415
+        from google.protobuf import text_format  # noqa: F401,PLC0415 - optional: protobuf
     except ImportError:
         raise ConvertError("reading and writing Caffe files needs the 'protobuf' package: "
                            "pip install 'netspec[caffe]' (or pip install protobuf)") from None
-    from . import caffe_pb2  # noqa: PLC0415
+    from . import caffe_pb2  # noqa: PLC0415 - generated code that imports protobuf
 
     return caffe_pb2

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SnapshotError
-from . import pb2, write_bytes
+from ..files import atomic_write_bytes
+from . import pb2
+from .blob_shape import fit_blob
 
 
 def _varint(n: int) -> bytes:
@@ -124,7 +126,7 @@ def _looks_like_text(raw: bytes) -> bool:
 
 def read_caffemodel(path: str | Path):
     """The NetParameter message of a binary .caffemodel; SnapshotError when it is unreadable."""
-    from google.protobuf.message import DecodeError  # noqa: PLC0415
+    from google.protobuf.message import DecodeError  # noqa: PLC0415 - optional: protobuf
 
     path = Path(path)
     try:
@@ -171,7 +173,7 @@ def read_caffemodel_arrays(path: str | Path) -> dict[str, np.ndarray]:
     """``{"<layer>/<blob index>": array}`` of a .caffemodel, shapes as stored in the file.
 
     Used by ``netspec.snapshot.load_weights``, which fits them to the net's shapes with
-    ``netspec.snapshot.fit_blob`` (Caffe's legacy 4-D rule). Errors are SnapshotError naming
+    ``netspec.caffe.blob_shape.fit_blob`` (Caffe's legacy 4-D rule). Errors are SnapshotError naming
     the file.
     """
     net = read_caffemodel(path)
@@ -187,11 +189,10 @@ def fit_to_model(arrays: dict[str, np.ndarray], shapes: dict[str, tuple[int, ...
     """Match caffemodel arrays to a net's parameter shapes.
 
     Returns (fitted arrays, missing keys, unused keys, reshaped keys). Shapes go through
-    ``netspec.snapshot.fit_blob``: only Caffe's legacy 4-D shapes (the net's shape padded with
+    ``blob_shape.fit_blob``: only Caffe's legacy 4-D shapes (the net's shape padded with
     leading 1s) are reshaped; any other difference is a SnapshotError naming the blob and both
     shapes, checked for every blob before anything is returned.
     """
-    from ..snapshot import fit_blob  # noqa: PLC0415
 
     fitted: dict[str, np.ndarray] = {}
     reshaped: list[str] = []
@@ -235,7 +236,7 @@ def attach_blobs(net, arrays: dict[str, np.ndarray]) -> list[str]:
 def write_caffemodel(net, path: str | Path) -> None:
     """Serialize ``net`` (with blobs) to ``path`` atomically."""
 
-    write_bytes(path, net.SerializeToString())
+    atomic_write_bytes(path, net.SerializeToString())
 
 
 __all__ = ["read_caffemodel", "read_caffemodel_arrays", "net_arrays", "fit_to_model",

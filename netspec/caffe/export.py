@@ -11,7 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import ConvertError, is_repeated, pb2, write_bytes
+from ..files import atomic_write_bytes
+from ..snapshot import load_npz
+from ..spec import load_net
+from ..spec.yaml_lines import load_yaml
+from . import ConvertError, is_repeated, pb2
+from .blob_shape import fit_blob
+from .caffemodel import attach_blobs, read_caffemodel_arrays, write_caffemodel
+from .port import model_param_shapes
 
 
 def _fill(msg, data: dict, path: str, layer: str | None, warnings: list[str]) -> None:
@@ -42,7 +49,7 @@ def _fill(msg, data: dict, path: str, layer: str | None, warnings: list[str]) ->
 
 
 def _scalar(fd, v: Any, where: str) -> Any:
-    from google.protobuf.descriptor import FieldDescriptor as FD  # noqa: PLC0415
+    from google.protobuf.descriptor import FieldDescriptor as FD  # noqa: PLC0415 - protobuf
 
     if fd.enum_type is not None:
         if v not in fd.enum_type.values_by_name:
@@ -76,7 +83,7 @@ def net_message(net_param) -> tuple[Any, list[str]]:
 
 
 def prototxt_text(msg) -> str:
-    from google.protobuf import text_format  # noqa: PLC0415
+    from google.protobuf import text_format  # noqa: PLC0415 - optional: protobuf
 
     return text_format.MessageToString(msg)
 
@@ -89,11 +96,7 @@ def export_net(net_yaml: str | Path, out: str | Path, weights: str | Path | None
     net's shape (or Caffe's legacy 4-D form of it, written back in the net's shape) and each
     layer the net's number of blobs, so the .caffemodel always loads into its own prototxt.
     """
-    from ..snapshot import load_npz  # noqa: PLC0415
-    from ..spec import load_net  # noqa: PLC0415
-    from .caffemodel import attach_blobs, read_caffemodel_arrays, write_caffemodel  # noqa: PLC0415
 
-    from ..spec.yaml_lines import load_yaml  # noqa: PLC0415
 
     raw, _ = load_yaml(net_yaml)
     if isinstance(raw, dict) and "layer" not in raw and ({"net", "train_net", "base_lr"} & set(raw)):
@@ -110,7 +113,7 @@ def export_net(net_yaml: str | Path, out: str | Path, weights: str | Path | None
         w = Path(weights)
         arrays = read_caffemodel_arrays(w) if w.suffix == ".caffemodel" else load_npz(w, "weights file")
         arrays = fit_to_net(arrays, net_yaml, [lp.name for lp in msg.layer], w, warnings)
-    write_bytes(out, prototxt_text(msg).encode())
+    atomic_write_bytes(out, prototxt_text(msg).encode())
     if arrays is not None:
         unused = attach_blobs(msg, arrays)
         if unused:
@@ -126,8 +129,6 @@ def fit_to_net(arrays: dict, net_yaml: str | Path, layer_names: list[str], weigh
     """``arrays`` checked against the parameter blobs of the net in ``net_yaml`` and given the
     net's shapes; ConvertError/SnapshotError naming the weights file, the blob and both shapes
     (or both blob counts) for anything Caffe could not load into that net."""
-    from ..snapshot import fit_blob  # noqa: PLC0415
-    from .port import model_param_shapes  # noqa: PLC0415
 
     shapes, problems = model_param_shapes(net_yaml)
     have: dict[str, list[int]] = {}

@@ -6,14 +6,25 @@ raises ConvertError/SnapshotError naming the file, the layer and the field when 
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import SpecError
-from . import ConvertError, write_bytes
+import numpy as np
+
+from ..backend import Backend
+from ..errors import NetspecError, SpecError
+from ..files import atomic_write_bytes
+from ..net import Net
+from ..spec import load_net, loads_net
+from ..spec.load import _validate
+from ..spec.solver import SolverParameter
+from ..spec.yaml_lines import loads_yaml
+from . import ConvertError
+from .caffemodel import fit_to_model, net_arrays, read_caffemodel
 from . import prototxt as ptx
 from .to_yaml import Report, net_to_dict, solver_to_dict
 from .upgrade import UpgradeLog, upgrade_net, upgrade_solver
@@ -33,7 +44,6 @@ class Converted:
 def net_yaml(net_msg, source: str, drop_unsupported: bool = False, input_layer: bool = False,
              out_name: str = "<converted>") -> tuple[str, dict, Report, UpgradeLog]:
     """(YAML text, data, Report, UpgradeLog) of a NetParameter message; checks it loads."""
-    from ..spec import loads_net  # noqa: PLC0415
 
     up, log = upgrade_net(net_msg, input_layer=input_layer)
     data, report = net_to_dict(up, drop_unsupported)
@@ -77,7 +87,7 @@ def convert_net(src: str | Path, out: str | Path | None = None, drop_unsupported
     if out.resolve() == src.resolve():
         raise ConvertError("the output would overwrite the input; give -o", file=str(src))
     text, data, report, log = net_yaml(msg, str(src), drop_unsupported, input_layer, str(out))
-    write_bytes(out, text.encode())
+    atomic_write_bytes(out, text.encode())
     return Converted("net", [str(out)], report.notes, report.warnings,
                      {"layers": len(data.get("layer", [])), "format": log.format})
 
@@ -108,9 +118,6 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
     file, Caffe from its working directory). Inline ``net_param`` blocks become
     ``<solver>.net.yaml`` beside the solver YAML.
     """
-    from ..spec.load import _validate  # noqa: PLC0415
-    from ..spec.solver import SolverParameter  # noqa: PLC0415
-    from ..spec.yaml_lines import loads_yaml  # noqa: PLC0415
 
     src = Path(src)
     kind, msg, _ = ptx.read(src)
@@ -168,7 +175,7 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
     except SpecError as e:
         raise ConvertError(f"the converted solver does not validate in netspec: "
                            f"{e.field + ': ' if e.field else ''}{e.message}", file=str(src)) from None
-    write_bytes(out, text.encode())
+    atomic_write_bytes(out, text.encode())
     result.outputs.insert(0, str(out))
     return result
 
@@ -176,10 +183,6 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
 # -- weights -------------------------------------------------------------------------------------
 def model_param_shapes(model: str | Path) -> tuple[dict[str, tuple[int, ...]], list[str]]:
     """``{"layer/i": shape}`` of a netspec net file, from the nets of its phases that build."""
-    from ..backend import Backend  # noqa: PLC0415
-    from ..errors import NetspecError  # noqa: PLC0415
-    from ..net import Net  # noqa: PLC0415
-    from ..spec import load_net  # noqa: PLC0415
 
     net_param = load_net(model)
     shapes: dict[str, tuple[int, ...]] = {}
@@ -203,11 +206,8 @@ def convert_weights(src: str | Path, out: str | Path | None = None,
                     model: str | Path | None = None) -> Converted:
     """A .caffemodel -> .npz of ``{"layer/i": array}``; with ``model``, shapes are checked and
     legacy 4-D shapes reshaped to the net's, and missing/unused blobs reported."""
-    import io  # noqa: PLC0415
 
-    import numpy as np  # noqa: PLC0415
 
-    from .caffemodel import fit_to_model, net_arrays, read_caffemodel  # noqa: PLC0415
 
     src = Path(src)
     out = Path(out) if out else default_output(src, ".npz")
@@ -235,7 +235,7 @@ def convert_weights(src: str | Path, out: str | Path | None = None,
                            file=str(src))
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    write_bytes(out, buf.getvalue())
+    atomic_write_bytes(out, buf.getvalue())
     result.info["blobs"] = len(arrays)
     return result
 

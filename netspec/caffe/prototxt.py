@@ -135,7 +135,7 @@ def _explain(err, text: str, file: str, kind: str) -> ConvertError:
 
 def parse_net(text: str, file: str = "<prototxt>"):
     """Text -> NetParameter message (no upgrade)."""
-    from google.protobuf import text_format  # noqa: PLC0415
+    from google.protobuf import text_format  # noqa: PLC0415 - optional: protobuf
 
     msg = pb2().NetParameter()
     try:
@@ -147,7 +147,7 @@ def parse_net(text: str, file: str = "<prototxt>"):
 
 def parse_solver(text: str, file: str = "<prototxt>"):
     """Text -> SolverParameter message (no upgrade)."""
-    from google.protobuf import text_format  # noqa: PLC0415
+    from google.protobuf import text_format  # noqa: PLC0415 - optional: protobuf
 
     msg = pb2().SolverParameter()
     try:

@@ -59,7 +59,7 @@ def f32(v: float) -> float:
 
 
 def value_of(fd, v) -> Any:
-    from google.protobuf.descriptor import FieldDescriptor as FD  # noqa: PLC0415 - optional: protobuf
+    from google.protobuf.descriptor import FieldDescriptor as FD  # noqa: PLC0415 - protobuf
 
     if fd.message_type is not None:
         return to_python(v)

@@ -97,7 +97,7 @@ def load_image(path: str | Path, is_color: bool = True, new_height: int = 0,
 
 def _pil():
     try:
-        from PIL import Image  # noqa: PLC0415
+        from PIL import Image  # noqa: PLC0415 - optional: Pillow (the caffe extra)
     except ImportError:
         raise DataError(f"decoding images needs the 'Pillow' package: {INSTALL}") from None
     return Image

@@ -25,11 +25,11 @@ from .. import parallel
 from ..backend import Backend, get_backend, to_numpy
 from ..blob import Param
 from ..errors import DivergenceError, SnapshotError, SpecError
+from ..files import check_writable_folder, remove_orphans
 from ..log import CaffeLog, fmt
 from ..net import Net
-from ..snapshot import (check_writable_folder, load_npz, load_weights, pack_state,
-                        remove_orphans, rng_from_array, rng_to_array, save_npz, save_weights,
-                        sha256_hex, unpack_state)
+from ..snapshot import (load_npz, load_weights, pack_state, rng_from_array, rng_to_array, save_npz,
+                        save_weights, sha256_hex, unpack_state)
 from ..spec import load_net
 from ..spec.params import NetState
 from ..spec.solver import SolverParameter
