@@ -81,13 +81,15 @@ class TrainOutcome:
 
 def train(solver_file: str | Path, sets: Sequence[str] = (), *, gpu: bool = False,
           max_iter: int | None = None, snapshot: str | Path | None = None,
-          weights: str | Path | None = None, dtype: str = "float32",
-          log_dir: str | Path | None = None, quiet: bool = False) -> TrainOutcome:
+          weights: str | Path | None = None, allow_partial: bool = False,
+          dtype: str = "float32", log_dir: str | Path | None = None,
+          quiet: bool = False) -> TrainOutcome:
     """Train with ``solver_file`` (Caffe's ``caffe train``).
 
     ``sets``: overrides, as ``netspec train --set``; ``max_iter`` and ``gpu`` are two more.
     ``snapshot``: resume from this ``.solverstate.npz``; else ``weights`` (or the solver's
-    ``weights``): initialise from these to fine-tune. ``log_dir``: write ``metrics.jsonl`` and
+    ``weights``): initialise from these to fine-tune (``allow_partial``: the file may lack some
+    of the net's blobs, which keep their fillers' values). ``log_dir``: write ``metrics.jsonl`` and
     ``train.log`` there (appended to when resuming). ``quiet``: no log lines on stderr.
     """
     sets = list(sets)
@@ -118,13 +120,14 @@ def train(solver_file: str | Path, sets: Sequence[str] = (), *, gpu: bool = Fals
             solver.restore(snapshot)
         elif weights or sp.weights:
             w = weights or sp.weights
-            missing, unused = load_weights(solver.net, w)
+            missing, unused = load_weights(solver.net, w, allow_partial=allow_partial)
             log.info(f"Fine-tuning from {w}" + (f" (not in the file, kept from fillers: {missing})" if missing else "")
                      + (f" (unused: {unused})" if unused else ""))
         with progress_for(sp.max_iter, solver.iter, quiet) as progress:
             result = solver.solve(progress=progress)
-        log.info(f"Trained {result['iterations']} iterations in {result['wall_s']:.1f} s "
-                 f"({1000 * result['s_per_iter']:.2f} ms/iter)")
+        if not result["interrupted"]:
+            log.info(f"Trained {result['iterations']} iterations in {result['wall_s']:.1f} s "
+                     f"({1000 * result['s_per_iter']:.2f} ms/iter)")
     finally:
         for writer in writers:
             writer.close()
@@ -139,12 +142,13 @@ class Scores:
 
 
 def score(model: str | Path, weights: str | Path, *, iterations: int = 50, gpu: bool = False,
-          phase: str = "TEST", sets: Sequence[str] = ()) -> Scores:
+          phase: str = "TEST", sets: Sequence[str] = (), allow_partial: bool = False) -> Scores:
     """Average each output of the net ``model`` with ``weights`` over ``iterations`` forward
-    passes (Caffe's ``caffe test``); ``sets``: layer overrides."""
+    passes (Caffe's ``caffe test``); ``sets``: layer overrides; ``allow_partial``: the weights
+    may lack some of the net's blobs (they keep their fillers' values)."""
     _, net_sets = split_sets(list(sets))
     net = Net(load_net(model, net_sets), phase, get_backend(gpu))
-    missing, unused = load_weights(net, weights)
+    missing, unused = load_weights(net, weights, allow_partial=allow_partial)
     sums: dict = {}
     for _ in range(iterations):
         net.forward()

@@ -13,15 +13,19 @@ from .options import friendly, threads_option
 @click.command("test")
 @click.option("--model", "model", required=True, type=click.Path(dir_okay=False), help="Network YAML.")
 @click.option("--weights", required=True, type=click.Path(dir_okay=False), help="Weights (.npz or .caffemodel).")
+@click.option("--allow-partial", is_flag=True,
+              help="Accept weights that lack some of the net's blobs (new or renamed layers "
+                   "keep their fillers' values); without it that is an error.")
 @click.option("--iterations", default=50, show_default=True, help="Number of batches to average.")
 @click.option("--gpu", is_flag=True, help="Run on the GPU with CuPy.")
 @click.option("--phase", type=click.Choice(["TEST", "TRAIN"]), default="TEST", show_default=True)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a layer field.")
 @threads_option
 @friendly
-def command(model, weights, iterations, gpu, phase, sets):
+def command(model, weights, allow_partial, iterations, gpu, phase, sets):
     """Score a trained model: average each net output over ITERATIONS batches."""
-    scores = workflows.score(model, weights, iterations=iterations, gpu=gpu, phase=phase, sets=sets)
+    scores = workflows.score(model, weights, iterations=iterations, gpu=gpu, phase=phase, sets=sets,
+                             allow_partial=allow_partial)
     log = CaffeLog()
     if scores.missing:
         log.warn(f"not in {weights}, left as initialised: {', '.join(scores.missing)}")

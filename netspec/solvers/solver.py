@@ -13,6 +13,7 @@ One iteration:
 from __future__ import annotations
 
 import signal
+import sys
 import tempfile
 import time
 from collections import deque
@@ -298,9 +299,10 @@ class Solver:
                 if (sp.test_interval and self.iter % sp.test_interval == 0
                         and (self.iter > 0 or sp.test_initialization)):
                     self.test_all()
-                self.step_once()
-                if progress is not None:
-                    progress(self.iter, self.smoothed_loss)
+                if not self.requested_stop:
+                    self.step_once()
+                    if progress is not None:
+                        progress(self.iter, self.smoothed_loss)
                 if self.requested_stop:
                     self.log.info(f"Interrupted at iteration {self.iter}: snapshotting and stopping.")
                     self.snapshot()
@@ -321,7 +323,8 @@ class Solver:
         wall = time.perf_counter() - t_start
         done = self.iter - start_iter
         return {"iterations": done, "wall_s": wall, "s_per_iter": wall / max(done, 1),
-                "loss": self.smoothed_loss, "tests": self.test_history}
+                "loss": self.smoothed_loss, "tests": self.test_history,
+                "interrupted": self.requested_stop}
 
     def _smooth(self, loss: float) -> None:
         self.losses.append(loss)
@@ -337,6 +340,8 @@ class Solver:
     def test_all(self) -> list[dict[str, float]]:
         results = []
         for i, net in enumerate(self.test_nets):
+            if self.requested_stop:
+                break
             results.append(self.test(i))
         return results
 
@@ -347,7 +352,10 @@ class Solver:
         self.log.info(f"Iteration {self.iter}, Testing net (#{i})")
         sums: dict[str, Any] = {}
         loss = 0.0
-        for _ in range(n):
+        for done in range(n):
+            if self.requested_stop:     # Ctrl-C: a partial pass would report wrong averages
+                self.log.info(f"Test pass interrupted after {done} of {n} batches: not reported.")
+                return {}
             loss += net.forward()
             for name in net.output_names:
                 v = to_numpy(net.blobs[name].data).astype(np.float64)
@@ -380,6 +388,9 @@ class Solver:
             if self.requested_stop:  # second Ctrl-C: give up at once
                 raise KeyboardInterrupt
             self.requested_stop = True
+            print(f"netspec: interrupt received at iteration {self.iter}: stopping after the "
+                  "current batch and snapshotting (Ctrl-C again stops at once, without a "
+                  "snapshot)", file=sys.stderr, flush=True)
         try:
             return signal.signal(signal.SIGINT, handler)
         except ValueError:  # not in the main thread
