@@ -413,3 +413,46 @@ def test_killed_search_resumes_to_the_total(tmp_path):
 
     assert not study.get_trials(states=(TrialState.RUNNING,))  # the killed workers' trials were reclaimed
     assert "Best-1 (val acc: " in r.stderr
+
+
+# -- a trial's own failure, study names ------------------------------------------------------------
+@needs_optuna
+def test_a_failing_trial_is_marked_failed_and_the_search_goes_on(tmp_path, monkeypatch):
+    """A trial that fails (here: MemoryError, as for a sampled num_output of 1e9) is recorded
+    as failed with its error; the other trials run and the search ends normally."""
+    from optuna.trial import TrialState
+
+    from netspec.search import run_search
+    from netspec.search.trial import Problem
+
+    solver = _files(tmp_path)
+    real, calls = Problem.run, []
+
+    def run(self, values, report, seed):
+        calls.append(seed)
+        if len(calls) == 2:
+            raise MemoryError("Unable to allocate 2.9 TiB for an array")
+        return real(self, values, report, seed)
+
+    monkeypatch.setattr(Problem, "run", run)
+    cfg = SearchConfig(solver=str(solver), params=PARAMS, trials=3, epochs=1, sampler="random",
+                       pruner="none", out=str(tmp_path / "out"), plot=None, seed=2)
+    lines: list[str] = []
+    outcome = run_search(cfg, echo=lines.append)
+    assert outcome.counts["finished"] == 3 and outcome.counts["failed"] == 1
+    assert outcome.counts["complete"] == 2 and len(calls) == 3
+    study = _study(tmp_path / "out" / "search.journal", "tiny")
+    failed = [t for t in study.get_trials() if t.state == TrialState.FAIL]
+    assert [t.user_attrs["error"] for t in failed] == \
+        ["MemoryError: Unable to allocate 2.9 TiB for an array"]
+    assert any("failed: MemoryError" in line for line in lines)
+
+
+@pytest.mark.parametrize("name", ["../../../x", "a/b", "/tmp/x", ".hidden", "", "a b"])
+def test_a_study_name_is_a_name_not_a_path(tmp_path, name):
+    from netspec.search.config import default_paths
+
+    cfg = SearchConfig(solver=str(tmp_path / "s.yaml"), params=PARAMS, study=name or ".")
+    with pytest.raises(SearchError, match="--study: the study name .* is not a plain name"):
+        default_paths(cfg)
+    assert not list(tmp_path.parent.glob("x"))

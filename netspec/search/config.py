@@ -3,6 +3,7 @@ study name, output folder and storage."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,9 +50,17 @@ class SearchConfig:
                 "direction": self.direction, "solver": Path(self.solver).name}
 
 
+#: what a study name may be: it names files and folders, so no separators and no '..'
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 def default_paths(cfg: SearchConfig) -> tuple[str, Path, str]:
     """(study name, output folder, storage) with the defaults filled in."""
     study = cfg.study or Path(cfg.solver).stem
+    if not STUDY_NAME.fullmatch(study):
+        raise SearchError(f"the study name {study!r} is not a plain name: use letters, digits, "
+                          "'.', '_' and '-', starting with a letter or digit (it names files "
+                          "inside the output folder, never a path)", field="--study")
     storage = cfg.storage
     if cfg.out:
         out = Path(cfg.out)

@@ -191,7 +191,10 @@ def summarize(cfg: SearchConfig, study_name: str, storage: str, out: Path,
             "solver": cfg.solver}
     csv_path, json_path = write_results(rows, out, study_name, meta)
     outcome = SearchOutcome(study_name, storage, out, rows, counts, csv_path, json_path)
-    state_counts = f"{counts['complete']} complete, {counts['pruned']} pruned, {counts['diverged']} diverged"
+    state_counts = (f"{counts['complete']} complete, {counts['pruned']} pruned, "
+                    f"{counts['diverged']} diverged")
+    if counts["failed"]:
+        state_counts += f", {counts['failed']} failed (see their 'error')"
     if counts["running"]:
         state_counts += f", {counts['running']} still running in other workers"
     echo(f"Study '{study_name}': {counts['finished']} of {cfg.trials} trials finished ({state_counts}); "

@@ -158,9 +158,10 @@ def open_study(cfg: SearchConfig, storage_obj, study_name: str, create: bool = T
 
 
 def count_trials(study) -> dict[str, int]:
-    """Trials per state: complete, pruned, diverged, running, and finished (the first three)."""
+    """Trials per state: complete, pruned, diverged, failed (the trial's own error, e.g. a
+    sampled size the machine cannot hold), running, and finished (all but running)."""
     TrialState = require_optuna().trial.TrialState
-    c = {"complete": 0, "pruned": 0, "diverged": 0, "running": 0}
+    c = {"complete": 0, "pruned": 0, "diverged": 0, "failed": 0, "running": 0}
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.COMPLETE:
             c["complete"] += 1
@@ -168,9 +169,11 @@ def count_trials(study) -> dict[str, int]:
             c["pruned"] += 1
         elif t.state == TrialState.FAIL and t.user_attrs.get("diverged"):
             c["diverged"] += 1
+        elif t.state == TrialState.FAIL and t.user_attrs.get("failed"):
+            c["failed"] += 1
         elif t.state == TrialState.RUNNING:
             c["running"] += 1
-    c["finished"] = c["complete"] + c["pruned"] + c["diverged"]
+    c["finished"] = c["complete"] + c["pruned"] + c["diverged"] + c["failed"]
     return c
 
 

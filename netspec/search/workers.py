@@ -142,6 +142,11 @@ def work(cfg: SearchConfig, problem: Problem | None = None, echo: Callable[[str]
                 trial.set_user_attr("interrupted", me)
                 study.tell(trial, state=TrialState.FAIL)
                 raise
+            except Exception as e:  # noqa: BLE001 - this trial's own failure: record it, go on
+                # (a sampled value the machine cannot hold, a shape the net refuses, ...)
+                state, note = TrialState.FAIL, f"failed: {type(e).__name__}: {e}"
+                trial.set_user_attr("failed", True)
+                trial.set_user_attr("error", f"{type(e).__name__}: {e}")
             except BaseException as e:
                 trial.set_user_attr("error", f"{type(e).__name__}: {e}")
                 study.tell(trial, state=TrialState.FAIL)
