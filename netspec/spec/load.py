@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..errors import SpecError, suggest
-from .base import FieldError
+from .base import FieldError, ItemError
 from .net import NetParameter
 from .overrides import apply as apply_overrides
 from .solver import SolverParameter
@@ -68,6 +68,8 @@ def _describe(err: dict, root: type[BaseModel], data: Any) -> tuple[tuple, str]:
         cause = err.get("ctx", {}).get("error")
         if isinstance(cause, FieldError):
             loc = loc + (cause.field,)
+        elif isinstance(cause, ItemError) and cause.index is not None:
+            loc = loc + (cause.index,)
         return loc, str(cause) if cause is not None else err["msg"]
     if kind in ("literal_error", "enum"):
         expected = err.get("ctx", {}).get("expected", "")
