@@ -3,15 +3,20 @@ message naming the file, the line and the field (or accepted where Caffe accepts
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from netspec.cli import main
 from netspec.errors import SpecError
 from netspec.spec import load_solver, loads_net
+from netspec.spec import yaml_lines
+from netspec.spec.overrides import parse_set
+from netspec.spec.yaml_lines import loads_yaml
 
 NET = """\
 name: tiny
@@ -110,7 +115,84 @@ def test_integral_floats_are_ints_and_float_fields_take_numbers(tmp_path):
         assert err.line == 2 and err.field == "base_lr" and word in err.message, err
 
 
+def test_set_values_follow_the_same_rules(tmp_path):
+    assert parse_set("base_lr=1e-3") == (["base_lr"], "1e-3")
+    write(tmp_path, NET + "    loss_weight: 1\n")
+    solver = write(tmp_path, "net: net.yaml\nbase_lr: 0.1\n", "s.yaml")
+    result = run("validate", solver, "--set", "layer.ip.inner_product_param.num_output=true")
+    assert result.exit_code == 1 and "got the boolean true" in result.output, result.output
+    with pytest.raises(SpecError, match="!!binary"):
+        parse_set("name=!!binary aGk=")
+
+
+@pytest.mark.parametrize("text, line, tag", [
+    ("layer: !foo\n  - {name: a, type: ReLU}\n", 1, "'!foo' on a list"),
+    ("name: x\nlayer:\n  - !!python/object:os.system {name: a}\n", 3, "'!!python/object:os.system' on a mapping"),
+    ("name: x\nstate: !!set {a, b}\n", 2, "'!!set' on a mapping"),
+    ("name: x\nlayer:\n  - !!omap [{name: a}]\n", 3, "'!!omap' on a list"),
+    ("name: !!binary aGk=\n", 1, "'!!binary'"),
+    ("name: !mine x\n", 1, "'!mine'"),
+    ("name: !!python/name:os.system x\n", 1, "'!!python/name:os.system'"),
+    ("name: !!timestamp 2001-12-14\n", 1, "'!!timestamp'"),
+])
+def test_tags_other_than_standard_scalars_are_errors(tmp_path, text, line, tag):
+    path = write(tmp_path, text)
+    assert_error(run("validate", path), path, line, f"YAML tag {tag}", "not supported")
+
+
+def test_standard_scalar_tags_and_plain_dates_are_read():
+    data, _ = loads_yaml("a: !!str 3\nb: !!int '4'\nc: !!float 1\nd: 2024-01-02\ne: ! 5\n")
+    assert data == {"a": "3", "b": 4, "c": 1.0, "d": "2024-01-02", "e": 5}  # '!' as PyYAML
+
+
+def test_aliases_are_independent_copies_with_lines():
+    text = """\
+        filler: &xavier {type: xavier, std: 0.1}
+        layer:
+          - name: a
+            weight_filler: *xavier
+          - name: b
+            weight_filler: *xavier
+        """
+    data, lines = loads_yaml(textwrap.dedent(text))
+    a, b = (layer["weight_filler"] for layer in data["layer"])
+    assert a == b == {"type": "xavier", "std": 0.1}
+    a["std"] = 5  # --set edits the data in place: the other copy must not change
+    assert b["std"] == 0.1 and data["filler"]["std"] == 0.1
+    assert lines.line(("layer", 1, "weight_filler")) == 6  # the alias's line
+    assert lines.line(("layer", 1, "weight_filler", "type")) == 1  # the anchor's
+
+
+def test_undefined_and_recursive_aliases_are_errors():
+    assert "names no anchor" in spec_error(loads_yaml, "a: *nope\n", "f").message
+    assert "inside the value it names" in spec_error(loads_yaml, "a: &a [1, *a]\n", "f").message
+
+
+# -- 12: lists and mappings as keys ---------------------------------------------------------
+@pytest.mark.parametrize("text, line", [
+    ("name: x\n[a, b]: 1\n", 2),
+    ("name: x\n? {a: 1}\n: 2\n", 2),
+    ("name: x\nlayer:\n  - {name: a, type: ReLU, {b: 1}: 2}\n", 3),
+    ("a: &k [1]\n*k : 2\n", 2),
+])
+def test_a_list_or_mapping_as_a_key_is_an_error(tmp_path, text, line):
+    path = write(tmp_path, text)
+    assert_error(run("validate", path), path, line, "list or mapping", "used as a key")
+
+
+def test_merge_keys_and_second_documents_are_errors(tmp_path):
+    path = write(tmp_path, "x: &x {name: a}\nlayer:\n  - <<: *x\n    type: ReLU\n")
+    assert_error(run("validate", path), path, 3, "merge keys ('<<') are not supported")
+    path = write(tmp_path, NET + "---\n" + NET)
+    assert_error(run("validate", path), path, 12, "more than one YAML document")
+
+
 def test_huge_num_output_names_the_layer_line(tmp_path):
     path = write(tmp_path, NET.replace("num_output: 4", "num_output: 1000000000000"))
     assert_error(run("validate", path), path, 11, "inner_product_param.num_output",
                  "1000000000000 is out of range")
+
+
+def test_libyaml_is_used_when_available():
+    if getattr(yaml, "__with_libyaml__", False):
+        assert yaml_lines._LOADER is yaml.CSafeLoader

@@ -17,7 +17,7 @@ from .base import FieldError, ItemError
 from .net import NetParameter
 from .overrides import apply as apply_overrides
 from .solver import SolverParameter
-from .yaml_lines import LineMap, load_yaml, loads_yaml
+from .yaml_lines import LineMap, dotted, load_yaml, loads_yaml
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -45,13 +45,6 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
             return None
         model = inner
     return model
-
-
-def _dotted(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _describe(err: dict, root: type[BaseModel], data: Any) -> tuple[tuple, str]:
@@ -93,8 +86,8 @@ def _validate(model: type[BaseModel], data: Any, file: str, lines: LineMap,
         more = f" ({len(errors) - 1} more problem(s) in this file.)" if len(errors) > 1 else ""
         for oloc, text in (origins or {}).items():
             if tuple(loc[:len(oloc)]) == oloc:
-                raise SpecError(f"{text}: {msg}", file=file, field=_dotted(loc)) from None
-        raise SpecError(msg + more, file=file, line=lines.line(loc), field=_dotted(loc) or None) from None
+                raise SpecError(f"{text}: {msg}", file=file, field=dotted(loc)) from None
+        raise SpecError(msg + more, file=file, line=lines.line(loc), field=dotted(loc) or None) from None
     obj._origin = (file, lines)
     return obj
 
