@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from netspec.errors import SpecError
 from netspec.spec import load_solver, loads_net
 from netspec.spec import yaml_lines
 from netspec.spec.overrides import parse_set
-from netspec.spec.yaml_lines import loads_yaml
+from netspec.spec.yaml_lines import MAX_ALIAS_NODES, loads_yaml
 
 NET = """\
 name: tiny
@@ -145,6 +146,29 @@ def test_standard_scalar_tags_and_plain_dates_are_read():
     assert data == {"a": "3", "b": 4, "c": 1.0, "d": "2024-01-02", "e": 5}  # '!' as PyYAML
 
 
+# -- 11: alias bombs, deep nesting, big files --------------------------------------------------
+BOMB = ('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+        + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n"
+                  for p, c in zip("abcdefgh", "bcdefghi")))
+
+
+def test_alias_bomb_fails_fast_with_the_limit(tmp_path):
+    path = write(tmp_path, BOMB)
+    assert len(BOMB) < 600
+    t0 = time.perf_counter()
+    result = run("validate", path)
+    assert time.perf_counter() - t0 < 2.0
+    assert_error(result, path, 6, "aliases expand to more than", f"{MAX_ALIAS_NODES:,}",
+                 "'*e'")
+
+
+def test_alias_limit_counts_nodes_not_aliases():
+    # 120 aliases of a 1,000-node list: over the limit although there are few aliases
+    text = "a: &a [" + ", ".join(["1"] * 999) + "]\n" + "".join(f"k{i}: *a\n" for i in range(120))
+    err = spec_error(loads_yaml, text, "f.yaml")
+    assert "aliases expand" in err.message and err.line == 2 + MAX_ALIAS_NODES // 1000
+
+
 def test_aliases_are_independent_copies_with_lines():
     text = """\
         filler: &xavier {type: xavier, std: 0.1}
@@ -166,6 +190,11 @@ def test_aliases_are_independent_copies_with_lines():
 def test_undefined_and_recursive_aliases_are_errors():
     assert "names no anchor" in spec_error(loads_yaml, "a: *nope\n", "f").message
     assert "inside the value it names" in spec_error(loads_yaml, "a: &a [1, *a]\n", "f").message
+
+
+def test_deep_nesting_is_refused_without_recursion(tmp_path):
+    path = write(tmp_path, "layer: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert_error(run("validate", path), path, 1, "nest more than 100 levels")
 
 
 # -- 12: lists and mappings as keys ---------------------------------------------------------

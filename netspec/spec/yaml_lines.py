@@ -7,7 +7,9 @@ of the deepest known prefix of a pydantic-style location tuple such as
 The data is built straight from the parser's event stream (libyaml's C parser where PyYAML has
 it), in one pass and in time linear in the file, with these limits:
 
-* aliases (``*name``) are expanded into copies (overrides edit the data in place);
+* aliases (``*name``) are expanded into copies, at most ``MAX_ALIAS_NODES`` nodes in all, so a
+  "billion laughs" file fails at once instead of filling memory;
+* lists and mappings nest at most ``MAX_DEPTH`` deep;
 * only plain mappings, lists and the standard scalar tags (str, int, float, bool, null) are
   read: any other tag (``!foo``, ``!!python/object``, ``!!set``, ``!!binary``) is an error, as
   is a list or mapping used as a key and a ``<<`` merge key.
@@ -24,6 +26,11 @@ from yaml.events import (AliasEvent, MappingEndEvent, MappingStartEvent, ScalarE
 from yaml.nodes import ScalarNode
 
 from ..errors import SpecError
+
+#: At most this many nodes (mappings, lists, scalars) are built by expanding aliases.
+MAX_ALIAS_NODES = 100_000
+#: Lists and mappings nest at most this deep (a net file needs fewer than 10 levels).
+MAX_DEPTH = 100
 
 #: libyaml's parser when PyYAML was built with it (loading is about 5x faster), else PyYAML's
 #: Python parser.
@@ -102,9 +109,13 @@ class _Builder:
         #: (loc, line) in the order lines were first set; an anchor replays its slice
         self.log: list[tuple[tuple, int]] = []
         self.anchors: dict[str, _Anchor] = {}
+        self.alias_nodes = 0
 
     def error(self, message: str, event, loc: tuple = ()) -> SpecError:
-        field = dotted(loc) or None
+        if len(loc) > 6:  # a runaway nesting: the start and the end of the path are enough
+            field = f"{dotted(loc[:3])}...{dotted(loc[-2:])}"
+        else:
+            field = dotted(loc) or None
         return SpecError(message, file=self.file, line=event.start_mark.line + 1, field=field)
 
     def mark(self, loc: tuple, line: int) -> None:
@@ -154,6 +165,9 @@ class _Builder:
             raise self.error(f"YAML tag '{_tag_text(event.tag)}' on a {kind} is not supported: "
                              "netspec reads plain mappings, lists and scalars; remove the tag",
                              event, loc)
+        if depth + 1 > MAX_DEPTH:
+            raise self.error(f"lists and mappings nest more than {MAX_DEPTH} levels deep here; "
+                             "a net or solver file needs only a few", event, loc)
         anchor = None
         if event.anchor is not None:
             anchor = self.anchors[event.anchor] = _Anchor(loc, len(self.log))
@@ -208,6 +222,7 @@ class _Builder:
                 raise self.error(f"the alias '*{event.anchor}' names a list or mapping and is "
                                  "used as a key here; keys must be plain names such as "
                                  "'num_output'", event, loc)
+            self._count_alias(event, 1)
             key = anchor.value
         else:
             self.loader.get_event()
@@ -253,9 +268,21 @@ class _Builder:
                              "(a recursive structure)", event)
         return anchor
 
+    def _count_alias(self, event: AliasEvent, size: int) -> None:
+        self.alias_nodes += size
+        if self.alias_nodes > MAX_ALIAS_NODES:
+            raise self.error(
+                f"YAML aliases expand to more than {MAX_ALIAS_NODES:,} nodes (the alias "
+                f"'*{event.anchor}' on this line repeats {size:,}); netspec stops there to "
+                "protect memory. Write the repeated parts out or use fewer aliases", event)
+
     def alias(self, event: AliasEvent, loc: tuple, depth: int) -> tuple[Any, int, int]:
         """A copy of the anchored value, with its lines replayed under ``loc``."""
         anchor = self._anchor(event)
+        self._count_alias(event, anchor.size)
+        if depth + anchor.height > MAX_DEPTH:
+            raise self.error(f"the alias '*{event.anchor}' makes lists and mappings nest more "
+                             f"than {MAX_DEPTH} levels deep", event, loc)
         self.mark(loc, event.start_mark.line + 1)
         cut = len(anchor.loc)
         for sub, line in self.log[anchor.start:anchor.end]:
