@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from netspec.errors import SpecError
 from netspec.spec import load_solver, loads_net
 from netspec.spec import yaml_lines
 from netspec.spec.overrides import parse_set
-from netspec.spec.yaml_lines import MAX_ALIAS_NODES, loads_yaml
+from netspec.spec.yaml_lines import MAX_ALIAS_NODES, load_yaml, loads_yaml
 
 NET = """\
 name: tiny
@@ -197,6 +198,20 @@ def test_deep_nesting_is_refused_without_recursion(tmp_path):
     assert_error(run("validate", path), path, 1, "nest more than 100 levels")
 
 
+def test_file_size_limit_and_its_variable(tmp_path, monkeypatch):
+    path = write(tmp_path, NET + "#" * 2000 + "\n")
+    monkeypatch.setenv("NETSPEC_MAX_YAML_MB", "0.001")
+    err = spec_error(load_yaml, path)
+    assert err.file == str(path) and "over the 0.001 MB limit" in err.message
+    assert "NETSPEC_MAX_YAML_MB" in err.message
+    monkeypatch.setenv("NETSPEC_MAX_YAML_MB", "1")
+    load_yaml(path)
+    monkeypatch.setenv("NETSPEC_MAX_YAML_MB", "lots")
+    assert "expected a size in megabytes" in spec_error(load_yaml, path).message
+    monkeypatch.delenv("NETSPEC_MAX_YAML_MB")
+    assert yaml_lines.max_file_bytes() == yaml_lines.DEFAULT_MAX_MB * 2**20
+
+
 # -- 12: lists and mappings as keys ---------------------------------------------------------
 @pytest.mark.parametrize("text, line", [
     ("name: x\n[a, b]: 1\n", 2),
@@ -214,6 +229,59 @@ def test_merge_keys_and_second_documents_are_errors(tmp_path):
     assert_error(run("validate", path), path, 3, "merge keys ('<<') are not supported")
     path = write(tmp_path, NET + "---\n" + NET)
     assert_error(run("validate", path), path, 12, "more than one YAML document")
+
+
+# -- 14: special files, encodings, huge shapes ---------------------------------------------
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("special", ["/dev/zero", "/dev/urandom", "dir", "fifo"])
+def test_only_regular_files_are_read(tmp_path, special):
+    if special == "dir":  # named by a solver: the command line itself refuses a directory
+        (tmp_path / "d.yaml").mkdir()
+        write(tmp_path, "net: d.yaml\nbase_lr: 0.1\n", "solver.yaml")
+        path = tmp_path / "d.yaml"
+        word = "a directory"
+    elif special == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no FIFOs here")
+        path = tmp_path / "f.yaml"
+        os.mkfifo(path)
+        word = "a FIFO"
+    else:
+        if not os.path.exists(special):
+            pytest.skip(f"no {special}")
+        path, word = Path(special), "a character device"
+    done = []
+    # a reader that blocked would hang the test: run it on a thread and give it two seconds
+    target = tmp_path / "solver.yaml" if special == "dir" else path
+    worker = threading.Thread(target=lambda: done.append(run("validate", target)), daemon=True)
+    worker.start()
+    worker.join(2.0)
+    assert done, f"reading {path} blocked"
+    assert_error(done[0], path, None, word, "not a file")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads every file")
+def test_unreadable_file_is_an_error(tmp_path):
+    path = write(tmp_path, NET)
+    path.chmod(0)
+    assert_error(run("validate", path), path, None, "cannot read the file")
+
+
+def test_encodings(tmp_path):
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes(b"\xef\xbb\xbf" + NET.encode())
+    assert run("validate", bom).exit_code == 0  # a UTF-8 byte order mark is skipped
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(NET.replace("tiny", "t\xe9").encode("latin-1"))
+    assert_error(run("validate", latin), latin, 1, "not UTF-8", "0xe9", "column 8")
+    utf16 = tmp_path / "utf16.yaml"
+    utf16.write_bytes(NET.encode("utf-16"))
+    assert_error(run("validate", utf16), utf16, 1, "UTF-16")
+    nul = tmp_path / "nul.yaml"
+    nul.write_bytes(NET.encode().replace(b"    top: ip\n", b"    top: ip\x00\n"))
+    assert_error(run("validate", nul), nul, 10, "U+0000", "does not allow")
+    tab = write(tmp_path, NET.replace("    top: ip\n", "\ttop: ip\n"), "tab.yaml")
+    assert_error(run("validate", tab), tab, 10, "YAML syntax error")
 
 
 def test_huge_num_output_names_the_layer_line(tmp_path):

@@ -7,6 +7,8 @@ of the deepest known prefix of a pydantic-style location tuple such as
 The data is built straight from the parser's event stream (libyaml's C parser where PyYAML has
 it), in one pass and in time linear in the file, with these limits:
 
+* only regular files are read (not directories, devices or FIFOs), and at most
+  ``NETSPEC_MAX_YAML_MB`` megabytes (default ``DEFAULT_MAX_MB``);
 * aliases (``*name``) are expanded into copies, at most ``MAX_ALIAS_NODES`` nodes in all, so a
   "billion laughs" file fails at once instead of filling memory;
 * lists and mappings nest at most ``MAX_DEPTH`` deep;
@@ -17,6 +19,8 @@ it), in one pass and in time linear in the file, with these limits:
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,11 @@ from yaml.nodes import ScalarNode
 
 from ..errors import SpecError
 
+#: The environment variable that raises (or lowers) the file size limit, in megabytes.
+MAX_MB_ENV = "NETSPEC_MAX_YAML_MB"
+#: Net and solver files larger than this many megabytes are refused: a 20,000-layer net is
+#: about 1.4 MB, and 8 MB take about 10 s to load and validate.
+DEFAULT_MAX_MB = 8
 #: At most this many nodes (mappings, lists, scalars) are built by expanding aliases.
 MAX_ALIAS_NODES = 100_000
 #: Lists and mappings nest at most this deep (a net file needs fewer than 10 levels).
@@ -341,13 +350,96 @@ def loads_yaml(text: str, file: str = "<string>") -> tuple[Any, LineMap]:
     return data, lines
 
 
+def max_file_bytes() -> int:
+    """The size limit for net and solver files: ``$NETSPEC_MAX_YAML_MB`` or ``DEFAULT_MAX_MB``."""
+    return int(_max_mb() * 2**20)
+
+
+def _max_mb() -> float:
+    raw = os.environ.get(MAX_MB_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_MB
+    try:
+        mb = float(raw)
+        if not 0 < mb < float("inf"):
+            raise ValueError
+    except ValueError:
+        raise SpecError(f"{MAX_MB_ENV}={raw!r}: expected a size in megabytes, e.g. 64",
+                        field=MAX_MB_ENV) from None
+    return mb
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_text(path: str | Path) -> str:
+    """The UTF-8 text of a regular file of at most ``max_file_bytes()``; else a SpecError.
+
+    The file is opened without blocking and checked with fstat before anything is read, so
+    ``/dev/zero``, a FIFO or a directory is refused at once. A UTF-8 byte order mark is
+    skipped.
+    """
+    name = str(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise SpecError("file not found", file=name) from None
+    except OSError as e:
+        raise SpecError(f"cannot read the file: {e.strerror or e}", file=name) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError(f"this is {_kind(info.st_mode)}, not a file: net and solver files "
+                            "must be regular YAML files", file=name)
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        try:
+            limit = max_file_bytes()
+        except SpecError as e:  # a bad $NETSPEC_MAX_YAML_MB: say which file was being read
+            raise SpecError(e.message, file=name) from None
+
+        def too_big(size: int) -> SpecError:
+            return SpecError(
+                f"the file is {size:,} bytes, over the {_max_mb():g} MB limit for net and solver "
+                f"files; set {MAX_MB_ENV} to a larger number of megabytes to read it anyway",
+                file=name)
+
+        if info.st_size > limit:
+            raise too_big(info.st_size)
+        try:
+            data = f.read(limit + 1)  # the file may have grown since fstat
+        except OSError as e:
+            raise SpecError(f"cannot read the file: {e.strerror or e}", file=name) from None
+        if len(data) > limit:
+            raise too_big(len(data))
+    return decode(data, name)
+
+
+def decode(data: bytes, file: str) -> str:
+    """UTF-8 bytes as text (a leading byte order mark dropped); anything else is a SpecError."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    elif data[:4] in (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff") or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise SpecError("the file is UTF-16 or UTF-32 text; save it as UTF-8", file=file, line=1)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise SpecError(f"the file is not UTF-8 text: byte 0x{data[e.start]:02x} at column "
+                        f"{col} cannot be decoded; save the file as UTF-8", file=file,
+                        line=line) from None
+
+
 def load_yaml(path: str | Path) -> tuple[Any, LineMap]:
     """Read and parse a YAML file with line tracking; a missing file is a SpecError."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError("file not found", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(f"cannot read file: {e}", file=str(path)) from None
-    return loads_yaml(text, str(path))
+    return loads_yaml(read_text(path), str(path))
