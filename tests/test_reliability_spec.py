@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from netspec.cli import main
 from netspec.errors import SpecError
-from netspec.spec import load_solver, loads_net
+from netspec.spec import load_net, load_solver, loads_net
 from netspec.spec import yaml_lines
 from netspec.spec.overrides import parse_set
 from netspec.spec.yaml_lines import MAX_ALIAS_NODES, load_yaml, loads_yaml
@@ -198,6 +198,29 @@ def test_deep_nesting_is_refused_without_recursion(tmp_path):
     assert_error(run("validate", path), path, 1, "nest more than 100 levels")
 
 
+def _big_net(n: int) -> str:
+    out = ["name: big", "layer:", "  - {name: data, type: Input, top: b0, input_param: {shape: {dim: [2, 3]}}}"]
+    out += [f"  - name: relu{i}\n    type: ReLU\n    bottom: b{i - 1}\n    top: b{i}" for i in range(1, n)]
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.timeout(60)
+def test_large_net_loads_in_linear_work(tmp_path):
+    """20,000 layers (1.4 MB) load in about a second; the line map grows by 5 entries a layer
+    (the loader visits each node once) and the time about linearly (printed, not asserted)."""
+    sizes = {}
+    for n in (5_000, 20_000):
+        path = write(tmp_path, _big_net(n), f"n{n}.yaml")
+        t0 = time.perf_counter()
+        data, lines = load_yaml(path)
+        net = load_net(path)
+        sizes[n] = (time.perf_counter() - t0, len(lines._lines))
+        assert len(net.layer) == n
+        # root, name, layer; 9 for the Input layer; 5 per ReLU layer (itself and 4 keys)
+        assert len(lines._lines) == 3 + 9 + 5 * (n - 1)
+    print({n: f"{t:.2f} s, {k} lines" for n, (t, k) in sizes.items()})
+
+
 def test_file_size_limit_and_its_variable(tmp_path, monkeypatch):
     path = write(tmp_path, NET + "#" * 2000 + "\n")
     monkeypatch.setenv("NETSPEC_MAX_YAML_MB", "0.001")
@@ -288,6 +311,24 @@ def test_huge_num_output_names_the_layer_line(tmp_path):
     path = write(tmp_path, NET.replace("num_output: 4", "num_output: 1000000000000"))
     assert_error(run("validate", path), path, 11, "inner_product_param.num_output",
                  "1000000000000 is out of range")
+
+
+# -- the Python parser (no libyaml) gives the same answers ----------------------------------
+@pytest.mark.parametrize("text, words", [
+    (BOMB, ["aliases expand"]),
+    ("[a, b]: 1\n", ["used as a key"]),
+    ("a: !foo {b: 1}\n", ["'!foo' on a mapping"]),
+    ("a: 1\n\x07\n", ["U+0007"]),
+    ("a:\n\tb: 1\n", ["YAML syntax error"]),
+])
+def test_pure_python_parser_gives_the_same_errors(monkeypatch, text, words):
+    monkeypatch.setattr(yaml_lines, "_LOADER", yaml.SafeLoader)
+    err = spec_error(loads_yaml, text, "f.yaml")
+    assert err.file == "f.yaml" and err.line is not None
+    for w in words:
+        assert w in err.message, err.message
+    data, lines = loads_yaml("a: [1, {b: 2}]\n", "f.yaml")
+    assert data == {"a": [1, {"b": 2}]} and lines.line(("a", 1, "b")) == 1
 
 
 def test_libyaml_is_used_when_available():

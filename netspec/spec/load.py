@@ -17,7 +17,7 @@ from .base import FieldError, ItemError
 from .net import NetParameter
 from .overrides import apply as apply_overrides
 from .solver import SolverParameter
-from .yaml_lines import LineMap, dotted, load_yaml, loads_yaml
+from .yaml_lines import LineMap, dotted, gc_paused, load_yaml, loads_yaml
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -77,7 +77,8 @@ def _validate(model: type[BaseModel], data: Any, file: str, lines: LineMap,
     if not isinstance(data, dict):
         raise SpecError("the file must be a YAML mapping of keys to values", file=file, line=1)
     try:
-        obj = model.model_validate(data)
+        with gc_paused():
+            obj = model.model_validate(data)
     except ValidationError as e:
         # an unknown key first: it is often a misspelling of the "missing" required one
         rank = {"extra_forbidden": 0, "missing": 2}

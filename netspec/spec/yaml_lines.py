@@ -19,6 +19,8 @@ it), in one pass and in time linear in the file, with these limits:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import stat
 from pathlib import Path
@@ -50,6 +52,25 @@ _STR, _INT, _FLOAT, _BOOL, _NULL = (_STD + t for t in ("str", "int", "float", "b
 _SCALAR_TAGS = {_STR, _INT, _FLOAT, _BOOL, _NULL}
 _MAP_TAGS = {None, "!", _STD + "map"}
 _SEQ_TAGS = {None, "!", _STD + "seq"}
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Hold the cyclic garbage collector while a file is loaded.
+
+    Loading builds many small objects, and each of them counts toward the collector's next
+    pass, which scans every object still alive: validating a 200,000-layer net took 16 s with
+    the collector running and 4.7 s without (1.3 s and 0.6 s at 20,000 layers), so the time
+    grew faster than the file. Loading makes no reference cycles, so nothing is lost by letting
+    the collector run after it instead.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class LineMap:
@@ -341,7 +362,8 @@ def loads_yaml(text: str, file: str = "<string>") -> tuple[Any, LineMap]:
     loader = None
     try:
         loader = _LOADER(source)  # PyYAML's own reader checks the characters here
-        data = _Builder(loader, lines, file).document()
+        with gc_paused():
+            data = _Builder(loader, lines, file).document()
     except yaml.YAMLError as e:
         raise _syntax_error(e, file, raw, text) from None
     finally:
