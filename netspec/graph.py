@@ -10,6 +10,8 @@
    gets a Split layer, so every consumer's gradient is summed into the producer's diff.
 
 Each pass takes and returns plain ``LayerDef`` lists and is testable alone.
+``check_trainable`` is the extra check for a net about to be trained: its TRAIN phase must
+compute a loss.
 """
 
 from __future__ import annotations
@@ -168,3 +170,33 @@ def insert_splits(defs: list[LayerDef], loss_weight_of) -> list[LayerDef]:
                                                  for kk in range(len(d.tops))]
                     next_split[(i, k)] = 1
     return out
+
+
+def check_trainable(net: NetParameter, state: NetState, trained_by: str = "") -> None:
+    """A net about to be trained must compute a loss in its TRAIN phase.
+
+    A top counts as a loss when its ``loss_weight`` is non-zero, or when it is the first top of
+    a loss layer (``is_loss``) that gives no ``loss_weight`` (Caffe's default weight 1). Nets
+    without a loss are fine for ``netspec test`` and inference; only training needs one.
+    ``trained_by`` names the solver file for the message.
+    """
+    from .layers import registry  # noqa: PLC0415 - the registry imports every layer module
+
+    defs = legacy_inputs(net) + filter_phase(net, state)
+    by = f" (trained by {trained_by})" if trained_by else ""
+    where = net.where(("layer",))
+    if not defs:
+        raise SpecError(f"the TRAIN net{by} is empty: no layer is included in the TRAIN phase "
+                        f"(level {state.level}, stages {list(state.stage) or 'none'})",
+                        **where, field="layer")
+    for d in defs:
+        if d.loss_weights:
+            if any(w for w in d.loss_weights[:len(d.tops)]):
+                return
+        elif d.tops and getattr(registry.LAYERS.get(d.lp.type), "is_loss", False):
+            return
+    raise SpecError(
+        f"the TRAIN net{by} has no loss: no layer in the TRAIN phase is a loss layer (such as "
+        "SoftmaxWithLoss or EuclideanLoss) or gives a non-zero loss_weight, so training could "
+        "not change any weight. Add a loss layer; a net without one can still be run with "
+        "`netspec test`", **where, field="layer")

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from netspec.cli import main
 from netspec.errors import SpecError
+from netspec.net import Net
 from netspec.spec import load_net, load_solver, loads_net
 from netspec.spec import yaml_lines
 from netspec.spec.overrides import parse_set
@@ -72,6 +73,81 @@ def spec_error(fn, *args) -> SpecError:
     with pytest.raises(SpecError) as e:
         fn(*args)
     return e.value
+
+
+# -- 3: empty nets, and a trained net must compute a loss ------------------------------------
+def test_empty_net_file_is_an_error(tmp_path):
+    path = write(tmp_path, "")
+    assert_error(run("validate", path), path, 1, "the net defines no layers", "the file is empty")
+
+
+def test_net_with_an_empty_layer_list_is_an_error(tmp_path):
+    path = write(tmp_path, "name: x\nlayer: []\n")
+    assert_error(run("validate", path), path, 2, "layer:", "defines no layers")
+
+
+def test_solver_with_net_dev_null_is_an_error(tmp_path):
+    solver = write(tmp_path, "net: /dev/null\nbase_lr: 0.1\n", "solver.yaml")
+    for cmd in ("validate", "train"):
+        assert_error(run(cmd, solver), "/dev/null", None, "character device, not a file")
+
+
+def test_solver_with_an_empty_net_file_does_not_train(tmp_path):
+    write(tmp_path, "# nothing yet\n")
+    solver = write(tmp_path, "net: net.yaml\nbase_lr: 0.1\nmax_iter: 3\n", "solver.yaml")
+    result = run("train", solver, "--quiet")
+    assert_error(result, tmp_path / "net.yaml", 1, "defines no layers")
+
+
+def test_solver_whose_train_net_has_no_loss_is_refused(tmp_path):
+    write(tmp_path, NET)
+    solver = write(tmp_path, "net: net.yaml\nbase_lr: 0.1\nmax_iter: 3\n", "solver.yaml")
+    for cmd in ("validate", "train"):
+        assert_error(run(cmd, solver), tmp_path / "net.yaml", 2, "the TRAIN net",
+                     f"trained by {solver}", "has no loss", "netspec test")
+    # the library entry point says the same
+    assert "has no loss" in str(spec_error(load_solver, solver))
+
+
+def test_solver_whose_train_phase_is_empty_is_refused(tmp_path):
+    text = NET.replace("    top: data\n", "    top: data\n    include: {phase: TEST}\n")
+    text = text.replace("    top: ip\n", "    top: ip\n    include: {phase: TEST}\n")
+    write(tmp_path, text)
+    solver = write(tmp_path, "net: net.yaml\nbase_lr: 0.1\n", "solver.yaml")
+    assert_error(run("validate", solver), tmp_path / "net.yaml", 2, "the TRAIN net",
+                 "is empty", "TRAIN phase")
+
+
+def test_a_loss_layer_or_a_loss_weight_makes_a_net_trainable(tmp_path):
+    solver = write(tmp_path, "net: net.yaml\nbase_lr: 0.1\nmax_iter: 2\nsnapshot_prefix: snap\n",
+                   "solver.yaml")  # the snapshot goes beside the solver, in tmp_path
+    write(tmp_path, NET + LOSS)
+    assert load_solver(solver).net.endswith("net.yaml")
+    assert run("train", solver, "--quiet").exit_code == 0
+    write(tmp_path, NET + "    loss_weight: 1\n")  # any top with a weight is a loss
+    load_solver(solver)
+    # a loss layer weighted 0 is no loss
+    write(tmp_path, NET + LOSS + "    loss_weight: 0\n")
+    assert "has no loss" in str(spec_error(load_solver, solver))
+
+
+def test_train_state_stage_decides_which_loss_counts(tmp_path):
+    staged = LOSS.replace("    top: loss\n", "    top: loss\n    include: {stage: with_loss}\n")
+    write(tmp_path, NET + staged)
+    plain = write(tmp_path, "net: net.yaml\nbase_lr: 0.1\n", "plain.yaml")
+    with_stage = write(tmp_path, "net: net.yaml\nbase_lr: 0.1\ntrain_state: {stage: with_loss}\n",
+                       "staged.yaml")
+    assert "has no loss" in str(spec_error(load_solver, plain))
+    load_solver(with_stage)
+
+
+def test_deploy_net_without_a_loss_still_validates_and_runs(tmp_path):
+    path = write(tmp_path, NET)
+    result = run("validate", path)
+    assert result.exit_code == 0, result.output
+    net = Net(load_net(path), "TEST")
+    net.forward()
+    assert net.output_names == ["ip"]
 
 
 @pytest.mark.parametrize("value, words", [

@@ -95,8 +95,15 @@ def _validate(model: type[BaseModel], data: Any, file: str, lines: LineMap,
 
 def parse_net(data: Any, file: str = "<net>", lines: LineMap | None = None,
               origins: dict[tuple, str] | None = None) -> NetParameter:
-    """Validate an already-parsed net mapping."""
-    return _validate(NetParameter, data, file, lines or LineMap(file), origins)
+    """Validate an already-parsed net mapping; a net must define at least one layer."""
+    net = _validate(NetParameter, data, file, lines or LineMap(file), origins)
+    if not net.layer and not net.input:
+        empty = "the file is empty" if not data else "it has no 'layer' list (or an empty one)"
+        where = net.where(("layer",))
+        raise SpecError(f"the net defines no layers: {empty}. A net file lists its layers "
+                        "under 'layer:'", file=where.get("file", file), line=where.get("line") or 1,
+                        field="layer")
+    return net
 
 
 def load_net(path: str | Path, overrides=()) -> NetParameter:
@@ -121,7 +128,23 @@ def load_solver(path: str | Path, overrides=()) -> SolverParameter:
     origins = apply_overrides(data, list(overrides), str(path)) if overrides and isinstance(data, dict) else None
     solver = _validate(SolverParameter, data, str(path), lines, origins)
     resolve_solver_paths(solver, path.parent)
+    _check_trains(solver, str(path))
     return solver
+
+
+def _check_trains(solver: SolverParameter, file: str) -> None:
+    """The net the solver trains must compute a loss in the TRAIN phase the solver builds
+    (its ``train_state``, like ``Solver``); test nets need none."""
+    from ..graph import check_trainable  # noqa: PLC0415 - graph imports the spec models
+    from .params import NetState  # noqa: PLC0415
+
+    net_file = solver.train_net or solver.net
+    if net_file is None or net_file.startswith("builtin:"):
+        return
+    net = load_net(net_file)
+    state = NetState(phase="TRAIN", level=solver.train_state.level or net.state.level,
+                     stage=list(solver.train_state.stage) or list(net.state.stage))
+    check_trainable(net, state, file)
 
 
 def resolve_solver_paths(solver: SolverParameter, base: Path) -> None:
