@@ -5,7 +5,9 @@
 2. ``legacy_inputs``: the old ``input:``/``input_shape``/``input_dim`` header becomes an Input
    layer.
 3. ``resolve``: check that every bottom is produced earlier, that no top is produced twice
-   (in-place only at the same index: ``top[i] == bottom[i]``).
+   (in-place only at the same index: ``top[i] == bottom[i]``), and that no shape written in
+   the file (``input_param``, ``dummy_data_param``, ``parameter_param`` ...) holds more than
+   ``MAX_BLOB_COUNT`` values.
 4. ``insert_splits``: a blob read by several layers (or read and also weighted into the loss)
    gets a Split layer, so every consumer's gradient is summed into the producer's diff.
 
@@ -16,12 +18,21 @@ compute a loss.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from .errors import SpecError, suggest
 from .spec.net import LayerParameter, NetParameter
-from .spec.params import NetState, NetStateRule
+from .spec.params import BlobShape, NetState, NetStateRule
+from .spec.yaml_lines import dotted
+
+#: A blob holds at most this many values: Caffe counts them in an int (``Blob::Reshape``
+#: checks ``count <= INT_MAX``). A larger shape written in the file is refused before anything
+#: is allocated.
+MAX_BLOB_COUNT = 2**31 - 1
 
 
 @dataclass
@@ -86,6 +97,10 @@ def legacy_inputs(net: NetParameter) -> list[LayerDef]:
     if len(shapes) != len(net.input):
         raise SpecError(f"{len(net.input)} inputs but {len(shapes)} shapes", **net.where(("input",)),
                         field="input_shape")
+    key = "input_shape" if net.input_shape else "input_dim"
+    for i, shape in enumerate(shapes):
+        _check_count(shape["dim"], "the legacy input",
+                     net.where((key, i) if net.input_shape else (key,)), key)
     lp = LayerParameter.model_validate({"name": "input", "type": "Input", "top": list(net.input),
                                         "input_param": {"shape": shapes}})
     return [LayerDef(lp, [], list(net.input))]
@@ -100,6 +115,10 @@ def resolve(defs: list[LayerDef], net: NetParameter) -> None:
     available: dict[str, str] = {}
     for d in defs:
         loc = ("layer", d.index) if d.index is not None else ()
+        if d.index is not None:
+            for sub, dims in _declared_shapes(d.lp, ()):
+                _check_count(dims, f"layer '{d.lp.name}'", net.where(loc + sub),
+                             f"layer {d.lp.name}.{dotted(sub)}")
         for j, b in enumerate(d.bottoms):
             if b not in available:
                 hint = suggest(b, available)
@@ -119,6 +138,26 @@ def resolve(defs: list[LayerDef], net: NetParameter) -> None:
                 raise SpecError(f"layer '{d.lp.name}' lists top '{t}' twice",
                                 **net.where(loc + ("top", j)), field=f"layer {d.lp.name}.top")
             available[t] = d.lp.name
+
+
+def _declared_shapes(msg: BaseModel, loc: tuple):
+    """(location, dims) of every BlobShape set in a message, at any depth."""
+    for name in msg.model_fields_set:
+        value = getattr(msg, name)
+        many = isinstance(value, list)
+        for j, item in enumerate(value if many else [value]):
+            sub = loc + ((name, j) if many else (name,))
+            if isinstance(item, BlobShape):
+                yield sub, list(item.dim)
+            elif isinstance(item, BaseModel):
+                yield from _declared_shapes(item, sub)
+
+
+def _check_count(dims: list[int], owner: str, where: dict, field: str) -> None:
+    count = math.prod(d for d in dims if d > 0)
+    if count > MAX_BLOB_COUNT:
+        raise SpecError(f"{owner} declares the shape {list(dims)}, {count:,} values; a blob holds "
+                        f"at most {MAX_BLOB_COUNT:,} (Caffe's limit)", **where, field=field)
 
 
 def split_name(blob: str, layer: str, top_index: int, k: int | None = None) -> str:

@@ -389,6 +389,21 @@ def test_huge_num_output_names_the_layer_line(tmp_path):
                  "1000000000000 is out of range")
 
 
+@pytest.mark.parametrize("dims, line", [("[100000, 100000, 100000]", 6), ("[46341, 46341]", 6)])
+def test_huge_declared_shape_names_the_layer_line(tmp_path, dims, line):
+    path = write(tmp_path, NET.replace("[2, 3]", dims))
+    assert_error(run("validate", path), path, line, "layer 'data' declares the shape",
+                 "a blob holds at most 2,147,483,647")
+
+
+def test_huge_legacy_input_and_int64_overflow(tmp_path):
+    path = write(tmp_path, "input: data\ninput_dim: [100000, 100000, 3, 3]\n"
+                           "layer: {name: r, type: ReLU, bottom: data, top: r}\n")
+    assert_error(run("validate", path), path, 2, "the legacy input declares the shape")
+    path = write(tmp_path, NET.replace("[2, 3]", "[2, 100000000000000000000]"))
+    assert_error(run("validate", path), path, 6, "dim[1]", "64-bit")
+
+
 # -- the Python parser (no libyaml) gives the same answers ----------------------------------
 @pytest.mark.parametrize("text, words", [
     (BOMB, ["aliases expand"]),
