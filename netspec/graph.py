@@ -75,6 +75,9 @@ def layer_included(lp: Any, state: NetState) -> bool:
 def filter_phase(net: NetParameter, state: NetState) -> list[LayerDef]:
     out = []
     for i, lp in enumerate(net.layer):
+        if lp.include and lp.exclude:
+            raise SpecError(f"layer '{lp.name}' gives both include and exclude rules; use one",
+                            **net.where(("layer", i, "exclude")), field=f"layer {lp.name}.exclude")
         if layer_included(lp, state):
             out.append(LayerDef(lp, list(lp.bottom), list(lp.top), list(lp.loss_weight), i))
     return out
@@ -127,6 +130,9 @@ def resolve(defs: list[LayerDef], net: NetParameter) -> None:
                     f"phase produces.{hint} Available: {', '.join(available) or 'none'}",
                     **net.where(loc + ("bottom", j)), field=f"layer {d.lp.name}.bottom")
         for j, t in enumerate(d.tops):
+            if t in d.tops[:j]:
+                raise SpecError(f"layer '{d.lp.name}' lists top '{t}' twice",
+                                **net.where(loc + ("top", j)), field=f"layer {d.lp.name}.top")
             in_place = j < len(d.bottoms) and d.bottoms[j] == t
             if t in available and not in_place:
                 raise SpecError(
@@ -134,9 +140,6 @@ def resolve(defs: list[LayerDef], net: NetParameter) -> None:
                     f"'{available[t]}'. A top may reuse a name only in place (top[i] == "
                     f"bottom[i]); give it a new name",
                     **net.where(loc + ("top", j)), field=f"layer {d.lp.name}.top")
-            if t in d.tops[:j]:
-                raise SpecError(f"layer '{d.lp.name}' lists top '{t}' twice",
-                                **net.where(loc + ("top", j)), field=f"layer {d.lp.name}.top")
             available[t] = d.lp.name
 
 

@@ -404,6 +404,18 @@ def test_huge_legacy_input_and_int64_overflow(tmp_path):
     assert_error(run("validate", path), path, 6, "dim[1]", "64-bit")
 
 
+# -- graph errors name their line --------------------------------------------------------
+def test_include_and_exclude_together_name_the_line(tmp_path):
+    path = write(tmp_path, NET.replace("    top: ip\n", "    top: ip\n    include: {phase: TRAIN}\n"
+                                       "    exclude: {phase: TEST}\n"))
+    assert_error(run("validate", path), path, 12, "layer ip.exclude", "both include and exclude")
+
+
+def test_a_top_listed_twice_says_so(tmp_path):
+    path = write(tmp_path, NET.replace("    top: ip\n", "    top: [ip, ip]\n"))
+    assert_error(run("validate", path), path, 10, "lists top 'ip' twice")
+
+
 # -- the Python parser (no libyaml) gives the same answers ----------------------------------
 @pytest.mark.parametrize("text, words", [
     (BOMB, ["aliases expand"]),
