@@ -112,8 +112,9 @@ def legacy_inputs(net: NetParameter) -> list[LayerDef]:
 def resolve(defs: list[LayerDef], net: NetParameter) -> None:
     """Every bottom must exist already; a top may only be re-produced in place.
 
-    Layer names may repeat (Caffe allows it); ``Net`` refuses a repeat only where it would make
-    parameter blobs ambiguous.
+    Layer names may repeat (Caffe allows it, and BVLC's own mnist_autoencoder names two loss
+    layers 'loss'); ``Net`` refuses a repeat only where it would make parameter blobs
+    ambiguous.
     """
     available: dict[str, str] = {}
     for d in defs:

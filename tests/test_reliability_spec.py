@@ -150,6 +150,46 @@ def test_deploy_net_without_a_loss_still_validates_and_runs(tmp_path):
     assert net.output_names == ["ip"]
 
 
+# -- 6: duplicate names (Caffe's rules), booleans and text are not numbers, tags ------------
+def test_duplicate_names_without_parameters_are_accepted_as_caffe_does(tmp_path):
+    # BVLC's examples/mnist/mnist_autoencoder.prototxt names two loss layers 'loss' in one net;
+    # Caffe's Net::Init only maps each name to its last layer (layer_names_index_), no check.
+    text = NET + LOSS + """\
+  - name: loss
+    type: EuclideanLoss
+    bottom: [ip, label]
+    top: loss2
+    loss_weight: 0
+"""
+    path = write(tmp_path, text)
+    assert run("validate", path).exit_code == 0
+
+
+def test_duplicate_names_with_parameters_are_refused(tmp_path):
+    text = NET + """\
+  - name: ip
+    type: InnerProduct
+    bottom: data
+    top: ip2
+    inner_product_param: {num_output: 2}
+"""
+    path = write(tmp_path, text)
+    assert_error(run("validate", path), path, 12, "two layers with parameters are named 'ip'")
+
+
+def test_same_name_in_train_and_test_phase_is_fine(tmp_path):
+    text = NET.replace("    top: ip\n", "    top: ip\n    include: {phase: TRAIN}\n") + """\
+  - name: ip
+    type: InnerProduct
+    bottom: data
+    top: ip
+    include: {phase: TEST}
+    inner_product_param: {num_output: 4}
+"""
+    path = write(tmp_path, text)
+    assert run("validate", path).exit_code == 0
+
+
 @pytest.mark.parametrize("value, words", [
     ("true", ["kernel_size", "expected an integer, got the boolean true"]),
     ("[3, false]", ["kernel_size[1]", "got the boolean false"]),
