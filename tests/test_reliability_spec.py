@@ -16,8 +16,7 @@ from click.testing import CliRunner
 from netspec.cli import main
 from netspec.errors import SpecError
 from netspec.net import Net
-from netspec.spec import load_net, load_solver, loads_net
-from netspec.spec import yaml_lines
+from netspec.spec import load_net, load_solver, loads_net, yaml_lines
 from netspec.spec.overrides import parse_set
 from netspec.spec.yaml_lines import MAX_ALIAS_NODES, load_yaml, loads_yaml
 
@@ -245,7 +244,8 @@ def test_set_values_follow_the_same_rules(tmp_path):
 
 @pytest.mark.parametrize("text, line, tag", [
     ("layer: !foo\n  - {name: a, type: ReLU}\n", 1, "'!foo' on a list"),
-    ("name: x\nlayer:\n  - !!python/object:os.system {name: a}\n", 3, "'!!python/object:os.system' on a mapping"),
+    ("name: x\nlayer:\n  - !!python/object:os.system {name: a}\n", 3,
+     "'!!python/object:os.system' on a mapping"),
     ("name: x\nstate: !!set {a, b}\n", 2, "'!!set' on a mapping"),
     ("name: x\nlayer:\n  - !!omap [{name: a}]\n", 3, "'!!omap' on a list"),
     ("name: !!binary aGk=\n", 1, "'!!binary'"),
@@ -315,8 +315,10 @@ def test_deep_nesting_is_refused_without_recursion(tmp_path):
 
 
 def _big_net(n: int) -> str:
-    out = ["name: big", "layer:", "  - {name: data, type: Input, top: b0, input_param: {shape: {dim: [2, 3]}}}"]
-    out += [f"  - name: relu{i}\n    type: ReLU\n    bottom: b{i - 1}\n    top: b{i}" for i in range(1, n)]
+    out = ["name: big", "layer:",
+           "  - {name: data, type: Input, top: b0, input_param: {shape: {dim: [2, 3]}}}"]
+    out += [f"  - name: relu{i}\n    type: ReLU\n    bottom: b{i - 1}\n    top: b{i}"
+            for i in range(1, n)]
     return "\n".join(out) + "\n"
 
 
@@ -328,7 +330,7 @@ def test_large_net_loads_in_linear_work(tmp_path):
     for n in (5_000, 20_000):
         path = write(tmp_path, _big_net(n), f"n{n}.yaml")
         t0 = time.perf_counter()
-        data, lines = load_yaml(path)
+        _, lines = load_yaml(path)
         net = load_net(path)
         sizes[n] = (time.perf_counter() - t0, len(lines._lines))
         assert len(net.layer) == n

@@ -6,7 +6,8 @@ import re
 import typing
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr, ValidationInfo, field_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, PrivateAttr, ValidationInfo,
+                      field_validator)
 
 T = TypeVar("T")
 
@@ -92,10 +93,10 @@ def check_number(value: Any, kind: str, field: str, index: int | None = None) ->
     if isinstance(value, str):
         if kind == "float" and _NUMBER_TEXT.fullmatch(value):
             return
-        hint = ""
-        if re.fullmatch(r"[-+]?[0-9]+", value.strip()) or (kind == "float" and _NUMBER_TEXT.fullmatch(value.strip())):
+        text, hint = value.strip(), ""
+        if re.fullmatch(r"[-+]?[0-9]+", text) or (kind == "float" and _NUMBER_TEXT.fullmatch(text)):
             hint = " (write the number without quotes)"
-        elif _NUMBER_TEXT.fullmatch(value.strip()):
+        elif _NUMBER_TEXT.fullmatch(text):
             hint = " (write an integer in digits, such as 1000 rather than 1e3)"
         raise ItemError(index, f"expected {expected}, got the text '{value}'{hint}")
     if kind == "int":

@@ -122,7 +122,7 @@ class _Anchor:
     """An anchored value: its data, location, the slice of the line log its building wrote,
     its node count and height (for the alias limits)."""
 
-    __slots__ = ("value", "loc", "start", "end", "size", "height")
+    __slots__ = ("end", "height", "loc", "size", "start", "value")
 
     def __init__(self, loc: tuple, start: int):
         self.loc, self.start = loc, start
