@@ -5,21 +5,34 @@
 2. ``legacy_inputs``: the old ``input:``/``input_shape``/``input_dim`` header becomes an Input
    layer.
 3. ``resolve``: check that every bottom is produced earlier, that no top is produced twice
-   (in-place only at the same index: ``top[i] == bottom[i]``).
+   (in-place only at the same index: ``top[i] == bottom[i]``), and that no shape written in
+   the file (``input_param``, ``dummy_data_param``, ``parameter_param`` ...) holds more than
+   ``MAX_BLOB_COUNT`` values.
 4. ``insert_splits``: a blob read by several layers (or read and also weighted into the loss)
    gets a Split layer, so every consumer's gradient is summed into the producer's diff.
 
 Each pass takes and returns plain ``LayerDef`` lists and is testable alone.
+``check_trainable`` is the extra check for a net about to be trained: its TRAIN phase must
+compute a loss.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from .errors import SpecError, suggest
 from .spec.net import LayerParameter, NetParameter
-from .spec.params import NetState, NetStateRule
+from .spec.params import BlobShape, NetState, NetStateRule
+from .spec.yaml_lines import dotted
+
+#: A blob holds at most this many values: Caffe counts them in an int (``Blob::Reshape``
+#: checks ``count <= INT_MAX``). A larger shape written in the file is refused before anything
+#: is allocated.
+MAX_BLOB_COUNT = 2**31 - 1
 
 
 @dataclass
@@ -62,6 +75,9 @@ def layer_included(lp: Any, state: NetState) -> bool:
 def filter_phase(net: NetParameter, state: NetState) -> list[LayerDef]:
     out = []
     for i, lp in enumerate(net.layer):
+        if lp.include and lp.exclude:
+            raise SpecError(f"layer '{lp.name}' gives both include and exclude rules; use one",
+                            **net.where(("layer", i, "exclude")), field=f"layer {lp.name}.exclude")
         if layer_included(lp, state):
             out.append(LayerDef(lp, list(lp.bottom), list(lp.top), list(lp.loss_weight), i))
     return out
@@ -84,6 +100,10 @@ def legacy_inputs(net: NetParameter) -> list[LayerDef]:
     if len(shapes) != len(net.input):
         raise SpecError(f"{len(net.input)} inputs but {len(shapes)} shapes", **net.where(("input",)),
                         field="input_shape")
+    key = "input_shape" if net.input_shape else "input_dim"
+    for i, shape in enumerate(shapes):
+        _check_count(shape["dim"], "the legacy input",
+                     net.where((key, i) if net.input_shape else (key,)), key)
     lp = LayerParameter.model_validate({"name": "input", "type": "Input", "top": list(net.input),
                                         "input_param": {"shape": shapes}})
     return [LayerDef(lp, [], list(net.input))]
@@ -92,12 +112,17 @@ def legacy_inputs(net: NetParameter) -> list[LayerDef]:
 def resolve(defs: list[LayerDef], net: NetParameter) -> None:
     """Every bottom must exist already; a top may only be re-produced in place.
 
-    Layer names may repeat (Caffe allows it); ``Net`` refuses a repeat only where it would make
-    parameter blobs ambiguous.
+    Layer names may repeat (Caffe allows it, and BVLC's own mnist_autoencoder names two loss
+    layers 'loss'); ``Net`` refuses a repeat only where it would make parameter blobs
+    ambiguous.
     """
     available: dict[str, str] = {}
     for d in defs:
         loc = ("layer", d.index) if d.index is not None else ()
+        if d.index is not None:
+            for sub, dims in _declared_shapes(d.lp, ()):
+                _check_count(dims, f"layer '{d.lp.name}'", net.where(loc + sub),
+                             f"layer {d.lp.name}.{dotted(sub)}")
         for j, b in enumerate(d.bottoms):
             if b not in available:
                 hint = suggest(b, available)
@@ -106,6 +131,9 @@ def resolve(defs: list[LayerDef], net: NetParameter) -> None:
                     f"phase produces.{hint} Available: {', '.join(available) or 'none'}",
                     **net.where(loc + ("bottom", j)), field=f"layer {d.lp.name}.bottom")
         for j, t in enumerate(d.tops):
+            if t in d.tops[:j]:
+                raise SpecError(f"layer '{d.lp.name}' lists top '{t}' twice",
+                                **net.where(loc + ("top", j)), field=f"layer {d.lp.name}.top")
             in_place = j < len(d.bottoms) and d.bottoms[j] == t
             if t in available and not in_place:
                 raise SpecError(
@@ -113,10 +141,27 @@ def resolve(defs: list[LayerDef], net: NetParameter) -> None:
                     f"'{available[t]}'. A top may reuse a name only in place (top[i] == "
                     f"bottom[i]); give it a new name",
                     **net.where(loc + ("top", j)), field=f"layer {d.lp.name}.top")
-            if t in d.tops[:j]:
-                raise SpecError(f"layer '{d.lp.name}' lists top '{t}' twice",
-                                **net.where(loc + ("top", j)), field=f"layer {d.lp.name}.top")
             available[t] = d.lp.name
+
+
+def _declared_shapes(msg: BaseModel, loc: tuple):
+    """(location, dims) of every BlobShape set in a message, at any depth."""
+    for name in msg.model_fields_set:
+        value = getattr(msg, name)
+        many = isinstance(value, list)
+        for j, item in enumerate(value if many else [value]):
+            sub = loc + ((name, j) if many else (name,))
+            if isinstance(item, BlobShape):
+                yield sub, list(item.dim)
+            elif isinstance(item, BaseModel):
+                yield from _declared_shapes(item, sub)
+
+
+def _check_count(dims: list[int], owner: str, where: dict, field: str) -> None:
+    count = math.prod(d for d in dims if d > 0)
+    if count > MAX_BLOB_COUNT:
+        raise SpecError(f"{owner} declares the shape {list(dims)}, {count:,} values; a blob holds "
+                        f"at most {MAX_BLOB_COUNT:,} (Caffe's limit)", **where, field=field)
 
 
 def split_name(blob: str, layer: str, top_index: int, k: int | None = None) -> str:
@@ -168,3 +213,33 @@ def insert_splits(defs: list[LayerDef], loss_weight_of) -> list[LayerDef]:
                                                  for kk in range(len(d.tops))]
                     next_split[(i, k)] = 1
     return out
+
+
+def check_trainable(net: NetParameter, state: NetState, trained_by: str = "") -> None:
+    """A net about to be trained must compute a loss in its TRAIN phase.
+
+    A top counts as a loss when its ``loss_weight`` is non-zero, or when it is the first top of
+    a loss layer (``is_loss``) that gives no ``loss_weight`` (Caffe's default weight 1). Nets
+    without a loss are fine for ``netspec test`` and inference; only training needs one.
+    ``trained_by`` names the solver file for the message.
+    """
+    from .layers import registry  # noqa: PLC0415 - the registry imports every layer module
+
+    defs = legacy_inputs(net) + filter_phase(net, state)
+    by = f" (trained by {trained_by})" if trained_by else ""
+    where = net.where(("layer",))
+    if not defs:
+        raise SpecError(f"the TRAIN net{by} is empty: no layer is included in the TRAIN phase "
+                        f"(level {state.level}, stages {list(state.stage) or 'none'})",
+                        **where, field="layer")
+    for d in defs:
+        if d.loss_weights:
+            if any(w for w in d.loss_weights[:len(d.tops)]):
+                return
+        elif d.tops and getattr(registry.LAYERS.get(d.lp.type), "is_loss", False):
+            return
+    raise SpecError(
+        f"the TRAIN net{by} has no loss: no layer in the TRAIN phase is a loss layer (such as "
+        "SoftmaxWithLoss or EuclideanLoss) or gives a non-zero loss_weight, so training could "
+        "not change any weight. Add a loss layer; a net without one can still be run with "
+        "`netspec test`", **where, field="layer")

@@ -452,7 +452,11 @@ def test_solver_type_enum_and_inline_nets(tmp_path):
     src.write_text("solver_type: NESTEROV\nbase_lr: 0.1\nweight_decay: 0.004\nmomentum: 0.9\n"
                    "lr_policy: \"step\"\ngamma: 0.1\nstepsize: 100\nlayer_wise_reduce: false\n"
                    "net_param { name: \"n\" layers { name: \"x\" type: DATA top: \"data\" top: \"label\" "
-                   "data_param { source: \"builtin:mnist\" batch_size: 4 scale: 0.5 } } }\n")
+                   "data_param { source: \"builtin:mnist\" batch_size: 4 scale: 0.5 } } "
+                   # a solver's net must compute a loss
+                   "layers { name: \"ip\" type: INNER_PRODUCT bottom: \"data\" top: \"ip\" "
+                   "inner_product_param { num_output: 10 } } "
+                   "layers { name: \"loss\" type: SOFTMAX_LOSS bottom: \"ip\" bottom: \"label\" } }\n")
     result = convert_solver(src, tmp_path / "s.yaml")
     sp = load_solver(tmp_path / "s.yaml")
     assert sp.type == "Nesterov" and sp.solver_type is None and sp.regularization_type == "L2"

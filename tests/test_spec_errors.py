@@ -112,7 +112,7 @@ def test_weight_decay_needs_regularization_type(tmp_path):
 def test_solver_net_path_is_relative_to_solver(tmp_path):
     sub = tmp_path / "models"
     sub.mkdir()
-    (sub / "net.yaml").write_text(GOOD_NET)
+    (sub / "net.yaml").write_text(GOOD_NET + "    loss_weight: 1\n")  # training needs a loss
     (tmp_path / "solvers").mkdir()
     solver = tmp_path / "solvers" / "s.yaml"
     solver.write_text("net: ../models/net.yaml\nbase_lr: 0.1\n")
@@ -127,7 +127,7 @@ def test_bad_lr_policy_value(tmp_path):
 
 
 def test_set_bad_path_and_value(tmp_path):
-    (tmp_path / "net.yaml").write_text(GOOD_NET)
+    (tmp_path / "net.yaml").write_text(GOOD_NET + "    loss_weight: 1\n")  # training needs a loss
     solver = tmp_path / "solver.yaml"
     solver.write_text("net: net.yaml\nbase_lr: 0.1\n")
     r = CliRunner().invoke(main, ["validate", str(solver), "--set", "layer.nope.param.0.lr_mult=0"])

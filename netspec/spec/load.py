@@ -13,11 +13,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..errors import SpecError, suggest
-from .base import FieldError
+from .base import FieldError, ItemError
 from .net import NetParameter
 from .overrides import apply as apply_overrides
 from .solver import SolverParameter
-from .yaml_lines import LineMap, load_yaml, loads_yaml
+from .yaml_lines import LineMap, dotted, gc_paused, load_yaml, loads_yaml
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -47,13 +47,6 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return model
 
 
-def _dotted(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def _describe(err: dict, root: type[BaseModel], data: Any) -> tuple[tuple, str]:
     """(location, message) for one pydantic error, in the user's terms."""
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -68,6 +61,8 @@ def _describe(err: dict, root: type[BaseModel], data: Any) -> tuple[tuple, str]:
         cause = err.get("ctx", {}).get("error")
         if isinstance(cause, FieldError):
             loc = loc + (cause.field,)
+        elif isinstance(cause, ItemError) and cause.index is not None:
+            loc = loc + (cause.index,)
         return loc, str(cause) if cause is not None else err["msg"]
     if kind in ("literal_error", "enum"):
         expected = err.get("ctx", {}).get("expected", "")
@@ -82,7 +77,8 @@ def _validate(model: type[BaseModel], data: Any, file: str, lines: LineMap,
     if not isinstance(data, dict):
         raise SpecError("the file must be a YAML mapping of keys to values", file=file, line=1)
     try:
-        obj = model.model_validate(data)
+        with gc_paused():
+            obj = model.model_validate(data)
     except ValidationError as e:
         # an unknown key first: it is often a misspelling of the "missing" required one
         rank = {"extra_forbidden": 0, "missing": 2}
@@ -91,16 +87,23 @@ def _validate(model: type[BaseModel], data: Any, file: str, lines: LineMap,
         more = f" ({len(errors) - 1} more problem(s) in this file.)" if len(errors) > 1 else ""
         for oloc, text in (origins or {}).items():
             if tuple(loc[:len(oloc)]) == oloc:
-                raise SpecError(f"{text}: {msg}", file=file, field=_dotted(loc)) from None
-        raise SpecError(msg + more, file=file, line=lines.line(loc), field=_dotted(loc) or None) from None
+                raise SpecError(f"{text}: {msg}", file=file, field=dotted(loc)) from None
+        raise SpecError(msg + more, file=file, line=lines.line(loc), field=dotted(loc) or None) from None
     obj._origin = (file, lines)
     return obj
 
 
 def parse_net(data: Any, file: str = "<net>", lines: LineMap | None = None,
               origins: dict[tuple, str] | None = None) -> NetParameter:
-    """Validate an already-parsed net mapping."""
-    return _validate(NetParameter, data, file, lines or LineMap(file), origins)
+    """Validate an already-parsed net mapping; a net must define at least one layer."""
+    net = _validate(NetParameter, data, file, lines or LineMap(file), origins)
+    if not net.layer and not net.input:
+        empty = "the file is empty" if not data else "it has no 'layer' list (or an empty one)"
+        where = net.where(("layer",))
+        raise SpecError(f"the net defines no layers: {empty}. A net file lists its layers "
+                        "under 'layer:'", file=where.get("file", file), line=where.get("line") or 1,
+                        field="layer")
+    return net
 
 
 def load_net(path: str | Path, overrides=()) -> NetParameter:
@@ -125,7 +128,23 @@ def load_solver(path: str | Path, overrides=()) -> SolverParameter:
     origins = apply_overrides(data, list(overrides), str(path)) if overrides and isinstance(data, dict) else None
     solver = _validate(SolverParameter, data, str(path), lines, origins)
     resolve_solver_paths(solver, path.parent)
+    _check_trains(solver, str(path))
     return solver
+
+
+def _check_trains(solver: SolverParameter, file: str) -> None:
+    """The net the solver trains must compute a loss in the TRAIN phase the solver builds
+    (its ``train_state``, like ``Solver``); test nets need none."""
+    from ..graph import check_trainable  # noqa: PLC0415 - graph imports the spec models
+    from .params import NetState  # noqa: PLC0415
+
+    net_file = solver.train_net or solver.net
+    if net_file is None or net_file.startswith("builtin:"):
+        return
+    net = load_net(net_file)
+    state = NetState(phase="TRAIN", level=solver.train_state.level or net.state.level,
+                     stage=list(solver.train_state.stage) or list(net.state.stage))
+    check_trainable(net, state, file)
 
 
 def resolve_solver_paths(solver: SolverParameter, base: Path) -> None:

@@ -2,16 +2,16 @@
 
 Paths: a solver field (``weight_decay=0``, ``type=AdamW``) or a layer field addressed by the
 layer's name (``layer.fc1.param.0.decay_mult=0``, ``layer.conv1.convolution_param.num_output=32``).
-Values are parsed as YAML scalars/flow collections (``0.5``, ``true``, ``[1, 2]``).
+Values are parsed as YAML scalars/flow collections (``0.5``, ``true``, ``[1, 2]``) by the same
+loader as the files, with its limits (no tags, bounded aliases).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
 from ..errors import SpecError, suggest
+from .yaml_lines import loads_yaml
 
 
 def parse_set(text: str) -> tuple[list[str], Any]:
@@ -22,9 +22,9 @@ def parse_set(text: str) -> tuple[list[str], Any]:
     if not key:
         raise SpecError(f"--set {text}: empty key", field="--set")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise SpecError(f"--set {text}: cannot parse the value: {e}", field="--set") from None
+        value = loads_yaml(raw, "--set")[0] if raw.strip() else ""
+    except SpecError as e:
+        raise SpecError(f"--set {text}: cannot parse the value: {e.message}", field="--set") from None
     return key.split("."), value
 
 

@@ -1,0 +1,169 @@
+"""The bad-input corpus: every case of every ``tests/bad_inputs/*cases.tsv`` fails cleanly.
+
+A case runs its command line (``netspec validate FILE``, ``netspec train FILE`` ...) in its
+own process, in a copy of ``tests/bad_inputs`` under a temporary folder, with ``HOME`` and
+``TMPDIR`` there too, and must:
+
+* exit non-zero and not 2 (an internal error, or a usage error the case did not mean);
+* print exactly one line to stderr, ``netspec: error: ...``, that names the file (its base
+  name; the ``names`` column when the message is about a file the case's file refers to), the
+  line (``FILE:LINE:``) when the manifest gives one, and the manifest's phrase;
+* print no traceback and no "internal error" anywhere;
+* finish within ``CASE_LIMIT_S``;
+
+and no case may write a file in the repository.
+
+Speed: by default the cases run in forked children of one process that imports netspec once
+(``tests/bad_inputs/run_cases.py``), two at a time: the whole corpus takes seconds.
+``NETSPEC_BAD_INPUTS_EXEC=1`` runs each case as ``python -m netspec.cli ...`` instead (about
+1.5 s a case).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BAD = ROOT / "tests" / "bad_inputs"
+CASE_LIMIT_S = 20.0
+EXEC = os.environ.get("NETSPEC_BAD_INPUTS_EXEC") == "1"
+_ENV_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*")
+
+
+@dataclass(frozen=True)
+class Case:
+    manifest: str
+    file: str        # relative to the repository root
+    command: str     # relative to the repository root, with {file}
+    phrase: str
+    line: int | None
+    names: str       # the file the message names, when not ``file``
+
+    @property
+    def id(self) -> str:
+        return self.file
+
+    def argv_env(self) -> tuple[list[str], dict[str, str]]:
+        words = shlex.split(self.command.replace("{file}", shlex.quote(self.file)))
+        env = {}
+        while words and _ENV_WORD.fullmatch(words[0]):
+            name, value = words.pop(0).split("=", 1)
+            env[name] = value
+        assert words and words[0] == "netspec", f"{self.manifest}: {self.command!r} is not netspec"
+        return words[1:], env
+
+
+def read_cases() -> list[Case]:
+    cases = []
+    for manifest in sorted(BAD.glob("*cases.tsv")):
+        rows = manifest.read_text(encoding="utf-8").splitlines()
+        header = rows[0].split("\t")
+        for raw in rows[1:]:
+            if not raw.strip() or raw.startswith("#"):
+                continue
+            row = dict(zip(header, raw.split("\t")))
+            line = row.get("line", "").strip()
+            cases.append(Case(manifest.name, row["file"], row["command"], row["phrase"],
+                              int(line) if line else None, row.get("names", "").strip()))
+    return cases
+
+
+CASES = read_cases()
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """path -> (size, mtime) of every file under the repository (not .git or caches)."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in (".git", "__pycache__", ".pytest_cache")]
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            out[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Run every case once: (results by case id, repository files before, after)."""
+    work = tmp_path_factory.mktemp("bad_inputs")
+    shutil.copytree(BAD, work / "tests" / "bad_inputs", symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (work / "home").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(work / "home"),
+           "TMPDIR": str(work / "home")}
+    env.pop("NETSPEC_MAX_YAML_MB", None)
+    spec = {"limit": CASE_LIMIT_S, "jobs": 2, "exec": EXEC, "out": str(work / "output"), "cases": []}
+    for case in CASES:
+        argv, case_env = case.argv_env()
+        spec["cases"].append({"id": case.id, "argv": argv, "env": case_env})
+    before = _tree(ROOT)
+    p = subprocess.run([sys.executable, str(BAD / "run_cases.py")], input=json.dumps(spec),
+                       capture_output=True, text=True, cwd=work, env=env, check=False,
+                       timeout=CASE_LIMIT_S * len(CASES) + 60)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout), before, _tree(ROOT)
+
+
+def test_there_are_cases():
+    assert len([c for c in CASES if c.manifest == "net_cases.tsv"]) >= 120
+    for case in CASES:
+        path = ROOT / case.file
+        assert path.exists() or path.is_symlink(), f"{case.manifest}: {case.file} is missing"
+        assert case.phrase.strip(), f"{case.manifest}: {case.file} has no phrase"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_fails_cleanly(corpus, case):
+    results, _, _ = corpus
+    r = results[case.id]
+    what = (f"{case.command.replace('{file}', case.file)}\nrc {r['rc']}\n"
+            f"stdout:\n{r['stdout'][-2000:]}\nstderr:\n{r['stderr'][-2000:]}")
+    assert not r["timed_out"] and r["seconds"] < CASE_LIMIT_S, f"ran past {CASE_LIMIT_S} s\n{what}"
+    assert r["rc"] not in (0, 2), what
+    both = r["stdout"] + r["stderr"]
+    assert "Traceback" not in both and "internal error" not in both, what
+    lines = r["stderr"].strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("netspec: error: "), what
+    message = lines[0]
+    named = Path(case.names or case.file).name
+    assert named in message, f"the message does not name {named}\n{what}"
+    if case.line is not None:
+        assert f"{named}:{case.line}:" in message, f"the message does not name line {case.line}\n{what}"
+    assert case.phrase in message, f"no '{case.phrase}' in the message\n{what}"
+
+
+def test_no_case_writes_in_the_repository(corpus):
+    _, before, after = corpus
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    assert not changed, changed
+
+
+def test_net_corpus_matches_its_generator(tmp_path):
+    """The committed corpus is what make_net_corpus.py writes (rerun it after editing a case)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, str(BAD / "make_net_corpus.py"), "--out", str(tmp_path)],
+                   check=True, capture_output=True, env=env)
+    fresh = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")}
+    kept = {p.relative_to(BAD).as_posix() for p in (BAD / "net").rglob("*")} | {"net_cases.tsv"}
+    kept |= {"net"}
+    assert fresh == kept
+    for rel in fresh:
+        a, b = tmp_path / rel, BAD / rel
+        if a.is_symlink() or b.is_symlink():
+            assert os.readlink(a) == os.readlink(b), rel
+        elif a.is_file():
+            assert a.read_bytes() == b.read_bytes(), rel
