@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from .errors import SpecError, suggest
+from .layers import registry
 from .spec.net import LayerParameter, NetParameter
 from .spec.params import BlobShape, NetState, NetStateRule
 from .spec.yaml_lines import dotted
@@ -223,8 +224,6 @@ def check_trainable(net: NetParameter, state: NetState, trained_by: str = "") ->
     without a loss are fine for ``netspec test`` and inference; only training needs one.
     ``trained_by`` names the solver file for the message.
     """
-    from .layers import registry  # noqa: PLC0415 - the registry imports every layer module
-
     defs = legacy_inputs(net) + filter_phase(net, state)
     by = f" (trained by {trained_by})" if trained_by else ""
     where = net.where(("layer",))

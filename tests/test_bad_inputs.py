@@ -5,7 +5,8 @@ own process, in a copy of ``tests/bad_inputs`` under a temporary folder, with ``
 ``TMPDIR`` there too, and must:
 
 * exit non-zero and not 2 (an internal error, or a usage error the case did not mean);
-* print exactly one line to stderr, ``netspec: error: ...``, that names the file (its base
+* print one error line to stderr, last (training's info and warning log lines may come
+  before it), ``netspec: error: ...``, that names the file (its base
   name; the ``names`` column when the message is about a file the case's file refers to), the
   line (``FILE:LINE:``) when the manifest gives one, and the manifest's phrase;
 * print no traceback and no "internal error" anywhere;
@@ -38,6 +39,8 @@ BAD = ROOT / "tests" / "bad_inputs"
 CASE_LIMIT_S = 20.0
 EXEC = os.environ.get("NETSPEC_BAD_INPUTS_EXEC") == "1"
 _ENV_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*")
+#: a line of Caffe's log format (info or warning) that training prints before it fails
+LOG_LINE = re.compile(r"[IW]\d{4} \d\d:\d\d:\d\d\.\d{6} +\d+ \S+:\d+\] ")
 
 
 @dataclass(frozen=True)
@@ -48,13 +51,20 @@ class Case:
     phrase: str
     line: int | None
     names: str       # the file the message names, when not ``file``
+    case: str = ""   # the manifest's case id, when it has one
 
     @property
     def id(self) -> str:
-        return self.file
+        return self.case or self.file
 
-    def argv_env(self) -> tuple[list[str], dict[str, str]]:
-        words = shlex.split(self.command.replace("{file}", shlex.quote(self.file)))
+    @property
+    def writes(self) -> bool:
+        """Whether the command names an output folder (``{tmp}``) that must stay empty."""
+        return "{tmp}" in self.command
+
+    def argv_env(self, tmp: str = "") -> tuple[list[str], dict[str, str]]:
+        words = shlex.split(self.command.replace("{file}", shlex.quote(self.file))
+                            .replace("{tmp}", shlex.quote(tmp)))
         env = {}
         while words and _ENV_WORD.fullmatch(words[0]):
             name, value = words.pop(0).split("=", 1)
@@ -72,9 +82,11 @@ def read_cases() -> list[Case]:
             if not raw.strip() or raw.startswith("#"):
                 continue
             row = dict(zip(header, raw.split("\t")))
-            line = row.get("line", "").strip()
-            cases.append(Case(manifest.name, row["file"], row["command"], row["phrase"],
-                              int(line) if line else None, row.get("names", "").strip()))
+            line = (row.get("line") or "").strip()
+            phrase = row["phrase"] if "phrase" in row else row["expect"]
+            cases.append(Case(manifest.name, row["file"], row["command"], phrase,
+                              int(line) if line else None, (row.get("names") or "").strip(),
+                              row.get("case", "")))
     return cases
 
 
@@ -107,19 +119,27 @@ def corpus(tmp_path_factory):
            "TMPDIR": str(work / "home")}
     env.pop("NETSPEC_MAX_YAML_MB", None)
     spec = {"limit": CASE_LIMIT_S, "jobs": 2, "exec": EXEC, "out": str(work / "output"), "cases": []}
-    for case in CASES:
-        argv, case_env = case.argv_env()
+    for i, case in enumerate(CASES):
+        tmp = work / "outputs" / str(i)
+        tmp.mkdir(parents=True)
+        argv, case_env = case.argv_env(str(tmp))
         spec["cases"].append({"id": case.id, "argv": argv, "env": case_env})
     before = _tree(ROOT)
     p = subprocess.run([sys.executable, str(BAD / "run_cases.py")], input=json.dumps(spec),
                        capture_output=True, text=True, cwd=work, env=env, check=False,
                        timeout=CASE_LIMIT_S * len(CASES) + 60)
     assert p.returncode == 0, p.stderr[-3000:]
-    return json.loads(p.stdout), before, _tree(ROOT)
+    results = json.loads(p.stdout)
+    for i, case in enumerate(CASES):
+        results[case.id]["written"] = sorted(str(f.relative_to(work / "outputs" / str(i)))
+                                             for f in (work / "outputs" / str(i)).rglob("*"))
+    return results, before, _tree(ROOT)
 
 
 def test_there_are_cases():
     assert len([c for c in CASES if c.manifest == "net_cases.tsv"]) >= 120
+    assert len([c for c in CASES if c.manifest == "cases.tsv"]) >= 100
+    assert len({c.id for c in CASES}) == len(CASES)
     for case in CASES:
         path = ROOT / case.file
         assert path.exists() or path.is_symlink(), f"{case.manifest}: {case.file} is missing"
@@ -137,13 +157,16 @@ def test_bad_input_fails_cleanly(corpus, case):
     both = r["stdout"] + r["stderr"]
     assert "Traceback" not in both and "internal error" not in both, what
     lines = r["stderr"].strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("netspec: error: "), what
-    message = lines[0]
+    # the training log's info and warning lines may come first; then the one error, last
+    assert lines and lines[-1].startswith("netspec: error: "), what
+    assert all(LOG_LINE.match(line) for line in lines[:-1]), what
+    message = lines[-1]
     named = Path(case.names or case.file).name
     assert named in message, f"the message does not name {named}\n{what}"
     if case.line is not None:
         assert f"{named}:{case.line}:" in message, f"the message does not name line {case.line}\n{what}"
     assert case.phrase in message, f"no '{case.phrase}' in the message\n{what}"
+    assert not r["written"], f"wrote {r['written']} into its output folder\n{what}"
 
 
 def test_no_case_writes_in_the_repository(corpus):

@@ -27,6 +27,7 @@ from ..backend import Backend, get_backend, to_numpy
 from ..blob import Param
 from ..errors import DivergenceError, SnapshotError, SpecError
 from ..files import check_writable_folder, remove_orphans
+from ..graph import check_trainable
 from ..log import CaffeLog, fmt
 from ..net import Net
 from ..snapshot import (load_weights, pack_state, rng_from_array, rng_to_array, save_npz,
@@ -69,6 +70,10 @@ class Solver:
                           "for the usual Adam")
         self.net_param = net_param if net_param is not None else load_net(sp.train_net or sp.net)
         train_state = sp.train_state.model_copy(update={"phase": "TRAIN"})
+        check_trainable(self.net_param, NetState(
+            phase="TRAIN", level=train_state.level or self.net_param.state.level,
+            stage=list(train_state.stage) or list(self.net_param.state.stage)),
+            sp.where(("net",)).get("file") or "")
         self.net = Net(self.net_param, "TRAIN", self.backend, self.rng,
                        level=train_state.level, stages=train_state.stage)
         self.test_nets = self._make_test_nets()

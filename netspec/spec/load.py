@@ -128,23 +128,7 @@ def load_solver(path: str | Path, overrides=()) -> SolverParameter:
     origins = apply_overrides(data, list(overrides), str(path)) if overrides and isinstance(data, dict) else None
     solver = _validate(SolverParameter, data, str(path), lines, origins)
     resolve_solver_paths(solver, path.parent)
-    _check_trains(solver, str(path))
     return solver
-
-
-def _check_trains(solver: SolverParameter, file: str) -> None:
-    """The net the solver trains must compute a loss in the TRAIN phase the solver builds
-    (its ``train_state``, like ``Solver``); test nets need none."""
-    from ..graph import check_trainable  # noqa: PLC0415 - graph imports the spec models
-    from .params import NetState  # noqa: PLC0415
-
-    net_file = solver.train_net or solver.net
-    if net_file is None or net_file.startswith("builtin:"):
-        return
-    net = load_net(net_file)
-    state = NetState(phase="TRAIN", level=solver.train_state.level or net.state.level,
-                     stage=list(solver.train_state.stage) or list(net.state.stage))
-    check_trainable(net, state, file)
 
 
 def resolve_solver_paths(solver: SolverParameter, base: Path) -> None:
