@@ -456,3 +456,36 @@ def test_a_study_name_is_a_name_not_a_path(tmp_path, name):
     with pytest.raises(SearchError, match="--study: the study name .* is not a plain name"):
         default_paths(cfg)
     assert not list(tmp_path.parent.glob("x"))
+
+
+def test_a_damaged_journal_line_is_one_clear_error(tmp_path):
+    """A line cut off by a killed worker, or a line that is no journal operation, is named with
+    the file and what to do (Optuna itself stops with a bare JSON error)."""
+    from netspec.search.study import check_journal
+
+    ops = ['{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}',
+           '{"op_code": 2, "worker_id": "w", "study_id": 0, "user_attr": {}}']
+    journal = tmp_path / "search.journal"
+    journal.write_text("\n".join(ops) + "\n")
+    check_journal(journal)                                  # whole: fine
+    journal.write_text("\n".join(ops) + '\n{"op_code": 4, "worker_id": "w", "tri')
+    with pytest.raises(SearchError) as e:
+        check_journal(journal)
+    assert str(e.value).startswith(f"{journal}:3: line 3 of the search journal: its last line "
+                                   "is cut off")
+    journal.write_text(ops[0] + "\nnot json\n" + ops[1] + "\n")
+    with pytest.raises(SearchError, match="2: line 2 of the search journal: this line is not an "
+                                          "operation of an Optuna journal"):
+        check_journal(journal)
+
+
+@needs_optuna
+def test_search_on_a_cut_off_journal_exits_1_naming_it(tmp_path):
+    solver = _files(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "search.journal").write_text('{"op_code": 0, "worker_id": "w", "stu')
+    r = subprocess.run(_cli(solver, "--param", PARAMS[0], "--trials", "1", "--epochs", "1",
+                            "--out", tmp_path / "out"), capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    assert "search.journal:1: line 1 of the search journal: its last line is cut off" in r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr

@@ -8,6 +8,7 @@ in it, and a worker with other settings is refused.
 from __future__ import annotations
 
 import importlib.util
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -111,7 +112,36 @@ def open_storage(storage: str):
     # a worker killed while appending leaves the lock behind; appends take milliseconds, so
     # take a lock over after JOURNAL_LOCK_GRACE_S (Optuna's default: 30 s)
     lock = journal.JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_S)
+    check_journal(path)
     return optuna.storages.JournalStorage(journal.JournalFileBackend(str(path), lock_obj=lock))
+
+
+def check_journal(path: Path) -> None:
+    """Refuse a journal file with a line that is not one JSON operation (Optuna would stop on
+    it with a bare JSON error): name the file, the line and what to do."""
+    if not path.exists():
+        return
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SearchError(f"cannot read the search journal: {e}", file=str(path)) from None
+    lines = text.split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            op = json.loads(line)
+        except ValueError:
+            op = None
+        if isinstance(op, dict) and "op_code" in op:
+            continue
+        last = number == len(lines) or (number == len(lines) - 1 and not lines[-1])
+        why = ("its last line is cut off, as a worker killed while writing leaves it: remove "
+               "that line (the operation never completed) and run again" if last else
+               "this line is not an operation of an Optuna journal: the file is damaged or is "
+               "not a search journal; give another --out or --storage")
+        raise SearchError(f"line {number} of the search journal: {why}", file=str(path),
+                          line=number)
 
 
 def _with_driver(url: str) -> str:
