@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+#: A blob holds at most this many values: Caffe counts them in an int (``Blob::Reshape``
+#: checks ``count <= INT_MAX``). Shapes written in a net file are checked by ``graph``, shapes
+#: a layer computes (tops, parameters) before anything is allocated.
+MAX_BLOB_COUNT = 2**31 - 1
+
 
 class Blob:
     """``data`` holds values, ``diff`` gradients of the loss w.r.t. them (same shape, dtype).

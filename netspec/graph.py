@@ -24,17 +24,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .blob import MAX_BLOB_COUNT
 from .errors import SpecError, suggest
 from .layers import registry
 from .spec.net import LayerParameter, NetParameter
 from .spec.params import BlobShape, NetState, NetStateRule
 from .spec.yaml_lines import dotted
-
-#: A blob holds at most this many values: Caffe counts them in an int (``Blob::Reshape``
-#: checks ``count <= INT_MAX``). A larger shape written in the file is refused before anything
-#: is allocated.
-MAX_BLOB_COUNT = 2**31 - 1
-
 
 @dataclass
 class LayerDef:

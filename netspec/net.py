@@ -90,6 +90,9 @@ class Net:
                 top_shapes = layer.setup([b.shape for b in bottoms])
             except NetspecError:
                 raise  # already names the layer, file and line
+            except MemoryError:
+                raise ShapeError(f"layer '{d.lp.name}' ({d.lp.type}) does not fit in memory on "
+                                 f"bottoms of shapes {[b.shape for b in bottoms]}", **where) from None
             except (ValueError, IndexError, TypeError) as e:
                 raise ShapeError(f"layer '{d.lp.name}' ({d.lp.type}) cannot take bottoms of shapes "
                                  f"{[b.shape for b in bottoms]}: {e}", **where) from None
@@ -104,7 +107,12 @@ class Net:
                         raise layer.error(f"runs in place on '{name}' but changes its shape "
                                           f"{blob.shape} -> {tuple(shape)}")
                 else:
-                    blob = Blob(name, self.backend.zeros(tuple(shape)), self.xp)
+                    layer.check_count(shape, f"its top '{name}'")
+                    try:
+                        blob = Blob(name, self.backend.zeros(tuple(shape)), self.xp)
+                    except MemoryError:
+                        raise layer.error(f"its top '{name}' of shape {tuple(shape)} does not "
+                                          "fit in memory") from None
                 self.blobs[name] = blob
                 tops.append(blob)
                 w = self._loss_weight(d, j)

@@ -15,6 +15,7 @@ Array work uses ``self.xp`` (numpy or cupy) and ``self.dtype`` only.
 from __future__ import annotations
 
 import abc
+import math
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
@@ -22,7 +23,7 @@ import numpy
 
 from .. import parallel
 from ..backend import Backend
-from ..blob import Blob, Param
+from ..blob import MAX_BLOB_COUNT, Blob, Param
 from ..data.sources import resolve_file
 from ..errors import ShapeError, SpecError
 from ..fillers import fill
@@ -136,6 +137,13 @@ class Layer(abc.ABC):
     def spec_error(self, message: str, field: str | None = None):
         return self.error(message, field, SpecError)
 
+    def check_count(self, shape, what: str) -> None:
+        """Raise this layer's error when ``shape`` holds more than a blob may (Caffe's int)."""
+        count = math.prod(int(d) for d in shape)
+        if count > MAX_BLOB_COUNT:
+            raise self.error(f"{what} would have shape {tuple(int(d) for d in shape)}, {count:,} "
+                             f"values; a blob holds at most {MAX_BLOB_COUNT:,} (Caffe's limit)")
+
     def nchw(self, shape) -> tuple[int, int, int, int]:
         """``shape`` as a tuple, or this layer's error unless it has 4 axes (N, C, H, W)."""
         shape = tuple(shape)
@@ -147,7 +155,12 @@ class Layer(abc.ABC):
     def add_param(self, shape: tuple[int, ...], filler: Any, name_suffix: str) -> Param:
         """Create a parameter blob filled by ``filler`` (a FillerParameter)."""
         index = len(self.blobs)
-        host = fill(filler, tuple(int(s) for s in shape), self.rng)
+        self.check_count(shape, f"its parameter blob {index}")
+        try:
+            host = fill(filler, tuple(int(s) for s in shape), self.rng)
+        except MemoryError:
+            raise self.error(f"its parameter blob {index} of shape {tuple(shape)} does not fit "
+                             "in memory") from None
         spec = self.lp.param[index] if index < len(self.lp.param) else None
         param = Param(f"{self.name}/{index}", self.backend.asarray(host), self.xp,
                       lr_mult=spec.lr_mult if spec else 1.0,
