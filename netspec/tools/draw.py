@@ -22,6 +22,7 @@ from ..net import Net
 from ..spec import load_net
 from ..spec.overrides import split_sets
 from ..spec.params import NetState
+from ..spec.params.conv import spatial_pair
 
 INSTALL_HINT = ("pip install 'netspec[draw]' (the graphviz Python package) and Graphviz's dot "
                 "program: apt-get install graphviz (Debian/Ubuntu), brew install graphviz "
@@ -51,17 +52,22 @@ def _graphviz():
 
 
 def _pair(values, h, w, default):
-    """Caffe's kernel_size/kernel_h/kernel_w convention -> (h, w)."""
-    if h is not None and w is not None:
-        return h, w
-    if isinstance(values, (list, tuple)):
-        if not values:
-            return default, default
-        return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
-    return (values, values) if values is not None else (default, default)
+    """Caffe's (h, w) of a size field (``spatial_pair``; a scalar form yields to its _h/_w
+    pair, as Pooling reads it), or None when the forms are mixed: a drawing shows any net."""
+    try:
+        return spatial_pair(None if h is not None and not isinstance(values, list) else values,
+                            h, w, "size", default)
+    except ValueError:
+        return None
+
+
+def _kernel(pair) -> str:
+    return "?" if pair is None else f"{pair[0]}×{pair[1]}"
 
 
 def _hw(pair) -> str:
+    if pair is None:
+        return "?"
     a, b = pair
     return f"{a}" if a == b else f"{a}×{b}"
 
@@ -75,7 +81,7 @@ def layer_details(lp: Any) -> list[str]:
         k = _pair(p.kernel_size, p.kernel_h, p.kernel_w, None)
         s = _pair(p.stride, p.stride_h, p.stride_w, 1)
         pad = _pair(p.pad, p.pad_h, p.pad_w, 0)
-        out.append(f"kernel {k[0]}×{k[1]}  stride {_hw(s)}  pad {_hw(pad)}")
+        out.append(f"kernel {_kernel(k)}  stride {_hw(s)}  pad {_hw(pad)}")
         extra = f"{p.num_output} outputs"
         if p.group != 1:
             extra += f"  group {p.group}"
@@ -94,9 +100,9 @@ def layer_details(lp: Any) -> list[str]:
         else:
             k = _pair(p.kernel_size, p.kernel_h, p.kernel_w, None)
             s = _pair(p.stride, p.stride_h, p.stride_w, 1)
-            line = f"{p.pool} {k[0]}×{k[1]}  stride {_hw(s)}"
+            line = f"{p.pool} {_kernel(k)}  stride {_hw(s)}"
             pad = _pair(p.pad, p.pad_h, p.pad_w, 0)
-            if pad != (0, 0):
+            if pad not in ((0, 0), None):
                 line += f"  pad {_hw(pad)}"
             out.append(line)
     elif t == "InnerProduct" and lp.inner_product_param is not None:
