@@ -329,6 +329,9 @@ def _syntax_error(e: yaml.YAMLError, file: str, raw: bytes | None, text: str) ->
         if e.context and e.context_mark and mark and e.context_mark.line != mark.line:
             # e.g. an unclosed quote is found at the end of the file: say where it started
             ctx = f" ({e.context} that starts on line {e.context_mark.line + 1})"
+        if "maximum nesting depth" in problem:    # libyaml's own limit (PyYAML >= 6.0.4)
+            return SpecError(f"lists and mappings nest more than {MAX_DEPTH} levels deep here; "
+                             "a net or solver file needs only a few", file=file, line=line)
         return SpecError(f"YAML syntax error: {problem}{ctx}. Check indentation, colons and "
                          "brackets on this line or the one before.", file=file, line=line)
     if isinstance(e, yaml.reader.ReaderError):
