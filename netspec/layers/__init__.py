@@ -5,9 +5,9 @@ types. ``docs/architecture.md`` says which family holds which type.
 """
 
 from . import (conv, data, hdf5, image_data, inner_product, loss, neuron, normalization, pool,
-               python, recurrent, reduction, registry, reshape, structure, window_data)
+               python, recurrent, reduction, registry, reshape, softmax, structure, window_data)
 from .base import Layer
 
 __all__ = ["Layer", "registry", "conv", "data", "hdf5", "image_data", "inner_product", "loss",
            "neuron", "normalization", "pool", "python", "recurrent", "reduction", "reshape",
-           "structure", "window_data"]
+           "softmax", "structure", "window_data"]

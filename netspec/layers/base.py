@@ -191,7 +191,7 @@ class Layer(abc.ABC):
                 f"cannot run in place: its top '{shared[-1]}' is also its bottom, and "
                 f"{self.type_name} would compute wrong results on one shared blob. Give the "
                 "top its own name (in-place layers: the element-wise ones but AbsVal, Dropout, "
-                "BatchNorm, Scale, Bias, MVN, Python)", field="top")
+                "BatchNorm, Scale, Bias, MVN, Softmax, Python)", field="top")
 
     # -- the contract ---------------------------------------------------------------------
     @abc.abstractmethod

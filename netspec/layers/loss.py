@@ -1,4 +1,4 @@
-"""Softmax, the loss layers and Accuracy.
+"""The loss layers (but SoftmaxWithLoss, in ``softmax.py``) and Accuracy.
 
 Losses follow Caffe's normalization modes (``loss_param.normalization``: FULL, VALID, BATCH_SIZE,
 NONE) and ``ignore_label``; probabilities are clamped at Caffe's ``kLOG_THRESHOLD`` (or
@@ -16,28 +16,15 @@ from ..caffe import pb2
 from ..caffe.caffemodel import blob_to_array
 from ..errors import DataError, NetspecError
 from ..spec.params import LossParameter
-from ..spec.params.loss import SoftmaxParameter
-from . import loss_cuda
 from .base import Layer, canonical_axis, checked_axis, proto_float
 from .neuron import sigmoid
 from .registry import register
-
-#: Caffe clamps probabilities at FLT_MIN before the log, in float and double alike
-FLT_MIN = float(numpy.finfo(numpy.float32).tiny)
-
 
 #: Caffe's kLOG_THRESHOLD: probabilities are clamped here before the log
 LOG_THRESHOLD = 1e-20
 
 
-def _softmax(xp, x):
-    """Softmax over axis 1 of (outer, C, inner), stabilised by subtracting the max."""
-    e = xp.exp(x - x.max(axis=1, keepdims=True))
-    e /= e.sum(axis=1, keepdims=True)
-    return e
-
-
-def _labels(layer: Layer, bottom_shapes, axis: int) -> tuple[int, int, int]:
+def label_view(layer: Layer, bottom_shapes, axis: int) -> tuple[int, int, int]:
     """(outer, C, inner) of the score bottom; checks the label count is outer·inner."""
     shape = bottom_shapes[0]
     outer, channels, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
@@ -49,7 +36,7 @@ def _labels(layer: Layer, bottom_shapes, axis: int) -> tuple[int, int, int]:
     return outer, channels, inner
 
 
-def _check_num(layer: Layer, bottom_shapes) -> None:
+def check_same_num(layer: Layer, bottom_shapes) -> None:
     """Caffe's LossLayer check: both bottoms have the same first dimension."""
     a, b = bottom_shapes[0], bottom_shapes[1]
     if not a or not b or a[0] != b[0]:
@@ -57,11 +44,11 @@ def _check_num(layer: Layer, bottom_shapes) -> None:
                           "first dimension")
 
 
-def _loss_param(layer: Layer) -> LossParameter:
+def loss_param_of(layer: Layer) -> LossParameter:
     return layer.lp.loss_param or LossParameter()
 
 
-class _Normalizer:
+class Normalizer:
     """Caffe's get_normalizer: FULL outer·inner, VALID the valid count, BATCH_SIZE outer,
     NONE 1; at least 1. The VALID count stays a 0-d device array (no host sync)."""
 
@@ -76,145 +63,6 @@ class _Normalizer:
         return self.fixed
 
 
-@register("Softmax")
-class Softmax(Layer):
-    """y = exp(x) / Σ_c exp(x) along ``softmax_param.axis`` (default 1).
-
-    Backward: dx = (dy − Σ_c dy·y) ⊙ y. Works in place (backward reads the top data).
-    """
-
-    param_block = "softmax_param"
-    exact_bottoms = 1
-    exact_tops = 1
-
-    def setup(self, bottom_shapes):
-        shape = tuple(bottom_shapes[0])
-        axis = checked_axis(self, self.p.axis, len(shape), "softmax_param.axis")
-        self.view = (math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]))
-        return [shape]
-
-    def forward(self, bottom, top):
-        y = _softmax(self.xp, bottom[0].data.reshape(self.view))
-        top[0].data[...] = y.reshape(top[0].shape)
-
-    def backward(self, top, propagate_down, bottom):
-        if not propagate_down[0]:
-            return
-        y = top[0].data.reshape(self.view)
-        dy = top[0].diff.reshape(self.view)
-        dx = (dy - (dy * y).sum(axis=1, keepdims=True)) * y
-        bottom[0].diff[...] = dx.reshape(bottom[0].shape)
-
-
-@register("SoftmaxWithLoss")
-class SoftmaxWithLoss(Layer):
-    """Softmax over ``softmax_param.axis`` then multinomial logistic loss (cross-entropy).
-
-    Bottoms: scores (outer, C, inner...) and labels (outer·inner values, integers stored as
-    floats, truncated like Caffe's static_cast<int>). Tops: the loss (shape ()), and optionally
-    the probabilities (bottom 0's shape).
-
-    loss = −Σ_valid log(max(p[label], FLT_MIN)) / normaliser, where positions whose label is
-    ``loss_param.ignore_label`` are not valid, and the normaliser (at least 1) is by
-    ``loss_param.normalization``: FULL outer·inner, VALID the valid count, BATCH_SIZE outer,
-    NONE 1. The legacy ``normalize`` (true → VALID, false → BATCH_SIZE) applies when
-    ``normalization`` is not set, as in Caffe.
-
-    Backward (bottom 0 only): dx = (p − onehot(label)) · valid · loss_weight / normaliser,
-    loss_weight = top[0].diff. On a GPU both passes run as fused CUDA kernels (``loss_cuda.py``).
-    """
-
-    extra_blocks = ("softmax_param",)  # read directly, with loss_param; no param_block
-    exact_bottoms = 2
-    min_tops = 1
-    max_tops = 2
-    is_loss = True
-    no_grad_bottoms = (1,)
-
-    def setup(self, bottom_shapes):
-        _check_num(self, bottom_shapes)
-        sp = self.lp.softmax_param or SoftmaxParameter()
-        lossp = self.lp.loss_param or LossParameter()
-        shape = tuple(bottom_shapes[0])
-        axis = checked_axis(self, sp.axis, len(shape), "softmax_param.axis")
-        self.view = _labels(self, bottom_shapes, axis)
-        self.ignore_label = lossp.ignore_label
-        self.normalization = lossp.normalization
-        if "normalization" not in lossp.model_fields_set and lossp.normalize is not None:
-            self.normalization = "VALID" if lossp.normalize else "BATCH_SIZE"
-        n_tops = max(len(self.lp.top), 1)
-        outer, channels, inner = self.view
-        if self.backend.is_gpu:           # fused CUDA kernels (loss_cuda.py): their buffers
-            self._prob = self.backend.empty(self.view)
-            self._logp = self.backend.empty((outer, inner))
-            self._valid = self.backend.empty((outer, inner))
-        else:
-            # flat index of (o, class 0, i) in the (outer, C, inner) scores: + label·inner
-            # picks each position's label entry with one take
-            rows = numpy.arange(outer, dtype=numpy.int64).reshape(-1, 1) * (channels * inner)
-            self._flat_base = rows + numpy.arange(inner, dtype=numpy.int64).reshape(1, -1)
-        return [()] + [shape] * (n_tops - 1)
-
-    def _normalizer(self, valid_count):
-        """Caffe's get_normalizer, at least 1; a 0-d array in VALID mode (no host sync)."""
-        outer, _, inner = self.view
-        mode = self.normalization
-        if mode == "VALID" and self.ignore_label is not None:
-            return self.xp.maximum(valid_count, 1).astype(self.dtype)
-        n = {"FULL": outer * inner, "VALID": outer * inner, "BATCH_SIZE": outer, "NONE": 1}[mode]
-        return float(max(n, 1))
-
-    def forward(self, bottom, top):
-        xp = self.xp
-        outer, _, inner = self.view
-        if self.backend.is_gpu:
-            return self._forward_gpu(bottom, top)
-        prob = _softmax(xp, bottom[0].data.reshape(self.view))
-        label = bottom[1].data.reshape(outer, inner).astype(xp.int64)
-        valid = (label != self.ignore_label) if self.ignore_label is not None else None
-        if valid is not None:
-            label = xp.where(valid, label, 0)
-        picked = self._flat_base + label * inner               # (outer, inner) flat indices
-        p_label = prob.reshape(-1).take(picked)
-        logp = xp.log(xp.maximum(p_label, FLT_MIN))
-        if valid is not None:
-            logp = xp.where(valid, logp, 0)
-        self.prob, self.picked, self.valid = prob, picked, valid
-        self.norm = self._normalizer(valid.sum() if valid is not None else None)
-        top[0].data[...] = -logp.sum() / self.norm
-        if len(top) > 1:
-            top[1].data[...] = prob.reshape(top[1].shape)
-
-    def _forward_gpu(self, bottom, top):
-        outer, channels, inner = self.view
-        self._label = bottom[1].data.reshape(outer, inner)
-        loss_cuda.softmax_loss_forward(bottom[0].data.reshape(self.view), self._label,
-                                       self._prob, self._logp, self._valid, channels, inner,
-                                       self.ignore_label)
-        self.prob = self._prob
-        self.norm = self._normalizer(self._valid.sum() if self.ignore_label is not None else None)
-        top[0].data[...] = -self._logp.sum() / self.norm
-        if len(top) > 1:
-            top[1].data[...] = self._prob.reshape(top[1].shape)
-
-    def backward(self, top, propagate_down, bottom):
-        if not propagate_down[0]:
-            return
-        outer, _, inner = self.view
-        if self.backend.is_gpu:
-            loss_cuda.softmax_loss_backward(self._prob, self._label, top[0].diff / self.norm,
-                                            bottom[0].diff.reshape(self.view), self.view[1],
-                                            inner, self.ignore_label)
-            return
-        dx = bottom[0].diff.reshape(self.view)
-        dx[...] = self.prob
-        flat = dx.reshape(-1)
-        flat[self.picked] -= 1                                 # p − onehot(label)
-        if self.valid is not None:
-            dx *= self.valid.reshape(outer, 1, inner)
-        dx *= top[0].diff / self.norm
-
-
 @register("EuclideanLoss")
 class EuclideanLoss(Layer):
     """loss = Σ (a − b)² / (2N), N = a.shape[0]; a and b have equal counts per item.
@@ -227,7 +75,7 @@ class EuclideanLoss(Layer):
     is_loss = True
 
     def setup(self, bottom_shapes):
-        _check_num(self, bottom_shapes)
+        check_same_num(self, bottom_shapes)
         a, b = bottom_shapes
         if math.prod(a[1:]) != math.prod(b[1:]):
             raise self.error(f"bottoms {tuple(a)} and {tuple(b)} differ in size per item")
@@ -269,7 +117,7 @@ class Accuracy(Layer):
         if self.p.top_k > math.prod(shape) // max(math.prod(bottom_shapes[1]), 1):
             raise self.spec_error("top_k must be less than or equal to the number of classes",
                                   field="accuracy_param.top_k")
-        self.view = _labels(self, bottom_shapes, axis)
+        self.view = label_view(self, bottom_shapes, axis)
         n_tops = max(len(self.lp.top), 1)
         return [()] + [(shape[axis],)] * (n_tops - 1)
 
@@ -315,11 +163,11 @@ class SigmoidCrossEntropyLoss(Layer):
     no_grad_bottoms = (1,)
 
     def setup(self, bottom_shapes):
-        _check_num(self, bottom_shapes)
+        check_same_num(self, bottom_shapes)
         a, b = bottom_shapes
         if math.prod(a) != math.prod(b):
             raise self.error(f"inputs must have the same count: {tuple(a)} and {tuple(b)}")
-        lossp = _loss_param(self)
+        lossp = loss_param_of(self)
         if "normalization" in lossp.model_fields_set:
             mode = lossp.normalization
         elif lossp.normalize is not None:
@@ -327,7 +175,7 @@ class SigmoidCrossEntropyLoss(Layer):
         else:
             mode = "BATCH_SIZE"
         self.ignore_label = lossp.ignore_label
-        self.norm = _Normalizer(self.xp, self.dtype, mode, a[0], math.prod(a[1:]))
+        self.norm = Normalizer(self.xp, self.dtype, mode, a[0], math.prod(a[1:]))
         return [()]
 
     def forward(self, bottom, top):
@@ -373,7 +221,7 @@ class HingeLoss(Layer):
     no_grad_bottoms = (1,)
 
     def setup(self, bottom_shapes):
-        _check_num(self, bottom_shapes)
+        check_same_num(self, bottom_shapes)
         shape = tuple(bottom_shapes[0])
         self.view = (shape[0], math.prod(shape) // shape[0])
         self.norm = self.p.norm
@@ -428,7 +276,7 @@ class InfogainLoss(Layer):
     no_grad_bottoms = (1, 2)
 
     def setup(self, bottom_shapes):
-        _check_num(self, bottom_shapes)
+        check_same_num(self, bottom_shapes)
         shape = tuple(bottom_shapes[0])
         try:
             axis = canonical_axis(self.p.axis, len(shape))
@@ -441,12 +289,12 @@ class InfogainLoss(Layer):
                 f"predictions ({outer * inner}): with axis {axis} and predictions {shape}, the "
                 f"label count must be the product of the other axes, values in 0…{c - 1}")
         self.view = (outer, c, inner)
-        lossp = _loss_param(self)
+        lossp = loss_param_of(self)
         if lossp.normalize is not None:
             raise self.spec_error("normalize is deprecated for InfogainLoss; use normalization",
                                   field="loss_param.normalize")
         self.ignore_label = lossp.ignore_label
-        self.norm = _Normalizer(self.xp, self.dtype, lossp.normalization, outer, inner)
+        self.norm = Normalizer(self.xp, self.dtype, lossp.normalization, outer, inner)
         self.H = None
         if len(bottom_shapes) == 3:
             count = math.prod(bottom_shapes[2])
@@ -602,7 +450,7 @@ class MultinomialLogisticLoss(Layer):
     no_grad_bottoms = (1,)
 
     def setup(self, bottom_shapes):
-        _check_num(self, bottom_shapes)
+        check_same_num(self, bottom_shapes)
         lab = tuple(bottom_shapes[1])
         if len(lab) > 4 or any(d != 1 for d in lab[1:]):
             raise self.error(f"the label bottom must hold one label per item (N, 1, 1, 1), "

@@ -1,4 +1,4 @@
-"""Softmax, loss and Accuracy messages (``loss_param`` itself is common to every layer).
+"""Loss and Accuracy messages (``loss_param`` itself is common to every layer).
 
 Field for field as in ``caffe.proto``, with Caffe's defaults."""
 
@@ -9,12 +9,7 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from ..base import Message
-from .common import Engine
 
-
-class SoftmaxParameter(Message):
-    engine: Engine = "DEFAULT"
-    axis: int = 1
 
 
 class AccuracyParameter(Message):
@@ -45,11 +40,10 @@ class ContrastiveLossParameter(Message):
 
 
 #: the Caffe layer types of this family
-TYPES = ("Softmax", "SoftmaxWithLoss", "EuclideanLoss", "Accuracy", "SigmoidCrossEntropyLoss", "HingeLoss", "InfogainLoss", "ContrastiveLoss", "MultinomialLogisticLoss",)
+TYPES = ("EuclideanLoss", "Accuracy", "SigmoidCrossEntropyLoss", "HingeLoss", "InfogainLoss", "ContrastiveLoss", "MultinomialLogisticLoss",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
-    "softmax_param": SoftmaxParameter,
     "accuracy_param": AccuracyParameter,
     "hinge_loss_param": HingeLossParameter,
     "infogain_loss_param": InfogainLossParameter,
