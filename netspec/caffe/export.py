@@ -4,6 +4,11 @@ The fields a netspec file sets are written to Caffe's NetParameter message by na
 Caffe does not have (netspec's own ``data_param.split``, ``shuffle``, ``limit``, ``offset``) or a
 value Caffe cannot read (``builtin:mnist``) is left out or kept with a warning that names the
 layer and the field, so the written prototxt never claims more than Caffe will do.
+
+The prototxt starts with netspec's header line (``# Exported by `netspec export` from net.yaml;
+sha256 <hex>``, a comment to Caffe). Neither output replaces an existing file that is not
+netspec's own unchanged prototxt (an existing .caffemodel never) unless ``force``
+(``--force``); see ``outputs``.
 """
 
 from __future__ import annotations
@@ -11,13 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write_bytes
 from ..snapshot import load_npz
 from ..spec import load_net
 from ..spec.yaml_lines import load_yaml
 from . import ConvertError, is_repeated, pb2
 from .blob_shape import fit_blob
-from .caffemodel import attach_blobs, read_caffemodel_arrays, write_caffemodel
+from .caffemodel import attach_blobs, read_caffemodel_arrays
+from .outputs import Output, stamped, write_outputs
 from .port import model_param_shapes
 
 
@@ -89,15 +94,19 @@ def prototxt_text(msg) -> str:
 
 
 def export_net(net_yaml: str | Path, out: str | Path, weights: str | Path | None = None,
-               caffemodel: str | Path | None = None) -> dict:
+               caffemodel: str | Path | None = None, force: bool = False) -> dict:
     """Write ``out`` (.prototxt) and, with ``weights``, ``caffemodel``. Returns a summary dict.
 
     The weights are checked against the net before anything is written: each blob must have the
     net's shape (or Caffe's legacy 4-D form of it, written back in the net's shape) and each
     layer the net's number of blobs, so the .caffemodel always loads into its own prototxt.
+
+    Both outputs are checked before either is written: the prototxt may replace only netspec's
+    own unchanged prototxt (its header checksum still matches), the .caffemodel no existing
+    file, unless ``force``; otherwise OverwriteError and nothing is written.
     """
 
-
+    out = Path(out)
     raw, _ = load_yaml(net_yaml)
     if isinstance(raw, dict) and "layer" not in raw and ({"net", "train_net", "base_lr"} & set(raw)):
         raise ConvertError("this is a solver file; netspec export writes nets (export the file "
@@ -113,14 +122,17 @@ def export_net(net_yaml: str | Path, out: str | Path, weights: str | Path | None
         w = Path(weights)
         arrays = read_caffemodel_arrays(w) if w.suffix == ".caffemodel" else load_npz(w, "weights file")
         arrays = fit_to_net(arrays, net_yaml, [lp.name for lp in msg.layer], w, warnings)
-    atomic_write_bytes(out, prototxt_text(msg).encode())
+    text = stamped(f"Exported by `netspec export` from {Path(net_yaml).name}", prototxt_text(msg))
+    outputs = [Output(out, text.encode(), text=True)]
     if arrays is not None:
-        unused = attach_blobs(msg, arrays)
+        unused = attach_blobs(msg, arrays)      # after the prototxt's text: it has no blobs
         if unused:
             warnings.append(f"weights with no layer of that name in {net_yaml}, not written: "
                             f"{', '.join(unused)}")
-        write_caffemodel(msg, caffemodel)
+        outputs.append(Output(Path(caffemodel), msg.SerializeToString(), text=False,
+                              option="--caffemodel"))
         summary.update(caffemodel=str(caffemodel), blobs=len(arrays) - len(unused))
+    write_outputs(outputs, [net_yaml, weights], force)
     return summary
 
 

@@ -2,6 +2,8 @@
 
 Every function returns a ``Converted`` record (what was written, the notes and warnings) and
 raises ConvertError/SnapshotError naming the file, the layer and the field when it cannot.
+Outputs go through ``outputs.write_outputs``: all are checked before any is written, and none
+replaces a file that is not netspec's own unchanged output unless ``force`` (``--force``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import numpy as np
 
 from ..backend import Backend
 from ..errors import NetspecError, SpecError
-from ..files import atomic_write_bytes
 from ..net import Net
 from ..spec import load_net, loads_net
 from ..spec.load import _validate
@@ -26,6 +27,7 @@ from ..spec.yaml_lines import loads_yaml
 from . import ConvertError
 from .caffemodel import fit_to_model, net_arrays, read_caffemodel
 from . import prototxt as ptx
+from .outputs import Output, stamped, write_outputs
 from .to_yaml import Report, net_to_dict, solver_to_dict
 from .upgrade import UpgradeLog, upgrade_net, upgrade_solver
 from .yaml_out import dump
@@ -52,8 +54,8 @@ def net_yaml(net_msg, source: str, drop_unsupported: bool = False, input_layer: 
     report.raise_errors(source)
     fmt = {"V0": "legacy V0 format, upgraded as Caffe does",
            "V1": "legacy V1 format, upgraded as Caffe does"}.get(log.format, "current format")
-    comments = [f"Converted by `netspec convert` from {Path(source).name} (Caffe {fmt})."]
-    text = dump(data, comments)
+    text = stamped(f"Converted by `netspec convert` from {Path(source).name} (Caffe {fmt})",
+                   dump(data))
     try:
         loads_net(text, out_name)
     except SpecError as e:
@@ -75,8 +77,19 @@ def default_output(src: Path, suffix: str) -> Path:
 
 
 def convert_net(src: str | Path, out: str | Path | None = None, drop_unsupported: bool = False,
-                input_layer: bool = False, msg=None) -> Converted:
-    """A net .prototxt -> netspec YAML at ``out`` (default: same name, .yaml)."""
+                input_layer: bool = False, msg=None, force: bool = False) -> Converted:
+    """A net .prototxt (or its parsed ``msg``) -> netspec YAML at ``out`` (default: same name,
+    .yaml). An existing ``out`` is replaced only when it is netspec's own unchanged output or
+    with ``force``."""
+
+    result, output = _net_output(src, out, drop_unsupported, input_layer, msg)
+    write_outputs([output], [src], force)
+    return result
+
+
+def _net_output(src: str | Path, out: str | Path | None, drop_unsupported: bool,
+                input_layer: bool, msg=None, option: str | None = "-o") -> tuple[Converted, Output]:
+    """convert_net's work, short of writing: (its record, the Output to write)."""
 
     src = Path(src)
     if msg is None:
@@ -87,9 +100,9 @@ def convert_net(src: str | Path, out: str | Path | None = None, drop_unsupported
     if out.resolve() == src.resolve():
         raise ConvertError("the output would overwrite the input; give -o", file=str(src))
     text, data, report, log = net_yaml(msg, str(src), drop_unsupported, input_layer, str(out))
-    atomic_write_bytes(out, text.encode())
-    return Converted("net", [str(out)], report.notes, report.warnings,
-                     {"layers": len(data.get("layer", [])), "format": log.format})
+    return (Converted("net", [str(out)], report.notes, report.warnings,
+                      {"layers": len(data.get("layer", [])), "format": log.format}),
+            Output(out, text.encode(), text=True, option=option))
 
 
 # -- solvers -------------------------------------------------------------------------------------
@@ -110,13 +123,15 @@ def _find_net(ref: str, solver_path: Path) -> Path | None:
 
 
 def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsupported: bool = False,
-                   input_layer: bool = False) -> Converted:
+                   input_layer: bool = False, force: bool = False) -> Converted:
     """A solver .prototxt -> solver YAML; its net files (or inline nets) are converted too.
 
     A referenced net ``N.prototxt`` is written as ``N.yaml`` next to it, and the solver's
     ``net:`` points there relative to the solver YAML (netspec resolves paths from the solver
     file, Caffe from its working directory). Inline ``net_param`` blocks become
-    ``<solver>.net.yaml`` beside the solver YAML.
+    ``<solver>.net.yaml`` beside the solver YAML. The solver YAML and every net YAML are
+    checked (not replacing files that are not netspec's own unchanged output, unless ``force``)
+    before any is written.
     """
 
     src = Path(src)
@@ -129,6 +144,8 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
     solver, steps = upgrade_solver(msg)
     result = Converted("solver", [], list(steps), [])
     written: dict[Path, str] = {}
+    outputs: list[Output] = []
+    inputs: list[Path] = [src]
 
     def rel(p: Path) -> str:
         return Path(os.path.relpath(p.resolve(), out.resolve().parent)).as_posix()
@@ -145,7 +162,10 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
                 f"`netspec convert` and put it there (relative to {out.name})")
             return guess
         if found.resolve() not in written:
-            sub = convert_net(found, default_output(found, ".yaml"), drop_unsupported, input_layer)
+            sub, output = _net_output(found, default_output(found, ".yaml"), drop_unsupported,
+                                      input_layer, option=None)
+            outputs.append(output)
+            inputs.append(found)
             written[found.resolve()] = sub.outputs[0]
             result.outputs.extend(sub.outputs)
             result.notes.extend(f"{found.name}: {n}" for n in sub.notes)
@@ -154,7 +174,8 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
 
     def inline_net(net_msg, role: str) -> str:
         path = out.with_name(f"{out.stem}.{role}.yaml")
-        sub = convert_net(src, path, drop_unsupported, input_layer, msg=net_msg)
+        sub, output = _net_output(src, path, drop_unsupported, input_layer, msg=net_msg)
+        outputs.append(output)
         result.outputs.extend(sub.outputs)
         result.notes.extend(f"{role}: {n}" for n in sub.notes)
         result.warnings.extend(f"{role}: {w}" for w in sub.warnings)
@@ -168,14 +189,14 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
     if prefix and not Path(prefix).is_absolute():
         result.notes.append(f"snapshot_prefix '{prefix}' is now relative to {out.name} (Caffe: "
                             "relative to the working directory)")
-    text = dump(data, [f"Converted by `netspec convert` from {src.name} (Caffe solver)."])
+    text = stamped(f"Converted by `netspec convert` from {src.name} (Caffe solver)", dump(data))
     try:
         parsed, lines = loads_yaml(text, str(out))
         _validate(SolverParameter, parsed, str(out), lines)
     except SpecError as e:
         raise ConvertError(f"the converted solver does not validate in netspec: "
                            f"{e.field + ': ' if e.field else ''}{e.message}", file=str(src)) from None
-    atomic_write_bytes(out, text.encode())
+    write_outputs([Output(out, text.encode(), text=True), *outputs], inputs, force)
     result.outputs.insert(0, str(out))
     return result
 
@@ -203,11 +224,10 @@ def model_param_shapes(model: str | Path) -> tuple[dict[str, tuple[int, ...]], l
 
 
 def convert_weights(src: str | Path, out: str | Path | None = None,
-                    model: str | Path | None = None) -> Converted:
+                    model: str | Path | None = None, force: bool = False) -> Converted:
     """A .caffemodel -> .npz of ``{"layer/i": array}``; with ``model``, shapes are checked and
-    legacy 4-D shapes reshaped to the net's, and missing/unused blobs reported."""
-
-
+    legacy 4-D shapes reshaped to the net's, and missing/unused blobs reported. An existing
+    ``out`` is replaced only with ``force`` (an .npz carries no mark of who wrote it)."""
 
     src = Path(src)
     out = Path(out) if out else default_output(src, ".npz")
@@ -235,23 +255,27 @@ def convert_weights(src: str | Path, out: str | Path | None = None,
                            file=str(src))
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write_bytes(out, buf.getvalue())
+    write_outputs([Output(out, buf.getvalue(), text=False)], [src, model], force)
     result.info["blobs"] = len(arrays)
     return result
 
 
 def convert(src: str | Path, out: str | Path | None = None, model: str | Path | None = None,
-            drop_unsupported: bool = False, input_layer: bool = False) -> Converted:
-    """Dispatch on the file: .caffemodel (binary) -> weights; text -> net or solver."""
+            drop_unsupported: bool = False, input_layer: bool = False,
+            force: bool = False) -> Converted:
+    """Dispatch on the file: .caffemodel (binary) -> weights; text -> net or solver.
+
+    No output replaces an existing file that is not netspec's own unchanged output (a YAML
+    whose header checksum still matches) unless ``force``; then nothing is written at all."""
     src = Path(src)
     if src.suffix == ".caffemodel" or _is_binary(src):
-        return convert_weights(src, out, model)
+        return convert_weights(src, out, model, force)
     if model is not None:
         raise ConvertError("--model is for .caffemodel files", file=str(src))
     kind = ptx.kind_of(ptx.read_text(src))
     if kind == "solver":
-        return convert_solver(src, out, drop_unsupported, input_layer)
-    return convert_net(src, out, drop_unsupported, input_layer)
+        return convert_solver(src, out, drop_unsupported, input_layer, force)
+    return convert_net(src, out, drop_unsupported, input_layer, force=force)
 
 
 def _is_binary(path: Path) -> bool:
