@@ -165,6 +165,13 @@ class Model:
         self.fixed = net is not None
         self._mirror: dict[tuple, np.ndarray] = {}
 
+    @classmethod
+    def wrap(cls, net: Net, source: str = "") -> "Model":
+        """A model over an existing engine net (a solver's), which it cannot rebuild."""
+        self = cls.__new__(cls)
+        Model.__init__(self, net.param, net.phase, net=net, source=source)
+        return self
+
     # -- host copies (GPU) -------------------------------------------------------------------
     def _host(self, view: BlobView, which: str) -> np.ndarray:
         blob = view._blob()

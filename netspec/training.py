@@ -39,11 +39,11 @@ def set_input_arrays(model: Model, data, labels, layer: str | None = None) -> No
 class Training:
     """A solver from Python (see the module docstring); ``solver``: the engine's Solver."""
 
-    def __init__(self, solver: Solver, source: str = ""):
+    def __init__(self, solver: Solver, source: str = "", model_class: type[Model] = Model):
         self.solver = solver
         self.source = source
-        self.net = Model(solver.net_param, "TRAIN", net=solver.net, source=source)
-        self.test_nets = [Model(n.param, "TEST", net=n, source=source) for n in solver.test_nets]
+        self.net = model_class.wrap(solver.net, source)
+        self.test_nets = [model_class.wrap(n, source) for n in solver.test_nets]
         self._callbacks: dict[str, list[Callable]] = {e: [] for e in EVENTS}
         solver.listeners.append(self._event)
         solver.snapshot_hooks.append(lambda path: self._fire("snapshot", {"iteration": self.iter,
@@ -134,14 +134,15 @@ class Training:
 def solver(solver_file: str | Path, sets: Sequence[str] = (), *, gpu: bool = False,
            weights: str | Path | None = None, snapshot: str | Path | None = None,
            allow_partial: bool = False, dtype: str = "float32", quiet: bool = True,
-           log: CaffeLog | None = None) -> Training:
+           log: CaffeLog | None = None, model_class: type[Model] = Model) -> Training:
     """A ``Training`` for the solver YAML ``solver_file`` with ``sets`` (``KEY=VALUE``
     overrides, as ``--set``): resumed from ``snapshot``, or initialised from ``weights`` (or the
-    solver's own ``weights``). ``quiet``: no Caffe log lines on stderr."""
+    solver's own ``weights``). ``quiet``: no Caffe log lines on stderr; ``model_class``: the
+    class of ``net`` and ``test_nets`` (``netspec.pycaffe`` passes its ``Net``)."""
     sets = list(sets) + (["solver_mode=GPU"] if gpu else [])
     sp, net_param, _ = load_solver_and_net(solver_file, sets)
     s = Solver(sp, log=log or CaffeLog(quiet=quiet), net_param=net_param, dtype=dtype)
-    t = Training(s, str(solver_file))
+    t = Training(s, str(solver_file), model_class)
     if snapshot:
         t.restore(snapshot)
     elif weights or sp.weights:
