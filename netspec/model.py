@@ -22,7 +22,8 @@ from .backend import Backend, get_backend, to_numpy
 from .blob import Blob
 from .caffe import prototxt as ptx
 from .caffe.port import net_yaml
-from .errors import NetspecError, ShapeError, SpecError
+from .errors import DataError, NetspecError, ShapeError, SpecError
+from .layers.data import MemoryData
 from .net import Net
 from .snapshot import load_weights, save_weights
 from .spec import load_net, loads_net
@@ -292,6 +293,19 @@ class Model:
             raise ShapeError(f"cannot reshape {', '.join(shapes)}: {e.message} (a layer's "
                              "parameters would change shape)") from None
         self.param, self.net = param, net
+
+    def set_input_arrays(self, data, labels, layer: str | None = None) -> None:
+        """Hand ``data`` (n items) and ``labels`` (n values) to the MemoryData layer ``layer``
+        (default: the net's first): each forward then takes the next batch of them, cycling
+        (pycaffe's ``net.set_input_arrays``). The position is not part of a solver state."""
+        layers = [x for x in self.net.layers if isinstance(x, MemoryData)]
+        if layer is not None:
+            layers = [x for x in layers if x.name == layer]
+        if not layers:
+            raise DataError("set_input_arrays needs a MemoryData layer"
+                            + (f" named '{layer}'" if layer else "") + " in the net")
+        self.sync()
+        layers[0].reset(data, labels)
 
     # -- weights -----------------------------------------------------------------------------
     def load_weights(self, path: str | Path, allow_partial: bool = False) -> tuple[list, list]:

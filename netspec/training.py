@@ -5,7 +5,8 @@ iterations as Caffe's ``Solver::Step`` does (testing at ``test_interval``, snaps
 ``snapshot``), ``solve()`` trains to ``max_iter``; ``net`` and ``test_nets`` are ``Model``\\ s
 sharing the solver's weights (``training.net.blobs["loss"].data``); callbacks run at display,
 test and snapshot. Training loops that bring their own data feed a MemoryData layer
-(``net.set_input_arrays``) or write the Input blobs of the train net before each ``step``.
+(``training.net.set_input_arrays(data, labels)``) or write the Input blobs of the train net before
+each ``step`` (``training.net.blobs["data"].data[...] = batch``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import DataError, SpecError
-from .layers.data import MemoryData
+from .errors import SpecError
 from .log import CaffeLog
 from .model import Model
 from .snapshot import load_weights
@@ -22,18 +22,6 @@ from .solvers import Solver
 from .workflows import load_solver_and_net
 
 EVENTS = ("display", "test", "snapshot")
-
-
-def set_input_arrays(model: Model, data, labels, layer: str | None = None) -> None:
-    """Hand ``data`` (n items) and ``labels`` (n) to the MemoryData layer ``layer`` (default:
-    the net's first MemoryData layer): pycaffe's ``net.set_input_arrays``."""
-    layers = [x for x in model.net.layers if isinstance(x, MemoryData)]
-    if layer is not None:
-        layers = [x for x in layers if x.name == layer]
-    if not layers:
-        raise DataError("set_input_arrays needs a MemoryData layer" +
-                        (f" named '{layer}'" if layer else "") + " in the net")
-    layers[0].reset(data, labels)
 
 
 class Training:

@@ -20,7 +20,6 @@ from ..errors import NetspecError, ShapeError
 from ..model import BlobView, Model, check_phase, read_net_param
 from ..snapshot import load_weights, weights_dict
 from ..backend import get_backend, to_numpy
-from ..training import set_input_arrays
 from . import mode
 
 
@@ -223,9 +222,6 @@ class Net(Model):
         """pycaffe's ``net.reshape()``: the blobs reshaped with ``blob.reshape`` already are
         (the net is rebuilt at once), so this only takes netspec's ``name=shape`` form."""
         super().reshape(**shapes)
-
-    def set_input_arrays(self, data, labels, layer: str | None = None) -> None:
-        set_input_arrays(self, data, labels, layer)
 
     # -- weights -----------------------------------------------------------------------------
     def copy_from(self, weights) -> None:
