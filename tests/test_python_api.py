@@ -243,3 +243,43 @@ def test_callbacks_snapshot_and_restore(tmp_path):
         t.net.reshape(x=(1, 3))
     with pytest.raises(NetspecError, match="MemoryData"):
         t.net.set_input_arrays(np.zeros((8, 3)), np.zeros(8))
+
+
+REGRESSION_PROTOTXT = """
+name: "regression"
+layer { name: "x" type: "Input" top: "x" top: "t"
+        input_param { shape { dim: 8 dim: 3 } shape { dim: 8 dim: 1 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y"
+        inner_product_param { num_output: 1 weight_filler { type: "gaussian" std: 0.5 }
+                              bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss" }
+"""
+
+
+def test_a_caffe_solver_prototxt_trains_as_its_yaml_conversion(tmp_path, monkeypatch):
+    pytest.importorskip("google.protobuf", reason=".prototxt files need protobuf")
+    from netspec.caffe.port import convert_solver
+
+    caffe_dir = tmp_path / "caffe"
+    (caffe_dir / "models").mkdir(parents=True)
+    write(caffe_dir / "models", "regression.prototxt", REGRESSION_PROTOTXT)
+    # Caffe resolves net and snapshot_prefix from the working directory
+    write(caffe_dir / "models", "solver.prototxt",
+          'net: "models/regression.prototxt"\nbase_lr: 0.1\nmomentum: 0.9\nlr_policy: "step"\n'
+          'gamma: 0.5\nstepsize: 2\nmax_iter: 10\nrandom_seed: 3\nsnapshot_prefix: "snaps/r"\n'
+          'test_iter: 1\ntest_interval: 100\n')
+    monkeypatch.chdir(caffe_dir)
+    t = netspec.solver("models/solver.prototxt")
+    assert t.param.snapshot_prefix == str(caffe_dir / "snaps" / "r")
+    assert len(t.test_nets) == 1
+    converted = tmp_path / "yaml" / "solver.yaml"
+    converted.parent.mkdir()
+    convert_solver(caffe_dir / "models" / "solver.prototxt", converted)
+    reference = netspec.solver(converted)
+    for x, target in regression_batches(5):
+        for run in (t, reference):
+            run.net.blobs["x"].data[...] = x
+            run.net.blobs["t"].data[...] = target
+            run.step(1)
+    np.testing.assert_array_equal(t.net.params["ip"][0].data, reference.net.params["ip"][0].data)
+    np.testing.assert_array_equal(t.net.params["ip"][1].data, reference.net.params["ip"][1].data)

@@ -2,16 +2,14 @@
 
 ``caffe.AdamSolver(file)`` trains with Adam whatever the file's ``type`` says, as in pycaffe
 (the class picks the C++ solver); ``caffe.get_solver(file)`` uses the file's ``type``. The
-solver file is a netspec solver YAML; a Caffe solver ``.prototxt`` is converted first with
-``netspec convert`` (it names net files, which become YAML files beside them).
+solver file is a netspec solver YAML or a Caffe solver ``.prototxt`` (converted in memory,
+its paths relative to the working directory as in Caffe: ``netspec.training.read_solver_prototxt``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import SpecError
-from ..model import is_prototxt
 from ..training import Training, solver as make_training
 from . import mode
 from .net import Net, unsupported
@@ -25,9 +23,6 @@ class Solver:
 
     def __init__(self, filename, *, quiet: bool = True):
         path = Path(filename)
-        if is_prototxt(path):
-            raise SpecError("netspec.pycaffe reads solver YAML files: convert the Caffe solver "
-                            f"first (netspec convert {path}), then pass the .yaml", file=str(path))
         sets = ([f"type={self.TYPE}"] if self.TYPE else []) + \
             ([f"device_id={mode.device}"] if mode.gpu else [])
         self.training: Training = make_training(path, sets, gpu=mode.gpu, quiet=quiet,
