@@ -13,8 +13,9 @@ reshape, which first copies them back onto the device (so ``blob.data[...] = x``
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +103,7 @@ def _legacy_shapes(param: NetParameter) -> list[tuple[int, ...]]:
 class BlobView:
     """One blob by name: ``data``, ``diff`` (NumPy), ``shape``, ``count``, ``reshape``."""
 
-    def __init__(self, model: "Model", name: str, param: tuple[str, int] | None = None):
+    def __init__(self, model: Model, name: str, param: tuple[str, int] | None = None):
         self._model = model
         self.name = name
         self._param = param  # (layer, index) for a parameter blob
@@ -165,9 +166,12 @@ class Model:
         #: a solver owns this net's parameter buffers: it cannot be rebuilt (reshaped)
         self.fixed = net is not None
         self._mirror: dict[tuple, np.ndarray] = {}
+        #: of the last ``load_weights``: the net's blobs the file lacked, the file's unused arrays
+        self.missing: list[str] = []
+        self.unused: list[str] = []
 
     @classmethod
-    def wrap(cls, net: Net, source: str = "") -> "Model":
+    def wrap(cls, net: Net, source: str = "") -> Model:
         """A model over an existing engine net (a solver's), which it cannot rebuild."""
         self = cls.__new__(cls)
         Model.__init__(self, net.param, net.phase, net=net, source=source)
@@ -311,7 +315,8 @@ class Model:
     def load_weights(self, path: str | Path, allow_partial: bool = False) -> tuple[list, list]:
         """Copy weights from an ``.npz`` or ``.caffemodel``: (missing, unused) blob keys."""
         self.sync()
-        return load_weights(self.net, path, allow_partial=allow_partial)
+        self.missing, self.unused = load_weights(self.net, path, allow_partial=allow_partial)
+        return self.missing, self.unused
 
     def save(self, path: str | Path) -> Path:
         """Write the weights as ``.npz`` (``layer/i`` keys, as netspec's snapshots)."""

@@ -11,8 +11,9 @@ each ``step`` (``training.net.blobs["data"].data[...] = batch``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .caffe import ConvertError
 from .caffe import prototxt as ptx

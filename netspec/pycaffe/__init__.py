@@ -15,8 +15,16 @@ from . import io
 from .classifier import Classifier
 from .mode import set_device, set_mode_cpu, set_mode_gpu
 from .net import Blob, Net, PycaffeUnsupported
-from .solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver, RMSPropSolver,
-                     SGDSolver, Solver, get_solver)
+from .solver import (
+    AdaDeltaSolver,
+    AdaGradSolver,
+    AdamSolver,
+    NesterovSolver,
+    RMSPropSolver,
+    SGDSolver,
+    Solver,
+    get_solver,
+)
 
 #: pycaffe's phases (``caffe.TRAIN``, ``caffe.TEST``)
 TRAIN = 0

@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import get_backend, to_numpy
 from ..caffe.caffemodel import attach_blobs, write_caffemodel
 from ..caffe.export import net_message
 from ..errors import NetspecError, ShapeError
 from ..model import BlobView, Model, check_phase, read_net_param
 from ..snapshot import load_weights, weights_dict
-from ..backend import get_backend, to_numpy
 from . import mode
 
 
@@ -68,7 +68,7 @@ class Blob(BlobView):
 class Layer:
     """pycaffe's view of one layer: ``type``, ``blobs`` (its parameter blobs), ``name``."""
 
-    def __init__(self, net: "Net", index: int):
+    def __init__(self, net: Net, index: int):
         self._net = net
         self._index = index
 
@@ -114,17 +114,17 @@ class Net(Model):
 
     # -- named access ------------------------------------------------------------------------
     @property
-    def blobs(self) -> "OrderedDict[str, Blob]":
+    def blobs(self) -> OrderedDict[str, Blob]:
         return OrderedDict((name, Blob(self, name)) for name in self.net.blobs)
 
     @property
-    def params(self) -> "OrderedDict[str, list[Blob]]":
+    def params(self) -> OrderedDict[str, list[Blob]]:
         return OrderedDict((layer.name, [Blob(self, f"{layer.name}/{i}", (layer.name, i))
                                          for i in range(len(layer.blobs))])
                            for layer in self.net.layers if layer.blobs)
 
     @property
-    def blob_loss_weights(self) -> "OrderedDict[str, float]":
+    def blob_loss_weights(self) -> OrderedDict[str, float]:
         return OrderedDict((name, self.net.loss_weight_of(name)) for name in self.net.blobs)
 
     @property
@@ -132,7 +132,7 @@ class Net(Model):
         return [Layer(self, i) for i in range(len(self.net.layers))]
 
     @property
-    def layer_dict(self) -> "OrderedDict[str, Layer]":
+    def layer_dict(self) -> OrderedDict[str, Layer]:
         return OrderedDict((layer.name, layer) for layer in self.layers)
 
     @property
@@ -144,12 +144,12 @@ class Net(Model):
         return list(self.net.blobs)
 
     @property
-    def top_names(self) -> "OrderedDict[str, list[str]]":
+    def top_names(self) -> OrderedDict[str, list[str]]:
         return OrderedDict((layer.name, [t.name for t in tops])
                            for layer, tops in zip(self.net.layers, self.net.tops))
 
     @property
-    def bottom_names(self) -> "OrderedDict[str, list[str]]":
+    def bottom_names(self) -> OrderedDict[str, list[str]]:
         return OrderedDict((layer.name, [b.name for b in bottoms])
                            for layer, bottoms in zip(self.net.layers, self.net.bottoms))
 
@@ -230,7 +230,7 @@ class Net(Model):
         self.sync()
         load_weights(self.net, weights, allow_partial=True)
 
-    def share_with(self, other: "Net") -> None:
+    def share_with(self, other: Net) -> None:
         self.net.share_with(other.net)
 
     def save(self, filename) -> None:

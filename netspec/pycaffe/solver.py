@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..training import Training, solver as make_training
+from ..training import Training
+from ..training import solver as make_training
 from . import mode
 from .net import Net, unsupported
 
