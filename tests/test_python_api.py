@@ -283,3 +283,27 @@ def test_a_caffe_solver_prototxt_trains_as_its_yaml_conversion(tmp_path, monkeyp
             run.step(1)
     np.testing.assert_array_equal(t.net.params["ip"][0].data, reference.net.params["ip"][0].data)
     np.testing.assert_array_equal(t.net.params["ip"][1].data, reference.net.params["ip"][1].data)
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_blob_writes_reach_the_net_and_results_equal_the_cpu(tmp_path):
+    """On a GPU .data is a NumPy copy: writes into it go to the device before forward."""
+    cpu = netspec.load(TRAINED / "lenet.prototxt", TRAINED / "lenet_iter_10000.caffemodel",
+                       batch_size=4)
+    gpu = netspec.load(TRAINED / "lenet.prototxt", TRAINED / "lenet_iter_10000.caffemodel",
+                       batch_size=4, gpu=True)
+    x = load_mnist("test")[0][:4] / 256.0
+    gpu.blobs["data"].data[...] = x
+    out = gpu.forward()["prob"]
+    assert isinstance(gpu.blobs["prob"].data, np.ndarray)
+    np.testing.assert_allclose(out, cpu.forward(data=x)["prob"], rtol=1e-4, atol=1e-6)
+    gpu.params["ip2"][1].data[...] = 0
+    cpu.params["ip2"][1].data[...] = 0
+    np.testing.assert_allclose(gpu.forward()["prob"], cpu.forward()["prob"], rtol=1e-4, atol=1e-6)
+    write(tmp_path, "net.yaml", REGRESSION)
+    t = netspec.solver(solver_file(tmp_path, "net.yaml"), gpu=True)
+    for bx, target in regression_batches(3):
+        t.net.blobs["x"].data[...] = bx
+        t.net.blobs["t"].data[...] = target
+        t.step(1)
+    assert float(t.net.blobs["loss"].data) < 10
