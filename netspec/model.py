@@ -8,7 +8,8 @@ net or from/to named layers) and saves its weights.
 
 On the CPU ``.data`` and ``.diff`` are the very arrays the net computes with: writing into them
 changes the net. On a GPU they are NumPy copies kept until the next forward, backward, save or
-reshape, which first copies them back onto the device (so ``blob.data[...] = x`` works there too).
+reshape, which first copies those written to back onto the device (so ``blob.data[...] = x``
+works there too).
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ class Model:
                                                    level=level, stages=stages)
         #: a solver owns this net's parameter buffers: it cannot be rebuilt (reshaped)
         self.fixed = net is not None
-        self._mirror: dict[tuple, np.ndarray] = {}
+        #: GPU only: (blob name, parameter, data/diff) -> (host copy handed out, as copied)
+        self._mirror: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         #: of the last ``load_weights``: the net's blobs the file lacked, the file's unused arrays
         self.missing: list[str] = []
         self.unused: list[str] = []
@@ -185,14 +187,18 @@ class Model:
             return arr
         key = (view.name, view._param, which)
         if key not in self._mirror:
-            self._mirror[key] = to_numpy(arr)
-        return self._mirror[key]
+            host = to_numpy(arr)
+            self._mirror[key] = (host, host.copy())
+        return self._mirror[key][0]
 
     def sync(self) -> None:
-        """Copy the NumPy copies handed out on a GPU back onto it (and forget them)."""
-        for (name, param, which), host in self._mirror.items():
-            blob = BlobView(self, name, param)._blob()
-            getattr(blob, which)[...] = self.net.backend.asarray(host, host.dtype)
+        """Copy the NumPy copies handed out on a GPU that were written to back onto it, and
+        forget them all (one read in a callback while a solver ran is stale: it is not
+        copied back unless written)."""
+        for (name, param, which), (host, seen) in self._mirror.items():
+            if not np.array_equal(host, seen, equal_nan=True):
+                blob = BlobView(self, name, param)._blob()
+                getattr(blob, which)[...] = self.net.backend.asarray(host, host.dtype)
         self._mirror.clear()
 
     # -- names -------------------------------------------------------------------------------
