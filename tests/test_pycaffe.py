@@ -308,3 +308,46 @@ def test_backward_returns_input_gradients(tmp_path):
         fp = float(net.forward(data=xp)["prob"][0, 7])
         fm = float(net.forward(data=xm)["prob"][0, 7])
         assert grad[pos] == pytest.approx((fp - fm) / (2 * eps), rel=0.05, abs=1e-4)
+
+
+# -- net_spec -------------------------------------------------------------------------------------
+def lenet_spec(L, P, top):
+    """01-learning-lenet's lenet(), with an Input layer for the deploy net."""
+    n = caffe.NetSpec()
+    n.data = L.Input(input_param=dict(shape=dict(dim=[64, 1, 28, 28])))
+    lr = [dict(lr_mult=1), dict(lr_mult=2)]
+    fill = dict(weight_filler=dict(type="xavier"), bias_filler=dict(type="constant"))
+    n.conv1 = L.Convolution(n.data, param=lr, num_output=20, kernel_size=5, stride=1, **fill)
+    n.pool1 = L.Pooling(n.conv1, pool=P.Pooling.MAX, kernel_size=2, stride=2)
+    n.conv2 = L.Convolution(n.pool1, param=lr, num_output=50, kernel_size=5, stride=1, **fill)
+    n.pool2 = L.Pooling(n.conv2, pool=P.Pooling.MAX, kernel_size=2, stride=2)
+    n.ip1 = L.InnerProduct(n.pool2, param=lr, num_output=500, **fill)
+    n.relu1 = L.ReLU(n.ip1, in_place=True)
+    n.ip2 = L.InnerProduct(n.relu1, param=lr, num_output=10, **fill)
+    n[top] = L.Softmax(n.ip2)
+    return n
+
+
+def test_net_spec_writes_caffes_own_lenet(tmp_path):
+    from netspec.caffe import prototxt as ptx
+
+    n = lenet_spec(caffe.layers, caffe.params, "prob")
+    proto = n.to_proto()
+    proto.name = "LeNet"
+    _, caffe_msg, _ = ptx.read(LENET)                 # the deploy net Caffe trained
+    assert proto == caffe_msg
+    (tmp_path / "lenet.prototxt").write_text(str(proto))
+    net = caffe.Net(str(tmp_path / "lenet.prototxt"), str(WEIGHTS), caffe.TEST)
+    assert net._layer_names == ["data", "conv1", "pool1", "conv2", "pool2", "ip1", "relu1",
+                                "ip2", "prob"]
+    # a training net as the notebook writes it: Data layer fields, two tops, auto names
+    L, P = caffe.layers, caffe.params
+    t = caffe.NetSpec()
+    t.data, t.label = L.Data(batch_size=64, backend=P.Data.LMDB, source="mnist_train_lmdb",
+                             transform_param=dict(scale=1. / 255), ntop=2)
+    t.loss = L.SoftmaxWithLoss(L.InnerProduct(t.data, num_output=10), t.label)
+    msg = t.to_proto()
+    assert [x.name for x in msg.layer] == ["data", "InnerProduct1", "loss"]
+    assert msg.layer[0].data_param.batch_size == 64 and msg.layer[0].data_param.backend == 1
+    assert msg.layer[0].transform_param.scale == pytest.approx(1 / 255)
+    assert list(msg.layer[2].bottom) == ["InnerProduct1", "label"]

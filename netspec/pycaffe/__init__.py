@@ -2,7 +2,8 @@
 
 ``caffe.Net`` (``net.py``), the solvers and ``get_solver`` (``solver.py``), ``caffe.io``
 (``io.py``), ``caffe.Classifier`` (``classifier.py``), ``caffe.set_mode_cpu/gpu`` and
-``set_device`` (``mode.py``), ``caffe.Layer`` for Python layers. Nets are Caffe ``.prototxt``
+``set_device`` (``mode.py``), ``caffe.NetSpec``/``layers``/``params``/``to_proto``
+(``net_spec.py``), ``caffe.Layer`` for Python layers. Nets are Caffe ``.prototxt``
 or netspec YAML; weights ``.caffemodel`` or ``.npz``. A pycaffe feature netspec lacks raises
 ``PycaffeUnsupported`` (a ``NotImplementedError``) naming it. See docs/python.md.
 """
@@ -15,6 +16,7 @@ from . import io
 from .classifier import Classifier
 from .mode import set_device, set_mode_cpu, set_mode_gpu
 from .net import Blob, Net, PycaffeUnsupported
+from .net_spec import NetSpec, layers, params, to_proto
 from .solver import (
     AdaDeltaSolver,
     AdaGradSolver,
@@ -50,4 +52,5 @@ def init_log(*args, **kwargs) -> None:
 __all__ = ["Net", "Blob", "Layer", "Classifier", "io", "TRAIN", "TEST", "Solver", "SGDSolver",
            "NesterovSolver", "AdaGradSolver", "RMSPropSolver", "AdaDeltaSolver", "AdamSolver",
            "get_solver", "set_mode_cpu", "set_mode_gpu", "set_device", "set_random_seed",
-           "layer_type_list", "init_log", "PycaffeUnsupported"]
+           "layer_type_list", "init_log", "PycaffeUnsupported", "NetSpec", "layers", "params",
+           "to_proto"]
