@@ -275,16 +275,25 @@ class Model:
         return copies of the diffs of the bottoms of ``end`` (default: the inputs) and ``blobs``.
         Layers run backward where Caffe would (under a loss, or all with ``force_backward``)."""
         self.sync()
-        self.net.seed_loss_diffs()
-        self._set(diffs, "diff", self.net.blobs if start else self.outputs, "an output")
         first = self.layer_index(start) if start else len(self.net.layers) - 1
         last = self.layer_index(end) if end else 0
+        if not any(self.net.layer_backward[last:first + 1]):
+            raise SpecError("no layer of this net runs backward: it has no loss under which "
+                            "to compute gradients. Add 'force_backward: true' to the net "
+                            "file to get gradients of any output (e.g. of a deploy net)")
+        self.net.seed_loss_diffs()
+        self._set(diffs, "diff", self.net.blobs if start else self.outputs, "an output")
         self.net.backward(first, last, seed=False)
         if end:
             outs = [b.name for b in self.net.bottoms[last]]
         else:
             outs = self.inputs
         return self._copy_out(dict.fromkeys([*outs, *blobs]), "diff")
+
+    def clear_param_diffs(self) -> None:
+        """Zero the parameter gradients (backward adds to them, as in Caffe)."""
+        self.sync()
+        self.net.clear_param_diffs()
 
     def reshape(self, **shapes) -> None:
         """Give input blobs new shapes (``data=(1, 3, 227, 227)``): the net is rebuilt for them

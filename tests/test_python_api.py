@@ -118,6 +118,13 @@ def test_backward_is_the_closed_form_of_inner_product(tmp_path):
     np.testing.assert_allclose(grads["x"], dy @ w, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model.params["ip"][0].diff, dy.T @ x, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(model.params["ip"][1].diff, dy.sum(0), rtol=1e-5, atol=1e-6)
+    model.backward(y=dy)                     # parameter gradients add up, as in Caffe
+    np.testing.assert_allclose(model.params["ip"][1].diff, 2 * dy.sum(0), rtol=1e-5, atol=1e-6)
+    model.clear_param_diffs()
+    assert not model.params["ip"][0].diff.any()
+    deploy = netspec.load(TRAINED / "lenet.prototxt")
+    with pytest.raises(NetspecError, match="force_backward"):
+        deploy.backward(prob=np.ones((64, 10)))
 
 
 def test_writes_into_blobs_and_params_reach_the_net(tmp_path):
