@@ -314,3 +314,15 @@ def test_on_a_gpu_blob_writes_reach_the_net_and_results_equal_the_cpu(tmp_path):
         t.net.blobs["t"].data[...] = target
         t.step(1)
     assert float(t.net.blobs["loss"].data) < 10
+
+
+def test_netspec_test_scores_a_prototxt_as_its_yaml_conversion(tmp_path):
+    pytest.importorskip("google.protobuf", reason=".prototxt files need protobuf")
+    from netspec.caffe.port import convert_net
+    from netspec.workflows import score
+
+    convert_net(TRAINED / "lenet.prototxt", tmp_path / "lenet.yaml")
+    a = score(TRAINED / "lenet.prototxt", TRAINED / "lenet_iter_10000.caffemodel", iterations=1)
+    b = score(tmp_path / "lenet.yaml", TRAINED / "lenet_iter_10000.caffemodel", iterations=1)
+    np.testing.assert_array_equal(a.outputs["prob"], b.outputs["prob"])
+    assert a.missing == a.unused == []
