@@ -287,6 +287,10 @@ def test_blob_attributes_and_unsupported_features():
         net.forward(data=np.zeros((2, 1, 28, 28)))
     with pytest.raises(TypeError, match="phase"):
         caffe.Net(str(LENET))
+    swapped = caffe.Net(str(LENET), caffe.TEST, str(WEIGHTS))
+    np.testing.assert_array_equal(swapped.params["ip2"][1].data,
+                                  caffe.Net(str(LENET), str(WEIGHTS), caffe.TEST).params["ip2"][1].data)
+    assert swapped.params["ip2"][1].data.any()
 
 
 def test_backward_returns_input_gradients(tmp_path):

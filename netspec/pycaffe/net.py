@@ -100,6 +100,8 @@ class Net(Model):
     def __init__(self, model, *args, level: int = 0, stages=None, weights=None, phase=None):
         if len(args) == 2:
             weights, phase = args
+            if isinstance(weights, int) and not isinstance(phase, int):
+                phase, weights = weights, phase      # caffe.Net(model, caffe.TEST, weights)
         elif len(args) == 1:
             phase = args[0]
         elif args:
