@@ -23,7 +23,8 @@ def load_image(filename, color: bool = True) -> np.ndarray:
     try:
         from PIL import Image  # noqa: PLC0415 - optional: Pillow, only to read image files
     except ImportError:
-        raise DataError("caffe.io.load_image needs Pillow: pip install pillow") from None
+        raise DataError("caffe.io.load_image needs Pillow: pip install 'netspec[caffe]' "
+                        "(or pip install pillow)") from None
     with Image.open(filename) as im:
         if im.mode in ("I;16", "I;16B", "I"):
             a = np.asarray(im, np.float32) / (65535.0 if im.mode.startswith("I;16") else 1.0)
