@@ -355,3 +355,39 @@ def test_net_spec_writes_caffes_own_lenet(tmp_path):
     assert msg.layer[0].data_param.batch_size == 64 and msg.layer[0].data_param.backend == 1
     assert msg.layer[0].transform_param.scale == pytest.approx(1 / 255)
     assert list(msg.layer[2].bottom) == ["InnerProduct1", "label"]
+
+
+SMALL_RGB = """
+name: small_rgb
+layer:
+  - {name: data, type: Input, top: data, input_param: {shape: [{dim: [10, 3, 8, 8]}]}}
+  - {name: conv, type: Convolution, bottom: data, top: conv,
+     convolution_param: {num_output: 4, kernel_size: 3, weight_filler: {type: gaussian, std: 0.5}}}
+  - {name: ip, type: InnerProduct, bottom: conv, top: ip,
+     inner_product_param: {num_output: 5, weight_filler: {type: gaussian, std: 0.5}}}
+  - {name: prob, type: Softmax, bottom: ip, top: prob}
+"""
+
+
+def test_classifier_oversamples_a_photograph(tmp_path):
+    """Classifier.predict with oversample: the mean of the net's scores on the ten crops
+    (corners, centre, mirrors) of the resized photograph, preprocessed by NumPy."""
+    import netspec
+
+    (tmp_path / "small.yaml").write_text(SMALL_RGB)
+    model = netspec.load(tmp_path / "small.yaml")
+    model.save(tmp_path / "small.npz")
+    mean = np.array([0.4, 0.5, 0.6], np.float32)
+    clf = caffe.Classifier(str(tmp_path / "small.yaml"), str(tmp_path / "small.npz"),
+                           image_dims=(12, 12), mean=mean, raw_scale=1.0, channel_swap=(2, 1, 0))
+    image = caffe.io.load_image(str(IMAGES / "street.jpg"))
+    scores = clf.predict([image])
+    resized = caffe.io.resize_image(image, (12, 12))
+    crops = [resized[i:i + 8, j:j + 8] for i, j in [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2)]]
+    crops += [c[:, ::-1] for c in crops]
+    batch = np.stack([c[:, :, ::-1].transpose(2, 0, 1) - mean[:, None, None] for c in crops])
+    expected = model.forward(data=batch)["prob"].mean(0)
+    np.testing.assert_allclose(scores[0], expected, rtol=1e-5, atol=1e-6)
+    centre = clf.predict([image], oversample=False)
+    np.testing.assert_allclose(centre[0], model.forward(data=np.repeat(batch[4:5], 10, 0))["prob"][0],
+                               rtol=1e-5, atol=1e-6)
