@@ -204,23 +204,35 @@ class Net:
         self.output_names = names
 
     # -- execution --------------------------------------------------------------------------
-    def forward(self) -> float:
-        """Run every layer forward; return the weighted loss Σ w·loss (float)."""
+    def forward(self, start: int = 0, end: int | None = None) -> float:
+        """Run the layers ``start`` up to, not including, ``end`` (default: every layer)
+        forward; return the weighted loss Σ w·loss (float)."""
         with blas_threads(self.backend, self.blas_threads):
-            for layer, bottom, top in zip(self.layers, self.bottoms, self.tops):
-                layer.forward(bottom, top)
+            if start == 0 and end is None:
+                for layer, bottom, top in zip(self.layers, self.bottoms, self.tops):
+                    layer.forward(bottom, top)
+            else:
+                for i in range(start, len(self.layers) if end is None else end):
+                    self.layers[i].forward(self.bottoms[i], self.tops[i])
         loss = 0.0
         for blob, w in self.loss_terms:
             loss += w * float(blob.data.sum())
         return loss
 
-    def backward(self) -> None:
-        """Seed loss tops with their weights and run backward in reverse order. After a layer's
-        backward its parameters' gradients are no longer zero (``Param.diff_is_zero``)."""
+    def seed_loss_diffs(self) -> None:
+        """Set each loss top's diff to its loss weight (where backward starts)."""
         for blob, w in self.loss_terms:
             blob.diff[...] = w
+
+    def backward(self, start: int | None = None, end: int = 0, seed: bool = True) -> None:
+        """Seed loss tops with their weights (``seed``) and run backward in reverse order, from
+        layer ``start`` (default: the last) down to layer ``end``, both included. After a
+        layer's backward its parameters' gradients are no longer zero (``Param.diff_is_zero``)."""
+        if seed:
+            self.seed_loss_diffs()
+        first = len(self.layers) - 1 if start is None else start
         with blas_threads(self.backend, self.blas_threads):
-            for i in range(len(self.layers) - 1, -1, -1):
+            for i in range(first, end - 1, -1):
                 if self.layer_backward[i]:
                     layer = self.layers[i]
                     layer.backward(self.tops[i], self.propagate[i], self.bottoms[i])

@@ -8,16 +8,16 @@ number of batches.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from .backend import get_backend, to_numpy
+from .backend import to_numpy
 from .log import CaffeLog, fmt
 from .metrics import LogFileWriter, MetricsWriter
-from .net import Net
+from .model import load
 from .progress import progress_for
 from .snapshot import load_weights
 from .solvers import Solver
@@ -143,12 +143,12 @@ class Scores:
 
 def score(model: str | Path, weights: str | Path, *, iterations: int = 50, gpu: bool = False,
           phase: str = "TEST", sets: Sequence[str] = (), allow_partial: bool = False) -> Scores:
-    """Average each output of the net ``model`` with ``weights`` over ``iterations`` forward
-    passes (Caffe's ``caffe test``); ``sets``: layer overrides; ``allow_partial``: the weights
+    """Average each output of the net ``model`` (YAML or Caffe ``.prototxt``, read by
+    ``netspec.load``) with ``weights`` over ``iterations`` forward passes (Caffe's
+    ``caffe test``); ``sets``: layer overrides; ``allow_partial``: the weights
     may lack some of the net's blobs (they keep their fillers' values)."""
-    _, net_sets = split_sets(list(sets))
-    net = Net(load_net(model, net_sets), phase, get_backend(gpu))
-    missing, unused = load_weights(net, weights, allow_partial=allow_partial)
+    m = load(model, weights, phase=phase, gpu=gpu, sets=sets, allow_partial=allow_partial)
+    net, missing, unused = m.net, m.missing, m.unused
     sums: dict = {}
     for _ in range(iterations):
         net.forward()

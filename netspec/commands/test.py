@@ -11,7 +11,7 @@ from .options import friendly, threads_option
 
 
 @click.command("test")
-@click.option("--model", "model", required=True, type=click.Path(dir_okay=False), help="Network YAML.")
+@click.option("--model", "model", required=True, type=click.Path(dir_okay=False), help="Network YAML or Caffe .prototxt.")
 @click.option("--weights", required=True, type=click.Path(dir_okay=False), help="Weights (.npz or .caffemodel).")
 @click.option("--allow-partial", is_flag=True,
               help="Accept weights that lack some of the net's blobs (new or renamed layers "

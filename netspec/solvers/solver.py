@@ -51,7 +51,8 @@ UPDATE_BLOCK_ELEMENTS = 1 << 16
 
 class Solver:
     def __init__(self, sp: SolverParameter, *, backend: Backend | None = None,
-                 log: CaffeLog | None = None, net_param=None, dtype: str = "float32"):
+                 log: CaffeLog | None = None, net_param=None, dtype: str = "float32",
+                 test_net_params: list | None = None):
         self.sp = sp
         self.log = log or CaffeLog()
         self.backend = backend or get_backend(sp.solver_mode == "GPU", dtype, sp.device_id)
@@ -76,7 +77,7 @@ class Solver:
             sp.where(("net",)).get("file") or "")
         self.net = Net(self.net_param, "TRAIN", self.backend, self.rng,
                        level=train_state.level, stages=train_state.stage)
-        self.test_nets = self._make_test_nets()
+        self.test_nets = self._make_test_nets(test_net_params)
         self.rule = RULES[sp.type](sp, self.xp)
         self.params = [p for p in self.net.params if p.lr_mult != 0]
         self.frozen = [p for p in self.net.params if p.lr_mult == 0]
@@ -98,9 +99,12 @@ class Solver:
         self._t0 = time.perf_counter()
 
     # -- nets ---------------------------------------------------------------------------------
-    def _make_test_nets(self) -> list[Net]:
+    def _make_test_nets(self, test_net_params: list | None = None) -> list[Net]:
+        """The test nets: ``test_net_params`` (already read, one per ``test_net``) or the
+        ``test_net`` files, then the train net's file again for each further ``test_iter``."""
         sp = self.sp
-        params = [load_net(p) for p in sp.test_net]
+        params = (list(test_net_params) if test_net_params is not None
+                  else [load_net(p) for p in sp.test_net])
         if sp.net and len(sp.test_iter) > len(params):
             params += [self.net_param] * (len(sp.test_iter) - len(params))
         nets = []
