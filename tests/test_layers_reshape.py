@@ -205,3 +205,29 @@ def test_unknown_or_invalid_fields_refused(spec):
     from pydantic import ValidationError
     with pytest.raises(ValidationError):
         make_layer(spec, [(2, 3, 4, 5)])
+
+
+# -- Permute (SSD) ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("order,expect", [([0, 2, 3, 1], (0, 2, 3, 1)), ([3, 2], (3, 2, 0, 1)),
+                                          ([], (0, 1, 2, 3))])
+def test_permute_forward_gradient(order, expect):
+    x = rand((2, 3, 4, 5), seed=8)
+    layer, shapes = make_layer({"type": "Permute", "permute_param": {"order": order}}, [x.shape])
+    assert layer.order == expect and shapes == [tuple(x.shape[a] for a in expect)]
+    _, (y,) = run_forward(layer, [x], shapes)
+    np.testing.assert_array_equal(y.data, x.transpose(expect))
+    check_gradients(layer, [x], shapes)
+
+
+@pytest.mark.parametrize("order,match", [([0, 4], "order 4 is not an axis"),
+                                         ([1, 1], "order lists axis 1 twice")])
+def test_permute_refuses_bad_orders(order, match):
+    with pytest.raises(SpecError, match=match):
+        make_layer({"type": "Permute", "permute_param": {"order": order}}, [(2, 3, 4, 5)])
+
+
+def test_fork_golden_permute_0231():
+    from layer_cases import fork_golden_net, run_golden
+    net, g = fork_golden_net("permute_0231")
+    assert run_golden(net, g) == ["x"]

@@ -1,4 +1,5 @@
-"""Layers that change a blob's shape or extent: Flatten, Reshape, Crop, Tile.
+"""Layers that change a blob's shape or extent: Flatten, Reshape, Crop, Tile; from the forks,
+SSD's Permute.
 """
 
 from __future__ import annotations
@@ -195,3 +196,39 @@ class Tile(Layer):
         if propagate_down[0]:
             dy = top[0].diff.reshape(self.outer, self.tiles, self.inner)
             dy.sum(axis=1, out=bottom[0].diff.reshape(self.outer, self.inner))
+
+
+@register("Permute")
+class Permute(Layer):
+    """SSD's ``PermuteLayer`` (weiliu89/caffe): reorder the axes, y = x.transpose(order).
+
+    ``permute_param.order`` lists axes of the bottom, each at most once; the axes it leaves out
+    follow in increasing order (SSD's rule; no order at all is the identity). Backward:
+    ∂x = ∂y transposed by the inverse order.
+    """
+
+    param_block = "permute_param"
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        order: list[int] = []
+        for a in self.p.order:
+            if a >= len(shape):
+                raise self.spec_error(f"order {a} is not an axis of the {len(shape)}-D bottom "
+                                      f"{shape}", field="permute_param.order")
+            if a in order:
+                raise self.spec_error(f"order lists axis {a} twice", field="permute_param.order")
+            order.append(a)
+        order += [a for a in range(len(shape)) if a not in order]
+        self.order = tuple(order)
+        self.inverse = tuple(order.index(a) for a in range(len(shape)))
+        return [tuple(shape[a] for a in self.order)]
+
+    def forward(self, bottom, top):
+        top[0].data[...] = self.xp.transpose(bottom[0].data, self.order)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = self.xp.transpose(top[0].diff, self.inverse)

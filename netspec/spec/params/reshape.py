@@ -1,6 +1,6 @@
-"""Shape messages: Flatten, Reshape, Crop, Tile.
+"""Shape messages: Flatten, Reshape, Crop, Tile; from the forks, SSD's Permute.
 
-Field for field as in ``caffe.proto``, with Caffe's defaults."""
+Field for field as in ``caffe.proto`` (the forks': their own), with Caffe's defaults."""
 
 from __future__ import annotations
 
@@ -39,8 +39,15 @@ class TileParameter(Message):
     tiles: Optional[int] = None
 
 
+class PermuteParameter(Message):
+    """``Permute`` (SSD, ``permute_param`` 202): the new order of the axes; the axes left out
+    follow in increasing order."""
+
+    order: Repeated[NonNegativeInt] = Field(default_factory=list)
+
+
 #: the Caffe layer types of this family
-TYPES = ("Flatten", "Reshape", "Crop", "Tile",)
+TYPES = ("Flatten", "Reshape", "Crop", "Tile", "Permute",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
@@ -48,4 +55,5 @@ BLOCKS: dict[str, type[Message]] = {
     "reshape_param": ReshapeParameter,
     "crop_param": CropParameter,
     "tile_param": TileParameter,
+    "permute_param": PermuteParameter,
 }
