@@ -385,8 +385,8 @@ def test_depthwise_gradients_and_equals_grouped_convolution(type_, M):
     conv, cshapes = make_layer(_dw_spec("Convolution", M, group=4), [x.shape])
     for a, b in zip(conv.blobs, layer.blobs):
         a.data[...] = b.data
-    (y,), _ = run_forward(layer, [x], shapes)
-    (yc,), _ = run_forward(conv, [x], cshapes)
+    _, (y,) = run_forward(layer, [x], shapes)
+    _, (yc,) = run_forward(conv, [x], cshapes)
     np.testing.assert_array_equal(y.data, yc.data)
 
 

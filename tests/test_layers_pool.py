@@ -340,8 +340,8 @@ def test_ceil_mode_is_round_mode(ceil_mode, round_mode):
     lf, sf = make_layer(fork, [x.shape])
     lb, sb = make_layer(bvlc, [x.shape])
     assert sf == sb == [(2, 3, 4, 4) if ceil_mode else (2, 3, 3, 3)]
-    (yf,), _ = run_forward(lf, [x], sf)
-    (yb,), _ = run_forward(lb, [x], sb)
+    _, (yf,) = run_forward(lf, [x], sf)
+    _, (yb,) = run_forward(lb, [x], sb)
     np.testing.assert_array_equal(yf.data, yb.data)
     # both given and consistent: accepted
     make_layer({**base, "pooling_param": {**fork["pooling_param"], "round_mode": round_mode}},
