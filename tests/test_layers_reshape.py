@@ -231,3 +231,41 @@ def test_fork_golden_permute_0231():
     from layer_cases import fork_golden_net, run_golden
     net, g = fork_golden_net("permute_0231")
     assert run_golden(net, g) == ["x"]
+
+
+# -- Upsample (the YOLO forks' nearest neighbour) --------------------------------------------------
+
+@pytest.mark.parametrize("scale", [1, 2, 3])
+def test_upsample_nearest_forward_gradient(scale):
+    x = rand((2, 3, 4, 5), seed=13)
+    layer, shapes = make_layer({"type": "Upsample", "upsample_param": {"scale": scale}}, [x.shape])
+    assert shapes == [(2, 3, 4 * scale, 5 * scale)]
+    _, (y,) = run_forward(layer, [x], shapes)
+    np.testing.assert_array_equal(y.data, x.repeat(scale, axis=2).repeat(scale, axis=3))
+    check_gradients(layer, [x], shapes)
+
+
+def test_fork_golden_upsample_2():
+    from layer_cases import fork_golden_net, run_golden
+    net, g = fork_golden_net("upsample_2")
+    assert run_golden(net, g) == ["x"]
+
+
+def _segnet_net(bottoms, param):
+    from netspec.spec import parse_net
+    layers = [{"name": b, "type": "Input", "top": b,
+               "input_param": {"shape": {"dim": [1, 2, 4, 4]}}} for b in bottoms]
+    layers.append({"name": "up", "type": "Upsample", "bottom": bottoms, "top": "y",
+                   "upsample_param": param})
+    return parse_net({"name": "n", "layer": layers})
+
+
+@pytest.mark.parametrize("bottoms,param,why", [
+    (["pool", "mask"], {"scale": 2}, "2 bottoms"),
+    (["pool"], {"scale": 2, "upsample_h": 8, "upsample_w": 8}, "upsample_param.upsample_h"),
+])
+def test_segnet_upsample_is_refused_by_name(bottoms, param, why):
+    from netspec.net import Net
+    with pytest.raises(SpecError, match=rf"SegNet's Upsample \({why}\).*caffe-segnet"):
+        Net(_segnet_net(bottoms, param), "TEST", F32)
+

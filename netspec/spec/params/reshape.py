@@ -1,4 +1,5 @@
-"""Shape messages: Flatten, Reshape, Crop, Tile; from the forks, SSD's Permute.
+"""Shape messages: Flatten, Reshape, Crop, Tile; from the forks, SSD's Permute, the YOLO
+forks' Upsample (with SegNet's fields, so the layer can tell SegNet's apart).
 
 Field for field as in ``caffe.proto`` (the forks': their own), with Caffe's defaults."""
 
@@ -46,8 +47,22 @@ class PermuteParameter(Message):
     order: Repeated[NonNegativeInt] = Field(default_factory=list)
 
 
+class UpsampleParameter(Message):
+    """``Upsample`` (``upsample_param`` 149): the YOLO forks read ``scale`` (nearest
+    neighbour). The other fields are SegNet's un-pooling Upsample's: accepted here so that the
+    layer can name that layer when it refuses it."""
+
+    scale: int = 1
+    scale_h: Optional[NonNegativeInt] = None
+    scale_w: Optional[NonNegativeInt] = None
+    pad_out_h: bool = False
+    pad_out_w: bool = False
+    upsample_h: Optional[NonNegativeInt] = None
+    upsample_w: Optional[NonNegativeInt] = None
+
+
 #: the Caffe layer types of this family
-TYPES = ("Flatten", "Reshape", "Crop", "Tile", "Permute",)
+TYPES = ("Flatten", "Reshape", "Crop", "Tile", "Permute", "Upsample",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
@@ -56,4 +71,5 @@ BLOCKS: dict[str, type[Message]] = {
     "crop_param": CropParameter,
     "tile_param": TileParameter,
     "permute_param": PermuteParameter,
+    "upsample_param": UpsampleParameter,
 }
