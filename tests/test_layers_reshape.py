@@ -269,3 +269,23 @@ def test_segnet_upsample_is_refused_by_name(bottoms, param, why):
     with pytest.raises(SpecError, match=rf"SegNet's Upsample \({why}\).*caffe-segnet"):
         Net(_segnet_net(bottoms, param), "TEST", F32)
 
+
+# -- ShuffleChannel (ShuffleNet) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("group", [1, 2, 3])
+def test_shuffle_channel_forward_gradient(group):
+    x = rand((2, 6, 3, 2), seed=14)
+    layer, shapes = make_layer({"type": "ShuffleChannel",
+                                "shuffle_channel_param": {"group": group}}, [x.shape])
+    _, (y,) = run_forward(layer, [x], shapes)
+    k = 6 // group
+    for i in range(group):
+        for j in range(k):
+            np.testing.assert_array_equal(y.data[:, j * group + i], x[:, i * k + j])
+    check_gradients(layer, [x], shapes)
+
+
+def test_shuffle_channel_refuses_indivisible_channels():
+    with pytest.raises(SpecError, match=r"channels \(6\) must be a multiple of group \(4\)"):
+        make_layer({"type": "ShuffleChannel", "shuffle_channel_param": {"group": 4}},
+                   [(1, 6, 2, 2)])

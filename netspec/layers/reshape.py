@@ -1,5 +1,5 @@
 """Layers that change a blob's shape or extent: Flatten, Reshape, Crop, Tile; from the forks,
-SSD's Permute, the YOLO forks' nearest Upsample.
+SSD's Permute, the YOLO forks' nearest Upsample, ShuffleNet's ShuffleChannel.
 """
 
 from __future__ import annotations
@@ -288,3 +288,37 @@ class Upsample(Layer):
         if propagate_down[0]:
             top[0].diff.reshape(self.view).sum(axis=(3, 5), out=bottom[0].diff)
 
+
+@register("ShuffleChannel")
+class ShuffleChannel(Layer):
+    """ShuffleNet's channel shuffle (farmingyard/ShuffleNet): with g = ``group`` and the C
+    channels seen as a g × C/g matrix, transpose it: top channel j·g + i = bottom channel
+    i·(C/g) + j. Backward: the inverse shuffle of the diff (the same with C/g groups).
+    """
+
+    param_block = "shuffle_channel_param"
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        g = self.p.group
+        if len(shape) < 2:
+            raise self.error(f"takes a bottom of at least 2 axes (N, C, ...), got {shape}")
+        if g <= 0 or shape[1] % g:
+            raise self.spec_error(f"the channels ({shape[1]}) must be a multiple of group ({g})",
+                                  field="shuffle_channel_param.group")
+        N, C = shape[0], shape[1]
+        self.groups = (N, g, C // g, math.prod(shape[2:]))
+        return [shape]
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.reshape(self.groups)
+        N, g, k, S = self.groups
+        top[0].data.reshape(N, k, g, S)[...] = x.transpose(0, 2, 1, 3)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            N, g, k, S = self.groups
+            dy = top[0].diff.reshape(N, k, g, S)
+            bottom[0].diff.reshape(self.groups)[...] = dy.transpose(0, 2, 1, 3)

@@ -1,5 +1,6 @@
 """Shape messages: Flatten, Reshape, Crop, Tile; from the forks, SSD's Permute, the YOLO
-forks' Upsample (with SegNet's fields, so the layer can tell SegNet's apart).
+forks' Upsample (with SegNet's fields, so the layer can tell SegNet's apart), ShuffleNet's
+ShuffleChannel.
 
 Field for field as in ``caffe.proto`` (the forks': their own), with Caffe's defaults."""
 
@@ -61,8 +62,14 @@ class UpsampleParameter(Message):
     upsample_w: Optional[NonNegativeInt] = None
 
 
+class ShuffleChannelParameter(Message):
+    """``ShuffleChannel`` (ShuffleNet, ``shuffle_channel_param`` 164): the number of groups."""
+
+    group: NonNegativeInt = 1
+
+
 #: the Caffe layer types of this family
-TYPES = ("Flatten", "Reshape", "Crop", "Tile", "Permute", "Upsample",)
+TYPES = ("Flatten", "Reshape", "Crop", "Tile", "Permute", "Upsample", "ShuffleChannel",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
@@ -72,4 +79,5 @@ BLOCKS: dict[str, type[Message]] = {
     "tile_param": TileParameter,
     "permute_param": PermuteParameter,
     "upsample_param": UpsampleParameter,
+    "shuffle_channel_param": ShuffleChannelParameter,
 }
