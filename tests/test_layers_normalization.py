@@ -550,3 +550,29 @@ def test_fork_golden_normalize(case):
     from layer_cases import fork_golden_net, run_golden
     net, g = fork_golden_net(case)
     assert sorted(run_golden(net, g)) == ["n/0", "x"]
+
+
+def test_normalize_shared_scale_round_trips_through_a_caffemodel(tmp_path):
+    """The shared scale is a 0-d blob, as in SSD's caffemodels: exported and read back as ()."""
+    pytest.importorskip("google.protobuf")
+    import yaml
+
+    from netspec.caffe.caffemodel import read_caffemodel_arrays
+    from netspec.caffe.export import export_net
+    from netspec.net import Net
+    from netspec.snapshot import load_weights
+    from netspec.spec import load_net
+
+    spec = {"name": "n", "layer": [
+        {"name": "x", "type": "Input", "top": "x", "input_param": {"shape": {"dim": [1, 2, 3, 3]}}},
+        {"name": "n", "type": "Normalize", "bottom": "x", "top": "y",
+         "norm_param": {"scale_filler": {"type": "constant", "value": 10}}}]}
+    (tmp_path / "n.yaml").write_text(yaml.safe_dump(spec))
+    np.savez(tmp_path / "w.npz", **{"n/0": np.array(3.5, np.float32)})
+    export_net(tmp_path / "n.yaml", tmp_path / "n.prototxt", weights=tmp_path / "w.npz",
+               caffemodel=tmp_path / "n.caffemodel")
+    arrays = read_caffemodel_arrays(tmp_path / "n.caffemodel")
+    assert arrays["n/0"].shape == () and float(arrays["n/0"]) == 3.5
+    net = Net(load_net(tmp_path / "n.yaml"), "TEST", F32)
+    assert load_weights(net, tmp_path / "n.caffemodel") == ([], [])
+    assert float(net.layer_by_name("n").blobs[0].data) == 3.5
