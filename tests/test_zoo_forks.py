@@ -119,3 +119,20 @@ def test_trained_lane_model_reproduces_the_forks_output():
         want = g[f"top/{blob}"]
         np.testing.assert_allclose(net.blobs[blob].data, want, rtol=1e-4,
                                    atol=1e-4 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_fork_net_prototxt_yaml_prototxt_is_the_same_net(name, tmp_path):
+    """netspec convert, then netspec export: the same net, fork types and fields included."""
+    from click.testing import CliRunner
+
+    from netspec.caffe.port import convert_net
+    from netspec.caffe.upgrade import upgrade_net
+    from netspec.cli import main
+
+    convert_net(ZOO / name, tmp_path / "net.yaml")
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "net.yaml"), "-o",
+                                  str(tmp_path / "back.prototxt")])
+    assert r.exit_code == 0, r.output
+    original = upgrade_net(ptx.parse_net((ZOO / name).read_text(), name))[0]
+    assert ptx.parse_net((tmp_path / "back.prototxt").read_text()) == original
