@@ -19,6 +19,8 @@ from netspec.blob import Blob
 
 F32 = Backend(np, np.float32)
 GOLDEN = Path(__file__).parent / "golden" / "layers"
+#: single fork layers recorded by a real Caffe fork (eric612/MobileNet-YOLO; README there)
+FORK_GOLDEN = Path(__file__).parent / "golden" / "forks" / "layers"
 #: the bottom shape of the ReLU/Sigmoid/TanH/Dropout, Split/Concat/Eltwise and Flatten tests
 SHAPE = (2, 3, 4, 5)
 
@@ -35,16 +37,22 @@ def golden(case):
     return dict(np.load(GOLDEN / f"{case}.npz"))
 
 
-def golden_net(case, backend=F32):
-    """The golden case's prototxt as a netspec Net, and its arrays."""
+def golden_net(case, backend=F32, folder=GOLDEN):
+    """The golden case's prototxt as a netspec Net, and its arrays (``folder``: GOLDEN, or
+    FORK_GOLDEN for the fork's cases)."""
     from netspec.caffe.prototxt import read
     from netspec.caffe.to_yaml import to_python
     from netspec.net import Net
     from netspec.spec import parse_net
 
-    _, msg, _ = read(GOLDEN / f"{case}.prototxt")
+    _, msg, _ = read(folder / f"{case}.prototxt")
     net = Net(parse_net(to_python(msg)), "TRAIN", backend)
-    return net, dict(np.load(GOLDEN / f"{case}.npz"))
+    return net, dict(np.load(folder / f"{case}.npz"))
+
+
+def fork_golden_net(case, backend=F32):
+    """A fork golden case (tests/golden/forks/layers/) as a netspec Net, and its arrays."""
+    return golden_net(case, backend, FORK_GOLDEN)
 
 
 def run_golden(net, g):

@@ -84,6 +84,20 @@ def test_schema_uses_caffes_field_numbers():
     assert P.ParamSpec().decay_mult == 1.0 and P.SolverParameter().regularization_type == "L2"
 
 
+def test_fork_fields_use_the_forks_numbers():
+    """The fork layers' blocks carry their forks' field numbers (SSD: permute 202, norm 206;
+    YOLO forks: upsample 149; ShuffleNet: shuffle_channel 164), so fork caffemodels read."""
+    P = pb2()
+    layer = P.LayerParameter.DESCRIPTOR.fields_by_name
+    assert {k: layer[k].number for k in ("permute_param", "norm_param", "upsample_param",
+                                         "shuffle_channel_param")} == {
+        "permute_param": 202, "norm_param": 206, "upsample_param": 149,
+        "shuffle_channel_param": 164}
+    norm = P.NormalizeParameter()
+    assert (norm.across_spatial, norm.channel_shared, round(norm.eps, 15)) == (True, True, 1e-10)
+    assert P.PoolingParameter().ceil_mode is True
+
+
 # -- weights -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def lenet_yaml(tmp_path_factory) -> Path:

@@ -364,3 +364,43 @@ def test_gpu_conv_backward_paths_match_cpu(shape, p):
     for w_list, g_list in zip(want, got):
         for w, g in zip(w_list, g_list):
             np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
+
+
+# -- the forks' depthwise convolutions -------------------------------------------------------------
+
+def _dw_spec(type_, M, **extra):
+    return {"type": type_, "convolution_param": {
+        "num_output": M, "kernel_size": 3, "pad": 1, "stride": 2, **extra,
+        "weight_filler": {"type": "gaussian", "std": 0.5},
+        "bias_filler": {"type": "gaussian", "std": 0.5}}}
+
+
+@pytest.mark.parametrize("type_,M", [("DepthwiseConvolution", 4), ("DepthwiseConvolution", 8),
+                                     ("ConvolutionDepthwise", 4)])
+def test_depthwise_gradients_and_equals_grouped_convolution(type_, M):
+    x = rand((2, 4, 7, 7), seed=7)
+    layer, shapes = make_layer(_dw_spec(type_, M), [x.shape])
+    assert shapes == [(2, M, 4, 4)] and layer.blobs[0].shape == (M, 1, 3, 3)
+    check_gradients(layer, [x], shapes)
+    conv, cshapes = make_layer(_dw_spec("Convolution", M, group=4), [x.shape])
+    for a, b in zip(conv.blobs, layer.blobs):
+        a.data[...] = b.data
+    _, (y,) = run_forward(layer, [x], shapes)
+    _, (yc,) = run_forward(conv, [x], cshapes)
+    np.testing.assert_array_equal(y.data, yc.data)
+
+
+@pytest.mark.parametrize("type_,M,extra,match", [
+    ("DepthwiseConvolution", 6, {}, r"num_output \(6\) must be a multiple of the bottom's channel count \(4\)"),
+    ("ConvolutionDepthwise", 8, {}, r"num_output \(8\) must be equal to the bottom's channel count \(4\)"),
+    ("DepthwiseConvolution", 4, {"group": 2}, r"group \(2\) must be the bottom's channel count \(4\)"),
+])
+def test_depthwise_refuses_other_groupings(type_, M, extra, match):
+    with pytest.raises(SpecError, match=match):
+        make_layer(_dw_spec(type_, M, **extra), [(1, 4, 7, 7)])
+
+
+def test_fork_golden_depthwise_conv():
+    from layer_cases import fork_golden_net, run_golden
+    net, g = fork_golden_net("depthwise_conv")
+    assert sorted(run_golden(net, g)) == ["dw/0", "dw/1", "x"]

@@ -1,5 +1,6 @@
 """Neuron layers (netspec/layers/neuron.py): ReLU, Sigmoid, TanH, Dropout, Power, AbsVal, BNLL,
-ELU, PReLU, Exp, Log, Threshold, Swish, Clip.
+ELU, PReLU, Exp, Log, Threshold, Swish, Clip; the forks' ReLU6 (its golden values from a real
+fork, tests/golden/forks/layers/).
 
 Gradient checks in float64, closed forms, in-place runs against out-of-place ones, Dropout
 statistics, Caffe parity (tests/golden/layers/, recorded by BVLC Caffe, float32), PyTorch where
@@ -12,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gradcheck import check_gradients, forward_backward_blobs, labels, make_layer, run_forward
-from layer_cases import ACTIVATIONS, DROPOUT, F32, SHAPE, golden, in_place
+from layer_cases import ACTIVATIONS, DROPOUT, F32, SHAPE, fork_golden_net, golden, in_place, run_golden
 from layer_cases import forward_backward_pair as forward_backward  # (tops, bottom diffs)
 
 from netspec.blob import Blob
@@ -491,3 +492,31 @@ def test_gpu_equals_cpu(case, spec, bottoms):
                        + [to_numpy(p.diff) for p in layer.blobs])
     for a, b in zip(*results):
         np.testing.assert_allclose(b, a, rtol=2e-5, atol=1e-6)
+
+
+# -- ReLU6 (the MobileNet forks) -------------------------------------------------------------------
+
+def test_relu6_gradient_and_closed_form():
+    # values on both sides of 0 and 6, none at a kink
+    x = rand((2, 3, 4, 5), seed=3) * 4 + 3
+    x[np.abs(x) < 0.05] = 0.5
+    x[np.abs(x - 6) < 0.05] = 6.5
+    layer, shapes = make_layer({"type": "ReLU6"}, [x.shape])
+    check_gradients(layer, [x], shapes)
+    (y,), (dx,) = forward_backward(layer, [x], shapes, [np.ones_like(x)])
+    np.testing.assert_array_equal(y, np.clip(x, 0, 6))
+    np.testing.assert_array_equal(dx, ((x > 0) & (x < 6)).astype(x.dtype))
+
+
+def test_relu6_in_place_equals_out_of_place():
+    x, dy = rand((2, 3, 4, 5), seed=4) * 5, rand((2, 3, 4, 5), seed=5)
+    layer, shapes = make_layer({"type": "ReLU6"}, [x.shape])
+    (y0,), (dx0,) = forward_backward(layer, [x], shapes, [dy])
+    y1, dx1 = in_place(layer, x, dy)
+    np.testing.assert_array_equal(y0, y1)
+    np.testing.assert_array_equal(dx0, dx1)
+
+
+def test_fork_golden_relu6():
+    net, g = fork_golden_net("relu6")
+    assert run_golden(net, g) == ["x"]   # forward and the bottom diff (no parameters)

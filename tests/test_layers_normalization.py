@@ -516,3 +516,63 @@ def test_gpu_matches_cpu(spec, bottoms, diffs):
                 assert g is None
             else:
                 close(g, w)
+
+
+# -- Normalize (SSD) -------------------------------------------------------------------------------
+
+NORMALIZE_CASES = [(across, shared) for across in (True, False) for shared in (True, False)]
+
+
+@pytest.mark.parametrize("across,shared", NORMALIZE_CASES)
+def test_normalize_gradients_and_closed_form(across, shared):
+    x = rand((2, 4, 3, 3), seed=9)
+    spec = {"type": "Normalize", "norm_param": {
+        "across_spatial": across, "channel_shared": shared,
+        "scale_filler": {"type": "gaussian", "std": 1.0}}}
+    layer, shapes = make_layer(spec, [x.shape])
+    s = layer.blobs[0].data
+    assert s.shape == (() if shared else (4,))
+    _, (y,) = run_forward(layer, [x], shapes)
+    axes = (1, 2, 3) if across else (1,)
+    r = np.sqrt((x * x).sum(axis=axes, keepdims=True) + 1e-10)
+    np.testing.assert_allclose(y.data, x / r * (s if shared else s.reshape(1, -1, 1, 1)),
+                               rtol=1e-12)
+    check_gradients(layer, [x], shapes)
+
+
+def test_normalize_scale_filler_defaults_to_one():
+    layer, _ = make_layer({"type": "Normalize"}, [(1, 3, 2, 2)])
+    assert layer.blobs[0].shape == () and float(layer.blobs[0].data) == 1.0
+
+
+@pytest.mark.parametrize("case", ["normalize_channel", "normalize_spatial_shared"])
+def test_fork_golden_normalize(case):
+    from layer_cases import fork_golden_net, run_golden
+    net, g = fork_golden_net(case)
+    assert sorted(run_golden(net, g)) == ["n/0", "x"]
+
+
+def test_normalize_shared_scale_round_trips_through_a_caffemodel(tmp_path):
+    """The shared scale is a 0-d blob, as in SSD's caffemodels: exported and read back as ()."""
+    pytest.importorskip("google.protobuf")
+    import yaml
+
+    from netspec.caffe.caffemodel import read_caffemodel_arrays
+    from netspec.caffe.export import export_net
+    from netspec.net import Net
+    from netspec.snapshot import load_weights
+    from netspec.spec import load_net
+
+    spec = {"name": "n", "layer": [
+        {"name": "x", "type": "Input", "top": "x", "input_param": {"shape": {"dim": [1, 2, 3, 3]}}},
+        {"name": "n", "type": "Normalize", "bottom": "x", "top": "y",
+         "norm_param": {"scale_filler": {"type": "constant", "value": 10}}}]}
+    (tmp_path / "n.yaml").write_text(yaml.safe_dump(spec))
+    np.savez(tmp_path / "w.npz", **{"n/0": np.array(3.5, np.float32)})
+    export_net(tmp_path / "n.yaml", tmp_path / "n.prototxt", weights=tmp_path / "w.npz",
+               caffemodel=tmp_path / "n.caffemodel")
+    arrays = read_caffemodel_arrays(tmp_path / "n.caffemodel")
+    assert arrays["n/0"].shape == () and float(arrays["n/0"]) == 3.5
+    net = Net(load_net(tmp_path / "n.yaml"), "TEST", F32)
+    assert load_weights(net, tmp_path / "n.caffemodel") == ([], [])
+    assert float(net.layer_by_name("n").blobs[0].data) == 3.5

@@ -327,3 +327,53 @@ def test_gpu_pooling_kernels_match_cpu(case, method):
     for w_list, g_list in zip(want, got):
         for w, g in zip(w_list, g_list):
             np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+
+
+# -- ceil_mode (a fork's field: true = round_mode CEIL, false = FLOOR) ----------------------------
+
+@pytest.mark.parametrize("ceil_mode,round_mode", [(True, "CEIL"), (False, "FLOOR")])
+def test_ceil_mode_is_round_mode(ceil_mode, round_mode):
+    x = rand((2, 3, 8, 8), seed=6)
+    base = {"type": "Pooling", "pooling_param": {"pool": "MAX", "kernel_size": 3, "stride": 2}}
+    fork = {**base, "pooling_param": {**base["pooling_param"], "ceil_mode": ceil_mode}}
+    bvlc = {**base, "pooling_param": {**base["pooling_param"], "round_mode": round_mode}}
+    lf, sf = make_layer(fork, [x.shape])
+    lb, sb = make_layer(bvlc, [x.shape])
+    assert sf == sb == [(2, 3, 4, 4) if ceil_mode else (2, 3, 3, 3)]
+    _, (yf,) = run_forward(lf, [x], sf)
+    _, (yb,) = run_forward(lb, [x], sb)
+    np.testing.assert_array_equal(yf.data, yb.data)
+    # both given and consistent: accepted
+    make_layer({**base, "pooling_param": {**fork["pooling_param"], "round_mode": round_mode}},
+               [x.shape])
+
+
+def test_ceil_mode_contradicting_round_mode_is_refused():
+    from netspec.spec import parse_net
+
+    with pytest.raises(SpecError, match=r"ceil_mode false .* contradicts round_mode CEIL"):
+        parse_net({"name": "n", "layer": [
+            {"name": "in", "type": "Input", "top": "x", "input_param": {"shape": {"dim": [1, 1, 8, 8]}}},
+            {"name": "p", "type": "Pooling", "bottom": "x", "top": "y",
+             "pooling_param": {"kernel_size": 3, "stride": 2, "ceil_mode": False,
+                               "round_mode": "CEIL"}}]})
+
+
+def test_ceil_mode_converts_from_and_exports_to_prototxt(tmp_path):
+    pytest.importorskip("google.protobuf")
+    from netspec.caffe.export import net_message, prototxt_text
+    from netspec.caffe.prototxt import parse_net as parse_prototxt
+    from netspec.caffe.to_yaml import net_to_dict
+    from netspec.net import Net
+    from netspec.spec import parse_net
+
+    text = ('layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 1 '
+            'dim: 8 dim: 8 } } }\nlayer { name: "p" type: "Pooling" bottom: "x" top: "y" '
+            'pooling_param { pool: MAX kernel_size: 3 stride: 2 ceil_mode: false } }\n')
+    d, report = net_to_dict(parse_prototxt(text))
+    assert not report.errors and not report.unknown_types
+    assert d["layer"][1]["pooling_param"]["ceil_mode"] is False
+    spec = parse_net(d)
+    assert Net(spec, "TEST", F32).blobs["y"].shape == (1, 1, 3, 3)
+    msg, _ = net_message(spec)
+    assert "ceil_mode: false" in prototxt_text(msg)

@@ -205,3 +205,87 @@ def test_unknown_or_invalid_fields_refused(spec):
     from pydantic import ValidationError
     with pytest.raises(ValidationError):
         make_layer(spec, [(2, 3, 4, 5)])
+
+
+# -- Permute (SSD) ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("order,expect", [([0, 2, 3, 1], (0, 2, 3, 1)), ([3, 2], (3, 2, 0, 1)),
+                                          ([], (0, 1, 2, 3))])
+def test_permute_forward_gradient(order, expect):
+    x = rand((2, 3, 4, 5), seed=8)
+    layer, shapes = make_layer({"type": "Permute", "permute_param": {"order": order}}, [x.shape])
+    assert layer.order == expect and shapes == [tuple(x.shape[a] for a in expect)]
+    _, (y,) = run_forward(layer, [x], shapes)
+    np.testing.assert_array_equal(y.data, x.transpose(expect))
+    check_gradients(layer, [x], shapes)
+
+
+@pytest.mark.parametrize("order,match", [([0, 4], "order 4 is not an axis"),
+                                         ([1, 1], "order lists axis 1 twice")])
+def test_permute_refuses_bad_orders(order, match):
+    with pytest.raises(SpecError, match=match):
+        make_layer({"type": "Permute", "permute_param": {"order": order}}, [(2, 3, 4, 5)])
+
+
+def test_fork_golden_permute_0231():
+    from layer_cases import fork_golden_net, run_golden
+    net, g = fork_golden_net("permute_0231")
+    assert run_golden(net, g) == ["x"]
+
+
+# -- Upsample (the YOLO forks' nearest neighbour) --------------------------------------------------
+
+@pytest.mark.parametrize("scale", [1, 2, 3])
+def test_upsample_nearest_forward_gradient(scale):
+    x = rand((2, 3, 4, 5), seed=13)
+    layer, shapes = make_layer({"type": "Upsample", "upsample_param": {"scale": scale}}, [x.shape])
+    assert shapes == [(2, 3, 4 * scale, 5 * scale)]
+    _, (y,) = run_forward(layer, [x], shapes)
+    np.testing.assert_array_equal(y.data, x.repeat(scale, axis=2).repeat(scale, axis=3))
+    check_gradients(layer, [x], shapes)
+
+
+def test_fork_golden_upsample_2():
+    from layer_cases import fork_golden_net, run_golden
+    net, g = fork_golden_net("upsample_2")
+    assert run_golden(net, g) == ["x"]
+
+
+def _segnet_net(bottoms, param):
+    from netspec.spec import parse_net
+    layers = [{"name": b, "type": "Input", "top": b,
+               "input_param": {"shape": {"dim": [1, 2, 4, 4]}}} for b in bottoms]
+    layers.append({"name": "up", "type": "Upsample", "bottom": bottoms, "top": "y",
+                   "upsample_param": param})
+    return parse_net({"name": "n", "layer": layers})
+
+
+@pytest.mark.parametrize("bottoms,param,why", [
+    (["pool", "mask"], {"scale": 2}, "2 bottoms"),
+    (["pool"], {"scale": 2, "upsample_h": 8, "upsample_w": 8}, "upsample_param.upsample_h"),
+])
+def test_segnet_upsample_is_refused_by_name(bottoms, param, why):
+    from netspec.net import Net
+    with pytest.raises(SpecError, match=rf"SegNet's Upsample \({why}\).*caffe-segnet"):
+        Net(_segnet_net(bottoms, param), "TEST", F32)
+
+
+# -- ShuffleChannel (ShuffleNet) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("group", [1, 2, 3])
+def test_shuffle_channel_forward_gradient(group):
+    x = rand((2, 6, 3, 2), seed=14)
+    layer, shapes = make_layer({"type": "ShuffleChannel",
+                                "shuffle_channel_param": {"group": group}}, [x.shape])
+    _, (y,) = run_forward(layer, [x], shapes)
+    k = 6 // group
+    for i in range(group):
+        for j in range(k):
+            np.testing.assert_array_equal(y.data[:, j * group + i], x[:, i * k + j])
+    check_gradients(layer, [x], shapes)
+
+
+def test_shuffle_channel_refuses_indivisible_channels():
+    with pytest.raises(SpecError, match=r"channels \(6\) must be a multiple of group \(4\)"):
+        make_layer({"type": "ShuffleChannel", "shuffle_channel_param": {"group": 4}},
+                   [(1, 6, 2, 2)])

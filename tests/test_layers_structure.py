@@ -359,3 +359,31 @@ def test_gpu_matches_cpu(spec, n_bottoms):
         y, dx = in_place(layer, xs[0], dys[0], xp=gpu.xp)
         np.testing.assert_allclose(to_numpy(y), want_y[0], rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(to_numpy(dx), want_dx[0], rtol=1e-5, atol=1e-7)
+
+
+# -- Axpy (SENet) ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("a_shape", [(2, 3, 1, 1), (2, 3)])
+def test_axpy_forward_and_gradients(a_shape):
+    a, x, y = rand(a_shape, seed=10), rand((2, 3, 4, 5), seed=11), rand((2, 3, 4, 5), seed=12)
+    layer, shapes = make_layer({"type": "Axpy"}, [a.shape, x.shape, y.shape])
+    assert shapes == [(2, 3, 4, 5)]
+    _, (t,) = run_forward(layer, [a, x, y], shapes)
+    np.testing.assert_allclose(t.data, a.reshape(2, 3, 1, 1) * x + y, rtol=1e-14)
+    check_gradients(layer, [a, x, y], shapes)
+
+
+@pytest.mark.parametrize("shapes,match", [
+    ([(2, 3, 1, 1), (2, 3, 4, 5), (2, 3, 4, 4)], "must have one shape"),
+    ([(2, 3, 2, 1), (2, 3, 4, 5), (2, 3, 4, 5)], r"must be \(N, C, 1, 1\)"),
+    ([(2, 4, 1, 1), (2, 3, 4, 5), (2, 3, 4, 5)], r"must be \(N, C, 1, 1\)"),
+])
+def test_axpy_refuses_mismatched_shapes(shapes, match):
+    with pytest.raises(NetspecError, match=match):
+        make_layer({"type": "Axpy"}, shapes)
+
+
+def test_fork_golden_axpy():
+    from layer_cases import fork_golden_net, run_golden
+    net, g = fork_golden_net("axpy")
+    assert sorted(run_golden(net, g)) == ["a", "b", "x"]

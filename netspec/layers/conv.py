@@ -1,4 +1,5 @@
-"""Convolution layers (Caffe's ``ConvolutionLayer``, ``DeconvolutionLayer``, ``Im2colLayer``).
+"""Convolution layers (Caffe's ``ConvolutionLayer``, ``DeconvolutionLayer``, ``Im2colLayer``; the
+forks' DepthwiseConvolution and ConvolutionDepthwise, Convolution with group = channels).
 
 Shapes (2-D, NCHW): bottom x (N, C, H, W), weight (M, C/g, kh, kw), bias (M,), top y (N, M, Ho, Wo)
 with g = ``group``, M = ``num_output`` and, per spatial dim (Caffe's ``conv_layer.cpp``),
@@ -249,3 +250,44 @@ class Im2col(Convolution):
             for j in range(self.kw):
                 self._tap(dbuf, i, j)[...] += dtop[:, :, i, j]
         bottom[0].diff[...] = self._interior(dbuf)
+
+
+# -- the forks' depthwise convolutions (Convolution with group = channels) ----------------------
+@register("DepthwiseConvolution")
+class DepthwiseConvolution(Convolution):
+    """The MobileNet forks' depthwise convolution (eric612/MobileNet-YOLO and others): a
+    Convolution with one group per input channel, ``convolution_param`` as Convolution's.
+
+    The group is the bottom's channel count C whatever ``group`` says (the fork files set
+    ``group: C``; another value would give a different weight layout, so it is refused);
+    ``num_output`` must be C or a multiple of it (a channel multiplier). Weight
+    (num_output, 1, kh, kw), bias (num_output,).
+    """
+
+    #: whether num_output may be a multiple of the channels (else it must equal them)
+    multiplier_allowed = True
+
+    def _check_bottoms(self, bottom_shapes):
+        C = tuple(bottom_shapes[0])[1] if len(bottom_shapes[0]) > 1 else None
+        p = self.p
+        if C is not None:
+            if "group" in p.model_fields_set and p.group != C:
+                raise self.spec_error(f"group ({p.group}) must be the bottom's channel count "
+                                      f"({C}) in a {self.lp.type} layer (or be left out)",
+                                      field="convolution_param.group")
+            M = p.num_output
+            if M is not None and (M % C if self.multiplier_allowed else M != C):
+                want = "a multiple of" if self.multiplier_allowed else "equal to"
+                raise self.spec_error(f"num_output ({M}) must be {want} the bottom's channel "
+                                      f"count ({C}) in a {self.lp.type} layer",
+                                      field="convolution_param.num_output")
+            self.p = p.model_copy(update={"group": C})
+        return super()._check_bottoms(bottom_shapes)
+
+
+@register("ConvolutionDepthwise")
+class ConvolutionDepthwise(DepthwiseConvolution):
+    """ShuffleNet's depthwise convolution (farmingyard/ShuffleNet): as DepthwiseConvolution,
+    but its fork has no channel multiplier: ``num_output`` must equal the bottom's channels."""
+
+    multiplier_allowed = False

@@ -1,6 +1,6 @@
 """Element-wise layers (Caffe's NeuronLayer family): one bottom, one top of the same shape,
 runnable in place. ReLU, Sigmoid, TanH, Dropout, Power, AbsVal, BNLL, ELU, PReLU, Exp, Log,
-Threshold, Swish, Clip.
+Threshold, Swish, Clip; the MobileNet forks' ReLU6.
 
 In place (the net passes the same Blob as bottom and top) the forward pass overwrites x, so a
 layer whose gradient needs x keeps a copy of it (``reads_input``, as Caffe's PReLU does); the
@@ -546,4 +546,25 @@ class Clip(NeuronLayer):
             return
         x = self._input(bottom, top)
         inside = (x >= self.lo) & (x <= self.hi)
+        self.xp.multiply(top[0].diff, inside, out=bottom[0].diff)
+
+
+@register("ReLU6")
+class ReLU6(NeuronLayer):
+    """y = min(max(x, 0), 6) (the MobileNet forks' ReLU6; no parameter block). Shapes: any.
+
+    Backward: dx = dy where 0 < x < 6, else 0. The mask 0 < y < 6 is the same set, so it is read
+    from the top data and running in place is exact.
+    """
+
+    def forward(self, bottom, top):
+        y = top[0].data
+        self.xp.maximum(bottom[0].data, 0, out=y)
+        self.xp.minimum(y, 6, out=y)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        y = top[0].data
+        inside = (y > 0) & (y < 6)
         self.xp.multiply(top[0].diff, inside, out=bottom[0].diff)

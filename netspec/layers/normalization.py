@@ -1,4 +1,5 @@
-"""Normalization and affine layers: BatchNorm, Scale, Bias, LRN, MVN.
+"""Normalization and affine layers: BatchNorm, Scale, Bias, LRN, MVN; from the forks, SSD's
+Normalize.
 """
 
 from __future__ import annotations
@@ -409,3 +410,61 @@ class MVN(Layer):
             dx -= y * (dy * y).mean(axis=1, keepdims=True)
             dx /= self.std
         bottom[0].diff[...] = dx.reshape(bottom[0].shape)
+
+
+@register("Normalize")
+class Normalize(Layer):
+    """SSD's ``NormalizeLayer`` (weiliu89/caffe): L2 normalisation with a learned scale.
+
+    Bottom (N, C, ...) viewed as (N, C, S), S = Π shape[2:]. The norm is taken over each image
+    (``across_spatial``, default) or over the channels at each position:
+    r = sqrt(Σ x² + eps) (eps = ``norm_param.eps``, 1e-10, added before the root), x̂ = x / r,
+    y = x̂ ⊙ s, with s the learned blob 0: a scalar (shape (), ``channel_shared``, default) or
+    one per channel (C,), filled by ``scale_filler`` (default constant 1).
+
+    Backward (per group of the norm, g = dy ⊙ s): ds = Σ dy·x̂ over all but the scale's axes;
+    dx = (g − x̂ · Σ(x̂·g)) / r.
+    """
+
+    param_block = "norm_param"
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        if len(shape) < 2:
+            raise self.error(f"takes a bottom of at least 2 axes (N, C, ...), got {shape}")
+        p = self.p
+        N, C = shape[0], shape[1]
+        self.view = (N, C, math.prod(shape[2:]))
+        self.sum_axes = (1, 2) if p.across_spatial else (1,)
+        self.eps = proto_float(p.eps)
+        self.channel_shared = bool(p.channel_shared)
+        filler = p.scale_filler or FillerParameter(type="constant", value=1.0)
+        self.add_param(() if self.channel_shared else (C,), filler, "scale")
+        self.xhat = self.norm = None
+        return [shape]
+
+    def _scale(self):
+        s = self.blobs[0].data
+        return s.reshape(1, 1, 1) if self.channel_shared else s.reshape(1, -1, 1)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.reshape(self.view)
+        norm = (x * x).sum(axis=self.sum_axes, keepdims=True)
+        norm += self.eps
+        self.xp.sqrt(norm, out=norm)
+        self.norm = norm
+        self.xhat = x / norm
+        top[0].data[...] = (self.xhat * self._scale()).reshape(top[0].shape)
+
+    def backward(self, top, propagate_down, bottom):
+        dy = top[0].diff.reshape(self.view)
+        s = self.blobs[0]
+        prod = dy * self.xhat
+        s.diff += prod.sum() if self.channel_shared else prod.sum(axis=(0, 2))
+        if propagate_down[0]:
+            g = dy * self._scale()
+            dx = g - self.xhat * (self.xhat * g).sum(axis=self.sum_axes, keepdims=True)
+            dx /= self.norm
+            bottom[0].diff[...] = dx.reshape(bottom[0].shape)

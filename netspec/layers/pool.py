@@ -1,6 +1,7 @@
 """Pooling layer (Caffe's ``PoolingLayer``): MAX and AVE over 2-D windows of NCHW blobs.
 
-Output size (Caffe's ``pooling_layer.cpp``, per spatial dim; ``round_mode`` CEIL by default):
+Output size (Caffe's ``pooling_layer.cpp``, per spatial dim; ``round_mode`` CEIL by default, or
+the forks' ``ceil_mode`` true/false):
 
     Ho = ceil((H + 2·pad_h − kh) / stride_h) + 1          (floor for round_mode FLOOR)
     if pad_h or pad_w: if (Ho − 1)·stride_h ≥ H + pad_h: Ho −= 1
@@ -132,7 +133,7 @@ class Pooling(Layer):
             raise self.spec_error(f"pools 4-D NCHW blobs only, got shape {shape}", field="bottom")
         N, C, H, W = shape
         kh, kw, ph, pw, sh, sw = self._parse(H, W)
-        ceil = self.p.round_mode == "CEIL"
+        ceil = self.p.ceil   # round_mode, or a fork's ceil_mode
         any_pad = bool(ph or pw)
         Ho = pooled_size(H, kh, ph, sh, ceil, any_pad)
         Wo = pooled_size(W, kw, pw, sw, ceil, any_pad)

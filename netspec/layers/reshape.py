@@ -1,4 +1,5 @@
-"""Layers that change a blob's shape or extent: Flatten, Reshape, Crop, Tile.
+"""Layers that change a blob's shape or extent: Flatten, Reshape, Crop, Tile; from the forks,
+SSD's Permute, the YOLO forks' nearest Upsample, ShuffleNet's ShuffleChannel.
 """
 
 from __future__ import annotations
@@ -195,3 +196,129 @@ class Tile(Layer):
         if propagate_down[0]:
             dy = top[0].diff.reshape(self.outer, self.tiles, self.inner)
             dy.sum(axis=1, out=bottom[0].diff.reshape(self.outer, self.inner))
+
+
+@register("Permute")
+class Permute(Layer):
+    """SSD's ``PermuteLayer`` (weiliu89/caffe): reorder the axes, y = x.transpose(order).
+
+    ``permute_param.order`` lists axes of the bottom, each at most once; the axes it leaves out
+    follow in increasing order (SSD's rule; no order at all is the identity). Backward:
+    ∂x = ∂y transposed by the inverse order.
+    """
+
+    param_block = "permute_param"
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        order: list[int] = []
+        for a in self.p.order:
+            if a >= len(shape):
+                raise self.spec_error(f"order {a} is not an axis of the {len(shape)}-D bottom "
+                                      f"{shape}", field="permute_param.order")
+            if a in order:
+                raise self.spec_error(f"order lists axis {a} twice", field="permute_param.order")
+            order.append(a)
+        order += [a for a in range(len(shape)) if a not in order]
+        self.order = tuple(order)
+        self.inverse = tuple(order.index(a) for a in range(len(shape)))
+        return [tuple(shape[a] for a in self.order)]
+
+    def forward(self, bottom, top):
+        top[0].data[...] = self.xp.transpose(bottom[0].data, self.order)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = self.xp.transpose(top[0].diff, self.inverse)
+
+
+#: SegNet's Upsample (max-unpooling with a mask) reads these; the YOLO forks' reads ``scale`` only
+SEGNET_UPSAMPLE_FIELDS = ("scale_h", "scale_w", "pad_out_h", "pad_out_w", "upsample_h",
+                          "upsample_w")
+
+
+@register("Upsample")
+class Upsample(Layer):
+    """The YOLO forks' nearest-neighbour ``UpsampleLayer`` (eric612/MobileNet-YOLO and the
+    YOLOv3 ports): one bottom (N, C, H, W) -> (N, C, s·H, s·W), s = ``upsample_param.scale``,
+    y[n, c, h, w] = x[n, c, h // s, w // s]. Backward: ∂x = the sum of ∂y over each s×s block.
+
+    SegNet's layer of the same name (alexgkendall/caffe-segnet: two bottoms, the pooled blob and
+    its max-pooling mask, and ``upsample_h``/``scale_h``… fields) un-pools instead; netspec does
+    not implement it and refuses such a layer by name.
+    """
+
+    param_block = "upsample_param"
+    min_bottoms = 1
+    max_bottoms = 2
+    exact_tops = 1
+
+    def check_arity(self, n_bottoms, n_tops):
+        segnet = [f for f in SEGNET_UPSAMPLE_FIELDS if f in self.p.model_fields_set]
+        if n_bottoms == 2 or segnet:
+            why = (f"{n_bottoms} bottoms" if n_bottoms == 2 else
+                   f"upsample_param.{segnet[0]}")
+            raise self.spec_error(
+                f"this is SegNet's Upsample ({why}): max-unpooling with the pooling mask as "
+                "a second bottom (alexgkendall/caffe-segnet), which netspec does not implement. "
+                "netspec's Upsample is the YOLO forks' nearest-neighbour one: one bottom and "
+                "upsample_param.scale", field="bottom" if n_bottoms == 2 else "upsample_param")
+        super().check_arity(n_bottoms, n_tops)
+
+    def setup(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        s = self.p.scale
+        if s <= 0:
+            raise self.spec_error(f"scale must be positive, got {s}", field="upsample_param.scale")
+        if len(shape) != 4:
+            raise self.error(f"upsamples 4-D NCHW blobs only, got shape {shape}")
+        N, C, H, W = shape
+        self.s = s
+        self.view = (N, C, H, s, W, s)
+        return [(N, C, H * s, W * s)]
+
+    def forward(self, bottom, top):
+        x = bottom[0].data
+        N, C, H, s, W, _ = self.view
+        top[0].data.reshape(self.view)[...] = x.reshape(N, C, H, 1, W, 1)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            top[0].diff.reshape(self.view).sum(axis=(3, 5), out=bottom[0].diff)
+
+
+@register("ShuffleChannel")
+class ShuffleChannel(Layer):
+    """ShuffleNet's channel shuffle (farmingyard/ShuffleNet): with g = ``group`` and the C
+    channels seen as a g × C/g matrix, transpose it: top channel j·g + i = bottom channel
+    i·(C/g) + j. Backward: the inverse shuffle of the diff (the same with C/g groups).
+    """
+
+    param_block = "shuffle_channel_param"
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        shape = tuple(bottom_shapes[0])
+        g = self.p.group
+        if len(shape) < 2:
+            raise self.error(f"takes a bottom of at least 2 axes (N, C, ...), got {shape}")
+        if g <= 0 or shape[1] % g:
+            raise self.spec_error(f"the channels ({shape[1]}) must be a multiple of group ({g})",
+                                  field="shuffle_channel_param.group")
+        N, C = shape[0], shape[1]
+        self.groups = (N, g, C // g, math.prod(shape[2:]))
+        return [shape]
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.reshape(self.groups)
+        N, g, k, S = self.groups
+        top[0].data.reshape(N, k, g, S)[...] = x.transpose(0, 2, 1, 3)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            N, g, k, S = self.groups
+            dy = top[0].diff.reshape(N, k, g, S)
+            bottom[0].diff.reshape(self.groups)[...] = dy.transpose(0, 2, 1, 3)

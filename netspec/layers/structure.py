@@ -1,4 +1,5 @@
-"""Layers that route blobs: Split, Concat, Slice, Eltwise, Silence, Filter, BatchReindex.
+"""Layers that route blobs: Split, Concat, Slice, Eltwise, Silence, Filter, BatchReindex; from the
+forks, SENet's Axpy.
 """
 
 from __future__ import annotations
@@ -354,3 +355,44 @@ class BatchReindex(Layer):
         dx = bottom[0].diff
         dx.fill(0)
         scatter_add(self.xp, dx, bottom[1].data.astype(numpy.int64), top[0].diff)
+
+
+@register("Axpy")
+class Axpy(Layer):
+    """SENet's ``AxpyLayer`` (hujie-frank/SENet; also in the MobileNet forks): top = a·x + y.
+
+    Bottoms: a (N, C, 1, 1) or (N, C) — one factor per image and channel —, x and y of one
+    shape (N, C, ...). No parameter block. Backward: ∂a[n, c] = Σ over the rest of ∂top·x,
+    ∂x = a·∂top, ∂y = ∂top.
+    """
+
+    exact_bottoms = 3
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        a, x, y = (tuple(s) for s in bottom_shapes)
+        if x != y:
+            raise self.error(f"x (bottom 1) and y (bottom 2) must have one shape, got {x} and {y}")
+        if len(x) < 2 or len(a) < 2 or a[:2] != x[:2] or any(d != 1 for d in a[2:]):
+            raise self.error(f"a (bottom 0) must be (N, C, 1, 1) for x of shape (N, C, ...); "
+                             f"got a {a}, x {x}")
+        self.a_view = x[:2] + (1,) * (len(x) - 2)
+        self.a_shape = a
+        self.sum_axes = tuple(range(2, len(x)))
+        return [x]
+
+    def forward(self, bottom, top):
+        a = bottom[0].data.reshape(self.a_view)
+        t = top[0].data
+        self.xp.multiply(bottom[1].data, a, out=t)
+        t += bottom[2].data
+
+    def backward(self, top, propagate_down, bottom):
+        dt = top[0].diff
+        if propagate_down[0]:
+            bottom[0].diff[...] = (dt * bottom[1].data).sum(axis=self.sum_axes).reshape(
+                self.a_shape)
+        if propagate_down[1]:
+            self.xp.multiply(dt, bottom[0].data.reshape(self.a_view), out=bottom[1].diff)
+        if propagate_down[2]:
+            bottom[2].diff[...] = dt

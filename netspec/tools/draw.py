@@ -76,7 +76,8 @@ def layer_details(lp: Any) -> list[str]:
     """Short text lines with a layer's key parameters (from the file)."""
     t = lp.type
     out: list[str] = []
-    if t == "Convolution" and lp.convolution_param is not None:
+    if t in ("Convolution", "DepthwiseConvolution", "ConvolutionDepthwise") \
+            and lp.convolution_param is not None:
         p = lp.convolution_param
         k = _pair(p.kernel_size, p.kernel_h, p.kernel_w, None)
         s = _pair(p.stride, p.stride_h, p.stride_w, 1)

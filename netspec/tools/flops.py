@@ -24,7 +24,7 @@ def layer_flops(layer, bottom_shapes: list[tuple], top_shapes: list[tuple]) -> i
     t = layer.type_name
     if t in NO_FLOPS:
         return 0
-    if t == "Convolution":
+    if t in ("Convolution", "DepthwiseConvolution", "ConvolutionDepthwise"):
         per_output = math.prod(layer.blobs[0].shape[1:])   # C/group * kh * kw
         return sum(2 * math.prod(s) * per_output for s in top_shapes)
     if t == "InnerProduct":

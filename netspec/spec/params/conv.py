@@ -1,4 +1,5 @@
-"""Convolution messages: Convolution, Deconvolution and Im2col share ``convolution_param``.
+"""Convolution messages: Convolution, Deconvolution, Im2col and the forks' depthwise
+convolutions (DepthwiseConvolution, ConvolutionDepthwise) share ``convolution_param``.
 
 Field for field as in ``caffe.proto``, with Caffe's defaults."""
 
@@ -34,7 +35,7 @@ class ConvolutionParameter(Message):
 
 
 #: the Caffe layer types of this family
-TYPES = ("Convolution", "Deconvolution", "Im2col",)
+TYPES = ("Convolution", "Deconvolution", "Im2col", "DepthwiseConvolution", "ConvolutionDepthwise",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {

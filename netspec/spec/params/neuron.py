@@ -1,5 +1,5 @@
 """Element-wise layer messages: ReLU, Sigmoid, TanH, Dropout, Power, ELU, PReLU, Exp, Log,
-Threshold, Swish, Clip (AbsVal and BNLL have none).
+Threshold, Swish, Clip (AbsVal, BNLL and the forks' ReLU6 have none).
 
 Field for field as in ``caffe.proto``, with Caffe's defaults."""
 
@@ -88,7 +88,7 @@ class ClipParameter(Message):
 
 
 #: the Caffe layer types of this family
-TYPES = ("ReLU", "Sigmoid", "TanH", "Dropout", "Power", "AbsVal", "BNLL", "ELU", "PReLU", "Exp", "Log", "Threshold", "Swish", "Clip",)
+TYPES = ("ReLU", "Sigmoid", "TanH", "Dropout", "Power", "AbsVal", "BNLL", "ELU", "PReLU", "Exp", "Log", "Threshold", "Swish", "Clip", "ReLU6",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {

@@ -1,4 +1,4 @@
-"""Normalization messages: BatchNorm, Scale, Bias, LRN, MVN.
+"""Normalization messages: BatchNorm, Scale, Bias, LRN, MVN; from the forks, SSD's Normalize.
 
 Field for field as in ``caffe.proto``, with Caffe's defaults."""
 
@@ -53,8 +53,19 @@ class MVNParameter(Message):
     eps: float = 1e-9
 
 
+class NormalizeParameter(Message):
+    """``Normalize`` (SSD, ``norm_param`` 206): L2 norm over each image (``across_spatial``) or
+    over the channels at each position, times a learned scale, one shared or one per channel.
+    ``scale_filler`` defaults (when absent) to constant 1, as in SSD."""
+
+    across_spatial: bool = True
+    scale_filler: Optional[FillerParameter] = None
+    channel_shared: bool = True
+    eps: float = 1e-10
+
+
 #: the Caffe layer types of this family
-TYPES = ("BatchNorm", "Scale", "Bias", "LRN", "MVN",)
+TYPES = ("BatchNorm", "Scale", "Bias", "LRN", "MVN", "Normalize",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
@@ -63,4 +74,5 @@ BLOCKS: dict[str, type[Message]] = {
     "bias_param": BiasParameter,
     "lrn_param": LRNParameter,
     "mvn_param": MVNParameter,
+    "norm_param": NormalizeParameter,
 }

@@ -1,6 +1,8 @@
-"""Shape messages: Flatten, Reshape, Crop, Tile.
+"""Shape messages: Flatten, Reshape, Crop, Tile; from the forks, SSD's Permute, the YOLO
+forks' Upsample (with SegNet's fields, so the layer can tell SegNet's apart), ShuffleNet's
+ShuffleChannel.
 
-Field for field as in ``caffe.proto``, with Caffe's defaults."""
+Field for field as in ``caffe.proto`` (the forks': their own), with Caffe's defaults."""
 
 from __future__ import annotations
 
@@ -39,8 +41,35 @@ class TileParameter(Message):
     tiles: Optional[int] = None
 
 
+class PermuteParameter(Message):
+    """``Permute`` (SSD, ``permute_param`` 202): the new order of the axes; the axes left out
+    follow in increasing order."""
+
+    order: Repeated[NonNegativeInt] = Field(default_factory=list)
+
+
+class UpsampleParameter(Message):
+    """``Upsample`` (``upsample_param`` 149): the YOLO forks read ``scale`` (nearest
+    neighbour). The other fields are SegNet's un-pooling Upsample's: accepted here so that the
+    layer can name that layer when it refuses it."""
+
+    scale: int = 1
+    scale_h: Optional[NonNegativeInt] = None
+    scale_w: Optional[NonNegativeInt] = None
+    pad_out_h: bool = False
+    pad_out_w: bool = False
+    upsample_h: Optional[NonNegativeInt] = None
+    upsample_w: Optional[NonNegativeInt] = None
+
+
+class ShuffleChannelParameter(Message):
+    """``ShuffleChannel`` (ShuffleNet, ``shuffle_channel_param`` 164): the number of groups."""
+
+    group: NonNegativeInt = 1
+
+
 #: the Caffe layer types of this family
-TYPES = ("Flatten", "Reshape", "Crop", "Tile",)
+TYPES = ("Flatten", "Reshape", "Crop", "Tile", "Permute", "Upsample", "ShuffleChannel",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
@@ -48,4 +77,7 @@ BLOCKS: dict[str, type[Message]] = {
     "reshape_param": ReshapeParameter,
     "crop_param": CropParameter,
     "tile_param": TileParameter,
+    "permute_param": PermuteParameter,
+    "upsample_param": UpsampleParameter,
+    "shuffle_channel_param": ShuffleChannelParameter,
 }

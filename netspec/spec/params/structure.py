@@ -1,4 +1,5 @@
-"""Routing messages: Concat, Eltwise, Slice (Split, Silence, Filter, BatchReindex have none).
+"""Routing messages: Concat, Eltwise, Slice (Split, Silence, Filter, BatchReindex and the forks'
+Axpy have none).
 
 Field for field as in ``caffe.proto``, with Caffe's defaults."""
 
@@ -31,7 +32,7 @@ class SliceParameter(Message):
 
 
 #: the Caffe layer types of this family
-TYPES = ("Split", "Concat", "Eltwise", "Slice", "Silence", "Filter", "BatchReindex",)
+TYPES = ("Split", "Concat", "Eltwise", "Slice", "Silence", "Filter", "BatchReindex", "Axpy",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {

@@ -1,0 +1,120 @@
+"""OpenCV's dnn module as an independent implementation of the forks' layers.
+
+For a small net around each layer (random weights): netspec builds and runs it, ``netspec
+export`` writes the prototxt and the .caffemodel (``export_net``), ``cv2.dnn.readNetFromCaffe``
+reads them, and both run the same input; the outputs must agree to float32 precision. A layer
+OpenCV's Caffe importer does not read is skipped with the reason (OPENCV_LACKS: SSD's shared
+Normalize scale, a 0-d blob; the nearest Upsample); DepthwiseConvolution, unknown to OpenCV, is
+given to it as the grouped Convolution it is (ConvolutionDepthwise OpenCV reads itself). Needs opencv-python-headless
+(the ``compare`` extra) and protobuf.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'netspec[compare]')")
+pytest.importorskip("google.protobuf", reason="protobuf is not installed (pip install 'netspec[caffe]')")
+
+from netspec.backend import Backend  # noqa: E402
+from netspec.caffe.export import export_net  # noqa: E402
+from netspec.net import Net  # noqa: E402
+from netspec.spec import load_net  # noqa: E402
+
+F32 = Backend(np, np.float32)
+GAUSS = {"type": "gaussian", "std": 0.5}
+
+
+def _conv(name, bottom, M, **extra):
+    return {"name": name, "type": "Convolution", "bottom": bottom, "top": name,
+            "convolution_param": {"num_output": M, "kernel_size": 1, "weight_filler": GAUSS,
+                                  "bias_filler": GAUSS, **extra}}
+
+
+#: case -> (input shape, the layers after the Input layer 'data'; the last one's top is compared)
+CASES = {
+    "relu6": ((2, 3, 5, 6), [
+        _conv("c", "data", 4, weight_filler={"type": "gaussian", "std": 4.0}),
+        {"name": "r", "type": "ReLU6", "bottom": "c", "top": "r"}]),
+    "permute": ((2, 3, 4, 5), [
+        {"name": "p", "type": "Permute", "bottom": "data", "top": "p",
+         "permute_param": {"order": [0, 2, 3, 1]}}]),
+    "normalize_channel": ((2, 4, 3, 5), [
+        {"name": "n", "type": "Normalize", "bottom": "data", "top": "n",
+         "norm_param": {"across_spatial": False, "channel_shared": False,
+                        "scale_filler": GAUSS}}]),
+    "normalize_spatial_shared": ((2, 4, 3, 5), [
+        {"name": "n", "type": "Normalize", "bottom": "data", "top": "n",
+         "norm_param": {"across_spatial": True, "channel_shared": True,
+                        "scale_filler": {"type": "constant", "value": 10}}}]),
+    "shuffle_channel": ((2, 6, 3, 4), [
+        {"name": "s", "type": "ShuffleChannel", "bottom": "data", "top": "s",
+         "shuffle_channel_param": {"group": 3}}]),
+    "depthwise": ((2, 4, 7, 7), [
+        {"name": "dw", "type": "DepthwiseConvolution", "bottom": "data", "top": "dw",
+         "convolution_param": {"num_output": 4, "group": 4, "kernel_size": 3, "pad": 1,
+                               "stride": 2, "weight_filler": GAUSS, "bias_filler": GAUSS}}]),
+    "convolution_depthwise": ((2, 4, 7, 7), [
+        {"name": "dw", "type": "ConvolutionDepthwise", "bottom": "data", "top": "dw",
+         "convolution_param": {"num_output": 4, "kernel_size": 3, "pad": 1,
+                               "weight_filler": GAUSS, "bias_filler": GAUSS}}]),
+    "pool_ceil_mode_false": ((2, 3, 8, 8), [
+        {"name": "p", "type": "Pooling", "bottom": "data", "top": "p",
+         "pooling_param": {"pool": "MAX", "kernel_size": 3, "stride": 2, "ceil_mode": False}}]),
+    "pool_ceil_mode_true": ((2, 3, 8, 8), [
+        {"name": "p", "type": "Pooling", "bottom": "data", "top": "p",
+         "pooling_param": {"pool": "AVE", "kernel_size": 3, "stride": 2, "ceil_mode": True}}]),
+    "upsample_nearest": ((2, 3, 4, 5), [
+        {"name": "u", "type": "Upsample", "bottom": "data", "top": "u",
+         "upsample_param": {"scale": 2}}]),
+}
+
+#: what OpenCV's Caffe importer cannot do, found by running these cases with OpenCV 4.14
+OPENCV_LACKS: dict[str, str] = {
+    "normalize_spatial_shared": "OpenCV cannot read a 0-d parameter blob: SSD's channel_shared "
+                                "scale has shape () in the fork's caffemodel (and in netspec's)",
+    "upsample_nearest": "OpenCV's Caffe importer has no Upsample layer type",
+}
+#: layer types OpenCV does not know, given to it as this (equivalent) type in the prototxt
+OPENCV_AS = {"DepthwiseConvolution": "Convolution"}
+
+
+def _run(case, tmp_path):
+    shape, layers = CASES[case]
+    spec = {"name": case, "layer": [
+        {"name": "data", "type": "Input", "top": "data",
+         "input_param": {"shape": {"dim": list(shape)}}}, *layers]}
+    net_yaml = tmp_path / "net.yaml"
+    net_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))
+    net = Net(load_net(net_yaml), "TEST", F32, np.random.default_rng(1))
+    np.savez(tmp_path / "w.npz", **{k: p.data for k, p in net.named_params().items()})
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    net.forward()
+    out = layers[-1]["top"]
+    ours = net.blobs[out].data.copy()
+    export_net(net_yaml, tmp_path / "net.prototxt", weights=tmp_path / "w.npz",
+               caffemodel=tmp_path / "net.caffemodel")
+    text = (tmp_path / "net.prototxt").read_text()
+    for fork, bvlc in OPENCV_AS.items():   # OpenCV lacks the type: same layer under its name
+        text = text.replace(f'type: "{fork}"', f'type: "{bvlc}"')
+    (tmp_path / "net.prototxt").write_text(text)
+    cv_net = cv2.dnn.readNetFromCaffe(str(tmp_path / "net.prototxt"),
+                                      str(tmp_path / "net.caffemodel"))
+    cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    cv_net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    cv_net.setInput(x)
+    theirs = cv_net.forward(out)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_opencv_agrees(case, tmp_path):
+    if case in OPENCV_LACKS:
+        pytest.skip(OPENCV_LACKS[case])
+    ours, theirs = _run(case, tmp_path)
+    assert theirs.shape == ours.shape
+    np.testing.assert_allclose(theirs, ours, rtol=1e-5,
+                               atol=1e-6 * max(1.0, float(np.abs(ours).max())))

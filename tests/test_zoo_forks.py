@@ -1,0 +1,138 @@
+"""Real nets of Caffe's forks that need only the fork layers netspec implements (ReLU6, Permute,
+Normalize, Axpy, Upsample, ShuffleChannel, the depthwise convolutions, Pooling ceil_mode).
+
+tests/zoo_forks/ holds the prototxt files verbatim (provenance in zoo_forks/SOURCES.tsv, taken
+from the shared caffe-zoo-forks set) and the trained MobileNet-YOLO lane model. The shapes a
+real fork (eric612/MobileNet-YOLO, commit 69b4441) built, and that model's output on a real
+image, are in tests/golden/forks/ (shapes/, tusimple_lane_00002.npz).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("google.protobuf", reason="protobuf is not installed (pip install 'netspec[caffe]')")
+
+from netspec.backend import Backend  # noqa: E402
+from netspec.caffe import prototxt as ptx  # noqa: E402
+from netspec.caffe.port import net_yaml  # noqa: E402
+from netspec.errors import NetspecError  # noqa: E402
+from netspec.net import Net  # noqa: E402
+from netspec.snapshot import load_weights  # noqa: E402
+from netspec.spec import loads_net  # noqa: E402
+
+ZOO = Path(__file__).parent / "zoo_forks"
+GOLDEN = Path(__file__).parent / "golden" / "forks"
+F32 = Backend(np, np.float32)
+LANE = "eric612__MobileNet-YOLO__models__tusimple__mobilenet_yolov3_lite_deploy"
+#: each net and the types it needs beyond BVLC Caffe
+NETS = {
+    f"{LANE}.prototxt": {"DepthwiseConvolution"},
+    "farmingyard__ShuffleNet__shufflenet_1x_g3_deploy.prototxt": {"ConvolutionDepthwise",
+                                                                 "ShuffleChannel"},
+    "farmingyard__ShuffleNet__shufflenet_v2_1x_deploy.prototxt": {"ConvolutionDepthwise",
+                                                                 "ShuffleChannel"},
+}
+
+
+#: nets whose only missing layer is their last one, a YOLO detection output (a later part of
+#: the work on the forks' layers): built without it, as far as that layer's bottoms
+BACKBONES = {
+    "eric612__MobileNet-YOLO__models__yolov3__mobilenet_yolov3_lite_deploy.prototxt":
+        ("Yolov3DetectionOutput", {"DepthwiseConvolution"}),  # (its Upsample is a Deconvolution)
+    "eric612__MobileNet-YOLO__models__yolov2__mobilenet_yolo_lite_deploy.prototxt":
+        ("YoloDetectionOutput", {"DepthwiseConvolution", "ReLU6"}),
+    "eric612__MobileNet-YOLO__models__darknet_yolov3__yolov3-tiny.prototxt":
+        ("Yolov3DetectionOutput", set()),
+}
+
+
+def without_last_layer(text: str, type_name: str) -> str:
+    """The prototxt text up to the layer of type ``type_name``, which must be the last one."""
+    at = text.index(f'type: "{type_name}"')
+    start = text.rindex("layer {", 0, at)
+    assert "layer {" not in text[at:], "the detection layer is not the last one"
+    return text[:start]
+
+
+def build(name: str, phase: str = "TEST", text: str | None = None) -> Net:
+    text = (ZOO / name).read_text() if text is None else text
+    yaml_text = net_yaml(ptx.parse_net(text, name), name)[0]
+    return Net(loads_net(yaml_text, name), phase, F32, np.random.default_rng(0))
+
+
+def same_shapes(built: Net, gp: dict, phase: str, leave_out: bool = False) -> None:
+    """Blob and parameter shapes as the fork built them; ``leave_out``: less its detection
+    layer (recorded as type DetectionOutput, absent from some phases) and that layer's top."""
+    blobs, params = dict(gp["blobs"]), dict(gp["params"])
+    if leave_out:
+        for layer, type_name in gp["layers"]:
+            if type_name.endswith("DetectionOutput"):
+                params.pop(layer, None)
+        blobs = {k: v for k, v in blobs.items() if k in built.blobs}
+        assert len(gp["blobs"]) - len(blobs) <= 1, "only the detection layer's top is left out"
+    assert {k: list(b.shape) for k, b in built.blobs.items()} == blobs, phase
+    got: dict[str, list] = {}
+    for key, p in built.named_params().items():
+        got.setdefault(key.rsplit("/", 1)[0], []).append(list(p.shape))
+    assert got == params, phase
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_fork_net_converts_and_builds(name):
+    net = build(name)
+    assert NETS[name] <= {layer.type_name for layer in net.layers}
+    shapes = GOLDEN / "shapes" / f"{name}.json"
+    if not shapes.exists():     # the ShuffleNets: no fork recorded them; an ImageNet classifier
+        assert [net.blobs[o].shape for o in net.output_names] == [(1, 1000, 1, 1)]
+        return
+    for phase, gp in json.loads(shapes.read_text())["phases"].items():
+        same_shapes(build(name, phase), gp, phase)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_yolo_net_builds_up_to_its_detection_layer(name):
+    det_type, needs = BACKBONES[name]
+    text = (ZOO / name).read_text()
+    with pytest.raises(NetspecError, match="detection_output_param' is not a field"):
+        build(name, text=text)          # its detection layer is not implemented yet
+    gold = json.loads((GOLDEN / "shapes" / f"{name}.json").read_text())
+    for phase, gp in gold["phases"].items():
+        built = build(name, phase, without_last_layer(text, det_type))
+        assert needs <= {layer.type_name for layer in built.layers}
+        same_shapes(built, gp, phase, leave_out=True)
+
+
+def test_trained_lane_model_reproduces_the_forks_output():
+    """The trained MobileNet-YOLO lane model (DepthwiseConvolution, Deconvolution, BatchNorm)
+    on a real image: the fork's conv16 and sigmoid outputs, float32."""
+    net = build(f"{LANE}.prototxt")
+    assert load_weights(net, ZOO / f"{LANE}_iter_50000.caffemodel") == ([], [])
+    g = np.load(GOLDEN / "tusimple_lane_00002.npz")
+    net.blobs["data"].data[...] = g["input"]
+    net.forward()
+    for blob in ("conv16", "sigmoid"):
+        want = g[f"top/{blob}"]
+        np.testing.assert_allclose(net.blobs[blob].data, want, rtol=1e-4,
+                                   atol=1e-4 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_fork_net_prototxt_yaml_prototxt_is_the_same_net(name, tmp_path):
+    """netspec convert, then netspec export: the same net, fork types and fields included."""
+    from click.testing import CliRunner
+
+    from netspec.caffe.port import convert_net
+    from netspec.caffe.upgrade import upgrade_net
+    from netspec.cli import main
+
+    convert_net(ZOO / name, tmp_path / "net.yaml")
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "net.yaml"), "-o",
+                                  str(tmp_path / "back.prototxt")])
+    assert r.exit_code == 0, r.output
+    original = upgrade_net(ptx.parse_net((ZOO / name).read_text(), name))[0]
+    assert ptx.parse_net((tmp_path / "back.prototxt").read_text()) == original
