@@ -12,7 +12,8 @@ own process, in a copy of ``tests/bad_inputs`` under a temporary folder, with ``
 * print no traceback and no "internal error" anywhere;
 * finish within ``CASE_LIMIT_S``;
 
-and no case may write a file in the repository.
+and no case may write a file in the repository, nor change, add or remove a file of the corpus
+it reads (a search journal a refused search appended to, a net YAML written beside a net).
 
 Speed: by default the cases run in forked children of one process that imports netspec once
 (``tests/bad_inputs/run_cases.py``), two at a time: the whole corpus takes seconds.
@@ -124,7 +125,7 @@ def corpus(tmp_path_factory):
         tmp.mkdir(parents=True)
         argv, case_env = case.argv_env(str(tmp))
         spec["cases"].append({"id": case.id, "argv": argv, "env": case_env})
-    before = _tree(ROOT)
+    before, corpus_before = _tree(ROOT), _tree(work / "tests" / "bad_inputs")
     p = subprocess.run([sys.executable, str(BAD / "run_cases.py")], input=json.dumps(spec),
                        capture_output=True, text=True, cwd=work, env=env, check=False,
                        timeout=CASE_LIMIT_S * len(CASES) + 60)
@@ -133,12 +134,14 @@ def corpus(tmp_path_factory):
     for i, case in enumerate(CASES):
         results[case.id]["written"] = sorted(str(f.relative_to(work / "outputs" / str(i)))
                                              for f in (work / "outputs" / str(i)).rglob("*"))
-    return results, before, _tree(ROOT)
+    return results, (before, _tree(ROOT)), (corpus_before, _tree(work / "tests" / "bad_inputs"))
 
 
 def test_there_are_cases():
     assert len([c for c in CASES if c.manifest == "net_cases.tsv"]) >= 120
-    assert len([c for c in CASES if c.manifest == "cases.tsv"]) >= 100
+    assert len([c for c in CASES if c.manifest == "cases.tsv"]) >= 160
+    assert len([c for c in CASES if c.case.startswith("prototxt/")]) >= 40
+    assert len([c for c in CASES if c.case.startswith("journal/")]) >= 15
     assert len({c.id for c in CASES}) == len(CASES)
     for case in CASES:
         path = ROOT / case.file
@@ -170,7 +173,14 @@ def test_bad_input_fails_cleanly(corpus, case):
 
 
 def test_no_case_writes_in_the_repository(corpus):
-    _, before, after = corpus
+    _, (before, after), _ = corpus
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    assert not changed, changed
+
+
+def test_no_case_changes_the_corpus(corpus):
+    """The cases run in a copy of tests/bad_inputs: every file there is as it was."""
+    _, _, (before, after) = corpus
     changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
     assert not changed, changed
 

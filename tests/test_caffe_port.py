@@ -461,6 +461,51 @@ def test_solver_converts_with_its_net(tmp_path):
     assert load_net(sp.net).layer[2].name == "conv1"
 
 
+def test_the_converted_graph_is_checked_in_each_phase(tmp_path):
+    """What Caffe's Net::Init refuses is refused before anything is written, naming the line of
+    the layer; a net that builds in one phase only (a train_net file) converts."""
+    data = ('layer { name: "d" type: "Input" top: "x" top: "y" include { phase: TRAIN }\n'
+            '  input_param { shape { dim: 2 dim: 4 } shape { dim: 2 } } }\n')
+    tail = ('layer { name: "ip" type: "InnerProduct" bottom: "x" top: "z" '
+            'inner_product_param { num_output: 3 } }\n'
+            'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "z" bottom: "y" top: "loss" }\n')
+    src = tmp_path / "n.prototxt"
+    src.write_text(data + tail)
+    convert_net(src, tmp_path / "train_only.yaml")
+    for extra, words in [
+            ('layer { name: "r" type: "ReLU" bottom: "x" top: "z" }\n',
+             "n.prototxt:5: the net does not build (TRAIN phase): top 'z' of layer 'r' is already "
+             "produced by layer 'ip'"),
+            ('layer { name: "r" type: "ReLU" bottom: "nothere" top: "r" }\n',
+             "n.prototxt:5: the net does not build (TRAIN phase): layer 'r' reads bottom 'nothere'")]:
+        src.write_text(data + tail + extra)
+        with pytest.raises(ConvertError) as e:
+            convert_net(src, tmp_path / "n.yaml")
+        assert words in str(e.value)
+        assert not (tmp_path / "n.yaml").exists()
+
+
+def test_a_solver_that_does_not_convert_writes_nothing(tmp_path):
+    """The nets a solver names or holds are written only once the solver and every net have
+    converted: a bad solver field, or a bad test net after a good train net, leaves no file."""
+    (tmp_path / "train.prototxt").write_text((ZOO / LENET_TRAIN_TEST).read_text())
+    (tmp_path / "bad.prototxt").write_text('layer { name: "p" type: "Permute" }\n')
+    files = {p.name for p in tmp_path.iterdir()}
+    for solver, words in [
+            ('net: "train.prototxt"\nbase_lr: 0.01\nweight_decay: 0.1\nregularization_type: "L3"\n',
+             "s.prototxt:4: cannot convert this Caffe solver"),
+            ('train_net: "train.prototxt"\ntest_net: "bad.prototxt"\nbase_lr: 0.01\n',
+             "bad.prototxt:1: test_net of s.prototxt: cannot convert this Caffe net"),
+            ('base_lr: 0.01\nregularization_type: "L3"\nweight_decay: 0.1\nnet_param { '
+             'layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 } } } }\n',
+             "s.prototxt:2: cannot convert this Caffe solver")]:
+        (tmp_path / "s.prototxt").write_text(solver)
+        with pytest.raises(ConvertError) as e:
+            convert(tmp_path / "s.prototxt", tmp_path / "out" / "s.yaml")
+        assert words in str(e.value)
+        assert {p.name for p in tmp_path.iterdir()} == files | {"s.prototxt"}
+
+
 def test_solver_type_enum_and_inline_nets(tmp_path):
     src = tmp_path / "s.prototxt"
     src.write_text("solver_type: NESTEROV\nbase_lr: 0.1\nweight_decay: 0.004\nmomentum: 0.9\n"

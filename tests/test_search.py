@@ -261,9 +261,13 @@ def test_search_bounds_split_best_yaml_and_plot(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert (tmp_path / "runs" / "tiny_best_iter_3.weights.npz").exists()
 
-    # a rerun with other settings refuses to mix them into this study; one with more trials continues
-    with pytest.raises(SearchError, match="other settings"):
+    # a rerun with other settings refuses to mix them into this study, naming the journal and
+    # leaving it as it was; one with more trials continues
+    journal = tmp_path / "out" / "search.journal"
+    before = journal.read_bytes()
+    with pytest.raises(SearchError, match=f"in {journal} was created with other settings"):
         run_search(SearchConfig(**{**cfg.__dict__, "epochs": 3, "plot": None}), echo=lines.append)
+    assert journal.read_bytes() == before
     more = run_search(SearchConfig(**{**cfg.__dict__, "trials": 6, "plot": None, "metric": None,
                                       "direction": None}), echo=lines.append)
     assert more.counts["finished"] == 6
@@ -464,7 +468,7 @@ def test_a_damaged_journal_line_is_one_clear_error(tmp_path):
     from netspec.search.study import check_journal
 
     ops = ['{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}',
-           '{"op_code": 2, "worker_id": "w", "study_id": 0, "user_attr": {}}']
+           '{"op_code": 2, "worker_id": "w", "study_id": 0, "user_attr": {"a": 1}}']
     journal = tmp_path / "search.journal"
     journal.write_text("\n".join(ops) + "\n")
     check_journal(journal)                                  # whole: fine

@@ -18,7 +18,16 @@ from ..errors import SpecError
 
 
 class ConvertError(SpecError):
-    """A Caffe file cannot be converted (syntax, legacy format, or something netspec lacks)."""
+    """A Caffe file cannot be converted (syntax, legacy format, or something netspec lacks).
+
+    ``where`` (``("layer", name)`` or ``("key", top-level field)``) says what the message is
+    about when the code raising it knows no file; ``netspec.caffe.port`` adds the file and the
+    line of that layer or field.
+    """
+
+    def __init__(self, message: str, *, where: tuple[str, str] | None = None, **kwargs):
+        self.where = where
+        super().__init__(message, **kwargs)
 
 
 def is_repeated(fd) -> bool:

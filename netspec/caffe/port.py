@@ -19,9 +19,11 @@ import numpy as np
 
 from ..backend import Backend
 from ..errors import NetspecError, SpecError
+from ..graph import filter_phase, legacy_inputs, resolve
 from ..net import Net
 from ..spec import load_net, loads_net
 from ..spec.load import _validate
+from ..spec.params import NetState
 from ..spec.solver import SolverParameter
 from ..spec.yaml_lines import loads_yaml
 from . import ConvertError
@@ -43,36 +45,99 @@ class Converted:
 
 
 # -- nets ----------------------------------------------------------------------------------------
-def net_yaml(net_msg, source: str, drop_unsupported: bool = False, input_layer: bool = False,
-             out_name: str = "<converted>") -> tuple[str, dict, Report, UpgradeLog]:
-    """(YAML text, data, Report, UpgradeLog) of a NetParameter message; checks it loads."""
+def located(e: ConvertError, file: str, text: str | None) -> ConvertError:
+    """``e`` naming ``file`` and, where ``text`` has it, the line of the layer or field the
+    error is about (errors raised where no file is known, e.g. by the format upgrades)."""
+    if e.file is not None:
+        return e
+    return ConvertError(e.message, file=file, line=ptx.locate(text, e.where), field=e.field)
 
-    up, log = upgrade_net(net_msg, input_layer=input_layer)
+
+def net_yaml(net_msg, source: str, drop_unsupported: bool = False, input_layer: bool = False,
+             out_name: str = "<converted>", text: str | None = None
+             ) -> tuple[str, dict, Report, UpgradeLog]:
+    """(YAML text, data, Report, UpgradeLog) of a NetParameter message; checks that it loads
+    and that its graph builds (``_check_graph``). ``text`` (the prototxt) lets errors name the
+    line of the layer they are about."""
+
+    try:
+        up, log = upgrade_net(net_msg, input_layer=input_layer)
+    except ConvertError as e:
+        raise located(e, source, text) from None
     data, report = net_to_dict(up, drop_unsupported)
     report.warnings[:0] = log.warnings
     report.notes[:0] = log.steps
-    report.raise_errors(source)
+    report.raise_errors(source, locate=lambda where: ptx.locate(text, where))
     fmt = {"V0": "legacy V0 format, upgraded as Caffe does",
            "V1": "legacy V1 format, upgraded as Caffe does"}.get(log.format, "current format")
-    text = stamped(f"Converted by `netspec convert` from {Path(source).name} (Caffe {fmt})",
-                   dump(data))
+    if not data.get("layer"):
+        raise ConvertError("the net defines no layers (Caffe lists them as `layer { ... }`, or "
+                           "`layers { ... }` in the legacy formats)", file=source)
+    yaml_text = stamped(f"Converted by `netspec convert` from {Path(source).name} (Caffe {fmt})",
+                        dump(data))
     try:
-        loads_net(text, out_name)
+        net = loads_net(yaml_text, out_name)
     except SpecError as e:
-        raise ConvertError(f"the converted net does not validate in netspec: "
-                           f"{_name_layers(e.message, e.field, data)}", file=source) from None
-    return text, data, report, log
+        message, where = _name_layers(e.message, e.field, data)
+        raise ConvertError(f"the converted net does not validate in netspec: {message}",
+                           file=source, line=ptx.locate(text, where)) from None
+    _check_graph(net, source, text)
+    return yaml_text, data, report, log
 
 
-def _name_layers(message: str, fld: str | None, data: dict) -> str:
+def _name_layers(message: str, fld: str | None, data: dict) -> tuple[str, tuple[str, str] | None]:
+    """(message naming the layer and field, what it is about: ("layer", name) or ("key", field))."""
     m = re.match(r"layer\[(\d+)\]\.?(.*)", fld or "")
     if m and int(m.group(1)) < len(data.get("layer", [])):
         layer = data["layer"][int(m.group(1))]
-        return f"layer '{layer.get('name')}' ({layer.get('type')}): {m.group(2) or 'layer'}: {message}"
-    return f"{fld}: {message}" if fld else message
+        text = f"layer '{layer.get('name')}' ({layer.get('type')}): {m.group(2) or 'layer'}: {message}"
+        return text, ("layer", str(layer.get("name", "")))
+    if fld:
+        return f"{fld}: {message}", ("key", re.split(r"[.\[ ]", fld)[0])
+    return message, None
+
+
+def _check_graph(net, source: str, text: str | None) -> None:
+    """Caffe's Net::Init checks (``netspec.graph``), for the net of each phase and each stage
+    set its include rules name: no top produced twice except in place, legacy input_dim in
+    fours, no declared shape past Caffe's blob limit, in any of them; every bottom produced by
+    an earlier layer, in at least one of them (a file may be a train_net or a test_net only,
+    its other phase missing its data layers). Nothing is built."""
+    states = []
+    for phase in ("TRAIN", "TEST"):
+        stage_sets: list[tuple[str, ...]] = []
+        for lp in net.layer:
+            for rule in lp.include:
+                if rule.phase in (None, phase) and rule.stage and tuple(rule.stage) not in stage_sets:
+                    stage_sets.append(tuple(rule.stage))
+        states += [(phase, st) for st in stage_sets or [tuple(net.state.stage)]]
+    missing_bottoms = []
+    for phase, stages in states:
+        state = NetState(phase=phase, level=net.state.level, stage=list(stages))
+        try:
+            resolve(legacy_inputs(net) + filter_phase(net, state), net)
+        except SpecError as e:
+            if (e.field or "").endswith(".bottom"):
+                missing_bottoms.append((phase, stages, e))
+                continue
+            raise _graph_error(net, phase, stages, e, source, text) from None
+    if missing_bottoms and len(missing_bottoms) == len(states):
+        raise _graph_error(net, *missing_bottoms[0], source, text) from None
+
+
+def _graph_error(net, phase: str, stages: tuple[str, ...], e: SpecError, source: str,
+                 text: str | None) -> ConvertError:
+    fld = e.field or ""
+    names = [lp.name for lp in net.layer if fld.startswith(f"layer {lp.name}.")]
+    where = ("layer", max(names, key=len)) if names else ("key", fld.split(".")[0])
+    return ConvertError(f"the net does not build ({phase} phase"
+                        f"{', stages ' + ', '.join(stages) if stages else ''}): {e.message}",
+                        file=source, line=ptx.locate(text, where))
 
 
 def default_output(src: Path, suffix: str) -> Path:
+    if src.name in ("", ".", ".."):
+        raise ConvertError(f"'{src}' names no file", file=str(src))
     return src.with_suffix(suffix) if src.suffix else src.with_name(src.name + suffix)
 
 
@@ -92,17 +157,27 @@ def _net_output(src: str | Path, out: str | Path | None, drop_unsupported: bool,
     """convert_net's work, short of writing: (its record, the Output to write)."""
 
     src = Path(src)
+    text = None
     if msg is None:
-        kind, msg, _ = ptx.read(src)
+        kind, msg, text = ptx.read(src)
         if kind != "net":
-            raise ConvertError("this is a solver file; convert_solver handles it", file=str(src))
+            raise ConvertError("this is a solver file, not a net", file=str(src))
+        _refuse_empty(text, src)
     out = Path(out) if out else default_output(src, ".yaml")
     if out.resolve() == src.resolve():
         raise ConvertError("the output would overwrite the input; give -o", file=str(src))
-    text, data, report, log = net_yaml(msg, str(src), drop_unsupported, input_layer, str(out))
+    yaml_text, data, report, log = net_yaml(msg, str(src), drop_unsupported, input_layer,
+                                            str(out), text)
     return (Converted("net", [str(out)], report.notes, report.warnings,
                       {"layers": len(data.get("layer", [])), "format": log.format}),
-            Output(out, text.encode(), text=True, option=option))
+            Output(out, yaml_text.encode(), text=True, option=option))
+
+
+def _refuse_empty(text: str, src: Path) -> None:
+    """A file with nothing but blanks and comments is an error of its own (not 'no layers')."""
+    if not any(line.split("#", 1)[0].strip() for line in text.splitlines()):
+        raise ConvertError("the file is empty (nothing but blanks and comments): no net or solver "
+                           "to convert", file=str(src))
 
 
 # -- solvers -------------------------------------------------------------------------------------
@@ -135,13 +210,16 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
     """
 
     src = Path(src)
-    kind, msg, _ = ptx.read(src)
+    kind, msg, solver_text = ptx.read(src)
     if kind != "solver":
         raise ConvertError("this is a net file, not a solver", file=str(src))
     out = Path(out) if out else default_output(src, ".yaml")
     if out.resolve() == src.resolve():
         raise ConvertError("the output would overwrite the input; give -o", file=str(src))
-    solver, steps = upgrade_solver(msg)
+    try:
+        solver, steps = upgrade_solver(msg)
+    except ConvertError as e:
+        raise located(e, str(src), solver_text) from None
     result = Converted("solver", [], list(steps), [])
     written: dict[Path, str] = {}
     outputs: list[Output] = []
@@ -155,6 +233,12 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
             return ref
         found = _find_net(ref, src)
         if found is None:
+            p = Path(ref).expanduser()
+            folders = [c for c in ([p] if p.is_absolute() else [Path.cwd() / p, src.parent / p])
+                       if c.is_dir()]
+            if folders or Path(ref).name in ("", ".", ".."):
+                raise ConvertError(f"'{fld}' names '{ref}', which is a folder, not a net file",
+                                   file=str(src), line=ptx.key_line(solver_text, fld))
             guess = default_output(Path(ref), ".yaml").as_posix()
             result.warnings.append(
                 f"{fld} '{ref}' not found (looked from the working directory and from "
@@ -162,8 +246,12 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
                 f"`netspec convert` and put it there (relative to {out.name})")
             return guess
         if found.resolve() not in written:
-            sub, output = _net_output(found, default_output(found, ".yaml"), drop_unsupported,
-                                      input_layer, option=None)
+            try:
+                sub, output = _net_output(found, default_output(found, ".yaml"), drop_unsupported,
+                                          input_layer, option=None)
+            except ConvertError as e:
+                raise ConvertError(f"{fld} of {src.name}: {e.message}",
+                                   file=e.file, line=e.line, field=e.field) from None
             outputs.append(output)
             inputs.append(found)
             written[found.resolve()] = sub.outputs[0]
@@ -174,7 +262,12 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
 
     def inline_net(net_msg, role: str) -> str:
         path = out.with_name(f"{out.stem}.{role}.yaml")
-        sub, output = _net_output(src, path, drop_unsupported, input_layer, msg=net_msg)
+        key = re.sub(r"\d+$", "", role) + "_param"
+        try:
+            sub, output = _net_output(src, path, drop_unsupported, input_layer, msg=net_msg)
+        except ConvertError as e:
+            raise ConvertError(f"{key}: {e.message}", file=str(src),
+                               line=e.line or ptx.key_line(solver_text, key)) from None
         outputs.append(output)
         result.outputs.extend(sub.outputs)
         result.notes.extend(f"{role}: {n}" for n in sub.notes)
@@ -182,7 +275,7 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
         return rel(path)
 
     data, report = solver_to_dict(solver, net_ref, inline_net, drop_unsupported)
-    report.raise_errors(str(src), "solver")
+    report.raise_errors(str(src), "solver", locate=lambda where: ptx.locate(solver_text, where))
     result.notes.extend(report.notes)
     result.warnings.extend(report.warnings)
     prefix = data.get("snapshot_prefix")
@@ -194,8 +287,10 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
         parsed, lines = loads_yaml(text, str(out))
         _validate(SolverParameter, parsed, str(out), lines)
     except SpecError as e:
+        key = re.split(r"[.\[ ]", e.field)[0] if e.field else None
         raise ConvertError(f"the converted solver does not validate in netspec: "
-                           f"{e.field + ': ' if e.field else ''}{e.message}", file=str(src)) from None
+                           f"{e.field + ': ' if e.field else ''}{e.message}", file=str(src),
+                           line=ptx.key_line(solver_text, key) if key else None) from None
     write_outputs([Output(out, text.encode(), text=True), *outputs], inputs, force)
     result.outputs.insert(0, str(out))
     return result
@@ -266,16 +361,28 @@ def convert(src: str | Path, out: str | Path | None = None, model: str | Path | 
     """Dispatch on the file: .caffemodel (binary) -> weights; text -> net or solver.
 
     No output replaces an existing file that is not netspec's own unchanged output (a YAML
-    whose header checksum still matches) unless ``force``; then nothing is written at all."""
+    whose header checksum still matches) unless ``force``; then nothing is written at all.
+
+    A binary file named like a text file (.prototxt, .pbtxt) or converted to .yaml is refused:
+    it is no net, and its weights would not belong in a YAML file."""
     src = Path(src)
     if src.suffix == ".caffemodel" or _is_binary(src):
+        if src.suffix != ".caffemodel" and (src.suffix in TEXT_SUFFIXES or (
+                out is not None and Path(out).suffix in (".yaml", ".yml"))):
+            ptx.read_text(src)          # raises: what the binary file is and what to do
         return convert_weights(src, out, model, force)
     if model is not None:
         raise ConvertError("--model is for .caffemodel files", file=str(src))
-    kind = ptx.kind_of(ptx.read_text(src))
+    text = ptx.read_text(src)
+    _refuse_empty(text, src)
+    kind = ptx.kind_of(text)
     if kind == "solver":
         return convert_solver(src, out, drop_unsupported, input_layer, force)
     return convert_net(src, out, drop_unsupported, input_layer, force=force)
+
+
+#: suffixes of Caffe's text files
+TEXT_SUFFIXES = (".prototxt", ".pbtxt", ".txt")
 
 
 def _is_binary(path: Path) -> bool:

@@ -27,6 +27,9 @@ from . import ConvertError, is_repeated
 FORK_TYPES = {
     "ROIPooling": "py-faster-rcnn's fork of Caffe (caffe-fast-rcnn)",
     "SmoothL1Loss": "py-faster-rcnn's fork of Caffe (caffe-fast-rcnn)",
+    **dict.fromkeys(("Permute", "PriorBox", "DetectionOutput", "DetectionEvaluate", "Normalize",
+                     "MultiBoxLoss", "AnnotatedData", "VideoData"),
+                    "SSD's fork of Caffe (weiliu89/caffe, branch ssd)"),
 }
 
 
@@ -39,17 +42,23 @@ class Report:
     notes: list[str] = field(default_factory=list)
     #: layer type netspec does not implement -> names of the layers that use it
     unknown_types: dict[str, list[str]] = field(default_factory=dict)
+    #: what each problem is about, in the order found: ("layer", name) or ("key", field)
+    problem_at: list[tuple[str, str]] = field(default_factory=list)
 
-    def raise_errors(self, file: str | None, what: str = "net") -> None:
+    def raise_errors(self, file: str | None, what: str = "net",
+                     locate: Callable[[tuple[str, str]], int | None] | None = None) -> None:
+        """One ConvertError listing every problem (one line, problems separated by '; '),
+        at the line ``locate`` gives for the first problem found."""
         problems = [_type_problem(t, names) for t, names in self.unknown_types.items()]
         problems += self.errors
-        if self.unknown_types:
-            problems.append(f"(netspec implements: {', '.join(sorted(LAYER_TYPES))})")
         if problems:
-            lines = "\n  ".join(problems)
-            n = len(problems) - (1 if self.unknown_types else 0)
+            n = len(problems)
+            implemented = (f"; netspec implements: {', '.join(sorted(LAYER_TYPES))}"
+                           if self.unknown_types else "")
+            line = locate(self.problem_at[0]) if locate and self.problem_at else None
             raise ConvertError(f"cannot convert this Caffe {what} to netspec YAML "
-                               f"({n} problem{'s' if n > 1 else ''}):\n  {lines}", file=file)
+                               f"({n} problem{'s' if n > 1 else ''}): {'; '.join(problems)}"
+                               f"{implemented}", file=file, line=line)
 
 
 # -- message -> python ---------------------------------------------------------------------------
@@ -128,6 +137,9 @@ def _type_problem(lp_type: str, names: list[str]) -> str:
     head += ", which netspec does not implement"
     if lp_type in FORK_TYPES:
         return f"{head}: it exists only in {FORK_TYPES[lp_type]}, not in BVLC Caffe"
+    same = [t for t in LAYER_TYPES if t.lower() == lp_type.lower()]
+    if same:
+        return head + f" (did you mean '{same[0]}'? Layer types are case-sensitive)"
     close = difflib.get_close_matches(lp_type, list(LAYER_TYPES), n=1, cutoff=0.6)
     return head + (f" (did you mean '{close[0]}'?)" if close else "")
 
@@ -169,6 +181,7 @@ def layer_to_dict(lp, report: Report, drop_unsupported: bool = False) -> dict | 
             pp = d["python_param"]
             label += f" ({'.'.join(x for x in (pp.get('module'), pp.get('layer')) if x)})"
         report.unknown_types.setdefault(lp.type, []).append(label)
+        report.problem_at.append(("layer", name))
         return None
     if "blobs" in d:
         report.warnings.append(f"layer '{name}': its {len(d.pop('blobs'))} parameter blob(s) "
@@ -191,6 +204,7 @@ def layer_to_dict(lp, report: Report, drop_unsupported: bool = False) -> dict | 
             report.warnings.append(msg + "; left out (--drop-unsupported)")
         else:
             report.errors.append(msg + " (convert with --drop-unsupported to leave it out)")
+            report.problem_at.append(("layer", name))
     if not d.get("top") and getattr(cls, "is_loss", False):
         # Caffe's LossLayer::AutoTopBlobs: a loss layer without a top gets an anonymous one
         d = _with_top(d, AUTO_TOP)
@@ -216,6 +230,8 @@ def net_to_dict(net, drop_unsupported: bool = False) -> tuple[dict, Report]:
     for path in unsupported:
         msg = f"net field '{path}' is not supported by netspec"
         (report.warnings if drop_unsupported else report.errors).append(msg)
+        if not drop_unsupported:
+            report.problem_at.append(("key", path.split(".")[0]))
     out["layer"] = []
     for lp in net.layer:
         d = layer_to_dict(lp, report, drop_unsupported)
@@ -248,8 +264,10 @@ def solver_to_dict(solver, net_ref: Callable[[str, str], str],
     out: dict[str, Any] = {}
     if "net" in d and "net_param" in d:
         report.errors.append("the solver gives both 'net' and 'net_param'; Caffe takes one")
+        report.problem_at.append(("key", "net"))
     if "train_net" in d and "train_net_param" in d:
         report.errors.append("the solver gives both 'train_net' and 'train_net_param'")
+        report.problem_at.append(("key", "train_net"))
     if "net_param" in d:
         out["net"] = inline_net(solver.net_param, "net")
         report.notes.append(f"inline net_param written to {out['net']}")
@@ -277,6 +295,7 @@ def solver_to_dict(solver, net_ref: Callable[[str, str], str],
         else:
             report.errors.append(f"solver field 'weights' lists several files {w}; netspec "
                                  "fine-tunes from one")
+            report.problem_at.append(("key", "weights"))
     if d.get("weight_decay", 0.0) != 0.0 and "regularization_type" not in d:
         d = {k2: v2 for k, v in d.items()
              for k2, v2 in ([(k, v), ("regularization_type", "L2")] if k == "weight_decay"
@@ -286,6 +305,7 @@ def solver_to_dict(solver, net_ref: Callable[[str, str], str],
     if "regularization_type" in d and d["regularization_type"] not in ("L1", "L2"):
         report.errors.append(f"regularization_type '{d['regularization_type']}' is not one of "
                              "Caffe's (L1, L2)")
+        report.problem_at.append(("key", "regularization_type"))
     if "solver_mode" not in d:
         report.notes.append("solver_mode not set: Caffe's default is GPU, netspec's is CPU "
                             "(train with --gpu to use CuPy)")
@@ -297,5 +317,6 @@ def solver_to_dict(solver, net_ref: Callable[[str, str], str],
             report.warnings.append(msg + "; left out (--drop-unsupported)")
         else:
             report.errors.append(msg + " (convert with --drop-unsupported to leave it out)")
+            report.problem_at.append(("key", path.split(".")[0]))
     out.update(d)
     return out, report

@@ -94,7 +94,7 @@ def _v0_padding(net, log: UpgradeLog):
         for j, blob in enumerate(conn.bottom):
             if blob not in last_top:
                 raise ConvertError(f"V0 layer '{lp.name}' reads blob '{blob}', which no earlier "
-                                   "layer or input produces")
+                                   "layer or input produces", where=("layer", lp.name))
             src_idx = last_top[blob]
             if src_idx == -1:
                 continue
@@ -103,11 +103,11 @@ def _v0_padding(net, log: UpgradeLog):
                 if lp.type not in ("conv", "pool"):
                     raise ConvertError(f"V0 padding layer '{src.layer.name}' feeds layer "
                                        f"'{lp.name}' of type '{lp.type}'; only conv and pool "
-                                       "layers can absorb padding")
+                                       "layers can absorb padding", where=("layer", lp.name))
                 if len(conn.bottom) != 1 or len(src.bottom) != 1 or len(src.top) != 1:
                     raise ConvertError(f"V0 padding layer '{src.layer.name}' must have one "
                                        f"bottom and one top and feed a one-bottom layer "
-                                       f"('{lp.name}')")
+                                       f"('{lp.name}')", where=("layer", src.layer.name))
                 target = out.layers[len(out.layers) - 1]
                 target.layer.pad = src.layer.pad
                 target.bottom[j] = src.bottom[0]
@@ -133,7 +133,8 @@ def _v0_layer(conn, log: UpgradeLog):
     if v0.HasField("type"):
         if t not in V0_TYPES:
             raise ConvertError(f"V0 layer '{v0.name}' has type '{t}', which Caffe's upgrade does "
-                               f"not know (known V0 types: {', '.join(sorted(V0_TYPES))})")
+                               f"not know (known V0 types: {', '.join(sorted(V0_TYPES))})",
+                               where=("layer", v0.name))
         v1.type = P.V1LayerParameter.LayerType.Value(V0_TYPES[t])
     for b in v0.blobs:
         v1.blobs.add().CopyFrom(b)
@@ -323,7 +324,7 @@ def upgrade_v1(net, log: UpgradeLog):
     """Caffe's UpgradeV1Net: ``layers`` (V1) -> ``layer``."""
     if len(net.layer):
         raise ConvertError("the file has both 'layer' (current) and 'layers' (V1) entries; Caffe "
-                           "would ignore the 'layer' ones. Use one format")
+                           "would ignore the 'layer' ones. Use one format", where=("key", "layers"))
     out = pb2().NetParameter()
     out.CopyFrom(net)
     del out.layers[:]
@@ -402,7 +403,8 @@ def upgrade_solver(solver):
     if out.HasField("solver_type"):
         if out.HasField("type"):
             raise ConvertError("the solver sets both solver_type (old enum) and type; Caffe "
-                               "refuses that too. Keep one", field="solver_type")
+                               "refuses that too. Keep one", field="solver_type",
+                               where=("key", "solver_type"))
         name = SOLVER_TYPE_NAMES[pb2().SolverParameter.SolverType.Name(out.solver_type)]
         out.type = name
         out.ClearField("solver_type")

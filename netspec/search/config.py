@@ -58,9 +58,11 @@ def default_paths(cfg: SearchConfig) -> tuple[str, Path, str]:
     """(study name, output folder, storage) with the defaults filled in."""
     study = cfg.study or Path(cfg.solver).stem
     if not STUDY_NAME.fullmatch(study):
+        inside = (f"a study inside {cfg.storage} and " if cfg.storage and "://" not in cfg.storage
+                  else "")
         raise SearchError(f"the study name {study!r} is not a plain name: use letters, digits, "
-                          "'.', '_' and '-', starting with a letter or digit (it names files "
-                          "inside the output folder, never a path)", field="--study")
+                          f"'.', '_' and '-', starting with a letter or digit (it names {inside}"
+                          "files inside the output folder, never a path)", field="--study")
     storage = cfg.storage
     if cfg.out:
         out = Path(cfg.out)

@@ -43,7 +43,7 @@ def run_search(cfg: SearchConfig, echo: Callable[[str], None] | None = None) -> 
         problem = Problem(cfg, params, tmp)
         cfg.metric, cfg.direction = problem.validate()
         storage_obj = open_storage(storage)
-        study = open_study(cfg, storage_obj, study_name)
+        study = open_study(cfg, storage_obj, study_name, storage_name=redact(storage))
         c = count_trials(study)
         split = problem.split
         echo(f"Search '{study_name}' in {redact(storage)}: {len(params)} parameter(s), "

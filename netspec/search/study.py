@@ -108,40 +108,95 @@ def open_storage(storage: str):
                               f"{str(e).splitlines()[0]}", field="--storage") from None
     journal = optuna.storages.journal
     path = Path(storage)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+        raise SearchError(f"cannot put the search journal there: {blocker} is a file, not a "
+                          "folder; give --storage a path in a folder", file=str(path)) from None
     # a worker killed while appending leaves the lock behind; appends take milliseconds, so
     # take a lock over after JOURNAL_LOCK_GRACE_S (Optuna's default: 30 s)
     lock = journal.JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_S)
     check_journal(path)
-    return optuna.storages.JournalStorage(journal.JournalFileBackend(str(path), lock_obj=lock))
+    try:
+        return optuna.storages.JournalStorage(journal.JournalFileBackend(str(path), lock_obj=lock))
+    except (KeyError, TypeError, ValueError, AssertionError, AttributeError, IndexError) as e:
+        # check_journal passed every line, but their contents do not replay (a damaged value)
+        why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        raise SearchError(f"Optuna cannot replay the search journal ({why}): {_DAMAGED}",
+                          file=str(path)) from None
+
+
+_DAMAGED = "the file is damaged or is not a search journal; give another --out or --storage"
+
+#: the keys every operation of an Optuna journal holds, by op_code (Optuna's JournalOperation:
+#: 0 create study ... 10 discard trials). Checked so that a damaged or foreign line is named,
+#: instead of replayed into a KeyError.
+JOURNAL_OPS = {0: ("study_name", "directions"), 1: ("study_id",), 2: ("study_id", "user_attr"),
+               3: ("study_id", "system_attr"), 4: ("study_id", "datetime_start"),
+               5: ("trial_id", "param_name", "param_value_internal", "distribution"),
+               6: ("trial_id", "state", "values"), 7: ("trial_id", "step", "intermediate_value"),
+               8: ("trial_id", "user_attr"), 9: ("trial_id", "system_attr"), 10: ()}
 
 
 def check_journal(path: Path) -> None:
-    """Refuse a journal file with a line that is not one JSON operation (Optuna would stop on
-    it with a bare JSON error): name the file, the line and what to do."""
+    """Refuse a journal file Optuna would stop on with a bare error (a folder, a line that is
+    not UTF-8 JSON, a cut-off last line, a blank line, an object that is no journal operation):
+    name the file, the line and what to do. Nothing is written."""
+    if path.is_dir():
+        raise SearchError("this is a folder, not a search journal file: give --storage a file "
+                          "path (or --out a folder, for OUT/search.journal)", file=str(path))
     if not path.exists():
         return
     try:
-        text = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SearchError(f"cannot read the search journal: {e}", file=str(path)) from None
-    lines = text.split("\n")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise SearchError(f"cannot read the search journal: {e.strerror or e}", file=str(path)) from None
+    lines = raw.split(b"\n")
     for number, line in enumerate(lines, 1):
-        if not line.strip():
+        # Optuna writes an operation and its newline at once: only a worker killed while
+        # writing leaves a last line without its newline
+        unfinished = number == len(lines)
+        if unfinished and not line:
+            break                                  # the end of the file, after its last newline
+        problem = _journal_line_problem(line)
+        if problem is None:
             continue
-        try:
-            op = json.loads(line)
-        except ValueError:
-            op = None
-        if isinstance(op, dict) and "op_code" in op:
-            continue
-        last = number == len(lines) or (number == len(lines) - 1 and not lines[-1])
-        why = ("its last line is cut off, as a worker killed while writing leaves it: remove "
-               "that line (the operation never completed) and run again" if last else
-               "this line is not an operation of an Optuna journal: the file is damaged or is "
-               "not a search journal; give another --out or --storage")
+        if unfinished and problem in ("not UTF-8 text", "not JSON"):
+            why = ("its last line is cut off, as a worker killed while writing leaves it: remove "
+                   "that line (the operation never completed) and run again")
+        elif problem == "blank":
+            why = ("this line is blank, and Optuna stops at a blank line: the file was edited "
+                   "or damaged; remove the blank line")
+        else:
+            why = (f"this line is not an operation of an Optuna journal ({problem}): "
+                   f"{_DAMAGED}")
         raise SearchError(f"line {number} of the search journal: {why}", file=str(path),
                           line=number)
+
+
+def _journal_line_problem(line: bytes) -> str | None:
+    """What is wrong with one line of a journal, or None."""
+    if not line.strip():
+        return "blank"
+    try:
+        op = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    except ValueError:
+        return "not JSON"
+    if not isinstance(op, dict) or "op_code" not in op:
+        return "JSON, but no object with an op_code"
+    code = op["op_code"]
+    if isinstance(code, bool) or not isinstance(code, int) or code not in JOURNAL_OPS:
+        return f"op_code {json.dumps(code)} is none of Optuna's (0 to {max(JOURNAL_OPS)})"
+    missing = [k for k in ("worker_id", *JOURNAL_OPS[code]) if k not in op]
+    if missing:
+        return f"op_code {code} without {', '.join(repr(k) for k in missing)}"
+    attr = {2: "user_attr", 3: "system_attr", 8: "user_attr", 9: "system_attr"}.get(code)
+    if attr and not (isinstance(op[attr], dict) and len(op[attr]) == 1):
+        return f"op_code {code} sets one attribute, its '{attr}' holds {json.dumps(op[attr])[:80]}"
+    return None
 
 
 def _with_driver(url: str) -> str:
@@ -165,26 +220,40 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in cred else url
 
 
-def open_study(cfg: SearchConfig, storage_obj, study_name: str, create: bool = True):
-    """Load the study (``create``: create it, or check that it has the same settings)."""
+def open_study(cfg: SearchConfig, storage_obj, study_name: str, create: bool = True,
+               storage_name: str | None = None):
+    """Load the study (``create``: create it, or check that it has the same settings).
+
+    An existing study's settings are compared before anything is written to the storage (even
+    Optuna's ``create_study(load_if_exists=True)`` appends to a journal), so a refused worker
+    leaves the storage as it was. ``storage_name`` (a path or redacted URL) names it in errors.
+    """
     optuna = require_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     kwargs = dict(study_name=study_name, storage=storage_obj, sampler=make_sampler(cfg.sampler, cfg.seed),
                   pruner=make_pruner(cfg.pruner, cfg.epochs))
-    if create:
-        study = optuna.create_study(direction=cfg.direction, load_if_exists=True, **kwargs)
-        settings = cfg.settings()
-        old = study.user_attrs.get(SETTINGS_ATTR)
-        if old is None:
-            study.set_user_attr(SETTINGS_ATTR, settings)
-        elif old != settings:
+    if not create:
+        return optuna.load_study(**kwargs)
+    settings = cfg.settings()
+    try:
+        study_id = storage_obj.get_study_id_from_name(study_name)
+    except KeyError:
+        study_id = None
+    if study_id is not None:
+        old = storage_obj.get_study_user_attrs(study_id).get(SETTINGS_ATTR)
+        if old is not None and old != settings:
             diff = [k for k in settings if old.get(k) != settings[k]]
-            raise SearchError(f"study '{study_name}' in this storage was created with other settings "
+            where = f"in {storage_name}" if storage_name else "in this storage"
+            raise SearchError(f"study '{study_name}' {where} was created with other settings "
                               f"({', '.join(f'{k}: {old.get(k)!r}, now {settings[k]!r}' for k in diff)}); "
                               "rerun with the same ones to continue it, or name a new study with --study",
                               field="--study")
-        return study
-    return optuna.load_study(**kwargs)
+        study = optuna.load_study(**kwargs)
+    else:
+        study = optuna.create_study(direction=cfg.direction, load_if_exists=True, **kwargs)
+    if study.user_attrs.get(SETTINGS_ATTR) is None:
+        study.set_user_attr(SETTINGS_ATTR, settings)
+    return study
 
 
 def count_trials(study) -> dict[str, int]:

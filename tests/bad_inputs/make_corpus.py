@@ -15,7 +15,8 @@ The manifest (tab-separated, one header row) has the columns
   (``python -m netspec.cli``), ``{file}`` stands for the ``file`` column and ``{tmp}`` for a
   fresh empty folder where a command must write its outputs (no other braces occur, so
   ``str.format(file=..., tmp=...)`` substitutes them);
-* ``expect``: a phrase the error message contains (case-sensitive).
+* ``expect``: a phrase the error message contains (case-sensitive);
+* ``line``: the line the message names as ``FILE:LINE:``, empty where there is none.
 
 Every command must exit non-zero with one ``netspec: error:`` message that names ``{file}``
 (as written in the ``file`` column) and contains ``expect``, with no traceback and no
@@ -26,7 +27,6 @@ snapshot the corrupt states were made from) are not cases.
 from __future__ import annotations
 
 import copy
-import csv
 import hashlib
 import io
 import json
@@ -43,7 +43,7 @@ ROOT = HERE.parents[1]
 BASE = Path("tests/bad_inputs")          # how the manifest spells paths (repository-relative)
 SUPPORT = BASE / "support"
 MANIFEST = HERE / "cases.tsv"
-COLUMNS = ("case", "kind", "file", "command", "expect")
+COLUMNS = ("case", "kind", "file", "command", "expect", "line")
 
 
 @dataclass
@@ -53,10 +53,11 @@ class Case:
     file: Path           # repository-relative
     command: str
     expect: str
+    line: int | None = None   # the line the message names (FILE:LINE:), where there is one
 
     def row(self) -> list[str]:
         return [f"{self.kind}/{self.name}", self.kind, self.file.as_posix(), self.command,
-                self.expect]
+                self.expect, "" if self.line is None else str(self.line)]
 
 
 # -- support: a tiny net, its data and solvers ------------------------------------------------
@@ -77,8 +78,15 @@ TINY_SOLVER = {"net": "tiny_net.yaml", "type": "SGD", "base_lr": 0.05, "momentum
                "lr_policy": "fixed", "max_iter": 2, "random_seed": 5, "snapshot": 0,
                "snapshot_after_train": False, "snapshot_prefix": "/tmp/netspec-bad-inputs/tiny"}
 
+#: the solver the bad search journals are searched with: trains the tiny net (20 training and
+#: 4 validation records), one epoch in well under a second
+SEARCH_SOLVER = {"net": "tiny_net.yaml", "type": "SGD", "base_lr": 0.05, "momentum": 0.9,
+                 "lr_policy": "fixed", "max_iter": 2, "random_seed": 5, "snapshot": 0,
+                 "snapshot_after_train": False}
+
 TINY_MODEL = f"{SUPPORT}/tiny_net.yaml"
 TINY_SOLVER_FILE = f"{SUPPORT}/tiny_solver.yaml"
+SEARCH_SOLVER_FILE = f"{SUPPORT}/search_solver.yaml"
 
 
 def write_support(root: Path) -> None:
@@ -92,6 +100,9 @@ def write_support(root: Path) -> None:
     (folder / "tiny_solver.yaml").write_text(
         "# Resumes the corrupt states of tests/bad_inputs/state (made by make_corpus.py).\n"
         + yaml.safe_dump(TINY_SOLVER, sort_keys=False))
+    (folder / "search_solver.yaml").write_text(
+        "# Searched over by the bad journals of tests/bad_inputs/journal (made by make_corpus.py).\n"
+        + yaml.safe_dump(SEARCH_SOLVER, sort_keys=False))
 
 
 def tiny_params() -> dict[str, np.ndarray]:
@@ -476,8 +487,353 @@ def weights_cases(root: Path) -> list[Case]:
     return cases
 
 
+# -- Caffe prototxt: nets and solvers that `netspec convert` must refuse ------------------------
+#: the first layer of most bad nets (lines 1-6 of a case, before the header comment is added)
+INPUT = ('layer {\n  name: "data"\n  type: "Input"\n  top: "data"\n'
+         '  input_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 } }\n}\n')
+
+
+def _layer(name: str, type_: str, *body: str, bottom: str = "data", top: str | None = None) -> str:
+    """A layer block (the lines ``layer {``, name, type, bottom, top, then ``body``, ``}``)."""
+    lines = ["layer {", f'  name: "{name}"', f'  type: "{type_}"']
+    lines += [f'  bottom: "{bottom}"'] if bottom else []
+    lines += [f'  top: "{top or name}"']
+    return "\n".join(lines + [f"  {b}" for b in body] + ["}"]) + "\n"
+
+
+def _conv(*body: str) -> str:
+    """INPUT, then a Convolution layer 'c' whose line 12 is ``body``."""
+    return INPUT + _layer("c", "Convolution", *body)
+
+
+V0_HEAD = 'name: "v0"\ninput: "data"\ninput_dim: 1\ninput_dim: 1\ninput_dim: 4\ninput_dim: 4\n'
+V1_HEAD = V0_HEAD.replace('"v0"', '"v1"')
+#: a net the solver cases name that converts cleanly, so that the solver is their only problem
+CONVERT_NET = ('name: "convert_net"\n' + INPUT.replace("dim: 2 dim: 3 dim: 8 dim: 8", "dim: 2 dim: 4")
+               + 'layer {\n  name: "label"\n  type: "Input"\n  top: "label"\n'
+               '  input_param { shape { dim: 2 } }\n}\n'
+               + _layer("ip", "InnerProduct", "inner_product_param { num_output: 3 }")
+               + 'layer {\n  name: "loss"\n  type: "SoftmaxWithLoss"\n  bottom: "ip"\n'
+               '  bottom: "label"\n  top: "loss"\n}\n')
+NET_REF = 'net: "../support/convert_net.prototxt"\n'
+
+#: (name, text, phrase, line in ``text`` or None): nets, run as `netspec convert FILE -o
+#: {tmp}/out.yaml`. Each file gets a header comment, so the manifest's line is one more.
+PROTOTXT_NETS = [
+    # text-format syntax
+    ("syntax_unclosed_brace", INPUT + 'layer {\n  name: "relu"\n  type: "ReLU"\n  bottom: "data"\n'
+     '  top: "data"\n', 'Expected "}"', 11),
+    ("syntax_extra_closing_brace", INPUT + "}\n", "Expected identifier or number, got }", 7),
+    ("syntax_unterminated_string", 'name: "corpus\n' + INPUT, "String missing ending quote", 1),
+    ("syntax_mismatched_quotes", "name: \"corpus'\n" + INPUT, "String missing ending quote", 1),
+    ("syntax_missing_colon", 'name "corpus"\n' + INPUT, 'Expected ":"', 1),
+    ("syntax_missing_value", INPUT + 'layer {\n  name:\n}\n', "Expected string but found: '}'", 9),
+    ("syntax_angle_bracket_closed_by_brace", 'layer <\n  name: "data"\n  type: "Input"\n}\n',
+     "Expected identifier or number, got }", 4),
+    ("syntax_stray_character", INPUT + "@\n", "Expected identifier or number, got @", 7),
+    ("syntax_bare_word_for_string", INPUT + 'layer {\n  name: relu\n  type: "ReLU"\n}\n',
+     "Expected string but found: 'relu'", 8),
+    ("syntax_field_given_twice", 'layer {\n  name: "a"\n  name: "b"\n  type: "Input"\n  top: "x"\n'
+     "  input_param { shape { dim: 1 } }\n}\n", 'should not have multiple "name" fields', 3),
+    ("syntax_layer_left_open", INPUT[:-2] + _layer("relu", "ReLU"),
+     "a layer inside a layer (is the closing '}' of the layer before it missing?)", 6),
+    # nesting
+    ("nesting_2000_layers", "layer {\n" * 2000 + "}\n" * 2000, "a layer inside a layer", 2),
+    ("nesting_rule_in_rule", INPUT + 'layer {\n  name: "deep"\n  type: "ReLU"\n'
+     + "  include {\n" * 3 + "}\n" * 4, "'include' is not a field of Caffe's NetStateRule", 11),
+    # unknown fields
+    ("unknown_net_field", 'nmae: "corpus"\n' + INPUT, "Did you mean 'name'?", 1),
+    ("unknown_layer_field", _conv("convolution_param { num_outptu: 3 kernel_size: 3 }"),
+     "'num_outptu' is not a field of Caffe's ConvolutionParameter. Did you mean 'num_output'?", 12),
+    ("field_one_level_too_high", _conv("num_output: 3"),
+     "'num_output' is not a field of Caffe's LayerParameter; it goes inside convolution_param", 12),
+    ("block_at_the_top_level", "convolution_param { num_output: 3 }\n" + INPUT,
+     "'convolution_param' is not a field of Caffe's NetParameter", 1),
+    ("fork_field_permute_param", INPUT + _layer("p", "Permute", "permute_param { order: 0 order: 2 }"),
+     "'permute_param' is not a field of Caffe's LayerParameter: it exists only in SSD's fork", 12),
+    ("fork_field_prior_box_param", INPUT + _layer("pb", "PriorBox", "prior_box_param { min_size: 30 }"),
+     "'prior_box_param' is not a field of Caffe's LayerParameter: it exists only in SSD's fork", 12),
+    ("solver_field_in_a_net", "base_lr: 0.1\n" + INPUT,
+     "'layer' is not a field of Caffe's SolverParameter; it goes inside net_param", 2),
+    # layer types
+    ("type_permute", INPUT + _layer("p", "Permute"),
+     "layer 'p' has type 'Permute', which netspec does not implement: it exists only in SSD's fork", 7),
+    ("type_prior_box", INPUT + _layer("pb", "PriorBox"),
+     "layer 'pb' has type 'PriorBox', which netspec does not implement: it exists only in SSD's fork", 7),
+    ("type_normalize_and_detection_output", INPUT + _layer("n", "Normalize")
+     + _layer("det", "DetectionOutput", bottom="n"), "(2 problems): layer 'n' has type 'Normalize'", 7),
+    ("type_roi_pooling", INPUT + _layer("roi", "ROIPooling", "roi_pooling_param { pooled_w: 6 }"),
+     "it exists only in py-faster-rcnn's fork of Caffe", 7),
+    ("type_misspelt", INPUT + _layer("c", "Convolutoin"), "did you mean 'Convolution'?", 7),
+    ("type_lowercase", INPUT + _layer("r", "relu"), "did you mean 'ReLU'?", 7),
+    ("layer_without_type", INPUT + 'layer {\n  name: "c"\n  bottom: "data"\n  top: "c"\n}\n',
+     "layer 'c' has no type", 7),
+    ("layer_with_empty_type", INPUT + _layer("e", ""), "layer 'e' has no type", 7),
+    # values of the wrong type
+    ("value_text_for_integer", _conv('convolution_param { num_output: "ten" kernel_size: 3 }'),
+     "Couldn't parse integer: \"ten\"", 12),
+    ("value_fraction_for_integer", _conv("convolution_param { num_output: 2.5 kernel_size: 3 }"),
+     "Couldn't parse integer: 2.5", 12),
+    ("value_negative_unsigned", _conv("convolution_param { num_output: -4 kernel_size: 3 }"),
+     "Value out of range: -4", 12),
+    ("value_trailing_letters", _conv("convolution_param { num_output: 10abc kernel_size: 3 }"),
+     "Couldn't parse integer: 10abc", 12),
+    ("value_text_for_float", INPUT + _layer("d", "Dropout", 'dropout_param { dropout_ratio: "0.5" }'),
+     "Couldn't parse float", 12),
+    ("value_not_a_bool", _conv("convolution_param { num_output: 2 kernel_size: 3 bias_term: maybe }"),
+     'Expected "true" or "false"', 12),
+    ("enum_no_such_value", INPUT + _layer("p", "Pooling", "pooling_param { pool: AVERAGE kernel_size: 2 }"),
+     'Enum type "PoolingParameter.PoolMethod" has no value named AVERAGE', 12),
+    ("enum_quoted", INPUT + _layer("p", "Pooling", 'pooling_param { pool: "MAX" kernel_size: 2 }'),
+     'has no value named "MAX"', 12),
+    ("enum_number_out_of_range", INPUT + _layer("p", "Pooling", "pooling_param { pool: 7 kernel_size: 2 }"),
+     "has no value with number 7", 12),
+    ("enum_phase_no_such_value", INPUT + _layer("r", "ReLU", "include { phase: VALIDATION }"),
+     'Enum type "Phase" has no value named VALIDATION', 12),
+    # huge numbers
+    ("huge_unsigned", _conv("convolution_param { num_output: 99999999999999999999 kernel_size: 3 }"),
+     "Value out of range: 99999999999999999999", 12),
+    ("huge_int64_dim", INPUT.replace("dim: 2 dim", "dim: 99999999999999999999 dim"),
+     "Value out of range: 99999999999999999999", 5),
+    ("huge_float_is_inf", INPUT + _layer("d", "Dropout", "dropout_param { dropout_ratio: 1e999 }"),
+     "dropout_param.dropout_ratio: Input should be less than 1 (got inf)", 7),
+    ("huge_blob_shape", INPUT.replace("dim: 2 dim: 3 dim: 8 dim: 8", "dim: 9223372036854775807 dim: 3"),
+     "a blob holds at most 2,147,483,647 (Caffe's limit)", 1),
+    # graphs Caffe's Net::Init refuses, and so does netspec
+    ("duplicate_top", INPUT + _layer("a", "ReLU", top="r") + _layer("b", "Sigmoid", top="r"),
+     "top 'r' of layer 'b' is already produced by layer 'a'", 13),
+    ("duplicate_top_in_a_test_stage", INPUT
+     + _layer("a", "ReLU", 'include { phase: TEST stage: "s" }', top="r")
+     + _layer("b", "ReLU", 'include { phase: TEST stage: "s" }', top="r"),
+     "(TEST phase, stages s): top 'r' of layer 'b' is already produced by layer 'a'", 14),
+    ("top_listed_twice", INPUT + _layer("s", "Slice", 'top: "a"', top="a"),
+     "layer 's' lists top 'a' twice", 7),
+    ("unknown_bottom", INPUT + _layer("a", "ReLU", bottom="nothere"),
+     "layer 'a' reads bottom 'nothere', which no earlier layer in this phase produces", 7),
+    ("input_dim_not_four", 'input: "data"\ninput_dim: 1\ninput_dim: 3\n' + _layer("r", "ReLU"),
+     "input_dim must give 4 values per input", 2),
+    ("input_shapes_fewer_than_inputs", 'input: "data"\ninput: "b"\ninput_shape { dim: 1 }\n'
+     + _layer("r", "ReLU"), "2 inputs but 1 shapes", 3),
+    ("no_layers", 'name: "corpus"\nforce_backward: true\n', "the net defines no layers", None),
+    ("only_comments", "# a net file with nothing in it yet\n\n", "the file is empty", None),
+    # legacy formats
+    ("v0_unknown_type", V0_HEAD + 'layers {\n  layer {\n    name: "c"\n    type: "convv"\n  }\n'
+     '  bottom: "data"\n  top: "c"\n}\n', "V0 layer 'c' has type 'convv', which Caffe's upgrade does "
+     "not know", 7),
+    ("v0_padding_into_relu", V0_HEAD + 'layers {\n  layer {\n    name: "pad"\n    type: "padding"\n'
+     '    pad: 1\n  }\n  bottom: "data"\n  top: "p"\n}\nlayers {\n  layer {\n    name: "r"\n'
+     '    type: "relu"\n  }\n  bottom: "p"\n  top: "r"\n}\n',
+     "only conv and pool layers can absorb padding", 16),
+    ("v0_unknown_bottom", V0_HEAD + 'layers {\n  layer {\n    name: "r"\n    type: "relu"\n  }\n'
+     '  bottom: "nothere"\n  top: "r"\n}\n',
+     "V0 layer 'r' reads blob 'nothere', which no earlier layer or input produces", 7),
+    ("v0_unknown_field", 'name: "v0"\nlayers {\n  layer {\n    name: "c"\n    type: "conv"\n'
+     "    num_outputs: 3\n  }\n}\n", "V0LayerParameter. Did you mean 'num_output'?", 6),
+    ("v0_enum_no_such_value", 'name: "v0"\nlayers {\n  layer {\n    name: "p"\n    type: "pool"\n'
+     "    pool: AVERAGE\n  }\n}\n", '"V0LayerParameter.PoolMethod" has no value named AVERAGE', 6),
+    ("v1_type_misspelt", 'name: "v1"\nlayers {\n  name: "c"\n  type: CONVOLUTON\n}\n',
+     '"V1LayerParameter.LayerType" has no value named CONVOLUTON', 4),
+    ("v1_type_as_text", 'name: "v1"\nlayers {\n  name: "c"\n  type: "Convolution"\n}\n',
+     'has no value named "Convolution"', 4),
+    ("v1_unknown_field", 'name: "v1"\nlayers {\n  name: "c"\n  type: CONVOLUTION\n  blobs_lrr: 1\n}\n',
+     "V1LayerParameter. Did you mean 'blobs_lr'?", 5),
+    ("v1_and_current_layers", INPUT + 'layers {\n  name: "r"\n  type: RELU\n  bottom: "data"\n'
+     '  top: "data"\n}\n', "the file has both 'layer' (current) and 'layers' (V1) entries", 7),
+    ("v1_layer_without_type", V1_HEAD + 'layers {\n  name: "r"\n  bottom: "data"\n  top: "r"\n}\n',
+     "layer 'r' has no type", 7),
+    ("v1_duplicate_top", V1_HEAD + 'layers {\n  name: "a"\n  type: RELU\n  bottom: "data"\n  top: "r"\n'
+     '}\nlayers {\n  name: "b"\n  type: SIGMOID\n  bottom: "data"\n  top: "r"\n}\n',
+     "top 'r' of layer 'b' is already produced by layer 'a'", 13),
+]
+
+#: (name, text, phrase, line in ``text`` or None): solvers, run as `netspec convert FILE -o
+#: {tmp}/solver.yaml` (which would also write the nets they name or hold)
+PROTOTXT_SOLVERS = [
+    ("solver_type_no_such_value", NET_REF + "base_lr: 0.01\nsolver_type: ADAMW\n",
+     'Enum type "SolverParameter.SolverType" has no value named ADAMW', 3),
+    ("solver_base_lr_text", NET_REF + 'base_lr: "0.01"\n', "Couldn't parse float: \"0.01\"", 2),
+    ("solver_type_and_solver_type", NET_REF + 'solver_type: SGD\ntype: "Adam"\nbase_lr: 0.01\n',
+     "the solver sets both solver_type (old enum) and type", 2),
+    ("solver_type_unknown", NET_REF + 'type: "Adamax"\nbase_lr: 0.01\n', "'Adamax' is not a valid value", 2),
+    ("solver_regularization_l3", NET_REF + 'base_lr: 0.01\nweight_decay: 0.1\nregularization_type: "L3"\n',
+     "regularization_type 'L3' is not one of Caffe's (L1, L2)", 4),
+    ("solver_base_lr_negative", NET_REF + "base_lr: -0.01\n",
+     "base_lr: must be a finite number > 0, got -0.01", 2),
+    ("solver_base_lr_inf", NET_REF + "base_lr: 1e999\n", "base_lr: must be a finite number > 0, got inf", 2),
+    ("solver_max_iter_negative", NET_REF + "base_lr: 0.01\nmax_iter: -5\n",
+     "max_iter: must be >= 0, got -5", 3),
+    ("solver_lr_policy_unknown", NET_REF + 'base_lr: 0.01\nlr_policy: "cosine"\n',
+     "lr_policy: 'cosine' is not a valid value", 3),
+    ("solver_unknown_field", NET_REF + "base_lr: 0.01\nbase_lrr: 0.1\n", "Did you mean 'base_lr'?", 3),
+    ("solver_several_weights", NET_REF + 'base_lr: 0.01\nweights: "a.caffemodel"\nweights: "b.caffemodel"\n',
+     "solver field 'weights' lists several files", 3),
+    ("solver_net_and_net_param", NET_REF + 'net_param {\n  layer {\n    name: "a"\n    type: "ReLU"\n'
+     "  }\n}\nbase_lr: 0.1\n", "the solver gives both 'net' and 'net_param'", 1),
+    ("solver_inline_net_fork_type", 'base_lr: 0.01\nnet_param {\n  layer {\n    name: "p"\n'
+     '    type: "Permute"\n  }\n}\n', "net_param: cannot convert this Caffe net to netspec YAML", 2),
+    ("solver_names_a_bad_net", 'net: "type_permute.prototxt"\nbase_lr: 0.01\n',
+     "net of solver_names_a_bad_net.prototxt: cannot convert this Caffe net", None),
+    ("solver_test_net_is_bad", 'train_net: "../support/convert_net.prototxt"\n'
+     'test_net: "unknown_bottom.prototxt"\ntest_iter: 1\ntest_interval: 10\nbase_lr: 0.01\n',
+     "test_net of solver_test_net_is_bad.prototxt: the net does not build", None),
+    ("solver_names_itself", 'net: "solver_names_itself.prototxt"\nbase_lr: 0.01\n',
+     "this is a solver file, not a net", None),
+    ("solver_net_is_a_folder", 'net: "../support"\nbase_lr: 0.01\n',
+     "'net' names '../support', which is a folder, not a net file", 1),
+]
+
+
+def prototxt_cases(root: Path) -> list[Case]:
+    """Caffe text files ``netspec convert`` must refuse, each with one problem: text-format
+    syntax, unknown fields and layer types (Caffe forks' too), values of the wrong type, huge
+    numbers, graphs Caffe refuses, legacy V0/V1 nets, files that are no prototxt, and solvers
+    (bad fields, or naming a bad net). The output goes to ``{tmp}``, which must stay empty; a
+    solver's nets would be written beside them, so nothing may be written before every part
+    has converted."""
+    folder = fresh(root / BASE / "prototxt")
+    (root / SUPPORT / "convert_net.prototxt").write_text(
+        "# The net the bad solvers of tests/bad_inputs/prototxt name (made by make_corpus.py).\n"
+        + CONVERT_NET)
+    cases = []
+
+    def add(name: str, data: str | bytes, expect: str, line: int | None, command: str) -> None:
+        path = folder / f"{name}.prototxt"
+        if isinstance(data, str):      # a comment saying what is wrong; lines move down by one
+            data = f"# bad input (tests/bad_inputs/make_corpus.py): {expect}\n{data}".encode()
+            line = None if line is None else line + 1
+        path.write_bytes(data)
+        cases.append(Case("prototxt", name, BASE / "prototxt" / path.name, command, expect, line))
+
+    net = "netspec convert {file} -o {tmp}/out.yaml"
+    solver = "netspec convert {file} -o {tmp}/solver.yaml"
+    for name, text, expect, line in PROTOTXT_NETS:
+        add(name, text, expect, line, net)
+    for name, text, expect, line in PROTOTXT_SOLVERS:
+        add(name, text, expect, line, solver)
+    # files that are no UTF-8 text prototxt (no header comment: the bytes are the case)
+    add("empty", b"", "the file is empty", None, net)
+    add("binary_garbage", np.random.default_rng(1).bytes(2000),
+        "this is a binary file, not a text .prototxt", None, net)
+    add("caffemodel_renamed", caffemodel_bytes(tiny_params()),
+        "this is a binary Caffe .caffemodel (weights, 2 layers), not a text .prototxt", None, net)
+    add("latin1_comment", (INPUT + "# r\xe9seau de test\n" + _layer("r", "ReLU")).encode("latin-1"),
+        "not UTF-8 text: byte 0xe9 at column 4", 7, net)
+    add("utf16", INPUT.encode("utf-16"), "this is UTF-16 text; a .prototxt is UTF-8", None, net)
+    add("byte_order_mark", b"\xef\xbb\xbf" + INPUT.encode(), "starts with a byte-order mark", 1, net)
+    return cases
+
+
+# -- search journals: `netspec search --storage FILE` must refuse them, unchanged --------------
+SEARCH_PARAM = "base_lr=loguniform:1e-4:1e-1"
+#: the settings `netspec search` stores in a study, as the journal cases' command gives them
+SEARCH_SETTINGS = {"params": [SEARCH_PARAM], "sets": [], "epochs": 1, "val_fraction": 0.2,
+                   "seed": 0, "metric": "acc", "direction": "maximize", "solver": "search_solver.yaml"}
+
+
+def _journal_ops(settings: dict | None = None) -> list[dict]:
+    """The operations of a journal holding study 'search_solver' with one finished trial, as a
+    1-trial search writes them (fixed worker id and times, so the corpus does not change)."""
+    w, t0, t1 = "corpus-worker-1", "2025-01-01T00:00:00.000000+00:00", "2025-01-01T00:00:01.000000+00:00"
+    dist = json.dumps({"name": "FloatDistribution",
+                       "attributes": {"step": None, "low": 0.0001, "high": 0.1, "log": True}})
+    return [
+        {"op_code": 0, "worker_id": w, "study_name": "search_solver", "directions": [2]},
+        {"op_code": 2, "worker_id": w, "study_id": 0,
+         "user_attr": {"netspec_search": settings or SEARCH_SETTINGS}},
+        {"op_code": 4, "worker_id": w, "study_id": 0, "datetime_start": t0, "state": 0,
+         "value": None, "values": None, "distributions": {}, "params": {},
+         "user_attrs": {"host": "corpus", "pid": 1, "worker": "corpus:1"}, "system_attrs": {},
+         "intermediate_values": {}},
+        {"op_code": 5, "worker_id": w, "trial_id": 0, "param_name": "base_lr",
+         "param_value_internal": 0.004, "distribution": dist},
+        {"op_code": 7, "worker_id": w, "trial_id": 0, "step": 1, "intermediate_value": 0.75},
+        {"op_code": 8, "worker_id": w, "trial_id": 0, "user_attr": {"iterations": 4}},
+        {"op_code": 6, "worker_id": w, "trial_id": 0, "state": 1, "values": [0.75],
+         "datetime_complete": t1},
+    ]
+
+
+def _journal(ops: list) -> bytes:
+    return "".join(json.dumps(op, separators=(",", ":")) + "\n" for op in ops).encode()
+
+
+def journal_cases(root: Path) -> list[Case]:
+    """Search journals ``netspec search`` must refuse before it writes anything (the journal
+    stays as it is, ``{tmp}`` stays empty): damaged lines, files that are no journal, a study
+    with other settings, a folder or a file's child as the journal, a path as the study name.
+    Each case is ``journal/<case>/search.journal``; the search would train the tiny net of
+    ``support/`` (one trial, one epoch)."""
+    folder = fresh(root / BASE / "journal")
+    search = (f"netspec search {SEARCH_SOLVER_FILE} --param {SEARCH_PARAM} --trials 1 --epochs 1 "
+              "--storage {file} --out {tmp}/out")
+    good = _journal(_journal_ops())
+    lines = good.split(b"\n")             # 7 operations, then b""
+    cases = []
+    not_an_op = "this line is not an operation of an Optuna journal"
+
+    def add(name: str, data: bytes | None, expect: str, line: int | None = None,
+            command: str = search, file: str = "search.journal") -> None:
+        path = folder / name / file
+        path.parent.mkdir(parents=True)
+        if data is None:                   # the journal is a folder (git keeps a file in it)
+            path.mkdir()
+            (path / "README").write_text("A folder named like a search journal (a bad input).\n")
+        else:
+            path.write_bytes(data)
+        cases.append(Case("journal", name, BASE / "journal" / name / file, command, expect, line))
+
+    add("cut_off_last_line", good[:-40], "its last line is cut off, as a worker killed while "
+        "writing leaves it", 7)
+    add("zeros_after_last_line", good + bytes(64), "its last line is cut off", 8)
+    damaged = list(lines)
+    damaged[2] = damaged[2][:50]
+    add("damaged_middle_line", b"\n".join(damaged), f"{not_an_op} (not JSON)", 3)
+    add("blank_middle_line", b"\n".join(lines[:4] + [b""] + lines[4:]),
+        "this line is blank, and Optuna stops at a blank line", 5)
+    add("blank_last_line", good + b"\n", "this line is blank", 8)
+    add("yaml_solver_as_journal", (root / SEARCH_SOLVER_FILE).read_bytes(), f"{not_an_op} (not JSON)", 1)
+    add("json_object_not_an_operation", b'{"study": "search_solver", "trials": []}\n',
+        f"{not_an_op} (JSON, but no object with an op_code)", 1)
+    add("json_array", b"[0, 1, 2]\n", f"{not_an_op} (JSON, but no object with an op_code)", 1)
+    add("op_code_unknown", _journal([{"op_code": 99, "worker_id": "w"}]),
+        "op_code 99 is none of Optuna's (0 to 10)", 1)
+    add("op_code_text", _journal([{"op_code": "create_study", "worker_id": "w"}]),
+        'op_code "create_study" is none of Optuna\'s', 1)
+    add("op_without_its_fields", _journal([{"op_code": 0}]),
+        "op_code 0 without 'worker_id', 'study_name', 'directions'", 1)
+    ops = _journal_ops()
+    ops[5] = dict(ops[5], user_attr={"iterations": 4, "wall_s": 0.1})
+    add("op_with_two_attributes", _journal(ops), "op_code 8 sets one attribute", 6)
+    ops = _journal_ops()
+    ops[0] = dict(ops[0], directions=[7])
+    add("study_direction_unknown", _journal(ops),
+        "Optuna cannot replay the search journal (ValueError: 7 is not a valid StudyDirection)")
+    add("png_image", b"\x89PNG\r\n\x1a\n" + np.random.default_rng(2).bytes(300),
+        f"{not_an_op} (not UTF-8 text)", 1)
+    latin1 = list(lines)
+    latin1[5] = latin1[5].replace(b'"iterations"', '"itérations"'.encode("latin-1"))
+    add("latin1_line", b"\n".join(latin1), f"{not_an_op} (not UTF-8 text)", 6)
+    add("study_with_other_settings", _journal(_journal_ops(dict(SEARCH_SETTINGS, epochs=3))),
+        "was created with other settings (epochs: 3, now 1)")
+    add("study_with_other_params", _journal(_journal_ops(dict(
+        SEARCH_SETTINGS, params=["base_lr=uniform:0.001:0.1"]))), "was created with other settings")
+    add("journal_is_a_folder", None, "this is a folder, not a search journal file")
+    add("journal_under_a_file", b"a file, where the search journal's folder should be\n",
+        "cannot put the search journal there", command=search.replace("{file}", "{file}/search.journal"),
+        file="not_a_folder")
+    add("study_name_is_a_path", good, "the study name '../x' is not a plain name",
+        command=search + " --study ../x")
+    add("study_name_is_the_journal", good, "is not a plain name",
+        command=search.replace("--storage {file}", "--study {file}"))
+    add("sqlite_not_a_database", b"this is a text file, not an SQLite database\n" * 20,
+        "cannot open the database: (sqlite3.DatabaseError) file is not a database",
+        command=search.replace("--storage {file}", "--storage sqlite:///{file}"), file="search.db")
+    return cases
+
+
 #: kind -> function writing that kind's files and returning its cases
-KINDS = {"solver": solver_cases, "state": state_cases, "weights": weights_cases}
+KINDS = {"solver": solver_cases, "state": state_cases, "weights": weights_cases,
+         "prototxt": prototxt_cases, "journal": journal_cases}
 
 
 def main(kinds: list[str]) -> None:
@@ -485,19 +841,22 @@ def main(kinds: list[str]) -> None:
     write_support(ROOT)
     rows: list[list[str]] = []
     if MANIFEST.exists():          # keep the rows of kinds this run does not make
-        with open(MANIFEST, newline="") as f:
-            rows = [r for r in list(csv.reader(f, delimiter="\t"))[1:] if r and r[1] not in kinds]
+        # plain tab-separated text, as tests/test_bad_inputs.py reads it: no quoting, so a
+        # phrase may hold quotes ("Expected \"}\"") as they are
+        rows = [r + [""] * (len(COLUMNS) - len(r))
+                for r in (line.split("\t") for line in MANIFEST.read_text().splitlines()[1:])
+                if len(r) > 1 and r[1] not in kinds]
     for kind in kinds:
         rows += [c.row() for c in KINDS[kind](ROOT)]
     ids = [r[0] for r in rows]
     dupes = {i for i in ids if ids.count(i) > 1}
     if dupes:
         raise SystemExit(f"duplicate case ids: {sorted(dupes)}")
+    bad = [r[0] for r in rows if any("\t" in v or "\n" in v for v in r)]
+    if bad:
+        raise SystemExit(f"tabs or newlines in the manifest fields of {bad}")
     rows.sort(key=lambda r: r[0])
-    with open(MANIFEST, "w", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-        writer.writerow(COLUMNS)
-        writer.writerows(rows)
+    MANIFEST.write_text("".join("\t".join(r) + "\n" for r in [list(COLUMNS), *rows]))
     counts = {k: sum(r[1] == k for r in rows) for k in sorted({r[1] for r in rows})}
     print(f"wrote {MANIFEST.relative_to(ROOT)}: {len(rows)} cases {counts}")
 
