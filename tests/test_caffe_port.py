@@ -489,7 +489,7 @@ def test_a_solver_that_does_not_convert_writes_nothing(tmp_path):
     """The nets a solver names or holds are written only once the solver and every net have
     converted: a bad solver field, or a bad test net after a good train net, leaves no file."""
     (tmp_path / "train.prototxt").write_text((ZOO / LENET_TRAIN_TEST).read_text())
-    (tmp_path / "bad.prototxt").write_text('layer { name: "p" type: "PriorBox" }\n')
+    (tmp_path / "bad.prototxt").write_text('layer { name: "p" type: "MultiBoxLoss" }\n')
     files = {p.name for p in tmp_path.iterdir()}
     for solver, words in [
             ('net: "train.prototxt"\nbase_lr: 0.01\nweight_decay: 0.1\nregularization_type: "L3"\n',
