@@ -71,10 +71,9 @@ class PriorBox(Layer):
             if p.flip:
                 ratios.append(float(F32(1.0) / F32(r)))
         self.ratios = ratios
-        if len(p.variance) > 1:
-            if len(p.variance) != 4:
-                raise self.spec_error(f"variance: give none, one or four values, not "
-                                      f"{len(p.variance)}", field="prior_box_param.variance")
+        if len(p.variance) not in (0, 1, 4):
+            raise self.spec_error(f"variance: give none, one or four values, not "
+                                  f"{len(p.variance)}", field="prior_box_param.variance")
         for v in p.variance:
             if v <= 0:
                 raise self.spec_error(f"variance must be positive, got {v:g}",
