@@ -163,7 +163,12 @@ def decode_boxes(loc: np.ndarray, prior: np.ndarray, var: np.ndarray, code_type:
                  variance_in_target: bool) -> np.ndarray:
     """Boxes from the offsets ``loc`` (..., 4) relative to the priors (P, 4) with their
     variances (P, 4), in float32 as SSD's ``DecodeBBox``."""
-    loc, prior, var = loc.astype(F32), prior.astype(F32), var.astype(F32)
+    with np.errstate(over="ignore", invalid="ignore"):   # as in C++: inf and NaN go on
+        return _decode(loc.astype(F32), prior.astype(F32), var.astype(F32), code_type,
+                       variance_in_target)
+
+
+def _decode(loc, prior, var, code_type, variance_in_target):
     if variance_in_target:
         var = np.ones_like(var)
     out = np.empty(np.broadcast_shapes(loc.shape, prior.shape), dtype=F32)
@@ -201,14 +206,17 @@ def box_area(b: np.ndarray) -> np.ndarray:
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Jaccard overlap of every box of ``a`` (n, 4) with every box of ``b`` (m, 4), float32,
     as SSD's JaccardOverlap: 0 for disjoint boxes (touching edges are not disjoint)."""
-    a, b = a[:, None, :], b[None, :, :]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return _iou(a[:, None, :], b[None, :, :])
+
+
+def _iou(a, b):
     disjoint = ((b[..., 0] > a[..., 2]) | (b[..., 2] < a[..., 0])
                 | (b[..., 1] > a[..., 3]) | (b[..., 3] < a[..., 1]))
     iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
     ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
     inter = (iw * ih).astype(F32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = inter / (box_area(a) + box_area(b) - inter)
+    iou = inter / (box_area(a) + box_area(b) - inter)
     return np.where(disjoint, F32(0), iou).astype(F32)
 
 
@@ -229,13 +237,15 @@ def nms(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, nms_thres
         return []
     overlap = iou_matrix(boxes[cand].astype(F32), boxes[cand].astype(F32))
     threshold, eta = F32(nms_threshold), F32(eta)
-    kept: list[int] = []
+    kept = np.empty(len(cand), dtype=np.intp)
+    n = 0
     for j in range(len(cand)):
-        if all(overlap[j, k] <= threshold for k in kept):
-            kept.append(j)
+        if (overlap[j, kept[:n]] <= threshold).all():   # NaN overlap: not kept, as in C++
+            kept[n] = j
+            n += 1
             if eta < 1 and threshold > 0.5:
                 threshold = F32(threshold * eta)
-    return [int(cand[j]) for j in kept]
+    return [int(i) for i in cand[kept[:n]]]
 
 
 @register("DetectionOutput")
