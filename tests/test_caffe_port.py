@@ -85,14 +85,22 @@ def test_schema_uses_caffes_field_numbers():
 
 
 def test_fork_fields_use_the_forks_numbers():
-    """The fork layers' blocks carry their forks' field numbers (SSD: permute 202, norm 206;
-    YOLO forks: upsample 149; ShuffleNet: shuffle_channel 164), so fork caffemodels read."""
+    """The fork layers' blocks carry their forks' field numbers (SSD: permute 202, prior_box
+    203, detection_output 204, norm 206; YOLO forks: upsample 149; ShuffleNet: shuffle_channel
+    164), so fork caffemodels read."""
     P = pb2()
     layer = P.LayerParameter.DESCRIPTOR.fields_by_name
-    assert {k: layer[k].number for k in ("permute_param", "norm_param", "upsample_param",
-                                         "shuffle_channel_param")} == {
-        "permute_param": 202, "norm_param": 206, "upsample_param": 149,
-        "shuffle_channel_param": 164}
+    assert {k: layer[k].number for k in ("permute_param", "prior_box_param",
+                                         "detection_output_param", "norm_param",
+                                         "upsample_param", "shuffle_channel_param")} == {
+        "permute_param": 202, "prior_box_param": 203, "detection_output_param": 204,
+        "norm_param": 206, "upsample_param": 149, "shuffle_channel_param": 164}
+    prior = P.PriorBoxParameter()
+    assert (prior.flip, prior.clip, prior.offset) == (True, False, 0.5)
+    det = P.DetectionOutputParameter()
+    assert (det.share_location, det.keep_top_k, det.code_type, det.nms_param.nms_threshold,
+            det.nms_param.eta) == (True, -1, P.PriorBoxParameter.CORNER, pytest.approx(0.3), 1.0)
+    assert P.DetectionOutputParameter.DESCRIPTOR.fields_by_name["variance_encoded_in_target"].number == 8
     norm = P.NormalizeParameter()
     assert (norm.across_spatial, norm.channel_shared, round(norm.eps, 15)) == (True, True, 1e-10)
     assert P.PoolingParameter().ceil_mode is True
@@ -489,7 +497,7 @@ def test_a_solver_that_does_not_convert_writes_nothing(tmp_path):
     """The nets a solver names or holds are written only once the solver and every net have
     converted: a bad solver field, or a bad test net after a good train net, leaves no file."""
     (tmp_path / "train.prototxt").write_text((ZOO / LENET_TRAIN_TEST).read_text())
-    (tmp_path / "bad.prototxt").write_text('layer { name: "p" type: "PriorBox" }\n')
+    (tmp_path / "bad.prototxt").write_text('layer { name: "p" type: "MultiBoxLoss" }\n')
     files = {p.name for p in tmp_path.iterdir()}
     for solver, words in [
             ('net: "train.prototxt"\nbase_lr: 0.01\nweight_decay: 0.1\nregularization_type: "L3"\n',

@@ -5,8 +5,10 @@ export`` writes the prototxt and the .caffemodel (``export_net``), ``cv2.dnn.rea
 reads them, and both run the same input; the outputs must agree to float32 precision. A layer
 OpenCV's Caffe importer does not read is skipped with the reason (OPENCV_LACKS: SSD's shared
 Normalize scale, a 0-d blob; the nearest Upsample); DepthwiseConvolution, unknown to OpenCV, is
-given to it as the grouped Convolution it is (ConvolutionDepthwise OpenCV reads itself). Needs opencv-python-headless
-(the ``compare`` extra) and protobuf.
+given to it as the grouped Convolution it is (ConvolutionDepthwise OpenCV reads itself). SSD's
+PriorBox and DetectionOutput are compared too (several Input layers; DetectionOutput's rows as
+a sorted set, since OpenCV orders them by score and SSD by image, label and score). Needs
+opencv-python-headless (the ``compare`` extra) and protobuf.
 """
 
 from __future__ import annotations
@@ -33,7 +35,24 @@ def _conv(name, bottom, M, **extra):
                                   "bias_filler": GAUSS, **extra}}
 
 
-#: case -> (input shape, the layers after the Input layer 'data'; the last one's top is compared)
+#: DetectionOutput's case: priors and classes
+DET_P, DET_C = 60, 4
+
+
+def _detection_inputs(rng):
+    """Offsets, softmax probabilities and random priors with SSD's variances."""
+    loc = rng.standard_normal((2, DET_P * 4)).astype(np.float32) * 0.5
+    logits = rng.standard_normal((2, DET_P, DET_C)) * 2
+    conf = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    xy = rng.uniform(0, 0.7, (DET_P, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(0.1, 0.3, (DET_P, 2))], 1)
+    prior = np.stack([boxes.reshape(-1), np.tile([0.1, 0.1, 0.2, 0.2], DET_P)])[None]
+    return {"loc": loc, "conf": conf.reshape(2, -1).astype(np.float32),
+            "prior": prior.astype(np.float32)}
+
+
+#: case -> (input shape, or {input name: shape}; the layers after the Input layer(s) (one
+#: 'data' when a shape); the last one's top is compared)
 CASES = {
     "relu6": ((2, 3, 5, 6), [
         _conv("c", "data", 4, weight_filler={"type": "gaussian", "std": 4.0}),
@@ -66,6 +85,28 @@ CASES = {
     "pool_ceil_mode_true": ((2, 3, 8, 8), [
         {"name": "p", "type": "Pooling", "bottom": "data", "top": "p",
          "pooling_param": {"pool": "AVE", "kernel_size": 3, "stride": 2, "ceil_mode": True}}]),
+    "prior_box": ((1, 3, 30, 24), [
+        {"name": "c", "type": "Convolution", "bottom": "data", "top": "c",
+         "convolution_param": {"num_output": 2, "kernel_size": 3, "stride": 3,
+                               "weight_filler": GAUSS}},
+        {"name": "pb", "type": "PriorBox", "bottom": ["c", "data"], "top": "pb",
+         "prior_box_param": {"min_size": [6, 12], "max_size": [10, 20], "aspect_ratio": [2, 3],
+                             "flip": True, "clip": True, "variance": [0.1, 0.1, 0.2, 0.2]}}]),
+    "prior_box_step": ((1, 3, 40, 32), [
+        {"name": "c", "type": "Convolution", "bottom": "data", "top": "c",
+         "convolution_param": {"num_output": 2, "kernel_size": 8, "stride": 8,
+                               "weight_filler": GAUSS}},
+        {"name": "pb", "type": "PriorBox", "bottom": ["c", "data"], "top": "pb",
+         # clip given: OpenCV clips when the field is absent (SSD's default is false)
+         "prior_box_param": {"min_size": [8], "aspect_ratio": [2], "flip": False, "clip": False,
+                             "step": 8, "offset": 0.25, "variance": [0.1]}}]),
+    "detection_output": ({"loc": (2, DET_P * 4), "conf": (2, DET_P * DET_C),
+                          "prior": (1, 2, DET_P * 4)}, [
+        {"name": "det", "type": "DetectionOutput", "bottom": ["loc", "conf", "prior"],
+         "top": "det", "detection_output_param": {
+             "num_classes": DET_C, "share_location": True, "background_label_id": 0,
+             "nms_param": {"nms_threshold": 0.45, "top_k": 100}, "code_type": "CENTER_SIZE",
+             "keep_top_k": 30, "confidence_threshold": 0.1}}]),
     "upsample_nearest": ((2, 3, 4, 5), [
         {"name": "u", "type": "Upsample", "bottom": "data", "top": "u",
          "upsample_param": {"scale": 2}}]),
@@ -81,17 +122,25 @@ OPENCV_LACKS: dict[str, str] = {
 OPENCV_AS = {"DepthwiseConvolution": "Convolution"}
 
 
+#: cases whose inputs are not standard normal: case -> function of a Generator
+INPUTS = {"detection_output": _detection_inputs}
+
+
 def _run(case, tmp_path):
-    shape, layers = CASES[case]
+    shapes, layers = CASES[case]
+    shapes = shapes if isinstance(shapes, dict) else {"data": shapes}
+    rng = np.random.default_rng(2)
+    inputs = (INPUTS[case](rng) if case in INPUTS else
+              {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()})
     spec = {"name": case, "layer": [
-        {"name": "data", "type": "Input", "top": "data",
-         "input_param": {"shape": {"dim": list(shape)}}}, *layers]}
+        *({"name": k, "type": "Input", "top": k, "input_param": {"shape": {"dim": list(s)}}}
+          for k, s in shapes.items()), *layers]}
     net_yaml = tmp_path / "net.yaml"
     net_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))
     net = Net(load_net(net_yaml), "TEST", F32, np.random.default_rng(1))
     np.savez(tmp_path / "w.npz", **{k: p.data for k, p in net.named_params().items()})
-    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
-    net.blobs["data"].data[...] = x
+    for k, x in inputs.items():
+        net.blobs[k].data[...] = x
     net.forward()
     out = layers[-1]["top"]
     ours = net.blobs[out].data.copy()
@@ -105,7 +154,8 @@ def _run(case, tmp_path):
                                       str(tmp_path / "net.caffemodel"))
     cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     cv_net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
-    cv_net.setInput(x)
+    for k, x in inputs.items():
+        cv_net.setInput(x, k)
     theirs = cv_net.forward(out)
     return ours, theirs
 
@@ -115,6 +165,9 @@ def test_opencv_agrees(case, tmp_path):
     if case in OPENCV_LACKS:
         pytest.skip(OPENCV_LACKS[case])
     ours, theirs = _run(case, tmp_path)
+    if case == "detection_output":   # OpenCV orders the rows by score, SSD by image and label
+        assert len(ours[0, 0]) > 10 and theirs.shape == ours.shape
+        ours, theirs = (np.array(sorted(map(tuple, a[0, 0]))) for a in (ours, theirs))
     assert theirs.shape == ours.shape
     np.testing.assert_allclose(theirs, ours, rtol=1e-5,
                                atol=1e-6 * max(1.0, float(np.abs(ours).max())))

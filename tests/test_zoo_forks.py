@@ -1,5 +1,6 @@
 """Real nets of Caffe's forks that need only the fork layers netspec implements (ReLU6, Permute,
-Normalize, Axpy, Upsample, ShuffleChannel, the depthwise convolutions, Pooling ceil_mode).
+Normalize, Axpy, Upsample, ShuffleChannel, the depthwise convolutions, Pooling ceil_mode, SSD's
+PriorBox and DetectionOutput).
 
 tests/zoo_forks/ holds the prototxt files verbatim (provenance in zoo_forks/SOURCES.tsv, taken
 from the shared caffe-zoo-forks set) and the trained MobileNet-YOLO lane model. The shapes a
@@ -29,6 +30,7 @@ ZOO = Path(__file__).parent / "zoo_forks"
 GOLDEN = Path(__file__).parent / "golden" / "forks"
 F32 = Backend(np, np.float32)
 LANE = "eric612__MobileNet-YOLO__models__tusimple__mobilenet_yolov3_lite_deploy"
+SSD_LITE = "eric612__MobileNet-YOLO__models__mobilenetv2_voc__ssd_lite__deploy.prototxt"
 #: each net and the types it needs beyond BVLC Caffe
 NETS = {
     f"{LANE}.prototxt": {"DepthwiseConvolution"},
@@ -36,6 +38,10 @@ NETS = {
                                                                  "ShuffleChannel"},
     "farmingyard__ShuffleNet__shufflenet_v2_1x_deploy.prototxt": {"ConvolutionDepthwise",
                                                                  "ShuffleChannel"},
+    # SSD detectors: Permute, PriorBox, DetectionOutput
+    SSD_LITE: {"DepthwiseConvolution", "Permute", "PriorBox", "DetectionOutput"},
+    "eric612__MobileNet-YOLO__models__pelee__VOC0712__SSD_304x304__deploy.prototxt":
+        {"Permute", "PriorBox", "DetectionOutput"},
 }
 
 
@@ -136,3 +142,24 @@ def test_fork_net_prototxt_yaml_prototxt_is_the_same_net(name, tmp_path):
     assert r.exit_code == 0, r.output
     original = upgrade_net(ptx.parse_net((ZOO / name).read_text(), name))[0]
     assert ptx.parse_net((tmp_path / "back.prototxt").read_text()) == original
+
+
+def test_ssd_lite_detects_on_random_weights():
+    """MobileNet-v2 SSD-lite (random weights, a random 336×336 image) runs end to end: the
+    priors have the fork's shape, and DetectionOutput gives at most keep_top_k (200) rows of valid detections."""
+    net = build(SSD_LITE)
+    for layer in net.layers:            # BatchNorm statistics: mean 0, variance 1
+        if layer.type_name == "BatchNorm":
+            layer.blobs[0].data[...], layer.blobs[1].data[...], layer.blobs[2].data[...] = 0, 1, 1
+    net.blobs["data"].data[...] = np.random.default_rng(0).standard_normal((1, 3, 336, 336))
+    net.forward()
+    priors = net.blobs["mbox_priorbox"].data
+    assert priors.shape == (1, 2, 14688) and (priors[0, 1] > 0).all()
+    det = net.blobs["detection_out"].data
+    assert det.shape[:2] == (1, 1) and 0 < det.shape[2] <= 200 and det.shape[3] == 7
+    rows = det[0, 0]
+    assert (rows[:, 0] == 0).all() and set(rows[:, 1]) <= set(range(1, 21))
+    assert (rows[:, 2] > 0.01).all() and (rows[:, 2] <= 1).all()
+    assert (np.diff(rows[:, 1]) >= 0).all()           # by label, then by descending score
+    for label in set(rows[:, 1]):
+        assert (np.diff(rows[rows[:, 1] == label, 2]) <= 0).all()

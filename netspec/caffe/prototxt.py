@@ -16,8 +16,8 @@ from . import ConvertError, pb2
 #: layer fields of well-known Caffe forks that netspec's schema lacks (py-faster-rcnn's
 #: roi_pooling_param and smooth_l1_loss_param are in it, so that their layers can be named)
 FORK_FIELDS = {
-    **dict.fromkeys(("permute_param", "prior_box_param", "detection_output_param", "norm_param",
-                     "multibox_loss_param", "annotated_data_param", "detection_evaluate_param",
+    **dict.fromkeys(("permute_param", "norm_param", "multibox_loss_param",
+                     "annotated_data_param", "detection_evaluate_param",
                      "video_data_param"), "SSD's fork of Caffe (weiliu89/caffe, branch ssd)"),
 }
 

@@ -549,21 +549,24 @@ PROTOTXT_NETS = [
      "'num_output' is not a field of Caffe's LayerParameter; it goes inside convolution_param", 12),
     ("block_at_the_top_level", "convolution_param { num_output: 3 }\n" + INPUT,
      "'convolution_param' is not a field of Caffe's NetParameter", 1),
-    ("fork_field_detection_output_param", INPUT + _layer("d", "DetectionOutput",
-                                                         "detection_output_param { num_classes: 3 }"),
-     "'detection_output_param' is not a field of Caffe's LayerParameter: it exists only in SSD's fork", 12),
-    ("fork_field_prior_box_param", INPUT + _layer("pb", "PriorBox", "prior_box_param { min_size: 30 }"),
-     "'prior_box_param' is not a field of Caffe's LayerParameter: it exists only in SSD's fork", 12),
+    ("fork_field_multibox_loss_param", INPUT + _layer("m", "MultiBoxLoss",
+                                                      "multibox_loss_param { num_classes: 3 }"),
+     "'multibox_loss_param' is not a field of Caffe's LayerParameter: it exists only in SSD's fork", 12),
+    ("fork_field_detection_evaluate_param", INPUT + _layer("e", "DetectionEvaluate",
+                                                           "detection_evaluate_param { num_classes: 3 }"),
+     "'detection_evaluate_param' is not a field of Caffe's LayerParameter: it exists only in SSD's fork",
+     12),
     ("solver_field_in_a_net", "base_lr: 0.1\n" + INPUT,
      "'layer' is not a field of Caffe's SolverParameter; it goes inside net_param", 2),
     # layer types
-    ("type_detection_output", INPUT + _layer("d", "DetectionOutput"),
-     "layer 'd' has type 'DetectionOutput', which netspec does not implement: it exists only in "
+    ("type_multibox_loss", INPUT + _layer("m", "MultiBoxLoss"),
+     "layer 'm' has type 'MultiBoxLoss', which netspec does not implement: it exists only in "
      "SSD's fork", 7),
-    ("type_prior_box", INPUT + _layer("pb", "PriorBox"),
-     "layer 'pb' has type 'PriorBox', which netspec does not implement: it exists only in SSD's fork", 7),
-    ("type_prior_box_and_detection_output", INPUT + _layer("pb", "PriorBox")
-     + _layer("det", "DetectionOutput", bottom="pb"), "(2 problems): layer 'pb' has type 'PriorBox'", 7),
+    ("type_detection_evaluate", INPUT + _layer("e", "DetectionEvaluate"),
+     "layer 'e' has type 'DetectionEvaluate', which netspec does not implement: it exists only in "
+     "SSD's fork", 7),
+    ("type_multibox_loss_and_detection_evaluate", INPUT + _layer("m", "MultiBoxLoss")
+     + _layer("e", "DetectionEvaluate", bottom="m"), "(2 problems): layer 'm' has type 'MultiBoxLoss'", 7),
     ("type_roi_pooling", INPUT + _layer("roi", "ROIPooling", "roi_pooling_param { pooled_w: 6 }"),
      "it exists only in py-faster-rcnn's fork of Caffe", 7),
     ("type_misspelt", INPUT + _layer("c", "Convolutoin"), "did you mean 'Convolution'?", 7),
@@ -673,7 +676,7 @@ PROTOTXT_SOLVERS = [
      "  }\n}\nbase_lr: 0.1\n", "the solver gives both 'net' and 'net_param'", 1),
     ("solver_inline_net_fork_type", 'base_lr: 0.01\nnet_param {\n  layer {\n    name: "p"\n'
      '    type: "MultiBoxLoss"\n  }\n}\n', "net_param: cannot convert this Caffe net to netspec YAML", 2),
-    ("solver_names_a_bad_net", 'net: "type_detection_output.prototxt"\nbase_lr: 0.01\n',
+    ("solver_names_a_bad_net", 'net: "type_multibox_loss.prototxt"\nbase_lr: 0.01\n',
      "net of solver_names_a_bad_net.prototxt: cannot convert this Caffe net", None),
     ("solver_test_net_is_bad", 'train_net: "../support/convert_net.prototxt"\n'
      'test_net: "unknown_bottom.prototxt"\ntest_iter: 1\ntest_interval: 10\nbase_lr: 0.01\n',
