@@ -27,8 +27,7 @@ from . import ConvertError, is_repeated
 FORK_TYPES = {
     "ROIPooling": "py-faster-rcnn's fork of Caffe (caffe-fast-rcnn)",
     "SmoothL1Loss": "py-faster-rcnn's fork of Caffe (caffe-fast-rcnn)",
-    **dict.fromkeys(("Permute", "DetectionEvaluate", "Normalize", "MultiBoxLoss",
-                     "AnnotatedData", "VideoData"),
+    **dict.fromkeys(("DetectionEvaluate", "MultiBoxLoss", "AnnotatedData", "VideoData"),
                     "SSD's fork of Caffe (weiliu89/caffe, branch ssd)"),
 }
 
