@@ -27,3 +27,11 @@ def test_every_param_block_is_read_by_a_layer():
     read = {registry.LAYERS[t].param_block for t in LAYER_TYPES}
     read |= {b for t in LAYER_TYPES for b in registry.LAYERS[t].extra_blocks}
     assert set(LAYER_PARAM_BLOCKS) == read - {None}
+
+
+def test_no_implemented_type_is_called_fork_only():
+    """The converter's list of types that exist only in a fork (for its refusal message) holds
+    no type netspec implements."""
+    from netspec.caffe.to_yaml import FORK_TYPES
+
+    assert not set(FORK_TYPES) & set(LAYER_TYPES)
