@@ -86,13 +86,19 @@ def test_schema_uses_caffes_field_numbers():
 
 def test_fork_fields_use_the_forks_numbers():
     """The fork layers' blocks carry their forks' field numbers (SSD: permute 202, norm 206;
-    YOLO forks: upsample 149; ShuffleNet: shuffle_channel 164), so fork caffemodels read."""
+    YOLO forks: upsample 149; ShuffleNet: shuffle_channel 164; caffe-fast-rcnn: roi_pooling
+    8266711, smooth_l1_loss 8266712, dropout_param.scale_train 2), so fork caffemodels read."""
     P = pb2()
     layer = P.LayerParameter.DESCRIPTOR.fields_by_name
     assert {k: layer[k].number for k in ("permute_param", "norm_param", "upsample_param",
                                          "shuffle_channel_param")} == {
         "permute_param": 202, "norm_param": 206, "upsample_param": 149,
         "shuffle_channel_param": 164}
+    assert (layer["roi_pooling_param"].number, layer["smooth_l1_loss_param"].number,
+            P.DropoutParameter.DESCRIPTOR.fields_by_name["scale_train"].number) == (8266711, 8266712, 2)
+    roi = P.ROIPoolingParameter()
+    assert (roi.pooled_h, roi.pooled_w, roi.spatial_scale, P.SmoothL1LossParameter().sigma,
+            P.DropoutParameter().scale_train) == (0, 0, 1.0, 1.0, True)
     norm = P.NormalizeParameter()
     assert (norm.across_spatial, norm.channel_shared, round(norm.eps, 15)) == (True, True, 1e-10)
     assert P.PoolingParameter().ceil_mode is True
