@@ -166,3 +166,24 @@ def test_roi_pooling_matches_opencv(tmp_path):
         theirs = cv_net.forward("y")
         assert theirs.shape == net.blobs["y"].shape
         np.testing.assert_array_equal(theirs, net.blobs["y"].data)
+
+
+def test_roi_pooling_gpu_matches_cpu():
+    """On CuPy (float64) the top, argmax and bottom diff are the CPU path's."""
+    from netspec.backend import cupy_available, get_backend
+    if not cupy_available():
+        pytest.skip("needs CuPy and a CUDA device")
+    gpu = get_backend(gpu=True, dtype="float64")
+    x = np.random.default_rng(7).normal(size=(2, 3, 10, 12))
+    x[0, 1, :4, :4] = 0.5
+    dy = np.random.default_rng(8).normal(size=(len(ROIS), 3, 3, 4))
+    out = []
+    for backend in (Backend(np, np.float64), gpu):
+        layer, tops = make_layer(spec(), [x.shape, ROIS.shape], backend=backend)
+        bottom, top = run_forward(layer, [x, ROIS], tops, xp=backend.xp)
+        top[0].diff[...] = backend.xp.asarray(dy)
+        layer.backward(top, [True, False], bottom)
+        out.append([np.asarray(backend.xp.asnumpy(a) if backend.is_gpu else a)
+                    for a in (top[0].data, layer.argmax, bottom[0].diff)])
+    for cpu, gpu_value in zip(*out):
+        np.testing.assert_allclose(gpu_value, cpu, rtol=1e-12, atol=1e-12)
