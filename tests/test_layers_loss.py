@@ -15,7 +15,8 @@ import math
 
 import numpy as np
 import pytest
-from gradcheck import check_gradients, forward_backward_blobs, labels, make_layer, rand, run_forward
+from gradcheck import (blobs_for, check_gradients, forward_backward_blobs, labels, make_layer, rand,
+                       run_forward)
 from layer_cases import F32, close, golden
 
 from netspec.errors import DataError, NetspecError, SpecError
@@ -28,6 +29,98 @@ def test_euclidean_gradient_and_value():
     _, top = run_forward(layer, [a, b], tops)
     np.testing.assert_allclose(top[0].data, ((a.reshape(4, 6) - b) ** 2).sum() / 8, rtol=1e-12)
     check_gradients(layer, [a, b], tops)
+
+
+# -- SmoothL1Loss (py-faster-rcnn, SSD) -------------------------------------------------------------
+def smooth_l1(d, sigma):
+    s2 = sigma * sigma
+    return np.where(np.abs(d) < 1 / s2, 0.5 * s2 * d * d, np.abs(d) - 0.5 / s2)
+
+
+def _smooth_l1_bottoms(n_bottoms, shape=(4, 12), seed=0, binary_weights=False):
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=shape) * 2, rng.normal(size=shape) * 2
+    # keep |w_in·(x − y)| away from the kink at 1/σ² (σ = 1, 3 below)
+    extra = []
+    if n_bottoms >= 3:
+        w = (rng.random(shape) < 0.6).astype(float) if binary_weights else rng.uniform(0.5, 2, shape)
+        extra.append(w)
+    if n_bottoms == 4:
+        extra.append(rng.uniform(0.0, 3.0, shape))
+    return [x, y, *extra]
+
+
+def _away_from_kinks(bottoms, sigma):
+    x, y, *w = bottoms
+    d = (x - y) * (w[0] if w else 1)
+    far = np.abs(np.abs(d) - 1 / sigma ** 2) > 0.02
+    return np.where(far, x, x + 0.05 * np.sign(x - y)) if not far.all() else x
+
+
+@pytest.mark.parametrize("n_bottoms", [2, 4])
+@pytest.mark.parametrize("sigma", [1.0, 3.0])
+def test_smooth_l1_closed_form_and_gradients(n_bottoms, sigma):
+    """loss = Σ w_out·f(w_in·(x − y)) / N (py-faster-rcnn), its gradient to x and −it to y."""
+    bottoms = _smooth_l1_bottoms(n_bottoms)
+    bottoms[0] = _away_from_kinks(bottoms, sigma)
+    spec = {"type": "SmoothL1Loss", "smooth_l1_loss_param": {"sigma": sigma}}
+    layer, tops = make_layer(spec, [b.shape for b in bottoms])
+    assert tops == [()] and layer.is_loss
+    _, top = run_forward(layer, bottoms, tops)
+    x, y, *w = bottoms
+    w_in, w_out = (w if w else (1.0, 1.0))
+    want = (w_out * smooth_l1(w_in * (x - y), sigma)).sum() / x.shape[0]
+    np.testing.assert_allclose(top[0].data, want, rtol=1e-12)
+    check_gradients(layer, bottoms, tops, check_bottoms=[0, 1])
+
+
+def test_smooth_l1_ssd_three_bottoms():
+    """SSD's variant: a third bottom w multiplies x − y; its backward leaves w out of the
+    gradient, which is exact for the 0/1 masks SSD passes."""
+    bottoms = _smooth_l1_bottoms(3, binary_weights=True)
+    layer, tops = make_layer({"type": "SmoothL1Loss"}, [b.shape for b in bottoms])
+    _, top = run_forward(layer, bottoms, tops)
+    x, y, w = bottoms
+    np.testing.assert_allclose(top[0].data, smooth_l1(w * (x - y), 1.0).sum() / 4, rtol=1e-12)
+    check_gradients(layer, bottoms, tops, check_bottoms=[0, 1])
+    bottoms[2] = np.full(x.shape, 2.0)                     # non-binary: SSD's gradient, not d/dx
+    b = blobs_for(bottoms)
+    t = blobs_for([np.zeros(())], prefix="t")
+    layer.forward(b, t)
+    t[0].diff[...] = 1.0
+    layer.backward(t, [True, True, False], b)
+    d = 2.0 * (x - y)
+    g = np.where(np.abs(d) < 1, d, np.sign(d)) / 4
+    np.testing.assert_allclose(b[0].diff, g, rtol=1e-12)
+    np.testing.assert_allclose(b[1].diff, -g, rtol=1e-12)
+
+
+def test_smooth_l1_matches_torch():
+    """Unweighted, the fork's loss with σ is PyTorch's smooth_l1_loss with β = 1/σ² (0.5·d²/β
+    below β, |d| − 0.5·β above), summed and divided by N; so are the gradients."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(5, 8)) * 2, rng.normal(size=(5, 8)) * 2
+    for sigma in (1.0, 3.0, 0.5):
+        layer, tops = make_layer({"type": "SmoothL1Loss", "smooth_l1_loss_param": {"sigma": sigma}},
+                                 [x.shape, y.shape])
+        b, t = run_forward(layer, [x, y], tops)
+        t[0].diff[...] = 1.0
+        layer.backward(t, [True, True], b)
+        tx, ty = torch.tensor(x, requires_grad=True), torch.tensor(y, requires_grad=True)
+        loss = torch.nn.functional.smooth_l1_loss(tx, ty, beta=1.0 / sigma ** 2,
+                                                  reduction="sum") / x.shape[0]
+        loss.backward()
+        np.testing.assert_allclose(float(t[0].data), loss.item(), rtol=1e-12)
+        np.testing.assert_allclose(b[0].diff, tx.grad.numpy(), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(b[1].diff, ty.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_smooth_l1_shape_errors():
+    with pytest.raises(NetspecError, match="bottom 2 \\(inside weights\\)"):
+        make_layer({"type": "SmoothL1Loss"}, [(4, 8), (4, 8), (4, 7), (4, 8)])
+    with pytest.raises(NetspecError, match="same first dimension"):
+        make_layer({"type": "SmoothL1Loss"}, [(4, 8), (2, 16)])
 
 
 # -- Accuracy -------------------------------------------------------------------------------------

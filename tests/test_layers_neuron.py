@@ -128,6 +128,32 @@ def test_dropout_train_statistics():
     assert abs(y.mean(dtype=np.float64) - x.mean(dtype=np.float64)) < 6 * sd
 
 
+def test_dropout_scale_train_false():
+    """py-faster-rcnn's ``scale_train: false``: training keeps x·m (no 1/(1 − r)), so
+    E[y | x] = (1 − r)·x, and testing multiplies by (1 − r) to match; backward the same."""
+    r, n = 0.3, 1_000_000
+    p = 1.0 - r
+    spec = {"type": "Dropout", "dropout_param": {"dropout_ratio": r, "scale_train": False}}
+    x = np.random.default_rng(2).uniform(0.5, 1.5, n).astype(np.float32)
+    dy = np.ones(n, dtype=np.float32)
+    layer, shapes = make_layer(spec, [(n,)], backend=F32, seed=4)
+    (y,), (dx,) = forward_backward(layer, [x], shapes, [dy])
+    kept = y != 0
+    assert abs(kept.mean() - p) < 6 * np.sqrt(p * (1 - p) / n)
+    np.testing.assert_array_equal(y[kept], x[kept])
+    np.testing.assert_array_equal(dx, kept.astype(np.float32))
+    sd = np.sqrt(np.sum(x.astype(np.float64) ** 2) * p * (1 - p)) / n   # Var[x·m] = x²p(1−p)
+    assert abs(y.mean(dtype=np.float64) - p * x.mean(dtype=np.float64)) < 6 * sd
+    test, shapes = make_layer(spec, [(n,)], backend=F32, phase="TEST")
+    (yt,), (dxt,) = forward_backward(test, [x], shapes, [dy])
+    factor = np.float32(1.0 / float(np.float32(1.0 / np.float32(p))))   # the fork's 1/scale_
+    np.testing.assert_array_equal(yt, x * factor)
+    np.testing.assert_array_equal(dxt, dy * factor)
+    np.testing.assert_allclose(factor, p, rtol=1e-7)
+    assert_in_place_matches(spec, rand(SHAPE), phase="TEST")
+    assert_in_place_matches(spec, rand(SHAPE), phase="TRAIN")
+
+
 def test_dropout_masks_differ_between_iterations_and_follow_the_seed():
     x = np.ones((1000,))
     a, shapes = make_layer(DROPOUT, [x.shape], seed=5)

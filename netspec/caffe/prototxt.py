@@ -13,8 +13,7 @@ from pathlib import Path
 
 from . import ConvertError, pb2
 
-#: layer fields of well-known Caffe forks that netspec's schema lacks (py-faster-rcnn's
-#: roi_pooling_param and smooth_l1_loss_param are in it, so that their layers can be named)
+#: layer fields of well-known Caffe forks that netspec's schema lacks
 FORK_FIELDS = {
     **dict.fromkeys(("permute_param", "norm_param", "multibox_loss_param",
                      "annotated_data_param", "detection_evaluate_param",

@@ -25,8 +25,6 @@ from ..spec.solver import SolverParameter
 from . import ConvertError, is_repeated
 
 FORK_TYPES = {
-    "ROIPooling": "py-faster-rcnn's fork of Caffe (caffe-fast-rcnn)",
-    "SmoothL1Loss": "py-faster-rcnn's fork of Caffe (caffe-fast-rcnn)",
     **dict.fromkeys(("DetectionEvaluate", "MultiBoxLoss", "AnnotatedData", "VideoData"),
                     "SSD's fork of Caffe (weiliu89/caffe, branch ssd)"),
 }

@@ -16,7 +16,7 @@ from ..caffe import pb2
 from ..caffe.caffemodel import blob_to_array
 from ..errors import DataError, NetspecError
 from ..spec.params import LossParameter
-from .base import Layer, canonical_axis, checked_axis, proto_float
+from .base import Layer, canonical_axis, checked_axis, legacy_dim, proto_float
 from .neuron import sigmoid
 from .registry import register
 
@@ -92,6 +92,66 @@ class EuclideanLoss(Layer):
             if propagate_down[i]:
                 alpha = sign * top[0].diff / self.num
                 bottom[i].diff[...] = (alpha * self.diff).reshape(bottom[i].shape)
+
+
+@register("SmoothL1Loss")
+class SmoothL1Loss(Layer):
+    """The detection forks' smooth L1 loss: loss = Σ w_out · f(w_in · (x − y)) / N, N the
+    first dimension of x, f(d) = 0.5·σ²d² where |d| < 1/σ², else |d| − 0.5/σ²
+    (``smooth_l1_loss_param.sigma``, default 1).
+
+    Bottoms, by count: x, y (both forks); x, y, w (SSD: w_in = w, no w_out); x, y, w_in, w_out
+    (py-faster-rcnn), all with x's count per item. Backward, to x and (sign reversed) to y:
+    dy_top · f'(d) / N, times w_in · w_out with four bottoms (py-faster-rcnn's gradient) and
+    not multiplied by w with three (SSD's backward leaves it out: exact for 0/1 weights). No
+    gradient to the weights.
+    """
+
+    param_block = "smooth_l1_loss_param"
+    min_bottoms = 2
+    max_bottoms = 4
+    exact_tops = 1
+    is_loss = True
+    no_grad_bottoms = (2, 3)
+
+    def setup(self, bottom_shapes):
+        check_same_num(self, bottom_shapes)
+        first = tuple(bottom_shapes[0])
+        names = ("x", "y", "inside weights" if len(bottom_shapes) == 4 else "weights",
+                 "outside weights")
+        for i, s in enumerate(bottom_shapes[1:], 1):
+            if math.prod(s[1:]) != math.prod(first[1:]) or legacy_dim(s, 0) != legacy_dim(first, 0):
+                raise self.error(f"bottom {i} ({names[i]}) {tuple(s)} must have the shape of "
+                                 f"bottom 0 {first}")
+        sigma = numpy.float32(self.p.sigma)
+        self.sigma2 = float(sigma * sigma)
+        self.num = max(legacy_dim(first, 0), 1)
+        return [()]
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        x = bottom[0].data
+        d = x - bottom[1].data.reshape(x.shape)
+        if len(bottom) >= 3:
+            d *= bottom[2].data.reshape(x.shape)
+        self.d = d
+        a = xp.abs(d)
+        small = a < 1.0 / self.sigma2
+        err = xp.where(small, (0.5 * self.sigma2) * d * d, a - 0.5 / self.sigma2)
+        if len(bottom) == 4:
+            err *= bottom[3].data.reshape(x.shape)
+        top[0].data[...] = err.sum() / self.num
+
+    def backward(self, top, propagate_down, bottom):
+        xp = self.xp
+        d = self.d
+        g = xp.where(xp.abs(d) < 1.0 / self.sigma2, self.sigma2 * d, xp.sign(d))
+        if len(bottom) == 4:
+            g = g * bottom[2].data.reshape(d.shape) * bottom[3].data.reshape(d.shape)
+        for i, sign in ((0, 1), (1, -1)):
+            if propagate_down[i]:
+                alpha = sign * top[0].diff / self.num
+                bottom[i].diff[...] = (alpha * g).reshape(bottom[i].shape)
 
 
 @register("Accuracy")

@@ -162,7 +162,8 @@ class Dropout(NeuronLayer):
     """Inverted dropout with ratio r = ``dropout_param.dropout_ratio`` (Caffe).
 
     TRAIN: mask m ~ Bernoulli(1 − r) per element, y = x · m / (1 − r), ∂x = ∂y · m / (1 − r).
-    TEST: y = x, ∂x = ∂y. The mask is drawn on the host from ``self.rng`` (float32 uniforms,
+    TEST: y = x, ∂x = ∂y. With ``dropout_param.scale_train: false`` (py-faster-rcnn's fork)
+    TRAIN keeps y = x · m, ∂x = ∂y · m and TEST scales instead: y = x · (1 − r), ∂x = ∂y · (1 − r). The mask is drawn on the host from ``self.rng`` (float32 uniforms,
     kept where u < 1 − r), so a seed gives the same mask on CPU and GPU; it is moved to the
     device as booleans and stored pre-scaled (m / (1 − r), in the layer dtype) for backward.
     """
@@ -171,7 +172,11 @@ class Dropout(NeuronLayer):
 
     def setup(self, bottom_shapes):
         self.ratio = float(self.p.dropout_ratio)
-        self.scale = 1.0 / (1.0 - self.ratio)
+        scale = 1.0 / (1.0 - self.ratio)
+        # scale_train false (caffe-fast-rcnn): the kept values are not scaled when training,
+        # and testing multiplies by 1 / scale = 1 − r (the fork's float scale_, inverted)
+        self.scale = scale if self.p.scale_train else 1.0
+        self.test_scale = 1.0 if self.p.scale_train else 1.0 / float(numpy.float32(scale))
         self.mask = None
         return super().setup(bottom_shapes)
 
@@ -187,6 +192,8 @@ class Dropout(NeuronLayer):
         x, y = bottom[0].data, top[0].data
         if self.phase == "TRAIN":
             self.xp.multiply(x, self._draw_mask(x.shape), out=y)
+        elif self.test_scale != 1.0:
+            self.xp.multiply(x, numpy.dtype(self.dtype).type(self.test_scale), out=y)
         elif bottom[0] is not top[0]:
             y[...] = x
 
@@ -196,6 +203,8 @@ class Dropout(NeuronLayer):
         dy, dx = top[0].diff, bottom[0].diff
         if self.phase == "TRAIN":
             self.xp.multiply(dy, self.mask, out=dx)
+        elif self.test_scale != 1.0:
+            self.xp.multiply(dy, numpy.dtype(self.dtype).type(self.test_scale), out=dx)
         elif dx is not dy:
             dx[...] = dy
 

@@ -567,8 +567,8 @@ PROTOTXT_NETS = [
      "SSD's fork", 7),
     ("type_multibox_loss_and_detection_evaluate", INPUT + _layer("m", "MultiBoxLoss")
      + _layer("e", "DetectionEvaluate", bottom="m"), "(2 problems): layer 'm' has type 'MultiBoxLoss'", 7),
-    ("type_roi_pooling", INPUT + _layer("roi", "ROIPooling", "roi_pooling_param { pooled_w: 6 }"),
-     "it exists only in py-faster-rcnn's fork of Caffe", 7),
+    ("type_yolov3", INPUT + _layer("yolo", "Yolov3"),
+     "layer 'yolo' has type 'Yolov3', which netspec does not implement", 7),
     ("type_misspelt", INPUT + _layer("c", "Convolutoin"), "did you mean 'Convolution'?", 7),
     ("type_lowercase", INPUT + _layer("r", "relu"), "did you mean 'ReLU'?", 7),
     ("layer_without_type", INPUT + 'layer {\n  name: "c"\n  bottom: "data"\n  top: "c"\n}\n',

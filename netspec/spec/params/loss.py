@@ -39,8 +39,16 @@ class ContrastiveLossParameter(Message):
     legacy_version: bool = False
 
 
+class SmoothL1LossParameter(Message):
+    """``smooth_l1_loss_param`` (8266712, caffe-fast-rcnn): f(d) = 0.5·(σd)² where |d| < 1/σ²,
+    else |d| − 0.5/σ². SSD's SmoothL1Loss has no such block (σ = 1)."""
+
+    sigma: float = 1.0
+
+
 #: the Caffe layer types of this family
-TYPES = ("EuclideanLoss", "Accuracy", "SigmoidCrossEntropyLoss", "HingeLoss", "InfogainLoss", "ContrastiveLoss", "MultinomialLogisticLoss",)
+TYPES = ("EuclideanLoss", "Accuracy", "SigmoidCrossEntropyLoss", "HingeLoss", "InfogainLoss", "ContrastiveLoss", "MultinomialLogisticLoss",
+         "SmoothL1Loss",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
@@ -48,4 +56,5 @@ BLOCKS: dict[str, type[Message]] = {
     "hinge_loss_param": HingeLossParameter,
     "infogain_loss_param": InfogainLossParameter,
     "contrastive_loss_param": ContrastiveLossParameter,
+    "smooth_l1_loss_param": SmoothL1LossParameter,
 }

@@ -26,6 +26,9 @@ class TanHParameter(Message):
 
 class DropoutParameter(Message):
     dropout_ratio: float = Field(default=0.5, ge=0.0, lt=1.0)
+    #: FORK (caffe-fast-rcnn, field 2): false = training does not scale the kept values by
+    #: 1/(1 − r) and testing multiplies by (1 − r) instead
+    scale_train: bool = True
 
 
 class PowerParameter(Message):

@@ -1,0 +1,142 @@
+"""Region-of-interest layers: py-faster-rcnn's ROIPooling (rbgirshick/caffe-fast-rcnn).
+
+ROIPooling max-pools each region of interest of a feature map into a fixed grid of bins. The
+region's corners are the fork's: ``round(coordinate · spatial_scale)`` (C's round, halves away
+from zero), its size at least 1 × 1; bin (ph, pw) covers rows ``floor(ph · h/P)`` to
+``ceil((ph + 1) · h/P)`` (end excluded) from the region's top, clipped to the map, with the
+arithmetic in the net's dtype as the fork's ``Dtype``. An empty bin gives 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy
+
+from ..backend import to_numpy
+from .base import Layer, legacy_dim, scatter_add
+from .registry import register
+
+#: elements of gathered window values one chunk of regions may hold in forward
+GATHER_BUDGET = 1 << 23
+
+
+def c_round(x: numpy.ndarray) -> numpy.ndarray:
+    """C's round(): to the nearest integer, halves away from zero (not NumPy's to-even)."""
+    t = numpy.trunc(x)
+    frac = x - t                      # exact
+    return t + numpy.where(numpy.abs(frac) >= 0.5, numpy.sign(x), 0)
+
+
+def roi_bins(rois: numpy.ndarray, spatial_scale: float, pooled: tuple[int, int],
+             size: tuple[int, int], dtype) -> tuple[numpy.ndarray, ...]:
+    """The fork's bin boundaries of each region, clipped to the map:
+    (batch index (R,), hstart, hend (R, P), wstart, wend (R, Q)), all int64."""
+    dt = numpy.dtype(dtype).type
+    r = rois.astype(dt, copy=False)
+    scale = dt(spatial_scale)
+    corners = c_round(r[:, 1:5] * scale).astype(numpy.int64)   # x1, y1, x2, y2
+    out = [numpy.trunc(r[:, 0]).astype(numpy.int64)]
+    for axis, (start, end) in enumerate(((corners[:, 1], corners[:, 3]),
+                                         (corners[:, 0], corners[:, 2]))):
+        n_bins, limit = pooled[axis], size[axis]
+        extent = numpy.maximum(end - start + 1, 1)
+        bin_size = extent.astype(dt) / dt(n_bins)
+        k = numpy.arange(n_bins, dtype=dt)
+        lo = numpy.floor(k[None, :] * bin_size[:, None]).astype(numpy.int64)
+        hi = numpy.ceil((k[None, :] + dt(1)) * bin_size[:, None]).astype(numpy.int64)
+        out.append(numpy.clip(lo + start[:, None], 0, limit))
+        out.append(numpy.clip(hi + start[:, None], 0, limit))
+    return tuple(out)
+
+
+@register("ROIPooling")
+class ROIPooling(Layer):
+    """py-faster-rcnn's ROIPooling (``roi_pooling_param``: pooled_h, pooled_w, spatial_scale).
+
+    Bottoms: features (N, C, H, W) and rois (R, 5), each row [batch index, x1, y1, x2, y2] in
+    image coordinates (``spatial_scale`` maps them to the feature map). Top: (R, C, pooled_h,
+    pooled_w), the maximum of each bin (the first one in row-major order on ties, as the fork's
+    scan with ``>``), 0 for an empty bin. One top, as in the fork (it keeps the argmax inside).
+    Backward: each top cell's gradient goes to its argmax, summed over regions and bins; none
+    to the rois.
+    """
+
+    param_block = "roi_pooling_param"
+    exact_bottoms = 2
+    exact_tops = 1
+    no_grad_bottoms = (1,)
+
+    def setup(self, bottom_shapes):
+        p = self.p
+        for field in ("pooled_h", "pooled_w"):
+            if getattr(p, field) <= 0:
+                raise self.spec_error(f"{field} must be > 0", field=f"roi_pooling_param.{field}")
+        feats, rois = (tuple(s) for s in bottom_shapes)
+        if len(feats) != 4:
+            raise self.error(f"the features bottom must be 4-D (N, C, H, W), got {feats}")
+        num = legacy_dim(rois, 0)
+        if math.prod(rois) != 5 * num:
+            raise self.error(f"the rois bottom must hold 5 values per region "
+                             f"[batch index, x1, y1, x2, y2], got shape {rois}")
+        self.pooled = (int(p.pooled_h), int(p.pooled_w))
+        self.argmax = None
+        return [(num, feats[1]) + self.pooled]
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        x = bottom[0].data
+        N, C, H, W = x.shape
+        P, Q = self.pooled
+        rois = to_numpy(bottom[1].data).reshape(-1, 5)
+        R = rois.shape[0]
+        b, hs, he, ws, we = roi_bins(rois, self.p.spatial_scale, self.pooled, (H, W), self.dtype)
+        bad = (b < 0) | (b >= N)
+        if bad.any():
+            i = int(numpy.flatnonzero(bad)[0])
+            raise self.error(f"region {i} has batch index {rois[i, 0]:g}, outside the "
+                             f"features' batch of {N}")
+        kh = max(int((he - hs).max(initial=0)), 1)
+        kw = max(int((we - ws).max(initial=0)), 1)
+        hidx = hs[:, :, None] + numpy.arange(kh)            # (R, P, kh)
+        widx = ws[:, :, None] + numpy.arange(kw)            # (R, Q, kw)
+        hval, wval = hidx < he[:, :, None], widx < we[:, :, None]
+        hidx, widx = numpy.where(hval, hidx, 0), numpy.where(wval, widx, 0)
+        # window cells in the fork's scan order (rows, then columns), per bin (r, P, Q, kh·kw)
+        valid = (hval[:, :, None, :, None] & wval[:, None, :, None, :]).reshape(R, P, Q, kh * kw)
+        flat = (hidx[:, :, None, :, None] * W + widx[:, None, :, None, :]).reshape(R, P, Q, -1)
+        y = top[0].data
+        if self.argmax is None or self.argmax.shape != y.shape:
+            self.argmax = xp.empty(y.shape, dtype=xp.int64)
+        chunk = max(1, GATHER_BUDGET // max(C * P * Q * kh * kw, 1))
+        planes = x.reshape(N, C, H * W)
+        lowest = xp.asarray(-numpy.inf, dtype=self.dtype)
+        channels = xp.arange(C, dtype=xp.int64)
+        channel_base = channels[None, :, None, None] * (H * W)
+        for r0 in range(0, R, chunk):
+            r1 = min(R, r0 + chunk)
+            f = xp.asarray(flat[r0:r1])
+            v = xp.asarray(valid[r0:r1])[:, None]                   # (r, 1, P, Q, K)
+            bb = xp.asarray(b[r0:r1])
+            vals = planes[bb[:, None, None], channels[None, :, None],
+                          f.reshape(r1 - r0, 1, -1)]                 # (r, C, P·Q·K)
+            vals = vals.reshape(r1 - r0, C, P, Q, kh * kw)
+            vals = xp.where(v, vals, lowest)
+            k = vals.argmax(axis=-1)
+            best = xp.take_along_axis(vals, k[..., None], -1)[..., 0]
+            empty = ~v.any(axis=-1)                                 # (r, 1, P, Q)
+            y[r0:r1] = xp.where(empty, 0, best)
+            pos = xp.take_along_axis(xp.broadcast_to(f[:, None], vals.shape), k[..., None],
+                                     -1)[..., 0]
+            index = (bb[:, None, None, None] * C) * (H * W) + channel_base + pos
+            self.argmax[r0:r1] = xp.where(empty, -1, index)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        xp = self.xp
+        dx = bottom[0].diff
+        dx[...] = 0
+        hit = self.argmax >= 0
+        scatter_add(xp, dx.reshape(-1), xp.where(hit, self.argmax, 0).reshape(-1),
+                    xp.where(hit, top[0].diff, 0).reshape(-1))

@@ -1,0 +1,27 @@
+"""Region-of-interest layer messages: py-faster-rcnn's ROIPooling (caffe-fast-rcnn).
+
+Field for field as in the fork's ``caffe.proto``, with its defaults."""
+
+from __future__ import annotations
+
+from pydantic import NonNegativeInt
+
+from ..base import Message
+
+
+class ROIPoolingParameter(Message):
+    """``roi_pooling_param`` (8266711): the pooled output size (both must be > 0; the fork's
+    defaults are 0) and the factor from image to feature-map coordinates."""
+
+    pooled_h: NonNegativeInt = 0
+    pooled_w: NonNegativeInt = 0
+    spatial_scale: float = 1.0
+
+
+#: the Caffe layer types of this family
+TYPES = ("ROIPooling",)
+
+#: the layer-specific blocks this family adds to LayerParameter: field name -> message
+BLOCKS: dict[str, type[Message]] = {
+    "roi_pooling_param": ROIPoolingParameter,
+}

@@ -1,0 +1,189 @@
+"""ROIPooling (py-faster-rcnn's fork of Caffe, rbgirshick/caffe-fast-rcnn).
+
+* forward against a literal loop written here from the fork's ``roi_pooling_layer.cpp``
+  semantics (C's round of the scaled corners, floor/ceil bin edges in the blob's dtype, clipped
+  to the map, empty bins 0, first maximum in row-major order);
+* backward against the same loop's argmax routing, and a float64 finite-difference check;
+* OpenCV's dnn ROIPooling (its Caffe importer reads ``roi_pooling_param``) on a net written by
+  ``netspec export``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from gradcheck import check_gradients, make_layer, run_forward
+from netspec.backend import Backend
+from netspec.errors import NetspecError
+
+F32 = Backend(np, np.float32)
+
+
+def c_round(v: float) -> int:
+    """C's round(): halves away from zero."""
+    return int(math.floor(abs(v) + 0.5)) * (1 if v >= 0 else -1)
+
+
+def roi_pool_loop(x, rois, ph_n, pw_n, scale, dt):
+    """The fork's forward, one region, channel and bin at a time; returns (top, argmax)."""
+    dt = np.dtype(dt).type
+    N, C, H, W = x.shape
+    R = rois.shape[0]
+    top = np.zeros((R, C, ph_n, pw_n), x.dtype)
+    arg = np.full((R, C, ph_n, pw_n), -1, np.int64)
+    for n in range(R):
+        b = int(rois[n, 0])
+        x1, y1, x2, y2 = (c_round(float(dt(rois[n, i]) * dt(scale))) for i in range(1, 5))
+        rh, rw = max(y2 - y1 + 1, 1), max(x2 - x1 + 1, 1)
+        bh, bw = dt(rh) / dt(ph_n), dt(rw) / dt(pw_n)
+        for c in range(C):
+            for ph in range(ph_n):
+                for pw in range(pw_n):
+                    hs = min(max(int(math.floor(dt(ph) * bh)) + y1, 0), H)
+                    he = min(max(int(math.ceil(dt(ph + 1) * bh)) + y1, 0), H)
+                    ws = min(max(int(math.floor(dt(pw) * bw)) + x1, 0), W)
+                    we = min(max(int(math.ceil(dt(pw + 1) * bw)) + x1, 0), W)
+                    if he <= hs or we <= ws:
+                        continue                      # empty: 0, no argmax
+                    best, where = -np.inf, -1
+                    for h in range(hs, he):
+                        for w in range(ws, we):
+                            if x[b, c, h, w] > best:
+                                best, where = x[b, c, h, w], ((b * C + c) * H + h) * W + w
+                    top[n, c, ph, pw], arg[n, c, ph, pw] = best, where
+    return top, arg
+
+
+def spec(ph=3, pw=4, scale=0.25):
+    return {"type": "ROIPooling", "bottom": ["x", "rois"], "top": ["y"],
+            "roi_pooling_param": {"pooled_h": ph, "pooled_w": pw, "spatial_scale": scale}}
+
+
+#: [batch, x1, y1, x2, y2]: inside, the whole map and beyond, one cell, reversed (forced to
+#: 1 × 1), negative corners, corners at x.5 after scaling (C's round goes up: 2·0.25 = 0.5 → 1),
+#: a region smaller than the grid (empty and repeated bins)
+ROIS = np.array([[0, 1, 2, 30, 40], [1, 0, 0, 47, 39], [0, 20, 20, 22, 21],
+                 [1, -10, -5, 100, 100], [0, 40, 30, 10, 5], [1, 2, 6, 10, 14],
+                 [0, -6, -2, 5, 3], [1, 44, 36, 47, 39]], float)
+
+
+def scaled(rois, factor):
+    """``rois`` with their corners (not the batch index) multiplied by ``factor``."""
+    out = rois.copy()
+    out[:, 1:] *= factor
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("geometry", [(3, 4, 0.25), (7, 7, 0.0625), (2, 2, 1.0)])
+def test_roi_pooling_forward_and_backward_match_the_forks_loop(dtype, geometry):
+    ph, pw, scale = geometry
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 3, 10, 12)).astype(dtype)
+    x[0, 1, :4, :4] = 0.5                                  # ties: the first one wins
+    rois = scaled(ROIS, 0.25 / scale)
+    backend = Backend(np, dtype)
+    layer, tops = make_layer(spec(ph, pw, scale), [x.shape, rois.shape], backend=backend)
+    assert tops == [(len(rois), 3, ph, pw)]
+    bottom, top = run_forward(layer, [x, rois], tops)
+    want, arg = roi_pool_loop(x, rois, ph, pw, scale, dtype)
+    np.testing.assert_array_equal(top[0].data, want)
+    np.testing.assert_array_equal(layer.argmax, arg)
+    assert (arg == -1).any() or geometry != (7, 7, 0.0625)  # the small region has empty bins
+    dy = rng.normal(size=tops[0]).astype(dtype)
+    top[0].diff[...] = dy
+    layer.backward(top, [True, False], bottom)
+    dx = np.zeros(x.size, dtype)
+    for a, g in zip(arg.ravel(), dy.ravel()):              # each cell's gradient to its argmax
+        if a >= 0:
+            dx[a] += g
+    np.testing.assert_allclose(bottom[0].diff.ravel(), dx, rtol=1e-6 if dtype == np.float32 else 1e-12)
+
+
+def test_roi_pooling_rounds_halves_away_from_zero():
+    """2 · 0.25 = 0.5 rounds to 1 (C's round), not 0 (NumPy's round to even)."""
+    x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
+    rois = np.array([[0, 2, 2, 2, 2]], float)               # scaled corners (0.5, 0.5) → cell (1, 1)
+    layer, tops = make_layer(spec(1, 1, 0.25), [x.shape, rois.shape])
+    _, top = run_forward(layer, [x, rois], tops)
+    assert top[0].data.ravel().tolist() == [5.0]
+
+
+def test_roi_pooling_gradients():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 3, 10, 12))                    # no ties: the max is a smooth choice
+    layer, tops = make_layer(spec(), [x.shape, ROIS.shape])
+    check_gradients(layer, [x, ROIS], tops, check_bottoms=[0])
+
+
+def test_roi_pooling_errors():
+    with pytest.raises(NetspecError, match="pooled_h must be > 0"):
+        make_layer({"type": "ROIPooling", "bottom": ["x", "r"],
+                    "roi_pooling_param": {"pooled_w": 6}}, [(1, 2, 4, 4), (3, 5)])
+    with pytest.raises(NetspecError, match="5 values per region"):
+        make_layer(spec(), [(1, 2, 4, 4), (3, 4)])
+    layer, tops = make_layer(spec(), [(1, 2, 4, 4), (1, 5)])
+    with pytest.raises(NetspecError, match="batch index 1, outside the features' batch of 1"):
+        run_forward(layer, [np.zeros((1, 2, 4, 4)), np.array([[1, 0, 0, 3, 3]], float)], tops)
+
+
+def test_roi_pooling_matches_opencv(tmp_path):
+    """OpenCV's dnn ROIPooling reads netspec's exported prototxt and gives the same top (rois
+    with non-negative corners: OpenCV rounds with floor(v + 0.5), which differs from C's round
+    only below zero)."""
+    cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'netspec[compare]')")
+    pytest.importorskip("google.protobuf", reason="protobuf is not installed")
+    from netspec.caffe.export import export_net
+    from netspec.net import Net
+    from netspec.spec import load_net
+
+    rois = ROIS[(ROIS[:, 1:] >= 0).all(axis=1)]
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 3, 10, 12)).astype(np.float32)
+    for ph, pw, scale in [(3, 4, 0.25), (7, 7, 0.0625)]:
+        r = scaled(rois, 0.25 / scale).astype(np.float32)
+        net_spec = {"name": "roi", "layer": [
+            {"name": "x", "type": "Input", "top": "x", "input_param": {"shape": {"dim": list(x.shape)}}},
+            {"name": "rois", "type": "Input", "top": "rois",
+             "input_param": {"shape": {"dim": list(r.shape)}}},
+            {"name": "y", **spec(ph, pw, scale)}]}
+        path = tmp_path / "net.yaml"
+        path.write_text(yaml.safe_dump(net_spec, sort_keys=False))
+        net = Net(load_net(path), "TEST", F32)
+        net.blobs["x"].data[...] = x
+        net.blobs["rois"].data[...] = r
+        net.forward()
+        export_net(path, tmp_path / "net.prototxt")
+        assert "roi_pooling_param" in (tmp_path / "net.prototxt").read_text()
+        cv_net = cv2.dnn.readNetFromCaffe(str(tmp_path / "net.prototxt"))
+        cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        cv_net.setInput(x, "x")
+        cv_net.setInput(r, "rois")
+        theirs = cv_net.forward("y")
+        assert theirs.shape == net.blobs["y"].shape
+        np.testing.assert_array_equal(theirs, net.blobs["y"].data)
+
+
+def test_roi_pooling_gpu_matches_cpu():
+    """On CuPy (float64) the top, argmax and bottom diff are the CPU path's."""
+    from netspec.backend import cupy_available, get_backend
+    if not cupy_available():
+        pytest.skip("needs CuPy and a CUDA device")
+    gpu = get_backend(gpu=True, dtype="float64")
+    x = np.random.default_rng(7).normal(size=(2, 3, 10, 12))
+    x[0, 1, :4, :4] = 0.5
+    dy = np.random.default_rng(8).normal(size=(len(ROIS), 3, 3, 4))
+    out = []
+    for backend in (Backend(np, np.float64), gpu):
+        layer, tops = make_layer(spec(), [x.shape, ROIS.shape], backend=backend)
+        bottom, top = run_forward(layer, [x, ROIS], tops, xp=backend.xp)
+        top[0].diff[...] = backend.xp.asarray(dy)
+        layer.backward(top, [True, False], bottom)
+        out.append([np.asarray(backend.xp.asnumpy(a) if backend.is_gpu else a)
+                    for a in (top[0].data, layer.argmax, bottom[0].diff)])
+    for cpu, gpu_value in zip(*out):
+        np.testing.assert_allclose(gpu_value, cpu, rtol=1e-12, atol=1e-12)
