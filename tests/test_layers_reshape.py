@@ -289,3 +289,90 @@ def test_shuffle_channel_refuses_indivisible_channels():
     with pytest.raises(SpecError, match=r"channels \(6\) must be a multiple of group \(4\)"):
         make_layer({"type": "ShuffleChannel", "shuffle_channel_param": {"group": 4}},
                    [(1, 6, 2, 2)])
+
+
+# -- Interp (PSPNet / DeepLab v2 bilinear, aligned corners) ----------------------------------------
+
+def _interp_loop(x, Ho, Wo, pad_beg=0, pad_end=0):
+    """The fork's caffe_cpu_interp2 read pixel by pixel (a slow oracle for the matrices)."""
+    N, C, H, W = x.shape
+    He, We = H + pad_beg + pad_end, W + pad_beg + pad_end
+    xc = x[:, :, -pad_beg:-pad_beg + He, -pad_beg:-pad_beg + We]
+    rh = np.float32((He - 1) / (Ho - 1)) if Ho > 1 else np.float32(0)
+    rw = np.float32((We - 1) / (Wo - 1)) if Wo > 1 else np.float32(0)
+    y = np.zeros((N, C, Ho, Wo))
+    for h2 in range(Ho):
+        h1r = rh * np.float32(h2)
+        h1 = int(h1r)
+        hp = 1 if h1 < He - 1 else 0
+        l1 = float(h1r - np.float32(h1))
+        for w2 in range(Wo):
+            w1r = rw * np.float32(w2)
+            w1 = int(w1r)
+            wp = 1 if w1 < We - 1 else 0
+            m1 = float(w1r - np.float32(w1))
+            y[:, :, h2, w2] = ((1 - l1) * ((1 - m1) * xc[:, :, h1, w1] + m1 * xc[:, :, h1, w1 + wp])
+                               + l1 * ((1 - m1) * xc[:, :, h1 + hp, w1]
+                                       + m1 * xc[:, :, h1 + hp, w1 + wp]))
+    return y
+
+
+@pytest.mark.parametrize("param, shape, want", [
+    ({"zoom_factor": 2}, (2, 3, 4, 5), (7, 9)),
+    ({"zoom_factor": 8}, (1, 2, 5, 3), (33, 17)),
+    ({"shrink_factor": 2}, (1, 2, 7, 8), (4, 4)),
+    ({"shrink_factor": 2, "zoom_factor": 3}, (1, 2, 7, 8), (10, 10)),
+    ({"height": 6, "width": 11}, (2, 2, 4, 5), (6, 11)),
+    ({"height": 1, "width": 3}, (1, 2, 4, 5), (1, 3)),
+    ({"height": 4, "width": 5}, (1, 2, 4, 5), (4, 5)),
+    ({"zoom_factor": 2, "pad_beg": -1, "pad_end": -1}, (1, 2, 6, 7), (7, 9)),
+])
+def test_interp_sizes_values_gradient(param, shape, want):
+    x = rand(shape, seed=21)
+    layer, shapes = make_layer({"type": "Interp", "interp_param": param}, [x.shape])
+    assert shapes == [shape[:2] + want]
+    _, (y,) = run_forward(layer, [x], shapes)
+    ref = _interp_loop(x, *want, param.get("pad_beg", 0), param.get("pad_end", 0))
+    np.testing.assert_allclose(y.data, ref, rtol=0, atol=1e-12)
+    check_gradients(layer, [x], shapes)
+
+
+def test_interp_second_bottom_gives_size():
+    x = rand((1, 3, 4, 6), seed=22)
+    like = rand((1, 1, 9, 5), seed=23)
+    layer, shapes = make_layer({"type": "Interp"}, [x.shape, like.shape])
+    assert shapes == [(1, 3, 9, 5)]
+    _, (y,) = run_forward(layer, [x, like], shapes)
+    np.testing.assert_allclose(y.data, _interp_loop(x, 9, 5), rtol=0, atol=1e-12)
+    check_gradients(layer, [x, like], shapes, check_bottoms=[0])
+
+
+@pytest.mark.parametrize("param", [{"zoom_factor": 3}, {"height": 13, "width": 7},
+                                   {"shrink_factor": 2, "zoom_factor": 4}])
+def test_interp_matches_torch_align_corners(param):
+    torch = pytest.importorskip("torch")
+    x = rand((2, 3, 5, 6), seed=24)
+    layer, shapes = make_layer({"type": "Interp", "interp_param": param}, [x.shape])
+    _, (y,) = run_forward(layer, [x], shapes)
+    dy = rand(shapes[0], seed=25)
+    t = torch.tensor(x, requires_grad=True)
+    # torch takes the coordinate ratio in float64, the fork in float32: ~1e-6 apart
+    ty = torch.nn.functional.interpolate(t, size=shapes[0][2:], mode="bilinear",
+                                         align_corners=True)
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=0, atol=1e-5)
+    ty.backward(torch.tensor(dy))
+    _, dxs, _ = forward_backward(layer, [x], shapes, [dy])
+    np.testing.assert_allclose(dxs[0], t.grad.numpy(), rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("param, bottoms, words", [
+    ({}, 1, "give the output size"),
+    ({"zoom_factor": 0}, 1, "zoom_factor must be at least 1"),
+    ({"shrink_factor": 0}, 1, "shrink_factor must be at least 1"),
+    ({"zoom_factor": 2, "pad_beg": 1}, 1, "non-positive padding"),
+    ({"zoom_factor": 2, "pad_beg": -3, "pad_end": -3}, 1, "crop the 4x5 input to nothing"),
+    ({"zoom_factor": 2}, 2, "second bottom gives the output size"),
+])
+def test_interp_errors(param, bottoms, words):
+    with pytest.raises(SpecError, match=words):
+        make_layer({"type": "Interp", "interp_param": param}, [(1, 2, 4, 5)] * bottoms)

@@ -1,5 +1,6 @@
 """Layers that change a blob's shape or extent: Flatten, Reshape, Crop, Tile; from the forks,
-SSD's Permute, the YOLO forks' nearest Upsample, ShuffleNet's ShuffleChannel.
+SSD's Permute, the YOLO forks' nearest Upsample, ShuffleNet's ShuffleChannel, PSPNet's
+bilinear Interp.
 """
 
 from __future__ import annotations
@@ -322,3 +323,107 @@ class ShuffleChannel(Layer):
             N, g, k, S = self.groups
             dy = top[0].diff.reshape(N, k, g, S)
             bottom[0].diff.reshape(self.groups)[...] = dy.transpose(0, 2, 1, 3)
+
+
+def interp_matrix(n_in: int, n_out: int):
+    """The (n_out, n_in) matrix of Caffe's 1-D bilinear resampling with aligned corners, as the
+    forks' ``caffe_cpu_interp2`` weighs it: ratio r = (n_in − 1)/(n_out − 1) in float32 (0 when
+    n_out is 1), source i = ⌊r·o⌋, weight r·o − i on i + 1 (on i itself at the last row)."""
+    import numpy
+    r = numpy.float32((n_in - 1) / (n_out - 1)) if n_out > 1 else numpy.float32(0)
+    pos = r * numpy.arange(n_out, dtype=numpy.float32)
+    lo = pos.astype(numpy.int64)
+    frac = (pos - lo.astype(numpy.float32)).astype(numpy.float64)
+    hi = numpy.where(lo < n_in - 1, lo + 1, lo)
+    m = numpy.zeros((n_out, n_in))
+    rows = numpy.arange(n_out)
+    numpy.add.at(m, (rows, lo), 1.0 - frac)
+    numpy.add.at(m, (rows, hi), frac)
+    return m
+
+
+@register("Interp")
+class Interp(Layer):
+    """PSPNet's (hszhao/PSPNet; DeepLab v2's) ``InterpLayer``: bilinear resizing of (N, C, H, W)
+    with aligned corners (y[0] = x[0], y[-1] = x[-1], Caffe's ``caffe_cpu_interp2``).
+
+    The input is first cropped by ``pad_beg``/``pad_end`` (≤ 0) on both spatial axes to
+    H_eff = H + pad_beg + pad_end. The output size: ``shrink_factor`` s alone (H_eff − 1)/s + 1;
+    ``zoom_factor`` z alone H_eff + (H_eff − 1)(z − 1); ``height`` and ``width`` as given; both
+    factors: shrink, then zoom; no field and a second bottom: that bottom's (H, W).
+    Forward: y = A_h · x_crop · A_wᵀ with the interpolation matrices A; backward: the transposed
+    scatter ∂x_crop = A_hᵀ · ∂y · A_w, zero on the cropped-off border.
+    """
+
+    param_block = "interp_param"
+    min_bottoms = 1
+    max_bottoms = 2
+    exact_tops = 1
+
+    def setup(self, bottom_shapes):
+        p = self.p
+        given = p.model_fields_set
+        if len(bottom_shapes[0]) != 4:
+            raise self.error(f"resizes 4-D NCHW blobs only, got shape {tuple(bottom_shapes[0])}")
+        N, C, H, W = bottom_shapes[0]
+        if p.pad_beg > 0 or p.pad_end > 0:
+            raise self.spec_error("only non-positive padding (cropping) is supported, got "
+                                  f"pad_beg {p.pad_beg}, pad_end {p.pad_end}",
+                                  field="interp_param")
+        He, We = H + p.pad_beg + p.pad_end, W + p.pad_beg + p.pad_end
+        if He <= 0 or We <= 0:
+            raise self.spec_error(f"pad_beg/pad_end crop the {H}x{W} input to nothing",
+                                  field="interp_param")
+        zoom = "zoom_factor" in given
+        shrink = "shrink_factor" in given
+        hw = "height" in given and "width" in given
+        if zoom and (p.zoom_factor or 0) < 1:
+            raise self.spec_error(f"zoom_factor must be at least 1, got {p.zoom_factor}",
+                                  field="interp_param.zoom_factor")
+        if shrink and (p.shrink_factor or 0) < 1:
+            raise self.spec_error(f"shrink_factor must be at least 1, got {p.shrink_factor}",
+                                  field="interp_param.shrink_factor")
+        if len(bottom_shapes) == 2 and (zoom or shrink or hw):
+            raise self.spec_error("a second bottom gives the output size: zoom_factor, "
+                                  "shrink_factor, height and width must then be left out",
+                                  field="interp_param")
+        if len(bottom_shapes) == 2:
+            if len(bottom_shapes[1]) != 4:
+                raise self.error(f"the second bottom must be 4-D, got {tuple(bottom_shapes[1])}")
+            Ho, Wo = bottom_shapes[1][2], bottom_shapes[1][3]
+        elif shrink or zoom:
+            Ho, Wo = He, We
+            if shrink:
+                Ho, Wo = (Ho - 1) // p.shrink_factor + 1, (Wo - 1) // p.shrink_factor + 1
+            if zoom:
+                z = p.zoom_factor
+                Ho, Wo = Ho + (Ho - 1) * (z - 1), Wo + (Wo - 1) * (z - 1)
+        elif hw:
+            Ho, Wo = p.height, p.width
+        else:
+            raise self.spec_error("give the output size by zoom_factor and/or shrink_factor, by "
+                                  "height and width, or by a second bottom",
+                                  field="interp_param")
+        if Ho <= 0 or Wo <= 0:
+            raise self.spec_error(f"the output size {Ho}x{Wo} must be positive",
+                                  field="interp_param")
+        self.crop = (-p.pad_beg, -p.pad_beg + He, -p.pad_beg, -p.pad_beg + We)
+        xp = self.xp
+        self.Ah = xp.asarray(interp_matrix(He, Ho), dtype=self.dtype)
+        self.Aw = xp.asarray(interp_matrix(We, Wo), dtype=self.dtype)
+        self.AwT = xp.ascontiguousarray(self.Aw.T)
+        return [(N, C, Ho, Wo)]
+
+    def forward(self, bottom, top):
+        h0, h1, w0, w1 = self.crop
+        x = bottom[0].data[:, :, h0:h1, w0:w1]
+        top[0].data[...] = self.xp.matmul(self.xp.matmul(self.Ah, x), self.AwT)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        h0, h1, w0, w1 = self.crop
+        dx = bottom[0].diff
+        if (h0, w0) != (0, 0) or h1 != dx.shape[2] or w1 != dx.shape[3]:
+            dx[...] = 0
+        dx[:, :, h0:h1, w0:w1] = self.xp.matmul(self.xp.matmul(self.Ah.T, top[0].diff), self.Aw)

@@ -1,6 +1,6 @@
 """Shape messages: Flatten, Reshape, Crop, Tile; from the forks, SSD's Permute, the YOLO
 forks' Upsample (with SegNet's fields, so the layer can tell SegNet's apart), ShuffleNet's
-ShuffleChannel.
+ShuffleChannel, PSPNet's (DeepLab v2's) bilinear Interp.
 
 Field for field as in ``caffe.proto`` (the forks': their own), with Caffe's defaults."""
 
@@ -62,6 +62,20 @@ class UpsampleParameter(Message):
     upsample_w: Optional[NonNegativeInt] = None
 
 
+class InterpParameter(Message):
+    """``Interp`` (PSPNet / DeepLab v2, ``interp_param``; 143 in the forks, 2143 here since
+    BVLC gave 143 to ``input_param``): the output size from ``shrink_factor`` and/or
+    ``zoom_factor``, or ``height`` and ``width``; ``pad_beg``/``pad_end`` (≤ 0) crop the input
+    first."""
+
+    height: Optional[int] = None
+    width: Optional[int] = None
+    zoom_factor: Optional[int] = None
+    shrink_factor: Optional[int] = None
+    pad_beg: int = 0
+    pad_end: int = 0
+
+
 class ShuffleChannelParameter(Message):
     """``ShuffleChannel`` (ShuffleNet, ``shuffle_channel_param`` 164): the number of groups."""
 
@@ -69,7 +83,8 @@ class ShuffleChannelParameter(Message):
 
 
 #: the Caffe layer types of this family
-TYPES = ("Flatten", "Reshape", "Crop", "Tile", "Permute", "Upsample", "ShuffleChannel",)
+TYPES = ("Flatten", "Reshape", "Crop", "Tile", "Permute", "Upsample", "ShuffleChannel",
+         "Interp",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
@@ -80,4 +95,5 @@ BLOCKS: dict[str, type[Message]] = {
     "permute_param": PermuteParameter,
     "upsample_param": UpsampleParameter,
     "shuffle_channel_param": ShuffleChannelParameter,
+    "interp_param": InterpParameter,
 }
