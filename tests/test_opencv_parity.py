@@ -4,7 +4,7 @@ For a small net around each layer (random weights): netspec builds and runs it, 
 export`` writes the prototxt and the .caffemodel (``export_net``), ``cv2.dnn.readNetFromCaffe``
 reads them, and both run the same input; the outputs must agree to float32 precision. A layer
 OpenCV's Caffe importer does not read is skipped with the reason (OPENCV_LACKS: SSD's shared
-Normalize scale, a 0-d blob; the nearest Upsample); DepthwiseConvolution, unknown to OpenCV, is
+Normalize scale, a 0-d blob; the nearest Upsample; Interp's shrink_factor and crop); DepthwiseConvolution, unknown to OpenCV, is
 given to it as the grouped Convolution it is (ConvolutionDepthwise OpenCV reads itself). SSD's
 PriorBox and DetectionOutput are compared too (several Input layers; DetectionOutput's rows as
 a sorted set, since OpenCV orders them by score and SSD by image, label and score). Needs
@@ -110,6 +110,18 @@ CASES = {
     "upsample_nearest": ((2, 3, 4, 5), [
         {"name": "u", "type": "Upsample", "bottom": "data", "top": "u",
          "upsample_param": {"scale": 2}}]),
+    "interp_zoom": ((2, 3, 5, 6), [
+        {"name": "i", "type": "Interp", "bottom": "data", "top": "i",
+         "interp_param": {"zoom_factor": 4}}]),
+    "interp_height_width": ((2, 3, 5, 6), [
+        {"name": "i", "type": "Interp", "bottom": "data", "top": "i",
+         "interp_param": {"height": 13, "width": 8}}]),
+    "interp_shrink_zoom": ((1, 2, 9, 8), [
+        {"name": "i", "type": "Interp", "bottom": "data", "top": "i",
+         "interp_param": {"shrink_factor": 2, "zoom_factor": 3}}]),
+    "interp_crop": ((1, 2, 9, 8), [
+        {"name": "i", "type": "Interp", "bottom": "data", "top": "i",
+         "interp_param": {"zoom_factor": 2, "pad_beg": -1, "pad_end": -2}}]),
 }
 
 #: what OpenCV's Caffe importer cannot do, found by running these cases with OpenCV 4.14
@@ -117,6 +129,10 @@ OPENCV_LACKS: dict[str, str] = {
     "normalize_spatial_shared": "OpenCV cannot read a 0-d parameter blob: SSD's channel_shared "
                                 "scale has shape () in the fork's caffemodel (and in netspec's)",
     "upsample_nearest": "OpenCV's Caffe importer has no Upsample layer type",
+    "interp_shrink_zoom": "OpenCV's Interp reads zoom_factor, height and width only: it ignores "
+                          "shrink_factor (9x8 gives 25x22, the fork 13x10)",
+    "interp_crop": "OpenCV's Interp ignores pad_beg/pad_end (9x8 gives 17x15, the fork's crop "
+                   "to 6x5 gives 11x9)",
 }
 #: layer types OpenCV does not know, given to it as this (equivalent) type in the prototxt
 OPENCV_AS = {"DepthwiseConvolution": "Convolution"}
