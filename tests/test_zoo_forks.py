@@ -1,6 +1,6 @@
 """Real nets of Caffe's forks that need only the fork layers netspec implements (ReLU6, Permute,
 Normalize, Axpy, Upsample, ShuffleChannel, the depthwise convolutions, Pooling ceil_mode, SSD's
-PriorBox and DetectionOutput).
+PriorBox and DetectionOutput, PSPNet's Interp).
 
 tests/zoo_forks/ holds the prototxt files verbatim (provenance in zoo_forks/SOURCES.tsv, taken
 from the shared caffe-zoo-forks set) and the trained MobileNet-YOLO lane model. The shapes a
@@ -42,6 +42,14 @@ NETS = {
     SSD_LITE: {"DepthwiseConvolution", "Permute", "PriorBox", "DetectionOutput"},
     "eric612__MobileNet-YOLO__models__pelee__VOC0712__SSD_304x304__deploy.prototxt":
         {"Permute", "PriorBox", "DetectionOutput"},
+    # PSPNet's fork: Interp (zoom, shrink, height/width)
+    "hszhao__ICNet__evaluation__prototxt__icnet_cityscapes.prototxt": {"Interp"},
+}
+
+#: the output shapes of the nets no fork recorded, when not an ImageNet classifier's: ICNet's 19
+#: Cityscapes classes at its 1025×2049 input (the last Interp zooms the 1/4-scale scores by 4)
+UNRECORDED_OUTPUTS = {
+    "hszhao__ICNet__evaluation__prototxt__icnet_cityscapes.prototxt": [(1, 19, 1025, 2049)],
 }
 
 
@@ -93,8 +101,9 @@ def test_fork_net_converts_and_builds(name):
     net = build(name)
     assert NETS[name] <= {layer.type_name for layer in net.layers}
     shapes = GOLDEN / "shapes" / f"{name}.json"
-    if not shapes.exists():     # the ShuffleNets: no fork recorded them; an ImageNet classifier
-        assert [net.blobs[o].shape for o in net.output_names] == [(1, 1000, 1, 1)]
+    if not shapes.exists():     # no fork recorded them: ImageNet classifiers, ICNet
+        want = UNRECORDED_OUTPUTS.get(name, [(1, 1000, 1, 1)])
+        assert [net.blobs[o].shape for o in net.output_names] == want
         return
     for phase, gp in json.loads(shapes.read_text())["phases"].items():
         same_shapes(build(name, phase), gp, phase)
