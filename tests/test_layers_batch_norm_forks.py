@@ -1,0 +1,99 @@
+"""PSPNet's BN (hszhao/PSPNet): a closed form in NumPy, float64 gradients, and the same
+numbers as netspec's BatchNorm followed by Scale (bias_term) with the same statistics and
+parameters. SegNet's same-named BN is refused by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gradcheck import check_gradients, forward_backward, make_layer, rand
+
+from netspec.errors import SpecError
+
+SHAPE = (3, 4, 5, 2)
+
+
+def _bn(phase="TRAIN", **param):
+    layer, shapes = make_layer({"type": "BN", "bn_param": {"eps": 1e-4, **param}}, [SHAPE],
+                               phase=phase)
+    rng = np.random.default_rng(5)
+    slope, bias, mean, var = (b.data for b in layer.blobs)
+    slope[...] = rng.uniform(0.5, 2, slope.shape)
+    bias[...] = rng.standard_normal(bias.shape)
+    mean[...] = rng.standard_normal(mean.shape)
+    var[...] = rng.uniform(0.5, 2, var.shape)
+    return layer, shapes
+
+
+def test_blobs_are_slope_bias_mean_variance_of_shape_1c11():
+    layer, shapes = make_layer({"type": "BN"}, [SHAPE])
+    assert shapes == [SHAPE]
+    assert [b.data.shape for b in layer.blobs] == [(1, 4, 1, 1)] * 4
+    assert [float(b.data.mean()) for b in layer.blobs] == [1.0, 0.0, 0.0, 1.0]
+    assert [(b.lr_mult, b.decay_mult) for b in layer.blobs[2:]] == [(0, 0), (0, 0)]
+
+
+@pytest.mark.parametrize("phase, frozen", [("TRAIN", False), ("TRAIN", True), ("TEST", False)])
+def test_closed_form(phase, frozen):
+    layer, shapes = _bn(phase, frozen=frozen, momentum=0.8)
+    slope, bias, mean0, var0 = (b.data.copy() for b in layer.blobs)
+    x = rand(SHAPE, seed=6)
+    (y,), _, _ = forward_backward(layer, [x], shapes, [np.zeros(SHAPE)])
+    if phase == "TEST" or frozen:
+        mean, var = mean0, var0
+        want_mean, want_var = mean0, var0
+    else:
+        mean = x.mean(axis=(0, 2, 3), keepdims=True)
+        var = ((x - mean) ** 2).sum(axis=(0, 2, 3), keepdims=True) / (3 * 5 * 2)
+        want_mean, want_var = 0.8 * mean0 + 0.2 * mean, 0.8 * var0 + 0.2 * var
+    np.testing.assert_allclose(y, slope * (x - mean) / np.sqrt(var + 1e-4) + bias, atol=1e-12)
+    np.testing.assert_allclose(layer.blobs[2].data, want_mean, atol=1e-12)
+    np.testing.assert_allclose(layer.blobs[3].data, want_var, atol=1e-12)
+
+
+@pytest.mark.parametrize("phase, frozen", [("TRAIN", False), ("TRAIN", True), ("TEST", False)])
+def test_gradients(phase, frozen):
+    """Parameters in TRAIN only: in TEST the output depends on the running statistics, which
+    have no gradient (slope's and bias's there: test_equals_batch_norm_then_scale)."""
+    layer, shapes = _bn(phase, frozen=frozen)
+    check_gradients(layer, [rand(SHAPE, seed=7)], shapes,
+                    check_params=phase == "TRAIN" and not frozen)
+
+
+def test_frozen_learns_nothing():
+    layer, shapes = _bn("TRAIN", frozen=True)
+    _, _, dparams = forward_backward(layer, [rand(SHAPE, seed=8)], shapes, [rand(SHAPE, seed=9)])
+    assert all(not d.any() for d in dparams)
+    assert all((b.lr_mult, b.decay_mult) == (0, 0) for b in layer.blobs)
+
+
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_equals_batch_norm_then_scale(phase):
+    """BN = BatchNorm (factor 1: the running sums are the statistics) + Scale with bias."""
+    layer, shapes = _bn(phase)
+    slope, bias, mean, var = (b.data.copy() for b in layer.blobs)
+    bn, _ = make_layer({"type": "BatchNorm", "batch_norm_param": {"eps": 1e-4}}, [SHAPE],
+                       phase=phase)
+    bn.blobs[0].data[...] = mean.ravel()
+    bn.blobs[1].data[...] = var.ravel()
+    bn.blobs[2].data[...] = 1
+    sc, _ = make_layer({"type": "Scale", "scale_param": {"bias_term": True}}, [SHAPE],
+                       phase=phase)
+    sc.blobs[0].data[...] = slope.ravel()
+    sc.blobs[1].data[...] = bias.ravel()
+    x, dy = rand(SHAPE, seed=10), rand(SHAPE, seed=11)
+    (y,), (dx,), dparams = forward_backward(layer, [x], shapes, [dy])
+    (z,), _, _ = forward_backward(bn, [x], [SHAPE], [np.zeros(SHAPE)])
+    (y2,), (dz,), dscale = forward_backward(sc, [z], [SHAPE], [dy])
+    (_,), (dx2,), _ = forward_backward(bn, [x], [SHAPE], [dz])
+    np.testing.assert_allclose(y, y2, atol=1e-12)
+    np.testing.assert_allclose(dx, dx2, atol=1e-12)
+    np.testing.assert_allclose(dparams[0].ravel(), dscale[0], atol=1e-12)
+    np.testing.assert_allclose(dparams[1].ravel(), dscale[1], atol=1e-12)
+
+
+@pytest.mark.parametrize("param", [{"bn_mode": "INFERENCE"}, {"bn_mode": "LEARN"},
+                                   {"scale_filler": {"type": "constant", "value": 1}}])
+def test_segnet_bn_is_refused_by_name(param):
+    with pytest.raises(SpecError, match=r"SegNet's BN .*caffe-segnet"):
+        make_layer({"type": "BN", "bn_param": param}, [SHAPE])
