@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+import numpy
+
 from .base import Layer, checked_axis
 from .registry import register
 
@@ -329,7 +331,6 @@ def interp_matrix(n_in: int, n_out: int):
     """The (n_out, n_in) matrix of Caffe's 1-D bilinear resampling with aligned corners, as the
     forks' ``caffe_cpu_interp2`` weighs it: ratio r = (n_in − 1)/(n_out − 1) in float32 (0 when
     n_out is 1), source i = ⌊r·o⌋, weight r·o − i on i + 1 (on i itself at the last row)."""
-    import numpy
     r = numpy.float32((n_in - 1) / (n_out - 1)) if n_out > 1 else numpy.float32(0)
     pos = r * numpy.arange(n_out, dtype=numpy.float32)
     lo = pos.astype(numpy.int64)
