@@ -97,3 +97,50 @@ def test_equals_batch_norm_then_scale(phase):
 def test_segnet_bn_is_refused_by_name(param):
     with pytest.raises(SpecError, match=r"SegNet's BN .*caffe-segnet"):
         make_layer({"type": "BN", "bn_param": param}, [SHAPE])
+
+
+def test_bn_and_interp_export_and_read_back(tmp_path):
+    """netspec export writes bn_param, interp_param and BN's four (1, C, 1, 1) blobs; the
+    prototxt converts back and the .caffemodel loads into it, giving the same output."""
+    pytest.importorskip("google.protobuf")
+    import yaml
+
+    from netspec.backend import Backend
+    from netspec.caffe import prototxt as ptx
+    from netspec.caffe.export import export_net
+    from netspec.caffe.port import net_yaml
+    from netspec.net import Net
+    from netspec.snapshot import load_weights
+    from netspec.spec import load_net, loads_net
+
+    f32 = Backend(np, np.float32)
+    spec = {"name": "bn_interp", "layer": [
+        {"name": "data", "type": "Input", "top": "data",
+         "input_param": {"shape": {"dim": [2, 3, 4, 5]}}},
+        {"name": "bn", "type": "BN", "bottom": "data", "top": "bn",
+         "bn_param": {"eps": 1e-4, "momentum": 0.95}},
+        {"name": "up", "type": "Interp", "bottom": "bn", "top": "up",
+         "interp_param": {"zoom_factor": 2, "pad_beg": -1}}]}
+    path = tmp_path / "net.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    net = Net(load_net(path), "TEST", f32, np.random.default_rng(1))
+    rng = np.random.default_rng(3)
+    for p in net.named_params().values():
+        p.data[...] = rng.uniform(0.5, 2, p.data.shape)
+    np.savez(tmp_path / "w.npz", **{k: p.data for k, p in net.named_params().items()})
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    net.blobs["data"].data[...] = x
+    net.forward()
+    ours = net.blobs["up"].data.copy()
+    export_net(path, tmp_path / "net.prototxt", weights=tmp_path / "w.npz",
+               caffemodel=tmp_path / "net.caffemodel")
+    text = (tmp_path / "net.prototxt").read_text()
+    assert "bn_param" in text and "interp_param" in text
+    back = Net(loads_net(net_yaml(ptx.parse_net(text, "net.prototxt"), "net.prototxt")[0],
+                         "net.yaml"), "TEST", f32, np.random.default_rng(2))
+    load_weights(back, tmp_path / "net.caffemodel", strict=True)
+    assert [b.data.shape for b in back.layers[1].blobs] == [(1, 3, 1, 1)] * 4
+    back.blobs["data"].data[...] = x
+    back.forward()
+    np.testing.assert_array_equal(back.blobs["up"].data, ours)
+    assert back.blobs["up"].data.shape == (2, 3, 5, 7)   # 4×5 cropped to 3×4, zoomed by 2
