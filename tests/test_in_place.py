@@ -28,7 +28,7 @@ IN_PLACE = sorted(t for t, cls in registry.LAYERS.items() if cls.allows_in_place
 
 
 def test_the_in_place_types_are_caffes_element_wise_and_normalization_layers():
-    assert IN_PLACE == ["BNLL", "BatchNorm", "Bias", "Clip", "Dropout", "ELU", "Exp", "Log",
+    assert IN_PLACE == ["BN", "BNLL", "BatchNorm", "Bias", "Clip", "Dropout", "ELU", "Exp", "Log",
                         "MVN", "PReLU", "Power", "ReLU", "ReLU6", "Scale", "Sigmoid", "Softmax",
                         "Swish", "TanH", "Threshold"]
 

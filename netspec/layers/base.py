@@ -190,7 +190,7 @@ class Layer(abc.ABC):
             raise self.spec_error(
                 f"cannot run in place: its top '{shared[-1]}' is also its bottom, and "
                 f"{self.type_name} would compute wrong results on one shared blob. Give the "
-                "top its own name (in-place layers: the element-wise ones but AbsVal, Dropout, "
+                "top its own name (in-place layers: the element-wise ones but AbsVal, Dropout, BN, "
                 "BatchNorm, Scale, Bias, MVN, Softmax, Python)", field="top")
 
     # -- the contract ---------------------------------------------------------------------
