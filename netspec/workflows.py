@@ -126,12 +126,26 @@ def train(solver_file: str | Path, sets: Sequence[str] = (), *, gpu: bool = Fals
         with progress_for(sp.max_iter, solver.iter, quiet) as progress:
             result = solver.solve(progress=progress)
         if not result["interrupted"]:
-            log.info(f"Trained {result['iterations']} iterations in {result['wall_s']:.1f} s "
-                     f"({1000 * result['s_per_iter']:.2f} ms/iter)")
+            log.info(summary_line(solver, result))
     finally:
         for writer in writers:
             writer.close()
     return TrainOutcome(solver, result)
+
+
+def summary_line(solver, result: dict) -> str:
+    """The one line that ends a training run: iterations, wall time, ms per iteration, the
+    last test outputs and where the weights were written."""
+    line = (f"Trained {result['iterations']} iterations in {result['wall_s']:.1f} s "
+            f"({1000 * result['s_per_iter']:.2f} ms/iter)")
+    if solver.test_history:
+        it, outputs = solver.test_history[-1]
+        line += f"; test at iteration {it}: " + ", ".join(f"{k} = {fmt(v)}"
+                                                          for k, v in outputs.items())
+    if solver.last_snapshot:
+        weights = str(solver.last_snapshot).replace(".solverstate.npz", ".weights.npz")
+        line += f"; weights: {weights}"
+    return line
 
 
 @dataclass

@@ -129,3 +129,17 @@ def test_help_lists_every_command_module():
     assert modules >= {"train", "test", "validate", "summary", "search"}
     assert modules <= set(listed) and "options" not in listed
     assert CliRunner().invoke(main, ["options"]).exit_code == 2   # not a command
+
+
+def test_training_ends_with_one_summary_line(tmp_path):
+    """The last log line says how long, what the last test gave and where the weights are."""
+    solver = _tiny_files(tmp_path)
+    solver.write_text(solver.read_text() + "test_iter: 2\ntest_interval: 15\n")
+    r = subprocess.run([sys.executable, "-m", "netspec.cli", "train", str(solver)],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "Trained 30 iterations in " in last and " ms/iter)" in last, last
+    assert "; test at iteration 30: loss = " in last, last
+    assert last.endswith(f"; weights: {tmp_path / 'snap' / 'tiny_iter_30.weights.npz'}"), last
+    assert (tmp_path / "snap" / "tiny_iter_30.weights.npz").exists()
