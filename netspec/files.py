@@ -108,9 +108,11 @@ def remove_orphans(prefix: str | Path) -> list[Path]:
             continue
         try:
             tmp.unlink()
-            removed.append(tmp)
-        except OSError:
-            pass                    # gone already, or not ours to remove
+        except FileNotFoundError:
+            continue                # another run's clean-up removed it first
+        except PermissionError:
+            continue                # another user's file in a shared folder: left to its owner
+        removed.append(tmp)
     return removed
 
 
