@@ -17,7 +17,7 @@ from typing import Any
 
 from .caffe import ConvertError
 from .caffe import prototxt as ptx
-from .caffe.port import _find_net, net_yaml
+from .caffe.port import find_net, net_yaml
 from .caffe.to_yaml import solver_to_dict
 from .caffe.upgrade import upgrade_solver
 from .caffe.yaml_out import dump
@@ -27,7 +27,7 @@ from .model import Model, is_prototxt, read_net_param
 from .snapshot import load_weights
 from .solvers import Solver
 from .spec import loads_net
-from .spec.load import _validate, resolve_solver_paths
+from .spec.load import validate_model, resolve_solver_paths
 from .spec.net import NetParameter
 from .spec.overrides import apply as apply_overrides
 from .spec.overrides import split_sets
@@ -57,7 +57,7 @@ def read_solver_prototxt(path: str | Path, sets: Sequence[str] = ()
     nets: dict[str, NetParameter] = {}
 
     def net_ref(fld: str, ref: str) -> str:
-        found = _find_net(ref, path)
+        found = find_net(ref, path)
         if found is None:
             raise ConvertError(f"{fld} '{ref}' not found (looked from the working directory and "
                                f"from {path.parent})", file=str(path))
@@ -76,7 +76,7 @@ def read_solver_prototxt(path: str | Path, sets: Sequence[str] = ()
     report.raise_errors(str(path), "solver")
     parsed, lines = loads_yaml(dump(data), str(path))
     origins = apply_overrides(parsed, solver_sets, str(path)) if solver_sets else None
-    sp = _validate(SolverParameter, parsed, str(path), lines, origins)
+    sp = validate_model(SolverParameter, parsed, str(path), lines, origins)
     resolve_solver_paths(sp, Path.cwd())
     return sp, nets[sp.train_net or sp.net], [nets[p] for p in sp.test_net]
 

@@ -22,7 +22,7 @@ from ..errors import NetspecError, SpecError
 from ..graph import filter_phase, legacy_inputs, resolve
 from ..net import Net
 from ..spec import load_net, loads_net
-from ..spec.load import _validate
+from ..spec.load import validate_model
 from ..spec.params import NetState
 from ..spec.solver import SolverParameter
 from ..spec.yaml_lines import loads_yaml
@@ -181,7 +181,7 @@ def _refuse_empty(text: str, src: Path) -> None:
 
 
 # -- solvers -------------------------------------------------------------------------------------
-def _find_net(ref: str, solver_path: Path) -> Path | None:
+def find_net(ref: str, solver_path: Path) -> Path | None:
     """Where a solver's net path points: Caffe resolves it from the working directory (usually
     Caffe's root); try that, then the solver's folder, then the solver's folder with leading
     components of the path dropped (examples/mnist/x.prototxt -> <solver dir>/x.prototxt)."""
@@ -231,7 +231,7 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
     def net_ref(fld: str, ref: str) -> str:
         if ref.endswith((".yaml", ".yml")):
             return ref
-        found = _find_net(ref, src)
+        found = find_net(ref, src)
         if found is None:
             p = Path(ref).expanduser()
             folders = [c for c in ([p] if p.is_absolute() else [Path.cwd() / p, src.parent / p])
@@ -285,7 +285,7 @@ def convert_solver(src: str | Path, out: str | Path | None = None, drop_unsuppor
     text = stamped(f"Converted by `netspec convert` from {src.name} (Caffe solver)", dump(data))
     try:
         parsed, lines = loads_yaml(text, str(out))
-        _validate(SolverParameter, parsed, str(out), lines)
+        validate_model(SolverParameter, parsed, str(out), lines)
     except SpecError as e:
         key = re.split(r"[.\[ ]", e.field)[0] if e.field else None
         raise ConvertError(f"the converted solver does not validate in netspec: "

@@ -72,8 +72,11 @@ def _describe(err: dict, root: type[BaseModel], data: Any) -> tuple[tuple, str]:
     return loc, f"{err['msg']} (got {err.get('input')!r})"
 
 
-def _validate(model: type[BaseModel], data: Any, file: str, lines: LineMap,
-              origins: dict[tuple, str] | None = None):
+def validate_model(model: type[BaseModel], data: Any, file: str, lines: LineMap,
+                   origins: dict[tuple, str] | None = None):
+    """``data`` (parsed YAML) as a ``model`` instance; every validation error is a SpecError
+    naming ``file``, the line of the offending value and the field (or the ``--set`` that gave
+    it, from ``origins``)."""
     if not isinstance(data, dict):
         raise SpecError("the file must be a YAML mapping of keys to values", file=file, line=1)
     try:
@@ -96,7 +99,7 @@ def _validate(model: type[BaseModel], data: Any, file: str, lines: LineMap,
 def parse_net(data: Any, file: str = "<net>", lines: LineMap | None = None,
               origins: dict[tuple, str] | None = None) -> NetParameter:
     """Validate an already-parsed net mapping; a net must define at least one layer."""
-    net = _validate(NetParameter, data, file, lines or LineMap(file), origins)
+    net = validate_model(NetParameter, data, file, lines or LineMap(file), origins)
     if not net.layer and not net.input:
         empty = "the file is empty" if not data else "it has no 'layer' list (or an empty one)"
         where = net.where(("layer",))
@@ -126,7 +129,7 @@ def load_solver(path: str | Path, overrides=()) -> SolverParameter:
     path = Path(path)
     data, lines = load_yaml(path)
     origins = apply_overrides(data, list(overrides), str(path)) if overrides and isinstance(data, dict) else None
-    solver = _validate(SolverParameter, data, str(path), lines, origins)
+    solver = validate_model(SolverParameter, data, str(path), lines, origins)
     resolve_solver_paths(solver, path.parent)
     return solver
 
