@@ -311,15 +311,11 @@ def test_in_place_equals_out_of_place(spec):
     x, dy = rand((3, 4, 2, 2)), rand((3, 4, 2, 2), 1)
     x[0, 0, 0, :] = [-0.5, 0.5]  # Clip's boundaries
     results = []
-    for in_place in (False, True):
-        layer, tops = make_layer(dict(spec, bottom="x", top="x" if in_place else "y"), [x.shape])
-        if in_place:
-            blob = Blob("x", x.copy(), np)
-            layer.forward([blob], [blob])
-            y = blob.data.copy()
-            blob.diff = dy.copy()
-            layer.backward([blob], [True], [blob])
-            results.append((y, blob.diff.copy(), [p.diff.copy() for p in layer.blobs]))
+    for shared in (False, True):
+        layer, tops = make_layer(dict(spec, bottom="x", top="x" if shared else "y"), [x.shape])
+        if shared:
+            y, dx = in_place(layer, x, dy)
+            results.append((y, dx, [p.diff.copy() for p in layer.blobs]))
         else:
             bottom, top = forward_backward_blobs(layer, [x], tops, [dy])
             results.append((top[0].data, bottom[0].diff, [p.diff.copy() for p in layer.blobs]))

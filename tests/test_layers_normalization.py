@@ -19,7 +19,7 @@ from gradcheck import (
     rand,
     run_forward,
 )
-from layer_cases import F32, GAUSS, close, deconv_spec, embed_spec, golden, im2col_spec
+from layer_cases import F32, GAUSS, close, deconv_spec, embed_spec, golden, im2col_spec, in_place
 
 from netspec.backend import cupy_available, get_backend, to_numpy
 from netspec.blob import Blob
@@ -103,17 +103,13 @@ def test_batchnorm_in_place_equals_out_of_place(phase):
     shape = (4, 3, 2, 2)
     x, dy = rand(shape, 1), rand(shape, 2)
     results = []
-    for in_place in (False, True):
+    for shared in (False, True):
         layer, tops = make_layer({"type": "BatchNorm"}, [shape], phase=phase)
         layer.blobs[1].data[...] = 1.5
         layer.blobs[2].data[...] = 1.0
-        if in_place:
-            blob = Blob("x", x.copy(), np)
-            layer.forward([blob], [blob])
-            y = blob.data.copy()
-            blob.diff = dy.copy()
-            layer.backward([blob], [True], [blob])
-            results.append((y, blob.diff.copy(), [b.data.copy() for b in layer.blobs]))
+        if shared:
+            y, dx = in_place(layer, x, dy)
+            results.append((y, dx, [b.data.copy() for b in layer.blobs]))
         else:
             bottom, top = forward_backward_blobs(layer, [x], tops, [dy])
             results.append((top[0].data, bottom[0].diff, [b.data.copy() for b in layer.blobs]))
@@ -188,17 +184,13 @@ def test_scale_in_place_equals_out_of_place():
     x, dy = rand(shape, 1), rand(shape, 2)
     spec = {"type": "Scale", "scale_param": {"bias_term": True}}
     out = []
-    for in_place in (False, True):
+    for shared in (False, True):
         layer, tops = make_layer(spec, [shape])
         layer.blobs[0].data[...] = rand((3,), 3)
         layer.blobs[1].data[...] = rand((3,), 4)
-        if in_place:
-            blob = Blob("x", x.copy(), np)
-            layer.forward([blob], [blob])
-            y = blob.data.copy()
-            blob.diff = dy.copy()
-            layer.backward([blob], [True], [blob])
-            out.append([y, blob.diff] + [b.diff for b in layer.blobs])
+        if shared:
+            y, dx = in_place(layer, x, dy)
+            out.append([y, dx] + [b.diff for b in layer.blobs])
         else:
             bottom, top = forward_backward_blobs(layer, [x], tops, [dy])
             out.append([top[0].data, bottom[0].diff] + [b.diff for b in layer.blobs])
