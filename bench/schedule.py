@@ -22,7 +22,7 @@ from bench.memory import memory_mib
 from bench.nets import bench_net, input_shapes, make_solver, set_inputs, synthetic_inputs, weights_of
 from bench.shared import LENET_RUN
 from bench.numpy_mlp import NumpyMLP, mlp_decay
-from bench.torch_model import torch_inputs, torch_model, torch_optimizer
+from bench.torch_model import torch_inputs, torch_model, torch_optimizer, torch_train_step
 
 
 def alternation(names: list[str], iters: int, block: int, settle: float):
@@ -83,12 +83,7 @@ def bench_one(name: str, threads: int, iters: int, warmup: int, gpu: bool, mem: 
             def sync():
                 pass
 
-        def torch_step():
-            opt.zero_grad()
-            loss, _ = model(tin)
-            loss.backward()
-            opt.step()
-            return loss.item()
+        torch_step = torch_train_step(model, opt, tin)
 
         runners = {"netspec": s.step_once, "torch": torch_step}
         if mlp is not None:
@@ -157,12 +152,7 @@ def lenet_run_estimate(threads: int, iters: int, warmup: int, block: int = 1,
         opt = torch_optimizer(model)
         tin, ttin = torch_inputs(inputs), torch_inputs(tinputs)
 
-        def torch_step():
-            opt.zero_grad()
-            loss, _ = model(tin)
-            loss.backward()
-            opt.step()
-            return loss.item()
+        torch_step = torch_train_step(model, opt, tin)
 
         def torch_test_batch():
             with torch.no_grad():

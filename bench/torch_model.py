@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from netspec.spec.params.conv import spatial_pair
+
 from bench.shared import SOLVER, as_list, param_specs
 
 
 def _pair(p: dict, key: str, default):
-    h, w = p.get(key + "_h"), p.get(key + "_w")
-    if h is not None:
-        return int(h), int(w)
-    v = p.get(key, default)
-    v = v if isinstance(v, list) else [v]
-    if not v:
-        v = [default]
-    return int(v[0]), int(v[-1])
+    """Caffe's (h, w) of a size field of the layer dict ``p``, by netspec's own rule
+    (``spatial_pair``; a scalar ``pad``/``stride`` yields to its ``_h``/``_w`` pair)."""
+    base = "kernel" if key == "kernel_size" else key
+    h, w = p.get(base + "_h"), p.get(base + "_w")
+    values = p.get(key)
+    if h is not None and not isinstance(values, list):
+        values = None
+    return spatial_pair(values, h, w, key, default)
 
 
 def torch_model(spec: dict, weights: dict[str, np.ndarray], device: str = "cpu"):
@@ -164,3 +166,15 @@ def torch_inputs(inputs: dict, device: str = "cpu") -> dict:
     import torch  # noqa: PLC0415
 
     return {k: torch.from_numpy(v.copy()).to(device) for k, v in inputs.items()}
+
+
+def torch_train_step(model, opt, inputs: dict):
+    """One PyTorch training step of ``model`` on ``inputs`` (zero grads, forward, backward,
+    update), as a function returning the loss."""
+    def step() -> float:
+        opt.zero_grad()
+        loss, _ = model(inputs)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
