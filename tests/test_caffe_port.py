@@ -21,6 +21,8 @@ pytest.importorskip("google.protobuf", reason="protobuf is not installed (pip in
 
 from click.testing import CliRunner  # noqa: E402
 
+from zoo_deploy import HEAVY_DEPLOY, deploy_names, deploy_yaml, substitute_inputs, zoo_nets  # noqa: E402
+
 from netspec.backend import Backend  # noqa: E402
 from netspec.caffe import ConvertError, pb2  # noqa: E402
 from netspec.caffe import prototxt as ptx  # noqa: E402
@@ -298,26 +300,6 @@ def test_v0_padding_layers_fold_into_convolutions():
 
 
 # -- nets: the zoo -------------------------------------------------------------------------------------
-DATA_LAYERS = {"Data", "ImageData", "WindowData", "HDF5Data", "MemoryData"}
-
-
-def substitute_inputs(net, blobs: dict):
-    """Replace data layers by Input layers with the tops' shapes (as the golden shapes did)."""
-    up, _ = upgrade_net(net)
-    for lp in up.layer:
-        if lp.type in DATA_LAYERS or (lp.type == "Python" and not len(lp.bottom)):
-            keep = pb2().LayerParameter(name=lp.name, type="Input", top=list(lp.top))
-            keep.include.extend(lp.include)
-            keep.exclude.extend(lp.exclude)
-            for t in lp.top:
-                keep.input_param.shape.add().dim.extend(blobs.get(t, [1]))
-            lp.CopyFrom(keep)
-    return up
-
-
-def zoo_nets() -> list[str]:
-    return sorted(p.name for p in ZOO.glob("*.prototxt")
-                  if ptx.kind_of(p.read_text()) == "net")
 
 
 @pytest.mark.parametrize("name", zoo_nets())
@@ -675,8 +657,7 @@ def test_cli_convert_and_export(tmp_path):
 
 
 # -- deploy nets run forward ----------------------------------------------------------------------
-HEAVY_DEPLOY = ("fcn8s",)  # 500x500 input: ~10 s, run with -m slow
-DEPLOY_NETS = [n for n in zoo_nets() if "deploy" in n]
+DEPLOY_NETS = deploy_names()
 
 
 @pytest.mark.parametrize("name", [
@@ -684,11 +665,8 @@ DEPLOY_NETS = [n for n in zoo_nets() if "deploy" in n]
     for n in DEPLOY_NETS])
 def test_deploy_net_runs_forward_on_random_input(name):
     """Each deploy net of the zoo runs one forward pass (batch 1) and gives finite outputs."""
-    golden = json.loads((SHAPES / f"{name}.json").read_text())
-    phase_key, gp = next(iter(golden["phases"].items()))
-    blobs = {k: [1] + v[1:] for k, v in gp["blobs"].items()}
-    text = net_yaml(substitute_inputs(ptx.parse_net((ZOO / name).read_text(), name), blobs), name)[0]
-    net = Net(loads_net(text, name), phase_key.partition("/")[0], F32, np.random.default_rng(0))
+    text, phase = deploy_yaml(name)
+    net = Net(loads_net(text, name), phase, F32, np.random.default_rng(0))
     rng = np.random.default_rng(1)
     for layer in net.layers:
         if layer.type_name == "Input":
