@@ -268,6 +268,29 @@ class Model:
         outs = [t.name for t in self.net.tops[last]] if end else self.outputs
         return self._copy_out(dict.fromkeys([*outs, *blobs]))
 
+    def forward_all(self, blobs: Sequence[str] = (), **inputs) -> dict[str, np.ndarray]:
+        """Forward any number of items (input blob name -> N×… array, N the same for all) in
+        batches of the inputs' first dimension, the last batch padded with zeros; returns
+        every output (and ``blobs``) for the N items."""
+        outs = list(dict.fromkeys([*self.outputs, *blobs]))
+        if not inputs:
+            return self.forward(blobs=blobs)
+        n = len(next(iter(inputs.values())))
+        batch = self.net.blobs[next(iter(inputs))].shape[0]
+        got: dict[str, list] = {name: [] for name in outs}
+        for i in range(0, n, batch):
+            chunk = {}
+            for name, arr in inputs.items():
+                part = np.asarray(arr[i:i + batch])
+                if len(part) < batch:
+                    pad = np.zeros((batch - len(part), *part.shape[1:]), part.dtype)
+                    part = np.concatenate([part, pad])
+                chunk[name] = part
+            res = self.forward(blobs=blobs, **chunk)
+            for name in outs:
+                got[name].append(np.array(res[name]))
+        return {name: np.concatenate(v)[:n] for name, v in got.items()}
+
     def backward(self, start: str | None = None, end: str | None = None,
                  blobs: Sequence[str] = (), **diffs) -> dict[str, np.ndarray]:
         """Seed the loss tops with their weights and the given ``diffs`` (output blob -> top
