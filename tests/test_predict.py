@@ -183,6 +183,12 @@ def test_colour_net_channel_swap_mean_and_scales(tmp_path):
     again = netspec.predict(tmp_path / "small.yaml", tmp_path / "small.npz", [tmp_path / "rgb.png"],
                             mean_file=tmp_path / "mean.npy", scale=0.017, top_k=5)[0]
     np.testing.assert_allclose(again.probabilities, got.probabilities, rtol=1e-6)
+    from netspec.pycaffe.io import array_to_blobproto   # Caffe's .binaryproto: 1×3×12×12
+
+    (tmp_path / "mean.binaryproto").write_bytes(array_to_blobproto(big[None]).SerializeToString())
+    proto = netspec.predict(tmp_path / "small.yaml", tmp_path / "small.npz", [tmp_path / "rgb.png"],
+                            mean_file=tmp_path / "mean.binaryproto", scale=0.017, top_k=5)[0]
+    np.testing.assert_allclose(proto.probabilities, got.probabilities, rtol=1e-6)
     # no swap: RGB order fed as it is
     plain = ((rgb.astype(np.float32)) - mean) * np.float32(0.017)
     expected = model.forward(data=np.repeat(plain.transpose(2, 0, 1)[None], 4, 0))["prob"][0]
