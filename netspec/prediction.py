@@ -253,8 +253,8 @@ def predict(model: str | Path | Model, weights: str | Path | None = None,
     """The ``top_k`` classes of every input (image files, directories of them, ``.npy``
     arrays), by the deploy net ``model`` (a file, or a ``Model``) with ``weights``; the steps
     and options are the module docstring's. ``batch``: images per forward (default: the
-    input's batch size, at most the number of inputs); ``progress(done, total)`` is called
-    after each batch."""
+    input's batch size, at most the number of inputs; a ``Model`` given is reshaped to it);
+    ``progress(done, total)`` is called after each batch."""
     if top_k < 1:
         raise SpecError(f"top_k must be at least 1, not {top_k}")
     m = model if isinstance(model, Model) else load(model, weights, gpu=gpu)
@@ -267,18 +267,17 @@ def predict(model: str | Path | Model, weights: str | Path | None = None,
         raise ShapeError(f"'{out_name}' has shape {out_shape}: predict ranks one score per "
                          "class (N×classes, or N×classes×1×1)", file=m.source or None)
     names = read_labels(labels, out_shape[1]) if labels is not None else None
+    transformer = make_transformer(in_name, in_shape, raw_scale=raw_scale, scale=scale,
+                                   channel_swap=channel_swap,
+                                   mean=read_mean(mean_file, mean_value, in_shape))
     k = in_shape[1]
-    if k not in (1, 3):
-        decode = None  # images come only from .npy
-    else:
-        decode = k == 3
     items: list[_Item] = []
     arrays: dict[Path, np.ndarray] = {}
     for p in expand_inputs(inputs):
         if p.suffix.lower() == ".npy":
             arrays[p] = read_npy(p, k)
             items.extend(_Item(p, i) for i in range(len(arrays[p])))
-        elif decode is None:
+        elif k not in (1, 3):
             raise ShapeError(f"the net's input has {k} channels; image files give 1 or 3: "
                              "pass the images as a .npy", file=str(p))
         else:
@@ -290,16 +289,13 @@ def predict(model: str | Path | Model, weights: str | Path | None = None,
     if size != in_shape[0]:
         m.reshape(**{in_name: (size, *in_shape[1:])})
         in_shape = (size, *in_shape[1:])
-    transformer = make_transformer(in_name, in_shape, raw_scale=raw_scale, scale=scale,
-                                   channel_swap=channel_swap,
-                                   mean=read_mean(mean_file, mean_value, in_shape))
     dims = tuple(image_dims) if image_dims else in_shape[2:]
     per_step = max(1, size // crops)
     probs = []
     for start in range(0, len(items), per_step):
         chunk = items[start:start + per_step]
         images = [arrays[it.path][it.index] if it.index is not None
-                  else load_image(it.path, color=bool(decode)) for it in chunk]
+                  else load_image(it.path, color=k == 3) for it in chunk]
         x = transformer.preprocess_batch(in_name, classifier_crops(images, dims, in_shape[2:],
                                                                    ten_crops=oversample))
         p = m.forward_all(**{in_name: x}, blobs=[out_name])[out_name]

@@ -251,3 +251,29 @@ def test_a_net_without_probabilities_is_refused_unless_output_names_a_blob(tmp_p
 def test_python_errors_are_netspec_errors(tmp_path):
     with pytest.raises(NetspecError, match="top_k"):
         netspec.predict(LENET, WEIGHTS, [STREET], top_k=0)
+
+
+def test_progress_bar_on_a_terminal_only():
+    import io
+
+    from netspec.progress import count_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    with count_progress("predict", stream=screen) as advance:
+        advance(3, 5)
+        advance(5, 5)
+    assert "predict" in screen.getvalue() and "5/5" in screen.getvalue()
+    with count_progress("predict", stream=io.StringIO()) as advance:
+        assert advance is None
+
+
+def test_pycaffe_io_and_predict_share_one_image_pipeline():
+    import netspec.images as images
+    import netspec.pycaffe as caffe
+
+    for name in ("Transformer", "load_image", "resize_image", "oversample"):
+        assert getattr(caffe.io, name) is getattr(images, name)
