@@ -1,7 +1,8 @@
 """netspec: Caffe-style declarative training runner (network + solver YAML, NumPy/CuPy engine).
 
 From Python: ``netspec.load(model, weights)`` gives a ``Model`` to run (``netspec/model.py``),
-``netspec.solver(solver_file)`` a ``Training`` to step (``netspec/training.py``);
+``netspec.solver(solver_file)`` a ``Training`` to step (``netspec/training.py``),
+``netspec.predict(model, weights, images)`` the top classes of images (``netspec/prediction.py``);
 ``import netspec.pycaffe as caffe`` runs pycaffe scripts.
 
 These names are resolved on first use (PEP 562), from the table ``PUBLIC`` below: importing the
@@ -15,7 +16,8 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it
 PUBLIC = {"load": "netspec.model", "Model": "netspec.model",
-          "solver": "netspec.training", "Training": "netspec.training"}
+          "solver": "netspec.training", "Training": "netspec.training",
+          "predict": "netspec.prediction", "Prediction": "netspec.prediction"}
 
 __all__ = [*PUBLIC, "__version__"]
 

@@ -31,7 +31,7 @@ from .snapshot import load_weights, save_weights
 from .spec import load_net, loads_net
 from .spec.net import NetParameter
 from .spec.overrides import split_sets
-from .spec.params.common import BlobShape
+from .spec.inputs import with_input_shapes
 
 PHASES = ("TRAIN", "TEST")
 
@@ -66,39 +66,6 @@ def check_phase(phase: Any) -> str:
     if isinstance(phase, str) and phase.upper() in PHASES:
         return phase.upper()
     raise SpecError(f"phase must be 'TRAIN' or 'TEST' (or caffe.TRAIN / caffe.TEST), not {phase!r}")
-
-
-def with_input_shapes(param: NetParameter, shapes: dict[str, tuple[int, ...]]) -> NetParameter:
-    """A copy of ``param`` whose Input layers (and legacy ``input:`` header) give the blobs
-    named in ``shapes`` those shapes; every other input keeps its own."""
-    out = param.model_copy(deep=True)
-    left = dict(shapes)
-    if out.input:
-        old = _legacy_shapes(out)
-        new = [tuple(left.pop(n, old[i])) for i, n in enumerate(out.input)]
-        out.input_shape = [BlobShape(dim=list(s)) for s in new]
-        out.input_dim = []
-    for lp in out.layer:
-        if lp.type != "Input" or lp.input_param is None:
-            continue
-        tops = list(lp.top)
-        if not any(t in left for t in tops):
-            continue
-        old = [list(s.dim) for s in lp.input_param.shape]
-        if len(old) == 1:
-            old = old * len(tops)
-        lp.input_param.shape = [BlobShape(dim=list(left.pop(t, old[k]))) for k, t in enumerate(tops)]
-    if left:
-        raise ShapeError(f"{', '.join(left)} {'is' if len(left) == 1 else 'are'} not an input of "
-                         "the net (only the tops of Input layers can be reshaped)")
-    return out
-
-
-def _legacy_shapes(param: NetParameter) -> list[tuple[int, ...]]:
-    if param.input_shape:
-        return [tuple(s.dim) for s in param.input_shape]
-    dims = list(param.input_dim)
-    return [tuple(dims[4 * i:4 * i + 4]) for i in range(len(param.input))]
 
 
 class BlobView:
@@ -267,6 +234,29 @@ class Model:
         self.net.forward(first, last + 1)
         outs = [t.name for t in self.net.tops[last]] if end else self.outputs
         return self._copy_out(dict.fromkeys([*outs, *blobs]))
+
+    def forward_all(self, blobs: Sequence[str] = (), **inputs) -> dict[str, np.ndarray]:
+        """Forward any number of items (input blob name -> N×… array, N the same for all) in
+        batches of the inputs' first dimension, the last batch padded with zeros; returns
+        every output (and ``blobs``) for the N items."""
+        outs = list(dict.fromkeys([*self.outputs, *blobs]))
+        if not inputs:
+            return self.forward(blobs=blobs)
+        n = len(next(iter(inputs.values())))
+        batch = self.net.blobs[next(iter(inputs))].shape[0]
+        got: dict[str, list] = {name: [] for name in outs}
+        for i in range(0, n, batch):
+            chunk = {}
+            for name, arr in inputs.items():
+                part = np.asarray(arr[i:i + batch])
+                if len(part) < batch:
+                    pad = np.zeros((batch - len(part), *part.shape[1:]), part.dtype)
+                    part = np.concatenate([part, pad])
+                chunk[name] = part
+            res = self.forward(blobs=blobs, **chunk)
+            for name in outs:
+                got[name].append(np.array(res[name]))
+        return {name: np.concatenate(v)[:n] for name, v in got.items()}
 
     def backward(self, start: str | None = None, end: str | None = None,
                  blobs: Sequence[str] = (), **diffs) -> dict[str, np.ndarray]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..images import classifier_crops
 from . import io
 from .net import Net
 
@@ -32,23 +33,10 @@ class Classifier(Net):
     def predict(self, inputs, oversample: bool = True) -> np.ndarray:
         """Class scores (N×classes) of the H×W×K images ``inputs``: resized to ``image_dims``,
         then ten crops averaged (``oversample``) or the centre crop."""
-        input_ = np.zeros((len(inputs), self.image_dims[0], self.image_dims[1], inputs[0].shape[2]),
-                          dtype=np.float32)
-        for ix, in_ in enumerate(inputs):
-            input_[ix] = io.resize_image(in_, self.image_dims)
-        if oversample:
-            input_ = io.oversample(input_, self.crop_dims)
-        else:
-            center = np.array(self.image_dims) / 2.0
-            crop = np.tile(center, (1, 2))[0] + np.concatenate([-self.crop_dims / 2.0,
-                                                                self.crop_dims / 2.0])
-            crop = crop.astype(int)
-            input_ = input_[:, crop[0]:crop[2], crop[1]:crop[3], :]
-        caffe_in = np.zeros(np.array(input_.shape)[[0, 3, 1, 2]], dtype=np.float32)
-        for ix, in_ in enumerate(input_):
-            caffe_in[ix] = self.transformer.preprocess(self.inputs[0], in_)
-        out = self.forward_all(**{self.inputs[0]: caffe_in})
-        predictions = out[self.outputs[0]]
+        in_ = self.inputs[0]
+        crops = classifier_crops(inputs, self.image_dims, self.crop_dims, ten_crops=oversample)
+        caffe_in = self.transformer.preprocess_batch(in_, crops)
+        predictions = self.forward_all(**{in_: caffe_in})[self.outputs[0]]
         if oversample:
             predictions = predictions.reshape((len(predictions) // 10, 10, -1)).mean(1)
         return predictions

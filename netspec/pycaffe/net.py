@@ -198,24 +198,7 @@ class Net(Model):
     def forward_all(self, blobs=None, **kwargs) -> dict[str, np.ndarray]:
         """Forward any number of items in batches of the input's size (the last one padded);
         returns every output (and ``blobs``) for all the items."""
-        outs = list(dict.fromkeys([*self.outputs, *(blobs or [])]))
-        got: dict[str, list] = {n: [] for n in outs}
-        if not kwargs:
-            return self.forward(blobs=blobs)
-        n = len(next(iter(kwargs.values())))
-        batch = self.net.blobs[next(iter(kwargs))].shape[0]
-        for i in range(0, n, batch):
-            chunk = {}
-            for name, arr in kwargs.items():
-                part = np.asarray(arr[i:i + batch])
-                if len(part) < batch:
-                    pad = np.zeros((batch - len(part), *part.shape[1:]), part.dtype)
-                    part = np.concatenate([part, pad])
-                chunk[name] = part
-            res = self.forward(blobs=blobs, **chunk)
-            for name in outs:
-                got[name].extend(np.array(res[name]))
-        return {name: np.asarray(v[:n]) for name, v in got.items()}
+        return Model.forward_all(self, blobs=list(blobs or []), **kwargs)
 
     def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
         raise unsupported("Net.forward_backward_all", "call forward and backward per batch")

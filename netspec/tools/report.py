@@ -13,9 +13,14 @@ from ..log import CaffeLog, fmt
 from ..net import Net
 from ..solvers import Solver
 from ..spec import load_net, load_solver
+from ..spec.inputs import stand_in_inputs
 from ..spec.overrides import split_sets
 from ..spec.yaml_lines import load_yaml
 from ..workflows import decay_lines, is_solver_data
+
+
+#: (input shapes by top name, stand in for every data layer with its declared sizes) or None
+StandIns = tuple[dict[str, tuple[int, ...]], bool] | None
 
 
 def _test_stage_sets(net_param) -> list[tuple[str, ...]]:
@@ -28,27 +33,33 @@ def _test_stage_sets(net_param) -> list[tuple[str, ...]]:
     return sets or [()]
 
 
-def build_for_validation(path: Path, sets: list[str]):
-    """(nets, solver): the TRAIN net and every TEST net of a net or solver file, and for a
-    solver file the Solver (on the CPU) they belong to, else None."""
+def build_for_validation(path: Path, sets: list[str], stand_ins: StandIns = None):
+    """(nets, solver, notes): the TRAIN net and every TEST net of a net or solver file, for a
+    solver file the Solver (on the CPU) they belong to, else None, and with ``stand_ins``
+    ((shapes by top, declared): see ``stand_in_inputs``) the notes on the Input layers
+    that stand in for the data layers."""
     data, _ = load_yaml(path)
     solver_sets, net_sets = split_sets(sets)
     if is_solver_data(data):
         sp = load_solver(path, solver_sets)
-        net_param = load_net(sp.train_net or sp.net, net_sets)
+        net_param, notes = stand_in_inputs(load_net(sp.train_net or sp.net, net_sets), *(stand_ins or ({}, False)))
         solver = Solver(sp.model_copy(update={"solver_mode": "CPU"}), log=CaffeLog(quiet=True),
                         net_param=net_param, backend=get_backend(False))
-        return [solver.net] + solver.test_nets, solver
-    net_param = load_net(path, net_sets)
+        return [solver.net] + solver.test_nets, solver, notes
+    net_param, notes = stand_in_inputs(load_net(path, net_sets), *(stand_ins or ({}, False)))
     nets = [Net(net_param, "TRAIN", get_backend(False))]
     nets += [Net(net_param, "TEST", get_backend(False), stages=st) for st in _test_stage_sets(net_param)]
-    return nets, None
+    return nets, None, notes
 
 
-def print_validation(path: Path, sets: list[str], console: Console | None = None) -> None:
+
+def print_validation(path: Path, sets: list[str], console: Console | None = None,
+                     stand_ins: StandIns = None) -> None:
     """Build the nets of ``path`` (TRAIN and TEST) and print what they contain."""
     console = console or Console()
-    nets, solver = build_for_validation(path, sets)
+    nets, solver, notes = build_for_validation(path, sets, stand_ins)
+    for note in notes:
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     for net in nets:
         stage = f" (stage {', '.join(net.stages)})" if net.stages else ""
         table = Table(title=f"{net.name or path.name} — {net.phase}{stage}", show_lines=False)

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from ..backend import get_backend
 from ..net import Net
+from ..spec.inputs import stand_in_inputs
 from ..workflows import load_any_net
 from .flops import layer_flops
 
@@ -105,7 +106,9 @@ def _fmt_mult(x: float) -> str:
 
 
 def print_summary(info: dict, console: Console) -> None:
-    """The summary as a table, then the FLOPs and memory totals."""
+    """The notes on stand-in inputs, the summary as a table, then the FLOPs and memory totals."""
+    for note in info.get("notes", []):
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
     t = info["totals"]
     table = Table(title=f"{info['name'] or 'net'} — {info['phase']}", show_footer=True)
     table.add_column("layer", footer="total")
@@ -143,7 +146,13 @@ def print_summary(info: dict, console: Console) -> None:
                      if info["phase"] == "TRAIN" else "."), highlight=False)
 
 
-def summarize_file(path: str | Path, phase: str = "TRAIN", sets: Sequence[str] = ()) -> dict:
+def summarize_file(path: str | Path, phase: str = "TRAIN", sets: Sequence[str] = (),
+                   input_shapes: dict[str, tuple[int, ...]] | None = None,
+                   no_data: bool = False) -> dict:
     """``summarize`` of the net of a net file, or of a solver file's train net, built in
-    ``phase`` on the CPU with the overrides ``sets``."""
-    return summarize(Net(load_any_net(path, sets), phase, get_backend(False)))
+    ``phase`` on the CPU with the overrides ``sets``; with ``input_shapes`` or ``no_data``,
+    Input layers stand in for its data layers (``stand_in_inputs``) and ``notes`` says how."""
+    param, notes = stand_in_inputs(load_any_net(path, sets), input_shapes, no_data)
+    info = summarize(Net(param, phase, get_backend(False)))
+    info["notes"] = notes
+    return info
