@@ -302,3 +302,83 @@ def test_segnet_basic_trains_on_a_synthetic_dense_set(tmp_path):
     assert np.isfinite(losses).all()
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     assert last < 0.5 * first, losses
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes, length_delimited: bool = True) -> bytes:
+    """One protobuf field on the wire: key, then (length +) payload."""
+    key = _varint(number << 3 | (2 if length_delimited else 0))
+    return key + (_varint(len(payload)) if length_delimited else b"") + payload
+
+
+#: SegNet's own layer fields as its fork writes them in a binary NetParameter: bn_param 45
+#: {bn_mode 3, scale_filler 1 {type, value}}, upsample_param 137 {scale 1, pad_out_h 4},
+#: dense_image_data_param 138 {source 1, batch_size 2}, loss_param 101 {ignore_label 1,
+#: weight_by_label_freqs 3, class_weighting 4}: numbers BVLC and netspec give to other fields
+SEGNET_WIRE = {
+    "BN": _field(45, _field(3, _varint(0), False)
+                 + _field(1, _field(1, b"constant") + _field(2, b"\x00\x00\x80\x3f", False)
+                          .replace(_varint(2 << 3 | 0), _varint(2 << 3 | 5)))),
+    "Upsample": _field(137, _field(1, _varint(2), False) + _field(4, _varint(1), False)),
+    "DenseImageData": _field(138, _field(1, b"/SegNet/CamVid/train.txt")
+                             + _field(2, _varint(4), False)),
+    "SoftmaxWithLoss": _field(101, _field(1, _varint(11), False) + _field(3, _varint(1), False)
+                              + _field(4, b"\x00\x00\x80\x3f", False).replace(
+                                  _varint(4 << 3 | 0), _varint(4 << 3 | 5))),
+}
+
+
+def test_segnet_caffemodel_with_the_forks_field_numbers_loads(tmp_path):
+    """A .caffemodel written by SegNet's fork numbers its layer fields against BVLC's and
+    netspec's (bn_param 45, upsample_param 137 = embed_param, dense_image_data_param 138 =
+    tile_param, loss_param's weight_by_label_freqs 3 = normalization): netspec reads only layer
+    names and blobs from it, so every blob loads; and into PSPNet's BN (no SegNet field in the
+    prototxt) the 2-blob layers are an error that says which BN the file holds."""
+    pytest.importorskip("PIL")
+    from netspec.caffe import caffe_pb2
+    from netspec.caffe.export import export_net
+    from netspec.caffe.port import convert_net
+    from netspec.spec import load_net
+
+    listing = write_dense_set(tmp_path, 1, 24, 32)
+    (tmp_path / "net.prototxt").write_text(segnet_text("basic_train", listing))
+    convert_net(tmp_path / "net.prototxt", tmp_path / "net.yaml")
+    net = Net(load_net(tmp_path / "net.yaml"), "TEST", F32, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    weights = {k: rng.standard_normal(p.shape).astype(np.float32)
+               for k, p in net.named_params().items()}
+    np.savez(tmp_path / "w.npz", **weights)
+    export_net(tmp_path / "net.yaml", tmp_path / "out.prototxt", weights=tmp_path / "w.npz",
+               caffemodel=tmp_path / "ours.caffemodel")
+    ours = caffe_pb2.NetParameter.FromString((tmp_path / "ours.caffemodel").read_bytes())
+    body = b""
+    for layer in ours.layer:
+        for block in ("bn_param", "upsample_param", "dense_image_data_param", "loss_param"):
+            layer.ClearField(block)
+        body += _field(100, layer.SerializeToString() + SEGNET_WIRE.get(layer.type, b""))
+    forked = tmp_path / "segnet.caffemodel"
+    forked.write_bytes(_field(1, b"segnet") + body)
+    back = Net(load_net(tmp_path / "net.yaml"), "TEST", F32, np.random.default_rng(2))
+    assert load_weights(back, forked, strict=True) == ([], [])
+    for k, p in back.named_params().items():
+        np.testing.assert_array_equal(p.data, weights[k])
+
+    psp = (tmp_path / "net.prototxt").read_text().replace("shift_filler", "bias_filler") \
+        .replace("scale_filler", "slope_filler")
+    (tmp_path / "psp.prototxt").write_text(psp)
+    convert_net(tmp_path / "psp.prototxt", tmp_path / "psp.yaml")
+    psp_net = Net(load_net(tmp_path / "psp.yaml"), "TEST", F32, np.random.default_rng(0))
+    with pytest.raises(NetspecError, match=r"conv1_bn/2, conv1_bn/3, .*--allow-partial\)\. "
+                                           r"Layers 'conv1_bn', 'conv2_bn', .* \(4 more\): BN "
+                                           r"with 4 blobs here, as PSPNet's BN; the file has 2, "
+                                           r"as SegNet's BN") as e:
+        load_weights(psp_net, forked)
+    assert str(e.value).count("SegNet's BN") == 2          # said once for the 8 layers

@@ -51,6 +51,14 @@ class BN(Layer):
             cls = SegNetBN
         return super().__new__(cls)
 
+    def weights_hint(self, arrays):
+        n = sum(f"{self.name}/{i}" in arrays for i in range(4))
+        if n == 2:
+            return ("BN with 4 blobs here, as PSPNet's BN; the file has 2, as SegNet's BN "
+                    "(alexgkendall/caffe-segnet). netspec builds SegNet's BN when bn_param sets "
+                    "bn_mode, scale_filler or shift_filler (e.g. bn_mode: LEARN)")
+        return None
+
     def setup(self, bottom_shapes):
         N, C, H, W = self.nchw(bottom_shapes[0])
         p = self.p
@@ -142,6 +150,13 @@ class SegNetBN(BN):
                 "fields. SegNet's reads bn_mode, scale_filler, shift_filler; PSPNet's "
                 "slope_filler, bias_filler, momentum, eps, frozen", field=f"bn_param.{both[0]}")
         Layer.check_arity(self, n_bottoms, n_tops)
+
+    def weights_hint(self, arrays):
+        if f"{self.name}/2" in arrays:
+            return ("SegNet's BN here (bn_param sets bn_mode, scale_filler or shift_filler), "
+                    "with 2 blobs; the file has 4, as PSPNet's BN (hszhao/PSPNet): give such a "
+                    "layer PSPNet's fields only")
+        return None
 
     def setup(self, bottom_shapes):
         N, C, H, W = self.nchw(bottom_shapes[0])
