@@ -354,3 +354,94 @@ def test_psroi_pooling_gpu_matches_cpu():
                     for a in (top[0].data, bottom[0].diff)])
     for a, b in zip(*out):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+
+
+#: an R-FCN head in Caffe's text format, as R-FCN's test nets end: 1×1 convolutions to
+#: position-sensitive score maps (3 classes × 3², 2·4 box values × 3²), PSROIPooling over the
+#: regions, a 3×3 average pooling voting over the bins, Softmax, Reshape
+RFCN_HEAD = """
+name: "rfcn_head"
+input: "features" input_shape { dim: 1 dim: 8 dim: 12 dim: 16 }
+input: "rois" input_shape { dim: 6 dim: 5 }
+layer { name: "rfcn_cls" type: "Convolution" bottom: "features" top: "rfcn_cls"
+  convolution_param { num_output: 27 kernel_size: 1 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "rfcn_bbox" type: "Convolution" bottom: "features" top: "rfcn_bbox"
+  convolution_param { num_output: 72 kernel_size: 1 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "psroi_cls" type: "PSROIPooling" bottom: "rfcn_cls" bottom: "rois" top: "psroi_cls"
+  psroi_pooling_param { spatial_scale: 0.0625 output_dim: 3 group_size: 3 } }
+layer { name: "cls_score" type: "Pooling" bottom: "psroi_cls" top: "cls_score"
+  pooling_param { pool: AVE kernel_size: 3 stride: 3 } }
+layer { name: "psroi_loc" type: "PSROIPooling" bottom: "rfcn_bbox" bottom: "rois" top: "psroi_loc"
+  psroi_pooling_param { spatial_scale: 0.0625 output_dim: 8 group_size: 3 } }
+layer { name: "bbox_pred_pre" type: "Pooling" bottom: "psroi_loc" top: "bbox_pred_pre"
+  pooling_param { pool: AVE kernel_size: 3 stride: 3 } }
+layer { name: "cls_prob_pre" type: "Softmax" bottom: "cls_score" top: "cls_prob_pre" }
+layer { name: "cls_prob" type: "Reshape" bottom: "cls_prob_pre" top: "cls_prob"
+  reshape_param { shape { dim: -1 dim: 3 } } }
+layer { name: "bbox_pred" type: "Reshape" bottom: "bbox_pred_pre" top: "bbox_pred"
+  reshape_param { shape { dim: -1 dim: 8 } } }
+"""
+#: regions in image coordinates (the map is 1/16 of a 192×256 image), one image
+RFCN_ROIS = np.array([[0, 0, 0, 191, 255], [0, 16, 32, 100, 120], [0, 150, 40, 250, 180],
+                      [0, 60, 60, 64, 70], [0, -20, -30, 40, 50], [0, 200, 100, 300, 400]], float)
+
+
+def test_rfcn_head_converts_runs_and_matches_opencv(tmp_path):
+    """The head converts to YAML, builds with R-FCN's shapes (regions × classes, regions × 8),
+    exports back (prototxt + caffemodel) and OpenCV's dnn gives the same outputs."""
+    cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'netspec[compare]')")
+    pytest.importorskip("google.protobuf", reason="protobuf is not installed")
+    from netspec.caffe.export import export_net
+    from netspec.caffe.port import convert_net
+    from netspec.net import Net
+    from netspec.spec import load_net
+
+    (tmp_path / "head.prototxt").write_text(RFCN_HEAD)
+    convert_net(tmp_path / "head.prototxt", tmp_path / "head.yaml")
+    net = Net(load_net(tmp_path / "head.yaml"), "TEST", F32, np.random.default_rng(0))
+    assert net.blobs["psroi_cls"].shape == (6, 3, 3, 3)
+    assert net.blobs["cls_prob"].shape == (6, 3) and net.blobs["bbox_pred"].shape == (6, 8)
+    x = np.random.default_rng(13).normal(size=(1, 8, 12, 16)).astype(np.float32)
+    net.blobs["features"].data[...] = x
+    net.blobs["rois"].data[...] = RFCN_ROIS
+    net.forward()
+    np.savez(tmp_path / "w.npz", **{k: p.data for k, p in net.named_params().items()})
+    export_net(tmp_path / "head.yaml", tmp_path / "back.prototxt", weights=tmp_path / "w.npz",
+               caffemodel=tmp_path / "back.caffemodel")
+    cv_net = cv2.dnn.readNetFromCaffe(str(tmp_path / "back.prototxt"),
+                                      str(tmp_path / "back.caffemodel"))
+    cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    cv_net.setInput(x, "features")
+    cv_net.setInput(RFCN_ROIS.astype(np.float32), "rois")
+    for name, theirs in zip(("cls_prob", "bbox_pred"), cv_net.forward(["cls_prob", "bbox_pred"])):
+        ours = net.blobs[name].data
+        np.testing.assert_allclose(theirs.reshape(ours.shape), ours, rtol=1e-5,
+                                   atol=1e-5 * float(np.abs(ours).max()))
+
+
+def test_rfcn_head_learns_through_psroi_pooling(tmp_path):
+    """With a SoftmaxWithLoss on the head's class scores, SGD on the 1×1 convolution before
+    PSROIPooling drives the loss down: the gradient reaches the score maps through the bins."""
+    from netspec.net import Net
+    from netspec.spec import loads_net
+    from netspec.caffe import prototxt as ptx
+    from netspec.caffe.port import net_yaml
+
+    text = RFCN_HEAD.replace('input: "rois"', 'input: "labels" input_shape { dim: 6 }\ninput: "rois"')
+    text += ('layer { name: "loss" type: "SoftmaxWithLoss" bottom: "cls_score" bottom: "labels" '
+             'top: "loss" }\n')
+    net = Net(loads_net(net_yaml(ptx.parse_net(text, "head"), "head")[0], "head.yaml"), "TRAIN",
+              Backend(np, np.float64), np.random.default_rng(0))
+    net.blobs["features"].data[...] = np.random.default_rng(14).normal(size=(1, 8, 12, 16))
+    net.blobs["rois"].data[...] = RFCN_ROIS
+    net.blobs["labels"].data[...] = [0, 1, 2, 1, 0, 2]
+    weights = net.layer_by_name("rfcn_cls").blobs
+    losses = []
+    for _ in range(40):
+        for p in net.params:
+            p.diff[...] = 0
+        losses.append(float(net.forward()))
+        net.backward()
+        for p in weights:
+            p.data -= 5.0 * p.diff
+    assert losses[-1] < 0.3 * losses[0], [round(v, 3) for v in losses]
