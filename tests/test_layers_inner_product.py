@@ -181,3 +181,51 @@ def test_margin_inner_product_errors():
                                            "bottom": ["x", "y"], "top": "fc6",
                                            "margin_inner_product_param": {
                                                "num_output": 3, "type": "QUINTUPLE"}}]})
+
+
+SPHEREFACE_HEAD = """
+name: "sphereface_head"
+input: "feature" input_shape { dim: 12 dim: 6 }
+input: "label" input_shape { dim: 12 }
+layer { name: "fc5" type: "InnerProduct" bottom: "feature" top: "fc5"
+  inner_product_param { num_output: 8 weight_filler { type: "xavier" } } }
+layer { name: "fc6" type: "MarginInnerProduct" bottom: "fc5" bottom: "label" top: "fc6"
+  top: "lambda" param { lr_mult: 1 decay_mult: 1 }
+  margin_inner_product_param { num_output: 3 type: QUADRUPLE weight_filler { type: "xavier" }
+    base: 1000 gamma: 0.12 power: 1 lambda_min: 5 iteration: 1600 } }
+layer { name: "softmax_loss" type: "SoftmaxWithLoss" bottom: "fc6" bottom: "label" top: "loss" }
+"""
+
+
+def test_sphereface_head_converts_exports_and_trains(tmp_path):
+    """A SphereFace head (InnerProduct, MarginInnerProduct with its lambda top, SoftmaxWithLoss)
+    converts, exports back unchanged and learns three separable classes: the A-Softmax loss
+    falls while λ decays to lambda_min (from iteration 1600 on: 1000/(1 + 0.12·1659) < 5)."""
+    pytest.importorskip("google.protobuf", reason="protobuf is not installed")
+    from netspec.backend import Backend
+    from netspec.caffe import prototxt as ptx
+    from netspec.caffe.export import export_net
+    from netspec.caffe.port import convert_net
+    from netspec.net import Net
+    from netspec.spec import load_net
+
+    (tmp_path / "head.prototxt").write_text(SPHEREFACE_HEAD)
+    convert_net(tmp_path / "head.prototxt", tmp_path / "head.yaml")
+    export_net(tmp_path / "head.yaml", tmp_path / "back.prototxt")
+    assert ptx.parse_net((tmp_path / "back.prototxt").read_text()) == ptx.parse_net(SPHEREFACE_HEAD)
+    net = Net(load_net(tmp_path / "head.yaml"), "TRAIN", Backend(np, np.float64),
+              np.random.default_rng(0))
+    rng = np.random.default_rng(54)
+    label = np.arange(12) % 3
+    net.blobs["feature"].data[...] = np.eye(3, 6)[label] * 3 + rng.normal(0, 0.3, (12, 6))
+    net.blobs["label"].data[...] = label
+    losses = []
+    for _ in range(150):
+        for p in net.params:
+            p.diff[...] = 0
+        losses.append(float(net.forward()))
+        net.backward()
+        for p in net.params:
+            p.data -= 0.05 * p.diff
+    assert float(net.blobs["lambda"].data[0]) == 5.0
+    assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
