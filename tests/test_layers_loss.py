@@ -519,3 +519,16 @@ def test_center_loss_converts_exports_and_moves_centers_to_the_class_means(tmp_p
         centers.data -= 0.5 * centers.diff
     means = np.stack([x[y == j].mean(axis=0) for j in range(3)])
     np.testing.assert_allclose(centers.data, means, atol=1e-6)
+
+
+def test_accuracy_label_out_of_range_is_an_error_naming_the_layer():
+    """A label ≥ the number of classes (e.g. CamVid's void 11 in SegNet's 11-class nets, whose
+    Accuracy has no ignore_label) is one clear error, not an index error; ignored labels pass."""
+    layer, tops = make_layer({"type": "Accuracy"}, [(2, 3, 2, 2), (2, 1, 2, 2)])
+    lab = np.array([0, 1, 2, 3, 0, 1, 2, 0], float).reshape(2, 1, 2, 2)
+    with pytest.raises(NetspecError, match=r"layer 'accuracy' \(Accuracy\): the labels \(but "
+                                           r"ignore_label\) must be in \[0, 3\); got \[3\]"):
+        run_forward(layer, [rand((2, 3, 2, 2)), lab], tops)
+    layer, tops = make_layer({"type": "Accuracy", "accuracy_param": {"ignore_label": 3}},
+                             [(2, 3, 2, 2), (2, 1, 2, 2)])
+    run_forward(layer, [rand((2, 3, 2, 2)), lab], tops)

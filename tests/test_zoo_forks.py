@@ -1,6 +1,7 @@
 """Real nets of Caffe's forks that need only the fork layers netspec implements (ReLU6, Permute,
 Normalize, Axpy, Upsample, ShuffleChannel, the depthwise convolutions, Pooling ceil_mode, SSD's
-PriorBox and DetectionOutput, PSPNet's Interp).
+PriorBox and DetectionOutput, PSPNet's Interp; SegNet's BN, un-pooling Upsample,
+DenseImageData and class-weighted SoftmaxWithLoss).
 
 tests/zoo_forks/ holds the prototxt files verbatim (provenance in zoo_forks/SOURCES.tsv, taken
 from the shared caffe-zoo-forks set) and the trained MobileNet-YOLO lane model. The shapes a
@@ -186,8 +187,8 @@ CAMVID_CLASSES = 11
 def write_dense_set(folder: Path, n: int, height: int, width: int, seed: int = 0) -> Path:
     """``n`` synthetic (image, label image) PNG pairs and their DenseImageData list: labels are
     4×4 blocks of random classes 0–10, each image its label's colour from a fixed palette plus
-    noise. (No ignore label 11: the nets' Accuracy layer has no ignore_label, and the fork's
-    reads past its per-class counts on it.)"""
+    noise. (No ignore label 11: the nets' Accuracy layer has no ignore_label, so netspec stops
+    there with an error, where the fork reads past its per-class counts.)"""
     from PIL import Image
     rng = np.random.default_rng(seed)
     palette = rng.integers(0, 256, (CAMVID_CLASSES, 3))

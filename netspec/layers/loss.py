@@ -241,6 +241,7 @@ class Accuracy(Layer):
         ignore = self.p.ignore_label
         valid = (label != ignore) if ignore is not None else xp.ones(label.shape, dtype=bool)
         label = xp.where(valid, label, 0)
+        check_indices(self, label, channels, "the labels (but ignore_label)", integral=False)
         true_score = xp.take_along_axis(scores, label, axis=1)
         correct = ((scores >= true_score).sum(axis=1, keepdims=True) <= self.p.top_k) & valid
         dt = self.dtype
