@@ -302,7 +302,7 @@ class MaxUnpool(Upsample):
     each value's position in the output plane, as Pooling's second top writes it). Top
     (N, C, H_out, W_out), zero except y[n, c].flat[mask[n, c, i]] = x[n, c].flat[i]; where two
     values name one position (overlapping pooling windows) the later in row-major order wins,
-    as in the fork's loop. Backward: ∂x[n, c].flat[i] = ∂y[n, c].flat[mask[n, c, i]] (the fork's
+    as in the fork's loop (on a GPU, as in the fork's CUDA kernel, which one is unspecified). Backward: ∂x[n, c].flat[i] = ∂y[n, c].flat[mask[n, c, i]] (the fork's
     gather: each of such duplicates receives the position's whole diff); none to the mask.
 
     Output size (the fork's rules): ``upsample_h`` × ``upsample_w`` (both, each > 1); else
