@@ -127,15 +127,17 @@ def load_weights(net, path: str | Path, strict: bool = False, allow_partial: boo
             f"none of the {len(arrays)} arrays in the file ({_some(arrays)}) is a parameter blob of "
             f"this net ({_some(params) or 'it has none'}): the weights are for another net",
             **where)
+    hints = _weights_hints(net, arrays)
     if strict and (missing or unused):
         parts = ([f"the net's blobs {', '.join(missing)} are not in the file"] if missing else []) \
             + ([f"the file's arrays {', '.join(unused)} are not blobs of the net"] if unused else [])
-        raise SnapshotError(f"the weights do not fit the net exactly: {'; '.join(parts)}", **where)
+        raise SnapshotError(f"the weights do not fit the net exactly: {'; '.join(parts)}{hints}",
+                            **where)
     if missing and not allow_partial:
         raise SnapshotError(
             f"the net's parameter blobs {', '.join(missing)} are not in the file, so they would "
             "keep their fillers' values. If that is meant (fine-tuning with new layers), allow "
-            "a partial load (--allow-partial)", **where)
+            f"a partial load (--allow-partial){hints}", **where)
     fitted = {}
     for key, p in params.items():
         if key not in arrays:
@@ -150,6 +152,18 @@ def load_weights(net, path: str | Path, strict: bool = False, allow_partial: boo
         p = params[key]
         p.data[...] = net.backend.asarray(a, p.data.dtype)
     return missing, unused
+
+
+def _weights_hints(net, arrays) -> str:
+    """The layers' explanations of arrays that do not fit them (``Layer.weights_hint``), each
+    once, after the layers it concerns: '. layer 'a', layer 'b' (BN): ...'."""
+    by_hint: dict[str, list[str]] = {}
+    for layer in net.layers:
+        hint = layer.weights_hint(arrays)
+        if hint:
+            by_hint.setdefault(hint, []).append(f"'{layer.name}'")
+    return "".join(f". Layer{'s' if len(names) > 1 else ''} {_some(names)}: {hint}"
+                   for hint, names in by_hint.items())
 
 
 def _some(keys, n: int = 4) -> str:

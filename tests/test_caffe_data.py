@@ -498,3 +498,117 @@ def test_image_data_from_a_caffe_prototxt(tmp_path):
     net.forward()
     np.testing.assert_array_equal(net.blobs["data"].data,
                                   np.stack([_bgr(im) for im in imgs]).astype(np.float32) * 0.5)
+
+
+# -- DenseImageData (SegNet, alexgkendall/caffe-segnet) ------------------------------------------
+
+def _dense_layer(source, batch=2, transform=None, **param):
+    layer = {"name": "dense", "type": "DenseImageData", "top": ["data", "label"],
+             "dense_image_data_param": {"source": str(source), "batch_size": batch, **param}}
+    if transform is not None:
+        layer["transform_param"] = transform
+    return layer
+
+
+def _pairs(tmp_path, n=3, size=(4, 6), classes=5):
+    """``n`` (RGB image, grey label image) PNG pairs and a list of them."""
+    rng = np.random.default_rng(2)
+    pairs = [(_save(tmp_path / f"im{i}.png", rng.integers(0, 256, (*size, 3), dtype=np.uint8)),
+              _save(tmp_path / f"lab{i}.png", rng.integers(0, classes, size, dtype=np.uint8)))
+             for i in range(n)]
+    (tmp_path / "list.txt").write_text("".join(f"im{i}.png\tlab{i}.png\n" for i in range(n)))
+    return pairs
+
+
+def test_dense_image_data_reads_image_and_label_pairs(tmp_path):
+    pairs = _pairs(tmp_path)
+    net = _net(tmp_path, [_dense_layer("list.txt", transform={"scale": 0.5, "mean_value": [1, 2, 3]})])
+    assert net.blobs["data"].shape == (2, 3, 4, 6) and net.blobs["label"].shape == (2, 1, 4, 6)
+    for first in (0, 2):                  # the second batch wraps around the list
+        net.forward()
+        idx = [first % 3, (first + 1) % 3]
+        mean = np.array([1, 2, 3], np.float32).reshape(3, 1, 1)
+        np.testing.assert_array_equal(net.blobs["data"].data,
+                                      np.stack([(_bgr(pairs[i][0]) - mean) * 0.5 for i in idx]))
+        # the label keeps its pixel values: no mean, no scale
+        np.testing.assert_array_equal(net.blobs["label"].data,
+                                      np.stack([pairs[i][1][None] for i in idx]))
+
+
+def test_dense_image_data_resizes_labels_with_nearest_neighbours(tmp_path):
+    """Image with INTER_LINEAR, label image with INTER_NEAREST (checked against OpenCV where
+    installed): no label value is invented by interpolation."""
+    from netspec.data.image_list import resize_linear, resize_nearest
+    pairs = _pairs(tmp_path, n=1, size=(5, 7))
+    net = _net(tmp_path, [_dense_layer("list.txt", batch=1, new_height=9, new_width=4)])
+    net.forward()
+    image, label = pairs[0]
+    rows = np.floor(np.arange(9) * 5 / 9).astype(int)
+    cols = np.floor(np.arange(4) * 7 / 4).astype(int)
+    np.testing.assert_array_equal(net.blobs["label"].data[0, 0], label[rows][:, cols])
+    np.testing.assert_array_equal(net.blobs["data"].data[0], resize_linear(_bgr(image), 9, 4))
+    cv2 = pytest.importorskip("cv2")
+    for h, w in [(9, 4), (3, 11), (5, 7), (2, 2)]:
+        np.testing.assert_array_equal(resize_nearest(label[None], h, w)[0],
+                                      cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST))
+
+
+def test_dense_image_data_mirrors_and_crops_image_and_label_together(tmp_path):
+    """The image is its label image plus 100 in every plane, so any move of one without the
+    other shows; both mirror and crop are drawn per item."""
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        lab = rng.integers(0, 50, (6, 8), dtype=np.uint8)
+        _save(tmp_path / f"lab{i}.png", lab)
+        _save(tmp_path / f"im{i}.png", np.repeat(lab[:, :, None] + 100, 3, axis=2))
+    (tmp_path / "list.txt").write_text("".join(f"im{i}.png lab{i}.png\n" for i in range(4)))
+    net = _net(tmp_path, [_dense_layer("list.txt", batch=4, mirror=True, crop_height=3,
+                                       crop_width=5, shuffle=True)], phase="TRAIN", seed=1)
+    assert net.blobs["data"].shape == (4, 3, 3, 5) and net.blobs["label"].shape == (4, 1, 3, 5)
+    seen_flip = False
+    for _ in range(5):
+        net.forward()
+        data, label = net.blobs["data"].data, net.blobs["label"].data
+        np.testing.assert_array_equal(data, np.repeat(label + 100, 3, axis=1))
+        seen_flip |= any(
+            not any((label[k, 0] == np.asarray(Image.open(tmp_path / f"lab{i}.png"))[
+                r:r + 3, c:c + 5]).all() for i in range(4) for r in range(4) for c in range(4))
+            for k in range(4))
+    assert seen_flip                     # some items were mirrored
+
+
+def test_dense_image_data_errors_name_the_layer(tmp_path):
+    _pairs(tmp_path, n=1)
+    _save(tmp_path / "small.png", np.zeros((3, 6), np.uint8))
+    (tmp_path / "mismatch.txt").write_text("im0.png small.png\n")
+    msg = _build_error(tmp_path, _dense_layer("mismatch.txt"))
+    assert "layer 'dense' (DenseImageData)" in msg and "label image must have the image's height" in msg
+
+    (tmp_path / "one.txt").write_text("im0.png\n")
+    msg = _build_error(tmp_path, _dense_layer("one.txt"))
+    assert "one.txt:1" in msg and "expected 'image label_image'" in msg
+
+    (tmp_path / "gone.txt").write_text("im0.png gone.png\n")
+    msg = _build_error(tmp_path, _dense_layer("gone.txt"))
+    assert "gone.txt:1" in msg and "gone.png" in msg and "not found" in msg
+
+    msg = _build_error(tmp_path, _dense_layer("list.txt", crop_height=2), cls=SpecError)
+    assert "crop_height and crop_width together" in msg
+    msg = _build_error(tmp_path, _dense_layer("list.txt", crop_height=9, crop_width=2),
+                       cls=SpecError)
+    assert "crop 9×2 is larger than the images (4×6)" in msg
+    for transform, field in [({"mirror": True}, "mirror"), ({"crop_size": 2}, "crop_size")]:
+        msg = _build_error(tmp_path, _dense_layer("list.txt", transform=transform), cls=SpecError)
+        assert f"transform_param.{field} would move the image without its label" in msg
+
+
+def test_dense_image_data_needs_batch_size_and_a_string_source(tmp_path):
+    from netspec.spec import parse_net
+    with pytest.raises(SpecError, match="batch_size"):
+        parse_net({"name": "n", "layer": [{"name": "d", "type": "DenseImageData",
+                                           "top": ["data", "label"],
+                                           "dense_image_data_param": {"source": "l.txt"}}]})
+    with pytest.raises(SpecError, match="source"):
+        parse_net({"name": "n", "layer": [{"name": "d", "type": "DenseImageData",
+                                           "top": ["data", "label"], "dense_image_data_param": {
+                                               "source": ["a", "b"], "batch_size": 2}}]})

@@ -33,9 +33,16 @@ def test_the_in_place_types_are_caffes_element_wise_and_normalization_layers():
                         "Swish", "TanH", "Threshold"]
 
 
-@pytest.mark.parametrize("type_name", IN_PLACE)
+#: a second layer under one type name, chosen by its fields: SegNet's BN (PSPNet's is "BN")
+VARIANTS = {"BN (SegNet, LEARN)": {"type": "BN", "bn_param": {
+                "bn_mode": "LEARN", "scale_filler": {"type": "gaussian"}}},
+            "BN (SegNet, INFERENCE)": {"type": "BN", "bn_param": {
+                "bn_mode": "INFERENCE", "scale_filler": {"type": "gaussian"}}}}
+
+
+@pytest.mark.parametrize("type_name", IN_PLACE + sorted(VARIANTS))
 def test_in_place_equals_out_of_place(type_name):
-    spec = {"type": type_name, **SETTINGS.get(type_name, {})}
+    spec = VARIANTS.get(type_name) or {"type": type_name, **SETTINGS.get(type_name, {})}
     rng = np.random.default_rng(3)
     x = rng.uniform(0.1, 2.0, SHAPE) * rng.choice([-1, 1], SHAPE)
     dy = rng.standard_normal(SHAPE)
@@ -70,3 +77,15 @@ def test_an_inner_product_in_place_is_a_spec_error_naming_file_line_and_field(tm
     assert "Give the top its own name" in msg
     fine = loads_net(MLP_IN_PLACE.replace("    top: x\n", "    top: y\n"))   # its own top
     assert Net(fine, "TRAIN", get_backend(dtype="float64")).blobs["y"].shape == (4, 6)
+
+
+def test_segnets_upsample_cannot_run_in_place():
+    """SegNet's two-bottom Upsample changes the blob's size: its top cannot be its bottom."""
+    net = loads_net("""\
+name: unpool
+layer:
+  - {name: data, type: Input, top: [x, mask], input_param: {shape: [{dim: [1, 2, 3, 3]}]}}
+  - {name: up, type: Upsample, bottom: [x, mask], top: x, upsample_param: {scale: 2}}
+""")
+    with pytest.raises(SpecError, match="'up' \\(Upsample\\): cannot run in place"):
+        Net(net, "TRAIN", get_backend(dtype="float64"))

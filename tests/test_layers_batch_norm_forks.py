@@ -1,6 +1,7 @@
 """PSPNet's BN (hszhao/PSPNet): a closed form in NumPy, float64 gradients, and the same
 numbers as netspec's BatchNorm followed by Scale (bias_term) with the same statistics and
-parameters. SegNet's same-named BN is refused by name."""
+parameters. SegNet's same-named BN (bn_mode, scale_filler, shift_filler): its closed forms,
+float64 gradients, PyTorch's batch_norm, in place."""
 
 from __future__ import annotations
 
@@ -92,11 +93,109 @@ def test_equals_batch_norm_then_scale(phase):
     np.testing.assert_allclose(dparams[1].ravel(), dscale[1], atol=1e-12)
 
 
+# -- SegNet's BN (alexgkendall/caffe-segnet): bn_mode, scale and shift ------------------------------
+
+def _segnet_bn(mode="LEARN", phase="TRAIN", tops=1):
+    spec = {"type": "BN", "top": [f"t{i}" for i in range(tops)],
+            "bn_param": {"bn_mode": mode, "shift_filler": {"type": "constant", "value": 0.001}}}
+    layer, shapes = make_layer(spec, [SHAPE], phase=phase)
+    rng = np.random.default_rng(12)
+    layer.blobs[0].data[...] = rng.uniform(0.5, 2, (1, 4, 1, 1))
+    layer.blobs[1].data[...] = rng.standard_normal((1, 4, 1, 1))
+    return layer, shapes
+
+
 @pytest.mark.parametrize("param", [{"bn_mode": "INFERENCE"}, {"bn_mode": "LEARN"},
-                                   {"scale_filler": {"type": "constant", "value": 1}}])
-def test_segnet_bn_is_refused_by_name(param):
-    with pytest.raises(SpecError, match=r"SegNet's BN .*caffe-segnet"):
-        make_layer({"type": "BN", "bn_param": param}, [SHAPE])
+                                   {"scale_filler": {"type": "constant", "value": 1}},
+                                   {"shift_filler": {"type": "constant", "value": 0.001}}])
+def test_segnet_fields_make_segnets_bn_with_two_blobs(param):
+    layer, shapes = make_layer({"type": "BN", "bn_param": param}, [SHAPE])
+    assert type(layer).__name__ == "SegNetBN" and shapes == [SHAPE]
+    assert [b.data.shape for b in layer.blobs] == [(1, 4, 1, 1)] * 2
+    # the fork fills with Caffe's default filler (constant 0) where none is given
+    want = [param.get("scale_filler", {}).get("value", 0), param.get("shift_filler", {}).get("value", 0)]
+    np.testing.assert_allclose([float(b.data.mean()) for b in layer.blobs], want, rtol=1e-7)
+
+
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_segnet_learn_uses_batch_statistics_in_both_phases(phase):
+    layer, shapes = _segnet_bn("LEARN", phase, tops=3)
+    assert shapes == [SHAPE, (1, 4, 1, 1), (1, 4, 1, 1)]
+    scale, shift = (b.data.copy() for b in layer.blobs)
+    x = rand(SHAPE, seed=13)
+    (y, mean, var), _, _ = forward_backward(layer, [x], shapes,
+                                            [np.zeros(s) for s in shapes])
+    m = x.mean(axis=(0, 2, 3), keepdims=True)
+    v = (x ** 2).mean(axis=(0, 2, 3), keepdims=True) - m ** 2    # the fork's E[x²] − E[x]²
+    np.testing.assert_allclose(y, scale * (x - m) / np.sqrt(v + 1e-9) + shift, atol=1e-12)
+    np.testing.assert_allclose(mean, m, atol=1e-12)
+    np.testing.assert_allclose(var, v, atol=1e-12)
+
+
+def test_segnet_inference_is_scale_and_shift():
+    layer, shapes = _segnet_bn("INFERENCE")
+    scale, shift = (b.data.copy() for b in layer.blobs)
+    x, dy = rand(SHAPE, seed=14), rand(SHAPE, seed=15)
+    (y,), (dx,), (dscale, dshift) = forward_backward(layer, [x], shapes, [dy])
+    np.testing.assert_allclose(y, scale * x + shift, atol=1e-12)
+    np.testing.assert_allclose(dx, scale * dy, atol=1e-12)
+    np.testing.assert_allclose(dscale, (dy * x).sum(axis=(0, 2, 3), keepdims=True), atol=1e-12)
+    np.testing.assert_allclose(dshift, dy.sum(axis=(0, 2, 3), keepdims=True), atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["LEARN", "INFERENCE"])
+def test_segnet_bn_gradients(mode):
+    layer, shapes = _segnet_bn(mode)
+    check_gradients(layer, [rand(SHAPE, seed=16)], shapes)
+
+
+def test_segnet_learn_matches_torch_batch_norm():
+    """LEARN: PyTorch's batch_norm in training mode (eps 1e-9) with scale as weight and shift as
+    bias, forward and all three gradients."""
+    torch = pytest.importorskip("torch")
+    layer, shapes = _segnet_bn("LEARN")
+    scale, shift = (b.data.copy() for b in layer.blobs)
+    x, dy = rand(SHAPE, seed=17), rand(SHAPE, seed=18)
+    (y,), (dx,), (dscale, dshift) = forward_backward(layer, [x], shapes, [dy])
+    tx = torch.tensor(x, requires_grad=True)
+    w = torch.tensor(scale.ravel(), requires_grad=True)
+    b = torch.tensor(shift.ravel(), requires_grad=True)
+    ty = torch.nn.functional.batch_norm(tx, None, None, w, b, training=True, eps=1e-9)
+    ty.backward(torch.tensor(dy))
+    np.testing.assert_allclose(y, ty.detach().numpy(), atol=1e-10)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), atol=1e-9)
+    np.testing.assert_allclose(dscale.ravel(), w.grad.numpy(), atol=1e-10)
+    np.testing.assert_allclose(dshift.ravel(), b.grad.numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["LEARN", "INFERENCE"])
+def test_segnet_bn_in_place_is_exact(mode):
+    """SegNet's files run BN in place (bottom = top): the same output, bottom and parameter
+    gradients as on separate blobs (INFERENCE keeps x for its scale gradient)."""
+    from layer_cases import in_place
+    x, dy = rand(SHAPE, seed=19), rand(SHAPE, seed=20)
+    layer, shapes = _segnet_bn(mode)
+    (y,), (dx,), dparams = forward_backward(layer, [x], shapes, [dy])
+    for b in layer.blobs:
+        b.diff[...] = 0
+    y2, dx2 = in_place(layer, x, dy)
+    np.testing.assert_allclose(y2, y, atol=1e-12)
+    np.testing.assert_allclose(dx2, dx, atol=1e-12)
+    for b, d in zip(layer.blobs, dparams):
+        np.testing.assert_allclose(b.diff, d, atol=1e-12)
+
+
+def test_fields_of_both_bns_are_refused():
+    with pytest.raises(SpecError, match=r"bn_mode \(SegNet's BN, alexgkendall/caffe-segnet\) "
+                                        r"and momentum \(PSPNet's BN"):
+        make_layer({"type": "BN", "bn_param": {"bn_mode": "LEARN", "momentum": 0.9}}, [SHAPE])
+
+
+def test_segnet_bn_wrong_field_type_names_the_field():
+    from netspec.spec import parse_net
+    with pytest.raises(SpecError, match="bn_mode"):
+        parse_net({"name": "n", "layer": [{"name": "bn", "type": "BN", "bottom": "x", "top": "x",
+                                           "bn_param": {"bn_mode": "TRAIN"}}]})
 
 
 def test_bn_and_interp_export_and_read_back(tmp_path):

@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 import pytest
-from gradcheck import (blobs_for, check_gradients, forward_backward_blobs, labels, make_layer, rand,
-                       run_forward)
+from gradcheck import (blobs_for, check_gradients, forward_backward, forward_backward_blobs, labels,
+                       make_layer, rand, run_forward)
 from layer_cases import F32, close, golden
 
 from netspec.errors import DataError, NetspecError, SpecError
@@ -408,3 +408,127 @@ def test_torch_cross_entropy():
 
 
 # -- GPU ------------------------------------------------------------------------------------------
+
+
+# -- CenterLoss (ydwen/caffe-face) -----------------------------------------------------------------
+
+def _center_loss(shape=(6, 2, 3), classes=4, axis=1):
+    layer, tops = make_layer({"type": "CenterLoss", "center_loss_param": {
+        "num_output": classes, "axis": axis, "center_filler": {"type": "gaussian"}}},
+        [shape, (math.prod(shape[:axis]),)])
+    return layer, tops
+
+
+def _center_loop(x, y, c):
+    """The fork's CPU code, literally: loss, bottom diff (loss weight 1), center diff."""
+    M, K = x.shape
+    d = np.stack([x[i] - c[int(y[i])] for i in range(M)])
+    loss = float((d * d).sum()) / M / 2
+    dc = np.zeros_like(c)
+    for n in range(c.shape[0]):
+        count, total = 0, np.zeros(K)
+        for m in range(M):
+            if int(y[m]) == n:
+                count += 1
+                total -= d[m]
+        dc[n] += total / (count + 1)
+    return loss, d / M, dc
+
+
+def test_center_loss_matches_the_forks_loop():
+    layer, tops = _center_loss()
+    assert tops == [()] and layer.blobs[0].data.shape == (4, 6)
+    x = rand((6, 2, 3), seed=40)
+    y = np.array([0, 2, 2, 1, 2, 0], float)                     # class 3 absent: no update
+    c = layer.blobs[0].data.copy()
+    (loss,), (dx, _), (dc,) = forward_backward(layer, [x, y], tops, [np.array(1.0)])
+    want_loss, want_dx, want_dc = _center_loop(x.reshape(6, 6), y, c)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
+    np.testing.assert_allclose(dx.reshape(6, 6), want_dx, rtol=1e-12)
+    np.testing.assert_allclose(dc, want_dc, rtol=1e-12, atol=1e-15)
+    assert not dc[3].any()
+
+
+def test_center_loss_bottom_gradient_and_loss_weight():
+    """∂x is the loss's gradient (finite differences); the centers' diff is the fork's update
+    rule, not a gradient (not checked here: it ignores the loss weight by design)."""
+    layer, tops = _center_loss((5, 4), 3)
+    y = np.array([0, 1, 1, 2, 0], float)
+    check_gradients(layer, [rand((5, 4), seed=41), y], tops, check_params=False)
+    diffs = []
+    for weight in (1.0, 3.0):
+        layer.blobs[0].diff[...] = 0
+        diffs.append(forward_backward(layer, [rand((5, 4), seed=42), y], tops,
+                                      [np.array(weight)]))
+    (_, (dx1, _), (dc1,)), (_, (dx3, _), (dc3,)) = diffs
+    np.testing.assert_allclose(dx3, 3 * dx1, rtol=1e-12)
+    np.testing.assert_allclose(dc3, dc1, rtol=1e-12)
+
+
+def test_center_loss_errors():
+    with pytest.raises(NetspecError, match=r"the labels must be integers in \[0, 4\); got \[4.0\]"):
+        layer, tops = _center_loss()
+        forward_backward(layer, [rand((6, 2, 3)), np.array([0, 1, 2, 3, 4, 0], float)],
+                         tops, [np.array(1.0)])
+    with pytest.raises(NetspecError, match="one label per feature vector"):
+        make_layer({"type": "CenterLoss", "center_loss_param": {"num_output": 3}},
+                   [(6, 4), (5,)])
+    from netspec.spec import parse_net
+    with pytest.raises(SpecError, match="num_output"):
+        parse_net({"name": "n", "layer": [{"name": "c", "type": "CenterLoss", "bottom": ["x", "y"],
+                                           "top": "l", "center_loss_param": {"axis": 1}}]})
+
+
+CENTER_NET = """
+name: "center"
+input: "feature" input_shape { dim: 8 dim: 3 }
+input: "label" input_shape { dim: 8 }
+layer { name: "center_loss" type: "CenterLoss" bottom: "feature" bottom: "label"
+  top: "center_loss" loss_weight: 0.01
+  param { lr_mult: 1 decay_mult: 0 }
+  center_loss_param { num_output: 3 center_filler { type: "xavier" } } }
+"""
+
+
+def test_center_loss_converts_exports_and_moves_centers_to_the_class_means(tmp_path):
+    """The Caffe text converts and exports back unchanged; steps of the fork's rule
+    c ← c − α·Δc (α = 0.5) take each center to its class's mean feature, at any loss weight."""
+    pytest.importorskip("google.protobuf", reason="protobuf is not installed")
+    from netspec.backend import Backend
+    from netspec.caffe import prototxt as ptx
+    from netspec.caffe.export import export_net
+    from netspec.caffe.port import convert_net
+    from netspec.net import Net
+    from netspec.spec import load_net
+
+    (tmp_path / "center.prototxt").write_text(CENTER_NET)
+    convert_net(tmp_path / "center.prototxt", tmp_path / "center.yaml")
+    export_net(tmp_path / "center.yaml", tmp_path / "back.prototxt")
+    assert ptx.parse_net((tmp_path / "back.prototxt").read_text()) == ptx.parse_net(CENTER_NET)
+    net = Net(load_net(tmp_path / "center.yaml"), "TRAIN", Backend(np, np.float64),
+              np.random.default_rng(0))
+    x = np.random.default_rng(43).normal(size=(8, 3))
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 0], float)
+    net.blobs["feature"].data[...] = x
+    net.blobs["label"].data[...] = y
+    centers = net.layer_by_name("center_loss").blobs[0]
+    for _ in range(60):
+        centers.diff[...] = 0
+        net.forward()
+        net.backward()
+        centers.data -= 0.5 * centers.diff
+    means = np.stack([x[y == j].mean(axis=0) for j in range(3)])
+    np.testing.assert_allclose(centers.data, means, atol=1e-6)
+
+
+def test_accuracy_label_out_of_range_is_an_error_naming_the_layer():
+    """A label ≥ the number of classes (e.g. CamVid's void 11 in SegNet's 11-class nets, whose
+    Accuracy has no ignore_label) is one clear error, not an index error; ignored labels pass."""
+    layer, tops = make_layer({"type": "Accuracy"}, [(2, 3, 2, 2), (2, 1, 2, 2)])
+    lab = np.array([0, 1, 2, 3, 0, 1, 2, 0], float).reshape(2, 1, 2, 2)
+    with pytest.raises(NetspecError, match=r"layer 'accuracy' \(Accuracy\): the labels \(but "
+                                           r"ignore_label\) must be in \[0, 3\); got \[3\]"):
+        run_forward(layer, [rand((2, 3, 2, 2)), lab], tops)
+    layer, tops = make_layer({"type": "Accuracy", "accuracy_param": {"ignore_label": 3}},
+                             [(2, 3, 2, 2), (2, 1, 2, 2)])
+    run_forward(layer, [rand((2, 3, 2, 2)), lab], tops)

@@ -251,7 +251,132 @@ def test_fork_golden_upsample_2():
     assert run_golden(net, g) == ["x"]
 
 
-def _segnet_net(bottoms, param):
+# -- Upsample with two bottoms: SegNet's max-unpooling (alexgkendall/caffe-segnet) ---------------
+
+def _pooled(shape, kernel=2, stride=2, seed=21):
+    """A random bottom max-pooled by netspec's Pooling: (pooled, mask, pooled's shape)."""
+    x = rand(shape, seed=seed)
+    pool, pshapes = make_layer({"type": "Pooling", "top": ["p", "m"], "pooling_param":
+                                {"pool": "MAX", "kernel_size": kernel, "stride": stride}}, [shape])
+    _, (p, m) = run_forward(pool, [x], pshapes)
+    return p.data.copy(), m.data.copy(), pshapes[0]
+
+
+def _unpool(param, shapes):
+    return make_layer({"type": "Upsample", "bottom": ["x", "mask"], "upsample_param": param},
+                      shapes)
+
+
+def _unpool_loop(x, mask, H, W):
+    """The fork's UpsampleLayer::Forward_cpu, literally: per plane, top[mask[i]] = x[i]."""
+    N, C = x.shape[:2]
+    y = np.zeros((N, C, H * W))
+    for n in range(N):
+        for c in range(C):
+            for i in range(x.shape[2] * x.shape[3]):
+                y[n, c, int(mask[n, c].flat[i])] = x[n, c].flat[i]
+    return y.reshape(N, C, H, W)
+
+
+UNPOOL_CASES = [   # (bottom of the pooling, upsample_param, top H×W)
+    ((2, 3, 6, 8), {"scale": 2}, (6, 8)),
+    ((2, 3, 6, 8), {}, (6, 8)),                                    # scale: the fork's default 2
+    ((1, 2, 5, 7), {"scale": 2, "pad_out_h": True, "pad_out_w": True}, (5, 7)),
+    ((1, 2, 5, 4), {"scale": 2, "pad_out_h": True}, (5, 4)),        # SegNet basic's upsample4
+    ((1, 2, 5, 7), {"upsample_h": 5, "upsample_w": 7}, (5, 7)),     # SegNet's upsample_h/_w
+    ((2, 2, 6, 9), {"scale_h": 2, "scale_w": 3}, (6, 9)),
+]
+
+
+@pytest.mark.parametrize("shape, param, out", UNPOOL_CASES)
+def test_segnet_upsample_unpools_like_the_forks_loop(shape, param, out):
+    kernel = (2, 3) if param.get("scale_w") == 3 else 2
+    if kernel == 2:
+        x, mask, pshape = _pooled(shape)
+    else:
+        pool, pshapes = make_layer({"type": "Pooling", "top": ["p", "m"], "pooling_param": {
+            "pool": "MAX", "kernel_h": 2, "kernel_w": 3, "stride_h": 2, "stride_w": 3}}, [shape])
+        _, (p, m) = run_forward(pool, [rand(shape, seed=22)], pshapes)
+        x, mask, pshape = p.data.copy(), m.data.copy(), pshapes[0]
+    layer, shapes = _unpool(param, [pshape, pshape])
+    assert type(layer).__name__ == "MaxUnpool" and shapes == [shape[:2] + out]
+    _, (y,) = run_forward(layer, [x, mask], shapes)
+    np.testing.assert_array_equal(y.data, _unpool_loop(x, mask, *out))
+    check_gradients(layer, [x, mask], shapes)       # bottom 0; the mask has no gradient
+
+
+@pytest.mark.parametrize("shape, out", [((2, 3, 6, 8), None), ((1, 4, 9, 11), (9, 11))])
+def test_segnet_upsample_matches_torch_max_unpool2d(shape, out):
+    """Forward and backward against PyTorch's max_unpool2d, with the indices of torch's own
+    max_pool2d(return_indices=True) (flat h·W + w per plane, Caffe's mask) as the mask."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    xin = torch.tensor(rand(shape, seed=23))
+    pooled, idx = F.max_pool2d(xin, 2, 2, ceil_mode=True, return_indices=True)
+    H, W = shape[2:]
+    param = ({"upsample_h": H, "upsample_w": W} if out else {"scale": 2})
+    layer, shapes = _unpool(param, [tuple(pooled.shape)] * 2)
+    assert shapes == [shape]
+    dy = rand(shape, seed=24)
+    (y,), (dx, _), _ = forward_backward(layer, [pooled.numpy(), idx.numpy().astype(np.float64)],
+                                        shapes, [dy])
+    p = pooled.clone().requires_grad_(True)
+    want = F.max_unpool2d(p, idx, 2, 2, output_size=(H, W))
+    want.backward(torch.tensor(dy))
+    np.testing.assert_array_equal(y, want.detach().numpy())
+    np.testing.assert_array_equal(dx, p.grad.numpy())
+
+
+def test_segnet_upsample_inverts_the_pooling_in_a_net():
+    """Pooling (with its mask top) then Upsample: each window's maximum back at its place, zeros
+    elsewhere; the gradient reaches the pooling's bottom at the maxima only."""
+    from netspec.net import Net
+    from netspec.spec import parse_net
+    net = Net(parse_net({"name": "n", "force_backward": True, "layer": [
+        {"name": "x", "type": "Input", "top": "x", "input_param": {"shape": {"dim": [2, 3, 7, 6]}}},
+        {"name": "pool", "type": "Pooling", "bottom": "x", "top": ["p", "mask"],
+         "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2}},
+        {"name": "up", "type": "Upsample", "bottom": ["p", "mask"], "top": "y",
+         "upsample_param": {"scale": 2, "pad_out_h": True}}]}), "TRAIN", F32)
+    x = rand((2, 3, 7, 6), seed=25).astype(np.float32)
+    net.blobs["x"].data[...] = x
+    net.forward()
+    y = net.blobs["y"].data
+    assert y.shape == x.shape
+    windows = np.pad(x, ((0, 0), (0, 0), (0, 1), (0, 0)), constant_values=-np.inf)
+    windows = windows.reshape(2, 3, 4, 2, 3, 2).max(axis=(3, 5))
+    kept = y != 0
+    np.testing.assert_array_equal(y[kept], x[kept])
+    assert kept.sum() == windows.size
+    np.testing.assert_array_equal(np.sort(y[kept]), np.sort(windows.ravel()))
+    net.blobs["y"].diff[...] = 1
+    net.backward()
+    np.testing.assert_array_equal(net.blobs["x"].diff, kept.astype(np.float32))
+
+
+@pytest.mark.parametrize("param, words", [
+    ({"scale_h": 2}, "scale_h and scale_w together"),
+    ({"scale": 2, "scale_h": 2, "scale_w": 2}, "not with scale"),
+    ({"upsample_h": 8}, "upsample_h and upsample_w together"),
+    ({"upsample_h": 1, "upsample_w": 8}, "upsample_h must be greater than 1"),
+    ({"scale": 1}, "scale must be greater than 1"),
+    ({"scale_h": 3, "scale_w": 2, "pad_out_h": True}, "pad_out_h needs a scale of 2"),
+])
+def test_segnet_upsample_contradicting_fields(param, words):
+    with pytest.raises(SpecError, match=words) as e:
+        _unpool(param, [(1, 2, 4, 4)] * 2)
+    assert "upsample_param." in e.value.format()
+
+
+def test_segnet_upsample_bad_bottoms():
+    with pytest.raises(NetspecError, match=r"the mask \(bottom 1, shape \(1, 2, 4, 3\)\)"):
+        _unpool({"scale": 2}, [(1, 2, 4, 4), (1, 2, 4, 3)])
+    layer, shapes = _unpool({"scale": 2}, [(1, 1, 2, 2)] * 2)
+    with pytest.raises(NetspecError, match="mask index 16 is outside the 16 positions"):
+        run_forward(layer, [np.ones((1, 1, 2, 2)), np.array([[[[0, 1], [2, 16]]]])], shapes)
+
+
+def _upsample_net(bottoms, param):
     from netspec.spec import parse_net
     layers = [{"name": b, "type": "Input", "top": b,
                "input_param": {"shape": {"dim": [1, 2, 4, 4]}}} for b in bottoms]
@@ -260,14 +385,15 @@ def _segnet_net(bottoms, param):
     return parse_net({"name": "n", "layer": layers})
 
 
-@pytest.mark.parametrize("bottoms,param,why", [
-    (["pool", "mask"], {"scale": 2}, "2 bottoms"),
-    (["pool"], {"scale": 2, "upsample_h": 8, "upsample_w": 8}, "upsample_param.upsample_h"),
+@pytest.mark.parametrize("bottoms, param, words", [
+    (["pool"], {"scale": 2, "upsample_h": 8, "upsample_w": 8},
+     r"upsample_param.upsample_h is a field of SegNet's un-pooling Upsample .*caffe-segnet"),
+    (["a", "b", "c"], {"scale": 2}, "takes at most 2 bottom"),
 ])
-def test_segnet_upsample_is_refused_by_name(bottoms, param, why):
+def test_upsample_arity_and_segnet_fields_on_one_bottom(bottoms, param, words):
     from netspec.net import Net
-    with pytest.raises(SpecError, match=rf"SegNet's Upsample \({why}\).*caffe-segnet"):
-        Net(_segnet_net(bottoms, param), "TEST", F32)
+    with pytest.raises(SpecError, match=words):
+        Net(_upsample_net(bottoms, param), "TEST", F32)
 
 
 # -- ShuffleChannel (ShuffleNet) -------------------------------------------------------------------

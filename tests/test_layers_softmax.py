@@ -162,3 +162,67 @@ def test_softmax_loss_gpu_kernels_match_cpu(norm, shape, ignore):
         results.append([to_numpy(a) for a in (top[0].data, top[1].data, bottom[0].diff)])
     for want, got in zip(*results):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+# -- SegNet's class weighting (alexgkendall/caffe-segnet: loss_param.weight_by_label_freqs) -------
+
+WEIGHTS = [0.25, 1.5, 4.0, 0.75]
+
+
+def _weighted(loss_param, shape=(2, 4, 3, 2)):
+    spec = {"type": "SoftmaxWithLoss", "loss_param": {"weight_by_label_freqs": True,
+                                                      "class_weighting": WEIGHTS, **loss_param}}
+    return make_layer(spec, [shape, (shape[0],) + shape[2:]])
+
+
+@pytest.mark.parametrize("loss_param", [{}, {"ignore_label": 2}, {"normalize": False}])
+def test_softmax_loss_class_weighting_matches_torch(loss_param):
+    """The fork's loss: Σ w[label]·(−log p[label]) over the valid positions, divided by their
+    count (normalize, the default) or by N (normalize: false) — not by Σ w as torch's 'mean'
+    does: torch's cross_entropy(weight=w, reduction='sum') over the same divisor."""
+    torch = pytest.importorskip("torch")
+    shape = (2, 4, 3, 2)
+    x, lab = rand(shape, seed=31), labels((2, 3, 2), 4, seed=32)
+    layer, tops = _weighted(loss_param, shape)
+    dy = 0.7
+    _, top = run_forward(layer, [x, lab], tops)
+    tx = torch.tensor(x, requires_grad=True)
+    ignore = loss_param.get("ignore_label", -100)
+    target = torch.tensor(lab).long()
+    total = torch.nn.functional.cross_entropy(tx, target, weight=torch.tensor(WEIGHTS).double(),
+                                              ignore_index=ignore, reduction="sum")
+    valid = int((lab != ignore).sum())
+    want = total / (valid if loss_param.get("normalize", True) else shape[0])
+    np.testing.assert_allclose(top[0].data, want.item(), rtol=1e-6)
+    (want * dy).backward()
+    top[0].diff = np.array(dy)
+    bottom_diff = np.zeros(shape)
+    from netspec.blob import Blob
+    bx, bl = Blob("x", x.copy(), np), Blob("l", lab.copy(), np)
+    bx.diff = bottom_diff
+    layer.backward(top, [True, False], [bx, bl])
+    np.testing.assert_allclose(bx.diff, tx.grad.numpy(), rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss_param", [{}, {"ignore_label": 1}])
+def test_softmax_loss_class_weighting_gradient(loss_param):
+    layer, tops = _weighted(loss_param)
+    check_gradients(layer, [rand((2, 4, 3, 2), seed=33), labels((2, 3, 2), 4, seed=34)], tops)
+
+
+def test_softmax_loss_class_weighting_needs_one_weight_per_class():
+    from netspec.errors import SpecError
+    with pytest.raises(SpecError, match="one class_weighting value per class: 5 classes, 4 "
+                                        "values") as e:
+        _weighted({}, (2, 5, 3, 2))
+    assert "loss_param.class_weighting" in e.value.format()
+
+
+def test_softmax_loss_class_weighting_without_the_switch_is_ignored():
+    """As in the fork, class_weighting alone does nothing."""
+    shape = (2, 4, 3, 2)
+    x, lab = rand(shape, seed=35), labels((2, 3, 2), 4, seed=36)
+    plain, tops = make_layer({"type": "SoftmaxWithLoss"}, [shape, lab.shape])
+    only, _ = make_layer({"type": "SoftmaxWithLoss", "loss_param": {"class_weighting": WEIGHTS}},
+                         [shape, lab.shape])
+    assert run_forward(plain, [x, lab], tops)[1][0].data == run_forward(only, [x, lab], tops)[1][0].data

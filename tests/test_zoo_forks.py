@@ -1,6 +1,7 @@
 """Real nets of Caffe's forks that need only the fork layers netspec implements (ReLU6, Permute,
 Normalize, Axpy, Upsample, ShuffleChannel, the depthwise convolutions, Pooling ceil_mode, SSD's
-PriorBox and DetectionOutput, PSPNet's Interp).
+PriorBox and DetectionOutput, PSPNet's Interp; SegNet's BN, un-pooling Upsample,
+DenseImageData and class-weighted SoftmaxWithLoss).
 
 tests/zoo_forks/ holds the prototxt files verbatim (provenance in zoo_forks/SOURCES.tsv, taken
 from the shared caffe-zoo-forks set) and the trained MobileNet-YOLO lane model. The shapes a
@@ -172,3 +173,213 @@ def test_ssd_lite_detects_on_random_weights():
     assert (np.diff(rows[:, 1]) >= 0).all()           # by label, then by descending score
     for label in set(rows[:, 1]):
         assert (np.diff(rows[rows[:, 1] == label, 2]) <= 0).all()
+
+
+# -- SegNet (alexgkendall/SegNet-Tutorial on alexgkendall/caffe-segnet) ---------------------------
+# Its DenseImageData, BN (two blobs), two-bottom un-pooling Upsample, Pooling's mask top and
+# SoftmaxWithLoss class_weighting. No fork recorded their shapes: the expected ones below follow
+# from the architecture (2×2/2 max pooling rounds up; each Upsample restores its pooling's input).
+
+SEGNET = "alexgkendall__SegNet-Tutorial__Models__segnet_{}.prototxt"
+CAMVID_CLASSES = 11
+
+
+def write_dense_set(folder: Path, n: int, height: int, width: int, seed: int = 0) -> Path:
+    """``n`` synthetic (image, label image) PNG pairs and their DenseImageData list: labels are
+    4×4 blocks of random classes 0–10, each image its label's colour from a fixed palette plus
+    noise. (No ignore label 11: the nets' Accuracy layer has no ignore_label, so netspec stops
+    there with an error, where the fork reads past its per-class counts.)"""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, (CAMVID_CLASSES, 3))
+    lines = []
+    for i in range(n):
+        blocks = rng.integers(0, CAMVID_CLASSES, (4, 4))
+        label = blocks.repeat(height // 4, axis=0).repeat(width // 4, axis=1)
+        image = np.clip(palette[label] + rng.normal(0, 8, label.shape + (3,)), 0, 255)
+        Image.fromarray(image.astype(np.uint8)).save(folder / f"im{i}.png")
+        Image.fromarray(label.astype(np.uint8)).save(folder / f"lab{i}.png")
+        lines.append(f"im{i}.png lab{i}.png")
+    (folder / "list.txt").write_text("\n".join(lines) + "\n")
+    return folder / "list.txt"
+
+
+def segnet_text(which: str, listing: Path) -> str:
+    text = (ZOO / SEGNET.format(which)).read_text()
+    for source in ("/SegNet/CamVid/train.txt", "/SegNet/CamVid/test.txt"):
+        text = text.replace(source, str(listing))
+    return text
+
+
+def _segnet_shapes(batch, sizes, pools, upsamples, channels):
+    """Blob shapes of the pooling tops and masks and the upsampling tops: ``sizes`` are the
+    spatial sizes from the input down, one per pooling."""
+    want = {}
+    for k, (name, c) in enumerate(zip(pools, channels)):
+        want[name] = want[f"{name}_mask"] = (batch, c, *sizes[k + 1])
+    for k, name in enumerate(upsamples):
+        want[name] = (batch, channels[len(upsamples) - 1 - k], *sizes[len(upsamples) - 1 - k])
+    return want
+
+
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_segnet_basic_train_builds_with_the_architectures_shapes(phase, tmp_path):
+    """SegNet basic at CamVid's 360×480: four 7×7 conv + BN + ReLU + pool stages (64 channels),
+    then four upsample + conv + BN stages and the 1×1 classifier; 45 is odd, so upsample4's
+    pad_out_h gives 23·2 − 1 = 45 rows."""
+    from PIL import Image  # noqa: F401 - skips below without Pillow
+    listing = write_dense_set(tmp_path, 1, 360, 480)
+    net = build(SEGNET.format("basic_train"), phase, segnet_text("basic_train", listing))
+    sizes = [(360, 480), (180, 240), (90, 120), (45, 60), (23, 30)]
+    want = {"data": (4, 3, 360, 480), "label": (4, 1, 360, 480),
+            "conv_classifier": (4, CAMVID_CLASSES, 360, 480), "loss": (), "accuracy": (),
+            "per_class_accuracy": (CAMVID_CLASSES,)}
+    want |= _segnet_shapes(4, sizes, ["pool1", "pool2", "pool3", "pool4"],
+                           ["upsample4", "upsample3", "upsample2", "upsample1"], [64] * 4)
+    assert {k: net.blobs[k].shape for k in want} == want
+    types = {layer.name: type(layer).__name__ for layer in net.layers}
+    assert types["upsample4"] == "MaxUnpool" and types["conv1_bn"] == "SegNetBN"
+    params = {k: tuple(p.shape) for k, p in net.named_params().items()}
+    assert params["conv1/0"] == (64, 3, 7, 7) and params["conv_classifier/0"] == (11, 64, 1, 1)
+    bn = sorted(k for k in params if k.split("/")[0].endswith("_bn"))
+    assert len(bn) == 16 and all(params[k] == (1, 64, 1, 1) for k in bn)   # 8 BN × 2 blobs
+    assert float(net.named_params()["conv1_bn/1"].data[0, 0, 0, 0]) == pytest.approx(0.001)
+
+
+def test_segnet_inference_builds_with_the_architectures_shapes(tmp_path):
+    """SegNet (VGG-16 encoder, bn_mode INFERENCE) at 360×480: five poolings down to 12×15;
+    upsample5 and upsample4 (tops pool5_D, pool4_D) give their sizes as upsample_h/upsample_w
+    (23×30, 45×60)."""
+    listing = write_dense_set(tmp_path, 1, 360, 480)
+    net = build(SEGNET.format("inference"), "TEST", segnet_text("inference", listing))
+    sizes = [(360, 480), (180, 240), (90, 120), (45, 60), (23, 30), (12, 15)]
+    channels = [64, 128, 256, 512, 512]
+    want = {"data": (1, 3, 360, 480), "prob": (1, CAMVID_CLASSES, 360, 480)}
+    want |= _segnet_shapes(1, sizes, [f"pool{i}" for i in range(1, 6)],
+                           [f"pool{i}_D" for i in range(5, 0, -1)], channels)
+    assert {k: net.blobs[k].shape for k in want} == want
+    bns = [layer for layer in net.layers if layer.type_name == "BN"]
+    assert len(bns) == 25 and all(layer.learn is False for layer in bns)
+    assert all(len(layer.blobs) == 2 for layer in bns)
+
+
+@pytest.mark.parametrize("which", ["basic_train", "inference"])
+def test_segnet_prototxt_yaml_prototxt_is_the_same_net(which, tmp_path):
+    """netspec convert, then netspec export: the same net, SegNet's types and fields included
+    (dense_image_data_param, bn_param's bn_mode and fillers, upsample_param, class_weighting)."""
+    from click.testing import CliRunner
+
+    from netspec.caffe.port import convert_net
+    from netspec.caffe.upgrade import upgrade_net
+    from netspec.cli import main
+
+    name = SEGNET.format(which)
+    convert_net(ZOO / name, tmp_path / "net.yaml")
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "net.yaml"), "-o",
+                                  str(tmp_path / "back.prototxt")])
+    assert r.exit_code == 0, r.output
+    original = upgrade_net(ptx.parse_net((ZOO / name).read_text(), name))[0]
+    assert ptx.parse_net((tmp_path / "back.prototxt").read_text()) == original
+
+
+def test_segnet_basic_trains_on_a_synthetic_dense_set(tmp_path):
+    """SegNet basic as the tutorial ships it (solver and net converted from the prototxt files,
+    only the data path, the iterations and the snapshot folder changed) on 8 synthetic 24×32
+    pairs (24 = 8·3: after three poolings an odd 3 rows, which upsample4's pad_out_h restores):
+    the class-weighted loss falls."""
+    import netspec
+    from netspec.caffe.port import convert_net
+
+    listing = write_dense_set(tmp_path, 8, 24, 32, seed=1)
+    (tmp_path / "train.prototxt").write_text(segnet_text("basic_train", listing))
+    solver_text = (ZOO / SEGNET.format("basic_solver")).read_text().replace(
+        "/SegNet/Models/segnet_basic_train.prototxt", str(tmp_path / "train.prototxt"))
+    (tmp_path / "solver.prototxt").write_text(solver_text)
+    convert_net(tmp_path / "train.prototxt", tmp_path / "train.yaml")
+    t = netspec.solver(tmp_path / "solver.prototxt",
+                       [f"snapshot_prefix={tmp_path / 'snap'}", "snapshot=0", "max_iter=30",
+                        "base_lr=0.01", "random_seed=3", "solver_mode=CPU"])
+    losses = [t.step(1) for _ in range(30)]
+    assert np.isfinite(losses).all()
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert last < 0.5 * first, losses
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes, length_delimited: bool = True) -> bytes:
+    """One protobuf field on the wire: key, then (length +) payload."""
+    key = _varint(number << 3 | (2 if length_delimited else 0))
+    return key + (_varint(len(payload)) if length_delimited else b"") + payload
+
+
+#: SegNet's own layer fields as its fork writes them in a binary NetParameter: bn_param 45
+#: {bn_mode 3, scale_filler 1 {type, value}}, upsample_param 137 {scale 1, pad_out_h 4},
+#: dense_image_data_param 138 {source 1, batch_size 2}, loss_param 101 {ignore_label 1,
+#: weight_by_label_freqs 3, class_weighting 4}: numbers BVLC and netspec give to other fields
+SEGNET_WIRE = {
+    "BN": _field(45, _field(3, _varint(0), False)
+                 + _field(1, _field(1, b"constant") + _field(2, b"\x00\x00\x80\x3f", False)
+                          .replace(_varint(2 << 3 | 0), _varint(2 << 3 | 5)))),
+    "Upsample": _field(137, _field(1, _varint(2), False) + _field(4, _varint(1), False)),
+    "DenseImageData": _field(138, _field(1, b"/SegNet/CamVid/train.txt")
+                             + _field(2, _varint(4), False)),
+    "SoftmaxWithLoss": _field(101, _field(1, _varint(11), False) + _field(3, _varint(1), False)
+                              + _field(4, b"\x00\x00\x80\x3f", False).replace(
+                                  _varint(4 << 3 | 0), _varint(4 << 3 | 5))),
+}
+
+
+def test_segnet_caffemodel_with_the_forks_field_numbers_loads(tmp_path):
+    """A .caffemodel written by SegNet's fork numbers its layer fields against BVLC's and
+    netspec's (bn_param 45, upsample_param 137 = embed_param, dense_image_data_param 138 =
+    tile_param, loss_param's weight_by_label_freqs 3 = normalization): netspec reads only layer
+    names and blobs from it, so every blob loads; and into PSPNet's BN (no SegNet field in the
+    prototxt) the 2-blob layers are an error that says which BN the file holds."""
+    pytest.importorskip("PIL")
+    from netspec.caffe import caffe_pb2
+    from netspec.caffe.export import export_net
+    from netspec.caffe.port import convert_net
+    from netspec.spec import load_net
+
+    listing = write_dense_set(tmp_path, 1, 24, 32)
+    (tmp_path / "net.prototxt").write_text(segnet_text("basic_train", listing))
+    convert_net(tmp_path / "net.prototxt", tmp_path / "net.yaml")
+    net = Net(load_net(tmp_path / "net.yaml"), "TEST", F32, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    weights = {k: rng.standard_normal(p.shape).astype(np.float32)
+               for k, p in net.named_params().items()}
+    np.savez(tmp_path / "w.npz", **weights)
+    export_net(tmp_path / "net.yaml", tmp_path / "out.prototxt", weights=tmp_path / "w.npz",
+               caffemodel=tmp_path / "ours.caffemodel")
+    ours = caffe_pb2.NetParameter.FromString((tmp_path / "ours.caffemodel").read_bytes())
+    body = b""
+    for layer in ours.layer:
+        for block in ("bn_param", "upsample_param", "dense_image_data_param", "loss_param"):
+            layer.ClearField(block)
+        body += _field(100, layer.SerializeToString() + SEGNET_WIRE.get(layer.type, b""))
+    forked = tmp_path / "segnet.caffemodel"
+    forked.write_bytes(_field(1, b"segnet") + body)
+    back = Net(load_net(tmp_path / "net.yaml"), "TEST", F32, np.random.default_rng(2))
+    assert load_weights(back, forked, strict=True) == ([], [])
+    for k, p in back.named_params().items():
+        np.testing.assert_array_equal(p.data, weights[k])
+
+    psp = (tmp_path / "net.prototxt").read_text().replace("shift_filler", "bias_filler") \
+        .replace("scale_filler", "slope_filler")
+    (tmp_path / "psp.prototxt").write_text(psp)
+    convert_net(tmp_path / "psp.prototxt", tmp_path / "psp.yaml")
+    psp_net = Net(load_net(tmp_path / "psp.yaml"), "TEST", F32, np.random.default_rng(0))
+    with pytest.raises(NetspecError, match=r"conv1_bn/2, conv1_bn/3, .*--allow-partial\)\. "
+                                           r"Layers 'conv1_bn', 'conv2_bn', .* \(4 more\): BN "
+                                           r"with 4 blobs here, as PSPNet's BN; the file has 2, "
+                                           r"as SegNet's BN") as e:
+        load_weights(psp_net, forked)
+    assert str(e.value).count("SegNet's BN") == 2          # said once for the 8 layers

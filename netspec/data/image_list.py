@@ -9,7 +9,9 @@ asked, as OpenCV's ``INTER_LINEAR`` (pixel centres aligned, two taps per axis, n
 OpenCV's fixed-point arithmetic; see ``resize_linear``). ``decode_image`` does the same for
 encoded bytes (the ``encoded`` Datums of an LMDB or LevelDB).
 
-``find_image``: where an image named in a list file (ImageData, WindowData) is.
+``read_image_pairs``: SegNet's DenseImageData lists, ``image label_image`` a line.
+
+``find_image``: where an image named in a list file (ImageData, WindowData, DenseImageData) is.
 """
 
 from __future__ import annotations
@@ -31,20 +33,46 @@ class ImageEntry(NamedTuple):
     line: int    # 1-based line of the list file
 
 
-def read_image_list(path: str | Path) -> list[ImageEntry]:
-    """The ``(path, label, line)`` entries of an ImageData ``source`` file, in file order."""
-    path = Path(path)
+class ImagePair(NamedTuple):
+    path: str          # the image, as written in the list
+    label_path: str    # its label image
+    line: int          # 1-based line of the list file
+
+
+def _list_lines(path: Path):
+    """(line number, stripped text) of the non-blank lines of a list file."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError("image list not found", file=str(path)) from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read image list: {e}", file=str(path)) from None
+    lines = [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1)]
+    lines = [(i, line) for i, line in lines if line]
+    if not lines:
+        raise DataError("the image list is empty", file=str(path))
+    return lines
+
+
+def read_image_pairs(path: str | Path) -> list[ImagePair]:
+    """The ``(image, label image, line)`` entries of a DenseImageData ``source`` file (SegNet:
+    two whitespace-separated paths a line), in file order."""
+    path = Path(path)
     out = []
-    for i, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
+    for i, line in _list_lines(path):
+        parts = line.split()
+        if len(parts) != 2:
+            raise DataError(f"expected 'image label_image' (two paths), got {line!r}",
+                            file=str(path), line=i)
+        out.append(ImagePair(parts[0], parts[1], i))
+    return out
+
+
+def read_image_list(path: str | Path) -> list[ImageEntry]:
+    """The ``(path, label, line)`` entries of an ImageData ``source`` file, in file order."""
+    path = Path(path)
+    out = []
+    for i, line in _list_lines(path):
         parts = line.rsplit(None, 1)
         if len(parts) != 2:
             raise DataError(f"expected 'path label', got {line!r}", file=str(path), line=i)
@@ -54,8 +82,6 @@ def read_image_list(path: str | Path) -> list[ImageEntry]:
             raise DataError(f"the label {parts[1]!r} is not an integer (a line is 'path label')",
                             file=str(path), line=i) from None
         out.append(ImageEntry(parts[0], label, i))
-    if not out:
-        raise DataError("the image list is empty", file=str(path))
     return out
 
 
@@ -77,8 +103,10 @@ def find_image(name: str, listing: Path, net_dir: Path | None, line: int) -> Pat
 
 
 def load_image(path: str | Path, is_color: bool = True, new_height: int = 0,
-               new_width: int = 0) -> np.ndarray:
-    """One image file -> uint8 (C, H, W): B, G, R planes (``is_color``) or 1 grey plane."""
+               new_width: int = 0, nearest: bool = False) -> np.ndarray:
+    """One image file -> uint8 (C, H, W): B, G, R planes (``is_color``) or 1 grey plane;
+    resized with ``resize_nearest`` instead of ``resize_linear`` when ``nearest`` (label
+    images)."""
     Image = _pil()
     try:
         with Image.open(path) as img:
@@ -91,7 +119,7 @@ def load_image(path: str | Path, is_color: bool = True, new_height: int = 0,
     except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for bad files
         raise DataError(f"cannot read image: {e}", file=str(path)) from None
     if new_height > 0 and new_width > 0:
-        a = resize_linear(a, new_height, new_width)
+        a = (resize_nearest if nearest else resize_linear)(a, new_height, new_width)
     return a
 
 
@@ -183,3 +211,12 @@ def resize_linear(a: np.ndarray, height: int, width: int) -> np.ndarray:
     r0, r1 = rows[:, y0, :] >> 4, rows[:, y1, :] >> 4
     out = (((b0[None, :, None] * r0) >> 16) + ((b1[None, :, None] * r1) >> 16) + 2) >> 2
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def resize_nearest(a: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(C, H, W) -> (C, height, width) as OpenCV's ``cv::resize(..., INTER_NEAREST)``: output
+    pixel (y, x) is input pixel (min(floor(y·H/height), H − 1), min(floor(x·W/width), W − 1))."""
+    c, h, w = a.shape
+    rows = np.minimum(np.floor(np.arange(height) * (h / height)).astype(np.int64), h - 1)
+    cols = np.minimum(np.floor(np.arange(width) * (w / width)).astype(np.int64), w - 1)
+    return a[:, rows[:, None], cols[None, :]]

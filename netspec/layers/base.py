@@ -106,6 +106,11 @@ class Layer(abc.ABC):
         except Exception:  # noqa: BLE001 - required fields missing
             raise self.error(f"needs a '{self.param_block}' block", field=self.param_block) from None
 
+    def weights_hint(self, arrays) -> str | None:
+        """A sentence for a weights file whose ``layer/index`` arrays do not fit this layer's
+        blobs in a way the layer can explain (another layer under the same type name); None."""
+        return None
+
     # -- helpers for subclasses ------------------------------------------------------------
 
     def spatial_pair(self, values, h, w, name: str, default) -> tuple[int, int]:

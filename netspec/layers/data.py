@@ -64,6 +64,8 @@ class Data(Layer):
     min_tops = 1
     max_tops = 2
     has_backward = False
+    #: the block's own scale, crop_size, mirror, mean_file stand in for transform_param's
+    legacy_transform_fields = True
 
     def setup(self, bottom_shapes):
         p = self.p
@@ -94,12 +96,12 @@ class Data(Layer):
         """Read ``transform_param`` (falling back to the legacy fields of ``block``: scale,
         crop_size, mirror, mean_file) for records of ``shape``; the transformed shape."""
         tp = self.lp.transform_param
-        p = self.p
-        self.scale = (tp.scale if tp else 1.0) * p.scale
-        self.crop = (tp.crop_size if tp else 0) or p.crop_size
-        self.mirror = (tp.mirror if tp else False) or p.mirror
+        p = self.p if self.legacy_transform_fields else None
+        self.scale = (tp.scale if tp else 1.0) * (p.scale if p else 1.0)
+        self.crop = (tp.crop_size if tp else 0) or (p.crop_size if p else 0)
+        self.mirror = (tp.mirror if tp else False) or (p.mirror if p else False)
         mean = list(tp.mean_value) if tp else []
-        mean_file = (tp.mean_file if tp else None) or p.mean_file
+        mean_file = (tp.mean_file if tp else None) or (p.mean_file if p else None)
         mean_field = "transform_param.mean_file" if tp and tp.mean_file else f"{block}.mean_file"
         if self.crop and len(shape) != 3:
             raise self.spec_error("crop_size needs image (C, H, W) records", field="transform_param.crop_size")

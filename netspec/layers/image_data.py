@@ -1,4 +1,5 @@
-"""ImageData: Caffe's layer that reads images listed in a text file."""
+"""ImageData: Caffe's layer that reads images listed in a text file; SegNet's DenseImageData
+(images with per-pixel label images)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.image_list import find_image, load_image, read_image_list
+from ..data.image_list import find_image, load_image, read_image_list, read_image_pairs
 from ..data.sources import resolve_file
 from ..errors import DataError
 from .data import Data
@@ -114,3 +115,116 @@ class ImageData(Data):
             out = np.concatenate([self._transform(a[None]) for a in images])
         top[0].data[...] = self.backend.asarray(out)
         top[1].data[...] = self.backend.asarray(self.labels[idx])
+
+
+@register("DenseImageData")
+class DenseImageData(ImageData):
+    """SegNet's ``DenseImageDataLayer`` (alexgkendall/caffe-segnet): batches of images and their
+    per-pixel label images, listed as ``image label_image`` lines (whitespace-separated paths).
+
+    ``dense_image_data_param``: ``source``, ``batch_size``, ``root_folder`` (prepended to both
+    paths), ``shuffle``, ``rand_skip``, ``is_color`` and ``new_height``/``new_width`` as
+    ImageData's; the label image is read grey and resized with nearest neighbours (OpenCV's
+    INTER_NEAREST, as the fork does), never interpolated. Per image, ``mirror`` flips both
+    images left-right with probability 1/2 and ``crop_height``/``crop_width`` cut the same
+    random window of both. Then the image goes through ``transform_param`` (mean, scale);
+    the label keeps its pixel values. ``transform_param``'s ``mirror`` and ``crop_size`` are
+    refused, as the fork refuses them (they would move the image without its label).
+
+    Tops: data (batch, C, H, W), label (batch, 1, H, W) as floats. Every image (after resizing)
+    must have the first one's size, and its label image the same height and width (the fork
+    also takes images of several sizes with batch_size 1, reshaping its tops per batch).
+    """
+
+    param_block = "dense_image_data_param"
+    legacy_transform_fields = False
+
+    def setup(self, bottom_shapes):
+
+        p = self.p
+        field = "dense_image_data_param"
+        for a, b in (("new_height", "new_width"), ("crop_height", "crop_width")):
+            if (getattr(p, a) > 0) != (getattr(p, b) > 0):
+                raise self.spec_error(f"set {a} and {b} together (or neither)", field=f"{field}.{a}")
+        tp = self.lp.transform_param
+        for f in ("mirror", "crop_size"):
+            if tp is not None and getattr(tp, f):
+                raise self.spec_error(
+                    f"transform_param.{f} would move the image without its label image: use "
+                    f"dense_image_data_param.{'mirror' if f == 'mirror' else 'crop_height/crop_width'}",
+                    field=f"transform_param.{f}")
+        net_dir = self.net_dir
+        listing = resolve_file(p.source, net_dir)
+        try:
+            pairs = read_image_pairs(listing)
+        except DataError as e:
+            raise self.error(e.format(), field=f"{field}.source", cls=DataError) from None
+        self.entries = pairs
+        self.files = [self._find_path(e.path, e.line, listing, net_dir) for e in pairs]
+        self.label_files = [self._find_path(e.label_path, e.line, listing, net_dir) for e in pairs]
+        self.n = len(pairs)
+        self.cursor = 0
+        self.epoch = 0
+        self.order = self._new_order()
+        if p.rand_skip:
+            skip = int(self.rng.integers(p.rand_skip))
+            if skip >= self.n:
+                raise self.error(f"rand_skip drew {skip} but the list has only {self.n} images",
+                                 field=f"{field}.rand_skip", cls=DataError)
+            self.cursor = skip
+        image, label = self._read_pair(int(self.order[self.cursor]))
+        self.first_shape = tuple(image.shape)
+        C, H, W = self.first_shape
+        if p.crop_height:
+            if p.crop_height > H or p.crop_width > W:
+                raise self.spec_error(f"crop {p.crop_height}×{p.crop_width} is larger than the "
+                                      f"images ({H}×{W})", field=f"{field}.crop_height")
+            H, W = p.crop_height, p.crop_width
+        shape = self._setup_transform((C, H, W), field)
+        return [(p.batch_size,) + tuple(shape), (p.batch_size, 1, H, W)]
+
+    def _find_path(self, name: str, line: int, listing: Path, net_dir: Path | None) -> Path:
+
+        try:
+            return find_image(self.p.root_folder + name, listing, net_dir, line)
+        except DataError as e:
+            raise self.error(e.format(), field="dense_image_data_param.source",
+                             cls=DataError) from None
+
+    def _read_pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image i (C, H, W) and its label image (1, H, W), resized, sizes checked."""
+        p = self.p
+        where = f"(line {self.entries[i].line} of the image list)"
+        try:
+            image = load_image(self.files[i], p.is_color, p.new_height, p.new_width)
+            label = load_image(self.label_files[i], False, p.new_height, p.new_width,
+                               nearest=True)
+        except DataError as e:
+            raise self.error(f"{e.format()} {where}", field="dense_image_data_param.source",
+                             cls=DataError) from None
+        first = getattr(self, "first_shape", image.shape)
+        if label.shape[1:] != image.shape[1:] or image.shape != first:
+            raise self.error(
+                f"image '{self.files[i]}' is {'×'.join(map(str, image.shape))} and its label "
+                f"image {'×'.join(map(str, label.shape))} {where}: the label image must have "
+                f"the image's height and width, and every image the first one's size "
+                f"{'×'.join(map(str, first))} (set new_height/new_width)",
+                field="dense_image_data_param.source", cls=DataError)
+        return image, label
+
+    def forward(self, bottom, top):
+        p = self.p
+        images, labels = [], []
+        for i in self.next_indices():
+            image, label = self._read_pair(int(i))
+            if p.mirror and self.rng.integers(2):
+                image, label = image[..., ::-1], label[..., ::-1]
+            if p.crop_height:
+                h0 = int(self.rng.integers(image.shape[1] - p.crop_height + 1))
+                w0 = int(self.rng.integers(image.shape[2] - p.crop_width + 1))
+                window = (slice(None), slice(h0, h0 + p.crop_height), slice(w0, w0 + p.crop_width))
+                image, label = image[window], label[window]
+            images.append(image)
+            labels.append(label)
+        top[0].data[...] = self.backend.asarray(self._transform(np.stack(images)))
+        top[1].data[...] = self.backend.asarray(np.stack(labels).astype(np.float32))

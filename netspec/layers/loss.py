@@ -15,8 +15,9 @@ import numpy
 from ..caffe import pb2
 from ..caffe.caffemodel import blob_to_array
 from ..errors import DataError, NetspecError
-from ..spec.params import LossParameter
-from .base import Layer, canonical_axis, checked_axis, legacy_dim, proto_float
+from ..spec.params import FillerParameter, LossParameter
+from .base import (Layer, add_param_diff, canonical_axis, check_indices, checked_axis, legacy_dim,
+                   proto_float, scatter_add)
 from .neuron import sigmoid
 from .registry import register
 
@@ -92,6 +93,57 @@ class EuclideanLoss(Layer):
             if propagate_down[i]:
                 alpha = sign * top[0].diff / self.num
                 bottom[i].diff[...] = (alpha * self.diff).reshape(bottom[i].shape)
+
+
+@register("CenterLoss")
+class CenterLoss(Layer):
+    """The center loss of ydwen/caffe-face (Wen et al., "A Discriminative Feature Learning
+    Approach for Deep Face Recognition"): loss = Σ_i ‖x_i − c_{y_i}‖² / (2M).
+
+    Bottoms: features, flattened from ``center_loss_param.axis`` into M vectors of K values,
+    and M labels in [0, num_output). Blob: the centers c (num_output, K), ``center_filler``
+    (default constant 0). Backward: ∂x_i = w·(x_i − c_{y_i}) / M (w = top[0].diff, the loss
+    weight). The centers' diff is the fork's update rule, not a gradient of the loss:
+    Δc_j = Σ_{y_i = j} (c_j − x_i) / (1 + n_j), n_j the number of samples of class j in the
+    batch, independent of the loss weight; the solver then moves c_j by −lr·lr_mult·Δc_j.
+    No gradient to the labels.
+    """
+
+    param_block = "center_loss_param"
+    exact_bottoms = 2
+    exact_tops = 1
+    is_loss = True
+    no_grad_bottoms = (1,)
+
+    def setup(self, bottom_shapes):
+        p = self.p
+        feats, labels = (tuple(s) for s in bottom_shapes)
+        axis = checked_axis(self, p.axis, len(feats), "center_loss_param.axis")
+        M, K = math.prod(feats[:axis]), math.prod(feats[axis:])
+        if math.prod(labels) != M:
+            raise self.error(f"the labels bottom {labels} must hold one label per feature vector "
+                             f"({M} = the product of {feats[:axis]})", field="bottom")
+        self.M, self.K, self.N = M, K, int(p.num_output)
+        self.add_param((self.N, K), p.center_filler or FillerParameter(), "centers")
+        return [()]
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        x = bottom[0].data.reshape(self.M, self.K)
+        labels = bottom[1].data.reshape(self.M)
+        check_indices(self, labels, self.N, "the labels", integral=True)
+        self.labels = labels.astype(xp.int64)
+        self.distance = x - self.blobs[0].data[self.labels]
+        top[0].data[...] = (self.distance * self.distance).sum() / self.M / 2
+
+    def backward(self, top, propagate_down, bottom):
+        xp = self.xp
+        sums = xp.zeros((self.N, self.K), dtype=self.dtype)
+        scatter_add(xp, sums, self.labels, self.distance)
+        counts = xp.bincount(self.labels, minlength=self.N).astype(self.dtype)
+        add_param_diff(self.blobs[0], -sums / (1 + counts)[:, None])
+        if propagate_down[0]:
+            bottom[0].diff[...] = (top[0].diff / self.M * self.distance).reshape(bottom[0].shape)
 
 
 @register("SmoothL1Loss")
@@ -189,6 +241,7 @@ class Accuracy(Layer):
         ignore = self.p.ignore_label
         valid = (label != ignore) if ignore is not None else xp.ones(label.shape, dtype=bool)
         label = xp.where(valid, label, 0)
+        check_indices(self, label, channels, "the labels (but ignore_label)", integral=False)
         true_score = xp.take_along_axis(scores, label, axis=1)
         correct = ((scores >= true_score).sum(axis=1, keepdims=True) <= self.p.top_k) & valid
         dt = self.dtype

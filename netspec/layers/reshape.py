@@ -1,6 +1,6 @@
 """Layers that change a blob's shape or extent: Flatten, Reshape, Crop, Tile; from the forks,
-SSD's Permute, the YOLO forks' nearest Upsample, ShuffleNet's ShuffleChannel, PSPNet's
-bilinear Interp.
+SSD's Permute, the YOLO forks' nearest Upsample and SegNet's un-pooling one (MaxUnpool),
+ShuffleNet's ShuffleChannel, PSPNet's bilinear Interp.
 """
 
 from __future__ import annotations
@@ -248,9 +248,9 @@ class Upsample(Layer):
     YOLOv3 ports): one bottom (N, C, H, W) -> (N, C, s·H, s·W), s = ``upsample_param.scale``,
     y[n, c, h, w] = x[n, c, h // s, w // s]. Backward: ∂x = the sum of ∂y over each s×s block.
 
-    SegNet's layer of the same name (alexgkendall/caffe-segnet: two bottoms, the pooled blob and
-    its max-pooling mask, and ``upsample_h``/``scale_h``… fields) un-pools instead; netspec does
-    not implement it and refuses such a layer by name.
+    A layer of this type with two bottoms is SegNet's un-pooling ``Upsample``
+    (alexgkendall/caffe-segnet): ``MaxUnpool`` below. The YOLO layer with SegNet's fields
+    (``upsample_h``, ``scale_h``, ``pad_out_h`` …) is an error naming SegNet's layer.
     """
 
     param_block = "upsample_param"
@@ -258,16 +258,19 @@ class Upsample(Layer):
     max_bottoms = 2
     exact_tops = 1
 
+    def __new__(cls, lp, *args, **kwargs):
+        if cls is Upsample and len(lp.bottom) == 2:
+            cls = MaxUnpool
+        return super().__new__(cls)
+
     def check_arity(self, n_bottoms, n_tops):
         segnet = [f for f in SEGNET_UPSAMPLE_FIELDS if f in self.p.model_fields_set]
-        if n_bottoms == 2 or segnet:
-            why = (f"{n_bottoms} bottoms" if n_bottoms == 2 else
-                   f"upsample_param.{segnet[0]}")
+        if segnet and n_bottoms == 1:
             raise self.spec_error(
-                f"this is SegNet's Upsample ({why}): max-unpooling with the pooling mask as "
-                "a second bottom (alexgkendall/caffe-segnet), which netspec does not implement. "
-                "netspec's Upsample is the YOLO forks' nearest-neighbour one: one bottom and "
-                "upsample_param.scale", field="bottom" if n_bottoms == 2 else "upsample_param")
+                f"upsample_param.{segnet[0]} is a field of SegNet's un-pooling Upsample "
+                "(alexgkendall/caffe-segnet), which takes two bottoms: the pooled blob and its "
+                "max-pooling mask. With one bottom this is the YOLO forks' nearest-neighbour "
+                "Upsample, which reads upsample_param.scale only", field="upsample_param")
         super().check_arity(n_bottoms, n_tops)
 
     def setup(self, bottom_shapes):
@@ -290,6 +293,100 @@ class Upsample(Layer):
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             top[0].diff.reshape(self.view).sum(axis=(3, 5), out=bottom[0].diff)
+
+
+class MaxUnpool(Upsample):
+    """SegNet's ``Upsample`` (alexgkendall/caffe-segnet ``UpsampleLayer``): max-unpooling.
+
+    Bottoms: x (N, C, H, W) and its max-pooling mask (same shape: the flat index h·W_out + w of
+    each value's position in the output plane, as Pooling's second top writes it). Top
+    (N, C, H_out, W_out), zero except y[n, c].flat[mask[n, c, i]] = x[n, c].flat[i]; where two
+    values name one position (overlapping pooling windows) the later in row-major order wins,
+    as in the fork's loop (on a GPU, as in the fork's CUDA kernel, which one is unspecified). Backward: ∂x[n, c].flat[i] = ∂y[n, c].flat[mask[n, c, i]] (the fork's
+    gather: each of such duplicates receives the position's whole diff); none to the mask.
+
+    Output size (the fork's rules): ``upsample_h`` × ``upsample_w`` (both, each > 1); else
+    H·scale_h − pad_out_h by W·scale_w − pad_out_w, with ``scale_h``/``scale_w`` (both, each > 1,
+    ``scale`` not set) or ``scale`` for both (here default 2, the fork's default); ``pad_out_*``
+    only with a scale of 2. A mask value outside the output plane is an error naming the layer.
+    """
+
+    min_bottoms = 2
+    max_bottoms = 2
+    no_grad_bottoms = (1,)
+
+    def check_arity(self, n_bottoms, n_tops):
+        Layer.check_arity(self, n_bottoms, n_tops)
+
+    def _output_size(self, H, W) -> tuple[int, int]:
+        p = self.p
+        given = p.model_fields_set
+        if "upsample_h" in given or "upsample_w" in given:
+            if not ("upsample_h" in given and "upsample_w" in given):
+                raise self.spec_error("set upsample_h and upsample_w together",
+                                      field="upsample_param.upsample_h")
+            for f in ("upsample_h", "upsample_w"):
+                if getattr(p, f) <= 1:
+                    raise self.spec_error(f"{f} must be greater than 1, got {getattr(p, f)}",
+                                          field=f"upsample_param.{f}")
+            return p.upsample_h, p.upsample_w
+        if "scale_h" in given or "scale_w" in given:
+            if not ("scale_h" in given and "scale_w" in given) or "scale" in given:
+                raise self.spec_error(
+                    "give the output size as upsample_h and upsample_w, or the factors as "
+                    "scale alone or as scale_h and scale_w together (not with scale)",
+                    field="upsample_param.scale_h")
+            sh, sw = p.scale_h, p.scale_w
+        else:
+            sh = sw = p.scale if "scale" in given else 2
+        for f, v in (("scale_h", sh), ("scale_w", sw)):
+            if v <= 1:
+                name = f if f in given else "scale"
+                raise self.spec_error(f"{name} must be greater than 1, got {v}",
+                                      field=f"upsample_param.{name}")
+        for f, v in (("pad_out_h", sh), ("pad_out_w", sw)):
+            if getattr(p, f) and v != 2:
+                raise self.spec_error(f"{f} needs a scale of 2 (got {v}): otherwise the output "
+                                      "size is ill-defined", field=f"upsample_param.{f}")
+        return H * sh - int(p.pad_out_h), W * sw - int(p.pad_out_w)
+
+    def setup(self, bottom_shapes):
+        N, C, H, W = self.nchw(bottom_shapes[0])
+        mask = tuple(bottom_shapes[1])
+        if mask != (N, C, H, W):
+            raise self.error(f"the mask (bottom 1, shape {mask}) must have the shape of bottom 0 "
+                             f"{(N, C, H, W)}", field="bottom")
+        Ho, Wo = self._output_size(H, W)
+        self.planes = (N * C, H * W)
+        self.plane_out = Ho * Wo
+        # flat index of each plane's first output value
+        self._plane_base = self.backend.asarray(
+            numpy.arange(N * C, dtype=numpy.int64).reshape(-1, 1) * self.plane_out,
+            dtype=numpy.int64)
+        return [(N, C, Ho, Wo)]
+
+    def _indices(self, mask):
+        """Flat top indices of every bottom value; an error when the mask leaves the plane."""
+        xp = self.xp
+        idx = mask.reshape(self.planes).astype(xp.int64)
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= self.plane_out:
+            bad = hi if hi >= self.plane_out else lo
+            raise self.error(f"mask index {bad} is outside the {self.plane_out} positions of the "
+                             "output plane: the upsample size must match the input of the "
+                             "pooling layer that made the mask", field="upsample_param")
+        return self._plane_base + idx
+
+    def forward(self, bottom, top):
+        self.idx = self._indices(bottom[1].data)
+        y = top[0].data.reshape(-1)
+        y[...] = 0
+        y[self.idx.reshape(-1)] = bottom[0].data.reshape(-1)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = top[0].diff.reshape(-1).take(
+                self.idx.reshape(-1)).reshape(bottom[0].shape)
 
 
 @register("ShuffleChannel")

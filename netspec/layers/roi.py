@@ -1,4 +1,5 @@
-"""Region-of-interest layers: py-faster-rcnn's ROIPooling (rbgirshick/caffe-fast-rcnn).
+"""Region-of-interest layers: py-faster-rcnn's ROIPooling (rbgirshick/caffe-fast-rcnn) and
+R-FCN's position-sensitive PSROIPooling (daijifeng001/caffe-rfcn).
 
 ROIPooling max-pools each region of interest of a feature map into a fixed grid of bins. The
 region's corners are the fork's: ``round(coordinate · spatial_scale)`` (C's round, halves away
@@ -140,3 +141,114 @@ class ROIPooling(Layer):
         hit = self.argmax >= 0
         scatter_add(xp, dx.reshape(-1), xp.where(hit, self.argmax, 0).reshape(-1),
                     xp.where(hit, top[0].diff, 0).reshape(-1))
+
+
+def psroi_bins(rois: numpy.ndarray, spatial_scale: float, group: int,
+               size: tuple[int, int], dtype) -> tuple[numpy.ndarray, ...]:
+    """R-FCN's bin boundaries of each region, clipped to the map: (batch index (R,), hstart,
+    hend (R, G), wstart, wend (R, G)), all int64. The region spans round(x1)·scale to
+    (round(x2) + 1)·scale (C's round), at least 0.1 wide; bin k spans floor(k·w/G + start) to
+    ceil((k + 1)·w/G + start), in the net's dtype as the fork's ``Dtype``."""
+    dt = numpy.dtype(dtype).type
+    r = rois.astype(dt, copy=False)
+    scale = dt(spatial_scale)
+    k = numpy.arange(group, dtype=dt)
+    out = [numpy.trunc(r[:, 0]).astype(numpy.int64)]
+    for lo_col, hi_col, limit in ((2, 4, size[0]), (1, 3, size[1])):
+        start = c_round(r[:, lo_col]).astype(dt) * scale
+        end = (c_round(r[:, hi_col]) + dt(1)).astype(dt) * scale
+        extent = numpy.maximum(end - start, dt(0.1))
+        bin_size = extent / dt(group)
+        lo = numpy.floor(k[None, :] * bin_size[:, None] + start[:, None]).astype(numpy.int64)
+        hi = numpy.ceil((k[None, :] + dt(1)) * bin_size[:, None] + start[:, None]).astype(numpy.int64)
+        out.append(numpy.clip(lo, 0, limit))
+        out.append(numpy.clip(hi, 0, limit))
+    return tuple(out)
+
+
+@register("PSROIPooling")
+class PSROIPooling(Layer):
+    """R-FCN's position-sensitive RoI pooling (``psroi_pooling_param``: spatial_scale,
+    output_dim, group_size G; daijifeng001/caffe-rfcn).
+
+    Bottoms: score maps (N, output_dim·G², H, W) and rois (R, 5), rows [batch index, x1, y1, x2,
+    y2] in image coordinates. Top (R, output_dim, G, G): bin (i, j) of channel k averages
+    channel (k·G + i)·G + j of the region's image over the bin (``psroi_bins``); an empty bin
+    gives 0. Backward: each top cell's gradient divided by its bin's area to every cell of the
+    bin; none to the rois.
+
+    Computed with summed-area tables (in float64): each bin sum is four lookups, and the
+    backward scatters ±∂y/area to the four corners and sums them back (the table's adjoint).
+    """
+
+    param_block = "psroi_pooling_param"
+    exact_bottoms = 2
+    exact_tops = 1
+    no_grad_bottoms = (1,)
+
+    def setup(self, bottom_shapes):
+        p = self.p
+        for field in ("output_dim", "group_size"):
+            if getattr(p, field) <= 0:
+                raise self.spec_error(f"{field} must be > 0",
+                                      field=f"psroi_pooling_param.{field}")
+        feats, rois = (tuple(s) for s in bottom_shapes)
+        if len(feats) != 4:
+            raise self.error(f"the score maps bottom must be 4-D (N, C, H, W), got {feats}")
+        G, K = int(p.group_size), int(p.output_dim)
+        if feats[1] != K * G * G:
+            raise self.spec_error(f"the score maps have {feats[1]} channels; output_dim {K} × "
+                                  f"group_size² {G * G} = {K * G * G} needed",
+                                  field="psroi_pooling_param.output_dim")
+        num = legacy_dim(rois, 0)
+        if math.prod(rois) != 5 * num:
+            raise self.error(f"the rois bottom must hold 5 values per region "
+                             f"[batch index, x1, y1, x2, y2], got shape {rois}")
+        self.group, self.dim = G, K
+        return [(num, K, G, G)]
+
+    def _corners(self, rois, N, H, W):
+        """Flat indices into the (N, C, H + 1, W + 1) table of each top cell's four corners
+        (R, K, G, G) — (hs, ws), (hs, we), (he, ws), (he, we) — and 1/area (0 when empty)."""
+        xp, G, K = self.xp, self.group, self.dim
+        b, hs, he, ws, we = psroi_bins(rois, self.p.spatial_scale, G, (H, W), self.dtype)
+        bad = (b < 0) | (b >= N)
+        if bad.any():
+            i = int(numpy.flatnonzero(bad)[0])
+            raise self.error(f"region {i} has batch index {rois[i, 0]:g}, outside the "
+                             f"score maps' batch of {N}")
+        area = (he - hs)[:, :, None] * (we - ws)[:, None, :]               # (R, G, G)
+        inv = numpy.where(area > 0, 1.0 / numpy.maximum(area, 1), 0.0)
+        c = (numpy.arange(K)[:, None, None] * G + numpy.arange(G)[:, None]) * G \
+            + numpy.arange(G)                                              # (K, G, G)
+        plane = (b[:, None, None, None] * (K * G * G) + c[None]) * ((H + 1) * (W + 1))
+        rows = [hs[:, None, :, None], he[:, None, :, None]]
+        cols = [ws[:, None, None, :], we[:, None, None, :]]
+        corners = [xp.asarray(plane + r * (W + 1) + q) for r in rows for q in cols]
+        return corners, xp.asarray(inv[:, None].astype(numpy.float64))
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        x = bottom[0].data
+        N, C, H, W = x.shape
+        rois = to_numpy(bottom[1].data).reshape(-1, 5)
+        self.corners, self.inv_area = self._corners(rois, N, H, W)
+        table = xp.zeros((N, C, H + 1, W + 1), dtype=numpy.float64)
+        table[:, :, 1:, 1:] = x.astype(numpy.float64).cumsum(axis=2).cumsum(axis=3)
+        t = table.reshape(-1)
+        a, b_, c, d = (t.take(i) for i in self.corners)
+        top[0].data[...] = ((d - b_ - c + a) * self.inv_area).astype(self.dtype)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        xp = self.xp
+        N, C, H, W = bottom[0].shape
+        g = top[0].diff.astype(numpy.float64) * self.inv_area
+        table = xp.zeros((N, C, H + 1, W + 1), dtype=numpy.float64)
+        flat = table.reshape(-1)
+        for index, sign in zip(self.corners, (1, -1, -1, 1)):
+            scatter_add(xp, flat, index.reshape(-1), (sign * g).reshape(-1))
+        # ∂S[h', w'] / ∂x[h, w] = 1 for h < h', w < w': sums over the corners beyond each cell
+        dx = table[:, :, ::-1, ::-1].cumsum(axis=2).cumsum(axis=3)[:, :, ::-1, ::-1]
+        bottom[0].diff[...] = dx[:, :, 1:, 1:].astype(self.dtype)

@@ -75,8 +75,14 @@ class SoftmaxWithLoss(Layer):
     NONE 1. The legacy ``normalize`` (true → VALID, false → BATCH_SIZE) applies when
     ``normalization`` is not set, as in Caffe.
 
-    Backward (bottom 0 only): dx = (p − onehot(label)) · valid · loss_weight / normaliser,
-    loss_weight = top[0].diff. On a GPU both passes run as fused CUDA kernels (``softmax_cuda.py``).
+    SegNet's class weighting (``loss_param.weight_by_label_freqs`` with one
+    ``class_weighting`` value w_c per class; alexgkendall/caffe-segnet): each position's term is
+    multiplied by w[label], the normaliser stays the count above (not Σ w), and so is its
+    gradient. ``class_weighting`` without ``weight_by_label_freqs`` is ignored, as in the fork.
+
+    Backward (bottom 0 only): dx = (p − onehot(label)) · valid · w[label] · loss_weight /
+    normaliser, loss_weight = top[0].diff. On a GPU both passes run as fused CUDA kernels
+    (``softmax_cuda.py``), except with class weights (then as on the CPU, in CuPy).
     """
 
     extra_blocks = ("softmax_param",)  # read directly, with loss_param; no param_block
@@ -99,7 +105,17 @@ class SoftmaxWithLoss(Layer):
             self.normalization = "VALID" if lossp.normalize else "BATCH_SIZE"
         n_tops = max(len(self.lp.top), 1)
         outer, channels, inner = self.view
-        if self.backend.is_gpu:           # fused CUDA kernels (softmax_cuda.py): their buffers
+        self.class_weights = None
+        if lossp.weight_by_label_freqs:
+            if len(lossp.class_weighting) != channels:
+                raise self.spec_error(
+                    f"weight_by_label_freqs needs one class_weighting value per class: "
+                    f"{channels} classes, {len(lossp.class_weighting)} values",
+                    field="loss_param.class_weighting")
+            self.class_weights = self.backend.asarray(
+                numpy.asarray(lossp.class_weighting, dtype=numpy.float32))
+        self.fused = self.backend.is_gpu and self.class_weights is None
+        if self.fused:                    # fused CUDA kernels (softmax_cuda.py): their buffers
             self._prob = self.backend.empty(self.view)
             self._logp = self.backend.empty((outer, inner))
             self._valid = self.backend.empty((outer, inner))
@@ -107,7 +123,8 @@ class SoftmaxWithLoss(Layer):
             # flat index of (o, class 0, i) in the (outer, C, inner) scores: + label·inner
             # picks each position's label entry with one take
             rows = numpy.arange(outer, dtype=numpy.int64).reshape(-1, 1) * (channels * inner)
-            self._flat_base = rows + numpy.arange(inner, dtype=numpy.int64).reshape(1, -1)
+            self._flat_base = self.backend.asarray(
+                rows + numpy.arange(inner, dtype=numpy.int64).reshape(1, -1), dtype=numpy.int64)
         return [()] + [shape] * (n_tops - 1)
 
     def _normalizer(self, valid_count):
@@ -122,7 +139,7 @@ class SoftmaxWithLoss(Layer):
     def forward(self, bottom, top):
         xp = self.xp
         outer, _, inner = self.view
-        if self.backend.is_gpu:
+        if self.fused:
             return self._forward_gpu(bottom, top)
         prob = softmax(xp, bottom[0].data.reshape(self.view))
         label = bottom[1].data.reshape(outer, inner).astype(xp.int64)
@@ -134,6 +151,10 @@ class SoftmaxWithLoss(Layer):
         logp = xp.log(xp.maximum(p_label, FLT_MIN))
         if valid is not None:
             logp = xp.where(valid, logp, 0)
+        self.label_weight = None
+        if self.class_weights is not None:
+            self.label_weight = self.class_weights.take(label)
+            logp = logp * self.label_weight
         self.prob, self.picked, self.valid = prob, picked, valid
         self.norm = self._normalizer(valid.sum() if valid is not None else None)
         top[0].data[...] = -logp.sum() / self.norm
@@ -156,7 +177,7 @@ class SoftmaxWithLoss(Layer):
         if not propagate_down[0]:
             return
         outer, _, inner = self.view
-        if self.backend.is_gpu:
+        if self.fused:
             softmax_cuda.softmax_loss_backward(self._prob, self._label, top[0].diff / self.norm,
                                             bottom[0].diff.reshape(self.view), self.view[1],
                                             inner, self.ignore_label)
@@ -167,4 +188,6 @@ class SoftmaxWithLoss(Layer):
         flat[self.picked] -= 1                                 # p − onehot(label)
         if self.valid is not None:
             dx *= self.valid.reshape(outer, 1, inner)
+        if self.label_weight is not None:
+            dx *= self.label_weight.reshape(outer, 1, inner)
         dx *= top[0].diff / self.norm

@@ -1,6 +1,6 @@
-"""The forks' ``BN`` layer message: PSPNet's (hszhao/PSPNet, after yjxiong/caffe), with the
-fields of SegNet's same-named layer (alexgkendall/caffe-segnet) accepted so that the layer can
-name that fork when it refuses it.
+"""The forks' ``BN`` layer message: the fields of PSPNet's (hszhao/PSPNet, after yjxiong/caffe)
+and of SegNet's same-named layer (alexgkendall/caffe-segnet); the fields a layer sets say which
+of the two it is (``netspec.layers.batch_norm_forks``).
 
 Field for field as in the forks' ``caffe.proto``, with their defaults."""
 
@@ -18,7 +18,9 @@ class BNParameter(Message):
     PSPNet: ``slope_filler`` (1), ``bias_filler`` (2), ``momentum`` (3), ``eps`` (4),
     ``frozen`` (5), ``engine`` (6). SegNet numbers ``scale_filler`` 1, ``shift_filler`` 2 and
     ``bn_mode`` 3 — an enum where PSPNet has the float ``momentum`` — so the two messages do not
-    share a wire format; SegNet's fields are carried here (101–103) only to be refused by name.
+    share a wire format; SegNet's fields are numbered 101–103 here (its ``bn_param`` is
+    LayerParameter's field 45). ``bn_mode``: LEARN (batch statistics) or INFERENCE (scale and
+    shift only); absent, LEARN.
     """
 
     slope_filler: Optional[FillerParameter] = None

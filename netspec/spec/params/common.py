@@ -68,6 +68,11 @@ class TransformationParameter(Message):
 
 
 class LossParameter(Message):
+    """``loss_param``. ``weight_by_label_freqs`` and ``class_weighting`` (one weight per class)
+    are SegNet's (alexgkendall/caffe-segnet; read by SoftmaxWithLoss)."""
+
     ignore_label: Optional[int] = None
     normalization: Literal["FULL", "VALID", "BATCH_SIZE", "NONE"] = "VALID"
     normalize: Optional[bool] = None
+    weight_by_label_freqs: bool = False
+    class_weighting: Repeated[float] = Field(default_factory=list)

@@ -1,5 +1,5 @@
 """Data-layer messages: Input, Data, DummyData, MemoryData, ImageData, WindowData, HDF5Data,
-HDF5Output.
+HDF5Output; SegNet's DenseImageData.
 
 Field for field as in ``caffe.proto``, with Caffe's defaults."""
 
@@ -91,6 +91,32 @@ class ImageDataParameter(Message):
     root_folder: str = ""
 
 
+class DenseImageDataParameter(Message):
+    """``dense_image_data_param`` (SegNet, alexgkendall/caffe-segnet; 138 in the fork, where
+    BVLC has ``tile_param``: 2138 here): pairs ``image label_image`` listed in a text file.
+
+    ``source`` and ``batch_size`` are required (the fork has no usable defaults).
+    ``new_height``/``new_width``: resize both images (both or neither; the label image with
+    nearest neighbours). ``crop_height``/``crop_width`` (both or neither): the same random crop
+    of both; ``mirror``: the same random left-right flip of both. ``is_color``: 3 planes
+    (B, G, R) or 1 (grey). ``root_folder`` is prepended to both paths. ``mean_file`` is declared
+    by the fork but never read by its layer.
+    """
+
+    source: str
+    batch_size: int = Field(gt=0)
+    rand_skip: int = Field(default=0, ge=0)
+    shuffle: bool = False
+    new_height: int = Field(default=0, ge=0)
+    new_width: int = Field(default=0, ge=0)
+    is_color: bool = True
+    mean_file: Optional[str] = None
+    root_folder: str = ""
+    mirror: bool = False
+    crop_width: int = Field(default=0, ge=0)
+    crop_height: int = Field(default=0, ge=0)
+
+
 class WindowDataParameter(Message):
     """``window_data_param`` (129): windows (boxes) of images listed in an R-CNN window file.
 
@@ -137,7 +163,8 @@ class HDF5OutputParameter(Message):
 
 
 #: the Caffe layer types of this family
-TYPES = ("Input", "Data", "DummyData", "MemoryData", "ImageData", "WindowData", "HDF5Data", "HDF5Output",)
+TYPES = ("Input", "Data", "DummyData", "MemoryData", "ImageData", "WindowData", "HDF5Data", "HDF5Output",
+         "DenseImageData",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
@@ -147,6 +174,7 @@ BLOCKS: dict[str, type[Message]] = {
     "memory_data_param": MemoryDataParameter,
     "image_data_param": ImageDataParameter,
     "window_data_param": WindowDataParameter,
+    "dense_image_data_param": DenseImageDataParameter,
     "hdf5_data_param": HDF5DataParameter,
     "hdf5_output_param": HDF5OutputParameter,
 }

@@ -9,6 +9,7 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from ..base import Message
+from .common import FillerParameter
 
 
 
@@ -47,12 +48,23 @@ class SmoothL1LossParameter(Message):
 
 
 #: the Caffe layer types of this family
+class CenterLossParameter(Message):
+    """``center_loss_param`` (147 in ydwen/caffe-face, where BVLC has ``swish_param``: 2147
+    here): the number of classes (centers), their filler (Caffe's default: constant 0) and the
+    first axis of the feature (the axes from it on are one vector)."""
+
+    num_output: int = Field(gt=0)
+    center_filler: Optional[FillerParameter] = None
+    axis: int = 1
+
+
 TYPES = ("EuclideanLoss", "Accuracy", "SigmoidCrossEntropyLoss", "HingeLoss", "InfogainLoss", "ContrastiveLoss", "MultinomialLogisticLoss",
-         "SmoothL1Loss",)
+         "SmoothL1Loss", "CenterLoss",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
     "accuracy_param": AccuracyParameter,
+    "center_loss_param": CenterLossParameter,
     "hinge_loss_param": HingeLossParameter,
     "infogain_loss_param": InfogainLossParameter,
     "contrastive_loss_param": ContrastiveLossParameter,

@@ -1,6 +1,6 @@
-"""Shape messages: Flatten, Reshape, Crop, Tile; from the forks, SSD's Permute, the YOLO
-forks' Upsample (with SegNet's fields, so the layer can tell SegNet's apart), ShuffleNet's
-ShuffleChannel, PSPNet's (DeepLab v2's) bilinear Interp.
+"""Shape messages: Flatten, Reshape, Crop, Tile; from the forks, SSD's Permute, the Upsample
+of the YOLO forks and of SegNet, ShuffleNet's ShuffleChannel, PSPNet's (DeepLab v2's) bilinear
+Interp.
 
 Field for field as in ``caffe.proto`` (the forks': their own), with Caffe's defaults."""
 
@@ -49,9 +49,10 @@ class PermuteParameter(Message):
 
 
 class UpsampleParameter(Message):
-    """``Upsample`` (``upsample_param`` 149): the YOLO forks read ``scale`` (nearest
-    neighbour). The other fields are SegNet's un-pooling Upsample's: accepted here so that the
-    layer can name that layer when it refuses it."""
+    """``Upsample`` (``upsample_param`` 149; 137 in SegNet's fork): the YOLO forks' layer (one
+    bottom) reads ``scale`` (nearest neighbour, default 1). SegNet's un-pooling layer (two
+    bottoms) reads the output size ``upsample_h``/``upsample_w``, or ``scale`` (absent: 2,
+    SegNet's default) or ``scale_h``/``scale_w``, less ``pad_out_h``/``pad_out_w``."""
 
     scale: int = 1
     scale_h: Optional[NonNegativeInt] = None

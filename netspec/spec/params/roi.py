@@ -1,4 +1,5 @@
-"""Region-of-interest layer messages: py-faster-rcnn's ROIPooling (caffe-fast-rcnn).
+"""Region-of-interest layer messages: py-faster-rcnn's ROIPooling (caffe-fast-rcnn), R-FCN's
+PSROIPooling (daijifeng001/caffe-rfcn).
 
 Field for field as in the fork's ``caffe.proto``, with its defaults."""
 
@@ -18,10 +19,20 @@ class ROIPoolingParameter(Message):
     spatial_scale: float = 1.0
 
 
+class PSROIPoolingParameter(Message):
+    """``psroi_pooling_param`` (10001, R-FCN): all three required, as in the fork; the score
+    maps have output_dim · group_size² channels, the top group_size × group_size bins."""
+
+    spatial_scale: float
+    output_dim: int
+    group_size: int
+
+
 #: the Caffe layer types of this family
-TYPES = ("ROIPooling",)
+TYPES = ("ROIPooling", "PSROIPooling",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
     "roi_pooling_param": ROIPoolingParameter,
+    "psroi_pooling_param": PSROIPoolingParameter,
 }
