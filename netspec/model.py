@@ -340,16 +340,17 @@ class Model:
         save_weights(self.net, path)
         return Path(path)
 
-    def to_onnx(self):
+    def to_onnx(self, blobs: Sequence[str] = ()):
         """This net as an ``onnx.ModelProto`` (TEST phase; its current weights and input
-        shapes; ``docs/onnx.md``). Layers ONNX cannot express: OnnxExportError naming them all.
-        Write it with ``onnx.save`` or ``netspec.export_onnx``."""
+        shapes; ``docs/onnx.md``), with the net's outputs and ``blobs`` as graph outputs.
+        Layers ONNX cannot express: OnnxExportError naming them all. Write it with
+        ``onnx.save`` or ``netspec.export_onnx``."""
         if self.phase != "TEST":
             raise OnnxExportError("ONNX export takes the TEST phase of a net (a deployed net); "
                                   "load it with phase='TEST'", file=self.source or None)
         self.sync()
         check_exportable(self.param, self.phase, self._level, self._stages, self.source)
-        return net_to_onnx(self.net, self.source)
+        return net_to_onnx(self.net, self.source, blobs)
 
     def __repr__(self) -> str:
         return (f"<netspec.Model {self.net.name or self.source!r} {self.phase}: "

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..errors import SpecError
 from ..graph import filter_phase, legacy_inputs
 from ..net import Net
@@ -95,8 +97,9 @@ def _tensor_names(net: Net) -> list[list[str]]:
     return names
 
 
-def net_to_onnx(net: Net, source: str = ""):
-    """The ``onnx.ModelProto`` of ``net`` (checked by ``onnx.checker``, full check)."""
+def net_to_onnx(net: Net, source: str = "", outputs: Sequence[str] = ()):
+    """The ``onnx.ModelProto`` of ``net`` (checked by ``onnx.checker``, full check); its graph
+    outputs are the net's outputs, then the blobs named in ``outputs`` (their final values)."""
     import onnx  # noqa: PLC0415 - optional: onnx
     from onnx import TensorProto, helper  # noqa: PLC0415 - optional: onnx
 
@@ -132,10 +135,16 @@ def net_to_onnx(net: Net, source: str = ""):
             current[t] = n
     if problems:
         raise _listing(problems, source)
-    outputs = [helper.make_tensor_value_info(current[o], TensorProto.FLOAT,
-                                             list(net.blobs[o].shape))
-               for o in net.output_names]
-    graph = helper.make_graph(g.nodes, net.name or "netspec", inputs, outputs, g.initializers)
+    unknown = [o for o in outputs if o not in current]
+    if unknown:
+        raise OnnxExportError(f"no blob named {', '.join(unknown)} in the net "
+                              f"(blobs: {', '.join(current)})", file=source or None)
+    wanted: dict[str, str] = {}             # tensor -> blob (split tops share a tensor)
+    for o in [*net.output_names, *outputs]:
+        wanted.setdefault(current[o], o)
+    values = [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(net.blobs[o].shape))
+              for n, o in wanted.items()]
+    graph = helper.make_graph(g.nodes, net.name or "netspec", inputs, values, g.initializers)
     model = helper.make_model(graph, producer_name="netspec",
                               opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
