@@ -11,7 +11,6 @@ refusal of nets it cannot express, ``onnx.checker`` (full check) and the command
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +48,12 @@ def fill_random(model, rng) -> None:
             blobs[0][...] = rng.normal(0, 0.1, blobs[0].shape)
             blobs[1][...] = rng.uniform(0.5, 2.0, blobs[1].shape)
             blobs[2][...] = 1
+            continue
+        if layer.type_name == "BN":     # PSPNet's: slope, bias, mean, variance
+            blobs[0][...] = 1 + rng.normal(0, 0.1, blobs[0].shape)
+            blobs[1][...] = rng.normal(0, 0.1, blobs[1].shape)
+            blobs[2][...] = rng.normal(0, 0.1, blobs[2].shape)
+            blobs[3][...] = rng.uniform(0.5, 2.0, blobs[3].shape)
             continue
         for i, a in enumerate(blobs):
             if layer.type_name in ("Scale", "PReLU", "Normalize") and i == 0:
@@ -125,6 +130,7 @@ _BLOCKS = {"InnerProduct": "inner_product", "BatchNorm": "batch_norm", "ReLU": "
 
 #: case -> (input shapes {name: shape}, layers after the Input layers)
 X = {"data": (2, 3, 7, 9)}
+P = {"data": (2, 3, 8, 10)}
 CASES = {
     "conv_group_dilation_stride": (X, [conv("c", "data", 6, group=3, dilation=2, stride=2, pad=2)]),
     "conv_rect_no_bias": (X, [{**conv("c", "data", 4), "convolution_param": {
@@ -133,11 +139,12 @@ CASES = {
     "deconv": (X, [{**conv("d", "data", 4, stride=2, pad=1, group=1), "type": "Deconvolution"}]),
     "deconv_group": (X, [{**conv("d", "data", 6, stride=3, group=3, dilation=2), "type": "Deconvolution"}]),
     "depthwise": (X, [{**conv("d", "data", 3, group=3, pad=1), "type": "DepthwiseConvolution"}]),
-    # Caffe's ceil rule: 7x9, k3 s2 -> 4x5 windows with the last ones clipped
-    "max_ceil": (X, [pool("p", "data", pool="MAX", kernel_size=3, stride=2)]),
-    "ave_ceil": (X, [pool("p", "data", pool="AVE", kernel_size=3, stride=2)]),
+    # Caffe's ceil rule: 8x10, k3 s2 -> 4x5 windows (floor: 3x4), the last ones clipped to 2
+    "max_ceil": (P, [pool("p", "data", pool="MAX", kernel_size=3, stride=2)]),
+    "ave_ceil": (P, [pool("p", "data", pool="AVE", kernel_size=3, stride=2)]),
     # pad: AVE divides by the window clipped to the padded input, pad cells included
-    "ave_pad": (X, [pool("p", "data", pool="AVE", kernel_size=3, stride=2, pad=1)]),
+    "ave_pad": (P, [pool("p", "data", pool="AVE", kernel_size=3, stride=2, pad=1)]),
+    "ave_pad_no_clipping": (X, [pool("p", "data", pool="AVE", kernel_size=3, stride=2, pad=1)]),
     "ave_pad_clipped_last": ({"data": (1, 2, 6, 6)}, [pool("p", "data", pool="AVE", kernel_size=3,
                                                             stride=2, pad=1)]),
     "max_pad_drop_last": ({"data": (1, 2, 5, 5)}, [pool("p", "data", pool="MAX", kernel_size=2,
@@ -155,6 +162,7 @@ CASES = {
     "batch_norm": (X, [one("BatchNorm", {"eps": 1e-3})]),
     "batch_norm_batch_stats": (X, [one("BatchNorm", {"use_global_stats": False})]),
     "batch_norm_2d": ({"data": (4, 5)}, [one("BatchNorm")]),
+    "bn_pspnet": (X, [one("BN", {"eps": 1e-4})]),
     "scale_bias": (X, [one("Scale", {"bias_term": True, "filler": GAUSS, "bias_filler": GAUSS})]),
     "scale_axis_num_axes": (X, [one("Scale", {"axis": 2, "num_axes": 2, "filler": GAUSS})]),
     "scale_second_bottom": ({"data": (2, 3, 4, 5), "s": (2, 3)},
@@ -240,7 +248,7 @@ def test_layer_matches_onnx_runtime(case, tmp_path):
     model = netspec.load(case_net(case, tmp_path / "net.yaml"))
     rng = np.random.default_rng(3)
     for layer in model.net.layers:
-        if layer.type_name == "BatchNorm":
+        if layer.type_name in ("BatchNorm", "BN"):
             fill_random(model, rng)
     inputs = random_inputs(model, rng)
     computed = [t for d in model.net.defs if d.lp.type not in ("Input", "Split") for t in d.tops]
@@ -393,10 +401,14 @@ FORK_NETS = {   # net -> the detection layer left out (None: the whole net)
         "YoloDetectionOutput",
     "eric612__MobileNet-YOLO__models__darknet_yolov3__yolov3-tiny.prototxt":
         "Yolov3DetectionOutput",
+    "hszhao__ICNet__evaluation__prototxt__icnet_cityscapes.prototxt": None,
 }
+#: fork nets over ~20 s here: ICNet's 1025x2049 input
+SLOW_FORKS = {"hszhao__ICNet__evaluation__prototxt__icnet_cityscapes.prototxt"}
 
 
-@pytest.mark.parametrize("name", sorted(FORK_NETS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_FORKS
+                                  else n for n in sorted(FORK_NETS)])
 def test_fork_net_matches_onnx_runtime(name, tmp_path):
     model = fork_model(name, tmp_path, FORK_NETS[name])
     rng = np.random.default_rng(0)

@@ -15,6 +15,7 @@ import click
 from ..caffe.export import export_net
 from ..caffe.outputs import Output, write_outputs
 from ..caffe.port import default_output
+from ..onnx_export.export import onnx_model
 from .options import friendly
 
 
@@ -49,8 +50,6 @@ def command(net_file, output, weights, caffemodel, onnx_path, batch, force):
         raise click.UsageError("--batch applies to --onnx")
     extra = []
     if onnx_path:
-        from ..onnx_export.export import onnx_model  # noqa: PLC0415 - optional: onnx
-
         proto = onnx_model(net_file, weights, batch_size=batch)
         if not weights:
             click.echo("netspec: warning: no --weights: the ONNX model holds the net's filler "
