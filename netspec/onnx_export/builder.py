@@ -9,7 +9,6 @@ the reason; ``convert`` gathers every such layer into one error.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,11 +40,6 @@ class Site:
     @property
     def name(self) -> str:
         return self.layer.name
-
-    @property
-    def p(self):
-        """The layer's parameter block (``convolution_param`` …) as netspec set it up."""
-        return self.layer.p
 
     def blob(self, i: int) -> np.ndarray:
         """Parameter blob ``i`` of the layer as a float32 NumPy array."""
@@ -123,7 +117,3 @@ def broadcast_shape(param_shape, axis: int, rank: int) -> tuple[int, ...]:
     """The shape that puts a parameter over axes [axis, axis + len(param_shape)) of a
     ``rank``-D tensor under NumPy broadcasting: ``param_shape`` + trailing 1s."""
     return tuple(param_shape) + (1,) * (rank - axis - len(param_shape))
-
-
-def size(shape) -> int:
-    return math.prod(shape)

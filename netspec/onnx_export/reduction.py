@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from .builder import Site, translates
 
 
@@ -34,18 +38,28 @@ def reduction(g, s: Site) -> None:
 @translates("ArgMax")
 def argmax(g, s: Site) -> None:
     """``TopK`` (largest, sorted) along ``axis``, or over each item's flattened values; the
-    indices cast to float; without an axis and with ``out_max_val``: indices, then values."""
+    indices cast to float; without an axis and with ``out_max_val``: indices, then values.
+
+    Caffe ranks equal values by the larger index first, ONNX's TopK by the smaller: TopK runs
+    on the axis reversed (``Slice`` with step −1) and index i becomes n − 1 − i."""
     L = s.layer
     shape = s.bottom_shapes[0]
     x, axis = s.bottoms[0], L.axis if L.has_axis else 1
     if not L.has_axis:
         x = g.reshape(x, (shape[0], -1), base=f"{s.name}/flat")
-    values, indices = g.fresh(f"{s.name}/values"), g.fresh(f"{s.name}/indices")
-    g.node("TopK", [x, g.shape_const([L.k], f"{s.name}/k")], [values, indices], axis=axis,
-           largest=1, sorted=1)
+    n = shape[axis] if L.has_axis else math.prod(shape[1:])
+    x = g.node("Slice", [x, g.shape_const([-1], f"{s.name}/start"),
+                         g.shape_const([np.iinfo(np.int64).min], f"{s.name}/end"),
+                         g.shape_const([axis], f"{s.name}/axis"),
+                         g.shape_const([-1], f"{s.name}/step")], base=f"{s.name}/reversed")
+    values, reversed_indices = g.fresh(f"{s.name}/values"), g.fresh(f"{s.name}/rindices")
+    g.node("TopK", [x, g.shape_const([L.k], f"{s.name}/k")], [values, reversed_indices],
+           axis=axis, largest=1, sorted=1)
     if L.has_axis and L.p.out_max_val:
         g.identity(values, s.tops[0])
         return
+    indices = g.node("Sub", [g.const(n - 1, f"{s.name}/last", np.int64), reversed_indices],
+                     base=f"{s.name}/indices")
     idx = g.node("Cast", [indices], base=f"{s.name}/float_indices", to=1)
     if L.has_axis:
         g.identity(idx, s.tops[0])
