@@ -478,6 +478,20 @@ def test_unsupported_layers_are_one_error_and_nothing_is_written(tmp_path):
     assert not out.exists()
 
 
+def test_an_input_changed_in_place_keeps_its_name_for_the_graph_input(tmp_path):
+    net = tmp_path / "net.yaml"
+    net.write_text(yaml.safe_dump({"name": "in_place", "layer": [
+        {"name": "data", "type": "Input", "top": "data",
+         "input_param": {"shape": {"dim": [2, 3]}}},
+        {"name": "relu", "type": "ReLU", "bottom": "data", "top": "data"}]}))
+    model = netspec.load(net)
+    proto = model.to_onnx()
+    assert [i.name for i in proto.graph.input] == ["data"]
+    assert [o.name for o in proto.graph.output] == ["data/relu"]
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(runtime(proto).run(None, {"data": x})[0], np.maximum(x, 0))
+
+
 def test_model_in_the_train_phase_is_refused(tmp_path):
     model = netspec.load(case_net("relu", tmp_path / "net.yaml"), phase="TRAIN")
     with pytest.raises(OnnxExportError, match="TEST phase"):

@@ -3,7 +3,8 @@
 * Graph inputs are the tops of the Input layers (and of the legacy ``input:`` header), graph
   outputs the net's outputs (blobs no layer consumes), each named after its Caffe blob with the
   net's static shape. A blob written several times (in-place layers) is a new tensor each time;
-  the last write carries the blob's name, the earlier ones ``<blob>/<layer>``.
+  the last write carries the blob's name, the earlier ones ``<blob>/<layer>`` (so do the
+  writes to an input blob: the graph input has its name).
 * Split layers (netspec's fan-out) are aliases: their tops are the bottom's tensor.
 * What ONNX cannot express is refused before anything is written, all at once, in one
   ``OnnxExportError`` naming every such layer with its type and the reason: data layers (an
@@ -84,15 +85,20 @@ def check_exportable(param: NetParameter, phase: str = "TEST", level: int = 0,
 
 
 def _tensor_names(net: Net) -> list[list[str]]:
-    """The tensor name of every top of every layer: the blob's name for its last write (and
-    for an input), ``<blob>/<layer>`` for earlier writes."""
+    """The tensor name of every top of every layer: the blob's name for its last write and for
+    an input, ``<blob>/<layer>`` for the other writes (an input changed in place keeps its
+    name for the graph input; the changed values are ``<blob>/<layer>``)."""
     last: dict[str, int] = {}
-    for i, d in enumerate(net.defs):
+    inputs = set()
+    for i, (d, layer) in enumerate(zip(net.defs, net.layers)):
         for t in d.tops:
             last[t] = i
+            if layer.type_name in INPUT_LAYERS:
+                inputs.add(t)
     names = []
     for i, (d, layer) in enumerate(zip(net.defs, net.layers)):
-        names.append([t if last[t] == i or layer.type_name in INPUT_LAYERS else f"{t}/{d.lp.name}"
+        own = layer.type_name in INPUT_LAYERS
+        names.append([t if own or (last[t] == i and t not in inputs) else f"{t}/{d.lp.name}"
                       for t in d.tops])
     return names
 
