@@ -483,13 +483,16 @@ def test_an_input_changed_in_place_keeps_its_name_for_the_graph_input(tmp_path):
     net.write_text(yaml.safe_dump({"name": "in_place", "layer": [
         {"name": "data", "type": "Input", "top": "data",
          "input_param": {"shape": {"dim": [2, 3]}}},
-        {"name": "relu", "type": "ReLU", "bottom": "data", "top": "data"}]}))
+        {"name": "relu", "type": "ReLU", "bottom": "data", "top": "data"},
+        {"name": "tanh", "type": "TanH", "bottom": "data", "top": "t"}]}))
     model = netspec.load(net)
-    proto = model.to_onnx()
+    proto = model.to_onnx(["data"])
     assert [i.name for i in proto.graph.input] == ["data"]
-    assert [o.name for o in proto.graph.output] == ["data/relu"]
+    assert [o.name for o in proto.graph.output] == ["t", "data/relu"]
     x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
-    np.testing.assert_array_equal(runtime(proto).run(None, {"data": x})[0], np.maximum(x, 0))
+    t, relu = runtime(proto).run(None, {"data": x})
+    np.testing.assert_array_equal(relu, np.maximum(x, 0))
+    np.testing.assert_allclose(t, np.tanh(np.maximum(x, 0)), rtol=1e-6)
 
 
 def test_model_in_the_train_phase_is_refused(tmp_path):
