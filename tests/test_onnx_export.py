@@ -553,3 +553,18 @@ def test_cli_refusal_is_one_message_without_traceback(tmp_path, capsys):
     assert code == 1 and "Traceback" not in err
     assert err.count("\n") == 1 and "'spp' (SPP)" in err and "'acc' (Accuracy)" in err
     assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "net.prototxt").exists()
+
+
+def test_npz_weights_and_the_option_rules(tmp_path):
+    """Weights from an .npz (netspec's snapshot format) give the model the .caffemodel gives;
+    no --weights warns; --batch without --onnx is a usage error."""
+    model = netspec.load(LENET_DEPLOY, TRAINED / "lenet_iter_10000.caffemodel")
+    model.save(tmp_path / "w.npz")
+    a = netspec.export_onnx(LENET_DEPLOY, tmp_path / "w.npz", tmp_path / "a.onnx")
+    b = netspec.export_onnx(LENET_DEPLOY, TRAINED / "lenet_iter_10000.caffemodel",
+                            tmp_path / "b.onnx")
+    assert a.graph.initializer == b.graph.initializer
+    code, out, err = run_cli(["export", str(LENET_DEPLOY), "--onnx", str(tmp_path / "c.onnx")])
+    assert code == 0 and "no --weights" in err
+    code, out, err = run_cli(["export", str(LENET_DEPLOY), "--batch", "2"])
+    assert code == 2 and "--batch applies to --onnx" in err
