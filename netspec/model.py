@@ -27,7 +27,7 @@ from .caffe.port import net_yaml
 from .errors import DataError, NetspecError, ShapeError, SpecError
 from .layers.data import MemoryData
 from .net import Net
-from .onnx_export.convert import OnnxExportError, check_exportable, net_to_onnx
+from .onnx_export.convert import OnnxExportError, net_to_onnx
 from .snapshot import load_weights, save_weights
 from .spec import load_net, loads_net
 from .spec.net import NetParameter
@@ -349,7 +349,6 @@ class Model:
             raise OnnxExportError("ONNX export takes the TEST phase of a net (a deployed net); "
                                   "load it with phase='TEST'", file=self.source or None)
         self.sync()
-        check_exportable(self.param, self.phase, self._level, self._stages, self.source)
         return net_to_onnx(self.net, self.source, blobs)
 
     def __repr__(self) -> str:

@@ -476,6 +476,11 @@ def test_unsupported_layers_are_one_error_and_nothing_is_written(tmp_path):
                                               r"second top \(the argmax mask\)"):
         netspec.export_onnx(net, path=out)
     assert not out.exists()
+    # a built net lists both kinds together (netspec builds SPP; the types are not checked first)
+    spec = dict(UNSUPPORTED, layer=UNSUPPORTED["layer"][:5])
+    net.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(OnnxExportError, match=r"2 layers .*'pool' \(Pooling\).*'spp' \(SPP\)"):
+        netspec.load(net).to_onnx()
 
 
 def test_an_input_changed_in_place_keeps_its_name_for_the_graph_input(tmp_path):

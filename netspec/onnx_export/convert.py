@@ -109,8 +109,7 @@ def net_to_onnx(net: Net, source: str = "", outputs: Sequence[str] = ()):
     import onnx  # noqa: PLC0415 - optional: onnx
     from onnx import TensorProto, helper  # noqa: PLC0415 - optional: onnx
 
-    problems = [(d.lp.name, d.lp.type, why) for d in net.defs
-                if (why := refusal(d.lp)) is not None]
+    problems = []
     g = GraphBuilder()
     inputs, current = [], {}
     planned = _tensor_names(net)
@@ -123,7 +122,10 @@ def net_to_onnx(net: Net, source: str = "", outputs: Sequence[str] = ()):
                 inputs.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, list(blob.shape)))
                 current[blob.name] = n
             continue
-        if problems:            # only collect the other refusals
+        why = refusal(d.lp)
+        if why is not None:     # listed; its tops stand in so that the rest is still checked
+            problems.append((d.lp.name, d.lp.type, why))
+            current.update(zip(d.tops, names))
             continue
         bottoms = [current[b] for b in d.bottoms]
         if layer.type_name in ALIASES:
@@ -136,9 +138,7 @@ def net_to_onnx(net: Net, source: str = "", outputs: Sequence[str] = ()):
             TRANSLATIONS[layer.type_name](g, site)
         except Unsupported as e:
             problems.append((d.lp.name, d.lp.type, str(e)))
-            continue
-        for t, n in zip(d.tops, names):
-            current[t] = n
+        current.update(zip(d.tops, names))
     if problems:
         raise _listing(problems, source)
     unknown = [o for o in outputs if o not in current]
