@@ -37,14 +37,15 @@ from .options import friendly
               help="Overwrite existing files. Without it, the command stops and writes nothing "
                    "when an output exists, unless it is a .prototxt netspec wrote and nobody "
                    "changed since (its header's checksum matches); an existing .caffemodel "
-                   "always stops it.")
+                   "or .onnx always stops it.")
 @friendly
 def command(net_file, output, weights, caffemodel, onnx_path, batch, force):
-    """Write NET_FILE as a Caffe .prototxt (and its weights as a .caffemodel).
+    """Write NET_FILE as a Caffe .prototxt (and its weights as a .caffemodel), or as an ONNX
+    model with --onnx (docs/onnx.md).
 
     Existing files are never overwritten unless netspec wrote them and they are unchanged (a
     prototxt whose first line, netspec's header, still has the rest's checksum), or --force is
-    given. An existing .caffemodel is always kept without --force.
+    given. An existing .caffemodel or .onnx is always kept without --force.
     """
     if batch is not None and not onnx_path:
         raise click.UsageError("--batch applies to --onnx")
