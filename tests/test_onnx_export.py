@@ -11,6 +11,7 @@ refusal of nets it cannot express, ``onnx.checker`` (full check) and the command
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -573,3 +574,10 @@ def test_npz_weights_and_the_option_rules(tmp_path):
     assert code == 0 and "no --weights" in err
     code, out, err = run_cli(["export", str(LENET_DEPLOY), "--batch", "2"])
     assert code == 2 and "--batch applies to --onnx" in err
+
+
+def test_without_the_onnx_package_the_error_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    code, out, err = run_cli(["export", str(LENET_DEPLOY), "--onnx", str(tmp_path / "x.onnx")])
+    assert code == 1 and "pip install 'netspec[onnx]'" in err and "Traceback" not in err
+    assert not (tmp_path / "x.onnx").exists()

@@ -106,8 +106,12 @@ def _tensor_names(net: Net) -> list[list[str]]:
 def net_to_onnx(net: Net, source: str = "", outputs: Sequence[str] = ()):
     """The ``onnx.ModelProto`` of ``net`` (checked by ``onnx.checker``, full check); its graph
     outputs are the net's outputs, then the blobs named in ``outputs`` (their final values)."""
-    import onnx  # noqa: PLC0415 - optional: onnx
-    from onnx import TensorProto, helper  # noqa: PLC0415 - optional: onnx
+    try:
+        import onnx  # noqa: PLC0415 - optional: onnx
+        from onnx import TensorProto, helper  # noqa: PLC0415 - optional: onnx
+    except ImportError:
+        raise OnnxExportError("ONNX export needs the 'onnx' package, which is not installed: "
+                              "pip install 'netspec[onnx]'") from None
 
     problems = []
     g = GraphBuilder()
