@@ -17,7 +17,8 @@ __version__ = "0.1.0"
 #: public name -> the module that defines it
 PUBLIC = {"load": "netspec.model", "Model": "netspec.model",
           "solver": "netspec.training", "Training": "netspec.training",
-          "predict": "netspec.prediction", "Prediction": "netspec.prediction"}
+          "predict": "netspec.prediction", "Prediction": "netspec.prediction",
+          "export_onnx": "netspec.onnx_export.export"}
 
 __all__ = [*PUBLIC, "__version__"]
 

@@ -27,6 +27,7 @@ from .caffe.port import net_yaml
 from .errors import DataError, NetspecError, ShapeError, SpecError
 from .layers.data import MemoryData
 from .net import Net
+from .onnx_export.convert import OnnxExportError, net_to_onnx
 from .snapshot import load_weights, save_weights
 from .spec import load_net, loads_net
 from .spec.net import NetParameter
@@ -328,6 +329,17 @@ class Model:
         self.sync()
         save_weights(self.net, path)
         return Path(path)
+
+    def to_onnx(self, blobs: Sequence[str] = ()):
+        """This net as an ``onnx.ModelProto`` (TEST phase; its current weights and input
+        shapes; ``docs/onnx.md``), with the net's outputs and ``blobs`` as graph outputs.
+        Layers ONNX cannot express: OnnxExportError naming them all. Write it with
+        ``onnx.save`` or ``netspec.export_onnx``."""
+        if self.phase != "TEST":
+            raise OnnxExportError("ONNX export takes the TEST phase of a net (a deployed net); "
+                                  "load it with phase='TEST'", file=self.source or None)
+        self.sync()
+        return net_to_onnx(self.net, self.source, blobs)
 
     def __repr__(self) -> str:
         return (f"<netspec.Model {self.net.name or self.source!r} {self.phase}: "

@@ -94,7 +94,8 @@ def prototxt_text(msg) -> str:
 
 
 def export_net(net_yaml: str | Path, out: str | Path, weights: str | Path | None = None,
-               caffemodel: str | Path | None = None, force: bool = False) -> dict:
+               caffemodel: str | Path | None = None, force: bool = False,
+               extra: list[Output] = ()) -> dict:
     """Write ``out`` (.prototxt) and, with ``weights``, ``caffemodel``. Returns a summary dict.
 
     The weights are checked against the net before anything is written: each blob must have the
@@ -103,7 +104,8 @@ def export_net(net_yaml: str | Path, out: str | Path, weights: str | Path | None
 
     Both outputs are checked before either is written: the prototxt may replace only netspec's
     own unchanged prototxt (its header checksum still matches), the .caffemodel no existing
-    file, unless ``force``; otherwise OverwriteError and nothing is written.
+    file, unless ``force``; otherwise OverwriteError and nothing is written. ``extra``: further
+    outputs of the same command (``--onnx``), checked and written with these.
     """
 
     out = Path(out)
@@ -132,7 +134,7 @@ def export_net(net_yaml: str | Path, out: str | Path, weights: str | Path | None
         outputs.append(Output(Path(caffemodel), msg.SerializeToString(), text=False,
                               option="--caffemodel"))
         summary.update(caffemodel=str(caffemodel), blobs=len(arrays) - len(unused))
-    write_outputs(outputs, [net_yaml, weights], force)
+    write_outputs([*outputs, *extra], [net_yaml, weights], force)
     return summary
 
 
