@@ -10,7 +10,6 @@ refusal of nets it cannot express, ``onnx.checker`` (full check) and the command
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -23,6 +22,8 @@ onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install 'n
 ort = pytest.importorskip("onnxruntime",
                           reason="onnxruntime is not installed (pip install 'netspec[onnx]')")
 pytest.importorskip("google.protobuf", reason="protobuf is not installed (pip install 'netspec[caffe]')")
+
+from zoo_deploy import fill_well_scaled  # noqa: E402
 
 import netspec  # noqa: E402
 from netspec.caffe import prototxt as ptx  # noqa: E402
@@ -41,28 +42,8 @@ RTOL = 1e-4
 
 # -- helpers ---------------------------------------------------------------------------------
 def fill_random(model, rng) -> None:
-    """He-scaled Gaussian weights, small biases, BatchNorm statistics of a trained net (mean
-    N(0, 0.1²), variance U(0.5, 2), factor 1), Scale/PReLU factors near 1."""
-    for layer in model.net.layers:
-        blobs = [b.data for b in layer.blobs]
-        if layer.type_name == "BatchNorm":
-            blobs[0][...] = rng.normal(0, 0.1, blobs[0].shape)
-            blobs[1][...] = rng.uniform(0.5, 2.0, blobs[1].shape)
-            blobs[2][...] = 1
-            continue
-        if layer.type_name == "BN":     # PSPNet's: slope, bias, mean, variance
-            blobs[0][...] = 1 + rng.normal(0, 0.1, blobs[0].shape)
-            blobs[1][...] = rng.normal(0, 0.1, blobs[1].shape)
-            blobs[2][...] = rng.normal(0, 0.1, blobs[2].shape)
-            blobs[3][...] = rng.uniform(0.5, 2.0, blobs[3].shape)
-            continue
-        for i, a in enumerate(blobs):
-            if layer.type_name in ("Scale", "PReLU", "Normalize") and i == 0:
-                a[...] = 1 + rng.normal(0, 0.1, a.shape)
-            elif a.ndim >= 2:
-                a[...] = rng.normal(0, math.sqrt(2 / max(math.prod(a.shape[1:]), 1)), a.shape)
-            else:
-                a[...] = rng.normal(0, 0.1, a.shape)
+    """Well-scaled random weights (``zoo_deploy.fill_well_scaled``) in a Model's net."""
+    fill_well_scaled(model.net, rng)
 
 
 def softmax_inputs(model) -> list[str]:

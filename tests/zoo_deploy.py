@@ -3,9 +3,7 @@ of the differential tests against other runtimes (OpenCV dnn, ONNX Runtime).
 
 ``deploy_net(name)`` converts ``tests/golden/caffe/zoo/<name>`` with its data layers replaced by
 Input layers of batch 1 (shapes from real Caffe's record in ``golden/caffe/shapes``) and fills
-every parameter so activations stay of order one through deep nets: weights ~ N(0, 1/fan_in),
-biases ~ N(0, 0.1²), BatchNorm means ~ N(0, 0.1²), variances ~ U(0.5, 1.5), scale factor 1,
-Scale's γ ~ U(0.5, 1.5).
+every parameter so activations stay of order one through deep nets (``fill_well_scaled``).
 """
 
 from __future__ import annotations
@@ -64,27 +62,31 @@ def deploy_yaml(name: str, batch: int = 1) -> tuple[str, str]:
     return text, phase_key.partition("/")[0]
 
 
-def fill_well_scaled(net: Net, rng: np.random.Generator) -> None:
-    """Random parameters that keep activations of order one (module docstring)."""
+def fill_well_scaled(net: Net, rng: np.random.Generator, gain: float = 2.0) -> None:
+    """Random parameters that keep activations of order one: weights N(0, gain/fan_in) (2: He's,
+    for ReLU nets; 1 where ReLU6 or exponentials, as in SSD's box decoding, would saturate), biases N(0, 0.1²), BatchNorm statistics of a trained net (means
+    N(0, 0.1²), variances U(0.5, 2), factor 1), per-channel factors (Scale, PReLU, Normalize,
+    the BN layers' slopes) 1 + N(0, 0.1²)."""
     for layer in net.layers:
-        blobs = layer.blobs
+        blobs = [b.data for b in layer.blobs]
         if layer.type_name == "BatchNorm":
-            C = blobs[0].shape[0]
-            blobs[0].data[...] = rng.normal(0, 0.1, C)
-            blobs[1].data[...] = rng.uniform(0.5, 1.5, C)
-            blobs[2].data[...] = 1
+            blobs[0][...] = rng.normal(0, 0.1, blobs[0].shape)
+            blobs[1][...] = rng.uniform(0.5, 2.0, blobs[1].shape)
+            blobs[2][...] = 1
             continue
-        if layer.type_name == "Scale":
-            blobs[0].data[...] = rng.uniform(0.5, 1.5, blobs[0].shape)
-            if len(blobs) > 1:
-                blobs[1].data[...] = rng.normal(0, 0.1, blobs[1].shape)
+        if layer.type_name == "BN" and len(blobs) == 4:     # PSPNet's: slope, bias, mean, variance
+            blobs[0][...] = 1 + rng.normal(0, 0.1, blobs[0].shape)
+            blobs[1][...] = rng.normal(0, 0.1, blobs[1].shape)
+            blobs[2][...] = rng.normal(0, 0.1, blobs[2].shape)
+            blobs[3][...] = rng.uniform(0.5, 2.0, blobs[3].shape)
             continue
-        for i, p in enumerate(blobs):
-            if i == 0 and len(p.shape) > 1:
-                fan_in = int(np.prod(p.shape[1:]))
-                p.data[...] = rng.normal(0, 1 / np.sqrt(fan_in), p.shape)
+        for i, a in enumerate(blobs):
+            if layer.type_name in ("Scale", "PReLU", "Normalize", "BN") and i == 0:
+                a[...] = 1 + rng.normal(0, 0.1, a.shape)
+            elif a.ndim >= 2:
+                a[...] = rng.normal(0, np.sqrt(gain / max(int(np.prod(a.shape[1:])), 1)), a.shape)
             else:
-                p.data[...] = rng.normal(0, 0.1, p.shape)
+                a[...] = rng.normal(0, 0.1, a.shape)
 
 
 def deploy_net(name: str, batch: int = 1, backend: Backend = F32, seed: int = 0) -> tuple[Net, str]:
