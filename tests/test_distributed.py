@@ -356,3 +356,33 @@ def test_gpu_n_selects_the_device(tmp_path):
     outcome = train(solver, gpu=str(device), quiet=True, distributed_run=False)
     assert outcome.solver.backend.is_gpu
     assert outcome.solver.flat_data.device.id == device
+
+
+@needs_mpi
+def test_ctrl_c_on_the_launcher_snapshots_from_rank_0_and_stops_every_rank(tmp_path):
+    import signal
+
+    write_problem(tmp_path)
+    solver = write_solver(tmp_path, "long", type="SGD", base_lr=0.1, max_iter=10**6,
+                          display=50)
+    env = dict(os.environ, NETSPEC_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, *cli(str(solver))],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env=env, cwd=tmp_path)
+    lines = []
+    try:
+        for line in proc.stderr:                 # wait until training runs
+            lines.append(line)
+            if "Iteration 50, loss" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(lines) + rest
+    assert proc.returncode == 130, out[-2000:]
+    states = sorted((tmp_path / "snap").glob("long_iter_*.solverstate.npz"))
+    assert len(states) == 1, out[-2000:]
+    assert f"resume with --snapshot {states[0]}" in out
