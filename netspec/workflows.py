@@ -156,8 +156,8 @@ def train(solver_file: str | Path, sets: Sequence[str] = (), *,
                 solver.listeners.append(writers[-1])
             where = "GPU" if solver.backend.is_gpu else f"CPU ({solver.backend.threads} threads)"
             if group is not None:
-                where += (f" per rank, {group.size} ranks (data-parallel: batch "
-                          f"{group.size} x the net's per iteration)")
+                where += (f" per rank, {group.size} ranks (data-parallel: each iteration "
+                          f"reads a global batch of {group.size} x the net's batch_size)")
             log.info(f"Solver {solver_file}: type {sp.type}, base_lr {sp.base_lr}, lr_policy {sp.lr_policy}, "
                      f"weight_decay {sp.weight_decay} ({sp.regularization_type or 'none'}), "
                      f"max_iter {sp.max_iter}, random_seed {solver.seed}, {where}")
