@@ -143,6 +143,19 @@ def test_ranks_give_the_weights_of_one_process_with_the_whole_batch(tmp_path, ra
     """Every rule × decay mode, and Adam with iter_size, clipping, a step lr policy and a
     resume from the snapshot the distributed run took: N ranks × batch 6/N = one process ×
     batch 6, on every rank, after 20 steps."""
+    _check_equivalence(tmp_path, ranks, [], rtol=1e-10, atol=1e-12)
+
+
+@needs_mpi
+@pytest.mark.gpu
+def test_two_ranks_sharing_one_gpu_give_the_cpu_result(tmp_path):
+    """The GPU path (gradients staged through host memory, every rank on device 0) against
+    one CPU process; float64, so only the GPU's summation order differs."""
+    _check_equivalence(tmp_path, 2, ["solver_mode=GPU", "device_id=0"], rtol=1e-9, atol=1e-11)
+
+
+def _check_equivalence(tmp_path: Path, ranks: int, extra_sets: list[str], rtol: float,
+                       atol: float) -> None:
     write_problem(tmp_path)
     cases = solver_cases(tmp_path)
     jobs = []
@@ -151,7 +164,8 @@ def test_ranks_give_the_weights_of_one_process_with_the_whole_batch(tmp_path, ra
         if resumes:
             snap = str(tmp_path / "snap" / f"{resumes}_iter_10.solverstate.npz")
         jobs.append({"solver": str(solver), "out": str(tmp_path / name), "snapshot": snap,
-                     "sets": [f"layer.data.data_param.batch_size={GLOBAL_BATCH // ranks}"]})
+                     "sets": [f"layer.data.data_param.batch_size={GLOBAL_BATCH // ranks}",
+                              *extra_sets]})
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
     run = launch(ranks, [str(ROOT / "tests" / "distributed_worker.py"),
                          str(tmp_path / "jobs.json")])
@@ -161,7 +175,7 @@ def test_ranks_give_the_weights_of_one_process_with_the_whole_batch(tmp_path, ra
         weights = [np.load(tmp_path / f"{name}.rank{r}.npy") for r in range(ranks)]
         for r in range(1, ranks):
             np.testing.assert_array_equal(weights[r], weights[0], err_msg=f"{name}: rank {r}")
-        np.testing.assert_allclose(weights[0], reference, rtol=1e-10, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(weights[0], reference, rtol=rtol, atol=atol, err_msg=name)
         assert np.abs(reference - single_process_start(solver)).max() > 1e-3, name  # it learned
 
 
