@@ -177,6 +177,13 @@ def _check_equivalence(tmp_path: Path, ranks: int, extra_sets: list[str], rtol: 
             np.testing.assert_array_equal(weights[r], weights[0], err_msg=f"{name}: rank {r}")
         np.testing.assert_allclose(weights[0], reference, rtol=rtol, atol=atol, err_msg=name)
         assert np.abs(reference - single_process_start(solver)).max() > 1e-3, name  # it learned
+    # the distributed run's snapshot holds the global data position: one process with the
+    # whole batch resumes from it at the same item
+    state = tmp_path / "snap" / "schedule_iter_10.solverstate.npz"
+    resumed = train(cases["schedule"][0], snapshot=state, dtype="float64", quiet=True,
+                    distributed_run=False)
+    np.testing.assert_allclose(to_numpy(resumed.solver.flat_data),
+                               single_process(cases["schedule"][0]), rtol=rtol, atol=atol)
 
 
 def single_process_start(solver: Path) -> np.ndarray:
