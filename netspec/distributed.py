@@ -105,11 +105,15 @@ class Group:
         return messages
 
     def failure(self, messages: list, where: str) -> DistributedError:
+        """The error every rank raises when the ranks whose ``messages`` are not None failed."""
         failed = [(r, m) for r, m in enumerate(messages) if m is not None]
         if len({m for _, m in failed}) == 1:
-            ranks = ", ".join(str(r) for r, _ in failed)
-            text = (f"{'every rank' if len(failed) == self.size else 'rank' + 's' * (len(failed) > 1) + ' ' + ranks} "
-                    f"of {self.size} failed {where}: {failed[0][1]}")
+            if len(failed) == self.size:
+                who = "every rank"
+            else:
+                who = ("rank " if len(failed) == 1 else "ranks ") + ", ".join(
+                    str(r) for r, _ in failed)
+            text = f"{who} of {self.size} failed {where}: {failed[0][1]}"
         else:
             text = f"{len(failed)} of {self.size} ranks failed {where}: " + "; ".join(
                 f"rank {r}: {m}" for r, m in failed)

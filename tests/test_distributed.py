@@ -407,3 +407,16 @@ def test_ctrl_c_on_the_launcher_snapshots_from_rank_0_and_stops_every_rank(tmp_p
     states = sorted((tmp_path / "snap").glob("long_iter_*.solverstate.npz"))
     assert len(states) == 1, out[-2000:]
     assert f"resume with --snapshot {states[0]}" in out
+
+
+def test_the_failure_message_names_the_ranks_once():
+    group = distributed.Group(comm=None, rank=0, size=3, local_rank=0, local_size=3, seed=0)
+    one = group.failure([None, "bad data", None], "at iteration 4")
+    assert str(one) == "rank 1 of 3 failed at iteration 4: bad data (every rank stopped)"
+    same = group.failure(["x.yaml: not found"] * 3, "at start-up")
+    assert str(same) == "every rank of 3 failed at start-up: x.yaml: not found (every rank stopped)"
+    two = group.failure(["a", None, "b"], "at iteration 0")
+    assert str(two) == "2 of 3 ranks failed at iteration 0: rank 0: a; rank 2: b (every rank stopped)"
+    assert type(two) is distributed.DistributedError
+    other = distributed.Group(comm=None, rank=2, size=3, local_rank=2, local_size=3, seed=0)
+    assert isinstance(other.failure(["a", None, None], "at start-up"), distributed.PeerFailure)
