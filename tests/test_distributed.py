@@ -420,3 +420,26 @@ def test_the_failure_message_names_the_ranks_once():
     assert type(two) is distributed.DistributedError
     other = distributed.Group(comm=None, rank=2, size=3, local_rank=2, local_size=3, seed=0)
     assert isinstance(other.failure(["a", None, None], "at start-up"), distributed.PeerFailure)
+
+
+def test_dropout_masks_differ_per_rank_while_data_orders_agree(tmp_path):
+    """Rank r's generator is seeded with random_seed + r (Caffe): Dropout masks differ; the
+    shuffled data order comes from (random_seed, epoch) and is the same on every rank."""
+    from netspec.log import CaffeLog
+    from netspec.workflows import load_solver_and_net
+
+    write_problem(tmp_path, "  - {name: boom, type: Dropout, bottom: data, top: boom}")
+    solver = write_solver(tmp_path, "drop", type="SGD", base_lr=0.1)
+    sp, net_param, _ = load_solver_and_net(solver, ["layer.data.data_param.shuffle=true"])
+    masks, orders = [], []
+    for rank in range(2):
+        group = distributed.Group(comm=None, rank=rank, size=2, local_rank=rank, local_size=2,
+                                  seed=0)
+        s = distributed.DataParallelSolver(sp, group, net_param=net_param, dtype="float64",
+                                           log=CaffeLog(quiet=True))
+        s.net.forward()
+        masks.append(to_numpy(s.net.blobs["boom"].data) == 0)
+        orders.append(s.net.layers[0].order.copy())
+    assert not np.array_equal(masks[0], masks[1])
+    np.testing.assert_array_equal(orders[0], orders[1])
+    assert not np.array_equal(orders[0], np.arange(ITEMS))
