@@ -443,3 +443,16 @@ def test_dropout_masks_differ_per_rank_while_data_orders_agree(tmp_path):
     assert not np.array_equal(masks[0], masks[1])
     np.testing.assert_array_equal(orders[0], orders[1])
     assert not np.array_equal(orders[0], np.arange(ITEMS))
+
+
+@needs_mpi
+def test_ranks_share_the_cores_of_their_machine(tmp_path):
+    write_problem(tmp_path)
+    solver = write_solver(tmp_path, "t", type="SGD", base_lr=0.1, max_iter=1)
+    env = {k: v for k, v in os.environ.items() if k != "NETSPEC_NUM_THREADS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    run = subprocess.run([MPIEXEC, "-n", "2", sys.executable, *cli(str(solver))],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    per_rank = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert f"CPU ({per_rank} threads) per rank, 2 ranks" in run.stderr
