@@ -456,3 +456,31 @@ def test_ranks_share_the_cores_of_their_machine(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     per_rank = max(1, len(os.sched_getaffinity(0)) // 2)
     assert f"CPU ({per_rank} threads) per rank, 2 ranks" in run.stderr
+
+
+def test_hdf5_data_reads_its_share_and_refuses_shuffle(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    for name, rows in (("a.h5", range(0, 5)), ("b.h5", range(5, 8))):
+        with h5py.File(tmp_path / name, "w") as f:
+            f["data"] = np.asarray(rows, np.float64)[:, None]
+            f["label"] = np.asarray(rows, np.float64)
+    (tmp_path / "list.txt").write_text("a.h5\nb.h5\n")
+
+    def net(shard, shuffle=False):
+        spec = {"name": "h", "layer": [
+            {"name": "h5", "type": "HDF5Data", "top": ["data", "label"],
+             "hdf5_data_param": {"source": "list.txt", "batch_size": 2, "shuffle": shuffle}},
+            {"name": "sil", "type": "Silence", "bottom": ["data", "label"]}]}
+        (tmp_path / "net.yaml").write_text(json.dumps(spec))
+        from netspec.spec import load_net
+        return Net(load_net(tmp_path / "net.yaml"), "TRAIN", shard=shard)
+
+    nets = [net(Shard(r, 2, seed=0)) for r in range(2)]
+    seen = [[], []]
+    for _ in range(3):                  # 3 global batches of 4 rows: 8 rows, then 0..3 again
+        for r, n in enumerate(nets):
+            n.forward()
+            seen[r] += to_numpy(n.blobs["label"].data).tolist()
+    assert seen[0] == [0, 2, 4, 6, 0, 2] and seen[1] == [1, 3, 5, 7, 1, 3]
+    with pytest.raises(NetspecError, match="shuffle is not supported in data-parallel"):
+        net(Shard(0, 2, seed=0), shuffle=True)
