@@ -26,8 +26,11 @@ from .spec.params import LAYER_PARAM_BLOCKS, NetState
 class Net:
     def __init__(self, net_param: NetParameter, phase: str = "TRAIN", backend: Backend | None = None,
                  rng: np.random.Generator | None = None, level: int = 0,
-                 stages: list[str] | tuple[str, ...] = ()):
+                 stages: list[str] | tuple[str, ...] = (), shard=None):
         self.param = net_param
+        #: data-parallel training: this rank's share of every data layer's batches (a
+        #: ``netspec.data.shard.Shard``); None reads whole batches
+        self.shard = shard
         self.name = net_param.name
         self.phase = phase
         self.backend = backend or Backend()
@@ -84,6 +87,7 @@ class Net:
                                 field="loss_weight")
             self._check_blocks(d, cls)
             layer = cls(d.lp, self.phase, self.backend, self.rng, where)
+            layer.shard = self.shard
             layer.check_arity(len(d.bottoms), len(d.tops))
             bottoms = [self.blobs[b] for b in d.bottoms]
             try:

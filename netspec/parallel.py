@@ -59,6 +59,11 @@ def set_num_threads(n: int | None) -> None:
     _requested = None if n is None else int(n)
 
 
+def threads_chosen() -> bool:
+    """Whether the user chose the thread count (``set_num_threads`` or ``NETSPEC_NUM_THREADS``)."""
+    return _requested is not None or bool(os.environ.get(ENV))
+
+
 def default_threads() -> int:
     """``set_num_threads``'s value, else ``NETSPEC_NUM_THREADS``, else BLAS's thread count (at
     most ``DEFAULT_MAX_THREADS``)."""

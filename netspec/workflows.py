@@ -8,13 +8,16 @@ number of batches.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import distributed
 from .backend import to_numpy
+from .errors import NetspecError
 from .log import CaffeLog, fmt
 from .metrics import LogFileWriter, MetricsWriter
 from .model import load
@@ -79,50 +82,96 @@ class TrainOutcome:
     result: dict     # Solver.solve's: iterations, wall_s, s_per_iter, loss, tests
 
 
-def train(solver_file: str | Path, sets: Sequence[str] = (), *, gpu: bool = False,
+def gpu_sets(gpu: bool | int | str | None, group: distributed.Group | None) -> list[str]:
+    """The solver overrides that ``--gpu`` stands for: False/None: none (solver_mode as the
+    file says); True or "": the GPU of the solver's device_id; N: device N; "N,M,…" or "all":
+    one device per rank, chosen by the rank's place on its machine (only under mpiexec)."""
+    if gpu is None or gpu is False:
+        return []
+    if gpu is True or gpu == "":
+        return ["solver_mode=GPU"]
+    text = str(gpu).strip()
+    if text.isdigit():
+        return ["solver_mode=GPU", f"device_id={int(text)}"]
+    ids = None if text == "all" else text.split(",")
+    if ids is not None and not all(i.strip().isdigit() for i in ids):
+        raise NetspecError(f"--gpu {text}: expected a device number, a list such as 0,1, or all")
+    if group is None:
+        raise NetspecError(
+            f"--gpu {text} asks for several GPUs: netspec trains on several GPUs as one process "
+            f"per GPU under MPI, e.g. `mpiexec -n {len(ids) if ids else 'N'} netspec train "
+            f"SOLVER --gpu {text}` (each rank takes its own device; docs/distributed.md)")
+    if ids is None:
+        return ["solver_mode=GPU", f"device_id={group.local_rank}"]
+    if len(ids) != group.local_size:
+        raise NetspecError(f"--gpu {text} names {len(ids)} devices but {group.local_size} ranks "
+                           "run on this machine: give one device per rank")
+    return ["solver_mode=GPU", f"device_id={int(ids[group.local_rank])}"]
+
+
+def train(solver_file: str | Path, sets: Sequence[str] = (), *,
+          gpu: bool | int | str | None = False,
           max_iter: int | None = None, snapshot: str | Path | None = None,
           weights: str | Path | None = None, allow_partial: bool = False,
           dtype: str = "float32", log_dir: str | Path | None = None,
-          quiet: bool = False) -> TrainOutcome:
+          quiet: bool = False, distributed_run: bool | None = None) -> TrainOutcome:
     """Train with ``solver_file`` (Caffe's ``caffe train``).
 
-    ``sets``: overrides, as ``netspec train --set``; ``max_iter`` and ``gpu`` are two more.
+    ``sets``: overrides, as ``netspec train --set``; ``max_iter`` and ``gpu`` (``gpu_sets``)
+    are two more. ``distributed_run``: train as one rank of a data-parallel run over MPI
+    (``netspec/distributed.py``); None (default): when started by mpiexec with several
+    processes. Only rank 0 logs, tests, snapshots and writes ``log_dir``.
     ``snapshot``: resume from this ``.solverstate.npz``; else ``weights`` (or the solver's
     ``weights``): initialise from these to fine-tune (``allow_partial``: the file may lack some
     of the net's blobs, which keep their fillers' values). ``log_dir``: write ``metrics.jsonl`` and
     ``train.log`` there (appended to when resuming). ``quiet``: no log lines on stderr.
     """
-    sets = list(sets)
-    if max_iter is not None:
-        sets.append(f"max_iter={max_iter}")
-    if gpu:
-        sets.append("solver_mode=GPU")
-    sp, net_param, applied = load_solver_and_net(solver_file, sets)
-    log = CaffeLog(quiet=quiet)
+    group = distributed.connect() if distributed_run is not False else None
+    if distributed_run and group is None:
+        raise NetspecError("distributed_run=True but this process was not started by an MPI "
+                           "launcher with several processes (mpiexec -n N ...)")
+    if group is not None and not group.is_root:
+        quiet, log_dir = True, None
+    log = CaffeLog(quiet=quiet) if group is None or group.is_root else _silent_log()
     writers = []
     try:
-        if log_dir:
-            writers.append(LogFileWriter(Path(log_dir) / "train.log", append=bool(snapshot)))
-            log.listeners.append(writers[-1])
-        solver = Solver(sp, log=log, net_param=net_param, dtype=dtype)
-        if log_dir:
-            writers.append(MetricsWriter(Path(log_dir) / "metrics.jsonl", append=bool(snapshot)))
-            solver.listeners.append(writers[-1])
-        where = "GPU" if solver.backend.is_gpu else f"CPU ({solver.backend.threads} threads)"
-        log.info(f"Solver {solver_file}: type {sp.type}, base_lr {sp.base_lr}, lr_policy {sp.lr_policy}, "
-                 f"weight_decay {sp.weight_decay} ({sp.regularization_type or 'none'}), "
-                 f"max_iter {sp.max_iter}, random_seed {solver.seed}, {where}")
-        for text, _, _ in applied:
-            log.info(f"Override: --set {text}")
-        for line in decay_lines(solver):
-            log.info(line)
-        if snapshot:
-            solver.restore(snapshot)
-        elif weights or sp.weights:
-            w = weights or sp.weights
-            missing, unused = load_weights(solver.net, w, allow_partial=allow_partial)
-            log.info(f"Fine-tuning from {w}" + (f" (not in the file, kept from fillers: {missing})" if missing else "")
-                     + (f" (unused: {unused})" if unused else ""))
+        with distributed.startup(group) as start:
+            sets = list(sets)
+            if max_iter is not None:
+                sets.append(f"max_iter={max_iter}")
+            sets += gpu_sets(gpu, group)
+            sp, net_param, applied = load_solver_and_net(solver_file, sets)
+            if log_dir:
+                writers.append(LogFileWriter(Path(log_dir) / "train.log", append=bool(snapshot)))
+                log.listeners.append(writers[-1])
+            if group is None:
+                solver = Solver(sp, log=log, net_param=net_param, dtype=dtype)
+            else:
+                solver = distributed.DataParallelSolver(sp, group, log=log, net_param=net_param,
+                                                        dtype=dtype)
+                start.config = distributed.config_digest(sp, net_param, dtype=dtype,
+                                                         snapshot=snapshot, weights=weights)
+            if log_dir:
+                writers.append(MetricsWriter(Path(log_dir) / "metrics.jsonl", append=bool(snapshot)))
+                solver.listeners.append(writers[-1])
+            where = "GPU" if solver.backend.is_gpu else f"CPU ({solver.backend.threads} threads)"
+            if group is not None:
+                where += (f" per rank, {group.size} ranks (data-parallel: each iteration "
+                          f"reads a global batch of {group.size} x the net's batch_size)")
+            log.info(f"Solver {solver_file}: type {sp.type}, base_lr {sp.base_lr}, lr_policy {sp.lr_policy}, "
+                     f"weight_decay {sp.weight_decay} ({sp.regularization_type or 'none'}), "
+                     f"max_iter {sp.max_iter}, random_seed {solver.seed}, {where}")
+            for text, _, _ in applied:
+                log.info(f"Override: --set {text}")
+            for line in decay_lines(solver):
+                log.info(line)
+            if snapshot:
+                solver.restore(snapshot)
+            elif weights or sp.weights:
+                w = weights or sp.weights
+                missing, unused = load_weights(solver.net, w, allow_partial=allow_partial)
+                log.info(f"Fine-tuning from {w}" + (f" (not in the file, kept from fillers: {missing})" if missing else "")
+                         + (f" (unused: {unused})" if unused else ""))
         with progress_for(sp.max_iter, solver.iter, quiet) as progress:
             result = solver.solve(progress=progress)
         if not result["interrupted"]:
@@ -131,6 +180,11 @@ def train(solver_file: str | Path, sets: Sequence[str] = (), *, gpu: bool = Fals
         for writer in writers:
             writer.close()
     return TrainOutcome(solver, result)
+
+
+def _silent_log() -> CaffeLog:
+    """The log of a rank other than 0: nothing written (rank 0 speaks for the run)."""
+    return CaffeLog(stream=io.StringIO(), quiet=True)
 
 
 def summary_line(solver, result: dict) -> str:

@@ -2,17 +2,52 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import click
 
 from .. import workflows
+from ..distributed import PeerFailure
 from .options import friendly, threads_option
 
+#: what may follow ``--gpu`` as its value: a device, a list of devices, or all of them
+GPU_VALUE = re.compile(r"^(\d+(,\d+)*|all)$")
 
-@click.command("train")
+
+def gpu_value_args(args: list[str]) -> list[str]:
+    """Caffe's ``--gpu`` takes an optional value: ``--gpu`` followed by a device spec becomes
+    ``--gpu=SPEC``, a bare ``--gpu`` (before the solver file or another option) ``--gpu=``."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            out += args[i:]
+            break
+        if a == "--gpu":
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if nxt is not None and GPU_VALUE.match(nxt):
+                out.append(f"--gpu={nxt}")
+                i += 2
+                continue
+            a = "--gpu="
+        out.append(a)
+        i += 1
+    return out
+
+
+class TrainCommand(click.Command):
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, gpu_value_args(list(args)))
+
+
+@click.command("train", cls=TrainCommand)
 @click.argument("solver_file", type=click.Path(dir_okay=False))
-@click.option("--gpu", is_flag=True, help="Run on the GPU with CuPy (overrides solver_mode).")
+@click.option("--gpu", metavar="[N|N,M,…|all]", default=None,
+              help="Run on the GPU with CuPy (overrides solver_mode): --gpu alone uses the "
+                   "solver's device_id, --gpu N device N; under mpiexec, --gpu 0,1 or --gpu all "
+                   "give each rank of a machine its own device (docs/distributed.md).")
 @click.option("--snapshot", "snapshot", type=click.Path(dir_okay=False),
               help="Resume from a .solverstate.npz written by an earlier run.")
 @click.option("--weights", type=click.Path(dir_okay=False),
@@ -38,12 +73,21 @@ def command(solver_file, gpu, snapshot, weights, allow_partial, sets, max_iter, 
 
     Ctrl-C stops after the current batch (a test pass is abandoned), snapshots and exits with
     status 130; a second Ctrl-C stops at once without a snapshot.
+
+    Under `mpiexec -n N` each process trains as one rank of a data-parallel run: every rank
+    reads 1/N of each global batch of N x batch_size, gradients are averaged, only rank 0
+    logs, tests and snapshots (docs/distributed.md).
     """
-    outcome = workflows.train(solver_file, sets, gpu=gpu, max_iter=max_iter, snapshot=snapshot,
-                    weights=weights, allow_partial=allow_partial, dtype=dtype, log_dir=log_dir,
-                    quiet=quiet)
+    try:
+        outcome = workflows.train(solver_file, sets, gpu=gpu, max_iter=max_iter,
+                                  snapshot=snapshot, weights=weights, allow_partial=allow_partial,
+                                  dtype=dtype, log_dir=log_dir, quiet=quiet)
+    except PeerFailure:
+        sys.exit(1)             # every rank stopped; rank 0 prints the one message
     if outcome.result["interrupted"]:
         solver = outcome.solver
+        if solver.last_snapshot is None:     # a rank other than 0: rank 0 names the snapshot
+            sys.exit(130)
         click.echo(f"netspec: interrupted at iteration {solver.iter}; resume with --snapshot "
                    f"{solver.last_snapshot}", err=True)
         sys.exit(130)

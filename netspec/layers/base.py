@@ -93,6 +93,9 @@ class Layer(abc.ABC):
         #: CPU threads the layer may split its batch over (``parallel.py``); 1 on a GPU
         self.threads = 1 if backend.is_gpu else backend.threads
         self.rng = rng
+        #: data-parallel training: which items of each batch this rank reads (a
+        #: ``netspec.data.shard.Shard``, set by the Net before ``setup``); None in one process
+        self.shard = None
         self.where = where or {}
         self.blobs: list[Param] = []
         self.p = getattr(lp, self.param_block) if self.param_block else None

@@ -17,6 +17,9 @@ from ..spec.params import FillerParameter
 from .base import Layer
 from .registry import register
 
+#: the keys of ``Shard.order_rng`` for an epoch's order and for ``rand_skip``
+ORDER_KEY, SKIP_KEY = 0, 1
+
 
 @register("Input")
 class Input(Layer):
@@ -142,11 +145,19 @@ class Data(Layer):
                              "mean of records of the same shape", field=field, cls=DataError)
 
     def _new_order(self):
-        return self.rng.permutation(self.n) if self.p.shuffle else np.arange(self.n)
+        """The order of this epoch: in data-parallel training (``self.shard``) one that every
+        rank draws alike from (random_seed, epoch), else one from the net's generator."""
+        if not self.p.shuffle:
+            return np.arange(self.n)
+        rng = self.rng if self.shard is None else self.shard.order_rng(ORDER_KEY, self.epoch)
+        return rng.permutation(self.n)
 
     def next_indices(self) -> np.ndarray:
-        """Indices of the next batch, advancing the cursor (and the epoch) like Caffe."""
-        out = np.empty(self.p.batch_size, dtype=np.int64)
+        """Indices of the next batch, advancing the cursor (and the epoch) like Caffe. In
+        data-parallel training the cursor walks the global batch of size·batch_size items and
+        this rank keeps its share (``netspec/data/shard.py``)."""
+        size = 1 if self.shard is None else self.shard.size
+        out = np.empty(self.p.batch_size * size, dtype=np.int64)
         filled = 0
         while filled < out.size:
             take = min(out.size - filled, self.n - self.cursor)
@@ -158,7 +169,7 @@ class Data(Layer):
                 self.epoch += 1
                 if self.p.shuffle:
                     self.order = self._new_order()
-        return out
+        return out if self.shard is None else self.shard.take(out)
 
     def _transform(self, batch: np.ndarray) -> np.ndarray:
         x = batch.astype(np.float32)
@@ -284,7 +295,9 @@ class MemoryData(Layer):
     Tops: data (batch_size, channels, height, width) and labels (batch_size,)
     (``memory_data_param``, all positive). Call ``layer.reset(data, labels)`` — e.g.
     ``net.layer_by_name("mem").reset(x, y)`` — with n items (n a multiple of batch_size); each
-    forward then takes the next batch, cycling through the n items in order. No transform is
+    forward then takes the next batch, cycling through the n items in order. In data-parallel
+    training every rank resets with all n items (a multiple of batch_size × ranks) and reads
+    its share of each global batch. No transform is
     applied (Caffe's Reset does not transform either). No gradient.
     """
 
@@ -313,9 +326,11 @@ class MemoryData(Layer):
         if n == 0 or host.size != n * size:
             raise self.error(f"reset() got {host.size} data values for {n} labels; each item "
                              f"needs {size} values {self.item}", cls=DataError)
-        if n % self.batch:
+        step = self.batch * (1 if self.shard is None else self.shard.size)
+        if n % step:
+            per = "" if step == self.batch else f" times the {self.shard.size} ranks"
             raise self.error(f"reset(): the number of items ({n}) must be a multiple of the "
-                             f"batch size ({self.batch})", cls=DataError)
+                             f"batch size ({self.batch}{per})", cls=DataError)
         if self.lp.transform_param is not None:
             warnings.warn(f"layer '{self.name}' (MemoryData) does not transform array data on "
                           "reset()", stacklevel=2)
@@ -327,7 +342,11 @@ class MemoryData(Layer):
         if self.data is None:
             raise self.error(f"needs data: call net.layer_by_name('{self.name}').reset(data, "
                              "labels) before the first forward", cls=DataError)
-        s = slice(self.pos, self.pos + self.batch)
-        top[0].data[...] = self.data[s]
-        top[1].data[...] = self.labels[s]
-        self.pos = (self.pos + self.batch) % self.n
+        step = self.batch * (1 if self.shard is None else self.shard.size)
+        s = slice(self.pos, self.pos + step)
+        data, labels = self.data[s], self.labels[s]
+        if self.shard is not None:          # this rank's share of the global batch
+            data, labels = self.shard.take(data), self.shard.take(labels)
+        top[0].data[...] = data
+        top[1].data[...] = labels
+        self.pos = (self.pos + step) % self.n

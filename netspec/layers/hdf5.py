@@ -77,6 +77,11 @@ class HDF5Data(Layer):
             elif [s[1:] for s in shapes] != trailing:
                 raise self.error(f"'{f}' has datasets of shapes {shapes}; the first file's rows "
                                  f"are {trailing} (netspec tops have fixed shapes)", cls=DataError)
+        if p.shuffle and self.shard is not None:
+            raise self.spec_error(
+                f"shuffle is not supported in data-parallel training ({self.shard.size} ranks): "
+                "the ranks would draw different orders. Shuffle the rows into the files "
+                "beforehand and set shuffle: false", field="hdf5_data_param.shuffle")
         self.file_order = numpy.arange(len(self.files))
         if p.shuffle:
             self.file_order = self.rng.permutation(len(self.files))
@@ -130,8 +135,11 @@ class HDF5Data(Layer):
             self.row_order = self.rng.permutation(self.rows)
 
     def forward(self, bottom, top):
-        batch = int(self.p.batch_size)
-        out = [numpy.empty(t.shape, dtype=numpy.float64) for t in top]
+        """The next batch_size rows; in data-parallel training the rows of the global batch
+        (batch_size × ranks) at this rank's positions (``netspec/data/shard.py``)."""
+        size = 1 if self.shard is None else self.shard.size
+        batch = int(self.p.batch_size) * size
+        out = [numpy.empty((batch, *t.shape[1:]), dtype=numpy.float64) for t in top]
         filled = 0
         while filled < batch:
             take = min(batch - filled, self.rows - self.current_row)
@@ -143,7 +151,7 @@ class HDF5Data(Layer):
             if self.current_row == self.rows:
                 self._next_file()
         for t, o in zip(top, out):
-            t.data[...] = self.backend.asarray(o)
+            t.data[...] = self.backend.asarray(o if self.shard is None else self.shard.take(o))
 
     def state_dict(self):
         return {"current_file": self.current_file, "current_row": self.current_row,

@@ -10,7 +10,7 @@ import numpy as np
 from ..data.image_list import find_image, load_image, read_image_list, read_image_pairs
 from ..data.sources import resolve_file
 from ..errors import DataError
-from .data import Data
+from .data import SKIP_KEY, Data
 from .registry import register
 
 
@@ -58,7 +58,8 @@ class ImageData(Data):
         self.epoch = 0
         self.order = self._new_order()
         if p.rand_skip:
-            skip = int(self.rng.integers(p.rand_skip))
+            rng = self.rng if self.shard is None else self.shard.order_rng(SKIP_KEY)
+            skip = int(rng.integers(p.rand_skip))
             if skip >= self.n:
                 raise self.error(f"rand_skip drew {skip} but the list has only {self.n} images",
                                  field="image_data_param.rand_skip", cls=DataError)

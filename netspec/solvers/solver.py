@@ -52,7 +52,7 @@ UPDATE_BLOCK_ELEMENTS = 1 << 16
 class Solver:
     def __init__(self, sp: SolverParameter, *, backend: Backend | None = None,
                  log: CaffeLog | None = None, net_param=None, dtype: str = "float32",
-                 test_net_params: list | None = None):
+                 test_net_params: list | None = None, shard=None):
         self.sp = sp
         self.log = log or CaffeLog()
         self.backend = backend or get_backend(sp.solver_mode == "GPU", dtype, sp.device_id)
@@ -76,7 +76,7 @@ class Solver:
             stage=list(train_state.stage) or list(self.net_param.state.stage)),
             sp.where(("net",)).get("file") or "")
         self.net = Net(self.net_param, "TRAIN", self.backend, self.rng,
-                       level=train_state.level, stages=train_state.stage)
+                       level=train_state.level, stages=train_state.stage, shard=shard)
         self.test_nets = self._make_test_nets(test_net_params)
         self.rule = RULES[sp.type](sp, self.xp)
         self.params = [p for p in self.net.params if p.lr_mult != 0]
@@ -185,10 +185,21 @@ class Solver:
                           f"by scale factor {fmt(clip / norm)}")
             g *= g.dtype.type(clip / norm)
 
+    def agree(self, loss: float) -> float:
+        """The loss of this iteration as every process sees it: in one process ``loss``;
+        data-parallel ranks (``netspec/distributed.py``) exchange their status and losses here,
+        after backward and before the display and the update."""
+        return loss
+
+    def reduce_gradients(self) -> None:
+        """Before clipping and the update: data-parallel ranks average ``flat_diff`` here; in
+        one process nothing."""
+
     def apply_update(self) -> float:
         """One update of every learnable blob (rule, decay, lr_mult/decay_mult), split into
         contiguous slices of the flat buffers over the CPU threads (elementwise: the same
         values as one pass)."""
+        self.reduce_gradients()
         rate = self.learning_rate()
         if self.sp.display and self.iter % self.sp.display == 0:
             self.log.info(f"Iteration {self.iter}, lr = {fmt(rate)}", "sgd_solver.py")
@@ -257,6 +268,7 @@ class Solver:
         loss /= self.sp.iter_size
         if not np.isfinite(loss):
             raise self._divergence(f"the training loss became {loss}")
+        loss = self.agree(loss)
         self._smooth(loss)
         display = self.sp.display and it % self.sp.display == 0
         if display:
