@@ -509,11 +509,11 @@ def test_faster_rcnn_layers_and_fields_convert():
 def test_fork_layers_netspec_lacks_are_named(tmp_path):
     src = tmp_path / "n.prototxt"
     src.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 4 } } }\n'
-                   'layer { name: "mbox_loss" type: "MultiBoxLoss" bottom: "x" bottom: "x" top: "l" }\n')
+                   'layer { name: "eval" type: "DetectionEvaluate" bottom: "x" bottom: "x" top: "l" }\n')
     with pytest.raises(ConvertError) as e:
         convert_net(src, tmp_path / "n.yaml")
     msg = str(e.value)
-    assert "'mbox_loss' has type 'MultiBoxLoss'" in msg and "SSD's fork" in msg
+    assert "'eval' has type 'DetectionEvaluate'" in msg and "SSD's fork" in msg
 
 
 def test_unread_block_is_a_named_warning(tmp_path):

@@ -25,7 +25,7 @@ from ..spec.solver import SolverParameter
 from . import ConvertError, is_repeated
 
 FORK_TYPES = {
-    **dict.fromkeys(("DetectionEvaluate", "MultiBoxLoss", "AnnotatedData", "VideoData"),
+    **dict.fromkeys(("DetectionEvaluate", "AnnotatedData", "VideoData"),
                     "SSD's fork of Caffe (weiliu89/caffe, branch ssd)"),
 }
 
