@@ -172,3 +172,60 @@ def test_ssd_lite_detects_on_random_weights():
     assert (np.diff(rows[:, 1]) >= 0).all()           # by label, then by descending score
     for label in set(rows[:, 1]):
         assert (np.diff(rows[rows[:, 1] == label, 2]) <= 0).all()
+
+
+SSD_LITE_TRAIN = "eric612__MobileNet-YOLO__models__mobilenetv2_voc__ssd_lite__train.prototxt"
+
+
+def with_input_layer(text: str, shapes: dict[str, list[int]]) -> str:
+    """The prototxt text with its first layer (a data layer) replaced by an Input layer giving
+    ``shapes`` (top name -> shape), as the fork's recording substituted it."""
+    first = text.index("layer {")
+    second = text.index("\nlayer {", first + 1)
+    tops = "".join(f' top: "{t}"' for t in shapes)
+    dims = "".join(" shape {" + "".join(f" dim: {d}" for d in s) + " }" for s in shapes.values())
+    return (text[:first] + f'layer {{ name: "data" type: "Input"{tops} input_param {{{dims} }} }}'
+            + text[second:])
+
+
+def test_ssd_lite_train_net_builds_with_the_forks_shapes_and_trains():
+    """MobileNet-v2 SSD-lite's training net (MultiBoxLoss, LOGISTIC confidences) with its
+    AnnotatedData layer replaced by Input as the fork's recording did: the fork's blob and
+    parameter shapes, a finite loss and gradients into the heads."""
+    with pytest.raises(NetspecError, match="'resize_param' is not a field"):
+        build(SSD_LITE_TRAIN, "TRAIN")       # AnnotatedData and its transform: not implemented
+    gold = json.loads((GOLDEN / "shapes" / f"{SSD_LITE_TRAIN}.json").read_text())
+    (layer, shapes), = gold["substitutions"]
+    assert layer == "data"
+    net = build(SSD_LITE_TRAIN, "TRAIN", with_input_layer((ZOO / SSD_LITE_TRAIN).read_text(), shapes))
+    same_shapes(net, gold["phases"]["TRAIN"], "TRAIN")
+    rng = np.random.default_rng(0)
+    net.blobs["data"].data[...] = rng.standard_normal(shapes["data"])
+    net.blobs["label"].data[...] = [[[[0, 3, 0, 0.1, 0.2, 0.5, 0.7, 0], [0, 12, 1, 0.4, 0.3, 0.9, 0.6, 0],
+                                      [0, 7, 2, 0.05, 0.6, 0.3, 0.95, 1], [-1, 0, 0, 0, 0, 0, 0, 0]]]]
+    loss = float(net.forward())
+    assert np.isfinite(loss) and loss > 0
+    net.backward()
+    for blob in ("mbox_loc", "mbox_conf"):
+        diff = net.blobs[blob].diff
+        assert np.isfinite(diff).all() and np.count_nonzero(diff) > 0, blob
+
+
+def test_ssd_lite_train_net_prototxt_yaml_prototxt_is_the_same_net(tmp_path):
+    """convert then export keeps MultiBoxLoss, its multibox_loss_param and propagate_down."""
+    from click.testing import CliRunner
+
+    from netspec.caffe.port import convert_net
+    from netspec.caffe.upgrade import upgrade_net
+    from netspec.cli import main
+
+    gold = json.loads((GOLDEN / "shapes" / f"{SSD_LITE_TRAIN}.json").read_text())
+    text = with_input_layer((ZOO / SSD_LITE_TRAIN).read_text(), gold["substitutions"][0][1])
+    (tmp_path / "train.prototxt").write_text(text)
+    convert_net(tmp_path / "train.prototxt", tmp_path / "net.yaml")
+    assert "multibox_loss_param" in (tmp_path / "net.yaml").read_text()
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "net.yaml"), "-o",
+                                  str(tmp_path / "back.prototxt")])
+    assert r.exit_code == 0, r.output
+    original = upgrade_net(ptx.parse_net(text, "train"))[0]
+    assert ptx.parse_net((tmp_path / "back.prototxt").read_text()) == original
