@@ -152,7 +152,8 @@ def literal_multibox(loc, conf, prior, label, q):
             m = [v if v <= -1 or j in sel else -1 for j, v in enumerate(m)]
         for j in range(P):
             if m[j] > -1:
-                loc_rows.append((i, j, encode(gl[m[j]][1], boxes[j], var[j], q["code_type"], False)))
+                loc_rows.append((i, j, encode(gl[m[j]][1], boxes[j], var[j], q["code_type"],
+                                              q.get("encode_variance_in_target", False))))
                 conf_rows.append((i, j, gl[m[j]][0], True))
             elif mining == "NONE":
                 conf_rows.append((i, j, bg, False))
@@ -163,9 +164,13 @@ def literal_multibox(loc, conf, prior, label, q):
     n = {"VALID": len(loc_rows), "FULL": N * P, "BATCH_SIZE": N, "NONE": 1}[q["normalization"]]
     n = max(n, 1)
     total_loc = 0.0
+    vit = q.get("encode_variance_in_target", False)
     for i, j, t in loc_rows:
         for k in range(4):
-            d = loc[i, j, k] - t[k]
+            pred = loc[i, j, k]
+            if q.get("bp_inside") and not 0 <= boxes[j][k] <= 1:
+                pred = t[k]                   # an outside corner: no loss, no gradient
+            d = pred / var[j][k] - t[k] / var[j][k] if vit else pred - t[k]
             if q["loc_loss_type"] == "L2":
                 total_loc, g = total_loc + 0.5 * d * d, d
             else:
@@ -231,7 +236,8 @@ def mbox_layer(q, shapes, backend=None):
     {"code_type": "CORNER_SIZE"}, {"ignore_cross_boundary_bbox": True},
     {"use_difficult_gt": False}, {"overlap_threshold": 0.3, "neg_overlap": 0.4},
     {"neg_pos_ratio": 1.5}, {"normalization": "FULL"}, {"normalization": "BATCH_SIZE"},
-    {"normalization": "NONE"},
+    {"normalization": "NONE"}, {"encode_variance_in_target": True},
+    {"bp_inside": True, "code_type": "CORNER"},
 ])
 def test_multibox_loss_matches_a_literal_reference(change):
     q = {**DEFAULTS, **change}
