@@ -15,7 +15,7 @@ from . import ConvertError, pb2
 
 #: layer fields of well-known Caffe forks that netspec's schema lacks
 FORK_FIELDS = {
-    **dict.fromkeys(("permute_param", "norm_param", "multibox_loss_param",
+    **dict.fromkeys(("permute_param", "norm_param",
                      "annotated_data_param", "detection_evaluate_param",
                      "video_data_param"), "SSD's fork of Caffe (weiliu89/caffe, branch ssd)"),
 }

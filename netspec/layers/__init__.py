@@ -6,9 +6,9 @@ types. ``docs/architecture.md`` says which family holds which type.
 
 from . import (batch_norm_forks, conv, data, detection, hdf5, image_data, inner_product, loss,
                multibox, neuron, normalization, pool, python, recurrent, reduction, registry, reshape, roi, softmax,
-               structure, window_data)
+               structure, window_data, yolo)
 from .base import Layer
 
 __all__ = ["Layer", "registry", "batch_norm_forks", "conv", "data", "detection", "hdf5", "image_data",
            "inner_product", "loss", "multibox", "neuron", "normalization", "pool", "python", "recurrent",
-           "reduction", "reshape", "roi", "softmax", "structure", "window_data"]
+           "reduction", "reshape", "roi", "softmax", "structure", "window_data", "yolo"]

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from ..base import Message
 from . import (batch_norm_forks, conv, data, detection, inner_product, loss, multibox, neuron, normalization, pool,
-               python, recurrent, reduction, reshape, roi, softmax, structure)
+               python, recurrent, reduction, reshape, roi, softmax, structure, yolo)
 from .common import (BlobShape, Engine, FillerParameter, LossParameter, NetState, NetStateRule,
                      ParamSpec, TransformationParameter, VarianceNorm)
 
 FAMILIES = (data, conv, pool, roi, inner_product, neuron, normalization, batch_norm_forks,
-            structure, reshape, reduction, softmax, loss, detection, multibox, recurrent, python)
+            structure, reshape, reduction, softmax, loss, detection, multibox, yolo, recurrent,
+            python)
 
 
 def _assemble() -> tuple[tuple[str, ...], dict[str, type[Message]]]:
