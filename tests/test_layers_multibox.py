@@ -366,3 +366,72 @@ def test_matching_decoded_predictions():
     _, tc = run_forward(b, [far, conf, prior, label], ts)
     _, td = run_forward(a, [far, conf, prior, label], ts)
     assert float(tc[0].data) != pytest.approx(float(td[0].data))
+
+
+TINY_SSD = """
+layer { name: "in" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 2 dim: 3 dim: 16 dim: 16 } shape { dim: 1 dim: 1 dim: 3 dim: 8 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 8 kernel_size: 3 pad: 1 stride: 2 weight_filler { type: "xavier" } } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "loc" type: "Convolution" bottom: "conv" top: "loc"
+        convolution_param { num_output: 12 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
+layer { name: "loc_perm" type: "Permute" bottom: "loc" top: "loc_perm" permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "loc_flat" type: "Flatten" bottom: "loc_perm" top: "loc_flat" }
+layer { name: "conf" type: "Convolution" bottom: "conv" top: "conf"
+        convolution_param { num_output: 9 kernel_size: 3 pad: 1 weight_filler { type: "xavier" } } }
+layer { name: "conf_perm" type: "Permute" bottom: "conf" top: "conf_perm" permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "conf_flat" type: "Flatten" bottom: "conf_perm" top: "conf_flat" }
+layer { name: "prior" type: "PriorBox" bottom: "conv" bottom: "data" top: "prior"
+        prior_box_param { min_size: 5 max_size: 9 aspect_ratio: 2 flip: false variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 } }
+layer { name: "loss" type: "MultiBoxLoss" bottom: "loc_flat" bottom: "conf_flat" bottom: "prior" bottom: "label"
+        top: "loss" multibox_loss_param { num_classes: 3 code_type: CENTER_SIZE overlap_threshold: 0.5 }
+        propagate_down: true propagate_down: true propagate_down: false propagate_down: false }
+"""
+
+
+def test_a_tiny_ssd_learns_its_boxes():
+    """Conv heads, Permute, Flatten, PriorBox and MultiBoxLoss in one net: plain gradient
+    descent on a fixed batch lowers the loss a lot (the gradients lead downhill)."""
+    pytest.importorskip("google.protobuf", reason="protobuf is not installed")
+    from netspec.backend import Backend
+    from netspec.caffe import prototxt as ptx
+    from netspec.caffe.port import net_yaml
+    from netspec.net import Net
+    from netspec.spec import loads_net
+
+    yaml_text = net_yaml(ptx.parse_net(TINY_SSD, "tiny"), "tiny")[0]
+    net = Net(loads_net(yaml_text, "tiny"), "TRAIN", Backend(np, np.float32),
+              np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    net.blobs["data"].data[...] = rng.standard_normal((2, 3, 16, 16))
+    net.blobs["label"].data[...] = [[[[0, 1, 0, 0.1, 0.1, 0.45, 0.4, 0],
+                                      [0, 2, 1, 0.5, 0.55, 0.9, 0.95, 0],
+                                      [1, 1, 0, 0.3, 0.2, 0.7, 0.6, 0]]]]
+    params = list(net.named_params().values())
+    losses = []
+    for _ in range(150):
+        net.clear_param_diffs()
+        losses.append(float(net.forward()))
+        net.backward()
+        for p in params:
+            p.data -= 0.05 * p.diff
+    assert losses[-1] < 0.3 * losses[0], (losses[0], losses[-1])
+
+
+@pytest.mark.parametrize("field,words", [
+    ("mining_type: MAXNEG", 'MiningType" has no value named MAXNEG'),
+    ("num_classes: -3", "Value out of range: -3"),
+    ("neg_pos_ratio: \"three\"", "Couldn't parse float")])
+def test_a_bad_multibox_loss_field_is_one_clear_convert_error(tmp_path, field, words):
+    pytest.importorskip("google.protobuf", reason="protobuf is not installed")
+    from netspec.caffe import ConvertError
+    from netspec.caffe.port import convert_net
+
+    src = tmp_path / "n.prototxt"
+    src.write_text(TINY_SSD.replace("num_classes: 3 code_type", field + " code_type"))
+    with pytest.raises(ConvertError) as e:
+        convert_net(src, tmp_path / "n.yaml")
+    msg = str(e.value)
+    assert "n.prototxt:18" in msg and "in layer 'loss'" in msg and words in msg, msg
+    assert "\n" not in msg
