@@ -32,6 +32,9 @@ GOLDEN = Path(__file__).parent / "golden" / "forks"
 F32 = Backend(np, np.float32)
 LANE = "eric612__MobileNet-YOLO__models__tusimple__mobilenet_yolov3_lite_deploy"
 SSD_LITE = "eric612__MobileNet-YOLO__models__mobilenetv2_voc__ssd_lite__deploy.prototxt"
+YOLO3 = "eric612__MobileNet-YOLO__models__yolov3__mobilenet_yolov3_lite_deploy.prototxt"
+YOLO2 = "eric612__MobileNet-YOLO__models__yolov2__mobilenet_yolo_lite_deploy.prototxt"
+YOLO3_TINY = "eric612__MobileNet-YOLO__models__darknet_yolov3__yolov3-tiny.prototxt"
 #: each net and the types it needs beyond BVLC Caffe
 NETS = {
     f"{LANE}.prototxt": {"DepthwiseConvolution"},
@@ -43,6 +46,10 @@ NETS = {
     SSD_LITE: {"DepthwiseConvolution", "Permute", "PriorBox", "DetectionOutput"},
     "eric612__MobileNet-YOLO__models__pelee__VOC0712__SSD_304x304__deploy.prototxt":
         {"Permute", "PriorBox", "DetectionOutput"},
+    # the YOLO forks' detection outputs (MobileNet-YOLO v3's Upsample is a Deconvolution)
+    YOLO3: {"DepthwiseConvolution", "Yolov3DetectionOutput"},
+    YOLO2: {"DepthwiseConvolution", "ReLU6", "YoloDetectionOutput"},
+    YOLO3_TINY: {"Yolov3DetectionOutput"},
     # PSPNet's fork: Interp (zoom, shrink, height/width)
     "hszhao__ICNet__evaluation__prototxt__icnet_cityscapes.prototxt": {"Interp"},
 }
@@ -52,26 +59,6 @@ NETS = {
 UNRECORDED_OUTPUTS = {
     "hszhao__ICNet__evaluation__prototxt__icnet_cityscapes.prototxt": [(1, 19, 1025, 2049)],
 }
-
-
-#: nets whose only missing layer is their last one, a YOLO detection output (a later part of
-#: the work on the forks' layers): built without it, as far as that layer's bottoms
-BACKBONES = {
-    "eric612__MobileNet-YOLO__models__yolov3__mobilenet_yolov3_lite_deploy.prototxt":
-        ("Yolov3DetectionOutput", {"DepthwiseConvolution"}),  # (its Upsample is a Deconvolution)
-    "eric612__MobileNet-YOLO__models__yolov2__mobilenet_yolo_lite_deploy.prototxt":
-        ("YoloDetectionOutput", {"DepthwiseConvolution", "ReLU6"}),
-    "eric612__MobileNet-YOLO__models__darknet_yolov3__yolov3-tiny.prototxt":
-        ("Yolov3DetectionOutput", set()),
-}
-
-
-def without_last_layer(text: str, type_name: str) -> str:
-    """The prototxt text up to the layer of type ``type_name``, which must be the last one."""
-    at = text.index(f'type: "{type_name}"')
-    start = text.rindex("layer {", 0, at)
-    assert "layer {" not in text[at:], "the detection layer is not the last one"
-    return text[:start]
 
 
 def build(name: str, phase: str = "TEST", text: str | None = None) -> Net:
@@ -108,19 +95,6 @@ def test_fork_net_converts_and_builds(name):
         return
     for phase, gp in json.loads(shapes.read_text())["phases"].items():
         same_shapes(build(name, phase), gp, phase)
-
-
-@pytest.mark.parametrize("name", sorted(BACKBONES))
-def test_yolo_net_builds_up_to_its_detection_layer(name):
-    det_type, needs = BACKBONES[name]
-    text = (ZOO / name).read_text()
-    with pytest.raises(NetspecError, match="detection_output_param' is not a field"):
-        build(name, text=text)          # its detection layer is not implemented yet
-    gold = json.loads((GOLDEN / "shapes" / f"{name}.json").read_text())
-    for phase, gp in gold["phases"].items():
-        built = build(name, phase, without_last_layer(text, det_type))
-        assert needs <= {layer.type_name for layer in built.layers}
-        same_shapes(built, gp, phase, leave_out=True)
 
 
 def test_trained_lane_model_reproduces_the_forks_output():
@@ -173,6 +147,93 @@ def test_ssd_lite_detects_on_random_weights():
     assert (np.diff(rows[:, 1]) >= 0).all()           # by label, then by descending score
     for label in set(rows[:, 1]):
         assert (np.diff(rows[rows[:, 1] == label, 2]) <= 0).all()
+
+
+SSD_LITE_TRAIN = "eric612__MobileNet-YOLO__models__mobilenetv2_voc__ssd_lite__train.prototxt"
+
+
+def with_input_layer(text: str, shapes: dict[str, list[int]]) -> str:
+    """The prototxt text with its first layer (a data layer) replaced by an Input layer giving
+    ``shapes`` (top name -> shape), as the fork's recording substituted it."""
+    first = text.index("layer {")
+    second = text.index("\nlayer {", first + 1)
+    tops = "".join(f' top: "{t}"' for t in shapes)
+    dims = "".join(" shape {" + "".join(f" dim: {d}" for d in s) + " }" for s in shapes.values())
+    return (text[:first] + f'layer {{ name: "data" type: "Input"{tops} input_param {{{dims} }} }}'
+            + text[second:])
+
+
+def test_ssd_lite_train_net_builds_with_the_forks_shapes_and_trains():
+    """MobileNet-v2 SSD-lite's training net (MultiBoxLoss, LOGISTIC confidences) with its
+    AnnotatedData layer replaced by Input as the fork's recording did: the fork's blob and
+    parameter shapes, a finite loss and gradients into the heads."""
+    with pytest.raises(NetspecError, match="'resize_param' is not a field"):
+        build(SSD_LITE_TRAIN, "TRAIN")       # AnnotatedData and its transform: not implemented
+    gold = json.loads((GOLDEN / "shapes" / f"{SSD_LITE_TRAIN}.json").read_text())
+    (layer, shapes), = gold["substitutions"]
+    assert layer == "data"
+    net = build(SSD_LITE_TRAIN, "TRAIN", with_input_layer((ZOO / SSD_LITE_TRAIN).read_text(), shapes))
+    same_shapes(net, gold["phases"]["TRAIN"], "TRAIN")
+    rng = np.random.default_rng(0)
+    net.blobs["data"].data[...] = rng.standard_normal(shapes["data"])
+    net.blobs["label"].data[...] = [[[[0, 3, 0, 0.1, 0.2, 0.5, 0.7, 0], [0, 12, 1, 0.4, 0.3, 0.9, 0.6, 0],
+                                      [0, 7, 2, 0.05, 0.6, 0.3, 0.95, 1], [-1, 0, 0, 0, 0, 0, 0, 0]]]]
+    loss = float(net.forward())
+    assert np.isfinite(loss) and loss > 0
+    net.backward()
+    for blob in ("mbox_loc", "mbox_conf"):
+        diff = net.blobs[blob].diff
+        assert np.isfinite(diff).all() and np.count_nonzero(diff) > 0, blob
+
+
+def test_ssd_lite_train_net_prototxt_yaml_prototxt_is_the_same_net(tmp_path):
+    """convert then export keeps MultiBoxLoss, its multibox_loss_param and propagate_down."""
+    from click.testing import CliRunner
+
+    from netspec.caffe.port import convert_net
+    from netspec.caffe.upgrade import upgrade_net
+    from netspec.cli import main
+
+    gold = json.loads((GOLDEN / "shapes" / f"{SSD_LITE_TRAIN}.json").read_text())
+    text = with_input_layer((ZOO / SSD_LITE_TRAIN).read_text(), gold["substitutions"][0][1])
+    (tmp_path / "train.prototxt").write_text(text)
+    convert_net(tmp_path / "train.prototxt", tmp_path / "net.yaml")
+    assert "multibox_loss_param" in (tmp_path / "net.yaml").read_text()
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "net.yaml"), "-o",
+                                  str(tmp_path / "back.prototxt")])
+    assert r.exit_code == 0, r.output
+    original = upgrade_net(ptx.parse_net(text, "train"))[0]
+    assert ptx.parse_net((tmp_path / "back.prototxt").read_text()) == original
+
+
+@pytest.mark.parametrize("name,output,classes,threshold", [
+    (YOLO3, "detection_out", 20, 0.01), (YOLO2, "detection_out", 20, 0.3),
+    (YOLO3_TINY, "layer24-yolo", 80, 0.01)])
+def test_yolo_nets_detect_on_random_weights(name, output, classes, threshold):
+    """The YOLO deploy nets run end to end (random weights, a random image): rows of valid
+    detections, best score first, no two kept boxes overlapping at the NMS threshold (0.45)."""
+    from netspec.layers.yolo import center_iou
+
+    net = build(name)
+    for layer in net.layers:            # BatchNorm statistics: mean 0, variance 1
+        if layer.type_name == "BatchNorm":
+            layer.blobs[0].data[...], layer.blobs[1].data[...], layer.blobs[2].data[...] = 0, 1, 1
+    if name == YOLO2:       # its 0.3 threshold: make the first class and objectness likely
+        bias = net.layer_by_name("conv22_indoor").blobs[1].data.reshape(5, 25)
+        bias[:, 4] += 4
+        bias[:, 5] += 6
+    net.blobs["data"].data[...] = np.random.default_rng(0).standard_normal(net.blobs["data"].shape)
+    net.forward()
+    det = net.blobs[output].data
+    assert det.shape[:2] == (1, 1) and det.shape[2] >= 1 and det.shape[3] == 7
+    rows = det[0, 0]
+    assert (rows[:, 0] == 0).all() and set(rows[:, 1]) <= set(range(1, classes + 1))
+    assert (rows[:, 2] >= threshold).all() and (rows[:, 2] <= 1).all()
+    assert (np.diff(rows[:, 2]) <= 0).all()
+    xywh = np.stack([(rows[:, 3] + rows[:, 5]) / 2, (rows[:, 4] + rows[:, 6]) / 2,
+                     rows[:, 5] - rows[:, 3], rows[:, 6] - rows[:, 4]], 1)
+    for k in range(len(rows) - 1):
+        assert (center_iou(xywh[k], xywh[k + 1:]) < 0.45 + 1e-5).all()
 
 
 # -- SegNet (alexgkendall/SegNet-Tutorial on alexgkendall/caffe-segnet) ---------------------------

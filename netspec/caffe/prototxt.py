@@ -15,9 +15,11 @@ from . import ConvertError, pb2
 
 #: layer fields of well-known Caffe forks that netspec's schema lacks
 FORK_FIELDS = {
-    **dict.fromkeys(("permute_param", "norm_param", "multibox_loss_param",
+    **dict.fromkeys(("permute_param", "norm_param",
                      "annotated_data_param", "detection_evaluate_param",
                      "video_data_param"), "SSD's fork of Caffe (weiliu89/caffe, branch ssd)"),
+    **dict.fromkeys(("yolov3_param", "region_loss_param", "yolo_seg_param"),
+                    "the MobileNet-YOLO fork of Caffe (eric612/MobileNet-YOLO)"),
 }
 
 _NET_KEYS = {"name", "input", "input_shape", "input_dim", "force_backward", "state",

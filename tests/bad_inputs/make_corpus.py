@@ -549,9 +549,10 @@ PROTOTXT_NETS = [
      "'num_output' is not a field of Caffe's LayerParameter; it goes inside convolution_param", 12),
     ("block_at_the_top_level", "convolution_param { num_output: 3 }\n" + INPUT,
      "'convolution_param' is not a field of Caffe's NetParameter", 1),
-    ("fork_field_multibox_loss_param", INPUT + _layer("m", "MultiBoxLoss",
-                                                      "multibox_loss_param { num_classes: 3 }"),
-     "'multibox_loss_param' is not a field of Caffe's LayerParameter: it exists only in SSD's fork", 12),
+    ("fork_field_annotated_data_param", INPUT + _layer("a", "AnnotatedData",
+                                                       "annotated_data_param { label_map_file: \"m\" }"),
+     "'annotated_data_param' is not a field of Caffe's LayerParameter: it exists only in SSD's fork",
+     12),
     ("fork_field_detection_evaluate_param", INPUT + _layer("e", "DetectionEvaluate",
                                                            "detection_evaluate_param { num_classes: 3 }"),
      "'detection_evaluate_param' is not a field of Caffe's LayerParameter: it exists only in SSD's fork",
@@ -559,14 +560,12 @@ PROTOTXT_NETS = [
     ("solver_field_in_a_net", "base_lr: 0.1\n" + INPUT,
      "'layer' is not a field of Caffe's SolverParameter; it goes inside net_param", 2),
     # layer types
-    ("type_multibox_loss", INPUT + _layer("m", "MultiBoxLoss"),
-     "layer 'm' has type 'MultiBoxLoss', which netspec does not implement: it exists only in "
-     "SSD's fork", 7),
     ("type_detection_evaluate", INPUT + _layer("e", "DetectionEvaluate"),
      "layer 'e' has type 'DetectionEvaluate', which netspec does not implement: it exists only in "
      "SSD's fork", 7),
-    ("type_multibox_loss_and_detection_evaluate", INPUT + _layer("m", "MultiBoxLoss")
-     + _layer("e", "DetectionEvaluate", bottom="m"), "(2 problems): layer 'm' has type 'MultiBoxLoss'", 7),
+    ("type_annotated_data_and_detection_evaluate", INPUT + _layer("a", "AnnotatedData")
+     + _layer("e", "DetectionEvaluate", bottom="a"), "(2 problems): layer 'a' has type 'AnnotatedData'",
+     7),
     ("type_yolov3", INPUT + _layer("yolo", "Yolov3"),
      "layer 'yolo' has type 'Yolov3', which netspec does not implement", 7),
     ("type_misspelt", INPUT + _layer("c", "Convolutoin"), "did you mean 'Convolution'?", 7),
@@ -675,8 +674,8 @@ PROTOTXT_SOLVERS = [
     ("solver_net_and_net_param", NET_REF + 'net_param {\n  layer {\n    name: "a"\n    type: "ReLU"\n'
      "  }\n}\nbase_lr: 0.1\n", "the solver gives both 'net' and 'net_param'", 1),
     ("solver_inline_net_fork_type", 'base_lr: 0.01\nnet_param {\n  layer {\n    name: "p"\n'
-     '    type: "MultiBoxLoss"\n  }\n}\n', "net_param: cannot convert this Caffe net to netspec YAML", 2),
-    ("solver_names_a_bad_net", 'net: "type_multibox_loss.prototxt"\nbase_lr: 0.01\n',
+     '    type: "DetectionEvaluate"\n  }\n}\n', "net_param: cannot convert this Caffe net to netspec YAML", 2),
+    ("solver_names_a_bad_net", 'net: "type_detection_evaluate.prototxt"\nbase_lr: 0.01\n',
      "net of solver_names_a_bad_net.prototxt: cannot convert this Caffe net", None),
     ("solver_test_net_is_bad", 'train_net: "../support/convert_net.prototxt"\n'
      'test_net: "unknown_bottom.prototxt"\ntest_iter: 1\ntest_interval: 10\nbase_lr: 0.01\n',

@@ -11,13 +11,14 @@ shapes are made by the layers.
 from __future__ import annotations
 
 from ..base import Message
-from . import (batch_norm_forks, conv, data, detection, inner_product, loss, neuron, normalization, pool, python,
-               recurrent, reduction, reshape, roi, softmax, structure)
+from . import (batch_norm_forks, conv, data, detection, inner_product, loss, multibox, neuron, normalization, pool,
+               python, recurrent, reduction, reshape, roi, softmax, structure, yolo)
 from .common import (BlobShape, Engine, FillerParameter, LossParameter, NetState, NetStateRule,
                      ParamSpec, TransformationParameter, VarianceNorm)
 
 FAMILIES = (data, conv, pool, roi, inner_product, neuron, normalization, batch_norm_forks,
-            structure, reshape, reduction, softmax, loss, detection, recurrent, python)
+            structure, reshape, reduction, softmax, loss, detection, multibox, yolo, recurrent,
+            python)
 
 
 def _assemble() -> tuple[tuple[str, ...], dict[str, type[Message]]]:
