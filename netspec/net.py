@@ -198,14 +198,17 @@ class Net:
                 self.layer_backward[i] = False
 
     def _find_outputs(self) -> None:
-        """Net outputs: blobs no layer consumes (Caffe's ``net_output_blobs``)."""
-        consumed = {b for d in self.defs for b in d.bottoms}
-        names = []
+        """Net outputs: blobs no later layer consumes (Caffe's ``net_output_blobs``). As in
+        Caffe's ``Net::Init``, a layer's bottoms leave the available set and its tops enter it,
+        so a blob an in-place layer rewrites last (a final ReLU) is an output."""
+        available: dict[str, None] = {}
         for d in self.defs:
+            for b in d.bottoms:
+                available.pop(b, None)
             for t in d.tops:
-                if t not in consumed and t not in names:
-                    names.append(t)
-        self.output_names = names
+                available.pop(t, None)
+                available[t] = None
+        self.output_names = list(available)
 
     # -- execution --------------------------------------------------------------------------
     def forward(self, start: int = 0, end: int | None = None) -> float:

@@ -89,3 +89,22 @@ layer:
 """)
     with pytest.raises(SpecError, match="'up' \\(Upsample\\): cannot run in place"):
         Net(net, "TRAIN", get_backend(dtype="float64"))
+
+
+def test_a_blob_rewritten_in_place_last_is_an_output():
+    """Caffe's net outputs: a layer's bottoms leave the available blobs and its tops enter
+    them, so a net ending in an in-place ReLU outputs that blob (and in the order Caffe's
+    available set leaves it: rewritten blobs last)."""
+    text = """name: t
+layer:
+  - {name: data, type: Input, top: data, input_param: {shape: {dim: [2, 3]}}}
+  - {name: fc, type: InnerProduct, bottom: data, top: fc, inner_product_param: {num_output: 4}}
+  - {name: relu, type: ReLU, bottom: fc, top: fc}
+  - {name: fc2, type: InnerProduct, bottom: data, top: h, inner_product_param: {num_output: 2}}
+  - {name: sig, type: Sigmoid, bottom: h, top: h}
+  - {name: fc3, type: InnerProduct, bottom: data, top: g, inner_product_param: {num_output: 2}}
+"""
+    net = Net(loads_net(text, "t"), "TEST", get_backend(dtype="float64"), np.random.default_rng(0))
+    assert net.output_names == ["fc", "h", "g"]
+    net.forward()
+    assert (net.blobs["fc"].data >= 0).all()
