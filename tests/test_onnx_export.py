@@ -23,7 +23,7 @@ ort = pytest.importorskip("onnxruntime",
                           reason="onnxruntime is not installed (pip install 'netspec[onnx]')")
 pytest.importorskip("google.protobuf", reason="protobuf is not installed (pip install 'netspec[caffe]')")
 
-from zoo_deploy import fill_well_scaled  # noqa: E402
+from zoo_deploy import fill_well_scaled, without_last_layer  # noqa: E402
 
 import netspec  # noqa: E402
 from netspec.caffe import prototxt as ptx  # noqa: E402
@@ -374,8 +374,6 @@ def test_trained_lenet_on_mnist_matches_netspec_and_caffe(tmp_path):
 
 # -- the forks' nets ---------------------------------------------------------------------------
 def fork_model(name: str, tmp_path: Path, without: str | None = None, batch_size=1):
-    from test_zoo_forks import without_last_layer
-
     text = (FORKS / name).read_text()
     if without:
         text = without_last_layer(text, without)

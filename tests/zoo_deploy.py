@@ -100,3 +100,12 @@ def deploy_net(name: str, batch: int = 1, backend: Backend = F32, seed: int = 0)
             for blob in net.tops[i]:
                 blob.data[...] = rng.random(blob.shape)
     return net, text
+
+
+def without_last_layer(text: str, type_name: str) -> str:
+    """The prototxt text up to the layer of type ``type_name``, which must be the last one (a
+    detection layer another runtime lacks)."""
+    at = text.index(f'type: "{type_name}"')
+    start = text.rindex("layer {", 0, at)
+    assert "layer {" not in text[at:], "the detection layer is not the last one"
+    return text[:start]
