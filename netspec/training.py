@@ -15,70 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .caffe import ConvertError
-from .caffe import prototxt as ptx
-from .caffe.port import find_net, net_yaml
-from .caffe.to_yaml import solver_to_dict
-from .caffe.upgrade import upgrade_solver
-from .caffe.yaml_out import dump
 from .errors import SpecError
 from .log import CaffeLog
-from .model import Model, is_prototxt, read_net_param
+from .model import Model
 from .snapshot import load_weights
+from .solver_files import read_solver
 from .solvers import Solver
-from .spec import loads_net
-from .spec.load import validate_model, resolve_solver_paths
-from .spec.net import NetParameter
-from .spec.overrides import apply as apply_overrides
-from .spec.overrides import split_sets
-from .spec.solver import SolverParameter
-from .spec.yaml_lines import loads_yaml
-from .workflows import load_solver_and_net
 
 EVENTS = ("display", "test", "snapshot")
-
-
-def read_solver_prototxt(path: str | Path, sets: Sequence[str] = ()
-                         ) -> tuple[SolverParameter, NetParameter, list[NetParameter]]:
-    """(SolverParameter, train net, test nets) of a Caffe solver ``.prototxt``, converted in
-    memory as ``netspec convert`` would (nothing is written). As in Caffe, the net files it
-    names are found from the working directory (else from the solver's folder), and relative
-    ``snapshot_prefix`` and ``weights`` are relative to the working directory. ``sets``:
-    solver fields only."""
-    path = Path(path)
-    solver_sets, net_sets = split_sets(list(sets))
-    if net_sets:
-        raise SpecError("layer overrides apply to YAML nets; convert the solver first "
-                        "(netspec convert)", file=str(path))
-    kind, msg, _ = ptx.read(path)
-    if kind != "solver":
-        raise SpecError("this is a net file, not a solver: use netspec.load() for it", file=str(path))
-    upgraded, _ = upgrade_solver(msg)
-    nets: dict[str, NetParameter] = {}
-
-    def net_ref(fld: str, ref: str) -> str:
-        found = find_net(ref, path)
-        if found is None:
-            raise ConvertError(f"{fld} '{ref}' not found (looked from the working directory and "
-                               f"from {path.parent})", file=str(path))
-        key = str(found.resolve())
-        if key not in nets:
-            nets[key] = read_net_param(found)
-        return key
-
-    def inline_net(net_msg, role: str) -> str:
-        key = f"{path.resolve()}#{role}"
-        text, _, _, _ = net_yaml(net_msg, str(path), out_name=key)
-        nets[key] = loads_net(text, key)
-        return key
-
-    data, report = solver_to_dict(upgraded, net_ref, inline_net)
-    report.raise_errors(str(path), "solver")
-    parsed, lines = loads_yaml(dump(data), str(path))
-    origins = apply_overrides(parsed, solver_sets, str(path)) if solver_sets else None
-    sp = validate_model(SolverParameter, parsed, str(path), lines, origins)
-    resolve_solver_paths(sp, Path.cwd())
-    return sp, nets[sp.train_net or sp.net], [nets[p] for p in sp.test_net]
 
 
 class Training:
@@ -181,15 +125,11 @@ def solver(solver_file: str | Path, sets: Sequence[str] = (), *, gpu: bool = Fal
            allow_partial: bool = False, dtype: str = "float32", quiet: bool = True,
            log: CaffeLog | None = None, model_class: type[Model] = Model) -> Training:
     """A ``Training`` for the solver ``solver_file`` (YAML, or a Caffe ``.prototxt`` read by
-    ``read_solver_prototxt``) with ``sets`` (``KEY=VALUE`` overrides, as ``--set``): resumed from ``snapshot``, or initialised from ``weights`` (or the
+    ``netspec.solver_files.read_solver``) with ``sets`` (``KEY=VALUE`` overrides, as ``--set``): resumed from ``snapshot``, or initialised from ``weights`` (or the
     solver's own ``weights``). ``quiet``: no Caffe log lines on stderr; ``model_class``: the
     class of ``net`` and ``test_nets`` (``netspec.pycaffe`` passes its ``Net``)."""
     sets = list(sets) + (["solver_mode=GPU"] if gpu else [])
-    tests = None
-    if is_prototxt(solver_file):
-        sp, net_param, tests = read_solver_prototxt(solver_file, sets)
-    else:
-        sp, net_param, _ = load_solver_and_net(solver_file, sets)
+    sp, net_param, tests, _ = read_solver(solver_file, sets)
     s = Solver(sp, log=log or CaffeLog(quiet=quiet), net_param=net_param, dtype=dtype,
                test_net_params=tests)
     t = Training(s, str(solver_file), model_class)

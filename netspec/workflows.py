@@ -1,6 +1,6 @@
 """Training and scoring from files, as ``netspec train`` and ``netspec test`` do, for Python.
 
-``train`` loads a solver and its net with ``KEY=VALUE`` overrides (``--set``), resumes from a
+``train`` loads a solver (YAML or Caffe's prototxt: ``solver_files``) and its net with ``KEY=VALUE`` overrides (``--set``), resumes from a
 snapshot or initialises from weights, writes ``metrics.jsonl`` and ``train.log`` to ``log_dir``
 and trains, logging in Caffe's format. ``score`` averages each output of a trained net over a
 number of batches.
@@ -23,34 +23,8 @@ from .metrics import LogFileWriter, MetricsWriter
 from .model import load
 from .progress import progress_for
 from .snapshot import load_weights
+from .solver_files import read_solver
 from .solvers import Solver
-from .spec import load_net, load_solver
-from .spec.overrides import split_sets
-from .spec.yaml_lines import load_yaml
-
-
-def is_solver_data(data) -> bool:
-    """Whether a loaded YAML file is a solver: it names a net and has no layers."""
-    return isinstance(data, dict) and ("net" in data or "train_net" in data) and "layer" not in data
-
-
-def load_solver_and_net(solver_file: str | Path, sets: Sequence[str] = ()):
-    """(SolverParameter, its train NetParameter, the overrides applied) for ``solver_file`` with
-    ``sets`` (``KEY=VALUE``: a solver field, or ``layer.NAME.…`` for a layer field)."""
-    solver_sets, net_sets = split_sets(list(sets))
-    sp = load_solver(solver_file, solver_sets)
-    net_param = load_net(sp.train_net or sp.net, net_sets)
-    return sp, net_param, solver_sets + net_sets
-
-
-def load_any_net(path: str | Path, sets: Sequence[str] = ()):
-    """The NetParameter of a net file, or of a solver file's train net, with ``sets`` applied."""
-    solver_sets, net_sets = split_sets(list(sets))
-    data, _ = load_yaml(Path(path))
-    if is_solver_data(data):
-        sp = load_solver(path, solver_sets)
-        return load_net(sp.train_net or sp.net, net_sets)
-    return load_net(path, net_sets)
 
 
 def decay_lines(solver) -> list[str]:
@@ -140,15 +114,16 @@ def train(solver_file: str | Path, sets: Sequence[str] = (), *,
             if max_iter is not None:
                 sets.append(f"max_iter={max_iter}")
             sets += gpu_sets(gpu, group)
-            sp, net_param, applied = load_solver_and_net(solver_file, sets)
+            sp, net_param, tests, applied = read_solver(solver_file, sets)
             if log_dir:
                 writers.append(LogFileWriter(Path(log_dir) / "train.log", append=bool(snapshot)))
                 log.listeners.append(writers[-1])
             if group is None:
-                solver = Solver(sp, log=log, net_param=net_param, dtype=dtype)
+                solver = Solver(sp, log=log, net_param=net_param, dtype=dtype,
+                                test_net_params=tests)
             else:
                 solver = distributed.DataParallelSolver(sp, group, log=log, net_param=net_param,
-                                                        dtype=dtype)
+                                                        dtype=dtype, test_net_params=tests)
                 start.config = distributed.config_digest(sp, net_param, dtype=dtype,
                                                          snapshot=snapshot, weights=weights)
             if log_dir:

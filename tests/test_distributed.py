@@ -426,7 +426,7 @@ def test_dropout_masks_differ_per_rank_while_data_orders_agree(tmp_path):
     """Rank r's generator is seeded with random_seed + r (Caffe): Dropout masks differ; the
     shuffled data order comes from (random_seed, epoch) and is the same on every rank."""
     from netspec.log import CaffeLog
-    from netspec.workflows import load_solver_and_net
+    from netspec.solver_files import load_solver_and_net
 
     write_problem(tmp_path, "  - {name: boom, type: Dropout, bottom: data, top: boom}")
     solver = write_solver(tmp_path, "drop", type="SGD", base_lr=0.1)

@@ -326,3 +326,31 @@ def test_netspec_test_scores_a_prototxt_as_its_yaml_conversion(tmp_path):
     b = score(tmp_path / "lenet.yaml", TRAINED / "lenet_iter_10000.caffemodel", iterations=1)
     np.testing.assert_array_equal(a.outputs["prob"], b.outputs["prob"])
     assert a.missing == a.unused == []
+
+
+def test_netspec_train_reads_a_caffe_solver_prototxt_as_netspec_solver_does(tmp_path, monkeypatch):
+    """``netspec train solver.prototxt`` and ``netspec.solver(...).solve()`` read the solver
+    through the same function (netspec.solver_files.read_solver): the same weights."""
+    pytest.importorskip("google.protobuf", reason=".prototxt files need protobuf")
+    from click.testing import CliRunner
+
+    from netspec.cli import main
+    from netspec.snapshot import load_npz
+
+    for where in ("cli", "python"):
+        (tmp_path / where / "models").mkdir(parents=True)
+        write(tmp_path / where / "models", "regression.prototxt", REGRESSION_PROTOTXT)
+        write(tmp_path / where / "models", "solver.prototxt",
+              'net: "models/regression.prototxt"\nbase_lr: 0.1\nmomentum: 0.9\nmax_iter: 6\n'
+              'random_seed: 3\nsnapshot_prefix: "snaps/r"\ntest_iter: 1\ntest_interval: 4\n'
+              'weight_decay: 0.01\n')
+    monkeypatch.chdir(tmp_path / "python")
+    t = netspec.solver("models/solver.prototxt")
+    t.solve()
+    monkeypatch.chdir(tmp_path / "cli")
+    r = CliRunner().invoke(main, ["train", "models/solver.prototxt"])
+    assert r.exit_code == 0, r.output
+    written = load_npz(tmp_path / "cli" / "snaps" / "r_iter_6.weights.npz")
+    assert sorted(written) == ["ip/0", "ip/1"]
+    np.testing.assert_array_equal(written["ip/0"], t.net.params["ip"][0].data)
+    np.testing.assert_array_equal(written["ip/1"], t.net.params["ip"][1].data)

@@ -3,7 +3,7 @@
 ``caffe.AdamSolver(file)`` trains with Adam whatever the file's ``type`` says, as in pycaffe
 (the class picks the C++ solver); ``caffe.get_solver(file)`` uses the file's ``type``. The
 solver file is a netspec solver YAML or a Caffe solver ``.prototxt`` (converted in memory,
-its paths relative to the working directory as in Caffe: ``netspec.training.read_solver_prototxt``).
+its paths relative to the working directory as in Caffe: ``netspec.solver_files.read_solver_prototxt``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from ..spec import load_net, load_solver
 from ..spec.inputs import stand_in_inputs
 from ..spec.overrides import split_sets
 from ..spec.yaml_lines import load_yaml
-from ..workflows import decay_lines, is_solver_data
+from ..solver_files import is_solver_data
+from ..workflows import decay_lines
 
 
 #: (input shapes by top name, stand in for every data layer with its declared sizes) or None

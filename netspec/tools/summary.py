@@ -18,7 +18,7 @@ from rich.table import Table
 from ..backend import get_backend
 from ..net import Net
 from ..spec.inputs import stand_in_inputs
-from ..workflows import load_any_net
+from ..solver_files import load_any_net
 from .flops import layer_flops
 
 
