@@ -24,6 +24,9 @@ imports, for the same step.
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
+import dataclasses
 import os
 import statistics
 import sys
@@ -37,12 +40,17 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # run from a checkout: netspec and this package (bench.*) from here
 
+from netspec.layers.conv_columns import tuning, use_tuning  # noqa: E402
+
 from bench.nets import make_solver, set_inputs, weights_of  # noqa: E402
 from bench.zoo import ZOO, inference_net, random_weights, set_weights, zoo_inputs, zoo_spec  # noqa: E402
 
 #: nets timed by default: inference and training
 INFER_NETS = "resnet50,resnet101,googlenet,alexnet,caffenet,squeezenet10,squeezenet11,mobilenet"
 TRAIN_NETS = "resnet50,googlenet,caffenet"
+#: training steps' learning rate: random deep nets without BatchNorm (GoogLeNet) diverge at
+#: the small bench's 0.01 within a few steps, and netspec's solver stops on a non-finite loss
+TRAIN_LR = 1e-4
 #: largest accepted |other − netspec| / max |netspec| on the compared blobs
 TOLERANCE = 1e-3
 
@@ -60,9 +68,11 @@ def rel_err(ours: np.ndarray, theirs: np.ndarray) -> float:
     return float(np.abs(ours - theirs).max() / max(np.abs(ours).max(), 1e-30))
 
 
-def build_inference(name: str, batch: int, threads: int, work: str, opencv: bool = True):
-    """The three inference runners of net ``name`` and their output check:
-    ({framework: zero-argument step}, {framework: relative error of its outputs})."""
+def build_inference(name: str, batch: int, threads: int, work: str, opencv: bool = True,
+                    baseline: dict | None = None):
+    """The inference runners of net ``name`` and their output check: ({framework:
+    zero-argument step}, {framework: relative error of its outputs}); with ``baseline``
+    (ConvTuning fields) also netspec under that tuning, as "base"."""
     # torch is optional (the `compare` extra): loaded when used, not when bench modules are imported
     import torch  # noqa: PLC0415
 
@@ -81,6 +91,13 @@ def build_inference(name: str, batch: int, threads: int, work: str, opencv: bool
         _, tb = model(tin, train=False)
     errors = {"torch": max(rel_err(ours[b], tb[b].numpy()) for b in ours)}
     steps = {"netspec": net.forward}
+    if baseline:
+        with conv_tuning(baseline):
+            base, _ = inference_net(spec, threads, weights)
+        set_inputs(base, inputs)
+        base.forward()
+        errors["base"] = max(rel_err(ours[b], base.blobs[b].data) for b in ours)
+        steps["base"] = base.forward
 
     def torch_step():
         with torch.no_grad():
@@ -102,7 +119,7 @@ def opencv_runner(spec, weights, work, threads):
     return opencv_net(spec, weights, Path(work) / spec["name"], threads)
 
 
-def build_training(name: str, batch: int, threads: int):
+def build_training(name: str, batch: int, threads: int, baseline: dict | None = None):
     """({framework: one training step}, {framework: its first loss}). Without Dropout the two
     first losses are the same forward of the same weights and batch and must agree."""
     # torch is optional (the `compare` extra): loaded when used, not when bench modules are imported
@@ -110,13 +127,41 @@ def build_training(name: str, batch: int, threads: int):
 
     spec = zoo_spec(name, batch, train=True)
     inputs = zoo_inputs(spec)
-    s = make_solver(spec, threads=threads)
-    set_weights(s.net, random_weights(s.net))
-    set_inputs(s.net, inputs)
-    model = torch_model(spec, weights_of(s.net))
-    torch_step = torch_train_step(model, torch_optimizer(model), torch_inputs(inputs))
-    first = {"netspec": s.step_once(), "torch": torch_step()}
-    return {"netspec": s.step_once, "torch": torch_step}, first
+    solvers = {}
+    for key, fields in [("netspec", None)] + ([("base", baseline)] if baseline else []):
+        with conv_tuning(fields):
+            s = solvers[key] = make_solver(spec, threads=threads, base_lr=TRAIN_LR)
+        set_weights(s.net, random_weights(s.net))
+        set_inputs(s.net, inputs)
+    model = torch_model(spec, weights_of(solvers["netspec"].net))
+    torch_step = torch_train_step(model, torch_optimizer(model, TRAIN_LR), torch_inputs(inputs))
+    first = {k: s.step_once() for k, s in solvers.items()}
+    first["torch"] = torch_step()
+    steps = {k: s.step_once for k, s in solvers.items()}
+    steps["torch"] = torch_step
+    return steps, first
+
+
+@contextlib.contextmanager
+def conv_tuning(fields: dict | None):
+    """Convolutions set up inside use ``ConvTuning`` with ``fields`` replaced (None: as is)."""
+    old = use_tuning(dataclasses.replace(tuning(), **(fields or {})))
+    try:
+        yield
+    finally:
+        use_tuning(old)
+
+
+def parse_baseline(text: str | None) -> dict | None:
+    """``field=value,...`` of ConvTuning (values as Python literals: 0/1, True/False, ints)."""
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        k, v = item.split("=")
+        out[k.strip()] = ast.literal_eval(v.strip())
+    dataclasses.replace(tuning(), **out)        # unknown fields fail here
+    return out
 
 
 def alternate(steps: dict, iterations: int, warmup: int) -> dict[str, float]:
@@ -148,8 +193,12 @@ def main(argv=None) -> int:
     ap.add_argument("--memory", action="store_true", help="peak memory in fresh processes")
     ap.add_argument("--quick", action="store_true",
                     help="batch 1 (training: 4), 5 iterations, 1 warm-up, 1 thread")
+    ap.add_argument("--baseline", help="also time netspec with these ConvTuning fields as 'base' "
+                                       "(e.g. pointwise_gemm=0,depthwise_taps=0): before/after "
+                                       "in one process")
     ap.add_argument("--out", help="also write the report to this Markdown file")
     a = ap.parse_args(argv)
+    baseline = parse_baseline(a.baseline)
     if a.quick:
         a.iterations, a.warmup = 5, 1
         a.batch = a.batch or ("4" if a.train else "1")
@@ -169,8 +218,13 @@ def main(argv=None) -> int:
              f"torch {torch.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs; "
              f"load average at start {'/'.join(f'{x:.2f}' for x in os.getloadavg())}", ""]
     frameworks = ["torch"] if a.train or a.no_opencv else ["torch", "opencv"]
-    head = ("| net | batch | threads | netspec ms | " + " | ".join(f"{f} ms" for f in frameworks)
-            + " | " + " | ".join(f"÷ {f}" for f in frameworks) + " | check |")
+    others = frameworks + (["base"] if baseline else [])
+    base_cols = [f"base ÷ {f}" for f in frameworks] if baseline else []
+    head = ("| net | batch | threads | netspec ms | " + " | ".join(f"{f} ms" for f in others)
+            + " | " + " | ".join(f"÷ {f}" for f in others)
+            + "".join(f" | {c}" for c in base_cols) + " | check |")
+    if baseline:
+        lines.insert(-1, f"base: netspec with ConvTuning {baseline}")
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     print("\n".join(lines), flush=True)
     mem_rows = []
@@ -181,17 +235,19 @@ def main(argv=None) -> int:
                     with threadpool_limits(t):
                         torch.set_num_threads(t)
                         if a.train:
-                            steps, first = build_training(name, b, t)
+                            steps, first = build_training(name, b, t, baseline)
                             dropout = any(lay["type"] == "Dropout"
                                           for lay in zoo_spec(name)["layer"])
-                            if not dropout and not rel_err(np.float64(first["netspec"]),
-                                                           np.float64(first["torch"])) <= TOLERANCE:
+                            if not dropout and not all(
+                                    rel_err(np.float64(first["netspec"]), np.float64(v)) <= TOLERANCE
+                                    for v in first.values()):
                                 print(f"{name}: first losses differ: {first}", file=sys.stderr)
                                 return 1
                             note = ("first loss " + " / ".join(f"{v:.4f}" for v in first.values())
                                     + (" (Dropout: random masks differ)" if dropout else ""))
                         else:
-                            steps, errs = build_inference(name, b, t, work, not a.no_opencv)
+                            steps, errs = build_inference(name, b, t, work, not a.no_opencv,
+                                                          baseline)
                             bad = {k: e for k, e in errs.items() if not e <= TOLERANCE}
                             if bad:
                                 print(f"{name}: outputs differ from netspec's: {bad}",
@@ -200,8 +256,9 @@ def main(argv=None) -> int:
                             note = "max rel err " + ", ".join(f"{k} {e:.1e}" for k, e in errs.items())
                         ms = alternate(steps, a.iterations, a.warmup)
                     row = (f"| {name} | {b} | {t} | {ms['netspec']:.1f} | "
-                           + " | ".join(f"{ms[f]:.1f}" for f in frameworks) + " | "
-                           + " | ".join(f"**{ms['netspec'] / ms[f]:.2f}**" for f in frameworks)
+                           + " | ".join(f"{ms[f]:.1f}" for f in others) + " | "
+                           + " | ".join(f"**{ms['netspec'] / ms[f]:.2f}**" for f in others)
+                           + "".join(f" | {ms['base'] / ms[f]:.2f}" for f in frameworks if baseline)
                            + f" | {note} |")
                     lines.append(row)
                     print(row, flush=True)

@@ -232,16 +232,16 @@ def torch_model(spec: dict, weights: dict[str, np.ndarray], device: str = "cpu")
     return model
 
 
-def torch_optimizer(model):
+def torch_optimizer(model, base_lr: float = SOLVER["base_lr"]):
     # torch is optional (the `compare` extra): loaded when used, not when bench modules are imported
     import torch  # noqa: PLC0415
 
-    groups = [{"params": [p], "lr": SOLVER["base_lr"] * lr, "weight_decay": SOLVER["weight_decay"] * dm}
+    groups = [{"params": [p], "lr": base_lr * lr, "weight_decay": SOLVER["weight_decay"] * dm}
               for p, lr, dm in model.mults if lr != 0]
     for p, lr, _ in model.mults:
         if lr == 0:
             p.requires_grad_(False)
-    return torch.optim.SGD(groups, lr=SOLVER["base_lr"], momentum=SOLVER["momentum"])
+    return torch.optim.SGD(groups, lr=base_lr, momentum=SOLVER["momentum"])
 
 
 def torch_inputs(inputs: dict, device: str = "cpu") -> dict:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from .. import parallel
 from .base import Layer, add_param_diff
-from .conv_columns import ConvColumns, SplitColumns
+from .conv_columns import ConvColumns, SplitColumns, tuning
+from .conv_direct import DepthwiseConv, PointwiseConv
 from .registry import register
 
 
@@ -88,13 +89,23 @@ class Convolution(Layer):
                              f"{Hp}x{Wp}")
         return (Hp - ext_h) // self.stride_h + 1, (Wp - ext_w) // self.stride_w + 1
 
-    def _columns(self, N, C, H, W, M, Ho, Wo, g) -> ConvColumns | SplitColumns:
-        """The column machinery of a convolution (N, C, H, W) -> (N, M, Ho, Wo): split over
-        the CPU threads when it has at least ``parallel.SPLIT_MIN_MACS`` multiply-adds."""
+    def _columns(self, N, C, H, W, M, Ho, Wo, g):
+        """The machinery of a convolution (N, C, H, W) -> (N, M, Ho, Wo): on the CPU 1×1 ones
+        as plain GEMMs and depthwise ones by kernel taps (``conv_direct``), others by columns
+        (``conv_columns``); split over the CPU threads when it has at least
+        ``parallel.SPLIT_MIN_MACS`` multiply-adds."""
+        kernel, pad = (self.kh, self.kw), (self.pad_h, self.pad_w)
+        stride, dilation = (self.stride_h, self.stride_w), (self.dil_h, self.dil_w)
+        t, cpu = tuning(), not self.backend.is_gpu
+
         def make(n):
-            return ConvColumns(self.backend, n, C, H, W, M, Ho, Wo, g, (self.kh, self.kw),
-                               (self.pad_h, self.pad_w), (self.stride_h, self.stride_w),
-                               (self.dil_h, self.dil_w))
+            if cpu and t.pointwise_gemm and kernel == (1, 1) and stride == (1, 1) and pad == (0, 0):
+                return PointwiseConv(self.backend, n, C, H, W, M, g)
+            if cpu and t.depthwise_taps and g > 1 and g == C == M:
+                return DepthwiseConv(self.backend, n, C, H, W, Ho, Wo, kernel, pad, stride,
+                                     dilation)
+            return ConvColumns(self.backend, n, C, H, W, M, Ho, Wo, g, kernel, pad, stride,
+                               dilation)
         macs = N * Ho * Wo * M * (C // g) * self.kh * self.kw
         if self.threads > 1 and N > 1 and macs >= parallel.SPLIT_MIN_MACS:
             return SplitColumns(make, N, self.threads)

@@ -64,6 +64,12 @@ class ConvTuning:
     #: transposed backwards −4 %/−19 %; LeNet conv2's weight gradient would be +17 %)
     pair_transposed_min_columns: int = 256
     pair_transposed_min_aspect: int = 4
+    #: CPU 1×1, stride-1, unpadded convolutions as plain GEMMs on the NCHW arrays
+    #: (``conv_direct.PointwiseConv``), no columns
+    pointwise_gemm: bool = True
+    #: CPU depthwise convolutions (group = channels = num_output) as per-tap multiply-adds
+    #: (``conv_direct.DepthwiseConv``) instead of one tiny GEMM per channel
+    depthwise_taps: bool = True
 
 
 _tuning = ConvTuning()
