@@ -185,11 +185,16 @@ def torch_model(spec: dict, weights: dict[str, np.ndarray], device: str = "cpu")
                 p = lay.get("eltwise_param", {})
                 op = p.get("operation", "SUM")
                 coeff = [float(c) for c in as_list(p.get("coeff"))] or [1.0] * len(bottoms)
-                fn = (lambda *xs, c=coeff: functools.reduce(
-                          torch.add, [x if ci == 1 else ci * x for ci, x in zip(c, xs)])
-                      if op == "SUM" else
-                      (lambda *xs: torch.stack(xs).prod(0)) if op == "PROD" else
-                      (lambda *xs: torch.stack(xs).amax(0)))
+                if op == "SUM":
+                    def fn(*xs, c=coeff):
+                        return functools.reduce(torch.add, [x if ci == 1 else ci * x
+                                                            for ci, x in zip(c, xs)])
+                elif op == "PROD":
+                    def fn(*xs):
+                        return functools.reduce(torch.mul, xs)
+                else:
+                    def fn(*xs):
+                        return functools.reduce(torch.maximum, xs)
             elif t == "SoftmaxWithLoss":
                 extra = {k for k in ("loss_param", "softmax_param", "loss_weight") if lay.get(k)}
                 if extra:

@@ -20,6 +20,7 @@ from .. import parallel
 from .base import Layer, add_param_diff
 from .conv_columns import ConvColumns, SplitColumns, tuning
 from .conv_direct import DepthwiseConv, PointwiseConv
+from .conv_fold import folded_affine
 from .registry import register
 
 
@@ -36,6 +37,7 @@ class Convolution(Layer):
     splits_batch = True
     writes_param_diffs = True   # add_param_diff: each bottom's gradient written, then added
     _ones = None        # ones vector of the CPU bias-gradient GEMV (made on first backward)
+    folded = None       # the BatchNorm [, Scale] layers folded into this one (conv_fold)
 
     def check_arity(self, n_bottoms, n_tops):
         super().check_arity(n_bottoms, n_tops)
@@ -125,6 +127,15 @@ class Convolution(Layer):
     # -- forward / backward ---------------------------------------------------------------
     def forward(self, bottom, top):
         bias = self.blobs[1].data if self.p.bias_term else None
+        if self.folded:          # BatchNorm [+ Scale] after it: y = conv(x)·s + t (conv_fold)
+            s, t = folded_affine(self, bias)
+            s, t = s.reshape(1, -1, 1, 1), t.reshape(1, -1, 1, 1)
+            for b, tp in zip(bottom, top):
+                y = tp.data
+                self.conv.forward(b.data, self.blobs[0].data, y)
+                self.xp.multiply(y, s, out=y)
+                self.xp.add(y, t, out=y)
+            return
         for b, t in zip(bottom, top):
             self.conv.forward(b.data, self.blobs[0].data, t.data, bias)
 

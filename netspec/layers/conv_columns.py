@@ -70,6 +70,9 @@ class ConvTuning:
     #: CPU depthwise convolutions (group = channels = num_output) as per-tap multiply-adds
     #: (``conv_direct.DepthwiseConv``) instead of one tiny GEMM per channel
     depthwise_taps: bool = True
+    #: CPU nets without backward: BatchNorm (global statistics) + Scale folded into the
+    #: Convolution before them (``conv_fold``), set when the net is built
+    fold_batch_norm: bool = True
 
 
 _tuning = ConvTuning()
