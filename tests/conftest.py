@@ -51,10 +51,12 @@ CONV_LAYOUTS = {
     # 1x1 and depthwise convolutions without columns (conv_direct), the others as the first
     "chunk1_direct": dict(col_chunk_bytes=1, row_layout_min_run=0, transposed_backward=True,
                           split_dw_max_weights=0, col2im_backward=True, kernel_rows=True,
-                          pair_transposed_min_columns=0, pointwise_gemm=True, depthwise_taps=True),
+                          pair_transposed_min_columns=0, pointwise_gemm=True, depthwise_taps=True,
+                          depthwise_taps_max_forward_positions=10**9),
     "whole_direct": dict(col_chunk_bytes=1 << 40, row_layout_min_run=0, transposed_backward=False,
                          split_dw_max_weights=10**9, col2im_backward=False, kernel_rows=False,
-                         pair_transposed_min_columns=0, pointwise_gemm=True, depthwise_taps=True),
+                         pair_transposed_min_columns=0, pointwise_gemm=True, depthwise_taps=True,
+                         depthwise_taps_max_forward_positions=0),
 }
 
 

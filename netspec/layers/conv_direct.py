@@ -9,7 +9,8 @@ depthwise ones (group = channels = num_output) of ResNet, SqueezeNet and MobileN
   dx[n] = Wᵀ @ dy[n]; dW = Σ_n dy[n] @ x[n]ᵀ as one GEMM over the batch's positions
   (channels-first copies of dy and x when N > 1: one K = N·H·W product).
 * ``DepthwiseConv`` (C = g = M, any kernel, pad, stride, dilation): per kernel tap (i, j)
-  one multiply-add over the whole chunk, in NHWC (the channel's weight broadcast along the
+  one multiply-add over the whole chunk, in NHWC (forward only for outputs of at most
+  ``ConvTuning.depthwise_taps_max_forward_positions`` positions, else by columns) (the channel's weight broadcast along the
   contiguous last axis),
 
       y[n, ho, wo, c] = Σ_{i,j} W[c, i, j] · x_pad[n, ho·sh + i·dh, wo·sw + j·dw, c],
@@ -24,7 +25,7 @@ from __future__ import annotations
 import numpy
 
 from .base import sample_chunks
-from .conv_columns import _channels_first, _chunk_size, _product
+from .conv_columns import ConvColumns, _channels_first, _chunk_size, _product, tuning
 
 
 class PointwiseConv:
@@ -79,6 +80,12 @@ class DepthwiseConv:
 
     def __init__(self, backend, N, C, H, W, Ho, Wo, kernel, pad, stride, dilation):
         self.backend, self.xp = backend, backend.xp
+        # forward by columns unless the planes are small (the tap passes then lose to the
+        # per-channel GEMMs over long rows: measured in bench/NOTES.md)
+        self.columns = None
+        if Ho * Wo > tuning().depthwise_taps_max_forward_positions:
+            self.columns = ConvColumns(backend, N, C, H, W, C, Ho, Wo, C, kernel, pad, stride,
+                                       dilation)
         self.N, self.C, self.H, self.W, self.Ho, self.Wo = N, C, H, W, Ho, Wo
         self.kernel, self.pad, self.stride, self.dilation = kernel, pad, stride, dilation
         self.ranges = [(0, N)]
@@ -107,6 +114,9 @@ class DepthwiseConv:
         return buf
 
     def forward(self, x, w, y, bias=None):
+        if self.columns is not None:
+            self.columns.forward(x, w, y, bias)
+            return
         xp, wt = self.xp, self._taps(w)
         kh, kw = self.kernel
         for n0, n in sample_chunks(x.shape[0], self.chunk):
