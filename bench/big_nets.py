@@ -191,6 +191,7 @@ def main(argv=None) -> int:
     ap.add_argument("--train", action="store_true", help="training steps instead of inference")
     ap.add_argument("--no-opencv", action="store_true")
     ap.add_argument("--memory", action="store_true", help="peak memory in fresh processes")
+    ap.add_argument("--memory-only", action="store_true", help="only the memory table")
     ap.add_argument("--quick", action="store_true",
                     help="batch 1 (training: 4), 5 iterations, 1 warm-up, 1 thread")
     ap.add_argument("--baseline", help="also time netspec with these ConvTuning fields as 'base' "
@@ -231,7 +232,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as work:
         for name in names:
             for b in batches:
-                for t in threads:
+                for t in ([] if a.memory_only else threads):
                     with threadpool_limits(t):
                         torch.set_num_threads(t)
                         if a.train:
@@ -262,7 +263,7 @@ def main(argv=None) -> int:
                            + f" | {note} |")
                     lines.append(row)
                     print(row, flush=True)
-                if a.memory:
+                if a.memory or a.memory_only:
                     from bench.memory import zoo_memory_mib  # noqa: PLC0415
 
                     mode = "train" if a.train else "infer"
