@@ -131,3 +131,17 @@ def test_nothing_folded_where_the_layers_must_run(case, conv_tuning):
     want = {"train_phase": [], "force_backward": [], "not_in_place": ["dw", "pw"],
             "batch_stats": []}[case]
     assert net.folded == want
+
+
+def test_netspec_time_names_the_folded_layers(conv_tuning):
+    """``netspec time``'s table shows where a folded layer's work went."""
+    from rich.console import Console
+
+    from netspec.tools.timing import print_timing, time_net
+
+    net = _build(_net(), np.float32, True, conv_tuning)
+    console = Console(record=True, width=200)
+    print_timing(net, time_net(net, 1, warmup=0), "fold", console)
+    text = console.export_text()
+    assert "BatchNorm (in c1)" in text and "Scale (in c1)" in text and "BatchNorm (in dw)" in text
+    assert "Convolution (in" not in text and "ReLU (in" not in text
