@@ -43,9 +43,10 @@ def _net(extra_layers=(), force_backward=False):
     return {"name": "fold", "force_backward": force_backward, "layer": layers}
 
 
-def _build(spec, dtype, fold, conv_tuning, phase="TEST"):
+def _build(spec, dtype, fold, conv_tuning, phase="TEST", threads=1):
     conv_tuning(fold_batch_norm=fold)
-    return Net(parse_net(spec, "fold"), phase, Backend(np, dtype), np.random.default_rng(3))
+    return Net(parse_net(spec, "fold"), phase, Backend(np, dtype, threads),
+               np.random.default_rng(3))
 
 
 def _randomize(net, rng):
@@ -66,12 +67,17 @@ def _outputs(net, x):
     return {k: net.blobs[k].data.copy() for k in ("c1", "dw", "pw")}
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
-def test_folded_equals_reference_path(dtype, tol, conv_tuning):
+def test_folded_equals_reference_path(dtype, tol, threads, conv_tuning, monkeypatch):
+    """Also with the batch split over two threads (``SplitColumns`` under the fold)."""
+    from netspec import parallel
+    monkeypatch.setattr(parallel, "SPLIT_MIN_MACS", 0)
     spec = _net()
-    folded = _build(spec, dtype, True, conv_tuning)
-    plain = _build(spec, dtype, False, conv_tuning)
+    folded = _build(spec, dtype, True, conv_tuning, threads=threads)
+    plain = _build(spec, dtype, False, conv_tuning, threads=threads)
     assert folded.folded == ["c1", "dw", "pw"] and plain.folded == []
+    assert hasattr(folded.layers[1].conv, "parts") == (threads > 1)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 7, 6))
     for round_ in range(2):          # the second round: weights and statistics changed in place
