@@ -9,5 +9,9 @@
 * ``memory.py``: peak memory, each framework in a fresh subprocess;
 * ``layer_profile.py``: ``--profile``, per layer (netspec) and per operator (torch);
 * ``report.py``: the environment header and the Markdown tables.
-* ``shared.py``: solver settings and layer-dict helpers, importing no framework.
+* ``shared.py``: solver settings and layer-dict helpers, importing no framework;
+* ``big_nets.py``: ``python -m bench.big_nets``, the zoo's big nets against PyTorch and OpenCV
+  dnn (inference, training steps, ``--memory``, ``--baseline`` for before/after), with
+  ``zoo.py`` building those nets (deploy or training form, seeded weights) and
+  ``layer_profile.py``'s ``forward_profile`` their per-family forward profile.
 """

@@ -71,3 +71,57 @@ def profile(names: list[str], threads: int, iters: int) -> str:
                              f"{e.count / iters:.0f} |")
             lines.append("")
     return "\n".join(lines)
+
+
+def conv_kind(layer) -> str:
+    """A Convolution's family for the profile: depthwise (group = channels = num_output), 1x1
+    (stride 1, pad 0), grouped, or k×k."""
+    if layer.type_name != "Convolution":
+        return layer.type_name
+    M, Cg = layer.blobs[0].shape[:2]
+    g = layer.p.group
+    if g > 1 and Cg == 1 and M == g:
+        return "Convolution depthwise"
+    if g > 1:
+        return "Convolution grouped"
+    if (layer.kh, layer.kw, layer.stride_h, layer.stride_w, layer.pad_h, layer.pad_w) == (1, 1, 1, 1, 0, 0):
+        return "Convolution 1x1"
+    return f"Convolution {layer.kh}x{layer.kw}"
+
+
+def forward_profile(name: str, batch: int, threads: int, iters: int,
+                    tuning: dict | None = None) -> str:
+    """``bench/big_nets.py``'s deploy net ``name``: forward ms per layer family (``netspec
+    time``'s per-layer timer, summed) and the ten slowest layers; ``tuning``: ConvTuning
+    fields to build it with."""
+    from bench.big_nets import conv_tuning  # noqa: PLC0415  (bench.zoo: protobuf)
+    from bench.zoo import inference_net, zoo_inputs, zoo_spec  # noqa: PLC0415
+
+    with threadpool_limits(threads), conv_tuning(tuning):
+        spec = zoo_spec(name, batch)
+        net, _ = inference_net(spec, threads)
+        set_inputs(net, zoo_inputs(spec))
+        t = time_net(net, iters, warmup=2)
+    fam: dict[str, list[float]] = {}
+    for layer in net.layers:
+        fam.setdefault(conv_kind(layer), []).append(t.forward_ms[layer.name])
+    lines = [f"### {name}, batch {batch}, {threads} thread(s), forward, mean of {iters}: "
+             f"{t.total_forward_ms:.1f} ms" + (f" (ConvTuning {tuning})" if tuning else ""), "", "| family | layers | ms | share |",
+             "|---|---:|---:|---:|"]
+    for k, v in sorted(fam.items(), key=lambda kv: -sum(kv[1])):
+        lines.append(f"| {k} | {len(v)} | {sum(v):.2f} | {sum(v) / t.total_forward_ms:.0%} |")
+    lines += ["", "| slowest layers | type | ms |", "|---|---|---:|"]
+    for layer in sorted(net.layers, key=lambda L: -t.forward_ms[L.name])[:10]:
+        lines.append(f"| {layer.name} | {conv_kind(layer)} | {t.forward_ms[layer.name]:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    # python -m bench.layer_profile NET[,NET] BATCH THREADS ITERS [FIELD=VALUE,...]
+    import sys
+
+    from bench.big_nets import parse_baseline
+
+    for n in sys.argv[1].split(","):
+        print(forward_profile(n, *(int(v) for v in sys.argv[2:5]),
+                              parse_baseline(sys.argv[5] if len(sys.argv) > 5 else None)))

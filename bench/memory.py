@@ -100,5 +100,99 @@ def memory_mib(framework: str, spec_path: str, threads: int) -> float | None:
     return json.loads(r.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
+def zoo_memory_child(framework: str, name: str, batch: int, threads: int, mode: str,
+                     iters: int = 3) -> None:
+    """Subprocess body of ``big_nets.py --memory``: the peak of ``framework`` (netspec, torch,
+    opencv) running big net ``name`` (``mode`` infer: forward passes; train: training steps),
+    measured as ``memory_child`` does; the spec, weights and input are made before the
+    baseline (the same arrays in every child), prints JSON."""
+    limits = threadpool_limits(threads)
+    from bench.big_nets import TRAIN_LR  # noqa: PLC0415
+    from bench.zoo import inference_net, random_weights, zoo_inputs, zoo_spec  # noqa: PLC0415
+
+    spec = zoo_spec(name, batch, train=mode == "train")
+    inputs = zoo_inputs(spec)
+    # weights drawn from a deploy net built before the baseline, then dropped
+    deploy, weights = inference_net(zoo_spec(name, batch), threads)
+    del deploy
+    if framework == "torch":
+        import torch  # noqa: PLC0415
+
+        from bench.torch_model import torch_inputs, torch_model, torch_optimizer  # noqa: PLC0415
+
+        torch.set_num_threads(threads)
+    elif framework == "opencv":
+        import cv2  # noqa: PLC0415
+
+        from netspec.caffe.opencv import opencv_net  # noqa: PLC0415
+    else:
+        from bench.nets import make_solver, set_inputs  # noqa: PLC0415
+        from bench.zoo import set_weights  # noqa: PLC0415
+        from netspec.backend import get_backend  # noqa: PLC0415
+        from netspec.net import Net  # noqa: PLC0415
+        from netspec.spec import parse_net  # noqa: PLC0415
+    gc.collect()
+    base = _status_kb("VmRSS")
+    base_file = _status_kb("RssFile") + _status_kb("RssShmem")
+    Path("/proc/self/clear_refs").write_text("5")
+    if framework == "netspec":
+        if mode == "train":
+            s = make_solver(spec, threads=threads, base_lr=TRAIN_LR)
+            set_weights(s.net, random_weights(s.net))
+            set_inputs(s.net, inputs)
+            step = s.step_once
+        else:
+            net = Net(parse_net(spec, spec["name"]), "TEST", get_backend(threads=threads))
+            set_weights(net, weights)
+            set_inputs(net, inputs)
+            step = net.forward
+    elif framework == "torch":
+        model = torch_model(spec, weights)
+        tin = torch_inputs(inputs)
+        if mode == "train":
+            opt = torch_optimizer(model, TRAIN_LR)
+
+            def step():
+                opt.zero_grad()
+                loss, _ = model(tin)
+                loss.backward()
+                opt.step()
+                loss.item()
+        else:
+            def step():
+                with torch.no_grad():
+                    model(tin, train=False)
+    else:
+        import tempfile  # noqa: PLC0415
+
+        with tempfile.TemporaryDirectory() as work:
+            cv_net = opencv_net(spec, weights, work, threads)
+        for k, x in inputs.items():
+            cv_net.setInput(x, k)
+        cv2.setNumThreads(threads)
+        step = cv_net.forward
+    for _ in range(iters):
+        step()
+    peak = _status_kb("VmHWM")
+    code = _status_kb("RssFile") + _status_kb("RssShmem") - base_file
+    limits.restore_original_limits()
+    print(json.dumps({"peak_mib": (peak - base - code) / 1024, "code_mib": code / 1024}))
+
+
+def zoo_memory_mib(framework: str, name: str, batch: int, threads: int, mode: str) -> float | None:
+    """Peak MiB of ``zoo_memory_child`` in a fresh process (None if the child failed)."""
+    r = subprocess.run([sys.executable, "-m", "bench.memory", "zoo", framework, name, str(batch),
+                        str(threads), mode], cwd=ROOT, capture_output=True, text=True,
+                       timeout=900)
+    if r.returncode != 0:
+        print(f"  memory child {framework} {name} failed: {r.stderr.strip()[-500:]}",
+              file=sys.stderr)
+        return None
+    return json.loads(r.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
 if __name__ == "__main__":
-    memory_child(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    if sys.argv[1] == "zoo":
+        zoo_memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+    else:
+        memory_child(sys.argv[1], sys.argv[2], int(sys.argv[3]))

@@ -83,10 +83,11 @@ def synthetic_inputs(spec: dict, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def make_solver(spec: dict, gpu: bool = False, threads: int | None = None):
-    """The bench net's solver; on the CPU netspec runs ``threads`` threads (default: BLAS's
-    thread count, i.e. the surrounding ``threadpool_limits``)."""
-    sp = SolverParameter.model_validate({"net": "bench", **SOLVER})
+def make_solver(spec: dict, gpu: bool = False, threads: int | None = None, **solver):
+    """The bench net's solver (``SOLVER``, fields overridden by ``solver``); on the CPU netspec
+    runs ``threads`` threads (default: BLAS's thread count, i.e. the surrounding
+    ``threadpool_limits``)."""
+    sp = SolverParameter.model_validate({"net": "bench", **SOLVER, **solver})
     return Solver(sp, backend=get_backend(gpu, threads=threads), net_param=parse_net(spec, spec["name"]),
                   log=CaffeLog(quiet=True))
 

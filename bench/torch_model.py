@@ -1,12 +1,19 @@
-"""The PyTorch side of the bench: a small translator from a bench net's layer list to a
-``torch.nn`` module with netspec's initial weights copied in, its SGD optimizer and its inputs.
+"""The PyTorch side of the bench: a translator from a bench net's layer list to a
+``torch.nn`` module with netspec's weights copied in, its SGD optimizer and its inputs.
 
-Convolution, Pooling (Caffe's ceil rule as ``ceil_mode=True``), InnerProduct, ReLU,
-SoftmaxWithLoss as mean cross-entropy, Accuracy (test pass only); other layer types raise
-NotImplementedError.
+Layer types (Caffe's semantics): Input (skipped), Convolution (groups, dilation), Pooling (MAX and
+AVE with Caffe's ceil rule as ``ceil_mode=True``, AVE counting the padding, global pooling),
+InnerProduct, ReLU (leaky), LRN (across channels: torch's ``local_response_norm`` divides alpha
+by the size as Caffe does), Concat, Dropout, Softmax, BatchNorm (Caffe's statistics blobs
+divided by the scale factor; batch statistics when training, the stored ones otherwise, as
+``use_global_stats`` defaults), Scale (one bottom, per channel, optional bias), Eltwise (SUM
+with coefficients, PROD, MAX), SoftmaxWithLoss as mean cross-entropy, Accuracy (test pass only);
+other layer types raise NotImplementedError.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -52,6 +59,37 @@ def torch_model(spec: dict, weights: dict[str, np.ndarray], device: str = "cpu")
     def accuracy(x, label):
         return (x.argmax(1) == label.long()).float().mean()
 
+    class CaffeBatchNorm(nn.Module):
+        """Caffe's BatchNorm: (x − mean) / sqrt(var + eps), mean and var the stored sums
+        divided by the scale factor (``use_global_stats``, default: not training) or the
+        batch's biased statistics (then the stored ones move by ``momentum``)."""
+
+        def __init__(self, blobs, eps, fraction, global_stats):
+            super().__init__()
+            f = float(blobs[2].reshape(-1)[0])
+            f = 0.0 if f == 0 else 1.0 / f
+            self.register_buffer("mean", torch.from_numpy(blobs[0] * f))
+            self.register_buffer("var", torch.from_numpy(blobs[1] * f))
+            self.eps, self.momentum, self.global_stats = eps, 1.0 - fraction, global_stats
+
+        def forward(self, x):
+            use_global = not self.training if self.global_stats is None else self.global_stats
+            return F.batch_norm(x, self.mean, self.var, training=not use_global,
+                                momentum=self.momentum, eps=self.eps)
+
+    class ChannelScale(nn.Module):
+        """Caffe's Scale of one bottom along axis 1: x · γ[c] (+ β[c])."""
+
+        def __init__(self, gamma, beta):
+            super().__init__()
+            self.gamma = nn.Parameter(torch.from_numpy(gamma.copy()))
+            self.beta = None if beta is None else nn.Parameter(torch.from_numpy(beta.copy()))
+
+        def forward(self, x):
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            y = x * self.gamma.view(shape)
+            return y if self.beta is None else y + self.beta.view(shape)
+
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
@@ -80,6 +118,8 @@ def torch_model(spec: dict, weights: dict[str, np.ndarray], device: str = "cpu")
                 fn = mod
             elif t == "Pooling":
                 p = lay.get("pooling_param", {})
+                if "ceil_mode" in p:   # the forks' field (netspec reads it as round_mode)
+                    p = {**p, "round_mode": "CEIL" if p["ceil_mode"] else "FLOOR"}
                 if p.get("global_pooling"):
                     fn = (nn.AdaptiveMaxPool2d(1) if p.get("pool", "MAX") == "MAX"
                           else nn.AdaptiveAvgPool2d(1))
@@ -109,6 +149,52 @@ def torch_model(spec: dict, weights: dict[str, np.ndarray], device: str = "cpu")
                 inplace = bottoms == tops
                 fn = (nn.ReLU(inplace=inplace) if slope == 0
                       else nn.LeakyReLU(slope, inplace=inplace))
+            elif t == "LRN":
+                p = lay.get("lrn_param", {})
+                if p.get("norm_region", "ACROSS_CHANNELS") != "ACROSS_CHANNELS":
+                    raise NotImplementedError("LRN WITHIN_CHANNEL in the torch translator")
+                size, alpha = int(p.get("local_size", 5)), float(p.get("alpha", 1.0))
+                beta, k = float(p.get("beta", 0.75)), float(p.get("k", 1.0))
+                fn = nn.LocalResponseNorm(size, alpha, beta, k)
+            elif t == "Concat":
+                p = lay.get("concat_param", {})
+                axis = int(p.get("axis", p.get("concat_dim", 1)))
+                fn = lambda *xs, axis=axis: torch.cat(xs, axis)  # noqa: E731
+            elif t == "Dropout":
+                ratio = float(lay.get("dropout_param", {}).get("dropout_ratio", 0.5))
+                fn = nn.Dropout(ratio)
+            elif t == "Softmax":
+                axis = int(lay.get("softmax_param", {}).get("axis", 1))
+                fn = nn.Softmax(axis)
+            elif t == "BatchNorm":
+                p = lay.get("batch_norm_param", {})
+                fn = CaffeBatchNorm([weights[f"{name}/{i}"] for i in range(3)],
+                                    float(p.get("eps", 1e-5)),
+                                    float(p.get("moving_average_fraction", 0.999)),
+                                    p.get("use_global_stats"))
+            elif t == "Scale":
+                p = lay.get("scale_param", {})
+                if len(bottoms) != 1 or int(p.get("axis", 1)) != 1 or int(p.get("num_axes", 1)) != 1:
+                    raise NotImplementedError("Scale other than one per-channel factor")
+                fn = ChannelScale(weights[f"{name}/0"],
+                                  weights[f"{name}/1"] if p.get("bias_term") else None)
+                self.mults.append((fn.gamma, *mults[0]))
+                if fn.beta is not None:
+                    self.mults.append((fn.beta, *mults[1]))
+            elif t == "Eltwise":
+                p = lay.get("eltwise_param", {})
+                op = p.get("operation", "SUM")
+                coeff = [float(c) for c in as_list(p.get("coeff"))] or [1.0] * len(bottoms)
+                if op == "SUM":
+                    def fn(*xs, c=coeff):
+                        return functools.reduce(torch.add, [x if ci == 1 else ci * x
+                                                            for ci, x in zip(c, xs)])
+                elif op == "PROD":
+                    def fn(*xs):
+                        return functools.reduce(torch.mul, xs)
+                else:
+                    def fn(*xs):
+                        return functools.reduce(torch.maximum, xs)
             elif t == "SoftmaxWithLoss":
                 extra = {k for k in ("loss_param", "softmax_param", "loss_weight") if lay.get(k)}
                 if extra:
@@ -134,6 +220,8 @@ def torch_model(spec: dict, weights: dict[str, np.ndarray], device: str = "cpu")
                 self.mults.append((mod.bias, *mults[1]))
 
         def forward(self, inputs, train=True):
+            if self.training != train:
+                self.train(train)
             blobs = dict(inputs)
             loss = None
             for fn, bottoms, tops, t in self.steps:
@@ -149,16 +237,16 @@ def torch_model(spec: dict, weights: dict[str, np.ndarray], device: str = "cpu")
     return model
 
 
-def torch_optimizer(model):
+def torch_optimizer(model, base_lr: float = SOLVER["base_lr"]):
     # torch is optional (the `compare` extra): loaded when used, not when bench modules are imported
     import torch  # noqa: PLC0415
 
-    groups = [{"params": [p], "lr": SOLVER["base_lr"] * lr, "weight_decay": SOLVER["weight_decay"] * dm}
+    groups = [{"params": [p], "lr": base_lr * lr, "weight_decay": SOLVER["weight_decay"] * dm}
               for p, lr, dm in model.mults if lr != 0]
     for p, lr, _ in model.mults:
         if lr == 0:
             p.requires_grad_(False)
-    return torch.optim.SGD(groups, lr=SOLVER["base_lr"], momentum=SOLVER["momentum"])
+    return torch.optim.SGD(groups, lr=base_lr, momentum=SOLVER["momentum"])
 
 
 def torch_inputs(inputs: dict, device: str = "cpu") -> dict:

@@ -18,6 +18,8 @@ from .backend import Backend
 from .blob import Blob, Param
 from .errors import NetspecError, ShapeError, SpecError
 from .layers import registry
+from .layers.conv_columns import tuning as conv_tuning
+from .layers.conv_fold import fold_batch_norm
 from .parallel import blas_threads
 from .spec.net import NetParameter
 from .spec.params import LAYER_PARAM_BLOCKS, NetState
@@ -52,6 +54,10 @@ class Net:
         self._share_params()
         self._plan_backward(net_param.force_backward)
         self._find_outputs()
+        self.folded: list[str] = []      # Convolutions with BatchNorm [+ Scale] folded in
+        if not self.backend.is_gpu and conv_tuning().fold_batch_norm:
+            self.folded = fold_batch_norm(self.layers, self.bottoms, self.tops,
+                                          self.layer_backward)
 
     # -- construction ---------------------------------------------------------------------
     def _choose_threads(self) -> None:

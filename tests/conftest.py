@@ -23,28 +23,40 @@ def pytest_collection_modifyitems(config, items):
 #: the whole batch per chunk; NHWC "rows" or NCHW "columns" im2col layout; stride-1 bottom diffs
 #: as a transposed convolution or not, and then by col2im or per-tap products; per-sample or
 #: whole-chunk weight-gradient GEMMs; columns along W with one GEMM per kernel row (one group,
-#: stride_h 1) or not, and then their weight products as colsᵀ @ zᵀ or z @ cols
+#: stride_h 1) or not, and then their weight products as colsᵀ @ zᵀ or z @ cols; 1x1 and
+#: depthwise convolutions by columns or directly (``conv_direct``)
+#: the column paths only: 1x1 and depthwise convolutions through the columns too
+COLUMNS_ONLY = dict(pointwise_gemm=False, depthwise_taps=False)
 CONV_LAYOUTS = {
     "chunk1_krows_transposed": dict(col_chunk_bytes=1, row_layout_min_run=0,
                                     transposed_backward=True, split_dw_max_weights=0,
                                     col2im_backward=True, kernel_rows=True,
-                                    pair_transposed_min_columns=0),
+                                    pair_transposed_min_columns=0, **COLUMNS_ONLY),
     "chunk1_cols_col2im_split": dict(col_chunk_bytes=1, row_layout_min_run=10**9,
                                      transposed_backward=False, split_dw_max_weights=10**9,
                                      col2im_backward=True, kernel_rows=True,
-                                     pair_transposed_min_columns=0),
+                                     pair_transposed_min_columns=0, **COLUMNS_ONLY),
     "whole_rows_taps_split": dict(col_chunk_bytes=1 << 40, row_layout_min_run=0,
                                   transposed_backward=False, split_dw_max_weights=10**9,
                                   col2im_backward=False, kernel_rows=False,
-                                  pair_transposed_min_columns=0),
+                                  pair_transposed_min_columns=0, **COLUMNS_ONLY),
     "whole_krows_col2im": dict(col_chunk_bytes=1 << 40, row_layout_min_run=0,
                                transposed_backward=True, split_dw_max_weights=0,
                                col2im_backward=True, kernel_rows=True,
-                               pair_transposed_min_columns=10**9),
+                               pair_transposed_min_columns=10**9, **COLUMNS_ONLY),
     "whole_cols_transposed": dict(col_chunk_bytes=1 << 40, row_layout_min_run=10**9,
                                   transposed_backward=True, split_dw_max_weights=0,
                                   col2im_backward=True, kernel_rows=True,
-                                  pair_transposed_min_columns=0),
+                                  pair_transposed_min_columns=0, **COLUMNS_ONLY),
+    # 1x1 and depthwise convolutions without columns (conv_direct), the others as the first
+    "chunk1_direct": dict(col_chunk_bytes=1, row_layout_min_run=0, transposed_backward=True,
+                          split_dw_max_weights=0, col2im_backward=True, kernel_rows=True,
+                          pair_transposed_min_columns=0, pointwise_gemm=True, depthwise_taps=True,
+                          depthwise_taps_max_forward_positions=10**9),
+    "whole_direct": dict(col_chunk_bytes=1 << 40, row_layout_min_run=0, transposed_backward=False,
+                         split_dw_max_weights=10**9, col2im_backward=False, kernel_rows=False,
+                         pair_transposed_min_columns=0, pointwise_gemm=True, depthwise_taps=True,
+                         depthwise_taps_max_forward_positions=0),
 }
 
 

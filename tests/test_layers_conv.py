@@ -16,7 +16,8 @@ import pytest
 from gradcheck import check_gradients, forward_backward, make_layer, rand, run_forward
 from netspec.backend import Backend, cupy_available, get_backend
 from netspec.errors import SpecError
-from netspec.layers.conv_columns import ConvTuning
+from netspec.layers.conv_columns import ConvColumns, ConvTuning
+from netspec.layers.conv_direct import DepthwiseConv, PointwiseConv
 from conv_pool_cases import CONV_CASES, conv_reference, conv_spec, pool_spec
 
 F32 = Backend(np, np.float32)
@@ -36,7 +37,9 @@ def _hw(p, name, default):
 def test_conv_forward_matches_reference(case, layout):
     shape, p = CONV_CASES[case]
     layer, tops = make_layer(conv_spec(**p), [shape], seed=1)
-    assert layer.conv.fwd.chunk == (1 if layout.startswith("chunk1") else shape[0])
+    if not isinstance(layer.conv, PointwiseConv):      # no columns, no chunks
+        chunk = layer.conv.chunk if isinstance(layer.conv, DepthwiseConv) else layer.conv.fwd.chunk
+        assert chunk == (1 if layout.startswith("chunk1") else shape[0])
     x = rand(shape)
     _, top = run_forward(layer, [x], tops)
     b = layer.blobs[1].data if p.get("bias_term", True) else None
@@ -400,7 +403,56 @@ def test_depthwise_refuses_other_groupings(type_, M, extra, match):
         make_layer(_dw_spec(type_, M, **extra), [(1, 4, 7, 7)])
 
 
-def test_fork_golden_depthwise_conv():
+@pytest.mark.parametrize("taps", [True, False])
+def test_fork_golden_depthwise_conv(taps, conv_tuning):
+    """The fork's Caffe (float32) against the per-tap path and the column path."""
     from layer_cases import fork_golden_net, run_golden
+    conv_tuning(depthwise_taps=taps)
     net, g = fork_golden_net("depthwise_conv")
+    assert isinstance(net.layers[-1].conv, DepthwiseConv) == taps
     assert sorted(run_golden(net, g)) == ["dw/0", "dw/1", "x"]
+
+
+# -- conv_direct: 1x1 convolutions as GEMMs, depthwise ones by kernel taps -------------------------
+
+@pytest.mark.parametrize("case, kind", [("pointwise", PointwiseConv), ("pointwise_group2", PointwiseConv),
+                                        ("depthwise", DepthwiseConv),
+                                        ("depthwise_dilation", DepthwiseConv)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_direct_paths_equal_column_path(case, kind, dtype, threads, conv_tuning, monkeypatch):
+    """Forward, bottom diff and weight diff of the direct path = the column path's, float32
+    and float64, one thread and the batch split over two (``SplitColumns`` around them)."""
+    from netspec import parallel
+    monkeypatch.setattr(parallel, "SPLIT_MIN_MACS", 0)
+    shape, p = CONV_CASES[case]
+    backend = Backend(np, dtype, threads)
+    results = []
+    for direct in (True, False):
+        conv_tuning(pointwise_gemm=direct, depthwise_taps=direct)
+        layer, tops = make_layer(conv_spec(**p), [shape], backend=backend, seed=21)
+        assert hasattr(layer.conv, "parts") == (threads > 1)
+        conv = layer.conv.parts[0] if threads > 1 else layer.conv
+        assert isinstance(conv, kind) == direct
+        results.append(forward_backward(layer, [rand(shape, 22)], tops, [rand(tops[0], 23)]))
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for a, b in zip((*results[0][0], *results[0][1], *results[0][2]),
+                    (*results[1][0], *results[1][1], *results[1][2])):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
+
+
+def test_direct_path_choice(conv_tuning):
+    """1x1 stride-1 unpadded -> PointwiseConv; group = C = num_output -> DepthwiseConv; a 1x1
+    with stride 2 or pad, a channel multiplier, or a grouped (not depthwise) one -> columns."""
+    def conv_of(shape, **p):
+        return make_layer(conv_spec(**p), [shape])[0].conv
+    assert isinstance(conv_of((1, 4, 5, 5), num_output=3, kernel_size=1), PointwiseConv)
+    assert isinstance(conv_of((1, 4, 5, 5), num_output=4, kernel_size=3, group=4), DepthwiseConv)
+    assert isinstance(conv_of((1, 4, 5, 5), num_output=3, kernel_size=1, stride=2), ConvColumns)
+    assert isinstance(conv_of((1, 4, 5, 5), num_output=3, kernel_size=1, pad=1), ConvColumns)
+    assert isinstance(conv_of((1, 4, 5, 5), num_output=8, kernel_size=3, group=4), ConvColumns)
+    assert isinstance(conv_of((1, 4, 5, 5), num_output=4, kernel_size=3, group=2), ConvColumns)
+    conv_tuning(pointwise_gemm=False, depthwise_taps=False)
+    assert isinstance(conv_of((1, 4, 5, 5), num_output=3, kernel_size=1), ConvColumns)
+    assert isinstance(conv_of((1, 4, 5, 5), num_output=4, kernel_size=3, group=4), ConvColumns)

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
 
 cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'netspec[compare]')")
 pytest.importorskip("google.protobuf", reason="protobuf is not installed (pip install 'netspec[caffe]')")
 
 from netspec.backend import Backend  # noqa: E402
-from netspec.caffe.export import export_net  # noqa: E402
+from netspec.caffe.opencv import opencv_net  # noqa: E402
 from netspec.net import Net  # noqa: E402
-from netspec.spec import load_net  # noqa: E402
+from netspec.spec import parse_net  # noqa: E402
 
 F32 = Backend(np, np.float32)
 GAUSS = {"type": "gaussian", "std": 0.5}
@@ -134,10 +133,6 @@ OPENCV_LACKS: dict[str, str] = {
     "interp_crop": "OpenCV's Interp ignores pad_beg/pad_end (9x8 gives 17x15, the fork's crop "
                    "to 6x5 gives 11x9)",
 }
-#: layer types OpenCV does not know, given to it as this (equivalent) type in the prototxt
-OPENCV_AS = {"DepthwiseConvolution": "Convolution"}
-
-
 #: cases whose inputs are not standard normal: case -> function of a Generator
 INPUTS = {"detection_output": _detection_inputs}
 
@@ -151,25 +146,14 @@ def _run(case, tmp_path):
     spec = {"name": case, "layer": [
         *({"name": k, "type": "Input", "top": k, "input_param": {"shape": {"dim": list(s)}}}
           for k, s in shapes.items()), *layers]}
-    net_yaml = tmp_path / "net.yaml"
-    net_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))
-    net = Net(load_net(net_yaml), "TEST", F32, np.random.default_rng(1))
-    np.savez(tmp_path / "w.npz", **{k: p.data for k, p in net.named_params().items()})
+    net = Net(parse_net(spec, case), "TEST", F32, np.random.default_rng(1))
     for k, x in inputs.items():
         net.blobs[k].data[...] = x
     net.forward()
     out = layers[-1]["top"]
     ours = net.blobs[out].data.copy()
-    export_net(net_yaml, tmp_path / "net.prototxt", weights=tmp_path / "w.npz",
-               caffemodel=tmp_path / "net.caffemodel")
-    text = (tmp_path / "net.prototxt").read_text()
-    for fork, bvlc in OPENCV_AS.items():   # OpenCV lacks the type: same layer under its name
-        text = text.replace(f'type: "{fork}"', f'type: "{bvlc}"')
-    (tmp_path / "net.prototxt").write_text(text)
-    cv_net = cv2.dnn.readNetFromCaffe(str(tmp_path / "net.prototxt"),
-                                      str(tmp_path / "net.caffemodel"))
-    cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    cv_net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    weights = {k: p.data for k, p in net.named_params().items()}
+    cv_net = opencv_net(spec, weights, tmp_path)
     for k, x in inputs.items():
         cv_net.setInput(x, k)
     theirs = cv_net.forward(out)

@@ -164,13 +164,17 @@ class Layer(abc.ABC):
         """Create a parameter blob filled by ``filler`` (a FillerParameter)."""
         index = len(self.blobs)
         self.check_count(shape, f"its parameter blob {index}")
+        shape = tuple(int(s) for s in shape)
         try:
-            host = fill(filler, tuple(int(s) for s in shape), self.rng)
+            if filler.type == "constant":   # in the net's dtype: no float64 copy (2x the blob)
+                data = self.xp.full(shape, filler.value, dtype=self.dtype)
+            else:
+                data = self.backend.asarray(fill(filler, shape, self.rng))
         except MemoryError:
             raise self.error(f"its parameter blob {index} of shape {tuple(shape)} does not fit "
                              "in memory") from None
         spec = self.lp.param[index] if index < len(self.lp.param) else None
-        param = Param(f"{self.name}/{index}", self.backend.asarray(host), self.xp,
+        param = Param(f"{self.name}/{index}", data, self.xp,
                       lr_mult=spec.lr_mult if spec else 1.0,
                       decay_mult=spec.decay_mult if spec else 1.0,
                       owner=self.name, share_name=spec.name if spec else None)

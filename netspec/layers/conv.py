@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from .. import parallel
 from .base import Layer, add_param_diff
-from .conv_columns import ConvColumns, SplitColumns
+from .conv_columns import ConvColumns, SplitColumns, tuning
+from .conv_direct import DepthwiseConv, PointwiseConv
+from .conv_fold import folded_affine
 from .registry import register
 
 
@@ -35,6 +37,7 @@ class Convolution(Layer):
     splits_batch = True
     writes_param_diffs = True   # add_param_diff: each bottom's gradient written, then added
     _ones = None        # ones vector of the CPU bias-gradient GEMV (made on first backward)
+    folded = None       # the BatchNorm [, Scale] layers folded into this one (conv_fold)
 
     def check_arity(self, n_bottoms, n_tops):
         super().check_arity(n_bottoms, n_tops)
@@ -88,13 +91,23 @@ class Convolution(Layer):
                              f"{Hp}x{Wp}")
         return (Hp - ext_h) // self.stride_h + 1, (Wp - ext_w) // self.stride_w + 1
 
-    def _columns(self, N, C, H, W, M, Ho, Wo, g) -> ConvColumns | SplitColumns:
-        """The column machinery of a convolution (N, C, H, W) -> (N, M, Ho, Wo): split over
-        the CPU threads when it has at least ``parallel.SPLIT_MIN_MACS`` multiply-adds."""
+    def _columns(self, N, C, H, W, M, Ho, Wo, g):
+        """The machinery of a convolution (N, C, H, W) -> (N, M, Ho, Wo): on the CPU 1×1 ones
+        as plain GEMMs and depthwise ones by kernel taps (``conv_direct``), others by columns
+        (``conv_columns``); split over the CPU threads when it has at least
+        ``parallel.SPLIT_MIN_MACS`` multiply-adds."""
+        kernel, pad = (self.kh, self.kw), (self.pad_h, self.pad_w)
+        stride, dilation = (self.stride_h, self.stride_w), (self.dil_h, self.dil_w)
+        t, cpu = tuning(), not self.backend.is_gpu
+
         def make(n):
-            return ConvColumns(self.backend, n, C, H, W, M, Ho, Wo, g, (self.kh, self.kw),
-                               (self.pad_h, self.pad_w), (self.stride_h, self.stride_w),
-                               (self.dil_h, self.dil_w))
+            if cpu and t.pointwise_gemm and kernel == (1, 1) and stride == (1, 1) and pad == (0, 0):
+                return PointwiseConv(self.backend, n, C, H, W, M, g)
+            if cpu and t.depthwise_taps and g > 1 and g == C == M:
+                return DepthwiseConv(self.backend, n, C, H, W, Ho, Wo, kernel, pad, stride,
+                                     dilation)
+            return ConvColumns(self.backend, n, C, H, W, M, Ho, Wo, g, kernel, pad, stride,
+                               dilation)
         macs = N * Ho * Wo * M * (C // g) * self.kh * self.kw
         if self.threads > 1 and N > 1 and macs >= parallel.SPLIT_MIN_MACS:
             return SplitColumns(make, N, self.threads)
@@ -114,6 +127,15 @@ class Convolution(Layer):
     # -- forward / backward ---------------------------------------------------------------
     def forward(self, bottom, top):
         bias = self.blobs[1].data if self.p.bias_term else None
+        if self.folded:          # BatchNorm [+ Scale] after it: y = conv(x)·s + t (conv_fold)
+            s, t = folded_affine(self, bias)
+            s, t = s.reshape(1, -1, 1, 1), t.reshape(1, -1, 1, 1)
+            for b, tp in zip(bottom, top):
+                y = tp.data
+                self.conv.forward(b.data, self.blobs[0].data, y)
+                self.xp.multiply(y, s, out=y)
+                self.xp.add(y, t, out=y)
+            return
         for b, t in zip(bottom, top):
             self.conv.forward(b.data, self.blobs[0].data, t.data, bias)
 

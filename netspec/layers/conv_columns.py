@@ -64,6 +64,18 @@ class ConvTuning:
     #: transposed backwards −4 %/−19 %; LeNet conv2's weight gradient would be +17 %)
     pair_transposed_min_columns: int = 256
     pair_transposed_min_aspect: int = 4
+    #: CPU 1×1, stride-1, unpadded convolutions as plain GEMMs on the NCHW arrays
+    #: (``conv_direct.PointwiseConv``), no columns
+    pointwise_gemm: bool = True
+    #: CPU depthwise convolutions (group = channels = num_output) as per-tap multiply-adds
+    #: (``conv_direct.DepthwiseConv``) instead of one tiny GEMM per channel
+    depthwise_taps: bool = True
+    #: ... their forward by taps only up to this many output positions Ho·Wo, by columns
+    #: above (1 thread, batch 1: taps/columns 0.64 at 7x7, 1.2 at 14x14, 4-7 at 56x56-112x112)
+    depthwise_taps_max_forward_positions: int = 100
+    #: CPU nets without backward: BatchNorm (global statistics) + Scale folded into the
+    #: Convolution before them (``conv_fold``), set when the net is built
+    fold_batch_norm: bool = True
 
 
 _tuning = ConvTuning()

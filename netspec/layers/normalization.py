@@ -47,6 +47,7 @@ class BatchNorm(Layer):
 
     allows_in_place = True
     param_block = "batch_norm_param"
+    folded_into = None       # the Convolution computing this layer's output (conv_fold)
     exact_bottoms = 1
     exact_tops = 1
 
@@ -78,6 +79,8 @@ class BatchNorm(Layer):
         return a.reshape(a.shape[0], self.channels, -1)
 
     def forward(self, bottom, top):
+        if self.folded_into:     # computed by the Convolution before it (conv_fold)
+            return
         xp = self.xp
         shape = bottom[0].shape
         x = self._view(bottom[0].data)
@@ -134,6 +137,7 @@ class Scale(Layer):
 
     allows_in_place = True
     param_block = "scale_param"
+    folded_into = None       # the Convolution computing this layer's output (conv_fold)
     min_bottoms = 1
     max_bottoms = 2
     exact_tops = 1
@@ -174,6 +178,8 @@ class Scale(Layer):
         return s, s.data.reshape(1, self.scale_dim, 1)
 
     def forward(self, bottom, top):
+        if self.folded_into:     # computed by the Convolution before it (conv_fold)
+            return
         x = self._view(bottom[0].data)
         in_place = bottom[0] is top[0]
         # in place the bottom data is overwritten: keep a copy for the scale gradient

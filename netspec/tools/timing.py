@@ -59,7 +59,9 @@ def print_timing(net, t: Timing, title: str, console: Console | None = None) -> 
     for col in ("layer", "type", "forward ms", "backward ms"):
         table.add_column(col, justify="right" if "ms" in col else "left")
     for layer in net.layers:
-        table.add_row(layer.name, layer.type_name, f"{t.forward_ms[layer.name]:.3f}",
+        into = getattr(layer, "folded_into", None)   # computed by that convolution (conv_fold)
+        kind = f"{layer.type_name} (in {into})" if into else layer.type_name
+        table.add_row(layer.name, kind, f"{t.forward_ms[layer.name]:.3f}",
                       f"{t.backward_ms[layer.name]:.3f}")
     console.print(table)
     console.print(f"Average Forward pass: {t.total_forward_ms:.3f} ms.")

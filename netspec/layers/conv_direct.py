@@ -1,0 +1,171 @@
+"""Convolutions computed without im2col columns, on the CPU: the 1×1 convolutions and the
+depthwise ones (group = channels = num_output) of ResNet, SqueezeNet and MobileNet.
+``ConvColumns``' API (forward, weight_grad, backward, backward_data, ranges), so that
+``SplitColumns`` splits them over threads as it splits the column machinery;
+``Convolution._columns`` picks them (``ConvTuning.pointwise_gemm``, ``depthwise_taps``).
+
+* ``PointwiseConv`` (1×1 kernel, stride 1, pad 0, group g): the NCHW arrays already are the
+  GEMM operands, y[n] (g, M/g, H·W) = W (g, M/g, C/g) @ x[n] (g, C/g, H·W), no copy;
+  dx[n] = Wᵀ @ dy[n]; dW = Σ_n dy[n] @ x[n]ᵀ as one GEMM over the batch's positions
+  (channels-first copies of dy and x when N > 1: one K = N·H·W product).
+* ``DepthwiseConv`` (C = g = M, any kernel, pad, stride, dilation): per kernel tap (i, j)
+  one multiply-add over the whole chunk, in NHWC (forward only for outputs of at most
+  ``ConvTuning.depthwise_taps_max_forward_positions`` positions, else by columns) (the channel's weight broadcast along the
+  contiguous last axis),
+
+      y[n, ho, wo, c] = Σ_{i,j} W[c, i, j] · x_pad[n, ho·sh + i·dh, wo·sw + j·dw, c],
+      dx_pad[n, ho·sh + i·dh, wo·sw + j·dw, c] += W[c, i, j] · dy[n, ho, wo, c],
+      dW[c, i, j] = Σ_{n,ho,wo} dy[n, ho, wo, c] · x_pad[n, ho·sh + i·dh, wo·sw + j·dw, c]
+
+  (the last as a ones-vector GEMV over the positions): kh·kw passes instead of C tiny GEMMs.
+"""
+
+from __future__ import annotations
+
+import numpy
+
+from .base import sample_chunks
+from .conv_columns import ConvColumns, _channels_first, _chunk_size, _product, tuning
+
+
+class PointwiseConv:
+    """x (N, C, H, W) -> y (N, M, H, W) with weight (M, C/g, 1, 1): plain GEMMs (module doc)."""
+
+    def __init__(self, backend, N, C, H, W, M, g):
+        self.backend, self.xp = backend, backend.xp
+        self.N, self.C, self.M, self.g, self.HW = N, C, M, g, H * W
+        self.ranges = [(0, N)]
+        self.chunk = N
+        self._xT = self._dyT = None     # channels-first copies of x and dy (weight gradient)
+
+    def _w3(self, w):
+        return w.reshape(self.g, self.M // self.g, self.C // self.g)
+
+    def forward(self, x, w, y, bias=None):
+        N, g = x.shape[0], self.g
+        self.xp.matmul(self._w3(w), x.reshape(N, g, self.C // g, self.HW),
+                       out=y.reshape(N, g, self.M // g, self.HW))
+        if bias is not None:
+            y += bias.reshape(1, -1, 1, 1)
+
+    def backward_data(self, dy, w, dx):
+        N, g = dy.shape[0], self.g
+        self.xp.matmul(self._w3(w).transpose(0, 2, 1), dy.reshape(N, g, self.M // g, self.HW),
+                       out=dx.reshape(N, g, self.C // g, self.HW))
+
+    def weight_grad(self, x, dy):
+        """dW (M, C/g, 1, 1) = Σ_n dy[n] @ x[n]ᵀ per group, a new array."""
+        xp, N, g = self.xp, x.shape[0], self.g
+        if N == 1:
+            a = dy.reshape(g, self.M // g, self.HW)
+            b = x.reshape(g, self.C // g, self.HW)
+        else:
+            if self._xT is None:
+                self._xT = self.backend.empty((self.C, N, self.HW))
+                self._dyT = self.backend.empty((self.M, N, self.HW))
+            a = _channels_first(self._dyT, dy, 0, N, g)
+            b = _channels_first(self._xT, x, 0, N, g)
+        dw = _product(a, b.swapaxes(-1, -2), self.backend.is_gpu)
+        return xp.ascontiguousarray(dw).reshape(self.M, self.C // g, 1, 1)
+
+    def backward(self, x, dy, w, dx=None):
+        if dx is not None:
+            self.backward_data(dy, w, dx)
+        return self.weight_grad(x, dy)
+
+
+class DepthwiseConv:
+    """x (N, C, H, W) -> y (N, C, Ho, Wo) with weight (C, 1, kh, kw), group C: per-tap
+    multiply-adds over NHWC chunks (module doc)."""
+
+    def __init__(self, backend, N, C, H, W, Ho, Wo, kernel, pad, stride, dilation):
+        self.backend, self.xp = backend, backend.xp
+        # forward by columns unless the planes are small (the tap passes then lose to the
+        # per-channel GEMMs over long rows: measured in bench/NOTES.md)
+        self.columns = None
+        if Ho * Wo > tuning().depthwise_taps_max_forward_positions:
+            self.columns = ConvColumns(backend, N, C, H, W, C, Ho, Wo, C, kernel, pad, stride,
+                                       dilation)
+        self.N, self.C, self.H, self.W, self.Ho, self.Wo = N, C, H, W, Ho, Wo
+        self.kernel, self.pad, self.stride, self.dilation = kernel, pad, stride, dilation
+        self.ranges = [(0, N)]
+        Hp, Wp = H + 2 * pad[0], W + 2 * pad[1]
+        itemsize = numpy.dtype(backend.dtype).itemsize
+        self.chunk = n = _chunk_size(backend, N, (Hp * Wp + 2 * Ho * Wo) * C * itemsize)
+        self.buf = backend.zeros((n, Hp, Wp, C))      # zero-bordered NHWC input
+        self.acc = backend.empty((n, Ho, Wo, C))      # NHWC output, or the top diff
+        self.tmp = backend.empty((n, Ho, Wo, C))      # one tap's products
+        self._dbuf = None                             # zero-bordered NHWC bottom diff
+        self._ones = None                             # the positions' ones (weight gradient)
+
+    def _taps(self, w):
+        """Weight (C, 1, kh, kw) as contiguous (kh, kw, C) rows, one per tap."""
+        return self.xp.ascontiguousarray(w.reshape(self.C, *self.kernel).transpose(1, 2, 0))
+
+    def _tap(self, buf, i, j):
+        """The (n, Ho, Wo, C) cells of a padded chunk that tap (i, j) reads."""
+        (sh, sw), (dh, dw), Ho, Wo = self.stride, self.dilation, self.Ho, self.Wo
+        return buf[:, i * dh:i * dh + sh * (Ho - 1) + 1:sh, j * dw:j * dw + sw * (Wo - 1) + 1:sw]
+
+    def _padded(self, x, n0, n):
+        (ph, pw) = self.pad
+        buf = self.buf[:n]
+        buf[:, ph:ph + self.H, pw:pw + self.W] = x[n0:n0 + n].transpose(0, 2, 3, 1)
+        return buf
+
+    def forward(self, x, w, y, bias=None):
+        if self.columns is not None:
+            self.columns.forward(x, w, y, bias)
+            return
+        xp, wt = self.xp, self._taps(w)
+        kh, kw = self.kernel
+        for n0, n in sample_chunks(x.shape[0], self.chunk):
+            buf, acc, tmp = self._padded(x, n0, n), self.acc[:n], self.tmp[:n]
+            xp.multiply(self._tap(buf, 0, 0), wt[0, 0], out=acc)
+            for t in range(1, kh * kw):
+                i, j = divmod(t, kw)
+                xp.multiply(self._tap(buf, i, j), wt[i, j], out=tmp)
+                xp.add(acc, tmp, out=acc)
+            dst = y[n0:n0 + n]
+            if bias is None:
+                dst[...] = acc.transpose(0, 3, 1, 2)
+            else:
+                xp.add(acc.transpose(0, 3, 1, 2), bias.reshape(1, -1, 1, 1), out=dst)
+
+    def backward(self, x, dy, w, dx=None):
+        """dW (C, 1, kh, kw) (returned, a new array) and, when dx is given, the bottom diff
+        written into dx; one pass over the chunks for both."""
+        xp, wt = self.xp, self._taps(w)
+        (kh, kw), (ph, pw), C = self.kernel, self.pad, self.C
+        dwt = xp.zeros((kh, kw, C), dtype=dy.dtype)
+        if dx is not None and self._dbuf is None:
+            self._dbuf = self.backend.zeros(self.buf.shape)
+        if self._ones is None:
+            self._ones = self.backend.empty(self.chunk * self.Ho * self.Wo)
+            self._ones.fill(1)
+        for n0, n in sample_chunks(dy.shape[0], self.chunk):
+            dyT, tmp = self.acc[:n], self.tmp[:n]
+            dyT[...] = dy[n0:n0 + n].transpose(0, 2, 3, 1)
+            ones = self._ones[:n * self.Ho * self.Wo]
+            if x is not None:
+                buf = self._padded(x, n0, n)
+                for i in range(kh):
+                    for j in range(kw):
+                        xp.multiply(self._tap(buf, i, j), dyT, out=tmp)
+                        dwt[i, j] += ones @ tmp.reshape(-1, C)
+            if dx is not None:
+                dbuf = self._dbuf[:n]
+                dbuf.fill(0)
+                for i in range(kh):
+                    for j in range(kw):
+                        xp.multiply(dyT, wt[i, j], out=tmp)
+                        dst = self._tap(dbuf, i, j)
+                        xp.add(dst, tmp, out=dst)
+                dx[n0:n0 + n] = dbuf[:, ph:ph + self.H, pw:pw + self.W].transpose(0, 3, 1, 2)
+        return dwt.transpose(2, 0, 1).reshape(C, 1, kh, kw)
+
+    def weight_grad(self, x, dy):
+        return self.backward(x, dy, None)
+
+    def backward_data(self, dy, w, dx):
+        self.backward(None, dy, w, dx)

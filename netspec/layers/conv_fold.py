@@ -1,0 +1,74 @@
+"""BatchNorm (global statistics) + Scale folded into the Convolution before them, for nets that
+run forward only (a TEST net with no backward, as a deploy net), as OpenCV's dnn does.
+
+With μ = mean_sum / factor, σ² = var_sum / factor (0 for a zero factor, as BatchNorm), ε,
+and the Scale's γ (and β) per channel, the three layers compute
+
+    y = ((conv(x) + b − μ) / sqrt(σ² + ε)) · γ + β = conv(x) · s + t,
+    s = γ / sqrt(σ² + ε),   t = (b − μ) · s + β,
+
+so the Convolution writes conv(x) without its bias and applies s and t in place (two passes
+over its top instead of the seven passes and four temporaries of BatchNorm's and Scale's
+forwards), and the folded BatchNorm and Scale do nothing. s and t are recomputed from the
+current blobs at every forward (C values each): changed weights or statistics are always
+used, nothing is cached. Folded only where the BatchNorm runs in place on the Convolution's
+only top right after it (and the Scale in place right after the BatchNorm, per channel), with
+no backward through the three layers; ``ConvTuning.fold_batch_norm`` turns it off.
+"""
+
+from __future__ import annotations
+
+
+#: the layer types whose forward applies a fold (``Convolution.forward``)
+CONVOLUTIONS = ("Convolution", "DepthwiseConvolution", "ConvolutionDepthwise")
+
+
+def fold_batch_norm(layers, bottoms, tops, layer_backward) -> list[str]:
+    """Fold each Convolution → BatchNorm(global) [→ Scale] run of a net's layer lists (in
+    order, with their bottom/top blob lists and backward flags); returns the folded
+    Convolutions' names."""
+    folded = []
+    n = len(layers)
+    for i, conv in enumerate(layers[:-1]):
+        if conv.type_name not in CONVOLUTIONS or len(tops[i]) != 1:
+            continue
+        bn = layers[i + 1]
+        if (bn.type_name != "BatchNorm" or not bn.use_global_stats
+                or bottoms[i + 1][0] is not tops[i][0] or tops[i + 1][0] is not tops[i][0]):
+            continue
+        run = [conv, bn]
+        if i + 2 < n:
+            sc = layers[i + 2]
+            if (sc.type_name == "Scale" and len(bottoms[i + 2]) == 1 and sc.learned_scale
+                    and sc.axis == 1 and sc.scale_shape == (tops[i][0].shape[1],)
+                    and bottoms[i + 2][0] is tops[i][0] and tops[i + 2][0] is tops[i][0]):
+                run.append(sc)
+        if any(layer_backward[i:i + len(run)]):
+            continue
+        conv.folded = run[1:]
+        for layer in run[1:]:
+            layer.folded_into = conv.name
+        folded.append(conv.name)
+    return folded
+
+
+def folded_affine(conv, bias):
+    """(s, t) of the module doc, each (M,), from the current blobs of ``conv.folded`` and the
+    convolution's ``bias`` (None without one), in the layer's dtype."""
+    xp = conv.xp
+    bn = conv.folded[0]
+    factor = bn.blobs[2].data
+    nonzero = factor != 0
+    inv = xp.where(nonzero, 1 / xp.where(nonzero, factor, 1), 0).astype(conv.dtype)
+    mean = bn.blobs[0].data * inv
+    s = 1 / xp.sqrt(bn.blobs[1].data * inv + bn.eps)
+    t = -mean if bias is None else bias - mean
+    if len(conv.folded) > 1:
+        sc = conv.folded[1]
+        s = s * sc.blobs[0].data.reshape(-1)
+        t = t * s
+        if sc.bias_index is not None:
+            t = t + sc.blobs[sc.bias_index].data.reshape(-1)
+    else:
+        t = t * s
+    return s.astype(conv.dtype, copy=False), t.astype(conv.dtype, copy=False)
