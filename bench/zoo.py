@@ -82,29 +82,37 @@ def zoo_spec(name: str, batch: int = 1, train: bool = False) -> dict:
     return {"name": data.get("name", name), "layer": layers}
 
 
-def random_weights(net: Net, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded weights for every parameter blob of ``net`` ('layer/i' -> array): He-scaled
-    Gaussian kernels, small biases, BatchNorm statistics with mean ~ N(0, 0.1²), variance in
-    [0.5, 1.5) and scale factor 1, Scale γ in [0.5, 1.5) and β ~ N(0, 0.1²)."""
+def random_weights(net: Net, seed: int = 0, gain: float = 2.0) -> dict[str, np.ndarray]:
+    """Seeded weights that keep activations of order one, for every parameter blob of ``net``
+    ('layer/i' -> float32 array): kernels N(0, gain/fan_in) (2: He's, for ReLU nets; 1 where
+    ReLU6 or exponentials, as in SSD's box decoding, would saturate), biases N(0, 0.1²),
+    BatchNorm statistics of a trained net (means N(0, 0.1²), variances U(0.5, 2), factor 1),
+    per-channel factors (Scale, PReLU, Normalize, the BN layers' slopes) 1 + N(0, 0.1²). The
+    big-net bench and the differential tests against OpenCV and ONNX Runtime use it."""
     rng = np.random.default_rng(seed)
     out = {}
     for layer in net.layers:
         shapes = [tuple(p.shape) for p in layer.blobs]
         if not shapes:
             continue
-        t, key = layer.type_name, layer.name
+        t = layer.type_name
         if t == "BatchNorm":
-            C = shapes[0]
-            vals = [rng.normal(0, 0.1, C), rng.uniform(0.5, 1.5, C), np.ones(shapes[2])]
-        elif t == "Scale":
-            vals = [rng.uniform(0.5, 1.5, shapes[0])] + [rng.normal(0, 0.1, s) for s in shapes[1:]]
+            vals = [rng.normal(0, 0.1, shapes[0]), rng.uniform(0.5, 2.0, shapes[1]),
+                    np.ones(shapes[2])]
+        elif t == "BN" and len(shapes) == 4:     # PSPNet's: slope, bias, mean, variance
+            vals = [1 + rng.normal(0, 0.1, shapes[0]), rng.normal(0, 0.1, shapes[1]),
+                    rng.normal(0, 0.1, shapes[2]), rng.uniform(0.5, 2.0, shapes[3])]
         else:
-            w = shapes[0]
-            fan_in = int(np.prod(w[1:])) if len(w) > 1 else w[0]
-            vals = [rng.normal(0, np.sqrt(2.0 / fan_in), w)] + [rng.normal(0, 0.01, s)
-                                                               for s in shapes[1:]]
+            vals = []
+            for i, s in enumerate(shapes):
+                if t in ("Scale", "PReLU", "Normalize", "BN") and i == 0:
+                    vals.append(1 + rng.normal(0, 0.1, s))
+                elif len(s) >= 2:
+                    vals.append(rng.normal(0, np.sqrt(gain / max(int(np.prod(s[1:])), 1)), s))
+                else:
+                    vals.append(rng.normal(0, 0.1, s))
         for i, v in enumerate(vals):
-            out[f"{key}/{i}"] = v.astype(np.float32)
+            out[f"{layer.name}/{i}"] = np.asarray(v, np.float32)
     return out
 
 

@@ -43,7 +43,7 @@ RTOL = 1e-4
 # -- helpers ---------------------------------------------------------------------------------
 def fill_random(model, rng) -> None:
     """Well-scaled random weights (``zoo_deploy.fill_well_scaled``) in a Model's net."""
-    fill_well_scaled(model.net, rng)
+    fill_well_scaled(model.net, int(rng.integers(2**31)))
 
 
 def softmax_inputs(model) -> list[str]:

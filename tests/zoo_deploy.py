@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.zoo import random_weights, set_weights
 from netspec.backend import Backend
 from netspec.caffe import pb2
 from netspec.caffe import prototxt as ptx
@@ -62,39 +63,17 @@ def deploy_yaml(name: str, batch: int = 1) -> tuple[str, str]:
     return text, phase_key.partition("/")[0]
 
 
-def fill_well_scaled(net: Net, rng: np.random.Generator, gain: float = 2.0) -> None:
-    """Random parameters that keep activations of order one: weights N(0, gain/fan_in) (2: He's,
-    for ReLU nets; 1 where ReLU6 or exponentials, as in SSD's box decoding, would saturate), biases N(0, 0.1²), BatchNorm statistics of a trained net (means
-    N(0, 0.1²), variances U(0.5, 2), factor 1), per-channel factors (Scale, PReLU, Normalize,
-    the BN layers' slopes) 1 + N(0, 0.1²)."""
-    for layer in net.layers:
-        blobs = [b.data for b in layer.blobs]
-        if layer.type_name == "BatchNorm":
-            blobs[0][...] = rng.normal(0, 0.1, blobs[0].shape)
-            blobs[1][...] = rng.uniform(0.5, 2.0, blobs[1].shape)
-            blobs[2][...] = 1
-            continue
-        if layer.type_name == "BN" and len(blobs) == 4:     # PSPNet's: slope, bias, mean, variance
-            blobs[0][...] = 1 + rng.normal(0, 0.1, blobs[0].shape)
-            blobs[1][...] = rng.normal(0, 0.1, blobs[1].shape)
-            blobs[2][...] = rng.normal(0, 0.1, blobs[2].shape)
-            blobs[3][...] = rng.uniform(0.5, 2.0, blobs[3].shape)
-            continue
-        for i, a in enumerate(blobs):
-            if layer.type_name in ("Scale", "PReLU", "Normalize", "BN") and i == 0:
-                a[...] = 1 + rng.normal(0, 0.1, a.shape)
-            elif a.ndim >= 2:
-                a[...] = rng.normal(0, np.sqrt(gain / max(int(np.prod(a.shape[1:])), 1)), a.shape)
-            else:
-                a[...] = rng.normal(0, 0.1, a.shape)
+def fill_well_scaled(net: Net, seed: int = 0, gain: float = 2.0) -> None:
+    """Random parameters that keep activations of order one (``bench.zoo.random_weights``)."""
+    set_weights(net, random_weights(net, seed, gain))
 
 
 def deploy_net(name: str, batch: int = 1, backend: Backend = F32, seed: int = 0) -> tuple[Net, str]:
     """(the net with well-scaled random weights and uniform [0, 1) inputs, its YAML text)."""
     text, phase = deploy_yaml(name, batch)
     net = Net(loads_net(text, name), phase, backend, np.random.default_rng(seed))
+    fill_well_scaled(net, seed)
     rng = np.random.default_rng(seed + 1)
-    fill_well_scaled(net, rng)
     for i, layer in enumerate(net.layers):
         if layer.type_name == "Input":
             for blob in net.tops[i]:
