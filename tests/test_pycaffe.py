@@ -7,6 +7,9 @@
 * ``examples/01-learning-lenet.ipynb``: ``SGDSolver.step`` reading ``solver.net.blobs`` and
   ``solver.test_nets[0].forward()``, checked against ``netspec train``'s own training
   (``workflows.train``) and the Accuracy layer against NumPy.
+* ``examples/02-fine-tuning.ipynb``: a NetSpec net with frozen features and a new classifier,
+  a ``caffe_pb2.SolverParameter`` solver file, ``copy_from`` the pretrained weights, ``step``,
+  ``save`` and a TEST net scored over batches: pretrained features beat random ones.
 """
 
 from __future__ import annotations
@@ -250,6 +253,106 @@ def test_learning_lenet_reaches_high_accuracy(tmp_path):
         solver.test_nets[0].forward()
         accs.append(float(solver.test_nets[0].blobs["accuracy"].data))
     assert np.mean(accs) > 0.9
+
+
+# -- 02-fine-tuning --------------------------------------------------------------------------------
+def parity_set(folder: Path, split: str, n: int) -> Path:
+    """MNIST digits of ``split`` as PNG files and an ImageData list labelling each by parity
+    (the notebook's new task: Flickr styles there, even/odd digits here)."""
+    from PIL import Image
+
+    images, labels = load_mnist(split)
+    folder.mkdir()
+    lines = []
+    for i in range(n):
+        Image.fromarray(images[i].reshape(28, 28)).save(folder / f"{i}.png")
+        lines.append(f"{i}.png {int(labels[i]) % 2}")
+    (folder / "list.txt").write_text("\n".join(lines) + "\n")
+    return folder / "list.txt"
+
+
+def parity_net(source: Path, train: bool, learn_all: bool = False) -> str:
+    """The notebook's ``style_net``: LeNet's layers (frozen unless ``learn_all``: lr_mult 0)
+    with a new two-class classifier ``ip2_parity``, on ImageData."""
+    L, P = caffe.layers, caffe.params
+    learned = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
+    param = learned if learn_all else [dict(lr_mult=0)] * 2
+    n = caffe.NetSpec()
+    n.data, n.label = L.ImageData(source=str(source), root_folder=str(source.parent) + "/",
+                                  batch_size=50, is_color=False, shuffle=train,
+                                  transform_param=dict(scale=0.00390625), ntop=2)
+    n.conv1 = L.Convolution(n.data, num_output=20, kernel_size=5, param=param)
+    n.pool1 = L.Pooling(n.conv1, pool=P.Pooling.MAX, kernel_size=2, stride=2)
+    n.conv2 = L.Convolution(n.pool1, num_output=50, kernel_size=5, param=param)
+    n.pool2 = L.Pooling(n.conv2, pool=P.Pooling.MAX, kernel_size=2, stride=2)
+    n.ip1 = L.InnerProduct(n.pool2, num_output=500, param=param)
+    n.relu1 = L.ReLU(n.ip1, in_place=True)
+    n.ip2_parity = L.InnerProduct(n.relu1, num_output=2, param=learned,
+                                  weight_filler=dict(type="xavier"))
+    n.loss = L.SoftmaxWithLoss(n.ip2_parity, n.label)
+    n.acc = L.Accuracy(n.ip2_parity, n.label)
+    return str(n.to_proto())
+
+
+def parity_solver(folder: Path, train_net: Path, test_net: Path) -> Path:
+    """The notebook's ``solver()``: a SolverParameter written with caffe_pb2."""
+    from netspec.pycaffe.proto import caffe_pb2
+
+    s = caffe_pb2.SolverParameter()
+    s.train_net = str(train_net)
+    s.test_net.append(str(test_net))
+    s.test_interval = 1000
+    s.test_iter.append(4)
+    s.max_iter = 100000
+    s.type = "SGD"
+    s.base_lr = 0.01
+    s.lr_policy = "step"
+    s.gamma = 0.1
+    s.stepsize = 20000
+    s.momentum = 0.9
+    s.weight_decay = 5e-4
+    s.display = 1000
+    s.snapshot = 10000
+    s.snapshot_prefix = str(folder / "finetune_parity")
+    s.random_seed = 2
+    s.solver_mode = caffe_pb2.SolverParameter.CPU
+    path = folder / "solver.prototxt"
+    path.write_text(str(s))
+    return path
+
+
+def test_fine_tuning_a_pretrained_nets_new_last_layer(tmp_path):
+    """02-fine-tuning's code path on MNIST parity: a NetSpec net whose features are frozen,
+    a caffe_pb2 solver file, ``get_solver``, ``copy_from`` the pretrained weights, ``step``
+    reading the loss and accuracy blobs, ``net.save``, then a TEST-phase ``caffe.Net`` scored
+    over batches. As in the notebook, the pretrained features beat random ones by far, and
+    the frozen layers keep the pretrained values."""
+    train_list = parity_set(tmp_path / "train", "train", 500)
+    test_list = parity_set(tmp_path / "test", "test", 200)
+    train_net, test_net = tmp_path / "train.prototxt", tmp_path / "test.prototxt"
+    train_net.write_text(parity_net(train_list, train=True))
+    test_net.write_text(parity_net(test_list, train=False))
+    solver_path = parity_solver(tmp_path, train_net, test_net)
+    pretrained = caffe.get_solver(str(solver_path))
+    pretrained.net.copy_from(str(WEIGHTS))
+    scratch = caffe.get_solver(str(solver_path))
+    accs = {}
+    for name, s in [("pretrained", pretrained), ("scratch", scratch)]:
+        acc = []
+        for _ in range(30):
+            s.step(1)
+            acc.append(float(s.net.blobs["acc"].data))
+        weights = tmp_path / f"{name}.caffemodel"
+        s.net.save(str(weights))
+        test = caffe.Net(str(test_net), str(weights), caffe.TEST)
+        accs[name] = np.mean([float(test.forward()["acc"]) for _ in range(4)])
+        assert np.isfinite(float(s.net.blobs["loss"].data)) and len(acc) == 30
+    reference = caffe.Net(str(LENET), str(WEIGHTS), caffe.TEST)
+    for layer in ("conv1", "conv2", "ip1"):   # frozen: lr_mult 0
+        np.testing.assert_array_equal(pretrained.net.params[layer][0].data,
+                                      reference.params[layer][0].data)
+    assert accs["pretrained"] > 0.9, accs
+    assert accs["pretrained"] > accs["scratch"] + 0.1, accs
 
 
 # -- the rest of the interface --------------------------------------------------------------------
