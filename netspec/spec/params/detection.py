@@ -1,7 +1,8 @@
-"""Detection messages, from SSD's fork (weiliu89/caffe): PriorBox and DetectionOutput.
+"""Detection messages, from SSD's fork (weiliu89/caffe): PriorBox, DetectionOutput and
+DetectionEvaluate.
 
 Field for field as in SSD's ``caffe.proto`` (its field numbers: ``prior_box_param`` 203,
-``detection_output_param`` 204), with SSD's defaults."""
+``detection_output_param`` 204, ``detection_evaluate_param`` 205), with SSD's defaults."""
 
 from __future__ import annotations
 
@@ -72,11 +73,43 @@ class DetectionOutputParameter(Message):
     save_file: Optional[str] = None
 
 
+class ResizeParameter(Message):
+    """SSD's ``resize_param``: how an image was resized. DetectionEvaluate reads
+    ``resize_mode``, ``height``/``width`` and ``height_scale``/``width_scale`` to map boxes back
+    to the original image; the other fields describe the resizing itself."""
+
+    prob: float = 1.0
+    resize_mode: Literal["WARP", "FIT_SMALL_SIZE", "FIT_LARGE_SIZE_AND_PAD"] = "WARP"
+    height: NonNegativeInt = 0
+    width: NonNegativeInt = 0
+    height_scale: NonNegativeInt = 0
+    width_scale: NonNegativeInt = 0
+    pad_mode: Literal["CONSTANT", "MIRRORED", "REPEAT_NEAREST"] = "CONSTANT"
+    pad_value: Repeated[float] = Field(default_factory=list)
+    interp_mode: Repeated[Literal["LINEAR", "AREA", "NEAREST", "CUBIC", "LANCZOS4"]] = Field(
+        default_factory=list)
+
+
+class DetectionEvaluateParameter(Message):
+    """``DetectionEvaluate``: each detection a true or false positive (overlap with an unmatched
+    ground-truth box of its class at least ``overlap_threshold``). With ``name_size_file``
+    (lines ``name height width``, one per image in the order of the test images) boxes are
+    compared in pixels of the original image."""
+
+    num_classes: Optional[NonNegativeInt] = None
+    background_label_id: NonNegativeInt = 0
+    overlap_threshold: float = 0.5
+    evaluate_difficult_gt: bool = True
+    name_size_file: Optional[str] = None
+    resize_param: Optional[ResizeParameter] = None
+
+
 #: the Caffe layer types of this family
-TYPES = ("PriorBox", "DetectionOutput",)
+TYPES = ("PriorBox", "DetectionOutput", "DetectionEvaluate",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
     "prior_box_param": PriorBoxParameter,
     "detection_output_param": DetectionOutputParameter,
+    "detection_evaluate_param": DetectionEvaluateParameter,
 }
