@@ -212,3 +212,21 @@ def test_detection_phase_needs_evaluate_rows_and_bad_fields_are_named():
     s.test_nets[0].output_names.append("det")        # an output that is not DetectionEvaluate's
     with pytest.raises(NetspecError, match="output 'det' has shape"):
         s.test(0)
+
+
+def test_ssd_solver_fields_convert(tmp_path):
+    pytest.importorskip("google.protobuf", reason="protobuf is not installed")
+    from netspec.caffe.port import convert_solver
+    from netspec.spec import load_solver
+    (tmp_path / "net.prototxt").write_text(
+        'layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 } } }\n')
+    (tmp_path / "solver.prototxt").write_text(
+        'net: "net.prototxt"\nbase_lr: 0.001\ntest_iter: 3\ntest_interval: 10\n'
+        'eval_type: "detection"\nap_version: "11point"\nshow_per_class_result: true\n')
+    convert_solver(tmp_path / "solver.prototxt", tmp_path / "solver.yaml")
+    sp = load_solver(tmp_path / "solver.yaml")
+    assert (sp.eval_type, sp.ap_version, sp.show_per_class_result) == ("detection", "11point",
+                                                                       True)
+    (tmp_path / "bad.prototxt").write_text('net: "net.prototxt"\nap_version: "VOC"\n')
+    with pytest.raises(NetspecError, match="ap_version"):
+        convert_solver(tmp_path / "bad.prototxt", tmp_path / "bad.yaml")

@@ -167,8 +167,8 @@ def test_ssd_lite_train_net_builds_with_the_forks_shapes_and_trains():
     """MobileNet-v2 SSD-lite's training net (MultiBoxLoss, LOGISTIC confidences) with its
     AnnotatedData layer replaced by Input as the fork's recording did: the fork's blob and
     parameter shapes, a finite loss and gradients into the heads."""
-    with pytest.raises(NetspecError, match="'resize_param' is not a field"):
-        build(SSD_LITE_TRAIN, "TRAIN")       # AnnotatedData and its transform: not implemented
+    with pytest.raises(NetspecError, match="transform_param.distort_param.*deterministic"):
+        build(SSD_LITE_TRAIN, "TRAIN")       # AnnotatedData's random transform: refused
     gold = json.loads((GOLDEN / "shapes" / f"{SSD_LITE_TRAIN}.json").read_text())
     (layer, shapes), = gold["substitutions"]
     assert layer == "data"

@@ -11,6 +11,7 @@ from typing import Literal, Optional
 from pydantic import Field, NonNegativeInt
 
 from ..base import Message, Repeated
+from .common import ResizeParameter
 
 CodeType = Literal["CORNER", "CENTER_SIZE", "CORNER_SIZE"]
 
@@ -71,23 +72,6 @@ class DetectionOutputParameter(Message):
     visualize: bool = False
     visualize_threshold: Optional[float] = None
     save_file: Optional[str] = None
-
-
-class ResizeParameter(Message):
-    """SSD's ``resize_param``: how an image was resized. DetectionEvaluate reads
-    ``resize_mode``, ``height``/``width`` and ``height_scale``/``width_scale`` to map boxes back
-    to the original image; the other fields describe the resizing itself."""
-
-    prob: float = 1.0
-    resize_mode: Literal["WARP", "FIT_SMALL_SIZE", "FIT_LARGE_SIZE_AND_PAD"] = "WARP"
-    height: NonNegativeInt = 0
-    width: NonNegativeInt = 0
-    height_scale: NonNegativeInt = 0
-    width_scale: NonNegativeInt = 0
-    pad_mode: Literal["CONSTANT", "MIRRORED", "REPEAT_NEAREST"] = "CONSTANT"
-    pad_value: Repeated[float] = Field(default_factory=list)
-    interp_mode: Repeated[Literal["LINEAR", "AREA", "NEAREST", "CUBIC", "LANCZOS4"]] = Field(
-        default_factory=list)
 
 
 class DetectionEvaluateParameter(Message):
