@@ -230,3 +230,74 @@ def test_ssd_solver_fields_convert(tmp_path):
     (tmp_path / "bad.prototxt").write_text('net: "net.prototxt"\nap_version: "VOC"\n')
     with pytest.raises(NetspecError, match="ap_version"):
         convert_solver(tmp_path / "bad.prototxt", tmp_path / "bad.yaml")
+
+
+# -- a tiny SSD trains with `netspec train` -------------------------------------------------------
+
+def iou64(a, b):
+    """IoU of boxes a (n, 4) with b (m, 4), float64, plain corner arithmetic."""
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+def voc_map_of_batches(batches, threshold=0.5):
+    """VOC AP (all-point, VOC2010+) of one foreground class from (detections (K, 7),
+    ground truth (G, 8)) batches: each image's detections by descending score take their best
+    unmatched box of IoU ≥ threshold."""
+    scored, num_pos = [], 0
+    for b, (det, gt) in enumerate(batches):
+        gt = gt[gt[:, 0] >= 0]
+        num_pos += len(gt)
+        det = det[det[:, 1] == 1]
+        for item in np.unique(det[:, 0]):
+            d = det[det[:, 0] == item]
+            d = d[np.argsort(-d[:, 2], kind="stable")]
+            g = gt[gt[:, 0] == item][:, 3:7].astype(np.float64)
+            taken = np.zeros(len(g), bool)
+            ov = iou64(d[:, 3:7].astype(np.float64), g) if len(g) else np.zeros((len(d), 0))
+            for k in range(len(d)):
+                j = int(np.argmax(ov[k])) if len(g) else -1
+                hit = j >= 0 and ov[k, j] >= threshold and not taken[j]
+                if hit:
+                    taken[j] = True
+                scored.append((d[k, 2], hit))
+    scored.sort(key=lambda s: -s[0])
+    hits = np.array([h for _, h in scored], float)
+    return voc_ap(hits, 1 - hits, num_pos, eleven_point=False)
+
+
+def test_tiny_ssd_trains_to_a_map_above_0_8(tmp_path):
+    """`netspec train` on 256 synthetic images (1–3 bright rectangles on noise, 32×32): the
+    detection test phase's mAP rises from below 0.1 (random weights) to above 0.8 in 100
+    iterations (measured: 0.007 at 0, 0.82 at 20, 0.996 at 100), reaches metrics.jsonl, and
+    equals the VOC AP computed here from the trained net's DetectionOutput on the test set."""
+    import json
+    import subprocess
+    import sys
+
+    import tiny_ssd
+
+    import netspec
+
+    solver = tiny_ssd.write_tiny_ssd(tmp_path, max_iter=100, test_interval=100,
+                                     test_initialization=True, ap_version="MaxIntegral",
+                                     snapshot_after_train=True, snapshot_prefix="snap/ssd")
+    r = subprocess.run([sys.executable, "-m", "netspec.cli", "train", str(solver), "--log-dir",
+                        "logs"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    tests = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").open()]
+    tests = [e for e in tests if e["event"] == "test"]
+    assert [e["iteration"] for e in tests] == [0, 100]
+    first, last = (e["outputs"]["detection_eval"] for e in tests)
+    assert first < 0.1 and last > 0.8, (first, last)
+    assert f"Test net output #0: detection_eval = {last:.6g}" in r.stderr
+    model = netspec.load(tmp_path / "net.yaml", tmp_path / "snap" / "ssd_iter_100.weights.npz")
+    batches = []
+    for _ in range(4):                        # 64 test images, 16 a batch: each once
+        model.forward()
+        batches.append((model.blobs["detection_out"].data.reshape(-1, 7).copy(),
+                        model.blobs["label"].data.reshape(-1, 8).copy()))
+    assert voc_map_of_batches(batches) == pytest.approx(last, abs=1e-5)
