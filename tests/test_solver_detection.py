@@ -278,11 +278,11 @@ def test_tiny_ssd_trains_to_a_map_above_0_8(tmp_path):
     import subprocess
     import sys
 
-    import tiny_ssd
+    import detection_data
 
     import netspec
 
-    solver = tiny_ssd.write_tiny_ssd(tmp_path, max_iter=100, test_interval=100,
+    solver = detection_data.write_tiny_ssd(tmp_path, max_iter=100, test_interval=100,
                                      test_initialization=True, ap_version="MaxIntegral",
                                      snapshot_after_train=True, snapshot_prefix="snap/ssd")
     r = subprocess.run([sys.executable, "-m", "netspec.cli", "train", str(solver), "--log-dir",

@@ -1,10 +1,12 @@
-"""A tiny SSD and a synthetic detection set for tests: 1–3 bright rectangles on noise."""
+"""Detection data for tests: a synthetic set (1–3 bright rectangles on noise), a tiny SSD that
+trains on it, and LMDBs of SSD's AnnotatedDatum records."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 SIZE = 32
 
@@ -137,3 +139,27 @@ def write_tiny_ssd(folder: Path, train_images: int = 256, test_images: int = 64,
                 "ap_version": "11point", **solver}
     (folder / "solver.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     return folder / "solver.yaml"
+
+
+def annotated_lmdb(path, records):
+    """An LMDB of SSD AnnotatedDatum records (uint8 C×H×W image, [(label, [(instance, box,
+    difficult)])]) as SSD's create_annoset writes them, keys in order."""
+    lmdb = pytest.importorskip("lmdb", reason="lmdb is not installed")
+    pytest.importorskip("google.protobuf", reason="protobuf is not installed")
+    from netspec.caffe import pb2
+    P = pb2()
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for k, (img, groups) in enumerate(records):
+            a = P.AnnotatedDatum(type=P.AnnotatedDatum.BBOX)
+            a.datum.channels, a.datum.height, a.datum.width = img.shape
+            a.datum.data = img.tobytes()
+            for label, annos in groups:
+                g = a.annotation_group.add(group_label=label)
+                for inst, box, diff in annos:
+                    an = g.annotation.add(instance_id=inst)
+                    an.bbox.xmin, an.bbox.ymin, an.bbox.xmax, an.bbox.ymax = box
+                    an.bbox.difficult = diff
+            txn.put(f"{k:08d}".encode(), a.SerializeToString())
+    env.close()
+    return str(path)
