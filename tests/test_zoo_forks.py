@@ -450,8 +450,8 @@ def test_ssd_lite_train_net_converts_and_runs_with_its_annotated_data_layer(tmp_
     """SSD-lite's own training net, AnnotatedData included: it converts as it is; with the
     random parts of its transform taken out (distortion, expansion, four of its five
     interpolation modes) and its LMDB replaced by a small one of SSD's AnnotatedDatum
-    records, it builds (data resized to the file's 336×336) and a training step gives a finite
-    loss."""
+    records, it builds (data resized to the file's 336×336) and its forward pass gives a
+    finite loss."""
     import re
 
     from netspec.caffe.port import convert_net
