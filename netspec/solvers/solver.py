@@ -415,8 +415,8 @@ class Solver:
             for name in net.output_names:
                 top = to_numpy(net.blobs[name].data)
                 if top.ndim < 1 or top.shape[-1] != 5:
-                    raise DataError(f"eval_type is detection, so every output of test net #{i} "
-                                    "must hold DetectionEvaluate rows (…, 5); output "
+                    raise DataError(f"the detection test phase needs DetectionEvaluate rows "
+                                    f"(…, 5) in every output of test net #{i}; output "
                                     f"'{name}' has shape {tuple(top.shape)}",
                                     **self.sp.where(("eval_type",)), field="eval_type")
                 tallies[name].add(top)
