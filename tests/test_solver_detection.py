@@ -273,7 +273,8 @@ def test_tiny_ssd_trains_to_a_map_above_0_8(tmp_path):
     """`netspec train` on 256 synthetic images (1–3 bright rectangles on noise, 32×32): the
     detection test phase's mAP rises from below 0.1 (random weights) to above 0.8 in 100
     iterations (measured: 0.007 at 0, 0.82 at 20, 0.996 at 100), reaches metrics.jsonl, and
-    equals the VOC AP computed here from the trained net's DetectionOutput on the test set."""
+    equals the VOC AP computed here from the trained net's DetectionOutput on the test set and
+    what `netspec test` reports for the trained weights."""
     import json
     import subprocess
     import sys
@@ -301,3 +302,9 @@ def test_tiny_ssd_trains_to_a_map_above_0_8(tmp_path):
         batches.append((model.blobs["detection_out"].data.reshape(-1, 7).copy(),
                         model.blobs["label"].data.reshape(-1, 8).copy()))
     assert voc_map_of_batches(batches) == pytest.approx(last, abs=1e-5)
+    r = subprocess.run([sys.executable, "-m", "netspec.cli", "test", "--model", "net.yaml",
+                        "--weights", "snap/ssd_iter_100.weights.npz", "--iterations", "4",
+                        "--ap-version", "MaxIntegral"], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"detection_eval = {last:.6g}" in r.stderr
