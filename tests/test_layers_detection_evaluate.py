@@ -75,9 +75,41 @@ def _clip(b, h=1.0, w=1.0):
     return c
 
 
+def _project(src, b):
+    """ProjectBBox: ``b`` in the coordinates of ``src``, clipped; None when it falls outside."""
+    sx0, sy0, sx1, sy1 = src
+    x0, y0, x1, y1 = b["box"]
+    if x0 >= sx1 or x1 <= sx0 or y0 >= sy1 or y1 <= sy0:
+        return None
+    sw, sh = F(sx1 - sx0), F(sy1 - sy0)
+    p = _clip(dict(b, box=[F(F(x0 - sx0) / sw), F(F(y0 - sy0) / sh), F(F(x1 - sx0) / sw),
+                           F(F(y1 - sy0) / sh)]))
+    return p if p["size"] > 0 else None
+
+
+def _output(b, h, w, resize):
+    """OutputBBox, case by case."""
+    if resize is None or resize["resize_mode"] == "WARP":
+        return _scale(_clip(b), h, w)
+    if resize["resize_mode"] == "FIT_SMALL_SIZE":
+        if not (resize.get("height_scale") and resize.get("width_scale")):
+            return _scale(_clip(b), h, w)
+        return _clip(_scale(b, resize["height_scale"], resize["width_scale"]), F(h), F(w))
+    rh, rw = F(resize["height"]), F(resize["width"])
+    aspect = F(F(w) / F(h))
+    if aspect > F(rw / rh):
+        pad = F(F(rh - F(rw / aspect)) / F(2))
+        src = [F(0), F(pad / rh), F(1), F(F(1) - F(pad / rh))]
+    else:
+        pad = F(F(rw - F(rh * aspect)) / F(2))
+        src = [F(pad / rw), F(0), F(F(1) - F(pad / rw)), F(1)]
+    p = _project(src, b)
+    return _scale(_clip(p if p is not None else b), h, w)
+
+
 def ssd_forward(det, gt, num_classes, background_label_id=0, overlap_threshold=0.5,
-                evaluate_difficult_gt=True, sizes=(), count=0):
-    """DetectionEvaluateLayer<float>::Forward_cpu, line by line (no resize_param)."""
+                evaluate_difficult_gt=True, sizes=(), count=0, resize=None):
+    """DetectionEvaluateLayer<float>::Forward_cpu, line by line."""
     det = np.asarray(det, F).reshape(-1, 7)
     gt = np.asarray(gt, F).reshape(-1, 8)
     all_det = {}
@@ -123,13 +155,13 @@ def ssd_forward(det, gt, num_classes, background_label_id=0, overlap_threshold=0
                 continue
             gts = all_gt[item][label]
             if not use_norm:
-                gts = [_scale(_clip(g), *sizes[count]) for g in gts]
+                gts = [_output(g, *sizes[count], resize) for g in gts]
             visited = [False] * len(gts)
             bboxes = sorted(bboxes, key=lambda b: -b["score"])      # stable: ties in order
             for b in bboxes:
                 top[n, :3] = [item, label, b["score"]]
                 if not use_norm:
-                    b = _scale(_clip(b), *sizes[count])
+                    b = _output(b, *sizes[count], resize)
                 omax, jmax = F(-1), -1
                 for j, g in enumerate(gts):
                     o = _jaccard(b, g, use_norm)
@@ -197,6 +229,46 @@ def test_pixel_mode_with_a_name_size_file_matches_ssd(tmp_path):
         np.testing.assert_array_equal(np.asarray(top[0].data).reshape(-1, 5), want)
         want_count = (want_count + len(np.unique(det[det[:, 0] != -1, 0]))) % 3
         assert layer.count == want_count
+
+
+@pytest.mark.parametrize("resize", [
+    {"resize_mode": "WARP", "height": 300, "width": 300},
+    {"resize_mode": "FIT_SMALL_SIZE", "height": 300, "width": 300},
+    {"resize_mode": "FIT_SMALL_SIZE", "height": 300, "width": 300, "height_scale": 400,
+     "width_scale": 520},
+    {"resize_mode": "FIT_LARGE_SIZE_AND_PAD", "height": 300, "width": 300},
+    {"resize_mode": "FIT_LARGE_SIZE_AND_PAD", "height": 200, "width": 500}])
+def test_pixel_mode_resize_modes_match_ssd(tmp_path, resize):
+    det, gt = random_case(np.random.default_rng(11), images=3)
+    det[:, 3:7] = np.where(det[:, 1:2] >= 0, det[:, 3:7] * 1.3 - 0.15, det[:, 3:7])  # some outside
+    sizes = [(300, 500), (500, 375), (480, 640)]
+    f = tmp_path / "sizes.txt"
+    f.write_text("".join(f"img{k} {h} {w}\n" for k, (h, w) in enumerate(sizes)))
+    ours = evaluate(det, gt, num_classes=4, name_size_file=str(f), resize_param=resize,
+                    overlap_threshold=0.4)
+    want = ssd_forward(det, gt, 4, sizes=sizes, resize=resize, overlap_threshold=0.4)
+    np.testing.assert_array_equal(ours, want)
+    assert (want[3:, 3] == 1).any() and (want[3:, 4] == 1).any()
+
+
+@pytest.mark.parametrize("resize", [
+    None, {"resize_mode": "WARP"}, {"resize_mode": "FIT_SMALL_SIZE"},
+    {"resize_mode": "FIT_SMALL_SIZE", "height_scale": 400, "width_scale": 520},
+    {"resize_mode": "FIT_LARGE_SIZE_AND_PAD", "height": 300, "width": 300},
+    {"resize_mode": "FIT_LARGE_SIZE_AND_PAD", "height": 200, "width": 500}])
+@pytest.mark.parametrize("h,w", [(300, 500), (500, 375)])
+def test_output_boxes_match_ssds_output_bbox(resize, h, w):
+    from netspec.layers.detection import output_boxes
+    from netspec.spec.params.common import ResizeParameter
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(-0.2, 1.0, (200, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(0.0, 0.5, (200, 2))], axis=1).astype(F)
+    rp = None if resize is None else ResizeParameter.model_validate(resize)
+    out, size = output_boxes(boxes, h, w, rp)
+    for b, o, sz in zip(boxes, out, size):
+        want = _output({"box": list(b), "size": F(0)}, h, w, resize)
+        np.testing.assert_array_equal(o, want["box"])
+        assert sz == want["size"]
 
 
 def test_hand_worked_case():
