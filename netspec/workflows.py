@@ -25,6 +25,7 @@ from .progress import progress_for
 from .snapshot import load_weights
 from .solver_files import read_solver
 from .solvers import Solver
+from .solvers.detection_test import DetectionTally, mean_ap
 
 
 def decay_lines(solver) -> list[str]:
@@ -185,16 +186,27 @@ class Scores:
 
 
 def score(model: str | Path, weights: str | Path, *, iterations: int = 50, gpu: bool = False,
-          phase: str = "TEST", sets: Sequence[str] = (), allow_partial: bool = False) -> Scores:
+          phase: str = "TEST", sets: Sequence[str] = (), allow_partial: bool = False,
+          ap_version: str = "Integral") -> Scores:
     """Average each output of the net ``model`` (YAML or Caffe ``.prototxt``, read by
     ``netspec.load``) with ``weights`` over ``iterations`` forward passes (Caffe's
     ``caffe test``); ``sets``: layer overrides; ``allow_partial``: the weights
-    may lack some of the net's blobs (they keep their fillers' values)."""
+    may lack some of the net's blobs (they keep their fillers' values). The output of a
+    DetectionEvaluate layer is instead tallied over the batches and scored as its mean average
+    precision (``ap_version``), as the solver's detection test phase does."""
     m = load(model, weights, phase=phase, gpu=gpu, sets=sets, allow_partial=allow_partial)
     net, missing, unused = m.net, m.missing, m.unused
+    detection = {t.name: DetectionTally() for layer, tops in zip(net.layers, net.tops)
+                 if layer.type_name == "DetectionEvaluate" for t in tops
+                 if t.name in net.output_names}
     sums: dict = {}
     for _ in range(iterations):
         net.forward()
         for name in net.output_names:
-            sums[name] = sums.get(name, 0.0) + to_numpy(net.blobs[name].data).astype(np.float64)
-    return Scores({name: sums[name] / iterations for name in net.output_names}, missing, unused)
+            if name in detection:
+                detection[name].add(to_numpy(net.blobs[name].data))
+            else:
+                sums[name] = sums.get(name, 0.0) + to_numpy(net.blobs[name].data).astype(np.float64)
+    return Scores({name: (np.float64(mean_ap(detection[name].average_precisions(ap_version)[0]))
+                          if name in detection else sums[name] / iterations)
+                   for name in net.output_names}, missing, unused)

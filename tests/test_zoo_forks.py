@@ -167,8 +167,8 @@ def test_ssd_lite_train_net_builds_with_the_forks_shapes_and_trains():
     """MobileNet-v2 SSD-lite's training net (MultiBoxLoss, LOGISTIC confidences) with its
     AnnotatedData layer replaced by Input as the fork's recording did: the fork's blob and
     parameter shapes, a finite loss and gradients into the heads."""
-    with pytest.raises(NetspecError, match="'resize_param' is not a field"):
-        build(SSD_LITE_TRAIN, "TRAIN")       # AnnotatedData and its transform: not implemented
+    with pytest.raises(NetspecError, match="transform_param.distort_param.*deterministic"):
+        build(SSD_LITE_TRAIN, "TRAIN")       # AnnotatedData's random transform: refused
     gold = json.loads((GOLDEN / "shapes" / f"{SSD_LITE_TRAIN}.json").read_text())
     (layer, shapes), = gold["substitutions"]
     assert layer == "data"
@@ -444,3 +444,37 @@ def test_segnet_caffemodel_with_the_forks_field_numbers_loads(tmp_path):
                                            r"as SegNet's BN") as e:
         load_weights(psp_net, forked)
     assert str(e.value).count("SegNet's BN") == 2          # said once for the 8 layers
+
+
+def test_ssd_lite_train_net_converts_and_runs_with_its_annotated_data_layer(tmp_path):
+    """SSD-lite's own training net, AnnotatedData included: it converts as it is; with the
+    random parts of its transform taken out (distortion, expansion, four of its five
+    interpolation modes) and its LMDB replaced by a small one of SSD's AnnotatedDatum
+    records, it builds (data resized to the file's 336×336) and its forward pass gives a
+    finite loss."""
+    import re
+
+    from netspec.caffe.port import convert_net
+    from detection_data import annotated_lmdb
+
+    text = (ZOO / SSD_LITE_TRAIN).read_text()
+    (tmp_path / "train.prototxt").write_text(text)
+    convert_net(tmp_path / "train.prototxt", tmp_path / "net.yaml")
+    rng = np.random.default_rng(0)
+    src = annotated_lmdb(tmp_path / "voc_lmdb", [
+        (rng.integers(0, 256, (3, 40, 50), dtype=np.uint8),
+         [(3, [(0, (0.1, 0.2, 0.5, 0.7), False)]), (12, [(1, (0.4, 0.3, 0.9, 0.6), True)])]),
+        (rng.integers(0, 256, (3, 30, 30), dtype=np.uint8),
+         [(7, [(0, (0.05, 0.6, 0.3, 0.95), False)])])])
+    text = re.sub(r"\n    distort_param \{.*?\n    \}\n    expand_param \{.*?\n    \}", "", text,
+                  flags=re.S)
+    text = re.sub(r"\n      interp_mode: (AREA|NEAREST|CUBIC|LANCZOS4)", "", text)
+    text = text.replace('source: "examples/VOC0712/VOC0712_trainval_lmdb"', f'source: "{src}"')
+    text = text.replace("batch_size: 8", "batch_size: 2")
+    assert "distort_param" not in text and src in text
+    net = build(SSD_LITE_TRAIN, "TRAIN", text)
+    assert net.blobs["data"].shape == (2, 3, 336, 336)
+    loss = float(net.forward())
+    assert np.isfinite(loss) and loss > 0
+    np.testing.assert_allclose(net.blobs["label"].data.reshape(-1, 8)[:, :3],
+                               [[0, 3, 0], [0, 12, 1], [1, 7, 0]])

@@ -25,7 +25,7 @@ from ..spec.solver import SolverParameter
 from . import ConvertError, is_repeated
 
 FORK_TYPES = {
-    **dict.fromkeys(("DetectionEvaluate", "AnnotatedData", "VideoData"),
+    **dict.fromkeys(("VideoData",),
                     "SSD's fork of Caffe (weiliu89/caffe, branch ssd)"),
     **dict.fromkeys(("Yolov3", "RegionLoss", "YoloSeg"),
                     "the MobileNet-YOLO fork of Caffe (eric612/MobileNet-YOLO)"),

@@ -20,12 +20,17 @@ from .options import friendly, threads_option
 @click.option("--gpu", is_flag=True, help="Run on the GPU with CuPy.")
 @click.option("--phase", type=click.Choice(["TEST", "TRAIN"]), default="TEST", show_default=True)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a layer field.")
+@click.option("--ap-version", type=click.Choice(["Integral", "MaxIntegral", "11point"]),
+              default="Integral", show_default=True,
+              help="How a DetectionEvaluate output's mean average precision is computed (SSD's "
+                   "ap_version).")
 @threads_option
 @friendly
-def command(model, weights, allow_partial, iterations, gpu, phase, sets):
-    """Score a trained model: average each net output over ITERATIONS batches."""
+def command(model, weights, allow_partial, iterations, gpu, phase, sets, ap_version):
+    """Score a trained model: average each net output over ITERATIONS batches (a
+    DetectionEvaluate output: its mAP over them)."""
     scores = workflows.score(model, weights, iterations=iterations, gpu=gpu, phase=phase, sets=sets,
-                             allow_partial=allow_partial)
+                             allow_partial=allow_partial, ap_version=ap_version)
     log = CaffeLog()
     if scores.missing:
         log.warn(f"not in {weights}, left as initialised: {', '.join(scores.missing)}")

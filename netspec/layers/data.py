@@ -14,6 +14,7 @@ from ..data.sources import load_mean_file, resolve_file
 from ..errors import DataError
 from ..fillers import fill
 from ..spec.params import FillerParameter
+from ..spec.params.common import SSD_TRANSFORM_FIELDS
 from .base import Layer
 from .registry import register
 
@@ -100,6 +101,12 @@ class Data(Layer):
         crop_size, mirror, mean_file) for records of ``shape``; the transformed shape."""
         tp = self.lp.transform_param
         p = self.p if self.legacy_transform_fields else None
+        if tp is not None and self.type_name != "AnnotatedData":
+            for f in SSD_TRANSFORM_FIELDS:
+                if getattr(tp, f) is not None:
+                    raise self.spec_error(f"{f} is a field of SSD's transform (weiliu89/caffe), "
+                                          "read by its AnnotatedData layer only",
+                                          field=f"transform_param.{f}")
         self.scale = (tp.scale if tp else 1.0) * (p.scale if p else 1.0)
         self.crop = (tp.crop_size if tp else 0) or (p.crop_size if p else 0)
         self.mirror = (tp.mirror if tp else False) or (p.mirror if p else False)

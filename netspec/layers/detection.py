@@ -1,6 +1,7 @@
-"""Detection layers of SSD's fork (weiliu89/caffe): PriorBox and DetectionOutput.
+"""Detection layers of SSD's fork (weiliu89/caffe): PriorBox, DetectionOutput and
+DetectionEvaluate.
 
-Both are forward only, as in SSD. Their work is small and branchy (a greedy NMS per class), so
+All are forward only, as in SSD. Their work is small and branchy (a greedy NMS per class), so
 it runs on the host in NumPy, in float32 with SSD's order of operations, and the result is
 copied to the backend's array. Boxes are normalised to the image: [xmin, ymin, xmax, ymax].
 """
@@ -341,3 +342,212 @@ class DetectionOutput(Layer):
     def forward(self, bottom, top):
         out = self.detect(_host(bottom[0].data), _host(bottom[1].data), _host(bottom[2].data))
         top[0].data = self.backend.asarray(out.reshape(1, 1, -1, 7).astype(self.dtype))
+
+
+def _ssd_size(b: np.ndarray, normalized: bool) -> np.ndarray:
+    """SSD's BBoxSize of boxes (n, 4), float32: w·h (pixels: (w + 1)·(h + 1)); 0 if inverted."""
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    area = w * h if normalized else (w + F32(1)) * (h + F32(1))
+    return np.where((w < 0) | (h < 0), F32(0), area).astype(F32)
+
+
+def _clip(b: np.ndarray, height=F32(1), width=F32(1)) -> np.ndarray:
+    """SSD's ClipBBox: coordinates clamped to [0, width] × [0, height]."""
+    out = b.copy()
+    out[:, 0::2] = np.clip(b[:, 0::2], F32(0), F32(width))
+    out[:, 1::2] = np.clip(b[:, 1::2], F32(0), F32(height))
+    return out
+
+
+def _scale(b: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """SSD's ScaleBBox: normalised boxes times the size, with their size (pixel areas unless
+    the size is 1 × 1)."""
+    out = (b * np.array([width, height, width, height], dtype=F32)).astype(F32)
+    return out, _ssd_size(out, normalized=not (width > 1 or height > 1))
+
+
+def output_boxes(b: np.ndarray, height: int, width: int, resize) -> tuple[np.ndarray, np.ndarray]:
+    """SSD's OutputBBox: normalised boxes (n, 4) of the resized image mapped to pixels of the
+    original ``height`` × ``width`` image, with their sizes. ``resize``: the
+    ``resize_param`` the image was resized with, or None (clip, then scale)."""
+    if resize is None or resize.resize_mode == "WARP" or (
+            resize.resize_mode == "FIT_SMALL_SIZE" and not (resize.height_scale
+                                                            and resize.width_scale)):
+        return _scale(_clip(b), height, width)
+    if resize.resize_mode == "FIT_SMALL_SIZE":
+        out, _ = _scale(b, resize.height_scale, resize.width_scale)
+        out = _clip(out, F32(height), F32(width))
+        return out, _ssd_size(out, normalized=True)      # SSD's ClipBBox: w·h, no +1
+    # FIT_LARGE_SIZE_AND_PAD: the image sits in the resized one with padding on two sides
+    rh, rw = F32(resize.height), F32(resize.width)
+    aspect, resize_aspect = F32(width) / F32(height), rw / rh
+    if aspect > resize_aspect:
+        pad = (rh - rw / aspect) / F32(2)
+        src = np.array([0, pad / rh, 1, F32(1) - pad / rh], dtype=F32)
+    else:
+        pad = (rw - rh * aspect) / F32(2)
+        src = np.array([pad / rw, 0, F32(1) - pad / rw, 1], dtype=F32)
+    sw, sh = src[2] - src[0], src[3] - src[1]
+    proj = ((b - src[[0, 1, 0, 1]]) / np.array([sw, sh, sw, sh], dtype=F32)).astype(F32)
+    proj = _clip(proj)
+    outside = ((b[:, 0] >= src[2]) | (b[:, 2] <= src[0]) | (b[:, 1] >= src[3])
+               | (b[:, 3] <= src[1]))
+    # SSD's ProjectBBox leaves a box outside the image (or projected empty) as it was
+    keep = outside | (_ssd_size(proj, True) <= 0)
+    proj = np.where(keep[:, None], b, proj)
+    return _scale(_clip(proj), height, width)
+
+
+def ssd_overlap(a: np.ndarray, sa: np.ndarray, b: np.ndarray, sb: np.ndarray,
+                normalized: bool) -> np.ndarray:
+    """SSD's JaccardOverlap of each box of ``a`` (n, 4) with each of ``b`` (m, 4), given their
+    sizes ``sa``, ``sb``; float32. Pixel boxes (``normalized`` false) count the end pixels
+    (+1), and two disjoint pixel boxes overlap by one pixel, as in SSD."""
+    a, b = a[:, None, :], b[None, :, :]
+    disjoint = ((b[..., 0] > a[..., 2]) | (b[..., 2] < a[..., 0])
+                | (b[..., 1] > a[..., 3]) | (b[..., 3] < a[..., 1]))
+    lo = np.where(disjoint[..., None], F32(0), np.maximum(a[..., :2], b[..., :2]))
+    hi = np.where(disjoint[..., None], F32(0), np.minimum(a[..., 2:], b[..., 2:]))
+    extent = (hi - lo).astype(F32) + (F32(0) if normalized else F32(1))
+    inter = (extent[..., 0] * extent[..., 1]).astype(F32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = inter / (sa[:, None] + sb[None, :] - inter)
+    return np.where((extent[..., 0] > 0) & (extent[..., 1] > 0), iou, F32(0)).astype(F32)
+
+
+@register("DetectionEvaluate")
+class DetectionEvaluate(Layer):
+    """SSD's ``DetectionEvaluateLayer``: each detection a true or a false positive.
+
+    Bottoms: detections (1, 1, K, 7) rows [image, label, score, xmin, ymin, xmax, ymax] as
+    DetectionOutput gives them, ground truth (1, 1, G, 8) rows [image, label, instance, xmin,
+    ymin, xmax, ymax, difficult] (read up to the first row of image −1). Top (1, 1, C′ + K′, 5),
+    C′ the classes other than ``background_label_id``, K′ the detection rows whose label is not
+    −1: first per class c the row [−1, c, number of ground-truth boxes of c (without difficult
+    ones unless ``evaluate_difficult_gt``), −1, −1]; then per image (ascending) and label
+    (ascending) the detections [image, label, score, tp, fp]. Where the image has boxes of
+    that label, the detections are taken by descending score and each is a true positive when
+    its best-overlapping box of the label (SSD's Jaccard overlap) overlaps at least
+    ``overlap_threshold`` and no earlier detection took it, [.., 0, 0] when that box is
+    difficult and difficult boxes are not evaluated, else a false positive; elsewhere every
+    detection is a false positive. With ``name_size_file`` the boxes are first mapped to pixels
+    of the original images (``resize_param``), the n-th image with detections taking the n-th
+    size of the file, cycling as SSD does. The solver's detection test phase turns the rows
+    into average precisions (``netspec/solvers/detection_test.py``). Forward only, on the host.
+    """
+
+    param_block = "detection_evaluate_param"
+    exact_bottoms = 2
+    exact_tops = 1
+    has_backward = False
+
+    def setup(self, bottom_shapes):
+        p = self.p
+        f = "detection_evaluate_param."
+        if p.num_classes is None or p.num_classes < 1:
+            raise self.spec_error("needs num_classes (at least 1)", field=f + "num_classes")
+        if p.background_label_id >= p.num_classes:
+            raise self.spec_error(f"background_label_id {p.background_label_id} must be below "
+                                  f"num_classes {p.num_classes}", field=f + "background_label_id")
+        if not (math.isfinite(p.overlap_threshold) and p.overlap_threshold > 0):
+            raise self.spec_error(f"overlap_threshold must be > 0, got {p.overlap_threshold:g}",
+                                  field=f + "overlap_threshold")
+        rp = p.resize_param
+        if rp is not None and rp.resize_mode == "FIT_LARGE_SIZE_AND_PAD" and not (
+                rp.height and rp.width):
+            raise self.spec_error("resize_mode FIT_LARGE_SIZE_AND_PAD needs height and width",
+                                  field=f + "resize_param")
+        self.sizes = self._read_sizes() if p.name_size_file else []
+        #: the next line of ``sizes`` (SSD's count_): advances per image with detections
+        self.count = 0
+        det, gt = (tuple(s) for s in bottom_shapes)
+        for name, shape, width in (("detections", det, 7), ("ground truth", gt, 8)):
+            if len(shape) != 4 or shape[:2] != (1, 1) or shape[3] != width:
+                raise self.error(f"{name} must have shape (1, 1, rows, {width}), got {shape}")
+        return [(1, 1, p.num_classes - 1, 5)]
+
+    def _read_sizes(self) -> list[tuple[int, int]]:
+        path = self.resolve_path(self.p.name_size_file)
+        field = "detection_evaluate_param.name_size_file"
+        try:
+            words = path.read_text().split()
+        except OSError as e:
+            raise self.spec_error(f"cannot read the name size file {path}: {e.strerror}",
+                                  field=field) from None
+        sizes = []
+        for k in range(0, len(words) - len(words) % 3, 3):
+            try:
+                sizes.append((int(words[k + 1]), int(words[k + 2])))
+            except ValueError:
+                break                         # SSD's `infile >> name >> height >> width` stops
+        if not sizes:
+            raise self.spec_error(f"the name size file {path} has no 'name height width' line",
+                                  field=field)
+        return sizes
+
+    def evaluate(self, det: np.ndarray, gt: np.ndarray) -> np.ndarray:
+        """The (rows, 5) top of host arrays ``det`` (K, 7) and ``gt`` (G, 8)."""
+        p, bg = self.p, self.p.background_label_id
+        det, gt = det.reshape(-1, 7).astype(F32), gt.reshape(-1, 8).astype(F32)
+        classes = [c for c in range(p.num_classes) if c != bg]
+        # the top's rows: the class rows and every detection row whose label is not -1, also
+        # those of image -1, which stay zero (SSD's Reshape counts them, its Forward skips them)
+        num_rows = len(classes) + int(np.count_nonzero(det[:, 1].astype(np.int64) != -1))
+        ends = np.flatnonzero(gt[:, 0].astype(np.int64) == -1)
+        gt = gt[:ends[0]] if len(ends) else gt
+        gt_item, gt_label = gt[:, 0].astype(np.int64), gt[:, 1].astype(np.int64)
+        difficult = gt[:, 7] != 0
+        det = det[det[:, 0].astype(np.int64) != -1]
+        det_item, det_label = det[:, 0].astype(np.int64), det[:, 1].astype(np.int64)
+        for what, labels in (("a ground-truth", gt_label), ("a detection", det_label)):
+            if (labels == bg).any():
+                raise self.error(f"{what} row has the background label {bg} (SSD: 'Found "
+                                 "background label')")
+        counted = np.ones(len(gt), bool) if p.evaluate_difficult_gt else ~difficult
+        num_pos = {c: int(np.count_nonzero(counted & (gt_label == c))) for c in classes}
+        rows = [[-1, c, num_pos[c], -1, -1] for c in classes]
+        normalized = not self.sizes
+        gt_size = _ssd_size(gt[:, 3:7], True)
+        det_size = _ssd_size(det[:, 3:7], True)
+        for item in np.unique(det_item):
+            on_item = det_item == item
+            for label in np.unique(det_label[on_item]):
+                if label == -1:
+                    continue
+                pick = np.flatnonzero(on_item & (det_label == label))
+                mine = np.flatnonzero((gt_item == item) & (gt_label == label))
+                if len(mine) == 0:
+                    rows += [[item, label, det[j, 2], 0, 1] for j in pick]
+                    continue
+                pick = pick[np.argsort(-det[pick, 2], kind="stable")]
+                boxes, sizes = det[pick, 3:7], det_size[pick]
+                gboxes, gsizes = gt[mine, 3:7], gt_size[mine]
+                if not normalized:
+                    if self.count >= len(self.sizes):
+                        raise self.error(f"image {self.count} of the name size file is past its "
+                                         f"{len(self.sizes)} lines")
+                    h, w = self.sizes[self.count]
+                    boxes, sizes = output_boxes(boxes, h, w, p.resize_param)
+                    gboxes, gsizes = output_boxes(gboxes, h, w, p.resize_param)
+                overlap = ssd_overlap(boxes, sizes, gboxes, gsizes, normalized)
+                best = np.argmax(overlap, axis=1)
+                best_overlap = overlap[np.arange(len(pick)), best]
+                taken = np.zeros(len(mine), bool)
+                for k, j in enumerate(pick):
+                    tp_fp = [0, 1]
+                    if best_overlap[k] >= F32(p.overlap_threshold):
+                        if p.evaluate_difficult_gt or not difficult[mine[best[k]]]:
+                            tp_fp = [0, 1] if taken[best[k]] else [1, 0]
+                            taken[best[k]] = True
+                        else:
+                            tp_fp = [0, 0]            # matched a difficult box: not counted
+                    rows.append([item, label, det[j, 2], *tp_fp])
+            if self.sizes:
+                self.count = (self.count + 1) % len(self.sizes)
+        out = np.zeros((num_rows, 5), dtype=F32)
+        out[:len(rows)] = np.asarray(rows, dtype=F32).reshape(-1, 5)
+        return out
+
+    def forward(self, bottom, top):
+        out = self.evaluate(_host(bottom[0].data), _host(bottom[1].data))
+        top[0].data = self.backend.asarray(out.reshape(1, 1, -1, 5).astype(self.dtype))

@@ -25,7 +25,7 @@ import numpy as np
 from .. import parallel
 from ..backend import Backend, get_backend, to_numpy
 from ..blob import Param
-from ..errors import DivergenceError, SnapshotError, SpecError
+from ..errors import DataError, DivergenceError, SnapshotError, SpecError
 from ..files import check_writable_folder, remove_orphans
 from ..graph import check_trainable
 from ..log import CaffeLog, fmt
@@ -35,6 +35,7 @@ from ..snapshot import (load_weights, pack_state, rng_from_array, rng_to_array, 
 from ..spec import load_net
 from ..spec.params import NetState
 from ..spec.solver import SolverParameter
+from .detection_test import DetectionTally, mean_ap
 from .lr_policy import learning_rate
 from .regularization import make_regularizer
 from .rules import RULES
@@ -369,7 +370,10 @@ class Solver:
         return results
 
     def test(self, i: int = 0) -> dict[str, float]:
-        """Average each output blob of test net ``i`` over ``test_iter[i]`` batches."""
+        """Average each output blob of test net ``i`` over ``test_iter[i]`` batches; with
+        ``eval_type: detection``, the mean average precision of each output instead."""
+        if self.sp.eval_type == "detection":
+            return self.test_detection(i)
         net = self.test_nets[i]
         n = self.sp.test_iter[i] if i < len(self.sp.test_iter) else 1
         self.log.info(f"Iteration {self.iter}, Testing net (#{i})")
@@ -390,6 +394,48 @@ class Solver:
             out[name] = float(np.mean(mean))
         if self.sp.test_compute_loss:
             self.log.info(f"Test loss: {fmt(loss / n)}")
+        self.test_history.append((self.iter, out))
+        self._emit("test", self.iter, out, net=i)
+        return out
+
+    def test_detection(self, i: int = 0) -> dict[str, float]:
+        """SSD's TestDetection: every output of test net ``i`` holds DetectionEvaluate rows
+        (…, 5); over ``test_iter[i]`` batches they are tallied and each output reports its
+        mean average precision (``ap_version``; per class with ``show_per_class_result``)."""
+        net = self.test_nets[i]
+        n = self.sp.test_iter[i] if i < len(self.sp.test_iter) else 1
+        self.log.info(f"Iteration {self.iter}, Testing net (#{i})")
+        tallies = {name: DetectionTally() for name in net.output_names}
+        loss = 0.0
+        for done in range(n):
+            if self.requested_stop:
+                self.log.info(f"Test pass interrupted after {done} of {n} batches: not reported.")
+                return {}
+            loss += net.forward()
+            for name in net.output_names:
+                top = to_numpy(net.blobs[name].data)
+                if top.ndim < 1 or top.shape[-1] != 5:
+                    raise DataError(f"the detection test phase needs DetectionEvaluate rows "
+                                    f"(…, 5) in every output of test net #{i}; output "
+                                    f"'{name}' has shape {tuple(top.shape)}",
+                                    **self.sp.where(("eval_type",)), field="eval_type")
+                tallies[name].add(top)
+        if self.sp.test_compute_loss:
+            self.log.info(f"Test loss: {fmt(loss / n)}")
+        out = {}
+        for k, name in enumerate(net.output_names):
+            try:
+                aps, missing = tallies[name].average_precisions(self.sp.ap_version)
+            except ValueError as e:
+                raise DataError(f"test net #{i} output '{name}': {e}",
+                                **self.sp.where(("eval_type",)), field="eval_type") from None
+            for c in missing:
+                self.log.warn(f"Missing true_pos for label: {c}")
+            if self.sp.show_per_class_result:
+                for c, ap in aps.items():
+                    self.log.info(f"class{c}: {fmt(ap)}")
+            out[name] = mean_ap(aps)
+            self.log.info(f"    Test net output #{k}: {name} = {fmt(out[name])}")
         self.test_history.append((self.iter, out))
         self._emit("test", self.iter, out, net=i)
         return out

@@ -114,6 +114,11 @@ class SolverParameter(Message):
     rms_decay: float = Field(default=0.99, **_range(minimum=0, exclusiveMaximum=1))
     debug_info: bool = False
     snapshot_after_train: bool = True
+    #: SSD's detection test phase (netspec/solvers/detection_test.py): "detection" turns each
+    #: test output of DetectionEvaluate rows into a mean average precision
+    eval_type: Literal["classification", "detection"] = "classification"
+    ap_version: Literal["11point", "MaxIntegral", "Integral"] = "Integral"
+    show_per_class_result: bool = False
     weights: Optional[str] = None
 
     @model_validator(mode="after")

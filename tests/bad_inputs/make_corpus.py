@@ -195,6 +195,13 @@ SOLVER_CASES = [
     ("lr_policy_missing_gamma", {"lr_policy": "exp"}, "lr_policy: lr_policy 'exp' needs 'gamma'"),
     ("weight_decay_without_type", {"weight_decay": 0.0005},
      "weight_decay: weight_decay is set but regularization_type is not"),
+    ("eval_type_unknown", {"eval_type": "segmentation"},
+     "eval_type: 'segmentation' is not a valid value"),
+    ("ap_version_unknown", {"eval_type": "detection", "ap_version": "VOC2007"},
+     "ap_version: 'VOC2007' is not a valid value"),
+    ("detection_test_of_a_classifier", {"eval_type": "detection", "test_iter": [1],
+                                        "test_interval": 1},
+     "the detection test phase needs DetectionEvaluate rows"),
 ]
 
 
@@ -549,22 +556,21 @@ PROTOTXT_NETS = [
      "'num_output' is not a field of Caffe's LayerParameter; it goes inside convolution_param", 12),
     ("block_at_the_top_level", "convolution_param { num_output: 3 }\n" + INPUT,
      "'convolution_param' is not a field of Caffe's NetParameter", 1),
-    ("fork_field_annotated_data_param", INPUT + _layer("a", "AnnotatedData",
-                                                       "annotated_data_param { label_map_file: \"m\" }"),
-     "'annotated_data_param' is not a field of Caffe's LayerParameter: it exists only in SSD's fork",
+    ("fork_field_video_data_param", INPUT + _layer("v", "VideoData",
+                                                   "video_data_param { device_id: 0 }"),
+     "'video_data_param' is not a field of Caffe's LayerParameter: it exists only in SSD's fork",
      12),
-    ("fork_field_detection_evaluate_param", INPUT + _layer("e", "DetectionEvaluate",
-                                                           "detection_evaluate_param { num_classes: 3 }"),
-     "'detection_evaluate_param' is not a field of Caffe's LayerParameter: it exists only in SSD's fork",
-     12),
+    ("fork_field_wrong_type", INPUT + _layer("e", "DetectionEvaluate",
+                                             'detection_evaluate_param { num_classes: "three" }'),
+     "Couldn't parse integer: \"three\"", 12),
     ("solver_field_in_a_net", "base_lr: 0.1\n" + INPUT,
      "'layer' is not a field of Caffe's SolverParameter; it goes inside net_param", 2),
     # layer types
-    ("type_detection_evaluate", INPUT + _layer("e", "DetectionEvaluate"),
-     "layer 'e' has type 'DetectionEvaluate', which netspec does not implement: it exists only in "
+    ("type_video_data", INPUT + _layer("v", "VideoData"),
+     "layer 'v' has type 'VideoData', which netspec does not implement: it exists only in "
      "SSD's fork", 7),
-    ("type_annotated_data_and_detection_evaluate", INPUT + _layer("a", "AnnotatedData")
-     + _layer("e", "DetectionEvaluate", bottom="a"), "(2 problems): layer 'a' has type 'AnnotatedData'",
+    ("type_video_data_and_yolov3", INPUT + _layer("v", "VideoData")
+     + _layer("y", "Yolov3", bottom="v"), "(2 problems): layer 'v' has type 'VideoData'",
      7),
     ("type_yolov3", INPUT + _layer("yolo", "Yolov3"),
      "layer 'yolo' has type 'Yolov3', which netspec does not implement", 7),
@@ -674,8 +680,8 @@ PROTOTXT_SOLVERS = [
     ("solver_net_and_net_param", NET_REF + 'net_param {\n  layer {\n    name: "a"\n    type: "ReLU"\n'
      "  }\n}\nbase_lr: 0.1\n", "the solver gives both 'net' and 'net_param'", 1),
     ("solver_inline_net_fork_type", 'base_lr: 0.01\nnet_param {\n  layer {\n    name: "p"\n'
-     '    type: "DetectionEvaluate"\n  }\n}\n', "net_param: cannot convert this Caffe net to netspec YAML", 2),
-    ("solver_names_a_bad_net", 'net: "type_detection_evaluate.prototxt"\nbase_lr: 0.01\n',
+     '    type: "VideoData"\n  }\n}\n', "net_param: cannot convert this Caffe net to netspec YAML", 2),
+    ("solver_names_a_bad_net", 'net: "type_video_data.prototxt"\nbase_lr: 0.01\n',
      "net of solver_names_a_bad_net.prototxt: cannot convert this Caffe net", None),
     ("solver_test_net_is_bad", 'train_net: "../support/convert_net.prototxt"\n'
      'test_net: "unknown_bottom.prototxt"\ntest_iter: 1\ntest_interval: 10\nbase_lr: 0.01\n',

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, NonNegativeInt
 
 from ..base import Message, Repeated
 
@@ -57,7 +57,82 @@ class NetState(Message):
     stage: Repeated[str] = Field(default_factory=list)
 
 
+class ResizeParameter(Message):
+    """SSD's ``resize_param``: how an image was resized. DetectionEvaluate reads
+    ``resize_mode``, ``height``/``width`` and ``height_scale``/``width_scale`` to map boxes back
+    to the original image; the other fields describe the resizing itself."""
+
+    prob: float = 1.0
+    resize_mode: Literal["WARP", "FIT_SMALL_SIZE", "FIT_LARGE_SIZE_AND_PAD"] = "WARP"
+    height: NonNegativeInt = 0
+    width: NonNegativeInt = 0
+    height_scale: NonNegativeInt = 0
+    width_scale: NonNegativeInt = 0
+    pad_mode: Literal["CONSTANT", "MIRRORED", "REPEAT_NEAREST"] = "CONSTANT"
+    pad_value: Repeated[float] = Field(default_factory=list)
+    interp_mode: Repeated[Literal["LINEAR", "AREA", "NEAREST", "CUBIC", "LANCZOS4"]] = Field(
+        default_factory=list)
+
+
+class SaltPepperParameter(Message):
+    fraction: float = 0.0
+    value: Repeated[float] = Field(default_factory=list)
+
+
+class NoiseParameter(Message):
+    """SSD's ``noise_param``: random noise effects, applied with probability ``prob``."""
+
+    prob: float = 0.0
+    hist_eq: bool = False
+    inverse: bool = False
+    decolorize: bool = False
+    gauss_blur: bool = False
+    jpeg: float = -1.0
+    posterize: bool = False
+    erode: bool = False
+    saltpepper: bool = False
+    saltpepper_param: Optional[SaltPepperParameter] = None
+    clahe: bool = False
+    convert_to_hsv: bool = False
+    convert_to_lab: bool = False
+
+
+class DistortionParameter(Message):
+    """SSD's ``distort_param``: random brightness, contrast, hue, saturation, channel order,
+    each applied with its probability."""
+
+    brightness_prob: float = 0.0
+    brightness_delta: float = 0.0
+    contrast_prob: float = 0.0
+    contrast_lower: float = 0.0
+    contrast_upper: float = 0.0
+    hue_prob: float = 0.0
+    hue_delta: float = 0.0
+    saturation_prob: float = 0.0
+    saturation_lower: float = 0.0
+    saturation_upper: float = 0.0
+    random_order_prob: float = 0.0
+
+
+class ExpansionParameter(Message):
+    """SSD's ``expand_param``: with probability ``prob``, the image placed at random in a
+    canvas up to ``max_expand_ratio`` times larger."""
+
+    prob: float = 1.0
+    max_expand_ratio: float = 1.0
+
+
+class EmitConstraint(Message):
+    """SSD's ``emit_constraint``: which boxes of a cropped image are kept."""
+
+    emit_type: Literal["CENTER", "MIN_OVERLAP"] = "CENTER"
+    emit_overlap: Optional[float] = None
+
+
 class TransformationParameter(Message):
+    """``transform_param``. ``resize_param`` … ``expand_param`` are SSD's (weiliu89/caffe),
+    read by AnnotatedData only; the other data layers refuse them."""
+
     scale: float = 1.0
     mirror: bool = False
     crop_size: int = 0
@@ -65,6 +140,17 @@ class TransformationParameter(Message):
     mean_value: Repeated[float] = Field(default_factory=list)
     force_color: bool = False
     force_gray: bool = False
+    resize_param: Optional[ResizeParameter] = None
+    noise_param: Optional[NoiseParameter] = None
+    emit_constraint: Optional[EmitConstraint] = None
+    distort_param: Optional[DistortionParameter] = None
+    expand_param: Optional[ExpansionParameter] = None
+
+
+
+#: the fields of transform_param only SSD's AnnotatedData reads
+SSD_TRANSFORM_FIELDS = ("resize_param", "noise_param", "emit_constraint", "distort_param",
+                        "expand_param")
 
 
 class LossParameter(Message):

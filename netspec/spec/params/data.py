@@ -1,5 +1,5 @@
 """Data-layer messages: Input, Data, DummyData, MemoryData, ImageData, WindowData, HDF5Data,
-HDF5Output; SegNet's DenseImageData.
+HDF5Output; SegNet's DenseImageData; SSD's AnnotatedData.
 
 Field for field as in ``caffe.proto``, with Caffe's defaults."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, NonNegativeInt
 
 from ..base import Message, Repeated
 from .common import BlobShape, FillerParameter
@@ -163,13 +163,57 @@ class HDF5OutputParameter(Message):
 
 
 #: the Caffe layer types of this family
+class Sampler(Message):
+    """SSD's sampler: the scale and aspect-ratio ranges of a sampled crop."""
+
+    min_scale: float = 1.0
+    max_scale: float = 1.0
+    min_aspect_ratio: float = 1.0
+    max_aspect_ratio: float = 1.0
+
+
+class SampleConstraint(Message):
+    """SSD's sample_constraint: overlap and coverage bounds a sampled crop must meet."""
+
+    min_jaccard_overlap: Optional[float] = None
+    max_jaccard_overlap: Optional[float] = None
+    min_sample_coverage: Optional[float] = None
+    max_sample_coverage: Optional[float] = None
+    min_object_coverage: Optional[float] = None
+    max_object_coverage: Optional[float] = None
+
+
+class BatchSampler(Message):
+    """SSD's batch_sampler: up to ``max_sample`` crops in ``max_trials`` tries."""
+
+    use_original_image: bool = True
+    sampler: Optional[Sampler] = None
+    sample_constraint: Optional[SampleConstraint] = None
+    max_sample: Optional[NonNegativeInt] = None
+    max_trials: NonNegativeInt = 100
+
+
+class AnnotatedDataParameter(Message):
+    """SSD's ``annotated_data_param`` (its field 200): random crops (``batch_sampler``), the
+    label map file (names of the labels; not read by the layer) and the annotation type."""
+
+    batch_sampler: Repeated[BatchSampler] = Field(default_factory=list)
+    label_map_file: Optional[str] = None
+    anno_type: Optional[Literal["BBOX"]] = None
+    #: eric612/MobileNet-YOLO's fields: its YOLO-style augmentation (``yolo_data_type`` ≠ 0
+    #: is refused; ``yolo_data_jitter`` is accepted and unused)
+    yolo_data_type: int = 0
+    yolo_data_jitter: float = 0.3
+
+
 TYPES = ("Input", "Data", "DummyData", "MemoryData", "ImageData", "WindowData", "HDF5Data", "HDF5Output",
-         "DenseImageData",)
+         "DenseImageData", "AnnotatedData",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
     "input_param": InputParameter,
     "data_param": DataParameter,
+    "annotated_data_param": AnnotatedDataParameter,
     "dummy_data_param": DummyDataParameter,
     "memory_data_param": MemoryDataParameter,
     "image_data_param": ImageDataParameter,

@@ -1,7 +1,8 @@
-"""Detection messages, from SSD's fork (weiliu89/caffe): PriorBox and DetectionOutput.
+"""Detection messages, from SSD's fork (weiliu89/caffe): PriorBox, DetectionOutput and
+DetectionEvaluate.
 
 Field for field as in SSD's ``caffe.proto`` (its field numbers: ``prior_box_param`` 203,
-``detection_output_param`` 204), with SSD's defaults."""
+``detection_output_param`` 204, ``detection_evaluate_param`` 205), with SSD's defaults."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Literal, Optional
 from pydantic import Field, NonNegativeInt
 
 from ..base import Message, Repeated
+from .common import ResizeParameter
 
 CodeType = Literal["CORNER", "CENTER_SIZE", "CORNER_SIZE"]
 
@@ -72,11 +74,26 @@ class DetectionOutputParameter(Message):
     save_file: Optional[str] = None
 
 
+class DetectionEvaluateParameter(Message):
+    """``DetectionEvaluate``: each detection a true or false positive (overlap with an unmatched
+    ground-truth box of its class at least ``overlap_threshold``). With ``name_size_file``
+    (lines ``name height width``, one per image in the order of the test images) boxes are
+    compared in pixels of the original image."""
+
+    num_classes: Optional[NonNegativeInt] = None
+    background_label_id: NonNegativeInt = 0
+    overlap_threshold: float = 0.5
+    evaluate_difficult_gt: bool = True
+    name_size_file: Optional[str] = None
+    resize_param: Optional[ResizeParameter] = None
+
+
 #: the Caffe layer types of this family
-TYPES = ("PriorBox", "DetectionOutput",)
+TYPES = ("PriorBox", "DetectionOutput", "DetectionEvaluate",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
     "prior_box_param": PriorBoxParameter,
     "detection_output_param": DetectionOutputParameter,
+    "detection_evaluate_param": DetectionEvaluateParameter,
 }
