@@ -43,7 +43,7 @@ def memory_child(framework: str, spec_path: str, threads: int, iters: int = 5) -
     elif framework == "torch":
         import torch  # noqa: PLC0415
 
-        from bench.torch_model import torch_inputs, torch_model, torch_optimizer  # noqa: PLC0415
+        from bench.torch_model import torch_inputs, torch_model, torch_optimizer, torch_train_step  # noqa: PLC0415
 
         torch.set_num_threads(threads)
     else:
@@ -65,14 +65,9 @@ def memory_child(framework: str, spec_path: str, threads: int, iters: int = 5) -
             s.step_once()
     elif framework == "torch":
         model = torch_model(spec, weights)
-        opt = torch_optimizer(model)
-        tin = torch_inputs(inputs)
+        step = torch_train_step(model, torch_optimizer(model), torch_inputs(inputs))
         for _ in range(iters):
-            opt.zero_grad()
-            loss, _ = model(tin)
-            loss.backward()
-            opt.step()
-            loss.item()
+            step()
     else:
         mlp = NumpyMLP(weights, inputs["data"], inputs["label"], mlp_decay(spec))
         for _ in range(iters):
@@ -118,7 +113,7 @@ def zoo_memory_child(framework: str, name: str, batch: int, threads: int, mode: 
     if framework == "torch":
         import torch  # noqa: PLC0415
 
-        from bench.torch_model import torch_inputs, torch_model, torch_optimizer  # noqa: PLC0415
+        from bench.torch_model import torch_inputs, torch_model, torch_optimizer, torch_train_step  # noqa: PLC0415
 
         torch.set_num_threads(threads)
     elif framework == "opencv":
@@ -150,14 +145,7 @@ def zoo_memory_child(framework: str, name: str, batch: int, threads: int, mode: 
         model = torch_model(spec, weights)
         tin = torch_inputs(inputs)
         if mode == "train":
-            opt = torch_optimizer(model, TRAIN_LR)
-
-            def step():
-                opt.zero_grad()
-                loss, _ = model(tin)
-                loss.backward()
-                opt.step()
-                loss.item()
+            step = torch_train_step(model, torch_optimizer(model, TRAIN_LR), tin)
         else:
             def step():
                 with torch.no_grad():

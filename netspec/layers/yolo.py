@@ -102,6 +102,20 @@ class _YoloOutput(Layer):
                                   f"{needed} anchors), got {len(self.p.biases)}",
                                   field=f"{self.param_block}.biases")
 
+    def check_maps(self, bottom_shapes, square: bool) -> None:
+        """Each bottom is (N, num_box·(5 + num_classes), H, W) with bottom 0's N (and, where the
+        fork reads a map as W × W, H = W)."""
+        p = self.p
+        channels = p.num_box * (5 + p.num_classes)
+        for k, s in enumerate(bottom_shapes):
+            s = tuple(s)
+            if len(s) != 4 or s[1] != channels or (square and s[2] != s[3]):
+                raise self.error(f"bottom {k} {s} must be (N, num_box·(5 + num_classes) = "
+                                 f"{channels}, " + ("S, S): a square map, as the fork reads it"
+                                                    if square else "H, W)"))
+            if s[0] != bottom_shapes[0][0]:
+                raise self.error(f"bottom {k} {s} has another number of images than bottom 0")
+
     def forward(self, bottom, top):
         rows = self.detect([_host(b.data) for b in bottom])
         top[0].data = self.backend.asarray(rows.reshape(1, 1, -1, 7).astype(self.dtype))
@@ -129,14 +143,7 @@ class YoloDetectionOutput(_YoloOutput):
             raise self.spec_error("needs num_classes and num_box of at least 1",
                                   field=f"{self.param_block}.num_classes")
         self.check_biases(p.num_box)
-        per_box = 5 + p.num_classes
-        for k, s in enumerate(bottom_shapes):
-            s = tuple(s)
-            if len(s) != 4 or s[1] != p.num_box * per_box or s[2] != s[3]:
-                raise self.error(f"bottom {k} {s} must be (N, num_box·(5 + num_classes) = "
-                                 f"{p.num_box * per_box}, S, S): a square map, as the fork reads it")
-            if s[0] != bottom_shapes[0][0]:
-                raise self.error(f"bottom {k} {s} has another number of images than bottom 0")
+        self.check_maps(bottom_shapes, square=True)
         return [(1, 1, 1, 7)]
 
     def detect(self, maps: list[np.ndarray]) -> np.ndarray:
@@ -205,18 +212,12 @@ class Yolov3DetectionOutput(_YoloOutput):
                                   "score past its buffer), so there is no behaviour to follow",
                                   field=f + "gaussian_box")
         self.per_box = 5 + p.num_classes
-        for k, s in enumerate(bottom_shapes):
-            s = tuple(s)
-            if len(s) != 4 or s[1] != p.num_box * self.per_box:
-                raise self.error(f"bottom {k} {s} must be (N, num_box·(5 + num_classes) = "
-                                 f"{p.num_box * self.per_box}, H, W)")
-            if s[0] != bottom_shapes[0][0]:
-                raise self.error(f"bottom {k} {s} has another number of images than bottom 0")
+        self.check_maps(bottom_shapes, square=False)
         return [(1, 1, 1, 7)]
 
     def detect(self, maps: list[np.ndarray]) -> np.ndarray:
         p = self.p
-        B, C = p.num_box, p.num_classes
+        B = p.num_box
         bias = np.asarray(p.biases, dtype=F32).reshape(-1, 2)
         cand = []
         for t, x in enumerate(maps):

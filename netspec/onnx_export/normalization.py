@@ -19,6 +19,16 @@ def _channel_shape(rank: int, channels: int) -> tuple[int, ...]:
     return (channels,) + (1,) * max(rank - 2, 0)
 
 
+def _batch_centred_std(g, s: Site, x: str, axes: list[int], eps: float) -> tuple[str, str]:
+    """(x − mean, sqrt(var + eps)) over ``axes`` of this batch (biased variance), as tensors."""
+    mean = g.node("ReduceMean", [x], base=f"{s.name}/mean", axes=axes, keepdims=1)
+    xc = g.node("Sub", [x, mean], base=f"{s.name}/centred")
+    sq = g.node("Mul", [xc, xc], base=f"{s.name}/squares")
+    var = g.node("ReduceMean", [sq], base=f"{s.name}/var", axes=axes, keepdims=1)
+    plus = g.node("Add", [var, g.const(eps, f"{s.name}/eps")], base=f"{s.name}/var_eps")
+    return xc, g.node("Sqrt", [plus], base=f"{s.name}/std")
+
+
 @translates("BatchNorm")
 def batch_norm(g, s: Site) -> None:
     L, x = s.layer, s.bottoms[0]
@@ -26,12 +36,7 @@ def batch_norm(g, s: Site) -> None:
     rank = len(shape)
     if not L.use_global_stats:
         axes = [a for a in range(rank) if a != 1] if rank > 1 else [0]
-        mean = g.node("ReduceMean", [x], base=f"{s.name}/mean", axes=axes, keepdims=1)
-        xc = g.node("Sub", [x, mean], base=f"{s.name}/centred")
-        sq = g.node("Mul", [xc, xc], base=f"{s.name}/squares")
-        var = g.node("ReduceMean", [sq], base=f"{s.name}/var", axes=axes, keepdims=1)
-        plus = g.node("Add", [var, g.const(L.eps, f"{s.name}/eps")], base=f"{s.name}/var_eps")
-        std = g.node("Sqrt", [plus], base=f"{s.name}/std")
+        xc, std = _batch_centred_std(g, s, x, axes, L.eps)
         g.node("Div", [xc, std], s.tops)
         return
     factor = s.blob(2)
@@ -49,13 +54,7 @@ def bn_fork(g, s: Site) -> None:
     """PSPNet's BN at test time: slope·(x − mean)/sqrt(var + eps) + bias (running statistics)."""
     L, x = s.layer, s.bottoms[0]
     if not L.use_running:
-        axes = [0, 2, 3]
-        mean = g.node("ReduceMean", [x], base=f"{s.name}/mean", axes=axes, keepdims=1)
-        xc = g.node("Sub", [x, mean], base=f"{s.name}/centred")
-        sq = g.node("Mul", [xc, xc], base=f"{s.name}/squares")
-        var = g.node("ReduceMean", [sq], base=f"{s.name}/var", axes=axes, keepdims=1)
-        plus = g.node("Add", [var, g.const(L.eps, f"{s.name}/eps")], base=f"{s.name}/var_eps")
-        std = g.node("Sqrt", [plus], base=f"{s.name}/std")
+        xc, std = _batch_centred_std(g, s, x, [0, 2, 3], L.eps)
     else:
         xc = g.node("Sub", [x, g.const(s.blob(2), f"{s.name}/mean")], base=f"{s.name}/centred")
         std = g.const(np.sqrt(s.blob(3) + np.float32(L.eps)), f"{s.name}/std")
