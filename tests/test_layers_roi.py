@@ -21,6 +21,8 @@ import yaml
 from gradcheck import check_gradients, make_layer, run_forward
 from netspec.backend import Backend
 from netspec.errors import NetspecError
+from netspec.net import Net
+from netspec.spec import load_net
 
 F32 = Backend(np, np.float32)
 
@@ -78,6 +80,23 @@ def scaled(rois, factor):
     out = rois.copy()
     out[:, 1:] *= factor
     return out
+
+
+def run_on_rois(layer: dict, x: np.ndarray, rois: np.ndarray, tmp_path):
+    """(a float32 TEST net of Input x, Input rois and ``layer`` (top y), run forward on them;
+    its YAML file)."""
+    net_spec = {"name": "rois", "layer": [
+        {"name": "x", "type": "Input", "top": "x", "input_param": {"shape": {"dim": list(x.shape)}}},
+        {"name": "rois", "type": "Input", "top": "rois",
+         "input_param": {"shape": {"dim": list(rois.shape)}}},
+        {"name": "y", **layer}]}
+    path = tmp_path / "net.yaml"
+    path.write_text(yaml.safe_dump(net_spec, sort_keys=False))
+    net = Net(load_net(path), "TEST", F32)
+    net.blobs["x"].data[...] = x
+    net.blobs["rois"].data[...] = rois
+    net.forward()
+    return net, path
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -140,25 +159,13 @@ def test_roi_pooling_matches_opencv(tmp_path):
     cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'netspec[compare]')")
     pytest.importorskip("google.protobuf", reason="protobuf is not installed")
     from netspec.caffe.export import export_net
-    from netspec.net import Net
-    from netspec.spec import load_net
 
     rois = ROIS[(ROIS[:, 1:] >= 0).all(axis=1)]
     rng = np.random.default_rng(5)
     x = rng.normal(size=(2, 3, 10, 12)).astype(np.float32)
     for ph, pw, scale in [(3, 4, 0.25), (7, 7, 0.0625)]:
         r = scaled(rois, 0.25 / scale).astype(np.float32)
-        net_spec = {"name": "roi", "layer": [
-            {"name": "x", "type": "Input", "top": "x", "input_param": {"shape": {"dim": list(x.shape)}}},
-            {"name": "rois", "type": "Input", "top": "rois",
-             "input_param": {"shape": {"dim": list(r.shape)}}},
-            {"name": "y", **spec(ph, pw, scale)}]}
-        path = tmp_path / "net.yaml"
-        path.write_text(yaml.safe_dump(net_spec, sort_keys=False))
-        net = Net(load_net(path), "TEST", F32)
-        net.blobs["x"].data[...] = x
-        net.blobs["rois"].data[...] = r
-        net.forward()
+        net, path = run_on_rois(spec(ph, pw, scale), x, r, tmp_path)
         export_net(path, tmp_path / "net.prototxt")
         assert "roi_pooling_param" in (tmp_path / "net.prototxt").read_text()
         cv_net = cv2.dnn.readNetFromCaffe(str(tmp_path / "net.prototxt"))
@@ -305,25 +312,13 @@ def test_psroi_pooling_matches_opencv(tmp_path):
     cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'netspec[compare]')")
     pytest.importorskip("google.protobuf", reason="protobuf is not installed")
     from netspec.caffe.export import export_net
-    from netspec.net import Net
-    from netspec.spec import load_net
 
     rng = np.random.default_rng(11)
     for output_dim, group, scale in [(2, 3, 0.25), (3, 7, 0.0625)]:
         x = rng.normal(size=(1, output_dim * group * group, 10, 12)).astype(np.float32)
         r = scaled(ROIS, 0.25 / scale).astype(np.float32)
         r[:, 0] = 0
-        net_spec = {"name": "psroi", "layer": [
-            {"name": "x", "type": "Input", "top": "x", "input_param": {"shape": {"dim": list(x.shape)}}},
-            {"name": "rois", "type": "Input", "top": "rois",
-             "input_param": {"shape": {"dim": list(r.shape)}}},
-            {"name": "y", **psroi_spec(output_dim, group, scale)}]}
-        path = tmp_path / "net.yaml"
-        path.write_text(yaml.safe_dump(net_spec, sort_keys=False))
-        net = Net(load_net(path), "TEST", F32)
-        net.blobs["x"].data[...] = x
-        net.blobs["rois"].data[...] = r
-        net.forward()
+        net, path = run_on_rois(psroi_spec(output_dim, group, scale), x, r, tmp_path)
         export_net(path, tmp_path / "net.prototxt", force=True)
         assert "psroi_pooling_param" in (tmp_path / "net.prototxt").read_text()
         cv_net = cv2.dnn.readNetFromCaffe(str(tmp_path / "net.prototxt"))
@@ -393,8 +388,6 @@ def test_rfcn_head_converts_runs_and_matches_opencv(tmp_path):
     pytest.importorskip("google.protobuf", reason="protobuf is not installed")
     from netspec.caffe.export import export_net
     from netspec.caffe.port import convert_net
-    from netspec.net import Net
-    from netspec.spec import load_net
 
     (tmp_path / "head.prototxt").write_text(RFCN_HEAD)
     convert_net(tmp_path / "head.prototxt", tmp_path / "head.yaml")

@@ -111,21 +111,28 @@ def test_trained_lane_model_reproduces_the_forks_output():
                                    atol=1e-4 * float(np.abs(want).max()))
 
 
-@pytest.mark.parametrize("name", sorted(NETS))
-def test_fork_net_prototxt_yaml_prototxt_is_the_same_net(name, tmp_path):
-    """netspec convert, then netspec export: the same net, fork types and fields included."""
+def assert_round_trip(prototxt: Path, tmp_path: Path) -> str:
+    """``netspec convert`` then ``netspec export`` give back the same net as the prototxt
+    (upgraded as Caffe would); returns the converted YAML's text."""
     from click.testing import CliRunner
 
     from netspec.caffe.port import convert_net
     from netspec.caffe.upgrade import upgrade_net
     from netspec.cli import main
 
-    convert_net(ZOO / name, tmp_path / "net.yaml")
+    convert_net(prototxt, tmp_path / "net.yaml")
     r = CliRunner().invoke(main, ["export", str(tmp_path / "net.yaml"), "-o",
                                   str(tmp_path / "back.prototxt")])
     assert r.exit_code == 0, r.output
-    original = upgrade_net(ptx.parse_net((ZOO / name).read_text(), name))[0]
+    original = upgrade_net(ptx.parse_net(prototxt.read_text(), prototxt.name))[0]
     assert ptx.parse_net((tmp_path / "back.prototxt").read_text()) == original
+    return (tmp_path / "net.yaml").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_fork_net_prototxt_yaml_prototxt_is_the_same_net(name, tmp_path):
+    """netspec convert, then netspec export: the same net, fork types and fields included."""
+    assert_round_trip(ZOO / name, tmp_path)
 
 
 def test_ssd_lite_detects_on_random_weights():
@@ -188,22 +195,10 @@ def test_ssd_lite_train_net_builds_with_the_forks_shapes_and_trains():
 
 def test_ssd_lite_train_net_prototxt_yaml_prototxt_is_the_same_net(tmp_path):
     """convert then export keeps MultiBoxLoss, its multibox_loss_param and propagate_down."""
-    from click.testing import CliRunner
-
-    from netspec.caffe.port import convert_net
-    from netspec.caffe.upgrade import upgrade_net
-    from netspec.cli import main
-
     gold = json.loads((GOLDEN / "shapes" / f"{SSD_LITE_TRAIN}.json").read_text())
     text = with_input_layer((ZOO / SSD_LITE_TRAIN).read_text(), gold["substitutions"][0][1])
     (tmp_path / "train.prototxt").write_text(text)
-    convert_net(tmp_path / "train.prototxt", tmp_path / "net.yaml")
-    assert "multibox_loss_param" in (tmp_path / "net.yaml").read_text()
-    r = CliRunner().invoke(main, ["export", str(tmp_path / "net.yaml"), "-o",
-                                  str(tmp_path / "back.prototxt")])
-    assert r.exit_code == 0, r.output
-    original = upgrade_net(ptx.parse_net(text, "train"))[0]
-    assert ptx.parse_net((tmp_path / "back.prototxt").read_text()) == original
+    assert "multibox_loss_param" in assert_round_trip(tmp_path / "train.prototxt", tmp_path)
 
 
 @pytest.mark.parametrize("name,output,classes,threshold", [
@@ -328,19 +323,7 @@ def test_segnet_inference_builds_with_the_architectures_shapes(tmp_path):
 def test_segnet_prototxt_yaml_prototxt_is_the_same_net(which, tmp_path):
     """netspec convert, then netspec export: the same net, SegNet's types and fields included
     (dense_image_data_param, bn_param's bn_mode and fillers, upsample_param, class_weighting)."""
-    from click.testing import CliRunner
-
-    from netspec.caffe.port import convert_net
-    from netspec.caffe.upgrade import upgrade_net
-    from netspec.cli import main
-
-    name = SEGNET.format(which)
-    convert_net(ZOO / name, tmp_path / "net.yaml")
-    r = CliRunner().invoke(main, ["export", str(tmp_path / "net.yaml"), "-o",
-                                  str(tmp_path / "back.prototxt")])
-    assert r.exit_code == 0, r.output
-    original = upgrade_net(ptx.parse_net((ZOO / name).read_text(), name))[0]
-    assert ptx.parse_net((tmp_path / "back.prototxt").read_text()) == original
+    assert_round_trip(ZOO / SEGNET.format(which), tmp_path)
 
 
 def test_segnet_basic_trains_on_a_synthetic_dense_set(tmp_path):
