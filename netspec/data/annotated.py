@@ -14,15 +14,13 @@ without a size they must all have the first one's.
 
 from __future__ import annotations
 
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..caffe import pb2
-from ..errors import DataError, NetspecError
-from .datum_db import A_NAME, LAYOUT, NAME, _datum_array, _key, _records, backend_of
+from ..errors import DataError
+from .datum_db import A_NAME, LAYOUT, NAME, _datum_array, _key, backend_of, parsed_records
 from .image_list import resize_linear
 
 
@@ -96,41 +94,30 @@ def _npz(path: Path, size) -> AnnotatedSet:
 
 
 def _db(path: Path, backend: str, color, size) -> AnnotatedSet:
-    try:
-        P = pb2()
-    except NetspecError as e:   # protobuf is not installed
-        raise DataError(e.message, file=str(path)) from None
     images, rows, first = [], [], None
-    with closing(_records(str(path), backend)) as records:
-        for key, value in records:
-            a = P.AnnotatedDatum()
-            try:
-                a.ParseFromString(value)
-            except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
-                raise DataError(f"record {_key(key)} is not SSD's AnnotatedDatum ({e})",
-                                file=str(path)) from None
-            if not a.HasField("datum"):
-                raise DataError(f"record {_key(key)} is not SSD's AnnotatedDatum (no datum)",
+    for key, a in parsed_records(str(path), backend, "AnnotatedDatum", "SSD's AnnotatedDatum"):
+        if not a.HasField("datum"):
+            raise DataError(f"record {_key(key)} is not SSD's AnnotatedDatum (no datum)",
+                            file=str(path))
+        img = _datum_array(a.datum, key, str(path), color)
+        if size is not None and img.shape[1:] != tuple(size):
+            if img.dtype != np.uint8:
+                raise DataError(f"record {_key(key)}: resizing needs uint8 images",
                                 file=str(path))
-            img = _datum_array(a.datum, key, str(path), color)
-            if size is not None and img.shape[1:] != tuple(size):
-                if img.dtype != np.uint8:
-                    raise DataError(f"record {_key(key)}: resizing needs uint8 images",
-                                    file=str(path))
-                img = resize_linear(img, *size)
-            if first is None:
-                first = (key, img.shape)
-            elif img.shape != first[1]:
-                raise DataError(f"record {_key(key)} has shape {img.shape} but record "
-                                f"{_key(first[0])} has {first[1]}: give transform_param."
-                                "resize_param to resize them to one size", file=str(path))
-            k = len(images)
-            images.append(img)
-            for g in a.annotation_group:
-                for an in g.annotation:
-                    b = an.bbox
-                    rows.append([k, g.group_label, an.instance_id, b.xmin, b.ymin, b.xmax,
-                                 b.ymax, b.difficult])
+            img = resize_linear(img, *size)
+        if first is None:
+            first = (key, img.shape)
+        elif img.shape != first[1]:
+            raise DataError(f"record {_key(key)} has shape {img.shape} but record "
+                            f"{_key(first[0])} has {first[1]}: give transform_param."
+                            "resize_param to resize them to one size", file=str(path))
+        k = len(images)
+        images.append(img)
+        for g in a.annotation_group:
+            for an in g.annotation:
+                b = an.bbox
+                rows.append([k, g.group_label, an.instance_id, b.xmin, b.ymin, b.xmax,
+                             b.ymax, b.difficult])
     if not images:
         raise DataError(f"the {NAME[backend]} holds no records ({LAYOUT[backend]})",
                         file=str(path))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 from collections import OrderedDict
 from collections.abc import Iterator
+from typing import Any
 from contextlib import closing
 from pathlib import Path
 
@@ -160,29 +161,36 @@ def _leveldb_records(path: str, mod) -> Iterator[tuple[bytes, bytes]]:
         db.close()
 
 
-def _read(path: str, backend: str, color: bool | None):
+def parsed_records(path: str, backend: str, message: str, what: str
+                   ) -> Iterator[tuple[bytes, Any]]:
+    """(key, record parsed as Caffe's ``message``, e.g. "Datum") of the database in key order;
+    DataError naming the record when one is not ``what`` (or protobuf is not installed)."""
     try:
-        P = pb2()
+        cls = getattr(pb2(), message)
     except NetspecError as e:   # protobuf is not installed
         raise DataError(e.message, file=path) from None
-    images, labels, first = [], [], None
     with closing(_records(path, backend)) as records:   # closed (LevelDB unlocked) on errors too
         for key, value in records:
-            d = P.Datum()
+            m = cls()
             try:
-                d.ParseFromString(value)
+                m.ParseFromString(value)
             except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends
-                raise DataError(f"record {_key(key)} is not a Caffe Datum ({e})",
-                                file=path) from None
-            arr = _datum_array(d, key, path, color)
-            if first is None:
-                first = (key, arr.shape)
-            elif arr.shape != first[1]:
-                raise DataError(f"record {_key(key)} has shape {arr.shape} but record "
-                                f"{_key(first[0])} has {first[1]}: netspec's Data layer needs "
-                                "records of one shape", file=path)
-            images.append(arr)
-            labels.append(int(d.label))
+                raise DataError(f"record {_key(key)} is not {what} ({e})", file=path) from None
+            yield key, m
+
+
+def _read(path: str, backend: str, color: bool | None):
+    images, labels, first = [], [], None
+    for key, d in parsed_records(path, backend, "Datum", "a Caffe Datum"):
+        arr = _datum_array(d, key, path, color)
+        if first is None:
+            first = (key, arr.shape)
+        elif arr.shape != first[1]:
+            raise DataError(f"record {_key(key)} has shape {arr.shape} but record "
+                            f"{_key(first[0])} has {first[1]}: netspec's Data layer needs "
+                            "records of one shape", file=path)
+        images.append(arr)
+        labels.append(int(d.label))
     if not images:
         raise DataError(f"the {NAME[backend]} holds no records", file=path)
     dtype = np.float32 if any(a.dtype != np.uint8 for a in images) else np.uint8
