@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from netspec.backend import Backend
 from netspec.solvers import Solver
@@ -145,3 +146,27 @@ def test_lr_policy_matches_caffe_log(policy):
                                          "max_iter": 20, **LR_SETTINGS[policy]})
     got = [learning_rate(sp, it) for it in range(20)]
     np.testing.assert_allclose(got, LR[policy], rtol=5e-6)  # Caffe logs 6 significant digits
+
+
+def test_multifixed_policy_follows_mobilenet_yolos_stages():
+    """MobileNet-YOLO's lr_policy multifixed (its sgd_solver.cpp): the rate is stagelr[k] for
+    the first stage k with iter <= stageiter[k], the last stage's past them; base_lr does not
+    enter. No Caffe log recorded it: the stages below are worked by hand."""
+    from netspec.errors import SpecError
+    from netspec.solvers import learning_rate
+    from netspec.spec.load import validate_model
+    from netspec.spec.yaml_lines import loads_yaml
+
+    sp = SolverParameter.model_validate({
+        "net": "x", "base_lr": 0.1, "lr_policy": "multifixed", "max_iter": 400,
+        "stagelr": [1e-6, 1e-5, 1e-4, 1e-3], "stageiter": [50, 100, 200, 300]})
+    rates = {it: learning_rate(sp, it) for it in (0, 50, 51, 100, 101, 200, 201, 300, 301, 400)}
+    assert rates == {0: 1e-6, 50: 1e-6, 51: 1e-5, 100: 1e-5, 101: 1e-4, 200: 1e-4,
+                     201: 1e-3, 300: 1e-3, 301: 1e-3, 400: 1e-3}
+    for bad, field in [({"stagelr": [1e-3]}, "stagelr"), ({"stageiter": [50, 50, 200, 300]}, "stageiter"),
+                       ({"stagelr": [1e-6, 0.0, 1e-4, 1e-3]}, "stagelr"), ({"stageiter": []}, "lr_policy")]:
+        with pytest.raises(SpecError) as e:
+            data, lines = loads_yaml(yaml.safe_dump({**sp.model_dump(exclude_unset=True), **bad}),
+                                     "s.yaml")
+            validate_model(SolverParameter, data, "s.yaml", lines)
+        assert e.value.field == field, e.value

@@ -461,3 +461,24 @@ def test_ssd_lite_train_net_converts_and_runs_with_its_annotated_data_layer(tmp_
     assert np.isfinite(loss) and loss > 0
     np.testing.assert_allclose(net.blobs["label"].data.reshape(-1, 8)[:, :3],
                                [[0, 3, 0], [0, 12, 1], [1, 7, 0]])
+
+
+SSD_LITE_SOLVER = "eric612__MobileNet-YOLO__models__mobilenetv2_voc__ssd_lite__solver.prototxt"
+
+
+def test_ssd_lite_solver_converts_with_the_forks_fields(tmp_path):
+    """SSD-lite's solver: RMSProp with multistep, the detection test phase (eval_type,
+    ap_version, show_per_class_result) and MobileNet-YOLO's stagelr/stageiter (read by its
+    lr_policy multifixed, unused by multistep) convert and validate; the nets it names are
+    converted separately."""
+    from netspec.caffe.port import convert_solver
+    from netspec.spec import load_solver
+
+    result = convert_solver(ZOO / SSD_LITE_SOLVER, tmp_path / "solver.yaml")
+    assert any("train_net" in w for w in result.warnings)   # its nets are not beside it
+    sp = load_solver(tmp_path / "solver.yaml")
+    assert (sp.type, sp.lr_policy, sp.stepvalue, sp.iter_size) == ("RMSProp", "multistep",
+                                                                  [80000, 100000], 4)
+    assert (sp.eval_type, sp.ap_version, sp.show_per_class_result) == ("detection", "11point", True)
+    assert sp.stagelr == pytest.approx([1e-6, 1e-5, 1e-4, 1e-3, 1e-4, 1e-5])
+    assert sp.stageiter == [50, 100, 200, 80000, 100000, 120000]

@@ -10,6 +10,8 @@ inv        base_lr · (1 + gamma · it) ^ (−power)
 multistep  base_lr · gamma ^ k,  k = number of stepvalue entries ≤ it
 poly       base_lr · (1 − it / max_iter) ^ power
 sigmoid    base_lr · 1 / (1 + exp(−gamma · (it − stepsize)))
+multifixed stagelr[k], k the first stage with it ≤ stageiter[k], else the last
+           (MobileNet-YOLO's fork; base_lr does not enter)
 =========  ====================================================================
 """
 
@@ -50,4 +52,7 @@ def _rate(s, it: int) -> float:
         return s.base_lr * (1.0 - it / s.max_iter) ** s.power
     if p == "sigmoid":
         return s.base_lr / (1.0 + math.exp(-s.gamma * (it - s.stepsize)))
+    if p == "multifixed":
+        k = bisect.bisect_left(s.stageiter, it)
+        return s.stagelr[min(k, len(s.stagelr) - 1)]
     raise ValueError(f"unknown lr_policy {p!r}")

@@ -14,7 +14,7 @@ from .params import NetState
 SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam", "AdamW")
 LEGACY_SOLVER_TYPE = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad",
                       "RMSPROP": "RMSProp", "ADADELTA": "AdaDelta", "ADAM": "Adam"}
-LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
+LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid", "multifixed")
 
 #: the largest log(rate) a float64 holds: a schedule that grows past it overflows to inf
 _LOG_MAX = math.log(sys.float_info.max)
@@ -99,6 +99,9 @@ class SolverParameter(Message):
     regularization_type: Optional[Literal["L2", "L1", "decoupled"]] = None
     stepsize: Optional[int] = Field(default=None, **_range(exclusiveMinimum=0))
     stepvalue: Repeated[int] = Field(default_factory=list)
+    #: lr_policy multifixed (MobileNet-YOLO's fork): the rate stagelr[k] up to stageiter[k]
+    stagelr: Repeated[float] = Field(default_factory=list)
+    stageiter: Repeated[int] = Field(default_factory=list)
     clip_gradients: float = -1.0
     snapshot: int = Field(default=0, **_range(minimum=0))
     snapshot_prefix: Optional[str] = None
@@ -139,7 +142,7 @@ class SolverParameter(Message):
         self._check_ranges()
         needs = {"step": ("gamma", "stepsize"), "exp": ("gamma",), "inv": ("gamma", "power"),
                  "multistep": ("gamma", "stepvalue"), "poly": ("power",),
-                 "sigmoid": ("gamma", "stepsize")}
+                 "sigmoid": ("gamma", "stepsize"), "multifixed": ("stagelr", "stageiter")}
         for field in needs.get(self.lr_policy, ()):
             if getattr(self, field) in (None, []):
                 raise FieldError("lr_policy", f"lr_policy '{self.lr_policy}' needs '{field}'")
@@ -158,6 +161,21 @@ class SolverParameter(Message):
             if n < 1:
                 raise FieldError("test_iter", f"entry {i} is {n}; each test_iter must be >= 1 "
                                  "(the number of batches a test averages)")
+
+    def _check_stages(self) -> None:
+        """multifixed's stages: one rate per stage end, rates > 0 and finite, ends increasing."""
+        if len(self.stagelr) != len(self.stageiter):
+            raise FieldError("stagelr", f"give one stagelr per stageiter: {len(self.stagelr)} "
+                             f"rates for {len(self.stageiter)} stages")
+        for i, lr in enumerate(self.stagelr):
+            if not (lr > 0 and math.isfinite(lr)):
+                raise FieldError("stagelr", f"entry {i} is {lr!r}; each stage's rate must be > 0 "
+                                 "and finite")
+        ends = self.stageiter
+        for i in range(len(ends)):
+            if ends[i] < 0 or (i and ends[i] <= ends[i - 1]):
+                raise FieldError("stageiter", f"must be increasing iterations >= 0, got "
+                                 f"{list(ends)} (stage k lasts up to stageiter[k])")
 
     def _check_schedule(self) -> None:
         """lr_policy's gamma, power, stepvalue and max_iter keep the rate positive and finite
@@ -188,6 +206,8 @@ class SolverParameter(Message):
                     raise FieldError("stepvalue", f"must be increasing iterations >= 0, got "
                                      f"{list(steps)} (the rate moves to the next stepvalue when "
                                      "the iteration reaches it, in order)")
+        if self.stagelr or self.stageiter:
+            self._check_stages()
         log_rate = {"step": lambda: (it // self.stepsize) * math.log(gamma),
                     "exp": lambda: it * math.log(gamma),
                     "multistep": lambda: sum(v <= it for v in self.stepvalue) * math.log(gamma),
