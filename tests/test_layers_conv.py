@@ -18,6 +18,7 @@ from netspec.backend import Backend, cupy_available, get_backend
 from netspec.errors import SpecError
 from netspec.layers.conv_columns import ConvColumns, ConvTuning
 from netspec.layers.conv_direct import DepthwiseConv, PointwiseConv
+from netspec.layers.conv_winograd import WinogradConv
 from conv_pool_cases import CONV_CASES, conv_reference, conv_spec, pool_spec
 
 F32 = Backend(np, np.float32)
@@ -38,7 +39,8 @@ def test_conv_forward_matches_reference(case, layout):
     shape, p = CONV_CASES[case]
     layer, tops = make_layer(conv_spec(**p), [shape], seed=1)
     if not isinstance(layer.conv, PointwiseConv):      # no columns, no chunks
-        chunk = layer.conv.chunk if isinstance(layer.conv, DepthwiseConv) else layer.conv.fwd.chunk
+        direct = isinstance(layer.conv, (DepthwiseConv, WinogradConv))
+        chunk = layer.conv.chunk if direct else layer.conv.fwd.chunk
         assert chunk == (1 if layout.startswith("chunk1") else shape[0])
     x = rand(shape)
     _, top = run_forward(layer, [x], tops)
@@ -47,6 +49,9 @@ def test_conv_forward_matches_reference(case, layout):
                           _hw(p, "dilation", 1), p.get("group", 1))
     assert top[0].shape == want.shape
     np.testing.assert_allclose(top[0].data, want, rtol=1e-12, atol=1e-12)
+    winograd = (layout.endswith("direct") and p.get("kernel_size") == 3 and "stride" not in p
+                and "dilation" not in p and "group" not in p)
+    assert isinstance(layer.conv, WinogradConv) == winograd
 
 
 @pytest.mark.parametrize("case", list(CONV_CASES))
