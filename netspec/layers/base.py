@@ -69,6 +69,10 @@ class Layer(abc.ABC):
     #: the first top may be the first bottom (Caffe's in-place computation): only layers whose
     #: forward and backward stay exact when they share one blob say so
     allows_in_place: ClassVar[bool] = False
+    #: forward writes every value of its tops into the arrays the net gave them (never rebinds
+    #: ``top.data``, never reads a top's previous values): a forward-only net may then lend
+    #: those arrays to other blobs (``memory_plan``)
+    fills_tops: ClassVar[bool] = False
     exact_bottoms: ClassVar[Optional[int]] = None
     min_bottoms: ClassVar[int] = 0
     max_bottoms: ClassVar[Optional[int]] = None

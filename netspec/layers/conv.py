@@ -33,6 +33,8 @@ class Convolution(Layer):
     (num_output,) from ``bias_filler`` when ``bias_term``. N bottoms of one shape -> N tops.
     """
 
+    fills_tops = True
+
     param_block = "convolution_param"
     min_bottoms = 1
     splits_batch = True
