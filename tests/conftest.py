@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(config, items):
 COLUMNS_ONLY = dict(pointwise_gemm=False, depthwise_taps=False, winograd=False)
 #: every 3x3 stride-1 one-group forward by Winograd F(2x2, 3x3) (``conv_winograd``)
 WINOGRAD_ALWAYS = dict(winograd=True, winograd_min_channels=0, winograd_min_positions=0,
-                       winograd_min_batch_positions=0)
+                       winograd_min_batch_positions=0, winograd_min_chunk_tiles=0)
 CONV_LAYOUTS = {
     "chunk1_krows_transposed": dict(col_chunk_bytes=1, row_layout_min_run=0,
                                     transposed_backward=True, split_dw_max_weights=0,

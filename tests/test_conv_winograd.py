@@ -37,7 +37,7 @@ def _close(got, want, dtype):
 def test_forward_equals_columns_and_caffe_loop(geometry, dtype, bias, chunk_bytes,
                                                conv_tuning):
     N, C, H, W, M, pad = geometry
-    conv_tuning(col_chunk_bytes=chunk_bytes)
+    conv_tuning(col_chunk_bytes=chunk_bytes, winograd_min_chunk_tiles=0)
     Ho, Wo = H + 2 * pad[0] - 2, W + 2 * pad[1] - 2
     backend = Backend(np, dtype)
     x, w = rand((N, C, H, W), 1).astype(dtype), rand((M, C, 3, 3), 2).astype(dtype)
@@ -56,6 +56,16 @@ def test_forward_equals_columns_and_caffe_loop(geometry, dtype, bias, chunk_byte
                           np.zeros(M) if b is None else b.astype(np.float64),
                           (1, 1), pad, (1, 1), 1)
     _close(got, loop, dtype)
+
+
+def test_chunks_hold_enough_tiles(conv_tuning):
+    """At least ``winograd_min_chunk_tiles`` tiles per chunk (at most the batch), whatever
+    ``col_chunk_bytes`` says."""
+    conv_tuning(col_chunk_bytes=1, winograd_min_chunk_tiles=20)
+    backend = Backend(np, np.float32)
+    assert WinogradConv(backend, 16, 2, 7, 7, 2, 7, 7, (1, 1)).chunk == 2      # 16 tiles each
+    assert WinogradConv(backend, 16, 2, 12, 12, 2, 12, 12, (1, 1)).chunk == 1  # 36
+    assert WinogradConv(backend, 1, 2, 3, 3, 2, 3, 3, (1, 1)).chunk == 1
 
 
 def test_partial_last_chunk_and_smaller_batch(conv_tuning):
@@ -131,8 +141,8 @@ def test_folded_batch_norm_on_winograd(dtype, conv_tuning):
 
 def test_path_choice():
     """The default thresholds: ResNet's 3x3 stride-1 layers from 28x28 at batch 1 (14x14 from
-    batch 4), C and M ≥ 64; never strided, dilated, grouped, 5x5, few channels, or in a
-    Deconvolution."""
+    batch 4, 7x7 from batch 16), C and M ≥ 64; never strided, dilated, grouped, 5x5, few
+    channels, or in a Deconvolution."""
     t = ConvTuning()
     assert t.winograd and t.winograd_min_channels == 64
 
@@ -146,7 +156,11 @@ def test_path_choice():
                       ConvColumns)
     assert isinstance(conv_of((4, 256, 14, 14), num_output=256, kernel_size=3, pad=1),
                       WinogradConv)
+    assert isinstance(conv_of((8, 512, 7, 7), num_output=512, kernel_size=3, pad=1),
+                      ConvColumns)
     assert isinstance(conv_of((16, 512, 7, 7), num_output=512, kernel_size=3, pad=1),
+                      WinogradConv)
+    assert isinstance(conv_of((16, 512, 6, 6), num_output=512, kernel_size=3, pad=1),
                       ConvColumns)
     for p in (dict(stride=2), dict(dilation=2), dict(group=2), dict(kernel_size=5, pad=2)):
         q = {**dict(num_output=64, kernel_size=3, pad=1), **p}

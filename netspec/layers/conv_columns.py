@@ -79,13 +79,15 @@ class ConvTuning:
     #: CPU 3×3, stride-1, dilation-1, one-group Convolution forwards by Winograd F(2×2, 3×3)
     #: (``conv_winograd``) where C and M ≥ ``winograd_min_channels``, Ho·Wo ≥
     #: ``winograd_min_positions`` and N·Ho·Wo ≥ ``winograd_min_batch_positions`` (its weight
-    #: transform, redone every forward, then costs little). Forward ÷ columns, 1 thread:
-    #: ResNet's 64@56² 0.78–0.98 / 0.88 (batch 1 / 16), 128@28² 0.81 / 0.69, 256@14² 1.0 /
-    #: 0.75, 512@7² 1.6 / 1.55; C = 16–32 1.0–1.34 (bench/NOTES.md)
+    #: transform, redone every forward, then costs little), chunks of at least
+    #: ``winograd_min_chunk_tiles`` 2×2 tiles. Forward ÷ columns, 1 thread: ResNet's 64@56²
+    #: 0.78–0.98 / 0.93 (batch 1 / 16), 128@28² 0.81 / 0.69, 256@14² 1.0 / 0.64, 512@7² 1.6 /
+    #: 0.66; C = 16–32 1.0–1.34 (bench/NOTES.md)
     winograd: bool = True
     winograd_min_channels: int = 64
-    winograd_min_positions: int = 196
+    winograd_min_positions: int = 49
     winograd_min_batch_positions: int = 784
+    winograd_min_chunk_tiles: int = 256
 
 
 _tuning = ConvTuning()
