@@ -414,7 +414,8 @@ def test_fork_golden_depthwise_conv(taps, planes, conv_tuning):
     planes; batch 2, stride 2) and the column path."""
     from layer_cases import fork_golden_net, run_golden
     conv_tuning(depthwise_taps=taps, depthwise_taps_max_forward_positions=0 if planes else 100,
-                depthwise_planes_max_batch=2, depthwise_planes_max_stride=2)
+                depthwise_planes_max_batch=2, depthwise_planes_max_stride=2,
+                depthwise_planes_min_positions=0)
     net, g = fork_golden_net("depthwise_conv")
     assert isinstance(net.layers[-1].conv, DepthwiseConv) == taps
     assert (taps and net.layers[-1].conv.planes is not None) == planes
@@ -461,7 +462,8 @@ def test_depthwise_plane_taps_equal_column_path(N, C, H, W, k, pad, stride, dila
     """The forward by blocks of NCHW planes (one plane, a few with a partial last block, all)
     = the column path's, float32 and float64, with and without bias."""
     conv_tuning(depthwise_taps_max_forward_positions=0, depthwise_planes_max_batch=N,
-                depthwise_planes_max_stride=stride, depthwise_planes_block_bytes=block_bytes)
+                depthwise_planes_max_stride=stride, depthwise_planes_block_bytes=block_bytes,
+                depthwise_planes_min_positions=0)
     backend = Backend(np, dtype)
     ext = dilation * (k - 1) + 1
     Ho, Wo = (H + 2 * pad - ext) // stride + 1, (W + 2 * pad - ext) // stride + 1
@@ -496,6 +498,8 @@ def test_direct_path_choice(conv_tuning):
     assert dw.planes is None and dw.columns is not None
     dw = conv_of((1, 1024, 7, 7), num_output=1024, kernel_size=3, pad=1, group=1024)
     assert dw.planes is None and dw.columns is None
+    dw = conv_of((1, 256, 28, 28), num_output=256, kernel_size=3, pad=1, group=256)
+    assert dw.planes is None and dw.columns is not None
     assert isinstance(conv_of((1, 4, 5, 5), num_output=3, kernel_size=1, stride=2), ConvColumns)
     assert isinstance(conv_of((1, 4, 5, 5), num_output=3, kernel_size=1, pad=1), ConvColumns)
     assert isinstance(conv_of((1, 4, 5, 5), num_output=8, kernel_size=3, group=4), ConvColumns)

@@ -73,12 +73,14 @@ class ConvTuning:
     #: ... their forward by taps only up to this many output positions Ho·Wo, by columns
     #: above (1 thread, batch 1: taps/columns 0.64 at 7x7, 1.2 at 14x14, 4-7 at 56x56-112x112)
     depthwise_taps_max_forward_positions: int = 100
-    #: ... above that, forwards of at most ``depthwise_planes_max_batch`` samples and strides
-    #: ≤ ``depthwise_planes_max_stride`` by taps over blocks of NCHW planes
-    #: (``depthwise_planes_block_bytes`` each, kept in cache): batch 1, 1 thread, ÷ columns
-    #: 0.63–0.68 at 112², 0.85–0.97 at 14²–56² stride 1; stride 2 0.85–1.5, batch 16 0.8–2.4
+    #: ... above that, forwards of at most ``depthwise_planes_max_batch`` samples, strides
+    #: ≤ ``depthwise_planes_max_stride`` and ≥ ``depthwise_planes_min_positions`` outputs by
+    #: taps over blocks of NCHW planes (``depthwise_planes_block_bytes`` each, kept in cache):
+    #: MobileNet at batch 1, 1 thread, layer ÷ columns in the net 0.64 at 112², 0.87 at 56²,
+    #: but 1.3–1.6 at 14²–28² (alone 0.85–0.9); stride 2 0.85–1.5, batch 16 0.8–2.4
     depthwise_planes_max_batch: int = 1
     depthwise_planes_max_stride: int = 1
+    depthwise_planes_min_positions: int = 3136
     depthwise_planes_block_bytes: int = 1 << 20
     #: CPU nets without backward: BatchNorm (global statistics) + Scale folded into the
     #: Convolution before them (``conv_fold``), set when the net is built

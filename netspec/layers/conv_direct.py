@@ -86,7 +86,8 @@ class DepthwiseConv:
         t = tuning()
         self.columns = self.planes = None
         if Ho * Wo > t.depthwise_taps_max_forward_positions:
-            if N <= t.depthwise_planes_max_batch and max(stride) <= t.depthwise_planes_max_stride:
+            if (N <= t.depthwise_planes_max_batch and max(stride) <= t.depthwise_planes_max_stride
+                    and Ho * Wo >= t.depthwise_planes_min_positions):
                 self.planes = _PlaneTaps(backend, H, W, Ho, Wo, kernel, pad, stride, dilation)
             else:
                 self.columns = ConvColumns(backend, N, C, H, W, C, Ho, Wo, C, kernel, pad,
