@@ -108,3 +108,31 @@ def test_nets_with_backward_share_nothing():
 def test_unknown_kept_blob_is_an_error():
     with pytest.raises(SpecError, match="keep_blobs.*'nope'"):
         _net(np.float64, True, keep=("nope",))
+
+
+def test_model_with_keep_blobs(tmp_path):
+    """``netspec.load(..., keep_blobs=[...])``: outputs and kept blobs equal the plain Model's,
+    also after a reshape; reading a shared blob or a forward from a later layer is refused."""
+    import yaml
+
+    import netspec
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(_spec()))
+    plain = netspec.load(path)
+    shared = netspec.load(path, keep_blobs=["b1"])
+    shared.load_weights(plain.save(tmp_path / "w.npz"))
+    assert shared.net.blobs_shared and not plain.net.blobs_shared
+    x = np.random.default_rng(9).standard_normal((2, 3, 9, 8))
+    want = plain.forward(data=x, blobs=["b1"])
+    got = shared.forward(data=x, blobs=["b1"])
+    for k in ("prob", "b1"):
+        np.testing.assert_array_equal(got[k], want[k])
+    with pytest.raises(SpecError, match="blob 'c1' needs the net's blobs kept"):
+        shared.forward(data=x, blobs=["c1"])
+    with pytest.raises(SpecError, match="a forward from layer 'c3'"):
+        shared.forward(start="c3")
+    shared.reshape(data=(1, 3, 9, 8))
+    plain.reshape(data=(1, 3, 9, 8))
+    assert shared.net.blobs_shared
+    np.testing.assert_array_equal(shared.forward(data=x[:1])["prob"],
+                                  plain.forward(data=x[:1])["prob"])
