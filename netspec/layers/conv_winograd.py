@@ -24,30 +24,11 @@ The result equals the direct convolution up to rounding (``tests/test_conv_winog
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy
 
-from .base import sample_chunks
+from .base import sample_chunks, thread_scratch
 from .conv_columns import ConvColumns, _chunk_size, tuning
-
-
-_thread_scratch = threading.local()
-
-
-def _scratch(backend, role: str, size: int):
-    """A flat work array of ``size`` values for ``role``, one per thread and dtype, shared by
-    every ``WinogradConv`` (layers run one after another on a thread; the batch parts of
-    ``SplitColumns`` on different threads): the transforms' buffers cost the largest layer's
-    chunk, not the sum over layers (ResNet-50, batch 1: 11 MiB instead of ~60)."""
-    pool = getattr(_thread_scratch, "pool", None)
-    if pool is None:
-        pool = _thread_scratch.pool = {}
-    key = (role, numpy.dtype(backend.dtype).str)
-    flat = pool.get(key)
-    if flat is None or flat.size < size:
-        flat = pool[key] = backend.empty(size)
-    return flat[:size]
 
 
 #: G of the module doc: the weight transform
@@ -77,8 +58,10 @@ class WinogradConv:
         self._columns = None          # the gradients' machinery (lazily)
 
     def _view(self, role, shape):
-        """Scratch ``role`` of this thread as ``shape`` (``_scratch``)."""
-        return _scratch(self.backend, role, math.prod(shape)).reshape(shape)
+        """This thread's work array ``role`` as ``shape``, shared by every WinogradConv
+        (``thread_scratch``): the transforms' buffers cost the largest layer's chunk, not the
+        sum over layers (ResNet-50, batch 1: 11 MiB instead of ~60)."""
+        return thread_scratch(self.backend, ("winograd", role), math.prod(shape)).reshape(shape)
 
     def _weights(self, w):
         """U (16, M, C) = G g Gᵀ per (m, c) from w (M, C, 3, 3): one GEMM with G ⊗ G."""
