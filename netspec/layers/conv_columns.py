@@ -145,8 +145,9 @@ class _Correlation:
     """One direction of a grouped 2-D cross-correlation over NCHW arrays, in sample chunks.
 
     Input (N, C, H, W) zero-padded by (ph, pw); kernel (g, Mo/g, kh·kw·C/g) with K ordered
-    (i, j, c); output (N, Mo, Ho, Wo). Owns the chunk's padded buffer and columns, in one of
-    two layouts chosen by the length of the runs an im2col copy moves:
+    (i, j, c); output (N, Mo, Ho, Wo). Owns the chunk's padded buffer; its columns live in
+    work arrays shared per thread (``thread_scratch``), in one of two layouts chosen by the
+    length of the runs an im2col copy moves:
 
     * rows (kw·C/g ≥ ``row_layout_min_run``): NHWC buffer, columns (n, Ho, Wo, g, kh, kw, C/g),
       each copy run kw·C/g long;
