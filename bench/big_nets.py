@@ -69,7 +69,7 @@ def rel_err(ours: np.ndarray, theirs: np.ndarray) -> float:
 
 
 def build_inference(name: str, batch: int, threads: int, work: str, opencv: bool = True,
-                    baseline: dict | None = None):
+                    baseline: dict | None = None, reuse_blobs: bool = False):
     """The inference runners of net ``name`` and their output check: ({framework:
     zero-argument step}, {framework: relative error of its outputs}); with ``baseline``
     (ConvTuning fields) also netspec under that tuning, as "base"."""
@@ -80,9 +80,10 @@ def build_inference(name: str, batch: int, threads: int, work: str, opencv: bool
 
     spec = zoo_spec(name, batch)
     inputs = zoo_inputs(spec)
-    net, weights = inference_net(spec, threads)
-    set_inputs(net, inputs)
     logits, prob = _softmax_bottom(spec)
+    keep = (logits,) if reuse_blobs else None
+    net, weights = inference_net(spec, threads, keep_blobs=keep)
+    set_inputs(net, inputs)
     net.forward()
     ours = {b: net.blobs[b].data.copy() for b in (logits, prob)}
     model = torch_model(spec, weights)
@@ -93,7 +94,7 @@ def build_inference(name: str, batch: int, threads: int, work: str, opencv: bool
     steps = {"netspec": net.forward}
     if baseline:
         with conv_tuning(baseline):
-            base, _ = inference_net(spec, threads, weights)
+            base, _ = inference_net(spec, threads, weights, keep_blobs=keep)
         set_inputs(base, inputs)
         base.forward()
         errors["base"] = max(rel_err(ours[b], base.blobs[b].data) for b in ours)
@@ -197,6 +198,8 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", help="also time netspec with these ConvTuning fields as 'base' "
                                        "(e.g. pointwise_gemm=0,depthwise_taps=0): before/after "
                                        "in one process")
+    ap.add_argument("--reuse-blobs", action="store_true",
+                    help="inference: netspec's blobs share memory (Net(reuse_blobs=True))")
     ap.add_argument("--out", help="also write the report to this Markdown file")
     a = ap.parse_args(argv)
     baseline = parse_baseline(a.baseline)
@@ -248,7 +251,7 @@ def main(argv=None) -> int:
                                     + (" (Dropout: random masks differ)" if dropout else ""))
                         else:
                             steps, errs = build_inference(name, b, t, work, not a.no_opencv,
-                                                          baseline)
+                                                          baseline, a.reuse_blobs)
                             bad = {k: e for k, e in errs.items() if not e <= TOLERANCE}
                             if bad:
                                 print(f"{name}: outputs differ from netspec's: {bad}",
@@ -267,7 +270,8 @@ def main(argv=None) -> int:
                     from bench.memory import zoo_memory_mib  # noqa: PLC0415
 
                     mode = "train" if a.train else "infer"
-                    mem_rows.append((name, b, {f: zoo_memory_mib(f, name, b, threads[0], mode)
+                    mem_rows.append((name, b, {f: zoo_memory_mib(f, name, b, threads[0], mode,
+                                                                 a.reuse_blobs)
                                                for f in ["netspec", *frameworks]}))
     if mem_rows:
         fw = ["netspec", *frameworks]

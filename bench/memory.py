@@ -96,11 +96,12 @@ def memory_mib(framework: str, spec_path: str, threads: int) -> float | None:
 
 
 def zoo_memory_child(framework: str, name: str, batch: int, threads: int, mode: str,
-                     iters: int = 3) -> None:
+                     iters: int = 3, reuse_blobs: bool = False) -> None:
     """Subprocess body of ``big_nets.py --memory``: the peak of ``framework`` (netspec, torch,
     opencv) running big net ``name`` (``mode`` infer: forward passes; train: training steps),
     measured as ``memory_child`` does; the spec, weights and input are made before the
-    baseline (the same arrays in every child), prints JSON."""
+    baseline (the same arrays in every child), prints JSON. ``reuse_blobs``: netspec's
+    inference net shares blob memory (``Net(reuse_blobs=True)``)."""
     limits = threadpool_limits(threads)
     from bench.big_nets import TRAIN_LR  # noqa: PLC0415
     from bench.zoo import inference_net, random_weights, zoo_inputs, zoo_spec  # noqa: PLC0415
@@ -137,7 +138,8 @@ def zoo_memory_child(framework: str, name: str, batch: int, threads: int, mode: 
             set_inputs(s.net, inputs)
             step = s.step_once
         else:
-            net = Net(parse_net(spec, spec["name"]), "TEST", get_backend(threads=threads))
+            net = Net(parse_net(spec, spec["name"]), "TEST", get_backend(threads=threads),
+                      reuse_blobs=reuse_blobs)
             set_weights(net, weights)
             set_inputs(net, inputs)
             step = net.forward
@@ -167,11 +169,12 @@ def zoo_memory_child(framework: str, name: str, batch: int, threads: int, mode: 
     print(json.dumps({"peak_mib": (peak - base - code) / 1024, "code_mib": code / 1024}))
 
 
-def zoo_memory_mib(framework: str, name: str, batch: int, threads: int, mode: str) -> float | None:
+def zoo_memory_mib(framework: str, name: str, batch: int, threads: int, mode: str,
+                   reuse_blobs: bool = False) -> float | None:
     """Peak MiB of ``zoo_memory_child`` in a fresh process (None if the child failed)."""
     r = subprocess.run([sys.executable, "-m", "bench.memory", "zoo", framework, name, str(batch),
-                        str(threads), mode], cwd=ROOT, capture_output=True, text=True,
-                       timeout=900)
+                        str(threads), mode] + (["reuse"] if reuse_blobs else []), cwd=ROOT,
+                       capture_output=True, text=True, timeout=900)
     if r.returncode != 0:
         print(f"  memory child {framework} {name} failed: {r.stderr.strip()[-500:]}",
               file=sys.stderr)
@@ -181,6 +184,7 @@ def zoo_memory_mib(framework: str, name: str, batch: int, threads: int, mode: st
 
 if __name__ == "__main__":
     if sys.argv[1] == "zoo":
-        zoo_memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+        zoo_memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6],
+                         reuse_blobs=sys.argv[7:] == ["reuse"])
     else:
         memory_child(sys.argv[1], sys.argv[2], int(sys.argv[3]))

@@ -121,9 +121,12 @@ def set_weights(net: Net, weights: dict[str, np.ndarray]) -> None:
         p.data[...] = net.backend.asarray(weights[k])
 
 
-def inference_net(spec: dict, threads: int, weights: dict | None = None, seed: int = 0):
-    """(netspec TEST net of ``spec`` on ``threads`` CPU threads, its weights)."""
-    net = Net(parse_net(spec, spec["name"]), "TEST", get_backend(threads=threads))
+def inference_net(spec: dict, threads: int, weights: dict | None = None, seed: int = 0,
+                  keep_blobs: tuple[str, ...] | None = None):
+    """(netspec TEST net of ``spec`` on ``threads`` CPU threads, its weights); with
+    ``keep_blobs`` its blobs share memory (``Net(reuse_blobs=True)``) but those."""
+    net = Net(parse_net(spec, spec["name"]), "TEST", get_backend(threads=threads),
+              reuse_blobs=keep_blobs is not None, keep_blobs=keep_blobs or ())
     weights = random_weights(net, seed) if weights is None else weights
     set_weights(net, weights)
     return net, weights

@@ -125,13 +125,16 @@ class Model:
 
     def __init__(self, net_param: NetParameter, phase: str = "TEST", *, gpu: bool = False,
                  backend: Backend | None = None, net: Net | None = None, level: int = 0,
-                 stages: Sequence[str] = (), source: str = ""):
+                 stages: Sequence[str] = (), source: str = "",
+                 keep_blobs: Sequence[str] | None = None):
         self.param = net_param
         self.phase = check_phase(phase)
         self.source = source
         self._level, self._stages = level, tuple(stages)
-        self.net = net if net is not None else Net(net_param, self.phase, backend or get_backend(gpu),
-                                                   level=level, stages=stages)
+        #: None: every blob keeps its values (Caffe); else a forward-only net's blobs share
+        #: memory but the inputs', outputs' and these (``Net(reuse_blobs=True)``)
+        self._keep = None if keep_blobs is None else tuple(keep_blobs)
+        self.net = net if net is not None else self._new_net(net_param, backend or get_backend(gpu))
         #: a solver owns this net's parameter buffers: it cannot be rebuilt (reshaped)
         self.fixed = net is not None
         #: GPU only: (blob name, parameter, data/diff) -> (host copy handed out, as copied)
@@ -229,6 +232,7 @@ class Model:
         (layer names, both included; default all) and return copies of the outputs (the tops
         of ``end`` when it is given) and of ``blobs``."""
         self.sync()
+        self._check_readable(start, blobs)
         self._set(inputs, "data", self.inputs, "an input")
         first = self.layer_index(start) if start else 0
         last = self.layer_index(end) if end else len(self.net.layers) - 1
@@ -286,6 +290,22 @@ class Model:
         self.sync()
         self.net.clear_param_diffs()
 
+    def _new_net(self, param: NetParameter, backend: Backend) -> Net:
+        return Net(param, self.phase, backend, level=self._level, stages=self._stages,
+                   reuse_blobs=self._keep is not None, keep_blobs=self._keep or ())
+
+    def _check_readable(self, start: str | None, blobs: Sequence[str]) -> None:
+        """With shared blob memory only inputs, outputs and kept blobs hold their values, and
+        only whole forwards from the first layer are valid."""
+        if not self.net.blobs_shared:
+            return
+        readable = {*self.inputs, *self.outputs, *self._keep}
+        lost = [b for b in blobs if b not in readable]
+        if start or lost:
+            what = f"blob '{lost[0]}'" if lost else f"a forward from layer '{start}'"
+            raise SpecError(f"{what} needs the net's blobs kept: this Model shares blob memory "
+                            "(keep_blobs); load it without keep_blobs, or list the blob in it")
+
     def reshape(self, **shapes) -> None:
         """Give input blobs new shapes (``data=(1, 3, 227, 227)``): the net is rebuilt for them
         with the same parameter blobs (their shapes must not change)."""
@@ -296,7 +316,7 @@ class Model:
                              "solver's buffers); reshape a net from netspec.load instead")
         self.sync()
         param = with_input_shapes(self.param, {k: tuple(v) for k, v in shapes.items()})
-        net = Net(param, self.phase, self.net.backend, level=self._level, stages=self._stages)
+        net = self._new_net(param, self.net.backend)
         try:
             net.share_with(self.net)
         except NetspecError as e:
@@ -348,10 +368,13 @@ class Model:
 
 def load(model: str | Path, weights: str | Path | None = None, phase: str = "TEST",
          batch_size: int | None = None, gpu: bool = False, sets: Sequence[str] = (),
-         allow_partial: bool = False, level: int = 0, stages: Sequence[str] = ()) -> Model:
+         allow_partial: bool = False, level: int = 0, stages: Sequence[str] = (),
+         keep_blobs: Sequence[str] | None = None) -> Model:
     """A ``Model`` of the net file ``model`` (YAML or Caffe ``.prototxt``) in ``phase``, with
     ``weights`` (``.npz`` or ``.caffemodel``; ``allow_partial``: some blobs may be missing)
-    and, with ``batch_size``, every input's first dimension set to it."""
+    and, with ``batch_size``, every input's first dimension set to it. ``keep_blobs`` (a list,
+    may be empty): a forward-only net's blobs share memory, only the inputs, outputs and
+    these keep their values (``Net(reuse_blobs=True)``)."""
     param = read_net_param(model, sets)
     phase = check_phase(phase)
     backend = get_backend(gpu)
@@ -365,7 +388,8 @@ def load(model: str | Path, weights: str | Path | None = None, phase: str = "TES
                              "one reads its batches from data layers: set their batch_size",
                              file=str(model))
         param = with_input_shapes(param, shapes)
-    m = Model(param, phase, backend=backend, level=level, stages=stages, source=str(model))
+    m = Model(param, phase, backend=backend, level=level, stages=stages, source=str(model),
+              keep_blobs=keep_blobs)
     if weights is not None:
         m.load_weights(weights, allow_partial=allow_partial)
     return m

@@ -20,6 +20,7 @@ from .errors import NetspecError, ShapeError, SpecError
 from .layers import registry
 from .layers.conv_columns import tuning as conv_tuning
 from .layers.conv_fold import fold_batch_norm
+from .memory_plan import share_memory
 from .parallel import blas_threads
 from .spec.net import NetParameter
 from .spec.params import LAYER_PARAM_BLOCKS, NetState
@@ -28,7 +29,11 @@ from .spec.params import LAYER_PARAM_BLOCKS, NetState
 class Net:
     def __init__(self, net_param: NetParameter, phase: str = "TRAIN", backend: Backend | None = None,
                  rng: np.random.Generator | None = None, level: int = 0,
-                 stages: list[str] | tuple[str, ...] = (), shard=None):
+                 stages: list[str] | tuple[str, ...] = (), shard=None, reuse_blobs: bool = False,
+                 keep_blobs: list[str] | tuple[str, ...] = ()):
+        """The net of ``net_param`` in ``phase``. ``reuse_blobs``: in a net that runs no
+        backward, top blobs whose lives do not overlap share arrays (``memory_plan``); after a
+        forward only its inputs, outputs and ``keep_blobs`` hold their own values."""
         self.param = net_param
         #: data-parallel training: this rank's share of every data layer's batches (a
         #: ``netspec.data.shard.Shard``); None reads whole batches
@@ -58,6 +63,18 @@ class Net:
         if not self.backend.is_gpu and conv_tuning().fold_batch_norm:
             self.folded = fold_batch_norm(self.layers, self.bottoms, self.tops,
                                           self.layer_backward)
+        #: bytes of the arrays the blobs share (``memory_plan``; reuse_blobs, forward only):
+        #: then only inputs, outputs and ``keep_blobs`` hold their values after a forward
+        self.shared_bytes = 0
+        self.blobs_shared = reuse_blobs and not any(self.layer_backward)
+        unknown = [k for k in keep_blobs if k not in self.blobs]
+        if unknown:
+            raise SpecError(f"keep_blobs: the net has no blob named {unknown[0]!r}",
+                            **self.param.where(()))
+        if self.blobs_shared:
+            self.shared_bytes = share_memory(self.layers, self.bottoms, self.tops,
+                                             set(keep_blobs) | set(self.output_names),
+                                             self.backend)
 
     # -- construction ---------------------------------------------------------------------
     def _choose_threads(self) -> None:

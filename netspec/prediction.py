@@ -257,7 +257,9 @@ def predict(model: str | Path | Model, weights: str | Path | None = None,
     ``progress(done, total)`` is called after each batch."""
     if top_k < 1:
         raise SpecError(f"top_k must be at least 1, not {top_k}")
-    m = model if isinstance(model, Model) else load(model, weights, gpu=gpu)
+    # a net loaded here runs whole forwards and is read at its output: its blobs share memory
+    m = model if isinstance(model, Model) else load(model, weights, gpu=gpu,
+                                                    keep_blobs=[] if output is None else None)
     if isinstance(model, Model) and weights is not None:
         m.load_weights(weights)
     in_name, in_shape = _input_blob(m)

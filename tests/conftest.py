@@ -26,7 +26,10 @@ def pytest_collection_modifyitems(config, items):
 #: stride_h 1) or not, and then their weight products as colsᵀ @ zᵀ or z @ cols; 1x1 and
 #: depthwise convolutions by columns or directly (``conv_direct``)
 #: the column paths only: 1x1 and depthwise convolutions through the columns too
-COLUMNS_ONLY = dict(pointwise_gemm=False, depthwise_taps=False)
+COLUMNS_ONLY = dict(pointwise_gemm=False, depthwise_taps=False, winograd=False)
+#: every 3x3 stride-1 one-group forward by Winograd F(2x2, 3x3) (``conv_winograd``)
+WINOGRAD_ALWAYS = dict(winograd=True, winograd_min_channels=0, winograd_min_positions=0,
+                       winograd_min_batch_positions=0, winograd_min_chunk_tiles=0)
 CONV_LAYOUTS = {
     "chunk1_krows_transposed": dict(col_chunk_bytes=1, row_layout_min_run=0,
                                     transposed_backward=True, split_dw_max_weights=0,
@@ -48,15 +51,16 @@ CONV_LAYOUTS = {
                                   transposed_backward=True, split_dw_max_weights=0,
                                   col2im_backward=True, kernel_rows=True,
                                   pair_transposed_min_columns=0, **COLUMNS_ONLY),
-    # 1x1 and depthwise convolutions without columns (conv_direct), the others as the first
+    # 1x1 and depthwise convolutions without columns (conv_direct), 3x3 stride-1 forwards by
+    # Winograd (conv_winograd), the others as the first
     "chunk1_direct": dict(col_chunk_bytes=1, row_layout_min_run=0, transposed_backward=True,
                           split_dw_max_weights=0, col2im_backward=True, kernel_rows=True,
                           pair_transposed_min_columns=0, pointwise_gemm=True, depthwise_taps=True,
-                          depthwise_taps_max_forward_positions=10**9),
+                          depthwise_taps_max_forward_positions=10**9, **WINOGRAD_ALWAYS),
     "whole_direct": dict(col_chunk_bytes=1 << 40, row_layout_min_run=0, transposed_backward=False,
                          split_dw_max_weights=10**9, col2im_backward=False, kernel_rows=False,
                          pair_transposed_min_columns=0, pointwise_gemm=True, depthwise_taps=True,
-                         depthwise_taps_max_forward_positions=0),
+                         depthwise_taps_max_forward_positions=0, **WINOGRAD_ALWAYS),
 }
 
 

@@ -91,6 +91,8 @@ CONV_CASES = {
     "same_pad": ((2, 3, 6, 6), dict(num_output=4, kernel_size=3, pad=1)),
     "unpadded": ((2, 4, 7, 9), dict(num_output=3, kernel_h=2, kernel_w=4)),
     "wide_kernel": ((2, 2, 5, 11), dict(num_output=2, kernel_h=1, kernel_w=5, pad_h=0, pad_w=2)),
+    # 3x3 stride 1, one group, odd output (9x3), unequal pads: Winograd's forward (by layout)
+    "odd_3x3": ((3, 3, 7, 5), dict(num_output=4, kernel_size=3, pad_h=2, pad_w=0)),
     # conv_direct's shapes: 1x1 stride 1 unpadded (one group, two), depthwise (group = C = M)
     "pointwise": ((3, 5, 4, 3), dict(num_output=6, kernel_size=1)),
     "pointwise_group2": ((2, 4, 3, 5), dict(num_output=6, kernel_size=1, group=2)),

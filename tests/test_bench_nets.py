@@ -129,6 +129,25 @@ def test_torch_translation_equals_netspec_on_every_layer_type(zoo):
                                    atol=1e-5 * max(1.0, np.abs(ours).max()), err_msg=name)
 
 
+def test_torch_translation_equals_netspec_sharing_blob_memory(zoo):
+    """The same with netspec's blobs sharing memory (``--reuse-blobs``): the kept pre-Softmax
+    blob and the output still equal PyTorch's, and the plan did share."""
+    import torch
+
+    zoo_mod, tm = zoo
+    net, weights = zoo_mod.inference_net(SMALL, 1, keep_blobs=("fc",))
+    assert net.blobs_shared and net.shared_bytes > 0
+    x = zoo_mod.zoo_inputs(SMALL)
+    net.blobs["data"].data[...] = x["data"]
+    net.forward()
+    with torch.no_grad():
+        _, blobs = tm.torch_model(SMALL, weights)(tm.torch_inputs(x), train=False)
+    for name in ("fc", "prob"):
+        ours = net.blobs[name].data
+        np.testing.assert_allclose(blobs[name].numpy(), ours, rtol=1e-4,
+                                   atol=1e-5 * max(1.0, np.abs(ours).max()), err_msg=name)
+
+
 @pytest.mark.parametrize("name", ["small_train"])
 def test_torch_translation_first_training_loss_equals_netspec(zoo, name):
     """Training form (SoftmaxWithLoss, BatchNorm on batch statistics), no Dropout: the first

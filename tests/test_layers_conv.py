@@ -18,6 +18,7 @@ from netspec.backend import Backend, cupy_available, get_backend
 from netspec.errors import SpecError
 from netspec.layers.conv_columns import ConvColumns, ConvTuning
 from netspec.layers.conv_direct import DepthwiseConv, PointwiseConv
+from netspec.layers.conv_winograd import WinogradConv
 from conv_pool_cases import CONV_CASES, conv_reference, conv_spec, pool_spec
 
 F32 = Backend(np, np.float32)
@@ -38,7 +39,8 @@ def test_conv_forward_matches_reference(case, layout):
     shape, p = CONV_CASES[case]
     layer, tops = make_layer(conv_spec(**p), [shape], seed=1)
     if not isinstance(layer.conv, PointwiseConv):      # no columns, no chunks
-        chunk = layer.conv.chunk if isinstance(layer.conv, DepthwiseConv) else layer.conv.fwd.chunk
+        direct = isinstance(layer.conv, (DepthwiseConv, WinogradConv))
+        chunk = layer.conv.chunk if direct else layer.conv.fwd.chunk
         assert chunk == (1 if layout.startswith("chunk1") else shape[0])
     x = rand(shape)
     _, top = run_forward(layer, [x], tops)
@@ -47,6 +49,9 @@ def test_conv_forward_matches_reference(case, layout):
                           _hw(p, "dilation", 1), p.get("group", 1))
     assert top[0].shape == want.shape
     np.testing.assert_allclose(top[0].data, want, rtol=1e-12, atol=1e-12)
+    winograd = (layout.endswith("direct") and p.get("kernel_size") == 3 and "stride" not in p
+                and "dilation" not in p and "group" not in p)
+    assert isinstance(layer.conv, WinogradConv) == winograd
 
 
 @pytest.mark.parametrize("case", list(CONV_CASES))
@@ -403,13 +408,17 @@ def test_depthwise_refuses_other_groupings(type_, M, extra, match):
         make_layer(_dw_spec(type_, M, **extra), [(1, 4, 7, 7)])
 
 
-@pytest.mark.parametrize("taps", [True, False])
-def test_fork_golden_depthwise_conv(taps, conv_tuning):
-    """The fork's Caffe (float32) against the per-tap path and the column path."""
+@pytest.mark.parametrize("taps, planes", [(True, False), (True, True), (False, False)])
+def test_fork_golden_depthwise_conv(taps, planes, conv_tuning):
+    """The fork's Caffe (float32) against the per-tap path (forward in NHWC or by blocks of
+    planes; batch 2, stride 2) and the column path."""
     from layer_cases import fork_golden_net, run_golden
-    conv_tuning(depthwise_taps=taps)
+    conv_tuning(depthwise_taps=taps, depthwise_taps_max_forward_positions=0 if planes else 100,
+                depthwise_planes_max_batch=2, depthwise_planes_max_stride=2,
+                depthwise_planes_min_positions=0)
     net, g = fork_golden_net("depthwise_conv")
     assert isinstance(net.layers[-1].conv, DepthwiseConv) == taps
+    assert (taps and net.layers[-1].conv.planes is not None) == planes
     assert sorted(run_golden(net, g)) == ["dw/0", "dw/1", "x"]
 
 
@@ -442,6 +451,37 @@ def test_direct_paths_equal_column_path(case, kind, dtype, threads, conv_tuning,
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N, C, H, W, k, pad, stride, dilation, bias", [
+    (1, 5, 11, 9, 3, 1, 1, 1, True), (1, 3, 8, 8, 3, 0, 1, 1, False),
+    (1, 4, 9, 10, 3, 2, 1, 2, True), (2, 3, 7, 6, 3, 1, 2, 1, True),
+    (1, 6, 10, 7, 5, 2, 1, 1, False)])
+@pytest.mark.parametrize("block_bytes", [1, 2000, 1 << 30])
+def test_depthwise_plane_taps_equal_column_path(N, C, H, W, k, pad, stride, dilation, bias,
+                                                dtype, block_bytes, conv_tuning):
+    """The forward by blocks of NCHW planes (one plane, a few with a partial last block, all)
+    = the column path's, float32 and float64, with and without bias."""
+    conv_tuning(depthwise_taps_max_forward_positions=0, depthwise_planes_max_batch=N,
+                depthwise_planes_max_stride=stride, depthwise_planes_block_bytes=block_bytes,
+                depthwise_planes_min_positions=0)
+    backend = Backend(np, dtype)
+    ext = dilation * (k - 1) + 1
+    Ho, Wo = (H + 2 * pad - ext) // stride + 1, (W + 2 * pad - ext) // stride + 1
+    conv = DepthwiseConv(backend, N, C, H, W, Ho, Wo, (k, k), (pad, pad), (stride, stride),
+                         (dilation, dilation))
+    assert conv.planes is not None and conv.columns is None
+    cols = ConvColumns(backend, N, C, H, W, C, Ho, Wo, C, (k, k), (pad, pad), (stride, stride),
+                       (dilation, dilation))
+    x, w = rand((N, C, H, W), 31).astype(dtype), rand((C, 1, k, k), 32).astype(dtype)
+    b = rand((C,), 33).astype(dtype) if bias else None
+    want, got = np.full((N, C, Ho, Wo), np.nan, dtype), np.full((N, C, Ho, Wo), np.nan, dtype)
+    cols.forward(x, w, want, b)
+    for _ in range(2):
+        conv.forward(x, w, got, b)
+        tol = 1e-12 if dtype == np.float64 else 1e-5
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
 def test_direct_path_choice(conv_tuning):
     """1x1 stride-1 unpadded -> PointwiseConv; group = C = num_output -> DepthwiseConv; a 1x1
     with stride 2 or pad, a channel multiplier, or a grouped (not depthwise) one -> columns."""
@@ -449,6 +489,17 @@ def test_direct_path_choice(conv_tuning):
         return make_layer(conv_spec(**p), [shape])[0].conv
     assert isinstance(conv_of((1, 4, 5, 5), num_output=3, kernel_size=1), PointwiseConv)
     assert isinstance(conv_of((1, 4, 5, 5), num_output=4, kernel_size=3, group=4), DepthwiseConv)
+    # MobileNet's first depthwise layer: by planes at batch 1 and stride 1, else by columns
+    dw = conv_of((1, 32, 112, 112), num_output=32, kernel_size=3, pad=1, group=32)
+    assert dw.planes is not None and dw.columns is None
+    dw = conv_of((2, 32, 112, 112), num_output=32, kernel_size=3, pad=1, group=32)
+    assert dw.planes is None and dw.columns is not None
+    dw = conv_of((1, 64, 112, 112), num_output=64, kernel_size=3, pad=1, stride=2, group=64)
+    assert dw.planes is None and dw.columns is not None
+    dw = conv_of((1, 1024, 7, 7), num_output=1024, kernel_size=3, pad=1, group=1024)
+    assert dw.planes is None and dw.columns is None
+    dw = conv_of((1, 256, 28, 28), num_output=256, kernel_size=3, pad=1, group=256)
+    assert dw.planes is None and dw.columns is not None
     assert isinstance(conv_of((1, 4, 5, 5), num_output=3, kernel_size=1, stride=2), ConvColumns)
     assert isinstance(conv_of((1, 4, 5, 5), num_output=3, kernel_size=1, pad=1), ConvColumns)
     assert isinstance(conv_of((1, 4, 5, 5), num_output=8, kernel_size=3, group=4), ConvColumns)

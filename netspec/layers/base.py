@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import math
+import threading
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
@@ -35,6 +36,24 @@ def samples_per_chunk(N: int, per_sample_bytes: int, budget_bytes: int) -> int:
     """How many samples of a batch of N fit ``budget_bytes`` of per-sample work buffers
     (CPU layers work chunk by chunk so the buffers stay in cache); at least 1, at most N."""
     return max(1, min(N, budget_bytes // max(per_sample_bytes, 1)))
+
+
+_scratch = threading.local()
+
+
+def thread_scratch(backend, key, size: int):
+    """A flat work array of ``size`` values of the backend's dtype, one per (thread, key,
+    dtype) and grown to the largest size asked: layers run one after another on a thread (and
+    the batch parts of a split layer on different threads), so layers that use an array only
+    within one call share it instead of each owning one. The values are left from its last user."""
+    pool = getattr(_scratch, "pool", None)
+    if pool is None:
+        pool = _scratch.pool = {}
+    k = (key, numpy.dtype(backend.dtype).str, backend.is_gpu)
+    flat = pool.get(k)
+    if flat is None or flat.size < size:
+        flat = pool[k] = backend.empty(size)
+    return flat[:size]
 
 
 def sample_chunks(N: int, chunk: int) -> list[tuple[int, int]]:
@@ -69,6 +88,10 @@ class Layer(abc.ABC):
     #: the first top may be the first bottom (Caffe's in-place computation): only layers whose
     #: forward and backward stay exact when they share one blob say so
     allows_in_place: ClassVar[bool] = False
+    #: forward writes every value of its tops into the arrays the net gave them (never rebinds
+    #: ``top.data``, never reads a top's previous values): a forward-only net may then lend
+    #: those arrays to other blobs (``memory_plan``)
+    fills_tops: ClassVar[bool] = False
     exact_bottoms: ClassVar[Optional[int]] = None
     min_bottoms: ClassVar[int] = 0
     max_bottoms: ClassVar[Optional[int]] = None

@@ -21,6 +21,7 @@ from .base import Layer, add_param_diff
 from .conv_columns import ConvColumns, SplitColumns, tuning
 from .conv_direct import DepthwiseConv, PointwiseConv
 from .conv_fold import folded_affine
+from .conv_winograd import WinogradConv
 from .registry import register
 
 
@@ -31,6 +32,8 @@ class Convolution(Layer):
     Blobs: 0 = weight (num_output, C/group, kh, kw) from ``weight_filler``; 1 = bias
     (num_output,) from ``bias_filler`` when ``bias_term``. N bottoms of one shape -> N tops.
     """
+
+    fills_tops = True
 
     param_block = "convolution_param"
     min_bottoms = 1
@@ -91,11 +94,12 @@ class Convolution(Layer):
                              f"{Hp}x{Wp}")
         return (Hp - ext_h) // self.stride_h + 1, (Wp - ext_w) // self.stride_w + 1
 
-    def _columns(self, N, C, H, W, M, Ho, Wo, g):
+    def _columns(self, N, C, H, W, M, Ho, Wo, g, winograd=True):
         """The machinery of a convolution (N, C, H, W) -> (N, M, Ho, Wo): on the CPU 1×1 ones
-        as plain GEMMs and depthwise ones by kernel taps (``conv_direct``), others by columns
-        (``conv_columns``); split over the CPU threads when it has at least
-        ``parallel.SPLIT_MIN_MACS`` multiply-adds."""
+        as plain GEMMs and depthwise ones by kernel taps (``conv_direct``), large 3×3 stride-1
+        forwards by Winograd F(2×2, 3×3) (``conv_winograd``; unless ``winograd`` is false: the
+        machinery's forward is not the layer's), others by columns (``conv_columns``); split
+        over the CPU threads when it has at least ``parallel.SPLIT_MIN_MACS`` multiply-adds."""
         kernel, pad = (self.kh, self.kw), (self.pad_h, self.pad_w)
         stride, dilation = (self.stride_h, self.stride_w), (self.dil_h, self.dil_w)
         t, cpu = tuning(), not self.backend.is_gpu
@@ -106,6 +110,11 @@ class Convolution(Layer):
             if cpu and t.depthwise_taps and g > 1 and g == C == M:
                 return DepthwiseConv(self.backend, n, C, H, W, Ho, Wo, kernel, pad, stride,
                                      dilation)
+            if (winograd and cpu and t.winograd and kernel == (3, 3) and stride == (1, 1)
+                    and dilation == (1, 1) and g == 1 and min(C, M) >= t.winograd_min_channels
+                    and Ho * Wo >= t.winograd_min_positions
+                    and n * Ho * Wo >= t.winograd_min_batch_positions):
+                return WinogradConv(self.backend, n, C, H, W, M, Ho, Wo, pad)
             return ConvColumns(self.backend, n, C, H, W, M, Ho, Wo, g, kernel, pad, stride,
                                dilation)
         macs = N * Ho * Wo * M * (C // g) * self.kh * self.kw
@@ -197,7 +206,7 @@ class Deconvolution(Convolution):
         if p.bias_term:
             self.add_param((M,), p.bias_filler, "bias")
         # the convolution whose gradient this is: input = our top, output = our bottom
-        self.conv = self._columns(N, M, Ho, Wo, C, H, W, g)
+        self.conv = self._columns(N, M, Ho, Wo, C, H, W, g, winograd=False)
         return [(N, M, Ho, Wo)] * len(bottom_shapes)
 
     def forward(self, bottom, top):

@@ -24,12 +24,13 @@ in ``docs/layer_implementation.md``, the measurements behind each choice in ``be
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy
 
 from .. import parallel
-from .base import sample_chunks, samples_per_chunk
+from .base import sample_chunks, samples_per_chunk, thread_scratch
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,30 @@ class ConvTuning:
     #: ... their forward by taps only up to this many output positions Ho·Wo, by columns
     #: above (1 thread, batch 1: taps/columns 0.64 at 7x7, 1.2 at 14x14, 4-7 at 56x56-112x112)
     depthwise_taps_max_forward_positions: int = 100
+    #: ... above that, forwards of at most ``depthwise_planes_max_batch`` samples, strides
+    #: ≤ ``depthwise_planes_max_stride`` and ≥ ``depthwise_planes_min_positions`` outputs by
+    #: taps over blocks of NCHW planes (``depthwise_planes_block_bytes`` each, kept in cache):
+    #: MobileNet at batch 1, 1 thread, layer ÷ columns in the net 0.64 at 112², 0.87 at 56²,
+    #: but 1.3–1.6 at 14²–28² (alone 0.85–0.9); stride 2 0.85–1.5, batch 16 0.8–2.4
+    depthwise_planes_max_batch: int = 1
+    depthwise_planes_max_stride: int = 1
+    depthwise_planes_min_positions: int = 3136
+    depthwise_planes_block_bytes: int = 1 << 20
     #: CPU nets without backward: BatchNorm (global statistics) + Scale folded into the
     #: Convolution before them (``conv_fold``), set when the net is built
     fold_batch_norm: bool = True
+    #: CPU 3×3, stride-1, dilation-1, one-group Convolution forwards by Winograd F(2×2, 3×3)
+    #: (``conv_winograd``) where C and M ≥ ``winograd_min_channels``, Ho·Wo ≥
+    #: ``winograd_min_positions`` and N·Ho·Wo ≥ ``winograd_min_batch_positions`` (its weight
+    #: transform, redone every forward, then costs little), chunks of at least
+    #: ``winograd_min_chunk_tiles`` 2×2 tiles. Forward ÷ columns, 1 thread: ResNet's 64@56²
+    #: 0.78–0.98 / 0.93 (batch 1 / 16), 128@28² 0.81 / 0.69, 256@14² 1.0 / 0.64, 512@7² 1.6 /
+    #: 0.66; C = 16–32 1.0–1.34 (bench/NOTES.md)
+    winograd: bool = True
+    winograd_min_channels: int = 64
+    winograd_min_positions: int = 49
+    winograd_min_batch_positions: int = 784
+    winograd_min_chunk_tiles: int = 256
 
 
 _tuning = ConvTuning()
@@ -123,8 +145,9 @@ class _Correlation:
     """One direction of a grouped 2-D cross-correlation over NCHW arrays, in sample chunks.
 
     Input (N, C, H, W) zero-padded by (ph, pw); kernel (g, Mo/g, kh·kw·C/g) with K ordered
-    (i, j, c); output (N, Mo, Ho, Wo). Owns the chunk's padded buffer and columns, in one of
-    two layouts chosen by the length of the runs an im2col copy moves:
+    (i, j, c); output (N, Mo, Ho, Wo). Owns the chunk's padded buffer; its columns live in
+    work arrays shared per thread (``thread_scratch``), in one of two layouts chosen by the
+    length of the runs an im2col copy moves:
 
     * rows (kw·C/g ≥ ``row_layout_min_run``): NHWC buffer, columns (n, Ho, Wo, g, kh, kw, C/g),
       each copy run kw·C/g long;
@@ -138,8 +161,10 @@ class _Correlation:
     output and pair rows are then ordered (ho, n, wo).
     """
 
-    def __init__(self, backend, N, C, H, W, Mo, Ho, Wo, g, kernel, pad, stride, dilation):
+    def __init__(self, backend, N, C, H, W, Mo, Ho, Wo, g, kernel, pad, stride, dilation,
+                 role="forward"):
         self.xp, self.N, self.C, self.H, self.W = backend.xp, N, C, H, W
+        self.backend, self.role = backend, role
         self.Mo, self.Ho, self.Wo, self.g = Mo, Ho, Wo, g
         (self.kh, self.kw), (self.ph, self.pw) = kernel, pad
         self.stride, self.dilation = stride, dilation
@@ -152,35 +177,57 @@ class _Correlation:
         self.Hp = Hp
         self.pair_transposed = self.kw * C >= min(_tuning.pair_transposed_min_columns,
                                                   _tuning.pair_transposed_min_aspect * Mo)
-        # GEMM output rows of a chunk, transposed into the top (rows layouts only)
-        self.out = self.tmp = None
+        # the columns and the GEMM output rows of a chunk (transposed into the top) are work
+        # arrays of one call: shared per thread by every correlation of this role
+        # (``thread_scratch``); a chunk of n samples takes a contiguous prefix
         if self.krows:
             self.chunk = n = _chunk_size(backend, N, Hp * Wo * self.kw * C * itemsize, share=2)
-            # flat column / output buffers: a chunk of n samples takes a contiguous prefix
             self.buf = backend.zeros((n, Hp, Wp, C))
-            self.col = backend.empty(Hp * n * Wo * self.kw * C)
-            self.out = backend.empty((Ho * n * Wo, Mo))
-            self.tmp = backend.empty((Ho * n * Wo, Mo))
+            self._shapes = {"col": (Hp * n * Wo * self.kw * C,), "out": (Ho * n * Wo, Mo),
+                            "tmp": (Ho * n * Wo, Mo)}
         else:
             self.chunk = n = _chunk_size(backend, N, Ho * Wo * C * self.kh * self.kw * itemsize)
             if self.rows:
                 self.buf = backend.zeros((n, Hp, Wp, C))
-                self.col = backend.empty((n, Ho, Wo, g, self.kh, self.kw, self.Cg))
-                self.out = backend.empty((n * Ho * Wo, Mo))
+                self._shapes = {"col": (n, Ho, Wo, g, self.kh, self.kw, self.Cg),
+                                "out": (n * Ho * Wo, Mo)}
             else:
                 self.buf = backend.zeros((n, C, Hp, Wp))
-                # each group's Kg column rows are followed by a row of ones, so that a bias is
-                # one more weight column of the GEMM instead of a pass over the top
-                self.col1 = backend.empty((g, self.Kg + 1, n * Ho * Wo))
-                self.col1[:, self.Kg] = 1
-                self.col = self.col1[:, :self.Kg].reshape(g, self.kh, self.kw, self.Cg, n, Ho,
-                                                          Wo)
+                # each group's Kg column rows are followed by a row of ones (set by ``run``),
+                # so that a bias is one more weight column of the GEMM instead of a pass over
+                # the top
+                self._shapes = {"col1": (g, self.Kg + 1, n * Ho * Wo)}
         self._pT = None         # krows: a chunk of the pair array as (Mo, Ho, n, Wo) (first use)
         self._zT = None         # a chunk of ``run``'s pair array, channels first (first use)
         self.is_gpu = backend.is_gpu
 
     def chunks(self):
         return sample_chunks(self.N, self.chunk)
+
+    def _work(self, name):
+        shape = self._shapes[name]
+        return thread_scratch(self.backend, ("correlation", self.role, name),
+                              math.prod(shape)).reshape(shape)
+
+    @property
+    def col(self):
+        """The chunk's columns (layout of the class doc)."""
+        if "col1" in self._shapes:
+            g, n, (Ho, Wo) = self.g, self.chunk, (self.Ho, self.Wo)
+            return self.col1[:, :self.Kg].reshape(g, self.kh, self.kw, self.Cg, n, Ho, Wo)
+        return self._work("col")
+
+    @property
+    def col1(self):
+        return self._work("col1")
+
+    @property
+    def out(self):
+        return self._work("out")
+
+    @property
+    def tmp(self):
+        return self._work("tmp")
 
     def columns(self, x, n0, n):
         """Fill the columns of samples n0 … n0+n−1 of x (N, C, H, W); returns them as
@@ -274,6 +321,9 @@ class _Correlation:
         if not self.rows and bias is not None:             # the bias as column Kg
             wk = xp.concatenate([wk, bias.reshape(g, Mo // g, 1)], axis=2)
         K1 = wk.shape[2]
+        if K1 > self.Kg:
+            col1 = self.col1
+            col1[:, self.Kg] = 1
         acc = None
         for n0, n in self.chunks():
             cols = self.columns(x, n0, n)                  # fills the chunk's column buffer
@@ -433,7 +483,8 @@ class ConvColumns:
         kh, kw = self.kernel
         if self._bwd is None:
             self._bwd = _Correlation(self.backend, self.N, M, self.Ho, self.Wo, C, self.H,
-                                     self.W, g, self.kernel, self._q, (1, 1), self.dilation)
+                                     self.W, g, self.kernel, self._q, (1, 1), self.dilation,
+                                     role="transposed")
         # flipped kernel, input and output channels swapped: (g, C/g, kh·kw·M/g)
         w2 = self.xp.ascontiguousarray(
             w.reshape(g, M // g, C // g, kh, kw)[:, :, :, ::-1, ::-1].transpose(0, 2, 3, 4, 1)

@@ -9,9 +9,10 @@ depthwise ones (group = channels = num_output) of ResNet, SqueezeNet and MobileN
   dx[n] = Wᵀ @ dy[n]; dW = Σ_n dy[n] @ x[n]ᵀ as one GEMM over the batch's positions
   (channels-first copies of dy and x when N > 1: one K = N·H·W product).
 * ``DepthwiseConv`` (C = g = M, any kernel, pad, stride, dilation): per kernel tap (i, j)
-  one multiply-add over the whole chunk, in NHWC (forward only for outputs of at most
-  ``ConvTuning.depthwise_taps_max_forward_positions`` positions, else by columns) (the channel's weight broadcast along the
-  contiguous last axis),
+  one multiply-add over the whole chunk, in NHWC (the channel's weight broadcast along the
+  contiguous last axis; forward so only for outputs of at most
+  ``ConvTuning.depthwise_taps_max_forward_positions`` positions; larger ones of a single
+  sample by taps over cache-sized blocks of NCHW planes (``_PlaneTaps``), others by columns),
 
       y[n, ho, wo, c] = Σ_{i,j} W[c, i, j] · x_pad[n, ho·sh + i·dh, wo·sw + j·dw, c],
       dx_pad[n, ho·sh + i·dh, wo·sw + j·dw, c] += W[c, i, j] · dy[n, ho, wo, c],
@@ -82,10 +83,15 @@ class DepthwiseConv:
         self.backend, self.xp = backend, backend.xp
         # forward by columns unless the planes are small (the tap passes then lose to the
         # per-channel GEMMs over long rows: measured in bench/NOTES.md)
-        self.columns = None
-        if Ho * Wo > tuning().depthwise_taps_max_forward_positions:
-            self.columns = ConvColumns(backend, N, C, H, W, C, Ho, Wo, C, kernel, pad, stride,
-                                       dilation)
+        t = tuning()
+        self.columns = self.planes = None
+        if Ho * Wo > t.depthwise_taps_max_forward_positions:
+            if (N <= t.depthwise_planes_max_batch and max(stride) <= t.depthwise_planes_max_stride
+                    and Ho * Wo >= t.depthwise_planes_min_positions):
+                self.planes = _PlaneTaps(backend, H, W, Ho, Wo, kernel, pad, stride, dilation)
+            else:
+                self.columns = ConvColumns(backend, N, C, H, W, C, Ho, Wo, C, kernel, pad,
+                                           stride, dilation)
         self.N, self.C, self.H, self.W, self.Ho, self.Wo = N, C, H, W, Ho, Wo
         self.kernel, self.pad, self.stride, self.dilation = kernel, pad, stride, dilation
         self.ranges = [(0, N)]
@@ -116,6 +122,9 @@ class DepthwiseConv:
     def forward(self, x, w, y, bias=None):
         if self.columns is not None:
             self.columns.forward(x, w, y, bias)
+            return
+        if self.planes is not None:
+            self.planes.forward(x, w, y, bias)
             return
         xp, wt = self.xp, self._taps(w)
         kh, kw = self.kernel
@@ -169,3 +178,45 @@ class DepthwiseConv:
 
     def backward_data(self, dy, w, dx):
         self.backward(None, dy, w, dx)
+
+
+class _PlaneTaps:
+    """A depthwise forward over the N·C planes of NCHW arrays in blocks of about
+    ``ConvTuning.depthwise_planes_block_bytes``: each block copied into a zero-bordered buffer,
+    then per tap one multiply and one add into the block's output rows, all in cache
+    (y[p] = Σ_{i,j} W[p mod C, i, j] · x_pad[p, ho·sh + i·dh, wo·sw + j·dw])."""
+
+    def __init__(self, backend, H, W, Ho, Wo, kernel, pad, stride, dilation):
+        self.xp, self.H, self.W, self.Ho, self.Wo = backend.xp, H, W, Ho, Wo
+        self.kernel, self.pad, self.stride, self.dilation = kernel, pad, stride, dilation
+        Hp, Wp = H + 2 * pad[0], W + 2 * pad[1]
+        itemsize = numpy.dtype(backend.dtype).itemsize
+        self.block = max(1, tuning().depthwise_planes_block_bytes
+                         // ((Hp * Wp + 2 * Ho * Wo) * itemsize))
+        self.buf = backend.zeros((self.block, Hp, Wp))    # zero-bordered planes
+        self.tmp = backend.empty((self.block, Ho, Wo))    # one tap's products
+
+    def forward(self, x, w, y, bias=None):
+        xp, (kh, kw), (ph, pw) = self.xp, self.kernel, self.pad
+        (sh, sw), (dh, dw), Ho, Wo = self.stride, self.dilation, self.Ho, self.Wo
+        N, C = x.shape[:2]
+        P = N * C
+        xf, yf = x.reshape(P, self.H, self.W), y.reshape(P, Ho, Wo)
+        # per tap, the weight of every plane: (kh·kw, P, 1, 1)
+        wt = xp.tile(w.reshape(C, kh * kw).T, (1, N))[:, :, None, None]
+        bt = None if bias is None else xp.tile(bias, N)[:, None, None]
+        for p0 in range(0, P, self.block):
+            n = min(self.block, P - p0)
+            buf, acc, tmp = self.buf[:n], yf[p0:p0 + n], self.tmp[:n]
+            buf[:, ph:ph + self.H, pw:pw + self.W] = xf[p0:p0 + n]
+            for k in range(kh * kw):
+                i, j = divmod(k, kw)
+                tap = buf[:, i * dh:i * dh + sh * (Ho - 1) + 1:sh,
+                          j * dw:j * dw + sw * (Wo - 1) + 1:sw]
+                if k == 0:
+                    xp.multiply(tap, wt[0, p0:p0 + n], out=acc)
+                else:
+                    xp.multiply(tap, wt[k, p0:p0 + n], out=tmp)
+                    acc += tmp
+            if bt is not None:
+                acc += bt[p0:p0 + n]

@@ -22,6 +22,8 @@ class InnerProduct(Layer):
     Top shape: bottom.shape[:axis] + (N,).
     """
 
+    fills_tops = True
+
     param_block = "inner_product_param"
     exact_bottoms = 1
     exact_tops = 1

@@ -64,6 +64,8 @@ class ReLU(NeuronLayer):
     With ν < 0 the sign of y does not tell, so an in-place forward keeps the mask x > 0.
     """
 
+    fills_tops = True
+
     param_block = "relu_param"
 
     def setup(self, bottom_shapes):
@@ -167,6 +169,8 @@ class Dropout(NeuronLayer):
     kept where u < 1 − r), so a seed gives the same mask on CPU and GPU; it is moved to the
     device as booleans and stored pre-scaled (m / (1 − r), in the layer dtype) for backward.
     """
+
+    fills_tops = True
 
     param_block = "dropout_param"
 

@@ -45,6 +45,8 @@ class BatchNorm(Layer):
     Works in place (x̂ and sqrt(var + eps) are cached by forward).
     """
 
+    fills_tops = True
+
     allows_in_place = True
     param_block = "batch_norm_param"
     folded_into = None       # the Convolution computing this layer's output (conv_fold)
@@ -134,6 +136,8 @@ class Scale(Layer):
     Gradients: ds = Σ dy·x and db = Σ dy over the axes outside [axis, axis + s.ndim);
     dx = dy ⊙ s.
     """
+
+    fills_tops = True
 
     allows_in_place = True
     param_block = "scale_param"
@@ -285,6 +289,8 @@ class LRN(Layer):
     Window sums are loops over the n offsets (twice, separably, for WITHIN_CHANNEL) into
     zero-bordered buffers allocated in ``setup``. Cannot run in place (backward reads x and y).
     """
+
+    fills_tops = True
 
     param_block = "lrn_param"
     exact_bottoms = 1

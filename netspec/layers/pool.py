@@ -85,6 +85,8 @@ def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool, any_p
 class Pooling(Layer):
     """MAX / AVE pooling with Caffe's pad, stride, ceil rule and window clipping."""
 
+    fills_tops = True
+
     param_block = "pooling_param"
     exact_bottoms = 1
     splits_batch = True

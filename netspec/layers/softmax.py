@@ -37,6 +37,8 @@ class Softmax(Layer):
     Backward: dx = (dy − Σ_c dy·y) ⊙ y. Works in place (backward reads the top data).
     """
 
+    fills_tops = True
+
     param_block = "softmax_param"
     exact_bottoms = 1
     exact_tops = 1

@@ -62,6 +62,8 @@ class Concat(Layer):
     All bottoms must agree on every other axis. Backward slices the top diff back.
     """
 
+    fills_tops = True
+
     param_block = "concat_param"
     min_bottoms = 1
     exact_tops = 1
@@ -113,6 +115,8 @@ class Eltwise(Layer):
     * MAX: y = max_i x_i; ∂x_i = ∂y where bottom i was the arg-max. Ties as in Caffe's loop:
       between bottoms 0 and 1 the later (1) wins, from bottom 2 on the earlier keeps it.
     """
+
+    fills_tops = True
 
     param_block = "eltwise_param"
     min_bottoms = 2
