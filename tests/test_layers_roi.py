@@ -82,6 +82,21 @@ def scaled(rois, factor):
     return out
 
 
+def opencv_on_rois(cv2, path, x: np.ndarray, rois: np.ndarray, block: str) -> np.ndarray:
+    """OpenCV dnn's top y of the net ``path`` (``run_on_rois``'s) exported as a prototxt that
+    carries ``block``, on the same x and rois."""
+    from netspec.caffe.export import export_net
+
+    proto = path.with_suffix(".prototxt")
+    export_net(path, proto, force=True)
+    assert block in proto.read_text()
+    cv_net = cv2.dnn.readNetFromCaffe(str(proto))
+    cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    cv_net.setInput(x, "x")
+    cv_net.setInput(rois, "rois")
+    return cv_net.forward("y")
+
+
 def run_on_rois(layer: dict, x: np.ndarray, rois: np.ndarray, tmp_path):
     """(a float32 TEST net of Input x, Input rois and ``layer`` (top y), run forward on them;
     its YAML file)."""
@@ -158,7 +173,6 @@ def test_roi_pooling_matches_opencv(tmp_path):
     only below zero)."""
     cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'netspec[compare]')")
     pytest.importorskip("google.protobuf", reason="protobuf is not installed")
-    from netspec.caffe.export import export_net
 
     rois = ROIS[(ROIS[:, 1:] >= 0).all(axis=1)]
     rng = np.random.default_rng(5)
@@ -166,13 +180,7 @@ def test_roi_pooling_matches_opencv(tmp_path):
     for ph, pw, scale in [(3, 4, 0.25), (7, 7, 0.0625)]:
         r = scaled(rois, 0.25 / scale).astype(np.float32)
         net, path = run_on_rois(spec(ph, pw, scale), x, r, tmp_path)
-        export_net(path, tmp_path / "net.prototxt")
-        assert "roi_pooling_param" in (tmp_path / "net.prototxt").read_text()
-        cv_net = cv2.dnn.readNetFromCaffe(str(tmp_path / "net.prototxt"))
-        cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-        cv_net.setInput(x, "x")
-        cv_net.setInput(r, "rois")
-        theirs = cv_net.forward("y")
+        theirs = opencv_on_rois(cv2, path, x, r, "roi_pooling_param")
         assert theirs.shape == net.blobs["y"].shape
         np.testing.assert_array_equal(theirs, net.blobs["y"].data)
 
@@ -311,7 +319,6 @@ def test_psroi_pooling_matches_opencv(tmp_path):
     gives the same top (single image: OpenCV's layer reads the batch index too)."""
     cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'netspec[compare]')")
     pytest.importorskip("google.protobuf", reason="protobuf is not installed")
-    from netspec.caffe.export import export_net
 
     rng = np.random.default_rng(11)
     for output_dim, group, scale in [(2, 3, 0.25), (3, 7, 0.0625)]:
@@ -319,13 +326,7 @@ def test_psroi_pooling_matches_opencv(tmp_path):
         r = scaled(ROIS, 0.25 / scale).astype(np.float32)
         r[:, 0] = 0
         net, path = run_on_rois(psroi_spec(output_dim, group, scale), x, r, tmp_path)
-        export_net(path, tmp_path / "net.prototxt", force=True)
-        assert "psroi_pooling_param" in (tmp_path / "net.prototxt").read_text()
-        cv_net = cv2.dnn.readNetFromCaffe(str(tmp_path / "net.prototxt"))
-        cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-        cv_net.setInput(x, "x")
-        cv_net.setInput(r, "rois")
-        theirs = cv_net.forward("y")
+        theirs = opencv_on_rois(cv2, path, x, r, "psroi_pooling_param")
         assert theirs.shape == net.blobs["y"].shape
         np.testing.assert_allclose(theirs, net.blobs["y"].data, rtol=1e-5, atol=1e-6)
 
