@@ -88,6 +88,18 @@ class Net:
             self.blas_threads = self.backend.threads
             self.backend = dataclasses.replace(self.backend, threads=1)
 
+    def pass_blas_threads(self) -> int:
+        """BLAS threads for a forward or backward pass now: ``blas_threads``, except that a net
+        whose batch-splitting layers all see fewer samples than its threads (batch 1 on 2
+        threads) cannot split them, so BLAS threads each GEMM instead (ResNet-50 at batch 1
+        on 2 threads: 0.67 of the one-thread time, ``bench/NOTES.md``)."""
+        T = self.backend.threads
+        if self.blas_threads > 1 or T == 1 or self.backend.is_gpu:
+            return self.blas_threads
+        batches = [b[0].shape[0] for layer, b in zip(self.layers, self.bottoms)
+                   if layer.splits_batch and b and b[0].shape]
+        return T if batches and max(batches) < T else 1
+
     def _loss_weight(self, d: graph.LayerDef, k: int) -> float:
         """Explicit ``loss_weight[k]``, else 1 for a loss layer's first top, else 0."""
         if d.loss_weights:
@@ -237,7 +249,7 @@ class Net:
     def forward(self, start: int = 0, end: int | None = None) -> float:
         """Run the layers ``start`` up to, not including, ``end`` (default: every layer)
         forward; return the weighted loss Σ w·loss (float)."""
-        with blas_threads(self.backend, self.blas_threads):
+        with blas_threads(self.backend, self.pass_blas_threads()):
             if start == 0 and end is None:
                 for layer, bottom, top in zip(self.layers, self.bottoms, self.tops):
                     layer.forward(bottom, top)
@@ -261,7 +273,7 @@ class Net:
         if seed:
             self.seed_loss_diffs()
         first = len(self.layers) - 1 if start is None else start
-        with blas_threads(self.backend, self.blas_threads):
+        with blas_threads(self.backend, self.pass_blas_threads()):
             for i in range(first, end - 1, -1):
                 if self.layer_backward[i]:
                     layer = self.layers[i]

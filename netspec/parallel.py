@@ -12,7 +12,8 @@ step (im2col, pooling, elementwise work) on one core, and BLAS's idle threads sp
 after each GEMM on the cores the next step wants. A net without such layers (an MLP: all its
 work is a few GEMMs) splits nothing itself and lets BLAS run its GEMMs on T threads, whose
 spinning workers then wait for the next GEMM instead of ~50 µs wake-ups of a sleeping thread
-(measurements: ``bench/NOTES.md``).
+(measurements: ``bench/NOTES.md``). So does a pass whose batch is smaller than T (one image
+through a ResNet): no batch to split, so BLAS threads each GEMM (``Net.pass_blas_threads``).
 
 Results do not depend on the thread count beyond float rounding: per-range partial sums (a
 weight gradient over samples) are added in range order, so a run with a given T is
@@ -199,10 +200,12 @@ def matmul(a, b, out, threads: int, accumulate: bool = False) -> None:
     larger operand), else column blocks of b and out. Measured on LeNet's InnerProduct, 2
     threads, ms rows / columns: x @ Wᵀ (64×800 @ 800×500) 0.66 / 0.46, dyᵀ @ x (500×64 @
     64×800) 0.33 / 0.39, dy @ W (64×500 @ 500×800) 0.41 / 0.36; the MLP's x @ Wᵀ 0.50 / 0.40,
-    its dyᵀ @ x accumulated 0.46 / 0.49. With one block exactly the unsplit product. An
+    its dyᵀ @ x accumulated 0.46 / 0.49. Not split while BLAS threads each call itself
+    (``blas_threads.current`` > 1). With one block exactly the unsplit product. An
     operand that shares memory with out (an in-place product) is copied before the blocks
     start: one block's writes would otherwise reach what another still reads."""
-    parts = threads if threads > 1 and a.size * b.shape[1] >= SPLIT_MIN_MACS else 1
+    parts = (threads if threads > 1 and blas_threads.current == 1
+             and a.size * b.shape[1] >= SPLIT_MIN_MACS else 1)
     xp = get_array_module(a)
     if parts == 1:                     # the plain product (no per-call bookkeeping)
         if accumulate:
@@ -244,10 +247,15 @@ class blas_threads:  # noqa: N801 - used as a context manager, like threadpoolct
     split the work); on exit each library's previous thread count is restored. Re-entrant;
     a no-op for a GPU backend. Costs a few µs."""
 
+    #: the BLAS thread count inside the innermost active context (1 outside any): ``matmul``
+    #: does not split a product over the engine's threads while BLAS threads each call
+    current = 1
+
     def __init__(self, backend, n: int = 1):
         self.active = not backend.is_gpu
         self.n = n
         self.saved: list[tuple[Any, int]] = []
+        self.outer = 1
 
     def __enter__(self):
         if self.active:
@@ -256,10 +264,13 @@ class blas_threads:  # noqa: N801 - used as a context manager, like threadpoolct
                 if old != self.n:
                     lib.set_num_threads(self.n)
                     self.saved.append((lib, old))
+            self.outer, blas_threads.current = blas_threads.current, self.n
         return self
 
     def __exit__(self, *exc):
         for lib, old in self.saved:
             lib.set_num_threads(old)
         self.saved.clear()
+        if self.active:
+            blas_threads.current = self.outer
         return False

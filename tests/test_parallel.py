@@ -351,6 +351,40 @@ def test_a_net_of_gemms_gives_its_threads_to_blas():
     assert (_net([ip], 1).backend.threads, _net([ip], 1).blas_threads) == (1, 1)
 
 
+def test_a_batch_smaller_than_the_threads_gives_them_to_blas():
+    """One sample on two threads: the batch cannot be split, so each pass lets BLAS thread its
+    GEMMs (and matmul does not split on top of it); two samples split as before. A training
+    step gives the same result either way (float rounding apart)."""
+    one = _net(NET["layer"][1:-1], 2)
+    assert one.pass_blas_threads() == 1                     # batch 6 on 2 threads
+    small = dict(NET["layer"][0], input_param={"shape": [{"dim": [1, 2, 9, 9]}, {"dim": [1]}]})
+    from netspec.net import Net
+    from netspec.spec import parse_net
+
+    nets = {T: Net(parse_net({"name": "n", "layer": [small] + NET["layer"][1:]}, "n"), "TRAIN",
+                   Backend(np, np.float64, T), np.random.default_rng(3)) for T in (1, 2)}
+    assert (nets[2].pass_blas_threads(), nets[1].pass_blas_threads()) == (2, 1)
+    x = np.random.default_rng(4).standard_normal((1, 2, 9, 9))
+    for net in nets.values():
+        net.blobs["data"].data[...] = x
+        net.blobs["label"].data[...] = 1
+        net.clear_param_diffs()
+        net.forward_backward()
+    for k, p in nets[1].named_params().items():
+        np.testing.assert_allclose(nets[2].named_params()[k].diff, p.diff, rtol=1e-12, atol=1e-14)
+    calls = []
+    real_run = parallel.run
+    try:
+        parallel.run = lambda fn, items: calls.append(len(items)) or real_run(fn, items)
+        a = np.ones((64, 800))
+        with parallel.blas_threads(f64(2), 2):
+            parallel.matmul(a, np.ones((800, 500)), np.empty((64, 500)), threads=2)
+        parallel.matmul(a, np.ones((800, 500)), np.empty((64, 500)), threads=2)
+    finally:
+        parallel.run = real_run
+    assert calls == [2]                      # split only outside the BLAS-threaded pass
+
+
 def test_training_steps_split_over_threads_float32():
     losses1, params1, _ = _train(1, "SGD", dtype=np.float32)
     losses2, params2, _ = _train(2, "SGD", dtype=np.float32)

@@ -38,8 +38,8 @@ class Timing:
 
 def time_net(net, iterations: int = 50, warmup: int = 5) -> Timing:
     """Time ``iterations`` forward+backward passes of ``net`` layer by layer (after ``warmup``),
-    with the net's threads as in training (``parallel.blas_threads``)."""
-    with blas_threads(net.backend, net.blas_threads):
+    with the net's threads as in training (``Net.pass_blas_threads``)."""
+    with blas_threads(net.backend, net.pass_blas_threads()):
         return _time_layers(net, iterations, warmup)
 
 
