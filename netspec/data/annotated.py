@@ -9,7 +9,9 @@ Two sources, both read into memory (``AnnotatedSet``):
   [record, label, instance, xmin, ymin, xmax, ymax, difficult] (record: the image's index).
 
 Records of different sizes are resized (``size``: OpenCV's INTER_LINEAR, as SSD's WARP);
-without a size they must all have the first one's.
+without a size they must all have the first one's. For SSD's random transform, which resizes
+after cropping, ``keep_size`` keeps each record at its own size: the records are stored at the
+top left of one array of the largest height and width, with their sizes.
 """
 
 from __future__ import annotations
@@ -32,21 +34,34 @@ class AnnotatedSet:
 
     data: np.ndarray
     boxes: np.ndarray
+    #: (N, 2) [height, width] of each record inside ``data`` (``keep_size``), else None
+    sizes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.data.shape[0])
 
 
 def open_annotated(source: str, base_dir: str | Path | None, backend: str | None,
-                   color: bool | None = None, size: tuple[int, int] | None = None
-                   ) -> AnnotatedSet:
+                   color: bool | None = None, size: tuple[int, int] | None = None,
+                   keep_size: bool = False) -> AnnotatedSet:
     """The AnnotatedSet of ``source`` (a ``.npz``, or an LMDB/LevelDB directory of
-    AnnotatedDatum records), relative to ``base_dir``; ``size`` (height, width) resizes."""
+    AnnotatedDatum records), relative to ``base_dir``; ``size`` (height, width) resizes, unless
+    ``keep_size`` (records of any sizes, padded, with ``sizes``)."""
+    if keep_size:
+        size = None
     path = Path(source).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
     if path.suffix == ".npz" and not path.is_dir():
-        return _npz(path, size)
+        ds = _npz(path, size)
+    else:
+        ds = _db(path, _checked_backend(path, backend), color, size, keep_size)
+    if keep_size and ds.sizes is None:
+        ds = AnnotatedSet(ds.data, ds.boxes, np.tile(ds.data.shape[2:], (len(ds), 1)))
+    return ds
+
+
+def _checked_backend(path: Path, backend: str | None) -> str:
     found = backend_of(path)
     if found is None:
         if not path.exists():
@@ -60,7 +75,7 @@ def open_annotated(source: str, base_dir: str | Path | None, backend: str | None
     if found == "LMDB" and backend is None:
         raise DataError("this source is a Caffe LMDB: set data_param.backend: LMDB (Caffe's "
                         "default backend is LEVELDB)", file=str(path))
-    return _db(path, found, color, size)
+    return found
 
 
 def _npz(path: Path, size) -> AnnotatedSet:
@@ -93,7 +108,7 @@ def _npz(path: Path, size) -> AnnotatedSet:
     return AnnotatedSet(data, boxes[np.argsort(rec, kind="stable")])
 
 
-def _db(path: Path, backend: str, color, size) -> AnnotatedSet:
+def _db(path: Path, backend: str, color, size, keep_size: bool = False) -> AnnotatedSet:
     images, rows, first = [], [], None
     for key, a in parsed_records(str(path), backend, "AnnotatedDatum", "SSD's AnnotatedDatum"):
         if not a.HasField("datum"):
@@ -107,7 +122,7 @@ def _db(path: Path, backend: str, color, size) -> AnnotatedSet:
             img = resize_linear(img, *size)
         if first is None:
             first = (key, img.shape)
-        elif img.shape != first[1]:
+        elif img.shape != first[1] and not (keep_size and img.shape[0] == first[1][0]):
             raise DataError(f"record {_key(key)} has shape {img.shape} but record "
                             f"{_key(first[0])} has {first[1]}: give transform_param."
                             "resize_param to resize them to one size", file=str(path))
@@ -122,5 +137,12 @@ def _db(path: Path, backend: str, color, size) -> AnnotatedSet:
         raise DataError(f"the {NAME[backend]} holds no records ({LAYOUT[backend]})",
                         file=str(path))
     dtype = np.float32 if any(a.dtype != np.uint8 for a in images) else np.uint8
+    boxes = np.asarray(rows, np.float32).reshape(-1, 8)
+    if keep_size:
+        sizes = np.array([a.shape[1:] for a in images], np.int64)
+        data = np.zeros((len(images), first[1][0], *sizes.max(0)), dtype)
+        for k, a in enumerate(images):      # one copy per record, as it is read
+            data[k, :, :a.shape[1], :a.shape[2]] = a
+        return AnnotatedSet(data, boxes, sizes)
     data = np.stack([a.astype(dtype, copy=False) for a in images])
-    return AnnotatedSet(data, np.asarray(rows, np.float32).reshape(-1, 8))
+    return AnnotatedSet(data, boxes)

@@ -176,17 +176,19 @@ def decode_image(raw: bytes, color: bool | None) -> np.ndarray:
 _COEF = 2048   # OpenCV's INTER_RESIZE_COEF_SCALE: 11-bit fixed-point weights
 
 
-def _taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _taps(src, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """OpenCV's INTER_LINEAR taps for one axis: source indices i0, i1 and fixed-point weights
-    w0, w1 (cv::resize: centres aligned, clamped at the edges, weights rounded to 1/2048)."""
+    w0, w1 (cv::resize: centres aligned, clamped at the edges, weights rounded to 1/2048).
+    ``src`` is one size, or an array of sizes (n, 1) giving (n, dst) taps."""
+    src = np.asarray(src)
     d = np.arange(dst, dtype=np.float64)
     f = ((d + 0.5) * (src / dst) - 0.5).astype(np.float32)
     i0 = np.floor(f).astype(np.int64)
     frac = (f - i0.astype(np.float32)).astype(np.float32)
     low = i0 < 0
-    i0[low], frac[low] = 0, 0
+    i0, frac = np.where(low, 0, i0), np.where(low, np.float32(0), frac)
     high = i0 >= src - 1
-    i0[high], frac[high] = src - 1, 0
+    i0, frac = np.where(high, src - 1, i0), np.where(high, np.float32(0), frac)
     i1 = np.minimum(i0 + 1, src - 1)
     w1 = np.rint(frac * np.float32(_COEF)).astype(np.int64)
     w0 = np.rint((np.float32(1) - frac) * np.float32(_COEF)).astype(np.int64)

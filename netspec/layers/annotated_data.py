@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.annotated import open_annotated
+from ..data.ssd_augment import (UNIT, distort, draw_distortion, draw_expansion,
+                                generate_batch_samples, padded_boxes, pick_samples,
+                                project_boxes, render, crop_rect, warp_boxes)
 from ..errors import DataError
 from .data import Data, _color
 from .registry import register
@@ -29,11 +32,16 @@ class AnnotatedData(Data):
     and boxes (x → 1 − x). ``resize_param`` (WARP, bilinear) resizes every record to
     height × width once, when the layer is built.
 
-    netspec runs the deterministic part of SSD's pipeline: the random crops of
-    ``batch_sampler`` (other than the whole-image sampler), ``distort_param``,
-    ``expand_param`` and ``noise_param`` with a non-zero probability, ``crop_size``, and the
-    FIT_SMALL_SIZE / FIT_LARGE_SIZE_AND_PAD resize modes are refused with an error naming the
-    field.
+    SSD's random transform (``netspec/data/ssd_augment.py``), per image in SSD's order and
+    in every phase where it is set, as SSD: ``distort_param`` (brightness, contrast,
+    saturation, hue, channel order; 8-bit BGR), ``expand_param`` (the image at a random place
+    of a canvas up to ``max_expand_ratio`` times larger, filled with ``mean_value``),
+    ``batch_sampler`` (one of the crops the samplers find, boxes projected into it with
+    ``emit_constraint``; an image where none is found stays whole), then the WARP resize of
+    the crop to ``resize_param``'s height × width, mirror, mean and scale. Its draws come from
+    the net's random generator (reproducible from ``random_seed``, resumed with it).
+    ``noise_param`` with a non-zero probability, ``crop_size``, and the FIT_SMALL_SIZE /
+    FIT_LARGE_SIZE_AND_PAD resize modes are refused with an error naming the field.
     """
 
     extra_blocks = ("annotated_data_param",)
@@ -44,18 +52,26 @@ class AnnotatedData(Data):
         size = None
         if tp is not None and tp.resize_param is not None:
             size = (tp.resize_param.height, tp.resize_param.width)
+        self.augment = self._random_transform()
         backend = p.backend if "backend" in p.model_fields_set else None
         try:
-            ds = open_annotated(p.source, self.net_dir, backend, _color(self, tp), size)
+            ds = open_annotated(p.source, self.net_dir, backend, _color(self, tp), size,
+                                keep_size=self.augment)
         except DataError as e:
             raise self.error(e.format(), field="data_param.source", cls=DataError) from None
         self.images = ds.data
         self.n = len(ds)
-        self.boxes = self._emitted(ds.boxes, tp)
+        self.sizes = ds.sizes
+        if self.augment:
+            self.boxes = ds.boxes
+            shape = self._setup_augment(size)
+        else:
+            self.boxes = self._emitted(ds.boxes, tp)
+            shape = tuple(self.images.shape[1:])
         record = self.boxes[:, 0].astype(np.int64)
         self.box_start = np.searchsorted(record, np.arange(self.n))
         self.box_count = np.searchsorted(record, np.arange(self.n), side="right") - self.box_start
-        shape = self._setup_transform(tuple(self.images.shape[1:]), "data_param")
+        shape = self._setup_transform(shape, "data_param")
         self.flip_boxes, self.mirror = self.mirror, False     # flipped here, with the boxes
         self.cursor, self.epoch = 0, 0
         self.order = self._new_order()
@@ -64,24 +80,95 @@ class AnnotatedData(Data):
             tops.append((1, 1, 1, 8))
         return tops
 
-    def _refuse_random_fields(self) -> None:
-        """The randomised parts of SSD's transform that netspec does not run: errors naming
-        them."""
+    def _random_transform(self) -> bool:
+        """Whether SSD's random transform has anything to do: a distortion or expansion with a
+        non-zero probability, or a batch_sampler."""
         tp, ap = self.lp.transform_param, self.lp.annotated_data_param
-        why = "netspec's AnnotatedData runs SSD's deterministic transform only"
+        d = tp.distort_param if tp is not None else None
+        e = tp.expand_param if tp is not None else None
+        self.distort_p = d if d is not None and any(
+            getattr(d, f) > 0 for f in type(d).model_fields if f.endswith("_prob")) else None
+        self.expand_p = e if e is not None and e.prob > 0 and e.max_expand_ratio > 1 else None
+        self.samplers = list(ap.batch_sampler) if ap is not None else []
+        return bool(self.distort_p or self.expand_p or self.samplers)
+
+    def _setup_augment(self, size) -> tuple:
+        """Checks of the records and fields SSD's random transform needs; the output shape."""
+        tp = self.lp.transform_param
+        src = "data_param.source"
+        c = self.images.shape[1]
+        if self.images.dtype != np.uint8:
+            raise self.error("SSD's random transform (distort_param, expand_param, "
+                             "batch_sampler) works on 8-bit images; these records are float",
+                             field=src, cls=DataError)
+        d = self.distort_p
+        if d is not None:
+            f = "transform_param.distort_param"
+            if c != 3 and (d.saturation_prob > 0 or d.hue_prob > 0 or d.random_order_prob > 0):
+                raise self.error(f"saturation, hue and channel order need 3-channel (BGR) "
+                                 f"images; the records have {c} channel(s)", field=f,
+                                 cls=DataError)
+            for prob, lo, hi, name in (("brightness_prob", None, "brightness_delta", "delta"),
+                                       ("contrast_prob", "contrast_lower", "contrast_upper", ""),
+                                       ("saturation_prob", "saturation_lower",
+                                        "saturation_upper", ""),
+                                       ("hue_prob", None, "hue_delta", "delta")):
+                if getattr(d, prob) <= 0:
+                    continue
+                low = getattr(d, lo) if lo else 0.0
+                if low < 0 or getattr(d, hi) < low:
+                    want = f"{hi} ≥ 0" if lo is None else f"0 ≤ {lo} ≤ {hi}"
+                    raise self.spec_error(f"SSD needs {want} when {prob} > 0",
+                                          field=f"{f}.{hi if lo is None else lo}")
+        if self.expand_p is not None and tp.mean_file:
+            raise self.spec_error("expand_param with mean_file: SSD fills the canvas from a "
+                                  "mean image of the expanded size; give mean_value instead",
+                                  field="transform_param.expand_param")
+        for k, b in enumerate(self.samplers):
+            s = b.sampler
+            if s is None:
+                continue
+            f = f"annotated_data_param.batch_sampler[{k}].sampler"
+            if not (0 < s.min_scale <= s.max_scale <= 1):
+                raise self.spec_error("SSD needs 0 < min_scale ≤ max_scale ≤ 1", field=f)
+            if not (0 < s.min_aspect_ratio <= s.max_aspect_ratio):
+                raise self.spec_error("SSD needs 0 < min_aspect_ratio ≤ max_aspect_ratio",
+                                      field=f)
+        if size is None:
+            if (self.sizes != self.sizes[0]).any():
+                raise self.error("records of different sizes: give transform_param."
+                                 "resize_param to resize them to one size", field=src,
+                                 cls=DataError)
+            crops = any(b.sampler is not None and (b.sampler.min_scale, b.sampler.max_scale,
+                                                   b.sampler.min_aspect_ratio,
+                                                   b.sampler.max_aspect_ratio) != (1, 1, 1, 1)
+                        for b in self.samplers)
+            if crops or self.expand_p is not None:
+                field = ("transform_param.expand_param" if self.expand_p is not None else
+                         "annotated_data_param.batch_sampler")
+                raise self.spec_error("random crops and expansion change the image size: give "
+                                      "transform_param.resize_param (WARP height, width), as "
+                                      "SSD needs", field=field)
+            size = tuple(int(v) for v in self.sizes[0])
+        self.out_hw = size
+        mean = list(tp.mean_value) if tp is not None else []
+        fill = np.rint(np.asarray(mean or [0], np.float32)).clip(0, 255)
+        self.fill = np.broadcast_to(fill, (c,)).astype(np.int32)
+        return (c,) + tuple(size)
+
+    def _refuse_random_fields(self) -> None:
+        """The parts of SSD's transform that netspec does not run: errors naming them."""
+        tp, ap = self.lp.transform_param, self.lp.annotated_data_param
+        why = "netspec's AnnotatedData does not run it"
         if tp is not None:
             if tp.crop_size:
                 raise self.spec_error(f"crop_size: SSD crops boxes with the image; {why}",
                                       field="transform_param.crop_size")
-            d = tp.distort_param
-            if d is not None and any(getattr(d, f) > 0 for f in type(d).model_fields
-                                     if f.endswith("_prob")):
-                raise self.spec_error(f"random photometric distortion (a non-zero *_prob); "
-                                      f"{why}", field="transform_param.distort_param")
             e = tp.expand_param
-            if e is not None and e.prob > 0 and e.max_expand_ratio > 1:
-                raise self.spec_error(f"random expansion (prob > 0, max_expand_ratio > 1); "
-                                      f"{why}", field="transform_param.expand_param")
+            if e is not None and e.max_expand_ratio < 1:
+                raise self.spec_error(f"max_expand_ratio {e.max_expand_ratio:g}: SSD expands "
+                                      "by a ratio of at least 1",
+                                      field="transform_param.expand_param.max_expand_ratio")
             if tp.noise_param is not None and tp.noise_param.prob > 0:
                 raise self.spec_error(f"random noise (prob > 0); {why}",
                                       field="transform_param.noise_param")
@@ -104,45 +191,63 @@ class AnnotatedData(Data):
                 raise self.spec_error("yolo_data_type: eric612/MobileNet-YOLO's random YOLO "
                                       f"augmentation; {why}",
                                       field="annotated_data_param.yolo_data_type")
-            for k, b in enumerate(ap.batch_sampler):
-                s = b.sampler
-                if s is not None and (s.min_scale, s.max_scale, s.min_aspect_ratio,
-                                      s.max_aspect_ratio) != (1, 1, 1, 1):
-                    raise self.spec_error(f"batch_sampler {k} samples random crops; {why} "
-                                          "(only samplers of the whole image, scale and "
-                                          "aspect ratio 1)",
-                                          field="annotated_data_param.batch_sampler")
 
     def _emitted(self, boxes: np.ndarray, tp) -> np.ndarray:
         """SSD's TransformAnnotation of a whole image: the emit constraint, then each box
         clipped to [0, 1]; boxes outside the image or left empty dropped."""
-        b = boxes[:, 3:7]
-        keep = ~((b[:, 0] >= 1) | (b[:, 2] <= 0) | (b[:, 1] >= 1) | (b[:, 3] <= 0))
-        ec = tp.emit_constraint if tp is not None else None
-        if ec is not None and ec.emit_type == "CENTER":
-            cx, cy = (b[:, 0] + b[:, 2]) / F32(2), (b[:, 1] + b[:, 3]) / F32(2)
-            keep &= (cx >= 0) & (cx <= 1) & (cy >= 0) & (cy <= 1)
-        elif ec is not None:
-            w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-            iw = np.minimum(b[:, 2], 1) - np.maximum(b[:, 0], 0)
-            ih = np.minimum(b[:, 3], 1) - np.maximum(b[:, 1], 0)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                cover = np.where((iw > 0) & (ih > 0), iw * ih / (w * h), 0)
-            keep &= cover > F32(ec.emit_overlap or 0)
+        keep, b = project_boxes(boxes[:, 3:7], UNIT, self._emit(tp))
         out = boxes.copy()
-        out[:, 3:7] = np.clip(b, F32(0), F32(1))
-        keep &= (out[:, 5] > out[:, 3]) & (out[:, 6] > out[:, 4])
+        out[:, 3:7] = b
         return out[keep]
 
-    def forward(self, bottom, top):
-        idx = self.next_indices()
-        x = self._transform(self.images[idx])
-        n = len(idx)
+    @staticmethod
+    def _emit(tp):
+        return tp.emit_constraint if tp is not None else None
+
+    def _batch_rows(self, idx: np.ndarray) -> np.ndarray:
+        """The box rows of records ``idx``, in order, column 0 their item in the batch."""
         counts = self.box_count[idx]
-        item = np.repeat(np.arange(n), counts)
+        item = np.repeat(np.arange(len(idx)), counts)
         within = np.arange(len(item)) - np.repeat(np.cumsum(counts) - counts, counts)
         rows = self.boxes[np.repeat(self.box_start[idx], counts) + within].copy()
         rows[:, 0] = item
+        return rows
+
+    def _augmented(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """SSD's load_batch for records ``idx``: distort, expand, sample a crop, WARP-resize;
+        the images (n, C, H, W) uint8 and their box rows (before mirror)."""
+        n, rng, emit = len(idx), self.rng, self._emit(self.lp.transform_param)
+        images, sizes = self.images[idx], self.sizes[idx]
+        rows = self._batch_rows(idx)
+        item = rows[:, 0].astype(np.int64)
+        if self.distort_p is not None:
+            images = distort(images, draw_distortion(rng, self.distort_p, n))
+        canvas, offset = sizes, np.zeros_like(sizes)
+        if self.expand_p is not None:
+            e = draw_expansion(rng, self.expand_p, sizes)
+            canvas, offset = e.canvas, e.offset
+            rows, item = _moved(rows, item, e.expanded, e.bbox, emit)
+        rect = np.concatenate([np.zeros_like(canvas), canvas], 1)
+        if self.samplers:
+            objects, valid = padded_boxes(rows[:, 3:7], item, n)
+            crops, found = generate_batch_samples(rng, self.samplers, objects, valid)
+            crop, cropped = pick_samples(rng, crops, found)
+            rows, item = _moved(rows, item, cropped, np.clip(crop, F32(0), F32(1)), emit)
+            rect = np.where(cropped[:, None], crop_rect(crop, canvas[:, 0], canvas[:, 1]), rect)
+        x = render(images, sizes, offset, rect, self.out_hw, self.fill)
+        rows[:, 3:7] = warp_boxes(rows[:, 3:7], rect[item, 2:4], self.out_hw)
+        keep, rows[:, 3:7] = project_boxes(rows[:, 3:7], UNIT, emit)
+        return x, rows[keep]
+
+    def forward(self, bottom, top):
+        idx = self.next_indices()
+        if self.augment:
+            images, rows = self._augmented(idx)
+        else:
+            images, rows = self.images[idx], self._batch_rows(idx)
+        x = self._transform(images)
+        n = len(idx)
+        item = rows[:, 0].astype(np.int64)
         if self.flip_boxes and self.phase == "TRAIN":
             flip = self.rng.random(n) < 0.5
             x[flip] = x[flip][..., ::-1]
@@ -153,3 +258,16 @@ class AnnotatedData(Data):
             if len(rows) == 0:
                 rows = np.full((1, 8), -1, F32)
             top[1].data = self.backend.asarray(rows.reshape(1, 1, -1, 8).astype(top[0].data.dtype))
+
+
+def _moved(rows: np.ndarray, item: np.ndarray, moved: np.ndarray, crop: np.ndarray, emit
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Box rows after the items where ``moved`` (n,) take the crop ``crop`` (n, 4) of their
+    image (TransformAnnotation: emit constraint, projection, clip); the others unchanged."""
+    m = moved[item]
+    keep, b = project_boxes(rows[m, 3:7], crop[item[m]], emit)
+    rows = rows.copy()
+    rows[m, 3:7] = b
+    kept = ~m
+    kept[m] = keep
+    return rows[kept], item[kept]

@@ -1,0 +1,350 @@
+"""SSD's random transform of annotated images (weiliu89/caffe ``ssd`` branch), vectorised over
+a batch: photometric distortion (``DistortImage``), expansion onto a mean-filled canvas
+(``ExpandImage``), the batch-sampled crop (``GenerateBatchSamples`` + ``CropImage``), the WARP
+resize, and the boxes carried through each step (``TransformAnnotation``).
+
+Boxes are float32 [xmin, ymin, xmax, ymax] normalised to their image, computed with SSD's
+float32 operations in SSD's order (``bbox_util.cpp``), so the box arithmetic is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .colorspace import bgr_to_hsv, hsv_to_bgr
+from .image_list import _taps
+
+F32 = np.float32
+UNIT = np.array([0, 0, 1, 1], F32)
+
+
+# -- SSD's box geometry (bbox_util.cpp) -------------------------------------------------------
+
+def box_size(b: np.ndarray) -> np.ndarray:
+    """BBoxSize of normalised boxes (..., 4): width·height, 0 for an inverted box."""
+    w, h = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
+    return np.where((w < 0) | (h < 0), F32(0), w * h)
+
+
+def intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IntersectBBox (broadcast over the leading axes): [0, 0, 0, 0] when apart."""
+    apart = ((b[..., 0] > a[..., 2]) | (b[..., 2] < a[..., 0]) | (b[..., 1] > a[..., 3])
+             | (b[..., 3] < a[..., 1]))
+    inter = np.stack(np.broadcast_arrays(np.maximum(a[..., 0], b[..., 0]),
+                                         np.maximum(a[..., 1], b[..., 1]),
+                                         np.minimum(a[..., 2], b[..., 2]),
+                                         np.minimum(a[..., 3], b[..., 3])), -1)
+    return np.where(apart[..., None], F32(0), inter)
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """JaccardOverlap: |a ∩ b| / (|a| + |b| − |a ∩ b|), 0 unless the intersection has width
+    and height > 0."""
+    i = intersection(a, b)
+    iw, ih = i[..., 2] - i[..., 0], i[..., 3] - i[..., 1]
+    inter = iw * ih
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((iw > 0) & (ih > 0), inter / (box_size(a) + box_size(b) - inter), F32(0))
+
+
+def coverage(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """BBoxCoverage: |a ∩ b| / |a| (0 when the intersection is empty)."""
+    inter = box_size(intersection(a, b))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(inter > 0, inter / box_size(a), F32(0))
+
+
+def project_boxes(boxes: np.ndarray, crop: np.ndarray, emit=None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """TransformAnnotation of ``boxes`` (M, 4) onto ``crop`` (M, 4 or 4; each box's crop,
+    normalised to its image): the emit constraint (``emit``: an EmitConstraint or None; CENTER:
+    the box's centre inside the crop; MIN_OVERLAP: the crop covers more than ``emit_overlap`` of
+    the box), then ProjectBBox: boxes apart from the crop dropped, the others in the crop's
+    coordinates clipped to [0, 1], empty ones dropped. Returns (kept (M,) bool, boxes (M, 4))."""
+    b, c = boxes.astype(F32), np.broadcast_to(np.asarray(crop, F32), boxes.shape)
+    keep = ~((b[:, 0] >= c[:, 2]) | (b[:, 2] <= c[:, 0]) | (b[:, 1] >= c[:, 3])
+             | (b[:, 3] <= c[:, 1]))
+    if emit is not None and emit.emit_type == "CENTER":
+        cx, cy = (b[:, 0] + b[:, 2]) / F32(2), (b[:, 1] + b[:, 3]) / F32(2)
+        keep &= (cx >= c[:, 0]) & (cx <= c[:, 2]) & (cy >= c[:, 1]) & (cy <= c[:, 3])
+    elif emit is not None:
+        keep &= coverage(b, c) > F32(emit.emit_overlap or 0)
+    wh = np.stack([c[:, 2] - c[:, 0], c[:, 3] - c[:, 1]] * 2, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.clip((b - c[:, [0, 1, 0, 1]]) / wh, F32(0), F32(1))
+    keep &= box_size(p) > 0
+    return keep, p
+
+
+# -- batch_sampler (sampler.cpp) ---------------------------------------------------------------
+
+def padded_boxes(boxes: np.ndarray, item: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (M, 4) of items ``item`` (M,) sorted, as (n, G, 4) per item and a (n, G) mask."""
+    counts = np.bincount(item, minlength=n)
+    g = max(int(counts.max(initial=0)), 1)
+    within = np.arange(len(item)) - (np.cumsum(counts) - counts)[item]
+    out = np.zeros((n, g, 4), F32)
+    valid = np.zeros((n, g), bool)
+    out[item, within], valid[item, within] = boxes, True
+    return out, valid
+
+
+def satisfies(crops: np.ndarray, objects: np.ndarray, valid: np.ndarray, constraint
+              ) -> np.ndarray:
+    """SatisfySampleConstraint of crops (n, T, 4) against each item's objects (n, G, 4).
+
+    SSD tests each object in turn and accepts the crop once one object passes the first kind
+    of bound that is set, in the order jaccard overlap, sample coverage, object coverage (the
+    later kinds only decide when the earlier are unset). No bound set: every crop passes."""
+    if constraint is None:
+        return np.ones(crops.shape[:2], bool)
+    a, b = crops[:, :, None, :], objects[:, None, :, :]
+    for lo, hi, metric in (("min_jaccard_overlap", "max_jaccard_overlap", jaccard),
+                           ("min_sample_coverage", "max_sample_coverage", coverage),
+                           ("min_object_coverage", "max_object_coverage",
+                            lambda s, o: coverage(o, s))):
+        lo, hi = getattr(constraint, lo), getattr(constraint, hi)
+        if lo is None and hi is None:
+            continue
+        m = metric(a, b)
+        ok = np.broadcast_to(valid[:, None, :], m.shape).copy()
+        if lo is not None:
+            ok &= ~(m < F32(lo))
+        if hi is not None:
+            ok &= ~(m > F32(hi))
+        return ok.any(-1)
+    return np.ones(crops.shape[:2], bool)
+
+
+def sample_crop_boxes(rng: np.random.Generator, sampler, n: int, trials: int) -> np.ndarray:
+    """SampleBBox ``trials`` times for n items: (n, trials, 4) crops. scale ~ U(min, max),
+    aspect ratio ~ U(min, max) clamped to [scale², 1/scale²], width = scale·√ar, height =
+    scale/√ar, the top-left corner uniform over the positions inside the image."""
+    lo, hi, alo, ahi = ((1.0, 1.0, 1.0, 1.0) if sampler is None else
+                        (sampler.min_scale, sampler.max_scale, sampler.min_aspect_ratio,
+                         sampler.max_aspect_ratio))
+    u = rng.random((4, n, trials))
+    scale = (lo + u[0] * (hi - lo)).astype(F32)
+    ar = (alo + u[1] * (ahi - alo)).astype(F32)
+    ar = np.minimum(np.maximum(ar, scale * scale), F32(1) / (scale * scale))
+    w, h = scale * np.sqrt(ar), scale / np.sqrt(ar)
+    x0 = (u[2] * (F32(1) - w)).astype(F32)
+    y0 = (u[3] * (F32(1) - h)).astype(F32)
+    return np.stack([x0, y0, x0 + w, y0 + h], -1)
+
+
+def generate_batch_samples(rng, samplers, objects, valid) -> tuple[np.ndarray, np.ndarray]:
+    """GenerateBatchSamples for n items: every sampler's crops (its ``max_trials`` tries, the
+    ones meeting its constraint, at most ``max_sample``), concatenated: (n, K, 4) crops and
+    (n, K) which are found. Samplers with ``use_original_image: false`` give none (as SSD)."""
+    n = objects.shape[0]
+    crops, found = [np.zeros((n, 0, 4), F32)], [np.zeros((n, 0), bool)]
+    for s in samplers:
+        if not s.use_original_image or s.max_trials == 0:
+            continue
+        c = sample_crop_boxes(rng, s.sampler, n, s.max_trials)
+        ok = satisfies(c, objects, valid, s.sample_constraint)
+        if s.max_sample is not None:
+            ok &= np.cumsum(ok, axis=1) <= s.max_sample
+        crops.append(c)
+        found.append(ok)
+    return np.concatenate(crops, 1), np.concatenate(found, 1)
+
+
+def pick_samples(rng, crops: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One of each item's found crops, uniformly (SSD: ``rand() % count``): (n, 4) crops and
+    (n,) whether the item had one (else its crop is the whole image)."""
+    count = found.sum(1)
+    r = np.minimum((rng.random(len(count)) * count).astype(np.int64), np.maximum(count - 1, 0))
+    hit = found & (np.cumsum(found, 1) == (r + 1)[:, None])
+    k = hit.argmax(1)
+    chosen = np.where((count > 0)[:, None], crops[np.arange(len(count)), k], UNIT)
+    return chosen.astype(F32), count > 0
+
+
+def crop_rect(crop: np.ndarray, height: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """CropImage's pixel rectangle (n, 4) [y, x, h, w] of normalised crops (n, 4) on images of
+    height × width (n,): the clipped crop scaled to pixels, offsets and sizes truncated (at
+    least one pixel)."""
+    c = np.clip(crop, F32(0), F32(1))
+    sx0, sx1 = c[:, 0] * width.astype(F32), c[:, 2] * width.astype(F32)
+    sy0, sy1 = c[:, 1] * height.astype(F32), c[:, 3] * height.astype(F32)
+    x, y = sx0.astype(np.int64), sy0.astype(np.int64)
+    w = np.clip((sx1 - sx0).astype(np.int64), 1, width - x)
+    h = np.clip((sy1 - sy0).astype(np.int64), 1, height - y)
+    return np.stack([y, x, h, w], 1)
+
+
+# -- expand_param (data_transformer.cpp ExpandImage) ------------------------------------------
+
+@dataclass
+class Expansion:
+    """Per item: whether it is expanded, its canvas size (n, 2) [H', W'], the image's offset
+    in it (n, 2) [h_off, w_off] and the image's box in the canvas's coordinates (n, 4)
+    (ExpandImage's ``expand_bbox``: [−w_off/w, −h_off/h, (W' − w_off)/w, (H' − h_off)/h])."""
+
+    expanded: np.ndarray
+    canvas: np.ndarray
+    offset: np.ndarray
+    bbox: np.ndarray
+
+
+def draw_expansion(rng, param, sizes: np.ndarray) -> Expansion:
+    """ExpandImage's draws for images of ``sizes`` (n, 2) [h, w]: with probability ``prob``
+    (and max_expand_ratio not within 0.01 of 1) a ratio ~ U(1, max_expand_ratio), the canvas
+    int(h·ratio) × int(w·ratio), the offsets floor(U(0, H' − h)), floor(U(0, W' − w))."""
+    n = len(sizes)
+    u = rng.random((4, n))
+    on = u[0] <= F32(param.prob)
+    if abs(param.max_expand_ratio - 1.0) < 1e-2:
+        on[:] = False
+    ratio = (1 + u[1] * (param.max_expand_ratio - 1)).astype(F32)
+    h, w = sizes[:, 0], sizes[:, 1]
+    ch = np.where(on, (h.astype(F32) * ratio).astype(np.int64), h)
+    cw = np.where(on, (w.astype(F32) * ratio).astype(np.int64), w)
+    ho = np.floor((u[2] * (ch - h)).astype(F32)).astype(np.int64)
+    wo = np.floor((u[3] * (cw - w)).astype(F32)).astype(np.int64)
+    hf, wf, hof, wof = h.astype(F32), w.astype(F32), ho.astype(F32), wo.astype(F32)
+    bbox = np.stack([-wof / wf, -hof / hf, (cw.astype(F32) - wof) / wf,
+                     (ch.astype(F32) - hof) / hf], 1)
+    return Expansion(on, np.stack([ch, cw], 1), np.stack([ho, wo], 1), bbox.astype(F32))
+
+
+# -- pixels: crop of the canvas, WARP-resized -------------------------------------------------
+
+def render(images: np.ndarray, sizes: np.ndarray, offset: np.ndarray, rect: np.ndarray,
+           out_hw: tuple[int, int], fill: np.ndarray) -> np.ndarray:
+    """The crops ``rect`` (n, 4) [y, x, h, w] of each item's canvas, resized to ``out_hw`` as
+    OpenCV's INTER_LINEAR 8-bit resize (``image_list.resize_linear``'s fixed-point arithmetic).
+
+    images (n, C, Hm, Wm) uint8, each holding an h × w image (``sizes`` (n, 2)) at its top
+    left; the canvas holds it at ``offset`` (n, 2) [h_off, w_off] and ``fill`` (C,) (the mean
+    values) elsewhere. Returns uint8 (n, C, H, W)."""
+    n = len(images)
+    H, W = out_hw
+    y0, y1, b0, b1 = _taps(rect[:, 2:3], H)                   # (n, H)
+    x0, x1, a0, a1 = _taps(rect[:, 3:4], W)                   # (n, W)
+    x = images.transpose(0, 2, 3, 1)                           # (n, Hm, Wm, C)
+    item = np.arange(n)[:, None, None]
+    fill = np.asarray(fill, np.int32)
+
+    def rows(yi):
+        r = rect[:, 0:1] + yi - offset[:, 0:1]                 # image row of each tap
+        return r, (r >= 0) & (r < sizes[:, 0:1])
+
+    def cols(xi):
+        c = rect[:, 1:2] + xi - offset[:, 1:2]
+        return c, (c >= 0) & (c < sizes[:, 1:2])
+
+    def tap(r, c):
+        (ri, rv), (ci, cv) = r, c
+        px = x[item, np.clip(ri, 0, x.shape[1] - 1)[:, :, None],
+               np.clip(ci, 0, x.shape[2] - 1)[:, None, :]].astype(np.int32)
+        return np.where((rv[:, :, None] & cv[:, None, :])[..., None], px, fill)
+
+    c0, c1 = cols(x0), cols(x1)
+    wa0, wa1 = a0[:, None, :, None].astype(np.int32), a1[:, None, :, None].astype(np.int32)
+    out = np.zeros((n, H, W, x.shape[3]), np.int32)
+    for yi, wb in ((y0, b0), (y1, b1)):
+        r = rows(yi)
+        line = tap(r, c0) * wa0 + tap(r, c1) * wa1             # exact 11-bit row sums
+        out += (wb[:, :, None, None].astype(np.int32) * (line >> 4)) >> 16
+    return np.clip((out + 2) >> 2, 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
+
+
+# -- distort_param (im_transforms.cpp ApplyDistort) -------------------------------------------
+
+@dataclass
+class Distortion:
+    """Per item (n,) draws of ApplyDistort: ``contrast_first`` (its coin > 0.5: contrast before
+    saturation and hue, else after), and for brightness, contrast, saturation, hue whether the
+    step runs and its value (delta, factor, factor, delta); ``order`` (n, 3) the channel
+    permutation, or None per item where ``reorder`` is False."""
+
+    contrast_first: np.ndarray
+    brightness: tuple[np.ndarray, np.ndarray]
+    contrast: tuple[np.ndarray, np.ndarray]
+    saturation: tuple[np.ndarray, np.ndarray]
+    hue: tuple[np.ndarray, np.ndarray]
+    reorder: np.ndarray
+    order: np.ndarray
+
+
+def draw_distortion(rng, p, n: int) -> Distortion:
+    """The draws of ApplyDistort for n images: each step runs when its U(0, 1) < its prob;
+    brightness delta ~ U(−brightness_delta, brightness_delta), contrast ~ U(lower, upper),
+    saturation ~ U(lower, upper), hue delta ~ U(−hue_delta, hue_delta). As SSD, brightness and
+    hue do nothing at delta 0 and contrast within 1e-3 of 1; saturation always converts."""
+    u = rng.random((10, n))
+    bd = (-p.brightness_delta + u[2] * 2 * p.brightness_delta).astype(F32)
+    cf = (p.contrast_lower + u[4] * (p.contrast_upper - p.contrast_lower)).astype(F32)
+    sf = (p.saturation_lower + u[6] * (p.saturation_upper - p.saturation_lower)).astype(F32)
+    hd = (-p.hue_delta + u[8] * 2 * p.hue_delta).astype(F32)
+    return Distortion(
+        contrast_first=rng.random(n) > 0.5,
+        brightness=((u[1] < p.brightness_prob) & (bd != 0), bd),
+        contrast=((u[3] < p.contrast_prob) & (np.abs(cf - 1) > F32(1e-3)), cf),
+        saturation=(u[5] < p.saturation_prob, sf),
+        hue=((u[7] < p.hue_prob) & (hd != 0), hd),
+        reorder=u[9] < p.random_order_prob,
+        order=np.argsort(rng.random((n, 3)), 1))
+
+
+def _affine_u8(x: np.ndarray, alpha, beta) -> np.ndarray:
+    """OpenCV's 8-bit convertTo(alpha, beta): saturate(round-half-even(x·α + β)) in float32."""
+    y = x.astype(F32) * np.asarray(alpha, F32) + np.asarray(beta, F32)
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+
+
+def _per_item(v: np.ndarray) -> np.ndarray:
+    return v[:, None, None, None]
+
+
+def distort(images: np.ndarray, d: Distortion) -> np.ndarray:
+    """ApplyDistort on uint8 BGR images (n, C, H, W) with the draws ``d``: brightness
+    (x + δ), then contrast (x·α), saturation (S·α in HSV), hue (H + δ in HSV, saturated to
+    0…255 and wrapping at 180 on the way back) in that order for ``contrast_first`` items,
+    saturation, hue, contrast for the others, then the channel permutation. Each step rounds
+    and saturates to uint8 as OpenCV does (``colorspace`` for HSV)."""
+    x = images.copy()
+
+    def step(mask, fn):
+        if mask.any():
+            x[mask] = fn(x[mask], mask)
+
+    on, bd = d.brightness
+    step(on, lambda a, m: _affine_u8(a, 1, _per_item(bd[m])))
+    on, cf = d.contrast
+    contrast = (lambda a, m: _affine_u8(a, _per_item(cf[m]), 0))
+    step(on & d.contrast_first, contrast)
+
+    def hsv_channel(k, scale, shift):
+        def fn(a, m):
+            hsv = bgr_to_hsv(a)
+            hsv[:, k] = _affine_u8(hsv[:, k], scale(m), shift(m))
+            return hsv_to_bgr(hsv)
+        return fn
+
+    on, sf = d.saturation
+    step(on, hsv_channel(1, lambda m: sf[m][:, None, None], lambda m: 0))
+    on, hd = d.hue
+    step(on, hsv_channel(0, lambda m: 1, lambda m: hd[m][:, None, None]))
+    step(d.contrast[0] & ~d.contrast_first, contrast)
+    if d.reorder.any():
+        k = np.where(d.reorder[:, None], d.order, np.arange(3))
+        x = np.take_along_axis(x, k[:, :, None, None], 1)
+    return x
+
+
+def warp_boxes(b: np.ndarray, old_hw: np.ndarray, new_hw: tuple[int, int]) -> np.ndarray:
+    """UpdateBBoxByResizePolicy for WARP: boxes (M, 4) of images old_hw (M, 2) resized to
+    new_hw, through pixels in float32 (xmin and ymin raised to 0, xmax and ymax cut to 1)."""
+    oh, ow = old_hw[:, 0].astype(F32), old_hw[:, 1].astype(F32)
+    nh, nw = F32(new_hw[0]), F32(new_hw[1])
+    x0 = np.maximum(F32(0), b[:, 0] * ow * nw / ow)
+    x1 = np.minimum(nw, b[:, 2] * ow * nw / ow)
+    y0 = np.maximum(F32(0), b[:, 1] * oh * nh / oh)
+    y1 = np.minimum(nh, b[:, 3] * oh * nh / oh)
+    return np.stack([x0 / nw, y0 / nh, x1 / nw, y1 / nh], 1)
