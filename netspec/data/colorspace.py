@@ -1,5 +1,8 @@
 """OpenCV's 8-bit BGR ↔ HSV conversions (``cv::cvtColor`` COLOR_BGR2HSV / COLOR_HSV2BGR, H in
-0…179), as its vectorised path computes them; arrays are channels-first (..., 3, H, W).
+0…179), as its vectorised path computes them (OpenCV 4.x on x86-64, fused multiply-adds); arrays
+are channels-first (..., 3, H, W). OpenCV converts the last (width mod 4·SIMD lanes) pixels of
+each row on a scalar path whose HSV → BGR rounds where the vector path truncates: those can
+differ by 1.
 
 BGR → HSV is integer arithmetic with 12-bit reciprocal tables:
   v = max(b, g, r), δ = v − min(b, g, r), s = (δ·⌊255·2¹²/v⌉ + 2¹¹) >> 12,

@@ -166,12 +166,12 @@ def pick_samples(rng, crops: np.ndarray, found: np.ndarray) -> tuple[np.ndarray,
 
 def crop_rect(crop: np.ndarray, height: np.ndarray, width: np.ndarray) -> np.ndarray:
     """CropImage's pixel rectangle (n, 4) [y, x, h, w] of normalised crops (n, 4) on images of
-    height × width (n,): the clipped crop scaled to pixels, offsets and sizes truncated (at
-    least one pixel)."""
+    height × width (n,): the clipped crop scaled to pixels, offsets and sizes truncated (a
+    crop SSD would leave empty keeps one pixel)."""
     c = np.clip(crop, F32(0), F32(1))
     sx0, sx1 = c[:, 0] * width.astype(F32), c[:, 2] * width.astype(F32)
     sy0, sy1 = c[:, 1] * height.astype(F32), c[:, 3] * height.astype(F32)
-    x, y = sx0.astype(np.int64), sy0.astype(np.int64)
+    x, y = np.minimum(sx0.astype(np.int64), width - 1), np.minimum(sy0.astype(np.int64), height - 1)
     w = np.clip((sx1 - sx0).astype(np.int64), 1, width - x)
     h = np.clip((sy1 - sy0).astype(np.int64), 1, height - y)
     return np.stack([y, x, h, w], 1)
