@@ -126,20 +126,34 @@ def test_lmdb_of_annotated_datum_with_warp_resize(tmp_path):
 
 
 @pytest.mark.parametrize("transform,extra,field", [
-    ({"distort_param": {"brightness_prob": 0.5, "brightness_delta": 32}}, None,
-     "transform_param.distort_param"),
-    ({"expand_param": {"prob": 0.5, "max_expand_ratio": 4}}, None, "transform_param.expand_param"),
     ({"noise_param": {"prob": 0.1}}, None, "transform_param.noise_param"),
     ({"crop_size": 2}, None, "transform_param.crop_size"),
     ({"resize_param": {"height": 4, "width": 4, "resize_mode": "FIT_SMALL_SIZE"}}, None,
      "transform_param.resize_param.resize_mode"),
-    ({"resize_param": {"height": 4, "width": 4, "interp_mode": ["LINEAR", "AREA"]}}, None,
+    ({"resize_param": {"height": 4, "width": 4, "interp_mode": ["LINEAR", "LANCZOS4"]}}, None,
      "transform_param.resize_param.interp_mode"),
+    (None, {"annotated_data_param": {"yolo_data_type": 1}}, "annotated_data_param.yolo_data_type"),
+    # SSD's random transform, set in ways SSD cannot run
+    ({"expand_param": {"prob": 0.5, "max_expand_ratio": 4}}, None,
+     "transform_param.expand_param"),                              # no resize_param
     (None, {"annotated_data_param": {"batch_sampler": [
         {"max_sample": 1, "max_trials": 1},
         {"sampler": {"min_scale": 0.3, "max_scale": 1.0}, "max_trials": 50}]}},
-     "annotated_data_param.batch_sampler"),
-    (None, {"annotated_data_param": {"yolo_data_type": 1}}, "annotated_data_param.yolo_data_type"),
+     "annotated_data_param.batch_sampler"),                        # no resize_param
+    ({"resize_param": {"height": 4, "width": 4}}, {"annotated_data_param": {"batch_sampler": [
+        {"sampler": {"min_scale": 0.5, "max_scale": 0.3}}]}},
+     "annotated_data_param.batch_sampler[0].sampler"),
+    ({"resize_param": {"height": 4, "width": 4}}, {"annotated_data_param": {"batch_sampler": [
+        {"sampler": {"min_aspect_ratio": 0}}]}}, "annotated_data_param.batch_sampler[0].sampler"),
+    ({"distort_param": {"contrast_prob": 0.5, "contrast_lower": 1.5, "contrast_upper": 0.5}},
+     None, "transform_param.distort_param.contrast_lower"),
+    ({"distort_param": {"brightness_prob": 0.5, "brightness_delta": -3}}, None,
+     "transform_param.distort_param.brightness_delta"),
+    ({"expand_param": {"max_expand_ratio": 0.5}}, None,
+     "transform_param.expand_param.max_expand_ratio"),
+    ({"mean_file": "m.binaryproto", "resize_param": {"height": 4, "width": 4},
+      "expand_param": {"prob": 0.5, "max_expand_ratio": 2}}, None,
+     "transform_param.expand_param"),
 ])
 def test_random_parts_of_ssds_transform_are_refused_naming_the_field(tmp_path, transform, extra,
                                                                      field):
@@ -147,6 +161,17 @@ def test_random_parts_of_ssds_transform_are_refused_naming_the_field(tmp_path, t
     with pytest.raises(SpecError) as e:
         data_net(src, transform=transform, extra=extra)
     assert e.value.field == field
+
+
+def test_distortions_of_colour_on_grey_images_are_refused(tmp_path):
+    src = write_npz(tmp_path / "a.npz", images(2), ROWS[:2])
+    with pytest.raises(NetspecError, match="3-channel") as e:
+        data_net(src, transform={"distort_param": {"hue_prob": 0.5, "hue_delta": 18}})
+    assert e.value.field == "transform_param.distort_param"
+    net = data_net(src, transform={"distort_param": {"brightness_prob": 1,
+                                                     "brightness_delta": 10}})
+    net.forward()                                     # brightness works on any channels
+    assert np.abs(net.blobs["data"].data - images(2)).max() > 0
 
 
 def test_identity_settings_of_the_random_fields_are_accepted(tmp_path):
@@ -180,3 +205,138 @@ def test_bad_npz_sources_are_named(tmp_path):
     np.savez(tmp_path / "b.npz", data=images(2), annotation=np.array([[5, 1, 0, 0, 0, 1, 1, 0]]))
     with pytest.raises(NetspecError, match="record index"):
         data_net(str(tmp_path / "b.npz"))
+
+
+# -- SSD's random transform, end to end -------------------------------------------------------
+
+SSD_SHAPE = {"min_scale": 0.3, "max_scale": 1.0, "min_aspect_ratio": 0.5, "max_aspect_ratio": 2.0}
+SSD_SAMPLERS = [{"max_sample": 1, "max_trials": 1}] + [
+    {"sampler": SSD_SHAPE, "sample_constraint": {"min_jaccard_overlap": j}, "max_sample": 1,
+     "max_trials": 50} for j in (0.1, 0.3, 0.5, 0.7, 0.9)] + [
+    {"sampler": SSD_SHAPE, "sample_constraint": {"max_jaccard_overlap": 1.0}, "max_sample": 1,
+     "max_trials": 50}]
+SSD_DISTORT = {"brightness_prob": 0.5, "brightness_delta": 32, "contrast_prob": 0.5,
+               "contrast_lower": 0.5, "contrast_upper": 1.5, "hue_prob": 0.5, "hue_delta": 18,
+               "saturation_prob": 0.5, "saturation_lower": 0.5, "saturation_upper": 1.5,
+               "random_order_prob": 0.0}
+
+
+def rectangles_lmdb(path, n=8, seed=0):
+    """Records of different sizes (80–120 px), black, with 1–2 white rectangles, their boxes."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for _ in range(n):
+        h, w = (int(v) for v in rng.integers(80, 121, 2))
+        img = np.zeros((3, h, w), np.uint8)
+        annos = []
+        for k in range(int(rng.integers(1, 3))):
+            x0, y0 = int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))
+            x1, y1 = x0 + int(rng.integers(12, w // 2)), y0 + int(rng.integers(12, h // 2))
+            img[:, y0:y1, x0:x1] = 255
+            annos.append((k, (x0 / w, y0 / h, x1 / w, y1 / h), False))
+        records.append((img, [(1, annos)]))
+    return annotated_lmdb(path, records)
+
+
+def ssd_net(src, seed=0, batch=4, size=32, distort=False, emit=None, samplers=SSD_SAMPLERS,
+            mirror=True):
+    transform = {"mirror": mirror, "mean_value": [0, 0, 0],
+                 "resize_param": {"height": size, "width": size, "resize_mode": "WARP"},
+                 "expand_param": {"prob": 0.5, "max_expand_ratio": 3.0}}
+    if distort:
+        transform["distort_param"] = SSD_DISTORT
+    if emit:
+        transform["emit_constraint"] = emit
+    layer = {"name": "data", "type": "AnnotatedData", "top": ["data", "label"],
+             "data_param": {"source": src, "batch_size": batch, "backend": "LMDB"},
+             "transform_param": transform,
+             "annotated_data_param": {"batch_sampler": samplers}}
+    from netspec.backend import Backend
+    return Net(parse_net({"name": "a", "layer": [layer]}), "TRAIN", Backend(np, np.float32),
+               np.random.default_rng(seed))
+
+
+def test_random_transform_boxes_follow_the_pixels(tmp_path):
+    """Expansion, SSD's seven samplers, the WARP resize and mirror on white rectangles: every
+    white pixel of a batch lies in one of its boxes and every box is white inside (3 px
+    tolerance: a crop's pixels are truncated to whole canvas pixels, its boxes are not)."""
+    net = ssd_net(rectangles_lmdb(tmp_path / "db"), batch=8)
+    cropped = expanded = 0
+    for _ in range(6):
+        net.forward()
+        x = net.blobs["data"].data
+        rows = net.blobs["label"].data.reshape(-1, 8)
+        assert x.shape == (8, 3, 32, 32)
+        for i in range(8):
+            white = x[i, 0] > 128
+            mine = rows[rows[:, 0] == i]
+            assert ((mine[:, 3:7] >= 0) & (mine[:, 3:7] <= 1)).all()
+            yy, xx = np.mgrid[0:32, 0:32] + 0.5
+            near = np.zeros((32, 32), bool)
+            for b in mine[:, 3:7] * 32:
+                near |= (xx > b[0] - 3) & (xx < b[2] + 3) & (yy > b[1] - 3) & (yy < b[3] + 3)
+                inside = (xx > b[0] + 3) & (xx < b[2] - 3) & (yy > b[1] + 3) & (yy < b[3] - 3)
+                assert white[inside].all()
+            assert not (white & ~near).any()
+            cropped += len(mine) and bool((mine[:, 3:7] == 0).any() or
+                                          (mine[:, 3:7] == 1).any())
+            expanded += int(white.mean() < 0.1)
+    assert cropped > 0 and expanded > 0
+
+
+def test_an_image_whose_crop_keeps_no_box_is_kept_without_boxes(tmp_path):
+    """A sampler that must miss every object (max_jaccard_overlap 0): the images stay in the
+    batch, their boxes go, and a batch left without boxes gives SSD's row of −1."""
+    src = annotated_lmdb(tmp_path / "db", [
+        (np.full((3, 60, 60), 50, np.uint8), [(1, [(0, (0.0, 0.0, 0.1, 0.1), False)])])] * 2)
+    miss = [{"sampler": SSD_SHAPE, "sample_constraint": {"max_jaccard_overlap": 0.0},
+             "max_sample": 1, "max_trials": 50}]
+    net = ssd_net(src, batch=2, samplers=miss)
+    for _ in range(3):
+        net.forward()
+        np.testing.assert_array_equal(net.blobs["label"].data, np.full((1, 1, 1, 8), -1))
+        assert net.blobs["data"].data.shape == (2, 3, 32, 32)
+
+
+def test_random_transform_is_reproducible_from_the_seed_and_resumes(tmp_path):
+    """Every draw comes from the net's generator: the same seed gives the same batches, and
+    a layer restored with the generator's state continues the same stream (as a snapshot
+    resumes)."""
+    src = rectangles_lmdb(tmp_path / "db")
+
+    def batches(net, k):
+        out = []
+        for _ in range(k):
+            net.forward()
+            out.append((net.blobs["data"].data.copy(), net.blobs["label"].data.copy()))
+        return out
+
+    a, b = ssd_net(src, 0, distort=True), ssd_net(src, 0, distort=True)
+    for (xa, la), (xb, lb) in zip(batches(a, 3), batches(b, 3)):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(la, lb)
+    c = ssd_net(src, 1, distort=True)
+    assert not np.array_equal(batches(c, 1)[0][0], batches(ssd_net(src, 0, distort=True), 1)[0][0])
+    first = ssd_net(src, 5, distort=True)
+    batches(first, 2)
+    state = first.rng.bit_generator.state
+    layer_state = first.layers[0].state_dict()
+    rest = batches(first, 2)
+    resumed = ssd_net(src, 99, distort=True)
+    resumed.rng.bit_generator.state = state
+    resumed.layers[0].load_state_dict(layer_state)
+    for (xa, la), (xb, lb) in zip(rest, batches(resumed, 2)):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(la, lb)
+
+
+def test_distortion_changes_colours_not_boxes(tmp_path):
+    src = rectangles_lmdb(tmp_path / "db")
+    plain = ssd_net(src, 3, samplers=[], mirror=False)
+    plain.layers[0].expand_p = None
+    distorted = ssd_net(src, 3, samplers=[], distort=True, mirror=False)
+    distorted.layers[0].expand_p = None
+    plain.forward()
+    distorted.forward()
+    np.testing.assert_array_equal(plain.blobs["label"].data, distorted.blobs["label"].data)
+    assert not np.array_equal(plain.blobs["data"].data, distorted.blobs["data"].data)
