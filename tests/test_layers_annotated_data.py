@@ -130,8 +130,6 @@ def test_lmdb_of_annotated_datum_with_warp_resize(tmp_path):
     ({"crop_size": 2}, None, "transform_param.crop_size"),
     ({"resize_param": {"height": 4, "width": 4, "resize_mode": "FIT_SMALL_SIZE"}}, None,
      "transform_param.resize_param.resize_mode"),
-    ({"resize_param": {"height": 4, "width": 4, "interp_mode": ["LINEAR", "LANCZOS4"]}}, None,
-     "transform_param.resize_param.interp_mode"),
     (None, {"annotated_data_param": {"yolo_data_type": 1}}, "annotated_data_param.yolo_data_type"),
     # SSD's random transform, set in ways SSD cannot run
     ({"expand_param": {"prob": 0.5, "max_expand_ratio": 4}}, None,

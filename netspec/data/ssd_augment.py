@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .colorspace import bgr_to_hsv, hsv_to_bgr
+from . import interpolation
 from .image_list import _taps
 
 F32 = np.float32
@@ -215,43 +216,84 @@ def draw_expansion(rng, param, sizes: np.ndarray) -> Expansion:
 # -- pixels: crop of the canvas, WARP-resized -------------------------------------------------
 
 def render(images: np.ndarray, sizes: np.ndarray, offset: np.ndarray, rect: np.ndarray,
-           out_hw: tuple[int, int], fill: np.ndarray) -> np.ndarray:
-    """The crops ``rect`` (n, 4) [y, x, h, w] of each item's canvas, resized to ``out_hw`` as
-    OpenCV's INTER_LINEAR 8-bit resize (``image_list.resize_linear``'s fixed-point arithmetic).
+           out_hw: tuple[int, int], fill: np.ndarray, modes: np.ndarray | None = None
+           ) -> np.ndarray:
+    """The crops ``rect`` (n, 4) [y, x, h, w] of each item's canvas, resized to ``out_hw``:
+    LINEAR as OpenCV's 8-bit INTER_LINEAR (``image_list.resize_linear``'s fixed-point
+    arithmetic), the other ``interpolation.MODES`` by their tap tables; ``modes`` (n,) the
+    mode of each item (default LINEAR).
 
     images (n, C, Hm, Wm) uint8, each holding an h × w image (``sizes`` (n, 2)) at its top
     left; the canvas holds it at ``offset`` (n, 2) [h_off, w_off] and ``fill`` (C,) (the mean
     values) elsewhere. Returns uint8 (n, C, H, W)."""
-    n = len(images)
-    H, W = out_hw
-    y0, y1, b0, b1 = _taps(rect[:, 2:3], H)                   # (n, H)
-    x0, x1, a0, a1 = _taps(rect[:, 3:4], W)                   # (n, W)
-    x = images.transpose(0, 2, 3, 1)                           # (n, Hm, Wm, C)
-    item = np.arange(n)[:, None, None]
-    fill = np.asarray(fill, np.int32)
+    n, c = images.shape[:2]
+    modes = np.full(n, "LINEAR") if modes is None else np.asarray(modes)
+    out = np.empty((n, c) + tuple(out_hw), np.uint8)
+    for mode in np.unique(modes):
+        sel = modes == mode
+        canvas = _Canvas(images[sel], sizes[sel], offset[sel], rect[sel],
+                         np.asarray(fill, np.int32))
+        out[sel] = (canvas.linear(out_hw) if mode == "LINEAR" else canvas.taps(mode, out_hw))
+    return out
 
-    def rows(yi):
-        r = rect[:, 0:1] + yi - offset[:, 0:1]                 # image row of each tap
-        return r, (r >= 0) & (r < sizes[:, 0:1])
 
-    def cols(xi):
-        c = rect[:, 1:2] + xi - offset[:, 1:2]
-        return c, (c >= 0) & (c < sizes[:, 1:2])
+class _Canvas:
+    """Pixels of crops of mean-filled canvases, gathered by crop row and column indices."""
 
-    def tap(r, c):
-        (ri, rv), (ci, cv) = r, c
-        px = x[item, np.clip(ri, 0, x.shape[1] - 1)[:, :, None],
-               np.clip(ci, 0, x.shape[2] - 1)[:, None, :]].astype(np.int32)
-        return np.where((rv[:, :, None] & cv[:, None, :])[..., None], px, fill)
+    def __init__(self, images, sizes, offset, rect, fill):
+        self.x = images.transpose(0, 2, 3, 1)                 # (n, Hm, Wm, C)
+        self.sizes, self.offset, self.rect, self.fill = sizes, offset, rect, fill
+        self.item = np.arange(len(images))[:, None, None]
 
-    c0, c1 = cols(x0), cols(x1)
-    wa0, wa1 = a0[:, None, :, None].astype(np.int32), a1[:, None, :, None].astype(np.int32)
-    out = np.zeros((n, H, W, x.shape[3]), np.int32)
-    for yi, wb in ((y0, b0), (y1, b1)):
-        r = rows(yi)
-        line = tap(r, c0) * wa0 + tap(r, c1) * wa1             # exact 11-bit row sums
-        out += (wb[:, :, None, None].astype(np.int32) * (line >> 4)) >> 16
-    return np.clip((out + 2) >> 2, 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
+    def gather(self, ry: np.ndarray, cx: np.ndarray) -> np.ndarray:
+        """int32 (n, H, W, C) pixels at crop rows ``ry`` (n, H) and columns ``cx`` (n, W)."""
+        r = self.rect[:, 0:1] + ry - self.offset[:, 0:1]       # rows of the image
+        c = self.rect[:, 1:2] + cx - self.offset[:, 1:2]
+        inside = (((r >= 0) & (r < self.sizes[:, 0:1]))[:, :, None]
+                  & ((c >= 0) & (c < self.sizes[:, 1:2]))[:, None, :])
+        px = self.x[self.item, np.clip(r, 0, self.x.shape[1] - 1)[:, :, None],
+                    np.clip(c, 0, self.x.shape[2] - 1)[:, None, :]].astype(np.int32)
+        return np.where(inside[..., None], px, self.fill)
+
+    def linear(self, out_hw) -> np.ndarray:
+        H, W = out_hw
+        y0, y1, b0, b1 = _taps(self.rect[:, 2:3], H)            # (n, H)
+        x0, x1, a0, a1 = _taps(self.rect[:, 3:4], W)            # (n, W)
+        wa0, wa1 = a0[:, None, :, None].astype(np.int32), a1[:, None, :, None].astype(np.int32)
+        out = 0
+        for yi, wb in ((y0, b0), (y1, b1)):
+            line = self.gather(yi, x0) * wa0 + self.gather(yi, x1) * wa1   # exact 11-bit sums
+            out = out + ((wb[:, :, None, None].astype(np.int32) * (line >> 4)) >> 16)
+        return np.clip((out + 2) >> 2, 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
+
+    def taps(self, mode: str, out_hw) -> np.ndarray:
+        H, W = out_hw
+        shrink = ((self.rect[:, 2] >= H) & (self.rect[:, 3] >= W))[:, None]
+        iy, wy = interpolation.taps(mode, self.rect[:, 2:3], H, shrink)
+        ix, wx = interpolation.taps(mode, self.rect[:, 3:4], W, shrink)
+        n, c = len(self.x), self.x.shape[3]
+        if mode == "LANCZOS4":
+            # OpenCV's 8-bit path: 11-bit integer weights, rows then columns, >> 22 rounded
+            ia, ib = (np.rint(w * F32(2048)).astype(np.int64) for w in (wx, wy))
+            acc = np.zeros((n, H, W, c), np.int64)
+            for i in range(iy.shape[2]):                        # one pass per kernel tap
+                row = np.zeros_like(acc)
+                for j in range(ix.shape[2]):
+                    row += ia[:, None, :, j, None] * self.gather(iy[:, :, i], ix[:, :, j])
+                acc += ib[:, :, i, None, None] * row
+            out = (acc + (1 << 21)) >> 22
+        else:
+            acc = np.zeros((n, H, W, c), F32)
+            for i in range(iy.shape[2]):
+                row = np.zeros_like(acc)
+                for j in range(ix.shape[2]):
+                    row += wx[:, None, :, j, None] * self.gather(iy[:, :, i], ix[:, :, j])
+                acc += wy[:, :, i, None, None] * row
+            out = np.rint(acc)
+            if mode == "AREA":          # OpenCV's halving path rounds (a + b + c + d + 2) >> 2
+                half = (self.rect[:, 2] == 2 * H) & (self.rect[:, 3] == 2 * W)
+                out[half] = np.floor(acc[half] + F32(0.5))
+        return np.clip(out, 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
 
 
 # -- distort_param (im_transforms.cpp ApplyDistort) -------------------------------------------

@@ -38,7 +38,8 @@ class AnnotatedData(Data):
     of a canvas up to ``max_expand_ratio`` times larger, filled with ``mean_value``),
     ``batch_sampler`` (one of the crops the samplers find, boxes projected into it with
     ``emit_constraint``; an image where none is found stays whole), then the WARP resize of
-    the crop to ``resize_param``'s height × width, mirror, mean and scale. Its draws come from
+    the crop to ``resize_param``'s height × width (by one of its ``interp_mode`` drawn per
+    image: LINEAR, AREA, NEAREST, CUBIC, LANCZOS4 as OpenCV's), mirror, mean and scale. Its draws come from
     the net's random generator (reproducible from ``random_seed``, resumed with it).
     ``noise_param`` with a non-zero probability, ``crop_size``, and the FIT_SMALL_SIZE /
     FIT_LARGE_SIZE_AND_PAD resize modes are refused with an error naming the field.
@@ -82,7 +83,7 @@ class AnnotatedData(Data):
 
     def _random_transform(self) -> bool:
         """Whether SSD's random transform has anything to do: a distortion or expansion with a
-        non-zero probability, or a batch_sampler."""
+        non-zero probability, a batch_sampler, or interpolation other than LINEAR alone."""
         tp, ap = self.lp.transform_param, self.lp.annotated_data_param
         d = tp.distort_param if tp is not None else None
         e = tp.expand_param if tp is not None else None
@@ -90,7 +91,10 @@ class AnnotatedData(Data):
             getattr(d, f) > 0 for f in type(d).model_fields if f.endswith("_prob")) else None
         self.expand_p = e if e is not None and e.prob > 0 and e.max_expand_ratio > 1 else None
         self.samplers = list(ap.batch_sampler) if ap is not None else []
-        return bool(self.distort_p or self.expand_p or self.samplers)
+        r = tp.resize_param if tp is not None else None
+        self.interp = np.array(r.interp_mode if r is not None and r.interp_mode else ["LINEAR"])
+        return bool(self.distort_p or self.expand_p or self.samplers
+                    or list(self.interp) != ["LINEAR"])
 
     def _setup_augment(self, size) -> tuple:
         """Checks of the records and fields SSD's random transform needs; the output shape."""
@@ -183,9 +187,6 @@ class AnnotatedData(Data):
                 if r.prob != 1:
                     raise self.spec_error(f"prob {r.prob:g}: a random resize; {why}",
                                           field=f + ".prob")
-                if any(m != "LINEAR" for m in r.interp_mode):
-                    raise self.spec_error("netspec resizes with LINEAR interpolation only",
-                                          field=f + ".interp_mode")
         if ap is not None:
             if ap.yolo_data_type != 0:
                 raise self.spec_error("yolo_data_type: eric612/MobileNet-YOLO's random YOLO "
@@ -234,7 +235,9 @@ class AnnotatedData(Data):
             crop, cropped = pick_samples(rng, crops, found)
             rows, item = _moved(rows, item, cropped, np.clip(crop, F32(0), F32(1)), emit)
             rect = np.where(cropped[:, None], crop_rect(crop, canvas[:, 0], canvas[:, 1]), rect)
-        x = render(images, sizes, offset, rect, self.out_hw, self.fill)
+        mode = self.interp[np.minimum((rng.random(n) * len(self.interp)).astype(np.int64),
+                                      len(self.interp) - 1)]
+        x = render(images, sizes, offset, rect, self.out_hw, self.fill, mode)
         rows[:, 3:7] = warp_boxes(rows[:, 3:7], rect[item, 2:4], self.out_hw)
         keep, rows[:, 3:7] = project_boxes(rows[:, 3:7], UNIT, emit)
         return x, rows[keep]
