@@ -174,8 +174,8 @@ def test_ssd_lite_train_net_builds_with_the_forks_shapes_and_trains():
     """MobileNet-v2 SSD-lite's training net (MultiBoxLoss, LOGISTIC confidences) with its
     AnnotatedData layer replaced by Input as the fork's recording did: the fork's blob and
     parameter shapes, a finite loss and gradients into the heads."""
-    with pytest.raises(NetspecError, match="transform_param.distort_param.*deterministic"):
-        build(SSD_LITE_TRAIN, "TRAIN")       # AnnotatedData's random transform: refused
+    with pytest.raises(NetspecError, match="VOC0712_trainval_lmdb"):
+        build(SSD_LITE_TRAIN, "TRAIN")       # as it is: only its LMDB is missing
     gold = json.loads((GOLDEN / "shapes" / f"{SSD_LITE_TRAIN}.json").read_text())
     (layer, shapes), = gold["substitutions"]
     assert layer == "data"
@@ -461,6 +461,42 @@ def test_ssd_lite_train_net_converts_and_runs_with_its_annotated_data_layer(tmp_
     assert np.isfinite(loss) and loss > 0
     np.testing.assert_allclose(net.blobs["label"].data.reshape(-1, 8)[:, :3],
                                [[0, 3, 0], [0, 12, 1], [1, 7, 0]])
+
+
+def test_ssd_lite_train_net_trains_with_its_whole_random_transform(tmp_path):
+    """SSD-lite's training net exactly as the fork wrote it (distortion, expansion, five
+    interpolation modes drawn per image, CENTER emit constraint, mirror) on a small LMDB of
+    AnnotatedDatum records of different sizes: it builds, and two forward and backward passes
+    on freshly augmented batches give finite losses and gradients into the heads."""
+    from detection_data import annotated_lmdb
+
+    rng = np.random.default_rng(0)
+    src = annotated_lmdb(tmp_path / "voc_lmdb", [
+        (rng.integers(0, 256, (3, 60, 80), dtype=np.uint8),
+         [(3, [(0, (0.1, 0.2, 0.5, 0.7), False)]), (12, [(1, (0.4, 0.3, 0.9, 0.6), True)])]),
+        (rng.integers(0, 256, (3, 50, 50), dtype=np.uint8),
+         [(7, [(0, (0.05, 0.6, 0.3, 0.95), False)])])])
+    text = (ZOO / SSD_LITE_TRAIN).read_text()
+    text = text.replace('source: "examples/VOC0712/VOC0712_trainval_lmdb"', f'source: "{src}"')
+    text = text.replace("batch_size: 8", "batch_size: 2")
+    assert "distort_param" in text and "expand_param" in text and "LANCZOS4" in text
+    net = build(SSD_LITE_TRAIN, "TRAIN", text)
+    assert net.blobs["data"].shape == (2, 3, 336, 336)
+    data = net.layer_by_name("data")
+    assert data.augment and data.distort_p is not None and data.expand_p is not None
+    assert list(data.interp) == ["LINEAR", "AREA", "NEAREST", "CUBIC", "LANCZOS4"]
+    seen = []
+    for _ in range(2):
+        loss = float(net.forward())
+        assert np.isfinite(loss) and loss > 0
+        net.backward()
+        for blob in ("mbox_loc", "mbox_conf"):
+            diff = net.blobs[blob].diff
+            assert np.isfinite(diff).all() and np.count_nonzero(diff) > 0, blob
+        seen.append(net.blobs["data"].data.copy())
+    assert not np.array_equal(seen[0], seen[1])
+    x = seen[0] / np.float32(0.007843) + np.float32(127.5)  # back to pixels
+    assert x.min() > -0.5 and x.max() < 255.5
 
 
 SSD_LITE_SOLVER = "eric612__MobileNet-YOLO__models__mobilenetv2_voc__ssd_lite__solver.prototxt"
