@@ -20,13 +20,13 @@ import numpy as np
 F32 = np.float32
 _SHIFT = 12
 _i = np.arange(1, 256, dtype=np.float64)
-_SDIV = np.concatenate([[0], np.rint((255 << _SHIFT) / _i)]).astype(np.int64)
-_HDIV = np.concatenate([[0], np.rint((180 << _SHIFT) / (6 * _i))]).astype(np.int64)
+_SDIV = np.concatenate([[0], np.rint((255 << _SHIFT) / _i)]).astype(np.int32)
+_HDIV = np.concatenate([[0], np.rint((180 << _SHIFT) / (6 * _i))]).astype(np.int32)
 
 
 def bgr_to_hsv(x: np.ndarray) -> np.ndarray:
     """uint8 BGR (..., 3, H, W) -> uint8 HSV (H in 0…179)."""
-    b, g, r = (x[..., k, :, :].astype(np.int64) for k in range(3))
+    b, g, r = (x[..., k, :, :].astype(np.int32) for k in range(3))
     v = np.maximum(np.maximum(b, g), r)
     diff = v - np.minimum(np.minimum(b, g), r)
     s = (diff * _SDIV[v] + (1 << (_SHIFT - 1))) >> _SHIFT
