@@ -176,6 +176,7 @@ def test_identity_settings_of_the_random_fields_are_accepted(tmp_path):
     src = write_npz(tmp_path / "a.npz", images(2), ROWS[:2])
     net = data_net(src, transform={"distort_param": {"brightness_delta": 32},
                                    "expand_param": {"prob": 0.0, "max_expand_ratio": 4},
+                                   "noise_param": {"prob": 0.0, "hist_eq": True},
                                    "emit_constraint": {"emit_type": "CENTER"}},
                    extra={"annotated_data_param": {"batch_sampler": [{"max_sample": 1,
                                                                       "max_trials": 1}],
