@@ -339,3 +339,21 @@ def test_distortion_changes_colours_not_boxes(tmp_path):
     distorted.forward()
     np.testing.assert_array_equal(plain.blobs["label"].data, distorted.blobs["label"].data)
     assert not np.array_equal(plain.blobs["data"].data, distorted.blobs["data"].data)
+
+
+def test_expansion_fills_the_canvas_with_the_mean_values(tmp_path):
+    """A grey 50 image expanded 4× at most: after the mean is taken off, the canvas is 0 and
+    the image 50 − mean, per channel (values between only where the resize blends them)."""
+    src = write_npz(tmp_path / "a.npz", np.full((2, 3, 20, 20), 50, np.uint8),
+                    [[0, 1, 0, 0.2, 0.2, 0.8, 0.8, 0], [1, 1, 0, 0.2, 0.2, 0.8, 0.8, 0]])
+    mean = [10, 20, 130]
+    net = data_net(src, transform={"mean_value": mean, "resize_param": {"height": 40, "width": 40},
+                                   "expand_param": {"prob": 1, "max_expand_ratio": 4}})
+    net.forward()
+    x = net.blobs["data"].data
+    for c, m in enumerate(mean):
+        v = x[:, c]
+        assert (v == 0).mean() > 0.2 and (v == 50 - m).mean() > 0.02
+        assert v.min() >= min(0, 50 - m) and v.max() <= max(0, 50 - m)
+    rows = net.blobs["label"].data.reshape(-1, 8)
+    assert (rows[:, 5] - rows[:, 3] < 0.6).all()              # the boxes shrank with the image

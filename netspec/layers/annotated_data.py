@@ -73,6 +73,9 @@ class AnnotatedData(Data):
         self.box_start = np.searchsorted(record, np.arange(self.n))
         self.box_count = np.searchsorted(record, np.arange(self.n), side="right") - self.box_start
         shape = self._setup_transform(shape, "data_param")
+        if self.augment:        # the expansion's canvas: mean_value as 8-bit pixels
+            fill = self.mean.reshape(-1) if self.mean is not None else np.zeros(1, F32)
+            self.fill = np.broadcast_to(np.rint(fill).clip(0, 255), shape[:1]).astype(np.int32)
         self.flip_boxes, self.mirror = self.mirror, False     # flipped here, with the boxes
         self.cursor, self.epoch = 0, 0
         self.order = self._new_order()
@@ -155,9 +158,6 @@ class AnnotatedData(Data):
                                       "SSD needs", field=field)
             size = tuple(int(v) for v in self.sizes[0])
         self.out_hw = size
-        mean = list(tp.mean_value) if tp is not None else []
-        fill = np.rint(np.asarray(mean or [0], np.float32)).clip(0, 255)
-        self.fill = np.broadcast_to(fill, (c,)).astype(np.int32)
         return (c,) + tuple(size)
 
     def _refuse_random_fields(self) -> None:
