@@ -358,3 +358,49 @@ def test_expansion_fills_the_canvas_with_the_mean_values(tmp_path):
     rows = net.blobs["label"].data.reshape(-1, 8)
     width = rows[:, 5] - rows[:, 3]                           # the boxes shrink with the image
     assert (width <= 0.6 + 1e-6).all() and (width < 0.6 - 1e-3).any()
+
+
+def test_training_with_the_random_transform_resumes_bit_for_bit(tmp_path):
+    """A tiny SSD trained 6 iterations on augmented batches equals one trained 3, snapshotted,
+    restored and trained 3 more: the transform's draws resume with the solver's generator."""
+    from detection_data import boxes_on_noise, tiny_ssd
+
+    from netspec.backend import Backend
+    from netspec.log import CaffeLog
+    from netspec.solvers import Solver
+    from netspec.spec.solver import SolverParameter
+
+    data, rows = boxes_on_noise(24, 0)
+    np.savez(tmp_path / "train.npz", data=data, annotation=rows)
+    spec = tiny_ssd(str(tmp_path / "train.npz"), str(tmp_path / "train.npz"), batch=4)
+    spec["layer"] = [layer for layer in spec["layer"]
+                     if layer.get("include", {}).get("phase") != "TEST"]
+    spec["layer"][0]["transform_param"].update({
+        "resize_param": {"height": 32, "width": 32, "interp_mode": ["LINEAR", "CUBIC"]},
+        "mirror": True, "mean_value": [40], "emit_constraint": {"emit_type": "CENTER"},
+        "expand_param": {"prob": 0.5, "max_expand_ratio": 2.0},
+        "distort_param": {"brightness_prob": 0.5, "brightness_delta": 32, "contrast_prob": 0.5,
+                          "contrast_lower": 0.5, "contrast_upper": 1.5}})
+    spec["layer"][0]["annotated_data_param"] = {"batch_sampler": SSD_SAMPLERS}
+
+    def make():
+        sp = SolverParameter.model_validate({
+            "net": "x", "type": "Adam", "base_lr": 0.003, "momentum": 0.9, "lr_policy": "fixed",
+            "random_seed": 3, "snapshot_prefix": str(tmp_path / "snap"), "max_iter": 6})
+        return Solver(sp, backend=Backend(np, np.float32), net_param=parse_net(spec),
+                      log=CaffeLog(quiet=True))
+
+    def weights(s):
+        return {k: p.data.copy() for k, p in s.net.named_params().items()}
+
+    straight = make()
+    straight.solve(max_iter=6)
+    first = make()
+    first.solve(max_iter=3)
+    state = first.snapshot()
+    resumed = make()
+    resumed.restore(state)
+    resumed.solve(max_iter=6)
+    for k, w in weights(straight).items():
+        np.testing.assert_array_equal(weights(resumed)[k], w, err_msg=k)
+    assert not all(np.array_equal(w, weights(first)[k]) for k, w in weights(straight).items())
