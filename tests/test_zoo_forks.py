@@ -429,6 +429,19 @@ def test_segnet_caffemodel_with_the_forks_field_numbers_loads(tmp_path):
     assert str(e.value).count("SegNet's BN") == 2          # said once for the 8 layers
 
 
+def voc_like_lmdb(tmp_path: Path, first: tuple[int, int], second: tuple[int, int]) -> str:
+    """An LMDB of two AnnotatedDatum records of random pixels, H×W ``first`` and ``second``,
+    with three boxes in classes 3, 12 (difficult) and 7, as SSD-lite's VOC data would hold."""
+    from detection_data import annotated_lmdb
+
+    rng = np.random.default_rng(0)
+    return annotated_lmdb(tmp_path / "voc_lmdb", [
+        (rng.integers(0, 256, (3, *first), dtype=np.uint8),
+         [(3, [(0, (0.1, 0.2, 0.5, 0.7), False)]), (12, [(1, (0.4, 0.3, 0.9, 0.6), True)])]),
+        (rng.integers(0, 256, (3, *second), dtype=np.uint8),
+         [(7, [(0, (0.05, 0.6, 0.3, 0.95), False)])])])
+
+
 def test_ssd_lite_train_net_converts_and_runs_with_its_annotated_data_layer(tmp_path):
     """SSD-lite's own training net, AnnotatedData included: it converts as it is; with the
     random parts of its transform taken out (distortion, expansion, four of its five
@@ -438,17 +451,10 @@ def test_ssd_lite_train_net_converts_and_runs_with_its_annotated_data_layer(tmp_
     import re
 
     from netspec.caffe.port import convert_net
-    from detection_data import annotated_lmdb
-
     text = (ZOO / SSD_LITE_TRAIN).read_text()
     (tmp_path / "train.prototxt").write_text(text)
     convert_net(tmp_path / "train.prototxt", tmp_path / "net.yaml")
-    rng = np.random.default_rng(0)
-    src = annotated_lmdb(tmp_path / "voc_lmdb", [
-        (rng.integers(0, 256, (3, 40, 50), dtype=np.uint8),
-         [(3, [(0, (0.1, 0.2, 0.5, 0.7), False)]), (12, [(1, (0.4, 0.3, 0.9, 0.6), True)])]),
-        (rng.integers(0, 256, (3, 30, 30), dtype=np.uint8),
-         [(7, [(0, (0.05, 0.6, 0.3, 0.95), False)])])])
+    src = voc_like_lmdb(tmp_path, (40, 50), (30, 30))
     text = re.sub(r"\n    distort_param \{.*?\n    \}\n    expand_param \{.*?\n    \}", "", text,
                   flags=re.S)
     text = re.sub(r"\n      interp_mode: (AREA|NEAREST|CUBIC|LANCZOS4)", "", text)
@@ -468,14 +474,7 @@ def test_ssd_lite_train_net_trains_with_its_whole_random_transform(tmp_path):
     interpolation modes drawn per image, CENTER emit constraint, mirror) on a small LMDB of
     AnnotatedDatum records of different sizes: it builds, and two forward and backward passes
     on freshly augmented batches give finite losses and gradients into the heads."""
-    from detection_data import annotated_lmdb
-
-    rng = np.random.default_rng(0)
-    src = annotated_lmdb(tmp_path / "voc_lmdb", [
-        (rng.integers(0, 256, (3, 60, 80), dtype=np.uint8),
-         [(3, [(0, (0.1, 0.2, 0.5, 0.7), False)]), (12, [(1, (0.4, 0.3, 0.9, 0.6), True)])]),
-        (rng.integers(0, 256, (3, 50, 50), dtype=np.uint8),
-         [(7, [(0, (0.05, 0.6, 0.3, 0.95), False)])])])
+    src = voc_like_lmdb(tmp_path, (60, 80), (50, 50))
     text = (ZOO / SSD_LITE_TRAIN).read_text()
     text = text.replace('source: "examples/VOC0712/VOC0712_trainval_lmdb"', f'source: "{src}"')
     text = text.replace("batch_size: 8", "batch_size: 2")
