@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import DataError
+from .interpolation import centred_positions, nearest_indices
 
 INSTALL = "pip install 'netspec[caffe]'"
 
@@ -181,10 +182,7 @@ def _taps(src, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     w0, w1 (cv::resize: centres aligned, clamped at the edges, weights rounded to 1/2048).
     ``src`` is one size, or an array of sizes (n, 1) giving (n, dst) taps."""
     src = np.asarray(src)
-    d = np.arange(dst, dtype=np.float64)
-    f = ((d + 0.5) * (src / dst) - 0.5).astype(np.float32)
-    i0 = np.floor(f).astype(np.int64)
-    frac = (f - i0.astype(np.float32)).astype(np.float32)
+    i0, frac = centred_positions(src, dst)
     low = i0 < 0
     i0, frac = np.where(low, 0, i0), np.where(low, np.float32(0), frac)
     high = i0 >= src - 1
@@ -219,6 +217,5 @@ def resize_nearest(a: np.ndarray, height: int, width: int) -> np.ndarray:
     """(C, H, W) -> (C, height, width) as OpenCV's ``cv::resize(..., INTER_NEAREST)``: output
     pixel (y, x) is input pixel (min(floor(y·H/height), H − 1), min(floor(x·W/width), W − 1))."""
     c, h, w = a.shape
-    rows = np.minimum(np.floor(np.arange(height) * (h / height)).astype(np.int64), h - 1)
-    cols = np.minimum(np.floor(np.arange(width) * (w / width)).astype(np.int64), w - 1)
+    rows, cols = nearest_indices(h, height), nearest_indices(w, width)
     return a[:, rows[:, None], cols[None, :]]

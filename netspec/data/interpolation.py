@@ -46,11 +46,21 @@ def _lanczos4(f: np.ndarray) -> np.ndarray:
     return w.astype(F32)
 
 
-def _centred(src: np.ndarray, dst: int) -> tuple[np.ndarray, np.ndarray]:
+def centred_positions(src, dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """cv::resize's source position of each output index, centres aligned:
+    fx = (d + ½)·src/dst − ½ in float32, as (⌊fx⌋ int64, fx − ⌊fx⌋ float32); ``src`` one size
+    or sizes (n, 1)."""
     d = np.arange(dst, dtype=np.float64)
     fx = ((d + 0.5) * (src / dst) - 0.5).astype(F32)
     sx = np.floor(fx)
     return sx.astype(np.int64), (fx - sx).astype(F32)
+
+
+def nearest_indices(src, dst: int) -> np.ndarray:
+    """INTER_NEAREST's source index of each output index: min(⌊d·src/dst⌋, src − 1); ``src``
+    one size or sizes (n, 1)."""
+    d = np.arange(dst, dtype=np.float64)
+    return np.minimum(np.floor(d * (src / dst)).astype(np.int64), np.asarray(src) - 1)
 
 
 def taps(mode: str, src: np.ndarray, dst: int, shrink_both: np.ndarray | None = None
@@ -60,11 +70,10 @@ def taps(mode: str, src: np.ndarray, dst: int, shrink_both: np.ndarray | None = 
     between its area mean (the image shrinks on both axes) and its bilinear variant."""
     src = np.asarray(src, np.int64)
     if mode == "NEAREST":
-        d = np.arange(dst, dtype=np.float64)
-        i = np.minimum(np.floor(d * (src / dst)).astype(np.int64), src - 1)
+        i = nearest_indices(src, dst)
         return i[..., None], np.ones(i.shape + (1,), F32)
     if mode in ("CUBIC", "LANCZOS4"):
-        sx, f = _centred(src, dst)
+        sx, f = centred_positions(src, dst)
         k = 4 if mode == "CUBIC" else 8
         idx = sx[..., None] + np.arange(k) - (k // 2 - 1)
         w = _cubic(f) if mode == "CUBIC" else _lanczos4(f)
