@@ -19,6 +19,8 @@ import pytest
 cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'netspec[compare]')")
 pytest.importorskip("google.protobuf", reason="protobuf is not installed (pip install 'netspec[caffe]')")
 
+from zoo_deploy import detection_rows  # noqa: E402
+
 from netspec.backend import Backend  # noqa: E402
 from netspec.caffe.opencv import opencv_net  # noqa: E402
 from netspec.net import Net  # noqa: E402
@@ -167,7 +169,7 @@ def test_opencv_agrees(case, tmp_path):
     ours, theirs = _run(case, tmp_path)
     if case == "detection_output":   # OpenCV orders the rows by score, SSD by image and label
         assert len(ours[0, 0]) > 10 and theirs.shape == ours.shape
-        ours, theirs = (np.array(sorted(map(tuple, a[0, 0]))) for a in (ours, theirs))
+        ours, theirs = detection_rows(ours), detection_rows(theirs)
     assert theirs.shape == ours.shape
     np.testing.assert_allclose(theirs, ours, rtol=1e-5,
                                atol=1e-6 * max(1.0, float(np.abs(ours).max())))

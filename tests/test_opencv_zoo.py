@@ -21,7 +21,7 @@ import yaml
 cv2 = pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'netspec[compare]')")
 pytest.importorskip("google.protobuf", reason="protobuf is not installed (pip install 'netspec[caffe]')")
 
-from zoo_deploy import HEAVY_DEPLOY, deploy_names, deploy_net, fill_well_scaled  # noqa: E402
+from zoo_deploy import HEAVY_DEPLOY, deploy_names, deploy_net, detection_rows, fill_well_scaled  # noqa: E402
 
 from netspec.caffe import prototxt as ptx  # noqa: E402
 from netspec.caffe.opencv import opencv_net  # noqa: E402
@@ -79,9 +79,7 @@ def _check(net: Net, text: str, tmp_path: Path) -> None:
         ours = net.blobs[blob].data
         if blob in detections:   # OpenCV orders the rows by score, SSD by image and label
             assert got.shape == ours.shape and ours.shape[2] > 10, blob
-            # sorted with scores rounded, so a float-level score difference cannot swap rows
-            got, ours = (np.array(sorted(a[0, 0].tolist(), key=lambda r: (r[:2], round(r[2], 4), r[3:])))
-                         for a in (got, ours))
+            got, ours = detection_rows(got), detection_rows(ours)
         assert got.size == ours.size, blob
         scale = float(np.abs(ours).max())
         assert scale > 0, f"{blob} is all zeros: the comparison would say nothing"

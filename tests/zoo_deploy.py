@@ -88,3 +88,10 @@ def without_last_layer(text: str, type_name: str) -> str:
     start = text.rindex("layer {", 0, at)
     assert "layer {" not in text[at:], "the detection layer is not the last one"
     return text[:start]
+
+
+def detection_rows(top: np.ndarray) -> np.ndarray:
+    """A DetectionOutput top (1, 1, R, 7) as its rows in one order for comparing runtimes
+    (OpenCV orders them by score, SSD by image and label): by image and label, then score
+    rounded to 1e-4 (a float-level score difference cannot swap two rows), then the box."""
+    return np.array(sorted(top[0, 0].tolist(), key=lambda r: (r[:2], round(r[2], 4), r[3:])))
