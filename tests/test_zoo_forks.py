@@ -159,6 +159,17 @@ def test_ssd_lite_detects_on_random_weights():
 SSD_LITE_TRAIN = "eric612__MobileNet-YOLO__models__mobilenetv2_voc__ssd_lite__train.prototxt"
 
 
+def ssd_step(net) -> None:
+    """One forward and backward of an SSD training net: a finite, positive loss and finite,
+    non-zero gradients into both heads (mbox_loc, mbox_conf)."""
+    loss = float(net.forward())
+    assert np.isfinite(loss) and loss > 0
+    net.backward()
+    for blob in ("mbox_loc", "mbox_conf"):
+        diff = net.blobs[blob].diff
+        assert np.isfinite(diff).all() and np.count_nonzero(diff) > 0, blob
+
+
 def with_input_layer(text: str, shapes: dict[str, list[int]]) -> str:
     """The prototxt text with its first layer (a data layer) replaced by an Input layer giving
     ``shapes`` (top name -> shape), as the fork's recording substituted it."""
@@ -185,12 +196,7 @@ def test_ssd_lite_train_net_builds_with_the_forks_shapes_and_trains():
     net.blobs["data"].data[...] = rng.standard_normal(shapes["data"])
     net.blobs["label"].data[...] = [[[[0, 3, 0, 0.1, 0.2, 0.5, 0.7, 0], [0, 12, 1, 0.4, 0.3, 0.9, 0.6, 0],
                                       [0, 7, 2, 0.05, 0.6, 0.3, 0.95, 1], [-1, 0, 0, 0, 0, 0, 0, 0]]]]
-    loss = float(net.forward())
-    assert np.isfinite(loss) and loss > 0
-    net.backward()
-    for blob in ("mbox_loc", "mbox_conf"):
-        diff = net.blobs[blob].diff
-        assert np.isfinite(diff).all() and np.count_nonzero(diff) > 0, blob
+    ssd_step(net)
 
 
 def test_ssd_lite_train_net_prototxt_yaml_prototxt_is_the_same_net(tmp_path):
@@ -486,12 +492,7 @@ def test_ssd_lite_train_net_trains_with_its_whole_random_transform(tmp_path):
     assert list(data.interp) == ["LINEAR", "AREA", "NEAREST", "CUBIC", "LANCZOS4"]
     seen = []
     for _ in range(2):
-        loss = float(net.forward())
-        assert np.isfinite(loss) and loss > 0
-        net.backward()
-        for blob in ("mbox_loc", "mbox_conf"):
-            diff = net.blobs[blob].diff
-            assert np.isfinite(diff).all() and np.count_nonzero(diff) > 0, blob
+        ssd_step(net)
         seen.append(net.blobs["data"].data.copy())
     assert not np.array_equal(seen[0], seen[1])
     x = seen[0] / np.float32(0.007843) + np.float32(127.5)  # back to pixels
