@@ -123,14 +123,15 @@ def tiny_ssd(train_source: str, test_source: str, batch: int = 16) -> dict:
 
 
 def write_tiny_ssd(folder: Path, train_images: int = 256, test_images: int = 64,
-                   **solver) -> Path:
-    """The data sets, net and solver YAMLs in ``folder``; returns the solver's path."""
+                   net=None, **solver) -> Path:
+    """The data sets, net (``tiny_ssd``, or ``net``) and solver YAMLs in ``folder``; returns
+    the solver's path."""
     import yaml
 
     for name, n, seed in (("train", train_images, 0), ("test", test_images, 1)):
         data, rows = boxes_on_noise(n, seed)
         np.savez(folder / f"{name}.npz", data=data, annotation=rows)
-    (folder / "net.yaml").write_text(yaml.safe_dump(tiny_ssd("train.npz", "test.npz"),
+    (folder / "net.yaml").write_text(yaml.safe_dump((net or tiny_ssd)("train.npz", "test.npz"),
                                                     sort_keys=False))
     settings = {"net": "net.yaml", "type": "Adam", "base_lr": 0.003, "momentum": 0.9,
                 "lr_policy": "fixed", "max_iter": 300, "display": 50, "test_iter": 4,
@@ -139,6 +140,59 @@ def write_tiny_ssd(folder: Path, train_images: int = 256, test_images: int = 64,
                 "ap_version": "11point", **solver}
     (folder / "solver.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     return folder / "solver.yaml"
+
+
+#: the tiny YOLOv3's anchors, in pixels of the 32×32 input (the boxes' sides are 8–16)
+YOLO_BIASES = [9, 9, 14, 10, 10, 14, 15, 15]
+
+
+def tiny_yolov3(train_source: str, test_source: str, batch: int = 16) -> dict:
+    """Two conv stages and a 1×1 head on an 8×8 map (4 anchors per cell, 1 class): the
+    MobileNet-YOLO fork's Yolov3 loss in TRAIN, on AnnotatedData's YOLO labels
+    (``yolo_data_type: 1``, the fork's random crop ``yolo_data_jitter``); Yolov3DetectionOutput
+    and DetectionEvaluate in TEST."""
+    test = {"include": {"phase": "TEST"}}
+    train = {"include": {"phase": "TRAIN"}}
+    warp = {"resize_param": {"resize_mode": "WARP", "height": SIZE, "width": SIZE}}
+    data = [
+        {"name": "data", "type": "AnnotatedData", "top": ["data", "label"], **train,
+         "transform_param": {"scale": 1 / 255, **warp},
+         "data_param": {"source": train_source, "batch_size": batch, "shuffle": True},
+         "annotated_data_param": {"yolo_data_type": 1, "yolo_data_jitter": 0.2}},
+        {"name": "data", "type": "AnnotatedData", "top": ["data", "label"], **test,
+         "transform_param": {"scale": 1 / 255},
+         "data_param": {"source": test_source, "batch_size": batch}}]
+    pool = {"pool": "MAX", "kernel_size": 2, "stride": 2}
+    anchors = {"biases": YOLO_BIASES, "mask": [0, 1, 2, 3]}
+    layers = data + [
+        _conv("conv1", "data", 16), _relu("conv1"),
+        {"name": "pool1", "type": "Pooling", "bottom": "conv1", "top": "pool1",
+         "pooling_param": pool},
+        _conv("conv2", "pool1", 32), _relu("conv2"),
+        {"name": "pool2", "type": "Pooling", "bottom": "conv2", "top": "pool2",
+         "pooling_param": pool},
+        _conv("conv3", "pool2", 32), _relu("conv3"),                        # 8×8
+        {"name": "head", "type": "Convolution", "bottom": "conv3", "top": "head",
+         "convolution_param": {"num_output": 4 * 6, "kernel_size": 1,
+                               "weight_filler": {"type": "xavier"},
+                               "bias_filler": {"type": "constant"}}},
+        {"name": "yolo_loss", "type": "Yolov3", **train, "bottom": ["head", "label"],
+         "top": "yolo_loss",
+         "yolov3_param": {"num_class": 1, "num": 4, "object_scale": 5.0, "noobject_scale": 1.0,
+                          "class_scale": 1.0, "coord_scale": 1.0, "thresh": 0.6,
+                          "anchors_scale": 4, **anchors}},
+        {"name": "detection_out", "type": "Yolov3DetectionOutput", **test, "bottom": "head",
+         "top": "detection_out",
+         "yolov3_detection_output_param": {"num_classes": 1, "num_box": 4,
+                                           "confidence_threshold": 0.05, "nms_threshold": 0.45,
+                                           "anchors_scale": [4], "mask_group_num": 1,
+                                           **anchors}},
+        {"name": "detection_eval", "type": "DetectionEvaluate", **test,
+         "bottom": ["detection_out", "label"], "top": "detection_eval",
+         "detection_evaluate_param": {"num_classes": 2, "background_label_id": 0,
+                                      "overlap_threshold": 0.5}},
+    ]
+    return {"name": "tiny_yolov3", "layer": layers}
 
 
 def annotated_lmdb(path, records):

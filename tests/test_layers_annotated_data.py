@@ -9,6 +9,8 @@ against cv2.resize in tests/test_caffe_data.py).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -130,7 +132,8 @@ def test_lmdb_of_annotated_datum_with_warp_resize(tmp_path):
     ({"crop_size": 2}, None, "transform_param.crop_size"),
     ({"resize_param": {"height": 4, "width": 4, "resize_mode": "FIT_SMALL_SIZE"}}, None,
      "transform_param.resize_param.resize_mode"),
-    (None, {"annotated_data_param": {"yolo_data_type": 1}}, "annotated_data_param.yolo_data_type"),
+    (None, {"annotated_data_param": {"yolo_data_type": 1}},
+     "annotated_data_param.yolo_data_jitter"),                     # no resize_param
     # SSD's random transform, set in ways SSD cannot run
     ({"expand_param": {"prob": 0.5, "max_expand_ratio": 4}}, None,
      "transform_param.expand_param"),                              # no resize_param
@@ -404,3 +407,79 @@ def test_training_with_the_random_transform_resumes_bit_for_bit(tmp_path):
     for k, w in weights(straight).items():
         np.testing.assert_array_equal(weights(resumed)[k], w, err_msg=k)
     assert not all(np.array_equal(w, weights(first)[k]) for k, w in weights(straight).items())
+
+
+# -- the MobileNet-YOLO fork's YOLO labels (yolo_data_type: 1) and jitter -----------------------
+
+def test_yolo_labels_are_centre_size_rows_per_image(tmp_path):
+    """yolo_data_type 1 without a random transform (jitter 0): (N, 1, 300, 5) rows [label − 1,
+    x, y, w, h] per image in record order, zeros after; train_diffcult false drops the
+    difficult box."""
+    src = write_npz(tmp_path / "a.npz", images(3), ROWS)
+    ap = {"yolo_data_type": 1, "yolo_data_jitter": 0}
+    net = data_net(src, batch=3, extra={"annotated_data_param": ap})
+    assert net.blobs["label"].data.shape == (3, 1, 300, 5)
+    net.forward()
+    got = net.blobs["label"].data
+    want = np.zeros((3, 1, 300, 5), F)
+    want[0, 0, 0] = [0, 0.25, 0.3, 0.3, 0.4]
+    want[0, 0, 1] = [1, 0.7, 0.7, 0.4, 0.4]
+    want[2, 0, 0] = [0, 0.25, 0.25, 0.1, 0.1]
+    np.testing.assert_allclose(got, want, atol=1e-7)
+    net = data_net(src, batch=3, extra={"annotated_data_param": {**ap, "train_diffcult": False}})
+    net.forward()
+    want[0, 0, 1] = 0
+    np.testing.assert_allclose(net.blobs["label"].data, want, atol=1e-7)
+
+
+def test_jitter_crops_follow_the_forks_draws():
+    """GenerateJitterSamples: 20 % whole images, the rest sides in [1 − j, 1] (a fifth of all
+    in [1 − j/2, 1]), inside the image."""
+    from netspec.data.ssd_augment import jitter_crops
+    c = jitter_crops(np.random.default_rng(0), 0.3, 20000)
+    w, h = c[:, 2] - c[:, 0], c[:, 3] - c[:, 1]
+    whole = (c == [0, 0, 1, 1]).all(1)
+    assert abs(whole.mean() - 0.2) < 0.015
+    assert (c >= 0).all() and (c <= 1 + 1e-6).all()
+    assert (w[~whole] >= 0.7 - 1e-6).all() and (h[~whole] >= 0.7 - 1e-6).all()
+    assert abs((w[~whole] >= 0.85).mean() - (0.2 + 0.6 / 2) / 0.8) < 0.02
+
+
+def test_yolo_jitter_crops_move_boxes_with_the_pixels(tmp_path):
+    """White rectangles under the jitter crop and the WARP resize: each YOLO row's box is
+    white inside and every white pixel is near a box (3 px tolerance, as the SSD test)."""
+    from detection_data import boxes_on_noise
+    data, rows = boxes_on_noise(16, 3)
+    data[data < 180] = 0
+    src = write_npz(tmp_path / "a.npz", data, rows)
+    net = data_net(src, batch=8, transform={"resize_param": {"height": 32, "width": 32,
+                                                             "resize_mode": "WARP"}},
+                   extra={"annotated_data_param": {"yolo_data_type": 1, "yolo_data_jitter": 0.4}})
+    moved = 0
+    for _ in range(4):
+        net.forward()
+        x, lab = net.blobs["data"].data, net.blobs["label"].data
+        for i in range(8):
+            mine = lab[i, 0][lab[i, 0, :, 3] > 0]
+            white = x[i, 0] > 100
+            yy, xx = np.mgrid[0:32, 0:32] + 0.5
+            near = np.zeros((32, 32), bool)
+            for _, cx, cy, w, h in mine * [1, 32, 32, 32, 32]:
+                b = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+                near |= (xx > b[0] - 3) & (xx < b[2] + 3) & (yy > b[1] - 3) & (yy < b[3] + 3)
+                inside = (xx > b[0] + 3) & (xx < b[2] - 3) & (yy > b[1] + 3) & (yy < b[3] - 3)
+                assert white[inside].all()
+            assert not (white & ~near).any()
+        moved += int(not np.allclose(lab, 0))
+    assert moved
+
+
+@pytest.mark.parametrize("ap,words", [
+    ({"yolo_data_type": 2}, "yolo_data_type 2"),
+    ({"yolo_data_type": 1, "yolo_data_jitter": 1.0}, "yolo_data_jitter 1 must be in [0, 1)"),
+    ({"yolo_data_type": 1}, "give transform_param.resize_param"),       # jitter: no size
+])
+def test_yolo_fields_are_checked(tmp_path, ap, words):
+    src = write_npz(tmp_path / "a.npz", images(2), ROWS[:2])
+    with pytest.raises(SpecError, match=re.escape(words)):
+        data_net(src, extra={"annotated_data_param": ap})

@@ -9,6 +9,7 @@ References that are not the code under test: literal loops written here from the
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -194,3 +195,238 @@ def test_yolo_outputs_refuse_bad_shapes(type_name, param, shapes, words):
     block = "yolov3_detection_output_param" if "v3" in type_name else "yolo_detection_output_param"
     with pytest.raises(NetspecError, match=words):
         make_layer({"type": type_name, block: param}, shapes)
+
+
+# -- Yolov3: the loss -----------------------------------------------------------------------------
+
+def literal_yolov3_deltas(x, label, q):
+    """The fork's ``Yolov3Layer::Forward_cpu`` (iou_loss MSE) cell by cell, truth by truth:
+    its ``diff_`` array, before the backward's ``use_logic_gradient`` factor and the 1/N."""
+    N, _, H, W = x.shape
+    A, C = q["num"], q["num_class"]
+    K = 5 + C
+    bias, mask, scale = q["biases"], q["mask"], q["anchors_scale"]
+    eps = q.get("label_smooth_eps", 0.1)
+    logic = q.get("use_logic_gradient", False)
+    iou_thresh = q.get("iou_thresh", 0.5)
+    at = x.reshape(N, A, K, H, W).astype(np.float64)
+    sw = np.where(np.isin(np.arange(K), [2, 3])[None, None, :, None, None], at,
+                  1 / (1 + np.exp(-at)))
+    diff = np.zeros_like(at)
+    rows = label.reshape(N, -1, 5)
+
+    def region_box(n_anchor, b, a, i, j):
+        return [(i + sw[b, a, 0, j, i]) / W, (j + sw[b, a, 1, j, i]) / H,
+                math.exp(sw[b, a, 2, j, i]) * bias[2 * n_anchor] / (W * scale),
+                math.exp(sw[b, a, 3, j, i]) * bias[2 * n_anchor + 1] / (H * scale)]
+
+    def delta_box(truth, b, a, i, j, s):
+        tx, ty = truth[0] * W - i, truth[1] * H - j
+        tw = math.log(truth[2] * W * scale / bias[2 * mask[a]])
+        th = math.log(truth[3] * H * scale / bias[2 * mask[a] + 1])
+        for k, t in enumerate((tx, ty, tw, th)):
+            diff[b, a, k, j, i] = -s * (t - sw[b, a, k, j, i])
+
+    def delta_class(b, a, i, j, c):
+        if diff[b, a, 5 + c, j, i]:
+            y = 1 * (1 - eps) + 0.5 * eps if eps else 1
+            diff[b, a, 5 + c, j, i] = -q.get("class_scale", 1) * (y - sw[b, a, 5 + c, j, i])
+            return
+        for n in range(C):
+            y = 1.0 if n == c else 0.0
+            if eps:
+                y = y * (1 - eps) + 0.5 * eps
+            diff[b, a, 5 + n, j, i] = -q.get("class_scale", 1) * (y - sw[b, a, 5 + n, j, i])
+
+    for b in range(N):
+        for s in range(H * W):
+            for a in range(A):
+                j, i = divmod(s, W)
+                pred = region_box(mask[a], b, a, i, j)
+                best = 0
+                for t in range(len(rows[b])):
+                    if not rows[b, t, 1]:
+                        break
+                    best = max(best, literal_iou(pred, rows[b, t, 1:5]))
+                diff[b, a, 4, j, i] = sw[b, a, 4, j, i]
+                if best > q.get("thresh", 0.2):
+                    diff[b, a, 4, j, i] = 0
+        for t in range(len(rows[b])):
+            c, gx, gy, gw, gh = rows[b, t]
+            if not gw:
+                break
+            i, j = int(gx * W), int(gy * H)
+            shape = []
+            for n in range(len(bias) // 2):
+                aw, ah = bias[2 * n] / (W * scale), bias[2 * n + 1] / (H * scale)
+                inter = min(aw, gw) * min(ah, gh)
+                shape.append(inter / (aw * ah + gw * gh - inter))
+            best_n = int(np.argmax(shape)) if max(shape) > 0 else -1
+            places = [mask.index(best_n)] if best_n in mask else []
+            places += [mask.index(n) for n in range(len(shape))
+                       if n in mask and n != best_n and iou_thresh < 1 and shape[n] > iou_thresh]
+            for a in places:
+                s = q.get("coord_scale", 5) * (2 - gw * gh)
+                delta_box((gx, gy, gw, gh), b, a, i, j, s)
+                o = q.get("object_scale", 1) if logic else 1
+                diff[b, a, 4, j, i] = -o * (1 - sw[b, a, 4, j, i])
+                delta_class(b, a, i, j, int(c))
+    if logic:
+        slope = sw * (1 - sw)
+        slope[:, :, 2:4] = 1
+        diff *= slope
+    return diff.reshape(x.shape)
+
+
+YOLOV3 = {"num_class": 3, "num": 2, "object_scale": 5.0, "class_scale": 1.0, "coord_scale": 1.0,
+          "thresh": 0.4, "anchors_scale": 8, "biases": [6, 9, 14, 12, 30, 26, 50, 60],
+          "mask": [1, 2]}
+
+
+def yolov3_case(seed=0, N=2, H=4, W=5, A=2, C=3, rows=6):
+    """A map and labels where ground truths share cells, classes and anchors."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 0.8, (N, A * (5 + C), H, W))
+    label = np.zeros((N, 1, rows, 5))
+    boxes = [[0, 0.31, 0.42, 0.35, 0.30], [2, 0.33, 0.45, 0.30, 0.40],   # one cell, 2 classes
+             [1, 0.72, 0.18, 0.12, 0.20], [1, 0.55, 0.81, 0.80, 0.70]]
+    label[0, 0, :4] = boxes
+    label[1, 0, :2] = [[2, 0.12, 0.88, 0.2, 0.15], [0, 0.9, 0.5, 0.5, 0.6]]
+    return x, label
+
+
+def yolov3_layer(q, shapes, dtype=np.float64):
+    from netspec.backend import Backend
+    return make_layer({"type": "Yolov3", "yolov3_param": q}, shapes, backend=Backend(np, dtype))
+
+
+@pytest.mark.parametrize("change", [{}, {"use_logic_gradient": True}, {"label_smooth_eps": 0},
+                                    {"iou_thresh": 0.2}, {"iou_thresh": 1.0, "thresh": 0.1},
+                                    {"mask": [2, 0], "class_scale": 2.0}])
+def test_yolov3_gradient_is_the_forks_delta(change):
+    """Backward (top diff 1) = the fork's diff_ / N, written out loop by loop."""
+    q = {**YOLOV3, **change}
+    x, label = yolov3_case()
+    layer, ts = yolov3_layer(q, [x.shape, label.shape])
+    bottom, top = run_forward(layer, [x, label], ts)
+    top[0].diff = np.ones(())
+    layer.backward(top, [True, False], bottom)
+    ref = literal_yolov3_deltas(x, label, q) / x.shape[0]
+    assert np.abs(ref).max() > 0.05
+    np.testing.assert_allclose(bottom[0].diff, ref, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("change", [{}, {"use_logic_gradient": True}, {"iou_thresh": 0.2}])
+def test_yolov3_gradients(change):
+    """The value is the loss the fork's deltas are the gradient of."""
+    from gradcheck import check_gradients
+    q = {**YOLOV3, **change}
+    x, label = yolov3_case(seed=1)
+    layer, ts = yolov3_layer(q, [x.shape, label.shape])
+    check_gradients(layer, [x, label], ts)
+
+
+def test_yolov3_loss_by_hand():
+    """One cell, one anchor, one class, all raw values 0 (every sigmoid ½), one ground truth
+    at the cell's centre: B(½, t) = log 2 for any t, so the loss is
+    λ·(2·log 2 + ½w*² + ½h*²) + log 2 + log 2 with λ = 2 − w·h (coord_scale 1)."""
+    q = {"num_class": 1, "num": 1, "coord_scale": 1.0, "anchors_scale": 10, "biases": [5, 4],
+         "mask": [0], "thresh": 0.9}
+    x = np.zeros((1, 6, 1, 1))
+    label = np.zeros((1, 1, 3, 5))
+    label[0, 0, 0] = [0, 0.5, 0.5, 0.6, 0.3]
+    layer, ts = yolov3_layer(q, [x.shape, label.shape])
+    _, top = run_forward(layer, [x, label], ts)
+    lam = 2 - 0.6 * 0.3
+    wt, ht = math.log(0.6 / 0.5), math.log(0.3 / 0.4)
+    expect = lam * (2 * math.log(2) + wt * wt / 2 + ht * ht / 2) + 2 * math.log(2)
+    assert float(top[0].data) == pytest.approx(expect, rel=1e-12)
+
+
+def test_yolov3_float32_matches_float64():
+    q = dict(YOLOV3)
+    x, label = yolov3_case(seed=2)
+    out = {}
+    for dt in (np.float32, np.float64):
+        layer, ts = yolov3_layer(q, [x.shape, label.shape], dtype=dt)
+        bottom, top = run_forward(layer, [x.astype(dt), label.astype(dt)], ts)
+        top[0].diff = np.ones((), dt)
+        layer.backward(top, [True, False], bottom)
+        out[dt] = (float(top[0].data), bottom[0].diff)
+    assert out[np.float32][0] == pytest.approx(out[np.float64][0], rel=1e-5)
+    np.testing.assert_allclose(out[np.float32][1], out[np.float64][1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("param,words", [
+    ({"iou_loss": "GIOU"}, "iou_loss GIOU is not implemented"),
+    ({"use_focal_loss": True}, "use_focal_loss is not implemented"),
+    ({"mask": [1]}, "mask must name the num = 2 anchors"),
+    ({"mask": [1, 7]}, "biases as (w, h) pairs for anchors 0 … 7"),
+    ({"anchors_scale": 0}, "anchors_scale must be at least 1"),
+])
+def test_yolov3_refuses_bad_parameters(param, words):
+    x, label = yolov3_case()
+    with pytest.raises(SpecError, match=re.escape(words)):
+        yolov3_layer({**YOLOV3, **param}, [x.shape, label.shape])
+
+
+def test_yolov3_refuses_bad_shapes_and_classes():
+    x, label = yolov3_case()
+    with pytest.raises(NetspecError, match=r"must be \(N, num·\(5 \+ num_class\) = 16"):
+        yolov3_layer(YOLOV3, [(2, 15, 4, 5), label.shape])
+    with pytest.raises(NetspecError, match="rows of 5 values"):
+        yolov3_layer(YOLOV3, [x.shape, (2, 1, 6, 4)])
+    label[1, 0, 0, 0] = 3
+    layer, ts = yolov3_layer(YOLOV3, [x.shape, label.shape])
+    with pytest.raises(NetspecError, match="class 3, outside 0 … 2"):
+        run_forward(layer, [x, label], ts)
+
+
+FORK_YOLOV3_TRAIN = """name: "tiny"
+layer { name: "data" type: "AnnotatedData" top: "data" top: "label" include { phase: TRAIN }
+  transform_param { scale: 0.007843 mirror: true mean_value: 127.5 mean_value: 127.5
+    mean_value: 127.5
+    resize_param { prob: 1.0 resize_mode: WARP height: 64 width: 64 interp_mode: LINEAR }
+    %s }
+  data_param { source: "absent_lmdb" batch_size: 4 backend: LMDB }
+  annotated_data_param { yolo_data_type : 1 batch_sampler { max_sample: 1 max_trials: 1 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 1 stride: 4 } }
+layer { name: "head" type: "Convolution" bottom: "conv" top: "head"
+  convolution_param { num_output: 75 kernel_size: 1 } }
+layer { name: "Yolov3Loss1" type: "Yolov3" bottom: "head" bottom: "label" top: "det_loss1"
+  loss_weight: 1
+  yolov3_param { side: 16 num_class: 20 num: 3 object_scale: 5.0 noobject_scale: 1.0
+    class_scale: 1.0 coord_scale: 1.0 thresh: 0.6
+	anchors_scale : 4
+	use_logic_gradient : false
+    biases: 10 biases: 14 biases: 23 biases: 27 biases: 37 biases: 58
+	mask:0 mask:1 mask:2 } }
+"""
+
+
+def test_a_forks_yolov3_training_file_converts_and_builds_with_stand_in_data(tmp_path):
+    """The fork's vocabulary (its spacing, `yolo_data_type : 1`) converts; `summary --no-data`
+    stands YOLO's labels in as (N, 1, 300, 5) and builds the loss; several resize_param blocks
+    (the fork's multi-scale training) are one message saying so."""
+    import json
+
+    from click.testing import CliRunner
+
+    from netspec.cli import main
+    src = tmp_path / "train.prototxt"
+    src.write_text(FORK_YOLOV3_TRAIN % "")
+    r = CliRunner().invoke(main, ["convert", str(src)])
+    assert r.exit_code == 0, r.stderr
+    r = CliRunner().invoke(main, ["summary", "--json", "--no-data", str(tmp_path / "train.yaml")])
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(r.stdout)
+    tops = {x["name"]: [t["shape"] for t in x["tops"]] for x in info["layers"]}
+    assert tops["data"] == [[4, 3, 64, 64], [4, 1, 300, 5]]
+    assert tops["head"] == [[4, 75, 16, 16]] and tops["Yolov3Loss1"] == [[]]
+    resize = "resize_param { prob: 0.5 resize_mode: WARP height: 32 width: 32 }"
+    src.write_text(FORK_YOLOV3_TRAIN % resize)
+    r = CliRunner().invoke(main, ["convert", "--force", str(src)])
+    assert r.exit_code != 0
+    assert "multi-scale training" in r.stderr and "keep one resize_param" in r.stderr
+    assert f"{src}:" in r.stderr and len(r.stderr.strip().splitlines()) == 1

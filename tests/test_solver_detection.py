@@ -308,3 +308,31 @@ def test_tiny_ssd_trains_to_a_map_above_0_8(tmp_path):
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert f"detection_eval = {last:.6g}" in r.stderr
+
+
+def test_tiny_yolov3_trains_to_a_map_above_0_8(tmp_path):
+    """`netspec train` of a tiny YOLOv3 (the MobileNet-YOLO fork's Yolov3 loss on
+    AnnotatedData's YOLO labels with its jitter crop; Yolov3DetectionOutput and
+    DetectionEvaluate in TEST) on the 256 synthetic images: the mAP rises from below 0.1
+    (random weights) to above 0.8 in 300 iterations (measured: 0.009 at 0, 0.72 at 100, 0.88
+    at 300) while the loss falls."""
+    import json
+    import subprocess
+    import sys
+
+    import detection_data
+
+    solver = detection_data.write_tiny_ssd(tmp_path, net=detection_data.tiny_yolov3,
+                                           max_iter=300, test_interval=300,
+                                           test_initialization=True, display=100,
+                                           ap_version="MaxIntegral")
+    r = subprocess.run([sys.executable, "-m", "netspec.cli", "train", str(solver), "--log-dir",
+                        "logs"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").open()]
+    tests = [e for e in events if e["event"] == "test"]
+    assert [e["iteration"] for e in tests] == [0, 300]
+    first, last = (e["outputs"]["detection_eval"] for e in tests)
+    assert first < 0.1 and last > 0.8, (first, last)
+    losses = [e["loss"] for e in events if e["event"] == "train"]
+    assert losses[-1] < losses[0] / 4, losses

@@ -27,7 +27,7 @@ from . import ConvertError, is_repeated
 FORK_TYPES = {
     **dict.fromkeys(("VideoData",),
                     "SSD's fork of Caffe (weiliu89/caffe, branch ssd)"),
-    **dict.fromkeys(("Yolov3", "RegionLoss", "YoloSeg"),
+    **dict.fromkeys(("RegionLoss", "YoloSeg"),
                     "the MobileNet-YOLO fork of Caffe (eric612/MobileNet-YOLO)"),
 }
 

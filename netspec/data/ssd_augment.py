@@ -136,6 +136,21 @@ def sample_crop_boxes(rng: np.random.Generator, sampler, n: int, trials: int) ->
     return np.stack([x0, y0, x0 + w, y0 + h], -1)
 
 
+def jitter_crops(rng: np.random.Generator, jitter: float, n: int) -> np.ndarray:
+    """The MobileNet-YOLO fork's ``GenerateJitterSamples`` for n items: (n, 4) crops. With
+    probability 0.2 the whole image; else a crop of width and height each ~ U(1 − j, 1)
+    (j = ``jitter``, halved with probability 0.2 of all), its corner uniform over the positions
+    inside the image."""
+    u = rng.random((6, n))
+    j = np.where(u[0] < 0.4, jitter / 2, jitter)          # die: 0.2 whole, 0.2 half, 0.6 full
+    w = (1 - j + u[1] * j).astype(F32)
+    h = (1 - j + u[2] * j).astype(F32)
+    x0 = (u[3] * (F32(1) - w)).astype(F32)
+    y0 = (u[4] * (F32(1) - h)).astype(F32)
+    crops = np.stack([x0, y0, x0 + w, y0 + h], -1)
+    return np.where((u[0] < 0.2)[:, None], UNIT, crops).astype(F32)
+
+
 def generate_batch_samples(rng, samplers, objects, valid) -> tuple[np.ndarray, np.ndarray]:
     """GenerateBatchSamples for n items: every sampler's crops (its ``max_trials`` tries, the
     ones meeting its constraint, at most ``max_sample``), concatenated: (n, K, 4) crops and

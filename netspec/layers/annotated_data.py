@@ -6,13 +6,15 @@ import numpy as np
 
 from ..data.annotated import open_annotated
 from ..data.ssd_augment import (UNIT, distort, draw_distortion, draw_expansion,
-                                generate_batch_samples, padded_boxes, pick_samples,
+                                generate_batch_samples, jitter_crops, padded_boxes, pick_samples,
                                 project_boxes, render, crop_rect, warp_boxes)
 from ..errors import DataError
 from .data import Data, _color
 from .registry import register
 
 F32 = np.float32
+#: label rows per image with ``yolo_data_type: 1`` (the fork's fixed 300)
+YOLO_ROWS = 300
 
 
 @register("AnnotatedData")
@@ -81,7 +83,7 @@ class AnnotatedData(Data):
         self.order = self._new_order()
         tops = [(p.batch_size,) + tuple(shape)]
         if len(self.lp.top) > 1:
-            tops.append((1, 1, 1, 8))
+            tops.append((p.batch_size, 1, YOLO_ROWS, 5) if self.yolo_labels else (1, 1, 1, 8))
         return tops
 
     def _random_transform(self) -> bool:
@@ -94,9 +96,11 @@ class AnnotatedData(Data):
             getattr(d, f) > 0 for f in type(d).model_fields if f.endswith("_prob")) else None
         self.expand_p = e if e is not None and e.prob > 0 and e.max_expand_ratio > 1 else None
         self.samplers = list(ap.batch_sampler) if ap is not None else []
+        self.yolo_labels = ap is not None and ap.yolo_data_type == 1
+        self.jitter = (ap.yolo_data_jitter if self.yolo_labels and not self.samplers else 0.0)
         r = tp.resize_param if tp is not None else None
         self.interp = np.array(r.interp_mode if r is not None and r.interp_mode else ["LINEAR"])
-        return bool(self.distort_p or self.expand_p or self.samplers
+        return bool(self.distort_p or self.expand_p or self.samplers or self.jitter
                     or list(self.interp) != ["LINEAR"])
 
     def _setup_augment(self, size) -> tuple:
@@ -146,12 +150,14 @@ class AnnotatedData(Data):
                 raise self.error("records of different sizes: give transform_param."
                                  "resize_param to resize them to one size", field=src,
                                  cls=DataError)
-            crops = any(b.sampler is not None and (b.sampler.min_scale, b.sampler.max_scale,
-                                                   b.sampler.min_aspect_ratio,
-                                                   b.sampler.max_aspect_ratio) != (1, 1, 1, 1)
-                        for b in self.samplers)
+            crops = self.jitter > 0 or any(
+                b.sampler is not None and (b.sampler.min_scale, b.sampler.max_scale,
+                                           b.sampler.min_aspect_ratio,
+                                           b.sampler.max_aspect_ratio) != (1, 1, 1, 1)
+                for b in self.samplers)
             if crops or self.expand_p is not None:
                 field = ("transform_param.expand_param" if self.expand_p is not None else
+                         "annotated_data_param.yolo_data_jitter" if self.jitter else
                          "annotated_data_param.batch_sampler")
                 raise self.spec_error("random crops and expansion change the image size: give "
                                       "transform_param.resize_param (WARP height, width), as "
@@ -188,10 +194,13 @@ class AnnotatedData(Data):
                     raise self.spec_error(f"prob {r.prob:g}: a random resize; {why}",
                                           field=f + ".prob")
         if ap is not None:
-            if ap.yolo_data_type != 0:
-                raise self.spec_error("yolo_data_type: eric612/MobileNet-YOLO's random YOLO "
-                                      f"augmentation; {why}",
+            if ap.yolo_data_type not in (0, 1):
+                raise self.spec_error(f"yolo_data_type {ap.yolo_data_type}: eric612/MobileNet-"
+                                      "YOLO knows 0 (SSD's labels) and 1 (YOLO's labels)",
                                       field="annotated_data_param.yolo_data_type")
+            if ap.yolo_data_jitter < 0 or ap.yolo_data_jitter >= 1:
+                raise self.spec_error(f"yolo_data_jitter {ap.yolo_data_jitter:g} must be in "
+                                      "[0, 1)", field="annotated_data_param.yolo_data_jitter")
 
     def _emitted(self, boxes: np.ndarray, tp) -> np.ndarray:
         """SSD's TransformAnnotation of a whole image: the emit constraint, then each box
@@ -235,6 +244,10 @@ class AnnotatedData(Data):
             crop, cropped = pick_samples(rng, crops, found)
             rows, item = _moved(rows, item, cropped, np.clip(crop, F32(0), F32(1)), emit)
             rect = np.where(cropped[:, None], crop_rect(crop, canvas[:, 0], canvas[:, 1]), rect)
+        elif self.jitter:
+            crop = jitter_crops(rng, self.jitter, n)
+            rows, item = _moved(rows, item, np.ones(n, bool), crop, emit)
+            rect = crop_rect(crop, canvas[:, 0], canvas[:, 1])
         mode = self.interp[np.minimum((rng.random(n) * len(self.interp)).astype(np.int64),
                                       len(self.interp) - 1)]
         x = render(images, sizes, offset, rect, self.out_hw, self.fill, mode)
@@ -257,10 +270,33 @@ class AnnotatedData(Data):
             f = flip[item]
             rows[f, 3], rows[f, 5] = F32(1) - rows[f, 5], F32(1) - rows[f, 3]
         top[0].data[...] = self.backend.asarray(x)
-        if len(top) > 1:
+        if len(top) > 1 and self.yolo_labels:
+            top[1].data[...] = self.backend.asarray(self._yolo_rows(rows, n, idx))
+        elif len(top) > 1:
             if len(rows) == 0:
                 rows = np.full((1, 8), -1, F32)
             top[1].data = self.backend.asarray(rows.reshape(1, 1, -1, 8).astype(top[0].data.dtype))
+
+    def _yolo_rows(self, rows: np.ndarray, n: int, idx: np.ndarray) -> np.ndarray:
+        """The fork's YOLO labels (n, 1, 300, 5): per image its boxes in order (difficult ones
+        only with ``train_diffcult``) as [label − 1, centre x, centre y, width, height], then
+        rows of 0."""
+        if not self.lp.annotated_data_param.train_diffcult:
+            rows = rows[rows[:, 7] == 0]
+        item = rows[:, 0].astype(np.int64)
+        counts = np.bincount(item, minlength=n)
+        if counts.max(initial=0) > YOLO_ROWS:
+            k = int(counts.argmax())
+            raise self.error(f"record {int(idx[k])} has {counts[k]} boxes after the transform; "
+                             f"yolo_data_type 1 holds at most {YOLO_ROWS} per image (as the "
+                             "fork)", field="annotated_data_param.yolo_data_type", cls=DataError)
+        at = np.arange(len(item)) - np.repeat(np.cumsum(counts) - counts, counts)
+        b = rows[:, 3:7]
+        out = np.zeros((n, 1, YOLO_ROWS, 5), dtype=self.dtype)
+        out[item, 0, at] = np.stack([rows[:, 1] - 1, (b[:, 0] + b[:, 2]) / 2,
+                                     (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0],
+                                     b[:, 3] - b[:, 1]], -1)
+        return out
 
 
 def _moved(rows: np.ndarray, item: np.ndarray, moved: np.ndarray, crop: np.ndarray, emit

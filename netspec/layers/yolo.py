@@ -1,19 +1,25 @@
-"""The YOLO detection outputs of the MobileNet-YOLO fork (eric612/MobileNet-YOLO):
-``YoloDetectionOutput`` (YOLOv2's region layer) and ``Yolov3DetectionOutput``.
+"""The YOLO layers of the MobileNet-YOLO fork (eric612/MobileNet-YOLO): the detection outputs
+``YoloDetectionOutput`` (YOLOv2's region layer) and ``Yolov3DetectionOutput``, and YOLOv3's
+training loss ``Yolov3``.
 
-Both decode every anchor of every cell, keep the scores above a threshold, sort them and run a
-greedy NMS over all classes at once (the fork's ``ApplyNms``); forward only. The work is small
-and branchy, so it runs on the host in float32 and the rows are copied to the backend. Rows
-are SSD's [image, label, score, xmin, ymin, xmax, ymax], label = class + 1, boxes in [0, 1]
-units of the image and not clipped.
+The outputs decode every anchor of every cell, keep the scores above a threshold, sort them
+and run a greedy NMS over all classes at once (the fork's ``ApplyNms``); forward only. Rows are
+SSD's [image, label, score, xmin, ymin, xmax, ymax], label = class + 1, boxes in [0, 1] units
+of the image and not clipped. The loss assigns the ground truths to cells and anchors. Both
+are small and branchy, so they run on the host and the results are copied to the backend.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from ..errors import DataError
 from .base import Layer
 from .detection import _host
+from .multibox import logistic_loss_rows
+from .neuron import sigmoid
 from .registry import register
 
 F32 = np.float32
@@ -26,18 +32,19 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def center_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The fork's ``box_iou`` of a box a (4,) with boxes b (K, 4), both [x, y, w, h] (centre
-    and size), in float32: intersection 0 unless both overlaps are ≥ 0."""
+    """The fork's ``box_iou`` of boxes a (..., 4) and b (..., 4), broadcast against each other,
+    both [x, y, w, h] (centre and size), in float32: intersection 0 unless both overlaps are
+    ≥ 0."""
     a, b = a.astype(F32), b.astype(F32)
     half = F32(2)
-    left = np.maximum(a[0] - a[2] / half, b[:, 0] - b[:, 2] / half)
-    right = np.minimum(a[0] + a[2] / half, b[:, 0] + b[:, 2] / half)
-    top = np.maximum(a[1] - a[3] / half, b[:, 1] - b[:, 3] / half)
-    bottom = np.minimum(a[1] + a[3] / half, b[:, 1] + b[:, 3] / half)
+    left = np.maximum(a[..., 0] - a[..., 2] / half, b[..., 0] - b[..., 2] / half)
+    right = np.minimum(a[..., 0] + a[..., 2] / half, b[..., 0] + b[..., 2] / half)
+    top = np.maximum(a[..., 1] - a[..., 3] / half, b[..., 1] - b[..., 3] / half)
+    bottom = np.minimum(a[..., 1] + a[..., 3] / half, b[..., 1] + b[..., 3] / half)
     w, h = right - left, bottom - top
     inter = np.where((w < 0) | (h < 0), F32(0), w * h)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return inter / (a[2] * a[3] + b[:, 2] * b[:, 3] - inter)
+        return inter / (a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter)
 
 
 def yolo_nms(boxes: np.ndarray, threshold: float) -> np.ndarray:
@@ -239,3 +246,202 @@ class Yolov3DetectionOutput(_YoloOutput):
             n, j, i, b, c = np.nonzero(score > F32(p.confidence_threshold))
             cand.append((n, c, score[n, j, i, b, c], box[n, j, i, b]))
         return self.rows(cand, maps[0].shape[0])
+
+
+@register("Yolov3")
+class Yolov3(Layer):
+    """YOLOv3's training loss at one output scale (the fork's ``Yolov3Layer``, ``iou_loss: MSE``).
+
+    Bottoms: the map x (N, A·(5 + C), H, W), A = ``num``, C = ``num_class``, anchor a's
+    channels [t_x, t_y, t_w, t_h, t_o, t_c…]; the labels, T rows of 5 per image (N, …, T, 5):
+    [class, x, y, w, h], centre and size in [0, 1] of the image, a row with x = 0 (w = 0 for
+    the assignment) ending the list (AnnotatedData's ``yolo_data_type: 1`` gives
+    (N, 1, 300, 5)). Top: the scalar loss. Anchor a is anchor m = mask[a] of ``biases``, of
+    size (b_w, b_h) in pixels of an input (W·s, H·s), s = ``anchors_scale``; its box at cell
+    (i, j) is ((i + σ(t_x))/W, (j + σ(t_y))/H, e^t_w·b_w/(W·s), e^t_h·b_h/(H·s)).
+
+    Targets, assigned as the fork assigns them:
+      * objectness o* = 0, weight 0 where the box's best IoU with a ground truth of its image
+        exceeds ``thresh``;
+      * each ground truth, in label order, goes to its cell (⌊x·W⌋, ⌊y·H⌋) at the anchor (of
+        all biases) of best shape IoU if the mask has it, and at every other mask anchor of
+        shape IoU > ``iou_thresh``. There: o* = 1; box targets x* = x·W − i, y* = y·H − j,
+        w* = log(w·W·s / b_w), h* = log(h·H·s / b_h) of weight λ = coord_scale·(2 − w·h) (the
+        last ground truth of a place wins); class targets c* = ε/2 + (1 − ε)·[c is the class
+        of a ground truth of that place], ε = ``label_smooth_eps``.
+
+    The loss, summed over places, over N; B(p, t) = −t·log p − (1 − t)·log(1 − p):
+      λ·(B(σ_x, x*) + B(σ_y, y*) + ½(t_w − w*)² + ½(t_h − h*)²) + B(σ_o, o*)
+      + class_scale·Σ_c B(σ_c, c*); with ``use_logic_gradient``, squared errors of the
+      sigmoids instead: λ/2·((σ_x − x*)² + (σ_y − y*)² + (t_w − w*)² + (t_h − h*)²)
+      + object_scale/2·(σ_o − 1)² (o* = 1), ½σ_o² (o* = 0), class_scale/2·Σ_c (σ_c − c*)².
+    Its gradient is the fork's backward (its deltas over N); the fork logs Σ delta² / N
+    instead of this value. ``side`` (read from the bottom) and ``noobject_scale`` are unused,
+    as in the fork.
+    """
+
+    param_block = "yolov3_param"
+    exact_bottoms = 2
+    exact_tops = 1
+    is_loss = True
+    no_grad_bottoms = (1,)
+
+    def setup(self, bottom_shapes):
+        p = self.p
+        f = self.param_block + "."
+        if p.iou_loss != "MSE":
+            raise self.spec_error(f"iou_loss {p.iou_loss} is not implemented: the fork's IoU "
+                                  "deltas are hand-derived steps, not the gradient of the loss "
+                                  "it reports; netspec trains with MSE (the fork's default)",
+                                  field=f + "iou_loss")
+        if p.use_focal_loss:
+            raise self.spec_error("use_focal_loss is not implemented: the fork scales its class "
+                                  "deltas by a factor of the probability that is not the "
+                                  "gradient of a loss; leave it false (the default)",
+                                  field=f + "use_focal_loss")
+        if p.num < 1 or p.num_class < 1:
+            raise self.spec_error("needs num and num_class of at least 1", field=f + "num")
+        if len(p.mask) != p.num:
+            raise self.spec_error(f"mask must name the num = {p.num} anchors of this scale, got "
+                                  f"{len(p.mask)}", field=f + "mask")
+        if len(p.biases) % 2 or len(p.biases) < 2 * (max(p.mask) + 1):
+            raise self.spec_error(f"needs biases as (w, h) pairs for anchors 0 … {max(p.mask)} "
+                                  f"(mask), got {len(p.biases)} values", field=f + "biases")
+        if min(p.biases) <= 0:
+            raise self.spec_error("anchor sizes (biases) must be positive", field=f + "biases")
+        if p.anchors_scale < 1:
+            raise self.spec_error("anchors_scale must be at least 1", field=f + "anchors_scale")
+        x, label = (tuple(s) for s in bottom_shapes)
+        channels = p.num * (5 + p.num_class)
+        if len(x) != 4 or x[1] != channels:
+            raise self.error(f"bottom 0 {x} must be (N, num·(5 + num_class) = {channels}, H, W)")
+        if not label or label[0] != x[0] or math.prod(label[1:]) % 5 or not math.prod(label[1:]):
+            raise self.error(f"labels {label} must hold, for each of the {x[0]} images, rows of 5 "
+                             "values [class, x, y, w, h]")
+        return [()]
+
+    def anchors(self, H: int, W: int, dt) -> np.ndarray:
+        """All anchors' (w, h) (B, 2) as fractions of the input (W·s, H·s)."""
+        p = self.p
+        bias = np.asarray(p.biases, dtype=dt).reshape(-1, 2)
+        return bias / np.asarray([W * p.anchors_scale, H * p.anchors_scale], dtype=dt)
+
+    def targets(self, s: np.ndarray, v: np.ndarray, truth: np.ndarray) -> dict:
+        """The fork's assignment (see the class doc) for sigmoids s and raw values v
+        (N, A, 5 + C, H, W) and ground truths (N, T, 5)."""
+        p = self.p
+        N, A, _, H, W = v.shape
+        dt = v.dtype
+        anchor = self.anchors(H, W, dt)
+        mask = np.asarray(p.mask, dtype=np.intp)
+        # predicted boxes (N, A, H, W, 4) against each image's ground truths: the ignore mask
+        cols = np.arange(W, dtype=dt)[None, None, None, :]
+        rows = np.arange(H, dtype=dt)[None, None, :, None]
+        with np.errstate(over="ignore"):
+            pred = np.stack([(cols + s[:, :, 0]) / dt.type(W), (rows + s[:, :, 1]) / dt.type(H),
+                             np.exp(v[:, :, 2]) * anchor[mask, 0][None, :, None, None],
+                             np.exp(v[:, :, 3]) * anchor[mask, 1][None, :, None, None]], -1)
+        listed = np.cumprod(truth[:, :, 1] != 0, axis=1).astype(bool)          # (N, T)
+        T = int(listed.sum(axis=1).max(initial=0))
+        best = np.zeros((N, A, H, W), dtype=F32)
+        if T:
+            iou = center_iou(pred[..., None, :], truth[:, None, None, None, :T, 1:5])
+            iou = np.where(listed[:, None, None, None, :T], np.nan_to_num(iou), F32(0))
+            best = iou.max(axis=-1)
+        obj_target = np.zeros((N, A, H, W), dtype=dt)
+        obj_weight = np.where(best > F32(p.thresh), 0, 1).astype(dt)
+        # the ground truths' places, in the fork's order: by image, label row, then anchor
+        assigned = np.cumprod(truth[:, :, 3] != 0, axis=1).astype(bool)
+        b, t = np.nonzero(assigned)
+        g = truth[b, t]
+        cls = g[:, 0].astype(np.int64)
+        if len(cls) and (cls.min() < 0 or cls.max() >= p.num_class):
+            bad = int(cls[(cls < 0) | (cls >= p.num_class)][0])
+            raise self.error(f"a ground truth of class {bad}, outside 0 … {p.num_class - 1} "
+                             f"(num_class {p.num_class})", cls=DataError)
+        i = np.clip((g[:, 1] * dt.type(W)).astype(np.int64), 0, W - 1)
+        j = np.clip((g[:, 2] * dt.type(H)).astype(np.int64), 0, H - 1)
+        inter = np.minimum(g[:, 3:4], anchor[:, 0]) * np.minimum(g[:, 4:5], anchor[:, 1])
+        shape_iou = inter / (g[:, 3:4] * g[:, 4:5] + anchor[:, 0] * anchor[:, 1] - inter)
+        best_n = shape_iou.argmax(axis=1)
+        fits = shape_iou[np.arange(len(g)), best_n] > 0
+        slot_of = np.full(len(anchor), -1, dtype=np.intp)
+        slot_of[mask[::-1]] = np.arange(A)[::-1]                   # the first slot naming it
+        chosen = np.zeros(shape_iou.shape, dtype=bool)
+        chosen[np.arange(len(g)), best_n] = fits
+        if p.iou_thresh < 1:
+            chosen |= shape_iou > dt.type(p.iou_thresh)
+        chosen &= slot_of[None, :] >= 0
+        e, n = np.nonzero(chosen)                                  # events, in the fork's order
+        a = slot_of[n]
+        place = ((b[e] * A + a) * H + j[e]) * W + i[e]
+        _, last_rev = np.unique(place[::-1], return_index=True)
+        last = len(place) - 1 - last_rev                           # the last event of a place
+        pe, pb, pa, pj, pi = e[last], b[e][last], a[last], j[e][last], i[e][last]
+        gl = g[pe]
+        positive = np.zeros((N, A, H, W), dtype=bool)
+        positive[pb, pa, pj, pi] = True
+        box = np.zeros((N, A, 4, H, W), dtype=dt)
+        box[pb, pa, 0, pj, pi] = gl[:, 1] * dt.type(W) - pi
+        box[pb, pa, 1, pj, pi] = gl[:, 2] * dt.type(H) - pj
+        box[pb, pa, 2, pj, pi] = np.log(gl[:, 3] / anchor[mask[pa], 0])
+        box[pb, pa, 3, pj, pi] = np.log(gl[:, 4] / anchor[mask[pa], 1])
+        weight = np.zeros((N, A, H, W), dtype=dt)
+        weight[pb, pa, pj, pi] = p.coord_scale * (2 - gl[:, 3] * gl[:, 4])
+        hot = np.zeros((N, A, p.num_class, H, W), dtype=bool)
+        hot[b[e], a, cls[e], j[e], i[e]] = True
+        eps = dt.type(p.label_smooth_eps)
+        cls_target = hot * (1 - eps) + eps / 2
+        obj_target[positive] = 1
+        obj_weight[positive] = p.object_scale if p.use_logic_gradient else 1
+        return dict(positive=positive, box=box, weight=weight, obj_target=obj_target,
+                    obj_weight=obj_weight, cls_target=cls_target.astype(dt))
+
+    def forward(self, bottom, top):
+        p = self.p
+        x = _host(bottom[0].data)
+        N, _, H, W = x.shape
+        dt = x.dtype
+        v = x.reshape(N, p.num, 5 + p.num_class, H, W)
+        s = sigmoid(np, v)
+        truth = _host(bottom[1].data).reshape(N, -1, 5).astype(dt)
+        q = self.targets(s, v, truth)
+        pos = q["positive"].astype(dt)
+        lam = q["weight"] * pos
+        grad = np.zeros_like(v)
+        loss = 0.0
+
+        def cross_entropy(k, target, w):
+            nonlocal loss
+            e, d = logistic_loss_rows(v[:, :, k].reshape(-1, 1), target.reshape(-1, 1))
+            loss += float((w.reshape(-1) * e).sum())
+            grad[:, :, k] = w * d.reshape(w.shape)
+
+        def squared(k, value, target, w, slope=None):
+            nonlocal loss
+            d = value - target
+            loss += float((w * d * d).sum()) / 2
+            grad[:, :, k] = w * d * (1 if slope is None else slope)
+
+        for k in (2, 3):
+            squared(k, v[:, :, k], q["box"][:, :, k], lam)
+        C = slice(5, 5 + p.num_class)
+        cls_weight = (p.class_scale * pos)[:, :, None]
+        if p.use_logic_gradient:
+            slope = s * (1 - s)
+            for k in (0, 1):
+                squared(k, s[:, :, k], q["box"][:, :, k], lam, slope[:, :, k])
+            squared(4, s[:, :, 4], q["obj_target"], q["obj_weight"], slope[:, :, 4])
+            squared(C, s[:, :, C], q["cls_target"], cls_weight, slope[:, :, C])
+        else:
+            for k in (0, 1):
+                cross_entropy(k, q["box"][:, :, k], lam)
+            cross_entropy(4, q["obj_target"], q["obj_weight"])
+            cross_entropy(C, q["cls_target"], np.broadcast_to(cls_weight, v[:, :, C].shape))
+        self.grad = (grad / dt.type(N)).reshape(x.shape)
+        top[0].data[...] = loss / N
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            scale = float(_host(top[0].diff))
+            bottom[0].diff[...] = self.xp.asarray((self.grad * scale).astype(self.dtype))

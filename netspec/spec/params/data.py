@@ -200,10 +200,13 @@ class AnnotatedDataParameter(Message):
     batch_sampler: Repeated[BatchSampler] = Field(default_factory=list)
     label_map_file: Optional[str] = None
     anno_type: Optional[Literal["BBOX"]] = None
-    #: eric612/MobileNet-YOLO's fields: its YOLO-style augmentation (``yolo_data_type`` ≠ 0
-    #: is refused; ``yolo_data_jitter`` is accepted and unused)
+    #: eric612/MobileNet-YOLO's fields: ``yolo_data_type: 1`` gives YOLO's labels (N, 1, 300,
+    #: 5) [class, x, y, w, h] for its ``Yolov3`` loss, with a random crop of each side in
+    #: [1 − ``yolo_data_jitter``, 1] when there is no batch_sampler; ``train_diffcult`` (sic)
+    #: false leaves difficult boxes out of them
     yolo_data_type: int = 0
     yolo_data_jitter: float = 0.3
+    train_diffcult: bool = True
 
 
 TYPES = ("Input", "Data", "DummyData", "MemoryData", "ImageData", "WindowData", "HDF5Data", "HDF5Output",

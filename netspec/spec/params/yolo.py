@@ -1,12 +1,13 @@
-"""The YOLO detection-output messages of the MobileNet-YOLO fork (eric612/MobileNet-YOLO).
+"""The YOLO messages of the MobileNet-YOLO fork (eric612/MobileNet-YOLO): the detection
+outputs and YOLOv3's loss.
 
 Field for field as in that fork's ``caffe.proto`` (its field numbers:
-``yolo_detection_output_param`` 601, ``yolov3_detection_output_param`` 602), with its
-defaults."""
+``yolo_detection_output_param`` 601, ``yolov3_detection_output_param`` 602, ``yolov3_param``
+603), with its defaults."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field, NonNegativeInt
 
@@ -44,11 +45,40 @@ class Yolov3DetectionOutputParameter(Message):
     gaussian_box: bool = False
 
 
+class Yolov3Parameter(Message):
+    """``Yolov3`` (YOLOv3's loss at one output scale): ``num`` anchors per cell, anchors
+    ``mask`` of the ``biases`` (w, h pairs, in pixels of an input of the map's size times
+    ``anchors_scale``). ``side`` is read from the bottom and ``noobject_scale`` is unused, as
+    in the fork; ``max_delta`` and ``accumulate`` belong to the IoU losses, which netspec
+    refuses (see the layer)."""
+
+    side: NonNegativeInt = 13
+    num_class: NonNegativeInt = 20
+    num: NonNegativeInt = 5
+    object_scale: float = 1.0
+    class_scale: float = 1.0
+    noobject_scale: float = 0.5
+    coord_scale: float = 5.0
+    thresh: float = 0.2
+    anchors_scale: NonNegativeInt = 32
+    biases: Repeated[float] = Field(default_factory=list)
+    mask: Repeated[NonNegativeInt] = Field(default_factory=list)
+    use_logic_gradient: bool = False
+    use_focal_loss: bool = False
+    iou_loss: Literal["IOU", "GIOU", "MSE", "DIOU", "CIOU"] = "MSE"
+    iou_normalizer: float = 0.25
+    iou_thresh: float = 0.5
+    max_delta: float = 10.0
+    accumulate: bool = True
+    label_smooth_eps: float = 0.1
+
+
 #: the Caffe layer types of this family
-TYPES = ("YoloDetectionOutput", "Yolov3DetectionOutput",)
+TYPES = ("YoloDetectionOutput", "Yolov3DetectionOutput", "Yolov3",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
     "yolo_detection_output_param": YoloDetectionOutputParameter,
     "yolov3_detection_output_param": Yolov3DetectionOutputParameter,
+    "yolov3_param": Yolov3Parameter,
 }
