@@ -128,3 +128,58 @@ def test_resume_is_bit_identical_with_threads(tmp_path, rule, monkeypatch):
     resumed.solve(max_iter=6)
     for key, value in weights(resumed).items():
         np.testing.assert_array_equal(value, weights(straight)[key], err_msg=key)
+
+
+def literal_plateau_rates(losses, base_lr, gamma, winsize):
+    """Intel Caffe's SGDSolver::GetLearningRate for lr_policy "plateau", iteration by
+    iteration, from the smoothed losses."""
+    minimum, last, step, rates = 3.4028234663852886e38, 0, 0, []
+    for it, loss in enumerate(losses):
+        if loss < minimum:
+            minimum, last = loss, it
+        if step < len(winsize) and it >= last + winsize[step]:
+            step += 1
+            last = it
+        rates.append(base_lr * gamma ** step)
+    return rates
+
+
+def plateau_solver(tmp_path, **extra):
+    return make(tmp_path, "SGD", lr_policy="plateau", gamma=0.5, plateau_winsize=[2, 3, 4],
+                base_lr=0.3, average_loss=3, max_iter=30, **extra)
+
+
+def test_plateau_rate_follows_the_smoothed_loss_and_resumes(tmp_path):
+    """The rate of every iteration = a transcription of Intel Caffe's from the same smoothed
+    losses (the noisy loss of a shuffled, dropped-out net steps the rate down); a resume from
+    iteration 12 (after steps) ends bit-identical."""
+    s = plateau_solver(tmp_path)
+    losses, rates = [], []
+    for _ in range(30):
+        s.step_once()
+        losses.append(s.smoothed_loss)
+        rates.append(s.learning_rate())
+    assert rates == literal_plateau_rates(losses, 0.3, 0.5, [2, 3, 4])
+    assert 0.3 * 0.5 ** 3 <= rates[-1] < 0.3 and s.plateau.current_step >= 1
+    expected = weights(s)
+    first = plateau_solver(tmp_path)
+    first.solve(max_iter=12)
+    assert first.plateau.current_step >= 1
+    state = first.snapshot()
+    resumed = plateau_solver(tmp_path)
+    resumed.restore(state)
+    assert resumed.plateau == first.plateau
+    resumed.solve(max_iter=30)
+    for key, value in weights(resumed).items():
+        np.testing.assert_array_equal(value, expected[key], err_msg=key)
+
+
+@pytest.mark.parametrize("extra,words", [
+    ({"plateau_winsize": []}, "lr_policy 'plateau' needs 'plateau_winsize'"),
+    ({"plateau_winsize": [2, 0]}, "entry 1 is 0"),
+    ({"gamma": 0.0, "plateau_winsize": [2]}, "must be > 0 for lr_policy 'plateau'"),
+])
+def test_plateau_fields_are_checked(extra, words):
+    settings = {"net": "x", "base_lr": 0.1, "lr_policy": "plateau", "gamma": 0.5, **extra}
+    with pytest.raises(Exception, match=words):
+        SolverParameter.model_validate(settings)

@@ -36,7 +36,7 @@ from ..spec import load_net
 from ..spec.params import NetState
 from ..spec.solver import SolverParameter
 from .detection_test import DetectionTally, mean_ap
-from .lr_policy import learning_rate
+from .lr_policy import Plateau, learning_rate
 from .regularization import make_regularizer
 from .rules import RULES
 from .state_check import (read_state, state_array, state_data, state_history, state_iter,
@@ -91,6 +91,8 @@ class Solver:
         self.iter = 0
         self.losses: deque[float] = deque(maxlen=sp.average_loss)
         self.smoothed_loss = 0.0
+        #: lr_policy plateau's state (minimum smoothed loss, last event, step)
+        self.plateau = Plateau() if sp.lr_policy == "plateau" else None
         self.requested_stop = False
         self.snapshot_hooks: list[Callable[[str], None]] = []
         self.last_snapshot: str | None = None
@@ -173,7 +175,7 @@ class Solver:
 
     # -- one update ---------------------------------------------------------------------------
     def learning_rate(self, it: int | None = None) -> float:
-        return learning_rate(self.sp, self.iter if it is None else it)
+        return learning_rate(self.sp, self.iter if it is None else it, self.plateau)
 
     def clip_gradients(self) -> None:
         clip = self.sp.clip_gradients
@@ -272,6 +274,8 @@ class Solver:
         loss = self.agree(loss)
         self._smooth(loss)
         display = self.sp.display and it % self.sp.display == 0
+        if self.plateau is not None:
+            self._advance_plateau(it, display)
         if display:
             self.log.info(f"Iteration {it}, loss = {fmt(self.smoothed_loss)}")
             for k, name in enumerate(self.net.output_names):
@@ -349,6 +353,17 @@ class Solver:
         return {"iterations": done, "wall_s": wall, "s_per_iter": wall / max(done, 1),
                 "loss": self.smoothed_loss, "tests": self.test_history,
                 "interrupted": self.requested_stop}
+
+    def _advance_plateau(self, it: int, display: bool) -> None:
+        """lr_policy plateau's step for iteration ``it`` (``lr_policy.Plateau``), logged as
+        Intel Caffe logs it."""
+        pl = self.plateau
+        if pl.update(it, self.smoothed_loss, self.sp.plateau_winsize):
+            self.log.info(f"Plateau Status: Iteration {it}, step = {pl.current_step}",
+                          "sgd_solver.py")
+        if display and pl.iter_last_event > it - self.sp.display:
+            self.log.info(f"Plateau Status: Iteration {it}, current minimum_loss = "
+                          f"{fmt(pl.minimum_loss)}", "sgd_solver.py")
 
     def _smooth(self, loss: float) -> None:
         self.losses.append(loss)
@@ -524,6 +539,9 @@ class Solver:
                                  dtype=np.float64).reshape(-1),
             "rng": rng_to_array(self.rng),
             "losses": np.asarray(list(self.losses), dtype=np.float64),
+            **({"plateau": np.asarray([self.plateau.minimum_loss, self.plateau.iter_last_event,
+                                       self.plateau.current_step], np.float64)}
+               if self.plateau is not None else {}),
             "history": {str(j): dict(s) for j, s in enumerate(self.state)},
             "data": self._data_states(),
         }
@@ -580,6 +598,11 @@ class Solver:
                                 "was damaged after it was written", **where) from None
         history = state_history(self, st, where)
         losses = state_array(st, "losses", np.asarray([], np.float64), "f", where)
+        plateau = state_array(st, "plateau", np.asarray([Plateau().minimum_loss, 0, 0]), "f",
+                              where)
+        if len(plateau) != 3 or plateau[1:].min() < 0:
+            raise SnapshotError("the record 'plateau' should be [minimum loss, iteration of the "
+                                f"last event, step], not {plateau.tolist()}", **where)
         data = state_data(self, st, where)
         weights = state_weights(self, st, state_path)
         # every record checked: now change the solver (the weights are checked as they load)
@@ -596,6 +619,8 @@ class Solver:
         self.losses.extend(float(v) for v in losses)
         if self.losses:
             self.smoothed_loss = sum(self.losses) / len(self.losses)
+        if self.plateau is not None:
+            self.plateau = Plateau(float(plateau[0]), int(plateau[1]), int(plateau[2]))
         for layer, saved in data:
             try:
                 layer.load_state_dict(saved)

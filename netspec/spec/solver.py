@@ -14,7 +14,8 @@ from .params import NetState
 SOLVER_TYPES = ("SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam", "AdamW")
 LEGACY_SOLVER_TYPE = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad",
                       "RMSPROP": "RMSProp", "ADADELTA": "AdaDelta", "ADAM": "Adam"}
-LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid", "multifixed")
+LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid", "multifixed",
+               "plateau")
 
 #: the largest log(rate) a float64 holds: a schedule that grows past it overflows to inf
 _LOG_MAX = math.log(sys.float_info.max)
@@ -102,6 +103,9 @@ class SolverParameter(Message):
     #: lr_policy multifixed (MobileNet-YOLO's fork): the rate stagelr[k] up to stageiter[k]
     stagelr: Repeated[float] = Field(default_factory=list)
     stageiter: Repeated[int] = Field(default_factory=list)
+    #: lr_policy plateau (Intel Caffe's): base_lr·gamma^k, k + 1 once the smoothed loss has
+    #: made no new minimum for plateau_winsize[k] iterations
+    plateau_winsize: Repeated[int] = Field(default_factory=list)
     clip_gradients: float = -1.0
     snapshot: int = Field(default=0, **_range(minimum=0))
     snapshot_prefix: Optional[str] = None
@@ -142,7 +146,8 @@ class SolverParameter(Message):
         self._check_ranges()
         needs = {"step": ("gamma", "stepsize"), "exp": ("gamma",), "inv": ("gamma", "power"),
                  "multistep": ("gamma", "stepvalue"), "poly": ("power",),
-                 "sigmoid": ("gamma", "stepsize"), "multifixed": ("stagelr", "stageiter")}
+                 "sigmoid": ("gamma", "stepsize"), "multifixed": ("stagelr", "stageiter"),
+                 "plateau": ("gamma", "plateau_winsize")}
         for field in needs.get(self.lr_policy, ()):
             if getattr(self, field) in (None, []):
                 raise FieldError("lr_policy", f"lr_policy '{self.lr_policy}' needs '{field}'")
@@ -182,7 +187,7 @@ class SolverParameter(Message):
         at every iteration from 0 to max_iter (each policy is monotonic in the iteration, so
         checking the rate at max_iter is enough)."""
         p, gamma, power, it = self.lr_policy, self.gamma, self.power, self.max_iter
-        if p in ("step", "exp", "multistep") and gamma <= 0:
+        if p in ("step", "exp", "multistep", "plateau") and gamma <= 0:
             raise FieldError("gamma", f"must be > 0 for lr_policy '{p}', got {gamma!r}: the rate "
                              "is multiplied by gamma at each step, so a negative gamma makes it "
                              "alternate in sign and 0 makes it 0")
@@ -208,6 +213,10 @@ class SolverParameter(Message):
                                      "the iteration reaches it, in order)")
         if self.stagelr or self.stageiter:
             self._check_stages()
+        for i, n in enumerate(self.plateau_winsize):
+            if n < 1:
+                raise FieldError("plateau_winsize", f"entry {i} is {n}; each window must be at "
+                                 "least 1 iteration")
         log_rate = {"step": lambda: (it // self.stepsize) * math.log(gamma),
                     "exp": lambda: it * math.log(gamma),
                     "multistep": lambda: sum(v <= it for v in self.stepvalue) * math.log(gamma),
