@@ -410,7 +410,7 @@ def test_ctrl_c_on_the_launcher_snapshots_from_rank_0_and_stops_every_rank(tmp_p
 
 
 def test_the_failure_message_names_the_ranks_once():
-    group = distributed.Group(comm=None, rank=0, size=3, local_rank=0, local_size=3, seed=0)
+    group = distributed.Group(collectives=None, rank=0, size=3, local_rank=0, local_size=3, seed=0)
     one = group.failure([None, "bad data", None], "at iteration 4")
     assert str(one) == "rank 1 of 3 failed at iteration 4: bad data (every rank stopped)"
     same = group.failure(["x.yaml: not found"] * 3, "at start-up")
@@ -418,7 +418,7 @@ def test_the_failure_message_names_the_ranks_once():
     two = group.failure(["a", None, "b"], "at iteration 0")
     assert str(two) == "2 of 3 ranks failed at iteration 0: rank 0: a; rank 2: b (every rank stopped)"
     assert type(two) is distributed.DistributedError
-    other = distributed.Group(comm=None, rank=2, size=3, local_rank=2, local_size=3, seed=0)
+    other = distributed.Group(collectives=None, rank=2, size=3, local_rank=2, local_size=3, seed=0)
     assert isinstance(other.failure(["a", None, None], "at start-up"), distributed.PeerFailure)
 
 
@@ -433,7 +433,7 @@ def test_dropout_masks_differ_per_rank_while_data_orders_agree(tmp_path):
     sp, net_param, _ = load_solver_and_net(solver, ["layer.data.data_param.shuffle=true"])
     masks, orders = [], []
     for rank in range(2):
-        group = distributed.Group(comm=None, rank=rank, size=2, local_rank=rank, local_size=2,
+        group = distributed.Group(collectives=None, rank=rank, size=2, local_rank=rank, local_size=2,
                                   seed=0)
         s = distributed.DataParallelSolver(sp, group, net_param=net_param, dtype="float64",
                                            log=CaffeLog(quiet=True))
