@@ -361,10 +361,21 @@ def test_gpu_option_values():
     assert gpu_sets(False, None) == [] and gpu_sets(None, None) == []
     assert gpu_sets(True, None) == gpu_sets("", None) == ["solver_mode=GPU"]
     assert gpu_sets("2", None) == ["solver_mode=GPU", "device_id=2"]
-    with pytest.raises(NetspecError, match="one process per GPU under MPI.*mpiexec -n 2"):
+    assert gpu_value_args(["s.yaml", "--gpu", "x"]) == ["s.yaml", "--gpu=x"]
+    assert gpu_value_args(["--gpu", "-q", "s.yaml"]) == ["--gpu=", "-q", "s.yaml"]
+    with pytest.raises(NetspecError, match="netspec train SOLVER --gpu 0,1. starts them itself"):
         gpu_sets("0,1", None)
     with pytest.raises(NetspecError, match="expected a device number"):
         gpu_sets("0,x", None)
+    mpi_rank = distributed.Group(collectives=None, rank=1, size=2, local_rank=1, local_size=2,
+                                 seed=0)
+    assert gpu_sets("3,5", mpi_rank) == ["solver_mode=GPU", "device_id=5"]
+    assert gpu_sets("3", mpi_rank) == ["solver_mode=GPU", "device_id=3"]   # shared by the ranks
+    with pytest.raises(NetspecError, match="names 3 devices but 2 ranks run on this machine"):
+        gpu_sets("0,1,2", mpi_rank)
+    child = distributed.Group(collectives=None, rank=1, size=2, local_rank=1, local_size=2,
+                              seed=0, device=7)                 # netspec's launcher chose GPU 7
+    assert gpu_sets("all", child) == ["solver_mode=GPU", "device_id=7"]
 
 
 @pytest.mark.gpu
