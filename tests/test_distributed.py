@@ -151,11 +151,27 @@ def test_ranks_give_the_weights_of_one_process_with_the_whole_batch(tmp_path, ra
 def test_two_ranks_sharing_one_gpu_give_the_cpu_result(tmp_path):
     """The GPU path (gradients staged through host memory, every rank on device 0) against
     one CPU process; float64, so only the GPU's summation order differs."""
-    _check_equivalence(tmp_path, 2, ["solver_mode=GPU", "device_id=0"], rtol=1e-9, atol=1e-11)
+    _check_equivalence(tmp_path, 2, ["solver_mode=GPU", "device_id=0"], rtol=1e-9, atol=1e-11,
+                       via="MPI through host memory (ranks share a GPU")
+
+
+def _gpu_count() -> int:
+    from netspec.distributed.devices import device_count
+    return device_count() or 0
+
+
+@needs_mpi
+@pytest.mark.gpu
+@pytest.mark.skipif(_gpu_count() < 2, reason="NCCL needs one GPU per rank: needs two GPUs")
+def test_two_ranks_on_two_gpus_over_nccl_give_the_cpu_result(tmp_path):
+    """mpiexec -n 2 ... --gpu all: rank r on GPU r, gradients over NCCL, against one CPU
+    process with the whole batch (float64)."""
+    _check_equivalence(tmp_path, 2, [], rtol=1e-9, atol=1e-11, gpu="all",
+                       via="NCCL (device to device)")
 
 
 def _check_equivalence(tmp_path: Path, ranks: int, extra_sets: list[str], rtol: float,
-                       atol: float) -> None:
+                       atol: float, gpu: str | bool = False, via: str | None = None) -> None:
     write_problem(tmp_path)
     cases = solver_cases(tmp_path)
     jobs = []
@@ -164,6 +180,7 @@ def _check_equivalence(tmp_path: Path, ranks: int, extra_sets: list[str], rtol: 
         if resumes:
             snap = str(tmp_path / "snap" / f"{resumes}_iter_10.solverstate.npz")
         jobs.append({"solver": str(solver), "out": str(tmp_path / name), "snapshot": snap,
+                     "gpu": gpu,
                      "sets": [f"layer.data.data_param.batch_size={GLOBAL_BATCH // ranks}",
                               *extra_sets]})
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
@@ -173,6 +190,8 @@ def _check_equivalence(tmp_path: Path, ranks: int, extra_sets: list[str], rtol: 
     for name, (solver, resumes) in cases.items():
         reference = single_process(cases[resumes][0] if resumes else solver)
         weights = [np.load(tmp_path / f"{name}.rank{r}.npy") for r in range(ranks)]
+        if via is not None:
+            assert (tmp_path / f"{name}.rank0.via").read_text().startswith(via)
         for r in range(1, ranks):
             np.testing.assert_array_equal(weights[r], weights[0], err_msg=f"{name}: rank {r}")
         np.testing.assert_allclose(weights[0], reference, rtol=rtol, atol=atol, err_msg=name)

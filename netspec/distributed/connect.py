@@ -99,7 +99,10 @@ def use_nccl(group: Group) -> str:
         has_nccl = bool(nccl.available)
     except ImportError:
         has_nccl = False
-    places = group.allgather((socket.gethostname(), cupy.cuda.Device().id, has_nccl))
+    device = cupy.cuda.Device()
+    # the PCI address names a GPU across processes (each may see its own as device 0)
+    gpu = getattr(device, "pci_bus_id", None) or device.id
+    places = group.allgather((socket.gethostname(), gpu, has_nccl))
     if not all(ok for _, _, ok in places):
         return "MPI through host memory (CuPy has no NCCL on some rank)"
     if len({(host, dev) for host, dev, _ in places}) < group.size:

@@ -28,7 +28,7 @@ class DataParallelSolver(Solver):
         self._local_stop = False
         self._reducing = False              # between the status check and the gradient sum
         self._resumed = False
-        self._gradients_via: str | None = None    # GPU ranks: NCCL, or MPI through host memory
+        self.gradients_via: str | None = None    # GPU ranks: NCCL, or MPI through host memory
 
     # -- the collectives of an iteration ------------------------------------------------
     def _status(self, failed: bool, loss: float) -> np.ndarray:
@@ -67,9 +67,9 @@ class DataParallelSolver(Solver):
 
     # -- the loop -----------------------------------------------------------------------
     def solve(self, max_iter: int | None = None, progress: Any = None) -> dict:
-        if self.backend.is_gpu and self._gradients_via is None:
-            self._gradients_via = use_nccl(self.group)
-            self.log.info(f"Gradients all-reduced over {self._gradients_via}")
+        if self.backend.is_gpu and self.gradients_via is None:
+            self.gradients_via = use_nccl(self.group)
+            self.log.info(f"Gradients all-reduced over {self.gradients_via}")
         self.broadcast_from_root()
         try:
             result = super().solve(max_iter, progress)
