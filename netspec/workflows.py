@@ -94,9 +94,9 @@ def train(solver_file: str | Path, sets: Sequence[str] = (), *,
     """Train with ``solver_file`` (Caffe's ``caffe train``).
 
     ``sets``: overrides, as ``netspec train --set``; ``max_iter`` and ``gpu`` (``gpu_sets``)
-    are two more. ``distributed_run``: train as one rank of a data-parallel run over MPI
-    (``netspec/distributed.py``); None (default): when started by mpiexec with several
-    processes. Only rank 0 logs, tests, snapshots and writes ``log_dir``.
+    are two more. ``distributed_run``: train as one rank of a data-parallel run
+    (``netspec/distributed/``); None (default): when started by mpiexec with several
+    processes, or by netspec's own launcher (``netspec train --gpu 0,1``). Only rank 0 logs, tests, snapshots and writes ``log_dir``.
     ``snapshot``: resume from this ``.solverstate.npz``; else ``weights`` (or the solver's
     ``weights``): initialise from these to fine-tune (``allow_partial``: the file may lack some
     of the net's blobs, which keep their fillers' values). ``log_dir``: write ``metrics.jsonl`` and
