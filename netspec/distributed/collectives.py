@@ -12,6 +12,7 @@ Each has ``sum_(array)`` and ``bcast_(array)`` (in place, root 0), ``allgather(o
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 
@@ -97,13 +98,7 @@ class NcclCollectives:
         if self.objects is not None:
             return self.objects.allgather(obj)
         import cupy
-        data = np.frombuffer(pickle.dumps(obj), np.uint8)
-        lengths = self._allgather_array(cupy.asarray([data.size], dtype=np.int64))
-        lengths = cupy.asnumpy(lengths)
-        padded = cupy.zeros(int(lengths.max()), np.uint8)
-        padded[:data.size] = cupy.asarray(data)
-        rows = cupy.asnumpy(self._allgather_array(padded)).reshape(self.size, -1)
-        return [pickle.loads(row[:n].tobytes()) for row, n in zip(rows, lengths)]
+        return allgather_pickled(obj, self._allgather_array, cupy)
 
     def _allgather_array(self, dev):
         """The ranks' equal-sized device arrays, concatenated in rank order."""
@@ -133,12 +128,24 @@ def nccl_type(dtype) -> int:
     return codes[np.dtype(dtype)]
 
 
+def allgather_pickled(obj, allgather_array, xp) -> list:
+    """Every rank's ``obj`` through ``allgather_array`` (equal-sized arrays of module ``xp`` in,
+    their concatenation in rank order out): the pickled lengths first, then the pickles
+    padded to the longest."""
+    data = np.frombuffer(pickle.dumps(obj), np.uint8)
+    lengths = to_numpy(allgather_array(xp.asarray(np.array([data.size], np.int64))))
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[:data.size] = data
+    rows = to_numpy(allgather_array(xp.asarray(padded))).reshape(len(lengths), -1)
+    return [pickle.loads(row[:n].tobytes()) for row, n in zip(rows, lengths)]
+
+
 def encode_unique_id(unique_id: tuple) -> str:
-    """An NCCL unique id (CuPy's tuple of 128 signed chars) as text for an environment
-    variable."""
-    return bytes(b & 0xFF for b in unique_id).hex()
+    """An NCCL unique id (CuPy's tuple of 128 chars, signed or not as the platform's ``char``)
+    as text for an environment variable."""
+    return json.dumps(list(unique_id), separators=(",", ":"))
 
 
 def decode_unique_id(text: str) -> tuple:
     """``encode_unique_id``'s inverse: the tuple CuPy's NcclCommunicator takes."""
-    return tuple(b - 256 if b > 127 else b for b in bytes.fromhex(text))
+    return tuple(json.loads(text))
