@@ -3,12 +3,13 @@
 ``launch_child.py launch BEHAVIOUR N FOLDER`` runs ``netspec.distributed.launch.supervise`` over
 N children ``launch_child.py child BEHAVIOUR FOLDER`` with the environments the launcher gives
 (GPUs 0..N-1), and exits with its status. A child writes ``FOLDER/rank<r>.json`` (what its
-environment said) and ``FOLDER/rank<r>.ready``, then per BEHAVIOUR:
+environment said, its pid and process group) and ``FOLDER/rank<r>.ready``, then per BEHAVIOUR:
 
 * ``ok``: exits 0;
 * ``raise``: rank 1 raises ValueError; the others wait for 120 s (so only the launcher can
   end them in time);
 * ``kill``: rank 1 SIGKILLs itself; the others wait for 120 s;
+* ``wait``: every child waits for 120 s;
 * ``sigint``: every child waits for SIGINT for 120 s, appends ``SIGINT`` to
   ``FOLDER/rank<r>.signals`` each time it gets one and exits 130 at the first.
 """
@@ -31,6 +32,7 @@ WAIT_S = 120
 def child(behaviour: str, folder: Path) -> None:
     rank = int(os.environ[RANK_VAR])
     env = {k: os.environ.get(k) for k in (RANK_VAR, SIZE_VAR, DEVICE_VAR, NCCL_ID_VAR, SEED_VAR)}
+    env["pid"], env["pgid"] = os.getpid(), os.getpgid(0)
     (folder / f"rank{rank}.json").write_text(json.dumps(env))
     if behaviour == "sigint":
         def on_sigint(signum, frame):

@@ -75,15 +75,27 @@ def test_a_killed_child_stops_the_others_with_one_message(tmp_path):
                      "every rank was stopped"], run.stderr
 
 
-def test_sigint_on_the_launcher_reaches_every_child_once(tmp_path):
-    proc = subprocess.Popen([sys.executable, str(CHILD), "launch", "sigint", "2", str(tmp_path)],
-                            stderr=subprocess.PIPE, text=True, env=_env())
+def _start_launcher(behaviour: str, n: int, folder: Path) -> subprocess.Popen:
+    """The launcher in a session of its own, as in a terminal, once its children are ready."""
+    proc = subprocess.Popen([sys.executable, str(CHILD), "launch", behaviour, str(n), str(folder)],
+                            stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True)
+    deadline = time.monotonic() + LIMIT_S
+    while not all((folder / f"rank{r}.ready").exists() for r in range(n)):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError(f"children did not start: {proc.communicate()[1]}")
+        time.sleep(0.05)
+    return proc
+
+
+def test_ctrl_c_reaches_every_child_once(tmp_path):
+    """A terminal's Ctrl-C goes to the launcher's whole process group; the children (in their
+    own session) get it once, from the launcher, and the launcher exits 130."""
+    proc = _start_launcher("sigint", 2, tmp_path)
+    groups = {json.loads((tmp_path / f"rank{r}.json").read_text())["pgid"] for r in range(2)}
+    assert proc.pid not in groups       # the terminal's signal cannot reach them directly
     try:
-        deadline = time.monotonic() + LIMIT_S
-        while not all((tmp_path / f"rank{r}.ready").exists() for r in range(2)):
-            assert time.monotonic() < deadline and proc.poll() is None, "children did not start"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=LIMIT_S)
     finally:
         if proc.poll() is None:
@@ -92,6 +104,27 @@ def test_sigint_on_the_launcher_reaches_every_child_once(tmp_path):
     for r in range(2):
         assert (tmp_path / f"rank{r}.signals").read_text() == "SIGINT\n", f"rank {r}"
     assert "netspec: error" not in err
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's parent-death signal")
+def test_children_end_when_the_launcher_is_killed(tmp_path):
+    proc = _start_launcher("wait", 2, tmp_path)
+    pids = [json.loads((tmp_path / f"rank{r}.json").read_text())["pid"] for r in range(2)]
+    assert all(_alive(pid) for pid in pids)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + LIMIT_S
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)
 
 
 def test_nccl_unique_id_round_trips_through_the_environment():
