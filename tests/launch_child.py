@@ -9,6 +9,8 @@ environment said, its pid and process group) and ``FOLDER/rank<r>.ready``, then 
 * ``raise``: rank 1 raises ValueError; the others wait for 120 s (so only the launcher can
   end them in time);
 * ``kill``: rank 1 SIGKILLs itself; the others wait for 120 s;
+* ``message``: rank 1 prints a netspec error line, as ``netspec train`` does, and exits 1; the
+  others wait for 120 s;
 * ``wait``: every child waits for 120 s;
 * ``sigint``: every child waits for SIGINT for 120 s, appends ``SIGINT`` to
   ``FOLDER/rank<r>.signals`` each time it gets one and exits 130 at the first.
@@ -46,6 +48,9 @@ def child(behaviour: str, folder: Path) -> None:
         return
     if rank == 1 and behaviour == "raise":
         raise ValueError("boom on purpose")
+    if rank == 1 and behaviour == "message":
+        print("netspec: error: rank 1 of 2 failed at iteration 3: bad data", file=sys.stderr)
+        sys.exit(1)
     if rank == 1 and behaviour == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(WAIT_S)

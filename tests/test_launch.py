@@ -75,6 +75,14 @@ def test_a_killed_child_stops_the_others_with_one_message(tmp_path):
                      "every rank was stopped"], run.stderr
 
 
+def test_a_child_that_prints_the_message_is_not_repeated(tmp_path):
+    run, elapsed = run_launcher("message", 2, tmp_path)
+    assert run.returncode == 1, run.stderr
+    assert elapsed < LIMIT_S
+    lines = [line for line in run.stderr.splitlines() if line.startswith("netspec: error")]
+    assert lines == ["netspec: error: rank 1 of 2 failed at iteration 3: bad data"], run.stderr
+
+
 def _start_launcher(behaviour: str, n: int, folder: Path) -> subprocess.Popen:
     """The launcher in a session of its own, as in a terminal, once its children are ready."""
     proc = subprocess.Popen([sys.executable, str(CHILD), "launch", behaviour, str(n), str(folder)],
