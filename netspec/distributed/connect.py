@@ -97,16 +97,16 @@ def use_nccl(group: Group) -> str:
     try:
         from cupy.cuda import nccl
         has_nccl = bool(nccl.available)
-    except ImportError:
+    except Exception:  # noqa: BLE001 - CuPy without NCCL (absent, or its library fails to load)
         has_nccl = False
     device = cupy.cuda.Device()
     # the PCI address names a GPU across processes (each may see its own as device 0)
     gpu = getattr(device, "pci_bus_id", None) or device.id
     places = group.allgather((socket.gethostname(), gpu, has_nccl))
+    if len({(host, gpu) for host, gpu, _ in places}) < group.size:
+        return "MPI through host memory (ranks share a GPU; NCCL needs one GPU per rank)"
     if not all(ok for _, _, ok in places):
         return "MPI through host memory (CuPy has no NCCL on some rank)"
-    if len({(host, dev) for host, dev, _ in places}) < group.size:
-        return "MPI through host memory (ranks share a GPU; NCCL needs one GPU per rank)"
     unique_id = group.bcast_obj(nccl.get_unique_id() if group.is_root else None)
     try:
         group.collectives = NcclCollectives.create(unique_id, group.rank, group.size,
