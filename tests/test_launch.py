@@ -200,7 +200,7 @@ def _two_gpus() -> bool:
 def test_two_ranks_on_two_gpus_over_nccl_give_the_cpu_result(tmp_path):
     """``netspec train --gpu 0,1``: two children over NCCL, each with batch 3, end with the
     weights of one CPU process with batch 6 (float64)."""
-    from test_distributed import GLOBAL_BATCH, single_process, write_problem, write_solver
+    from test_distributed import GLOBAL_BATCH, STEPS, single_process, write_problem, write_solver
 
     write_problem(tmp_path)
     solver = write_solver(tmp_path, "nccl", type="Adam", base_lr=0.01, momentum=0.9,
@@ -211,7 +211,7 @@ def test_two_ranks_on_two_gpus_over_nccl_give_the_cpu_result(tmp_path):
                          capture_output=True, text=True, env=_env(), timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Gradients all-reduced over NCCL (device to device)" in run.stderr, run.stderr[-3000:]
-    weights = next((tmp_path / "snap").glob("nccl_iter_*.weights.npz"))
+    weights = tmp_path / "snap" / f"nccl_iter_{STEPS}.weights.npz"      # rank 0's
     loaded = train(solver, ["max_iter=0"], weights=weights, dtype="float64", quiet=True,
                    distributed_run=False).solver.flat_data
     np.testing.assert_allclose(np.asarray(loaded), single_process(solver), rtol=1e-9, atol=1e-11)
