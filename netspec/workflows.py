@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import distributed
+from .distributed import devices
 from .backend import to_numpy
 from .errors import NetspecError
 from .log import CaffeLog, fmt
@@ -60,28 +61,28 @@ class TrainOutcome:
 def gpu_sets(gpu: bool | int | str | None, group: distributed.Group | None) -> list[str]:
     """The solver overrides that ``--gpu`` stands for: False/None: none (solver_mode as the
     file says); True or "": the GPU of the solver's device_id; N: device N; "N,M,…" or "all":
-    one device per rank, chosen by the rank's place on its machine (only under mpiexec)."""
+    one device per rank (``distributed/devices.py``): the one netspec's launcher gave this
+    rank, or under mpiexec the one at the rank's place on its machine."""
     if gpu is None or gpu is False:
         return []
     if gpu is True or gpu == "":
         return ["solver_mode=GPU"]
     text = str(gpu).strip()
-    if text.isdigit():
-        return ["solver_mode=GPU", f"device_id={int(text)}"]
-    ids = None if text == "all" else text.split(",")
-    if ids is not None and not all(i.strip().isdigit() for i in ids):
-        raise NetspecError(f"--gpu {text}: expected a device number, a list such as 0,1, or all")
+    if group is not None and group.device is not None:     # netspec's launcher chose it
+        return ["solver_mode=GPU", f"device_id={group.device}"]
+    ids = devices.resolve(text, devices.device_count())
+    every = devices.parse_gpu(text) == devices.ALL
+    if len(ids) == 1 and (group is None or not every):     # under mpiexec: every rank on it
+        return ["solver_mode=GPU", f"device_id={ids[0]}"]
     if group is None:
         raise NetspecError(
             f"--gpu {text} asks for several GPUs: netspec trains on several GPUs as one process "
-            f"per GPU under MPI, e.g. `mpiexec -n {len(ids) if ids else 'N'} netspec train "
-            f"SOLVER --gpu {text}` (each rank takes its own device; docs/distributed.md)")
-    if ids is None:
-        return ["solver_mode=GPU", f"device_id={group.local_rank}"]
-    if len(ids) != group.local_size:
+            f"per GPU: `netspec train SOLVER --gpu {text}` starts them itself, or under MPI "
+            f"`mpiexec -n {len(ids)} netspec train SOLVER --gpu {text}` (docs/distributed.md)")
+    if len(ids) < group.local_size or (not every and len(ids) != group.local_size):
         raise NetspecError(f"--gpu {text} names {len(ids)} devices but {group.local_size} ranks "
                            "run on this machine: give one device per rank")
-    return ["solver_mode=GPU", f"device_id={int(ids[group.local_rank])}"]
+    return ["solver_mode=GPU", f"device_id={ids[group.local_rank]}"]
 
 
 def train(solver_file: str | Path, sets: Sequence[str] = (), *,
@@ -93,9 +94,9 @@ def train(solver_file: str | Path, sets: Sequence[str] = (), *,
     """Train with ``solver_file`` (Caffe's ``caffe train``).
 
     ``sets``: overrides, as ``netspec train --set``; ``max_iter`` and ``gpu`` (``gpu_sets``)
-    are two more. ``distributed_run``: train as one rank of a data-parallel run over MPI
-    (``netspec/distributed.py``); None (default): when started by mpiexec with several
-    processes. Only rank 0 logs, tests, snapshots and writes ``log_dir``.
+    are two more. ``distributed_run``: train as one rank of a data-parallel run
+    (``netspec/distributed/``); None (default): when started by mpiexec with several
+    processes, or by netspec's own launcher (``netspec train --gpu 0,1``). Only rank 0 logs, tests, snapshots and writes ``log_dir``.
     ``snapshot``: resume from this ``.solverstate.npz``; else ``weights`` (or the solver's
     ``weights``): initialise from these to fine-tune (``allow_partial``: the file may lack some
     of the net's blobs, which keep their fillers' values). ``log_dir``: write ``metrics.jsonl`` and

@@ -151,11 +151,27 @@ def test_ranks_give_the_weights_of_one_process_with_the_whole_batch(tmp_path, ra
 def test_two_ranks_sharing_one_gpu_give_the_cpu_result(tmp_path):
     """The GPU path (gradients staged through host memory, every rank on device 0) against
     one CPU process; float64, so only the GPU's summation order differs."""
-    _check_equivalence(tmp_path, 2, ["solver_mode=GPU", "device_id=0"], rtol=1e-9, atol=1e-11)
+    _check_equivalence(tmp_path, 2, ["solver_mode=GPU", "device_id=0"], rtol=1e-9, atol=1e-11,
+                       via="MPI through host memory (ranks share a GPU")
+
+
+def _gpu_count() -> int:
+    from netspec.distributed.devices import device_count
+    return device_count() or 0
+
+
+@needs_mpi
+@pytest.mark.gpu
+@pytest.mark.skipif(_gpu_count() < 2, reason="NCCL needs one GPU per rank: needs two GPUs")
+def test_two_ranks_on_two_gpus_over_nccl_give_the_cpu_result(tmp_path):
+    """mpiexec -n 2 ... --gpu all: rank r on GPU r, gradients over NCCL, against one CPU
+    process with the whole batch (float64)."""
+    _check_equivalence(tmp_path, 2, [], rtol=1e-9, atol=1e-11, gpu="all",
+                       via="NCCL (device to device)")
 
 
 def _check_equivalence(tmp_path: Path, ranks: int, extra_sets: list[str], rtol: float,
-                       atol: float) -> None:
+                       atol: float, gpu: str | bool = False, via: str | None = None) -> None:
     write_problem(tmp_path)
     cases = solver_cases(tmp_path)
     jobs = []
@@ -164,6 +180,7 @@ def _check_equivalence(tmp_path: Path, ranks: int, extra_sets: list[str], rtol: 
         if resumes:
             snap = str(tmp_path / "snap" / f"{resumes}_iter_10.solverstate.npz")
         jobs.append({"solver": str(solver), "out": str(tmp_path / name), "snapshot": snap,
+                     "gpu": gpu,
                      "sets": [f"layer.data.data_param.batch_size={GLOBAL_BATCH // ranks}",
                               *extra_sets]})
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
@@ -173,6 +190,8 @@ def _check_equivalence(tmp_path: Path, ranks: int, extra_sets: list[str], rtol: 
     for name, (solver, resumes) in cases.items():
         reference = single_process(cases[resumes][0] if resumes else solver)
         weights = [np.load(tmp_path / f"{name}.rank{r}.npy") for r in range(ranks)]
+        if via is not None:
+            assert (tmp_path / f"{name}.rank0.via").read_text().startswith(via)
         for r in range(1, ranks):
             np.testing.assert_array_equal(weights[r], weights[0], err_msg=f"{name}: rank {r}")
         np.testing.assert_allclose(weights[0], reference, rtol=rtol, atol=atol, err_msg=name)
@@ -189,6 +208,36 @@ def _check_equivalence(tmp_path: Path, ranks: int, extra_sets: list[str], rtol: 
 def single_process_start(solver: Path) -> np.ndarray:
     outcome = train(solver, ["max_iter=0"], dtype="float64", quiet=True, distributed_run=False)
     return to_numpy(outcome.solver.flat_data).copy()
+
+
+ALLGATHER_PICKLED = """
+import numpy as np
+from mpi4py import MPI
+from netspec.distributed.collectives import allgather_pickled
+
+comm = MPI.COMM_WORLD
+rank, size = comm.Get_rank(), comm.Get_size()
+
+def allgather_array(a):
+    out = np.empty(a.size * size, a.dtype)
+    comm.Allgather(a, out)
+    return out
+
+objects = [{"rank": r, "text": "x" * (1000 * r)} if r != 1 else None for r in range(size)]
+got = allgather_pickled(objects[rank], allgather_array, np)
+assert got == objects, got
+print("agreed", rank)
+"""
+
+
+@needs_mpi
+def test_objects_travel_as_padded_pickles_through_an_array_allgather():
+    """NCCL carries no Python objects: netspec's launcher sends them as pickles padded to the
+    longest through an array all-gather. The same code over MPI's Allgather, 3 ranks with
+    objects of different sizes (one None)."""
+    run = launch(3, ["-c", ALLGATHER_PICKLED], timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert sorted(run.stdout.split("\n")) == ["", "agreed 0", "agreed 1", "agreed 2"]
 
 
 # -- the data split -------------------------------------------------------------------------
@@ -361,10 +410,21 @@ def test_gpu_option_values():
     assert gpu_sets(False, None) == [] and gpu_sets(None, None) == []
     assert gpu_sets(True, None) == gpu_sets("", None) == ["solver_mode=GPU"]
     assert gpu_sets("2", None) == ["solver_mode=GPU", "device_id=2"]
-    with pytest.raises(NetspecError, match="one process per GPU under MPI.*mpiexec -n 2"):
+    assert gpu_value_args(["s.yaml", "--gpu", "x"]) == ["s.yaml", "--gpu=x"]
+    assert gpu_value_args(["--gpu", "-q", "s.yaml"]) == ["--gpu=", "-q", "s.yaml"]
+    with pytest.raises(NetspecError, match="netspec train SOLVER --gpu 0,1. starts them itself"):
         gpu_sets("0,1", None)
     with pytest.raises(NetspecError, match="expected a device number"):
         gpu_sets("0,x", None)
+    mpi_rank = distributed.Group(collectives=None, rank=1, size=2, local_rank=1, local_size=2,
+                                 seed=0)
+    assert gpu_sets("3,5", mpi_rank) == ["solver_mode=GPU", "device_id=5"]
+    assert gpu_sets("3", mpi_rank) == ["solver_mode=GPU", "device_id=3"]   # shared by the ranks
+    with pytest.raises(NetspecError, match="names 3 devices but 2 ranks run on this machine"):
+        gpu_sets("0,1,2", mpi_rank)
+    child = distributed.Group(collectives=None, rank=1, size=2, local_rank=1, local_size=2,
+                              seed=0, device=7)                 # netspec's launcher chose GPU 7
+    assert gpu_sets("all", child) == ["solver_mode=GPU", "device_id=7"]
 
 
 @pytest.mark.gpu
@@ -410,7 +470,7 @@ def test_ctrl_c_on_the_launcher_snapshots_from_rank_0_and_stops_every_rank(tmp_p
 
 
 def test_the_failure_message_names_the_ranks_once():
-    group = distributed.Group(comm=None, rank=0, size=3, local_rank=0, local_size=3, seed=0)
+    group = distributed.Group(collectives=None, rank=0, size=3, local_rank=0, local_size=3, seed=0)
     one = group.failure([None, "bad data", None], "at iteration 4")
     assert str(one) == "rank 1 of 3 failed at iteration 4: bad data (every rank stopped)"
     same = group.failure(["x.yaml: not found"] * 3, "at start-up")
@@ -418,7 +478,7 @@ def test_the_failure_message_names_the_ranks_once():
     two = group.failure(["a", None, "b"], "at iteration 0")
     assert str(two) == "2 of 3 ranks failed at iteration 0: rank 0: a; rank 2: b (every rank stopped)"
     assert type(two) is distributed.DistributedError
-    other = distributed.Group(comm=None, rank=2, size=3, local_rank=2, local_size=3, seed=0)
+    other = distributed.Group(collectives=None, rank=2, size=3, local_rank=2, local_size=3, seed=0)
     assert isinstance(other.failure(["a", None, None], "at start-up"), distributed.PeerFailure)
 
 
@@ -433,7 +493,7 @@ def test_dropout_masks_differ_per_rank_while_data_orders_agree(tmp_path):
     sp, net_param, _ = load_solver_and_net(solver, ["layer.data.data_param.shuffle=true"])
     masks, orders = [], []
     for rank in range(2):
-        group = distributed.Group(comm=None, rank=rank, size=2, local_rank=rank, local_size=2,
+        group = distributed.Group(collectives=None, rank=rank, size=2, local_rank=rank, local_size=2,
                                   seed=0)
         s = distributed.DataParallelSolver(sp, group, net_param=net_param, dtype="float64",
                                            log=CaffeLog(quiet=True))

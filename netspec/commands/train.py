@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 
 import click
 
 from .. import workflows
-from ..distributed import PeerFailure
+from ..distributed import PeerFailure, launch
 from .options import friendly, threads_option
 
-#: what may follow ``--gpu`` as its value: a device, a list of devices, or all of them
-GPU_VALUE = re.compile(r"^(\d+(,\d+)*|all)$")
+#: what may follow ``--gpu`` as its value (checked by ``distributed.devices.parse_gpu``):
+#: anything but an option or a file name (an existing path, or a name with a dot or a slash)
+GPU_VALUE = re.compile(r"^[^-./\\][^./\\]*$")
 
 
 def gpu_value_args(args: list[str]) -> list[str]:
-    """Caffe's ``--gpu`` takes an optional value: ``--gpu`` followed by a device spec becomes
-    ``--gpu=SPEC``, a bare ``--gpu`` (before the solver file or another option) ``--gpu=``."""
+    """Caffe's ``--gpu`` takes an optional value: ``--gpu`` followed by a device spec (or a
+    mistyped one: ``--gpu x`` is an error, not a solver file) becomes ``--gpu=SPEC``, a bare
+    ``--gpu`` (before the solver file or another option) ``--gpu=``."""
     out: list[str] = []
     i = 0
     while i < len(args):
@@ -27,7 +30,7 @@ def gpu_value_args(args: list[str]) -> list[str]:
             break
         if a == "--gpu":
             nxt = args[i + 1] if i + 1 < len(args) else None
-            if nxt is not None and GPU_VALUE.match(nxt):
+            if nxt is not None and GPU_VALUE.match(nxt) and not os.path.exists(nxt):
                 out.append(f"--gpu={nxt}")
                 i += 2
                 continue
@@ -46,8 +49,9 @@ class TrainCommand(click.Command):
 @click.argument("solver_file", type=click.Path(dir_okay=False))
 @click.option("--gpu", metavar="[N|N,M,…|all]", default=None,
               help="Run on the GPU with CuPy (overrides solver_mode): --gpu alone uses the "
-                   "solver's device_id, --gpu N device N; under mpiexec, --gpu 0,1 or --gpu all "
-                   "give each rank of a machine its own device (docs/distributed.md).")
+                   "solver's device_id, --gpu N device N; --gpu 0,1 or --gpu all start one "
+                   "process per GPU (NCCL), or under mpiexec give each rank of a machine its "
+                   "own device (docs/distributed.md).")
 @click.option("--snapshot", "snapshot", type=click.Path(dir_okay=False),
               help="Resume from a .solverstate.npz written by an earlier run.")
 @click.option("--weights", type=click.Path(dir_okay=False),
@@ -74,10 +78,14 @@ def command(solver_file, gpu, snapshot, weights, allow_partial, sets, max_iter, 
     Ctrl-C stops after the current batch (a test pass is abandoned), snapshots and exits with
     status 130; a second Ctrl-C stops at once without a snapshot.
 
-    Under `mpiexec -n N` each process trains as one rank of a data-parallel run: every rank
-    reads 1/N of each global batch of N x batch_size, gradients are averaged, only rank 0
-    logs, tests and snapshots (docs/distributed.md).
+    Under `mpiexec -n N`, or with --gpu 0,1 / --gpu all (one process per GPU), each process
+    trains as one rank of a data-parallel run: every rank reads 1/N of each global batch of
+    N x batch_size, gradients are averaged, only rank 0 logs, tests and snapshots
+    (docs/distributed.md).
     """
+    devices = launch.devices_to_launch(gpu)
+    if devices is not None:          # one child process per GPU, over NCCL
+        sys.exit(launch.train_on_gpus(devices))
     try:
         outcome = workflows.train(solver_file, sets, gpu=gpu, max_iter=max_iter,
                                   snapshot=snapshot, weights=weights, allow_partial=allow_partial,

@@ -190,7 +190,7 @@ class Solver:
 
     def agree(self, loss: float) -> float:
         """The loss of this iteration as every process sees it: in one process ``loss``;
-        data-parallel ranks (``netspec/distributed.py``) exchange their status and losses here,
+        data-parallel ranks (``netspec/distributed/``) exchange their status and losses here,
         after backward and before the display and the update."""
         return loss
 
