@@ -12,6 +12,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import re
+
 import numpy as np
 import pytest
 
@@ -675,3 +677,42 @@ def test_deploy_net_runs_forward_on_random_input(name):
     net.forward()
     for out in net.output_names:
         assert np.isfinite(net.blobs[out].data).all(), out
+
+
+def test_caffemodel_whose_fork_layer_blobs_do_not_fit_is_one_clear_error(tmp_path):
+    """A depthwise convolution's and an SSD Normalize's blobs of the wrong shape: `netspec
+    convert`, `netspec test` and `netspec.load` each stop with the blob, both shapes and the
+    file."""
+    import netspec
+    (tmp_path / "net.yaml").write_text(
+        "name: f\nlayer:\n"
+        "  - {name: data, type: Input, top: data, input_param: {shape: {dim: [1, 4, 8, 8]}}}\n"
+        "  - {name: dw, type: DepthwiseConvolution, bottom: data, top: dw, convolution_param: "
+        "{num_output: 4, kernel_size: 3, pad: 1, group: 4, weight_filler: {type: xavier}}}\n"
+        "  - {name: norm, type: Normalize, bottom: dw, top: norm, norm_param: {across_spatial: "
+        "false, channel_shared: false, scale_filler: {type: constant, value: 20}}}\n")
+    netspec.load(tmp_path / "net.yaml").save(tmp_path / "w.npz")
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "net.yaml"), "--weights",
+                                  str(tmp_path / "w.npz"), "-o", str(tmp_path / "net.prototxt")])
+    assert r.exit_code == 0, r.output
+    P = pb2()
+    good = P.NetParameter.FromString((tmp_path / "net.caffemodel").read_bytes())
+    for layer, shape, want in (("norm", [3], "(4,)"), ("dw", [4, 4, 3, 3], "(4, 1, 3, 3)")):
+        net = P.NetParameter()
+        net.CopyFrom(good)
+        blob = next(lp for lp in net.layer if lp.name == layer).blobs[0]
+        del blob.data[:]
+        blob.shape.dim[:] = shape
+        blob.data.extend([0.5] * int(np.prod(shape)))
+        bad = tmp_path / f"bad_{layer}.caffemodel"
+        bad.write_bytes(net.SerializeToString())
+        words = f"blob '{layer}/0' has shape {tuple(shape)} in the file but the net expects {want}"
+        for args in (["convert", str(bad), "--model", str(tmp_path / "net.yaml"), "-o",
+                      str(tmp_path / "x.npz")],
+                     ["test", "--model", str(tmp_path / "net.yaml"), "--weights", str(bad),
+                      "--iterations", "1"]):
+            r = CliRunner().invoke(main, args)
+            assert r.exit_code == 1 and words in r.stderr and str(bad) in r.stderr, r.output
+            assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
+        with pytest.raises(SnapshotError, match=re.escape(words)):
+            netspec.load(tmp_path / "net.yaml", bad)

@@ -370,6 +370,17 @@ def build() -> None:
                 "name: corpus\ninput: extra\ninput_dim: [1, 2, 3]\n",
                 "4 values per input", 3)
     net_variant("inner_product_bad_axis", "num_output: 4", "num_output: 4, axis: 5", "axis 5 out of range", 12)
+    # fork layers: too few bottoms, a field of the wrong type
+    net_variant("fork_layer_missing_bottom", "    type: EuclideanLoss\n    bottom: [ip, label]\n",
+                "    type: Yolov3\n    bottom: [ip]\n",
+                "takes exactly 2 bottom blob(s), got 1", 17)
+    net_variant("fork_prior_box_missing_image_bottom",
+                "    type: EuclideanLoss\n    bottom: [ip, label]\n    top: loss\n",
+                "    type: PriorBox\n    bottom: [ip]\n    top: loss\n"
+                "    prior_box_param: {min_size: 4}\n", "takes exactly 2 bottom blob(s), got 1", 17)
+    net_variant("fork_field_wrong_type_yaml", "    type: EuclideanLoss\n    bottom: [ip, label]\n",
+                "    type: Yolov3\n    bottom: [ip, label]\n    yolov3_param: {num_class: twenty}\n",
+                "yolov3_param.num_class: expected an integer", 19)
 
     # -- huge shapes -------------------------------------------------------------------------
     net_variant("huge_num_output", "num_output: 4", "num_output: 1000000000000", "out of range")
