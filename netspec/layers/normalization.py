@@ -46,6 +46,7 @@ class BatchNorm(Layer):
     """
 
     fills_tops = True
+    writes_bottom_diffs = True
 
     allows_in_place = True
     param_block = "batch_norm_param"
@@ -138,6 +139,7 @@ class Scale(Layer):
     """
 
     fills_tops = True
+    writes_bottom_diffs = True
 
     allows_in_place = True
     param_block = "scale_param"
@@ -291,6 +293,7 @@ class LRN(Layer):
     """
 
     fills_tops = True
+    writes_bottom_diffs = True
 
     param_block = "lrn_param"
     exact_bottoms = 1
