@@ -27,6 +27,11 @@ overwrites the bottom diffs it propagates to and never rebinds a diff
 values are never read), and the blob is not an input, a net output, a loss top (its diff is
 the loss weight) or one the caller keeps. Parameter diffs are the solver's and never share.
 After a backward, a shared blob's ``diff`` holds whatever the last blob to use its array wrote.
+
+In the same nets an in-place Scale right after the BatchNorm that wrote its bottom reads the
+BatchNorm's saved x̂ (the values the Scale overwrites) for its scale gradient instead of
+copying its bottom (``link_saved_inputs``): ResNet's BatchNorm + Scale pairs kept two equal
+copies of every normalised blob.
 """
 
 from __future__ import annotations
@@ -128,3 +133,16 @@ def _lend(spans, n_layers: int, backend, bind) -> int:
         for members in ends[i]:
             free.append(held.pop(id(members[0])))
     return total
+
+
+def link_saved_inputs(layers, bottoms, tops) -> int:
+    """Point each in-place Scale that directly follows the BatchNorm writing its bottom at that
+    BatchNorm (``Scale.input_from``, module doc); returns how many were linked."""
+    linked = 0
+    for i in range(1, len(layers)):
+        layer, prev = layers[i], layers[i - 1]
+        if (layer.type_name == "Scale" and prev.type_name == "BatchNorm"
+                and bottoms[i][0] is tops[i][0] and tops[i - 1][0] is bottoms[i][0]):
+            layer.input_from = prev
+            linked += 1
+    return linked

@@ -20,7 +20,7 @@ from .errors import NetspecError, ShapeError, SpecError
 from .layers import registry
 from .layers.conv_columns import tuning as conv_tuning
 from .layers.conv_fold import fold_batch_norm
-from .memory_plan import share_diffs, share_memory
+from .memory_plan import link_saved_inputs, share_diffs, share_memory
 from .parallel import blas_threads
 from .spec.net import NetParameter
 from .spec.params import LAYER_PARAM_BLOCKS, NetState
@@ -37,7 +37,9 @@ class Net:
         ``reuse_diffs``: in a net with a backward, blob diffs whose lives do not overlap share
         arrays (``memory_plan``; not with ``force_backward``, whose point is reading them);
         after a backward only the diffs of inputs, outputs, loss tops and ``keep_blobs`` hold
-        their own values. Parameter diffs and every computed value stay the same."""
+        their own values, and an in-place Scale after a BatchNorm reads the BatchNorm's saved
+        x̂ instead of copying its bottom. Parameter diffs and every computed value stay the
+        same."""
         self.param = net_param
         #: data-parallel training: this rank's share of every data layer's batches (a
         #: ``netspec.data.shard.Shard``); None reads whole batches
@@ -89,6 +91,7 @@ class Net:
             self.shared_diff_bytes = share_diffs(self.layers, self.bottoms, self.tops,
                                                  self.layer_backward, self.propagate, keep,
                                                  self.backend)
+            link_saved_inputs(self.layers, self.bottoms, self.tops)
 
     # -- construction ---------------------------------------------------------------------
     def _choose_threads(self) -> None:

@@ -267,6 +267,10 @@ def test_training_with_shared_diffs_gives_the_same_weights(name, dtype):
         np.testing.assert_array_equal(q.diff, p.diff, err_msg=k)
     for blob in ("data", "loss"):                      # an input and a loss top keep theirs
         np.testing.assert_array_equal(shared.net.blobs[blob].diff, plain.net.blobs[blob].diff)
+    scales = [layer for layer in shared.net.layers if layer.type_name == "Scale"]
+    assert all(np.shares_memory(s.x_cache, s.input_from.x_norm) for s in scales)
+    assert len(scales) == (8 if name == "resnet_like" else 0)
+    assert not any(layer.input_from for layer in plain.net.layers if layer.type_name == "Scale")
 
 
 def test_diffs_that_live_together_never_share():

@@ -144,6 +144,9 @@ class Scale(Layer):
     allows_in_place = True
     param_block = "scale_param"
     folded_into = None       # the Convolution computing this layer's output (conv_fold)
+    #: in place right after a BatchNorm that wrote this bottom: its x̂, equal to the bottom
+    #: before this layer overwrites it, stands in for the layer's own copy (memory_plan)
+    input_from = None
     min_bottoms = 1
     max_bottoms = 2
     exact_tops = 1
@@ -188,8 +191,15 @@ class Scale(Layer):
             return
         x = self._view(bottom[0].data)
         in_place = bottom[0] is top[0]
-        # in place the bottom data is overwritten: keep a copy for the scale gradient
-        self.x_cache = x.copy() if in_place else None
+        # in place the bottom data is overwritten: keep a copy for the scale gradient, or
+        # read the one the BatchNorm before keeps (``input_from``, memory_plan)
+        self.x_cache = None
+        if in_place:
+            saved = getattr(self.input_from, "x_norm", None)
+            if saved is not None and saved.dtype == x.dtype and saved.size == x.size:
+                self.x_cache = saved.reshape(x.shape)
+            else:
+                self.x_cache = x.copy()
         _, s = self._scale(bottom)
         y = x * s
         if self.bias_index is not None:
