@@ -2,7 +2,7 @@
 the solver of ``netspec train``): every layer that declares ``writes_bottom_diffs`` overwrites
 its bottom diffs on each of its code paths (diffs filled with NaN before its backward give the
 same gradients as zeros); a solver whose net shares diffs trains to bit-identical weights
-(float32 and float64; LeNet, a ResNet-like block net with BatchNorm + Scale + Eltwise + Split,
+(float32 and float64, iter_size 1 and 2; LeNet, a ResNet-like block net with BatchNorm + Scale + Eltwise + Split,
 a GoogLeNet-like net with Concat and LRN); diffs whose lives overlap never share; inputs,
 outputs, loss tops and ``force_backward`` nets keep their own diffs."""
 
@@ -232,24 +232,24 @@ NETS = {"lenet": (_lenet, 10), "resnet_like": (_resnet_like, 5),
         "googlenet_like": (_googlenet_like, 6)}
 
 
-def _solver(name, dtype, reuse_diffs):
+def _solver(name, dtype, reuse_diffs, iter_size=1):
     make, classes = NETS[name]
     spec = make()
     sp = SolverParameter.model_validate({
         "net": "t", "base_lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
         "regularization_type": "L2", "lr_policy": "fixed", "max_iter": 10, "display": 0,
-        "random_seed": 4})
+        "random_seed": 4, "iter_size": iter_size})
     s = Solver(sp, backend=Backend(np, dtype), net_param=parse_net(spec, name),
                reuse_diffs=reuse_diffs, log=CaffeLog(quiet=True))
     shape = s.net.blobs["data"].shape
     return s, shape, classes
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("dtype,iter_size", [(np.float64, 1), (np.float32, 1), (np.float32, 2)])
 @pytest.mark.parametrize("name", list(NETS))
-def test_training_with_shared_diffs_gives_the_same_weights(name, dtype):
-    plain, shape, classes = _solver(name, dtype, False)
-    shared, _, _ = _solver(name, dtype, True)
+def test_training_with_shared_diffs_gives_the_same_weights(name, dtype, iter_size):
+    plain, shape, classes = _solver(name, dtype, False, iter_size)
+    shared, _, _ = _solver(name, dtype, True, iter_size)
     assert shared.net.diffs_shared and not plain.net.diffs_shared
     assert 0 < shared.net.shared_diff_bytes
     rng = np.random.default_rng(6)
