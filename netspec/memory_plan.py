@@ -69,7 +69,8 @@ def plan_groups(layers, bottoms, tops, keep: set[str]) -> list[dict]:
 def share_memory(layers, bottoms, tops, keep: set[str], backend) -> int:
     """Give the groups of ``plan_groups`` arrays from a pool (module doc); returns the bytes
     of the pool's arrays (the tops of every group share them)."""
-    spans = [(g["first"], g["last"], g["members"]) for g in plan_groups(layers, bottoms, tops, keep)]
+    spans = [(g["first"], g["last"], g["members"])
+             for g in plan_groups(layers, bottoms, tops, keep)]
 
     def bind(m, view):
         m.data = view

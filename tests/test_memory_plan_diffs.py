@@ -2,9 +2,9 @@
 the solver of ``netspec train``): every layer that declares ``writes_bottom_diffs`` overwrites
 its bottom diffs on each of its code paths (diffs filled with NaN before its backward give the
 same gradients as zeros); a solver whose net shares diffs trains to bit-identical weights
-(float32 and float64, iter_size 1 and 2; LeNet, a ResNet-like block net with BatchNorm + Scale + Eltwise + Split,
-a GoogLeNet-like net with Concat and LRN); diffs whose lives overlap never share; inputs,
-outputs, loss tops and ``force_backward`` nets keep their own diffs."""
+(float32 and float64, iter_size 1 and 2; LeNet, a ResNet-like block net with BatchNorm +
+Scale + Eltwise + Split, a GoogLeNet-like net with Concat and LRN); diffs whose lives overlap
+never share; inputs, outputs, loss tops and ``force_backward`` nets keep their own diffs."""
 
 from __future__ import annotations
 
