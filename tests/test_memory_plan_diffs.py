@@ -300,3 +300,24 @@ def test_force_backward_and_plain_nets_keep_their_diffs():
     spec["force_backward"] = True
     net = Net(parse_net(spec, "n"), "TRAIN", Backend(np, np.float64), reuse_diffs=True)
     assert not net.diffs_shared and net.shared_diff_bytes == 0
+
+
+def test_python_solver_shares_diffs_when_asked(tmp_path):
+    """``netspec.solver(..., reuse_diffs=True)`` trains like the default, which keeps diffs."""
+    import yaml
+
+    import netspec
+    (tmp_path / "net.yaml").write_text(yaml.safe_dump(_resnet_like()))
+    (tmp_path / "solver.yaml").write_text(yaml.safe_dump({
+        "net": "net.yaml", "base_lr": 0.05, "momentum": 0.9, "lr_policy": "fixed",
+        "max_iter": 3, "display": 0, "snapshot": 0, "random_seed": 4}))
+    runs = [netspec.solver(tmp_path / "solver.yaml", reuse_diffs=r) for r in (False, True)]
+    assert [t.solver.net.diffs_shared for t in runs] == [False, True]
+    rng = np.random.default_rng(8)
+    x, y = rng.standard_normal((4, 3, 12, 12)), rng.integers(0, 5, 4)
+    for t in runs:
+        t.solver.net.blobs["data"].data[...] = x
+        t.solver.net.blobs["label"].data[...] = y
+        t.solver.step_once()
+    for p, q in zip(runs[0].solver.net.params, runs[1].solver.net.params):
+        np.testing.assert_array_equal(q.data, p.data)
