@@ -83,13 +83,14 @@ def synthetic_inputs(spec: dict, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def make_solver(spec: dict, gpu: bool = False, threads: int | None = None, **solver):
+def make_solver(spec: dict, gpu: bool = False, threads: int | None = None,
+                reuse_diffs: bool = True, **solver):
     """The bench net's solver (``SOLVER``, fields overridden by ``solver``); on the CPU netspec
     runs ``threads`` threads (default: BLAS's thread count, i.e. the surrounding
-    ``threadpool_limits``)."""
+    ``threadpool_limits``). ``reuse_diffs``: blob diffs share arrays, as in ``netspec train``."""
     sp = SolverParameter.model_validate({"net": "bench", **SOLVER, **solver})
     return Solver(sp, backend=get_backend(gpu, threads=threads), net_param=parse_net(spec, spec["name"]),
-                  log=CaffeLog(quiet=True))
+                  log=CaffeLog(quiet=True), reuse_diffs=reuse_diffs)
 
 
 def set_inputs(net, inputs: dict) -> None:

@@ -20,7 +20,7 @@ from .errors import NetspecError, ShapeError, SpecError
 from .layers import registry
 from .layers.conv_columns import tuning as conv_tuning
 from .layers.conv_fold import fold_batch_norm
-from .memory_plan import share_memory
+from .memory_plan import link_saved_inputs, share_diffs, share_memory
 from .parallel import blas_threads
 from .spec.net import NetParameter
 from .spec.params import LAYER_PARAM_BLOCKS, NetState
@@ -30,10 +30,16 @@ class Net:
     def __init__(self, net_param: NetParameter, phase: str = "TRAIN", backend: Backend | None = None,
                  rng: np.random.Generator | None = None, level: int = 0,
                  stages: list[str] | tuple[str, ...] = (), shard=None, reuse_blobs: bool = False,
-                 keep_blobs: list[str] | tuple[str, ...] = ()):
+                 keep_blobs: list[str] | tuple[str, ...] = (), reuse_diffs: bool = False):
         """The net of ``net_param`` in ``phase``. ``reuse_blobs``: in a net that runs no
         backward, top blobs whose lives do not overlap share arrays (``memory_plan``); after a
-        forward only its inputs, outputs and ``keep_blobs`` hold their own values."""
+        forward only its inputs, outputs and ``keep_blobs`` hold their own values.
+        ``reuse_diffs``: in a net with a backward, blob diffs whose lives do not overlap share
+        arrays (``memory_plan``; not with ``force_backward``, whose point is reading them);
+        after a backward only the diffs of inputs, outputs, loss tops and ``keep_blobs`` hold
+        their own values, and an in-place Scale after a BatchNorm reads the BatchNorm's saved
+        x̂ instead of copying its bottom. Parameter diffs and every computed value stay the
+        same."""
         self.param = net_param
         #: data-parallel training: this rank's share of every data layer's batches (a
         #: ``netspec.data.shard.Shard``); None reads whole batches
@@ -75,6 +81,17 @@ class Net:
             self.shared_bytes = share_memory(self.layers, self.bottoms, self.tops,
                                              set(keep_blobs) | set(self.output_names),
                                              self.backend)
+        #: bytes of the arrays the blob diffs share (``memory_plan``; reuse_diffs, training)
+        self.shared_diff_bytes = 0
+        self.diffs_shared = (reuse_diffs and any(self.layer_backward)
+                             and not net_param.force_backward)
+        if self.diffs_shared:
+            keep = (set(keep_blobs) | set(self.output_names)
+                    | {b.name for b, _ in self.loss_terms})
+            self.shared_diff_bytes = share_diffs(self.layers, self.bottoms, self.tops,
+                                                 self.layer_backward, self.propagate, keep,
+                                                 self.backend)
+            link_saved_inputs(self.layers, self.bottoms, self.tops)
 
     # -- construction ---------------------------------------------------------------------
     def _choose_threads(self) -> None:

@@ -123,15 +123,18 @@ class Training:
 def solver(solver_file: str | Path, sets: Sequence[str] = (), *, gpu: bool = False,
            weights: str | Path | None = None, snapshot: str | Path | None = None,
            allow_partial: bool = False, dtype: str = "float32", quiet: bool = True,
-           log: CaffeLog | None = None, model_class: type[Model] = Model) -> Training:
+           log: CaffeLog | None = None, model_class: type[Model] = Model,
+           reuse_diffs: bool = False) -> Training:
     """A ``Training`` for the solver ``solver_file`` (YAML, or a Caffe ``.prototxt`` read by
     ``netspec.solver_files.read_solver``) with ``sets`` (``KEY=VALUE`` overrides, as ``--set``): resumed from ``snapshot``, or initialised from ``weights`` (or the
     solver's own ``weights``). ``quiet``: no Caffe log lines on stderr; ``model_class``: the
-    class of ``net`` and ``test_nets`` (``netspec.pycaffe`` passes its ``Net``)."""
+    class of ``net`` and ``test_nets`` (``netspec.pycaffe`` passes its ``Net``);
+    ``reuse_diffs``: the train net's blob diffs share arrays, as in ``netspec train`` (the
+    same weights, less memory; only its inputs', outputs' and loss tops' diffs stay readable)."""
     sets = list(sets) + (["solver_mode=GPU"] if gpu else [])
     sp, net_param, tests, _ = read_solver(solver_file, sets)
     s = Solver(sp, log=log or CaffeLog(quiet=quiet), net_param=net_param, dtype=dtype,
-               test_net_params=tests)
+               test_net_params=tests, reuse_diffs=reuse_diffs)
     t = Training(s, str(solver_file), model_class)
     if snapshot:
         t.restore(snapshot)

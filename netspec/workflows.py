@@ -122,10 +122,11 @@ def train(solver_file: str | Path, sets: Sequence[str] = (), *,
                 log.listeners.append(writers[-1])
             if group is None:
                 solver = Solver(sp, log=log, net_param=net_param, dtype=dtype,
-                                test_net_params=tests)
+                                test_net_params=tests, reuse_diffs=True)
             else:
                 solver = distributed.DataParallelSolver(sp, group, log=log, net_param=net_param,
-                                                        dtype=dtype, test_net_params=tests)
+                                                        dtype=dtype, test_net_params=tests,
+                                                        reuse_diffs=True)
                 start.config = distributed.config_digest(sp, net_param, dtype=dtype,
                                                          snapshot=snapshot, weights=weights)
             if log_dir:

@@ -54,6 +54,44 @@ def test_batchnorm_global_gradient_and_value(shape):
     check_gradients(layer, [x], tops, check_params=False)
 
 
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_batchnorm_scale_exact_after_repeated_forwards(inplace):
+    """float32 BatchNorm → Scale (batch statistics), forward twice then backward: the values of
+    the formulas written out in NumPy in the layers' order of operations, bit for bit (the
+    layers reuse the previous x̂ and the tops' and diffs' arrays for their intermediates)."""
+    shape = (4, 3, 5, 6)
+    bn, tops = make_layer({"type": "BatchNorm"}, [shape], backend=F32)
+    sc, _ = make_layer({"type": "Scale", "scale_param": {"bias_term": True}}, [shape], backend=F32)
+    rng = np.random.default_rng(2)
+    s, b = (rng.uniform(0.5, 1.5, 3).astype(np.float32) for _ in range(2))
+    sc.blobs[0].data[...], sc.blobs[1].data[...] = s, b
+    x_blob = Blob("x", np.zeros(shape, np.float32), np)
+    mid = x_blob if inplace else Blob("m", np.zeros(shape, np.float32), np)
+    out = mid if inplace else Blob("y", np.zeros(shape, np.float32), np)
+    for _ in range(2):
+        x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+        x_blob.data[...] = x
+        bn.forward([x_blob], [mid])
+        sc.forward([mid], [out])
+    dy = rng.standard_normal(shape).astype(np.float32)
+    out.diff = dy.copy()
+    sc.backward([out], [True], [mid])
+    bn.backward([mid], [True], [x_blob])
+
+    x3 = x.reshape(4, 3, -1)
+    xc = x3 - x3.mean(axis=(0, 2))[:, None]
+    std = np.sqrt((xc * xc).mean(axis=(0, 2)) + np.float32(1e-5))[:, None]
+    xn = xc / std
+    y = xn * s.reshape(1, 3, 1) + b.reshape(1, 3, 1)
+    np.testing.assert_array_equal(out.data, y.reshape(shape))
+    dy3 = dy.reshape(4, 3, -1)
+    dxn = dy3 * s.reshape(1, 3, 1)
+    dx = (dxn - dxn.mean(axis=(0, 2), keepdims=True)
+          - (dxn * xn).mean(axis=(0, 2), keepdims=True) * xn) / std
+    np.testing.assert_array_equal(x_blob.diff, dx.reshape(shape))
+    np.testing.assert_array_equal(sc.blobs[0].diff, (dy3 * xn).sum(axis=(0, 2)))
+
 def test_batchnorm_global_zero_factor_uses_zero_statistics():
     layer, tops = make_layer({"type": "BatchNorm", "batch_norm_param": {"use_global_stats": True}},
                              [(2, 3)], phase="TRAIN")

@@ -92,6 +92,11 @@ class Layer(abc.ABC):
     #: ``top.data``, never reads a top's previous values): a forward-only net may then lend
     #: those arrays to other blobs (``memory_plan``)
     fills_tops: ClassVar[bool] = False
+    #: backward overwrites every value of each bottom diff it propagates to (never reads or
+    #: adds to the old values) and never rebinds a blob's ``diff``: a training net may then
+    #: lend diff arrays to other blobs between uses (``memory_plan``; checked for each such
+    #: layer in tests/test_memory_plan.py with diffs filled with NaN before its backward)
+    writes_bottom_diffs: ClassVar[bool] = False
     exact_bottoms: ClassVar[Optional[int]] = None
     min_bottoms: ClassVar[int] = 0
     max_bottoms: ClassVar[Optional[int]] = None

@@ -34,6 +34,7 @@ class Convolution(Layer):
     """
 
     fills_tops = True
+    writes_bottom_diffs = True
 
     param_block = "convolution_param"
     min_bottoms = 1

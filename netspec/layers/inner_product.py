@@ -23,6 +23,7 @@ class InnerProduct(Layer):
     """
 
     fills_tops = True
+    writes_bottom_diffs = True
 
     param_block = "inner_product_param"
     exact_bottoms = 1

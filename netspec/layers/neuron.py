@@ -65,6 +65,7 @@ class ReLU(NeuronLayer):
     """
 
     fills_tops = True
+    writes_bottom_diffs = True
 
     param_block = "relu_param"
 
@@ -171,6 +172,7 @@ class Dropout(NeuronLayer):
     """
 
     fills_tops = True
+    writes_bottom_diffs = True
 
     param_block = "dropout_param"
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+import numpy
+
 from ..spec.params import FillerParameter
 from .base import Layer, checked_axis, in_place, legacy_dim, proto_float
 from .registry import register
@@ -23,6 +25,29 @@ def _operand_shape(layer: Layer, shape: tuple[int, ...], axis: int, num_axes: in
         raise layer.error(f"{what} blob's shape extends past bottom[0]'s shape {shape} when "
                           f"applied from axis {axis}", field=field)
     return shape[axis:] if num_axes == -1 else shape[axis:axis + num_axes]
+
+
+def _into(op, a, b, out):
+    """``op(a, b)`` written into ``out`` when the result has ``out``'s dtype (the same values,
+    no new array), else a new array as ``op(a, b)`` gives it."""
+    if out.dtype == numpy.result_type(a.dtype, b.dtype):
+        return op(a, b, out=out)
+    return op(a, b)
+
+
+def _diff_view(layer, blob, shape):
+    """``blob.diff`` as ``shape`` to write a result into: a view, or a new array when the diff
+    is not contiguous (``_store_diff`` then copies it back)."""
+    d = blob.diff
+    return d.reshape(shape) if d.flags.c_contiguous else layer.xp.empty(shape, dtype=d.dtype)
+
+
+def _store_diff(blob, view, result) -> None:
+    """Make ``blob.diff`` hold ``result`` (computed into ``view`` from ``_diff_view``, or not)."""
+    if result is not view:
+        view[...] = result
+    if not blob.diff.flags.c_contiguous:
+        blob.diff[...] = view.reshape(blob.diff.shape)
 
 
 @register("BatchNorm")
@@ -46,6 +71,7 @@ class BatchNorm(Layer):
     """
 
     fills_tops = True
+    writes_bottom_diffs = True
 
     allows_in_place = True
     param_block = "batch_norm_param"
@@ -86,16 +112,21 @@ class BatchNorm(Layer):
         xp = self.xp
         shape = bottom[0].shape
         x = self._view(bottom[0].data)
+        # x − mean and then x̂ are written into the previous forward's x̂ (dead once its
+        # backward ran): no new blob-sized arrays per call where the dtypes let it be exact
+        buf = getattr(self, "x_norm", None)
+        if buf is None or buf.shape != x.shape or buf.dtype != x.dtype:
+            buf = xp.empty(x.shape, dtype=x.dtype)
         if self.use_global_stats:
             factor = self.blobs[2].data
             nonzero = factor != 0
             scale = xp.where(nonzero, 1 / xp.where(nonzero, factor, 1), 0).astype(self.dtype)
             mean = self.blobs[0].data * scale
             var = self.blobs[1].data * scale
-            xc = x - mean[:, None]
+            xc = _into(xp.subtract, x, mean[:, None], buf)
         else:
             mean = x.mean(axis=(0, 2))
-            xc = x - mean[:, None]
+            xc = _into(xp.subtract, x, mean[:, None], buf)
             var = (xc * xc).mean(axis=(0, 2))
             m = x.size // self.channels
             correction = m / (m - 1) if m > 1 else 1.0
@@ -107,20 +138,25 @@ class BatchNorm(Layer):
             var_sum *= self.maf
             var_sum += correction * var
         self.std = xp.sqrt(var + self.eps)[:, None]
-        self.x_norm = xc / self.std
+        self.x_norm = _into(xp.divide, xc, self.std, xc)
         top[0].data[...] = self.x_norm.reshape(shape)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
+        xp = self.xp
         dy = self._view(top[0].diff)
+        dx = _diff_view(self, bottom[0], dy.shape)      # dy itself in place
         if self.use_global_stats:
-            dx = dy / self.std
-        else:
-            y = self.x_norm
-            dx = (dy - dy.mean(axis=(0, 2), keepdims=True)
-                  - (dy * y).mean(axis=(0, 2), keepdims=True) * y) / self.std
-        bottom[0].diff[...] = dx.reshape(bottom[0].shape)
+            _store_diff(bottom[0], dx, _into(xp.divide, dy, self.std, dx))
+            return
+        y = self.x_norm
+        m_dy = dy.mean(axis=(0, 2), keepdims=True)
+        m_dyy = (dy * y).mean(axis=(0, 2), keepdims=True) * y
+        # ((dy − mean(dy)) − mean(dy·x̂)·x̂) / std, written into the bottom diff
+        d = _into(xp.subtract, dy, m_dy, dx)
+        d = _into(xp.subtract, d, m_dyy, d)
+        _store_diff(bottom[0], dx, _into(xp.divide, d, self.std, d))
 
 
 @register("Scale")
@@ -138,10 +174,14 @@ class Scale(Layer):
     """
 
     fills_tops = True
+    writes_bottom_diffs = True
 
     allows_in_place = True
     param_block = "scale_param"
     folded_into = None       # the Convolution computing this layer's output (conv_fold)
+    #: in place right after a BatchNorm that wrote this bottom: its x̂, equal to the bottom
+    #: before this layer overwrites it, stands in for the layer's own copy (memory_plan)
+    input_from = None
     min_bottoms = 1
     max_bottoms = 2
     exact_tops = 1
@@ -186,13 +226,23 @@ class Scale(Layer):
             return
         x = self._view(bottom[0].data)
         in_place = bottom[0] is top[0]
-        # in place the bottom data is overwritten: keep a copy for the scale gradient
-        self.x_cache = x.copy() if in_place else None
+        # in place the bottom data is overwritten: keep a copy for the scale gradient, or
+        # read the one the BatchNorm before keeps (``input_from``, memory_plan)
+        self.x_cache = None
+        if in_place:
+            saved = getattr(self.input_from, "x_norm", None)
+            if saved is not None and saved.dtype == x.dtype and saved.size == x.size:
+                self.x_cache = saved.reshape(x.shape)
+            else:
+                self.x_cache = x.copy()
         _, s = self._scale(bottom)
-        y = x * s
+        out = top[0].data
+        view = self._view(out) if out.flags.c_contiguous else None     # in place: x itself
+        y = _into(self.xp.multiply, x, s, view) if view is not None else x * s
         if self.bias_index is not None:
             y += self.blobs[self.bias_index].data.reshape(1, self.scale_dim, 1)
-        top[0].data[...] = y.reshape(top[0].shape)
+        if y is not view:
+            out[...] = y.reshape(out.shape)
 
     def backward(self, top, propagate_down, bottom):
         dy = self._view(top[0].diff)
@@ -208,8 +258,9 @@ class Scale(Layer):
             else:
                 s_blob.diff[...] = ds
         if propagate_down[0]:
-            # computed before writing: in place, dy and bottom[0].diff are one array
-            bottom[0].diff[...] = (dy * s).reshape(bottom[0].shape)
+            # after ds and db: in place, dy and bottom[0].diff are one array
+            dx = _diff_view(self, bottom[0], dy.shape)
+            _store_diff(bottom[0], dx, _into(self.xp.multiply, dy, s, dx))
 
 
 @register("Bias")
@@ -291,6 +342,7 @@ class LRN(Layer):
     """
 
     fills_tops = True
+    writes_bottom_diffs = True
 
     param_block = "lrn_param"
     exact_bottoms = 1

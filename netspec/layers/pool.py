@@ -86,6 +86,7 @@ class Pooling(Layer):
     """MAX / AVE pooling with Caffe's pad, stride, ceil rule and window clipping."""
 
     fills_tops = True
+    writes_bottom_diffs = True
 
     param_block = "pooling_param"
     exact_bottoms = 1

@@ -87,6 +87,8 @@ class SoftmaxWithLoss(Layer):
     (``softmax_cuda.py``), except with class weights (then as on the CPU, in CuPy).
     """
 
+    writes_bottom_diffs = True
+
     extra_blocks = ("softmax_param",)  # read directly, with loss_param; no param_block
     exact_bottoms = 2
     min_tops = 1

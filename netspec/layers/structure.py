@@ -19,6 +19,8 @@ class Split(Layer):
     array): those get their own copy. Backward: ∂bottom = Σ_i ∂top_i.
     """
 
+    writes_bottom_diffs = True
+
     exact_bottoms = 1
     min_tops = 1
 
@@ -63,6 +65,7 @@ class Concat(Layer):
     """
 
     fills_tops = True
+    writes_bottom_diffs = True
 
     param_block = "concat_param"
     min_bottoms = 1
@@ -117,6 +120,7 @@ class Eltwise(Layer):
     """
 
     fills_tops = True
+    writes_bottom_diffs = True
 
     param_block = "eltwise_param"
     min_bottoms = 2

@@ -53,7 +53,11 @@ UPDATE_BLOCK_ELEMENTS = 1 << 16
 class Solver:
     def __init__(self, sp: SolverParameter, *, backend: Backend | None = None,
                  log: CaffeLog | None = None, net_param=None, dtype: str = "float32",
-                 test_net_params: list | None = None, shard=None):
+                 test_net_params: list | None = None, shard=None, reuse_diffs: bool = False):
+        """``reuse_diffs``: the train net's blob diffs share arrays (``Net(reuse_diffs=True)``,
+        ``memory_plan``): the same weights, less memory, but after a step only the diffs of
+        its inputs, outputs and loss tops hold their values (``netspec train`` sets it;
+        pycaffe's and ``netspec.solver``'s solvers, whose callers may read them, do not)."""
         self.sp = sp
         self.log = log or CaffeLog()
         self.backend = backend or get_backend(sp.solver_mode == "GPU", dtype, sp.device_id)
@@ -77,7 +81,8 @@ class Solver:
             stage=list(train_state.stage) or list(self.net_param.state.stage)),
             sp.where(("net",)).get("file") or "")
         self.net = Net(self.net_param, "TRAIN", self.backend, self.rng,
-                       level=train_state.level, stages=train_state.stage, shard=shard)
+                       level=train_state.level, stages=train_state.stage, shard=shard,
+                       reuse_diffs=reuse_diffs)
         self.test_nets = self._make_test_nets(test_net_params)
         self.rule = RULES[sp.type](sp, self.xp)
         self.params = [p for p in self.net.params if p.lr_mult != 0]

@@ -1,0 +1,323 @@
+"""Blob diffs sharing arrays in training nets (netspec/memory_plan.py, ``Net(reuse_diffs=True)``,
+the solver of ``netspec train``): every layer that declares ``writes_bottom_diffs`` overwrites
+its bottom diffs on each of its code paths (diffs filled with NaN before its backward give the
+same gradients as zeros); a solver whose net shares diffs trains to bit-identical weights
+(float32 and float64, iter_size 1 and 2; LeNet, a ResNet-like block net with BatchNorm +
+Scale + Eltwise + Split, a GoogLeNet-like net with Concat and LRN); diffs whose lives overlap
+never share; inputs, outputs, loss tops and ``force_backward`` nets keep their own diffs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import CONV_LAYOUTS
+from gradcheck import labels, make_layer, rand, run_forward
+
+from netspec.backend import Backend
+from netspec.layers import registry
+from netspec.log import CaffeLog
+from netspec.memory_plan import plan_diffs
+from netspec.net import Net
+from netspec.solvers.solver import Solver
+from netspec.spec import parse_net
+from netspec.spec.solver import SolverParameter
+
+GAUSS = {"type": "gaussian", "std": 0.3}
+CONV = {"weight_filler": GAUSS, "bias_filler": GAUSS}
+
+
+def _conv(M, k, pad=0, stride=1, **extra):
+    return {"convolution_param": {"num_output": M, "kernel_size": k, "pad": pad,
+                                  "stride": stride, **CONV, **extra}}
+
+
+#: (layer spec, bottom shapes) for each layer type that declares writes_bottom_diffs, covering
+#: its code paths (the Convolution ones under every conv layout below)
+CASES = {
+    "Convolution": [(_conv(5, 3, 1), [(2, 4, 7, 6)]), (_conv(5, 3, 1, 2), [(2, 4, 7, 6)]),
+                    (_conv(6, 1), [(2, 4, 5, 5)]), (_conv(6, 1, 0, 2), [(2, 4, 5, 5)]),
+                    (_conv(3, 7, 3, 2), [(1, 3, 9, 9)]), (_conv(4, 3, 0, 4), [(2, 3, 11, 11)]),
+                    (_conv(4, 3, 1, 1, group=2), [(2, 4, 6, 6)])],
+    "DepthwiseConvolution": [(_conv(4, 3, 1), [(2, 4, 6, 6)]), (_conv(8, 3, 1, 2), [(2, 4, 6, 6)])],
+    "ConvolutionDepthwise": [(_conv(4, 3, 1), [(2, 4, 6, 6)]), (_conv(4, 5, 2, 2), [(2, 4, 9, 9)])],
+    "Deconvolution": [(_conv(3, 3, 1, 2), [(2, 4, 4, 4)])],
+    "Im2col": [({"convolution_param": {"kernel_size": 3, "pad": 1, "stride": 2}}, [(2, 3, 5, 5)])],
+    "Pooling": [({"pooling_param": {"pool": p, "kernel_size": k, "stride": s, "pad": pad}},
+                 [(2, 3, 9, 8)]) for p in ("MAX", "AVE") for k, s, pad in
+                ((3, 2, 0), (2, 2, 0), (3, 1, 1), (3, 3, 1))]
+               + [({"pooling_param": {"pool": p, "global_pooling": True}}, [(2, 3, 5, 4)])
+                  for p in ("MAX", "AVE")],
+    "ReLU": [({}, [(2, 3, 4, 5)]), ({"relu_param": {"negative_slope": 0.1}}, [(2, 3, 4, 5)])],
+    "Dropout": [({}, [(2, 3, 4, 5)])],
+    "BatchNorm": [({}, [(4, 3, 4, 5)]), ({}, [(6, 3)]),
+                  ({"batch_norm_param": {"use_global_stats": True}}, [(4, 3, 4, 5)])],
+    "Scale": [({"scale_param": {"bias_term": True}}, [(2, 3, 4, 5)]),
+              ({"scale_param": {"axis": 0}}, [(2, 3, 4, 5), (2, 3)])],
+    "LRN": [({}, [(2, 7, 4, 5)]),
+            ({"lrn_param": {"norm_region": "WITHIN_CHANNEL", "local_size": 3}}, [(2, 3, 5, 5)])],
+    "InnerProduct": [({"inner_product_param": {"num_output": 4, "weight_filler": GAUSS}},
+                      [(3, 2, 3, 2)])],
+    "SoftmaxWithLoss": [({}, [(4, 5), "labels"]),
+                        ({"loss_param": {"ignore_label": 1, "normalization": "VALID"}},
+                         [(3, 4, 2, 2), "labels"])],
+    "Split": [({"top": ["a"]}, [(2, 3, 4, 5)]), ({"top": ["a", "b", "c"]}, [(2, 3, 4, 5)])],
+    "Concat": [({}, [(2, 3, 4, 5), (2, 2, 4, 5)]),
+               ({"concat_param": {"axis": 0}}, [(2, 3, 4, 5), (1, 3, 4, 5)])],
+    "Eltwise": [({"eltwise_param": {"operation": op, **extra}}, [(2, 3, 4, 5)] * 3)
+                for op, extra in (("SUM", {"coeff": [1, -2, 0.5]}), ("PROD", {}),
+                                  ("PROD", {"stable_prod_grad": False}), ("MAX", {}))],
+}
+
+CONVOLUTIONS = ("Convolution", "DepthwiseConvolution", "ConvolutionDepthwise", "Deconvolution",
+                "Im2col")
+
+
+def test_every_layer_that_writes_bottom_diffs_has_cases():
+    flagged = {name for name, cls in registry.LAYERS.items() if cls.writes_bottom_diffs}
+    assert flagged == set(CASES)
+
+
+def _bottom_diffs(type_, extra, shapes, fill):
+    """The layer's bottom diffs after forward + backward with every bottom diff filled with
+    ``fill`` first (float64, seeded inputs and top diffs)."""
+    spec = {"type": type_, **extra}
+    arrays = []
+    for k, s in enumerate(shapes):
+        if s == "labels":
+            lead = shapes[0]
+            arrays.append(labels((lead[0],) + tuple(lead[2:]), lead[1], seed=3).astype(np.float64))
+        else:
+            arrays.append(rand(s, seed=k) + (1.5 if type_ == "Eltwise" else 0.0))
+    layer, top_shapes = make_layer(spec, [a.shape for a in arrays])
+    bottom, top = run_forward(layer, arrays, top_shapes)
+    for k, t in enumerate(top):
+        t.diff = rand(t.shape, seed=10 + k)
+    propagate = [k not in layer.no_grad_bottoms for k in range(len(bottom))]
+    for b in bottom:
+        b.diff = np.full(b.shape, fill)
+    layer.backward(top, propagate, bottom)
+    return [b.diff.copy() for b, p in zip(bottom, propagate) if p]
+
+
+def _check(type_, extra, shapes):
+    want = _bottom_diffs(type_, extra, shapes, 0.0)
+    got = _bottom_diffs(type_, extra, shapes, np.nan)
+    for w, g in zip(want, got):
+        assert np.isfinite(g).all(), (type_, extra)
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("layout", list(CONV_LAYOUTS))
+def test_convolutions_overwrite_bottom_diffs(layout, conv_tuning):
+    spec = dict(CONV_LAYOUTS[layout])
+    spec["pair_transposed_min_aspect"] = spec["pair_transposed_min_columns"]
+    conv_tuning(transposed_max_growth=10.0**9, transposed_min_channels=1, **spec)
+    for type_ in CONVOLUTIONS:
+        for extra, shapes in CASES[type_]:
+            _check(type_, extra, shapes)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 1 << 20])
+def test_pooling_overwrites_bottom_diffs(chunk_bytes, pool_tuning):
+    pool_tuning(chunk_bytes=chunk_bytes)
+    for extra, shapes in CASES["Pooling"]:
+        _check("Pooling", extra, shapes)
+
+
+@pytest.mark.parametrize("type_", sorted(set(CASES) - set(CONVOLUTIONS) - {"Pooling"}))
+def test_layers_overwrite_bottom_diffs(type_):
+    for extra, shapes in CASES[type_]:
+        _check(type_, extra, shapes)
+
+
+# -- whole nets: training with shared diffs gives the same weights ---------------------------
+
+def _input(shape, label_classes):
+    return {"name": "data", "type": "Input", "top": ["data", "label"],
+            "input_param": {"shape": [{"dim": list(shape)}, {"dim": [shape[0]]}]}}
+
+
+def _layer(name, type_, bottom, top=None, **params):
+    return {"name": name, "type": type_, "bottom": bottom, "top": top or name, **params}
+
+
+def _lenet():
+    return {"name": "lenet", "layer": [
+        _input((4, 1, 28, 28), 10),
+        _layer("conv1", "Convolution", "data", **_conv(6, 5)),
+        _layer("pool1", "Pooling", "conv1", pooling_param={"pool": "MAX", "kernel_size": 2,
+                                                           "stride": 2}),
+        _layer("conv2", "Convolution", "pool1", **_conv(8, 5)),
+        _layer("pool2", "Pooling", "conv2", pooling_param={"pool": "MAX", "kernel_size": 2,
+                                                           "stride": 2}),
+        _layer("ip1", "InnerProduct", "pool2", inner_product_param={
+            "num_output": 20, "weight_filler": GAUSS, "bias_filler": GAUSS}),
+        _layer("relu1", "ReLU", "ip1", "ip1"),
+        _layer("ip2", "InnerProduct", "ip1", inner_product_param={
+            "num_output": 10, "weight_filler": GAUSS, "bias_filler": GAUSS}),
+        _layer("accuracy", "Accuracy", ["ip2", "label"]),
+        _layer("loss", "SoftmaxWithLoss", ["ip2", "label"])]}
+
+
+def _bn_block(name, bottom, M, k, stride=1, relu=True):
+    """Convolution → BatchNorm → Scale (→ ReLU), all but the convolution in place."""
+    layers = [_layer(name, "Convolution", bottom, **_conv(M, k, k // 2, stride, bias_term=False)),
+              _layer(f"{name}_bn", "BatchNorm", name, name),
+              _layer(f"{name}_scale", "Scale", name, name, scale_param={"bias_term": True})]
+    if relu:
+        layers.append(_layer(f"{name}_relu", "ReLU", name, name))
+    return layers
+
+
+def _resnet_like():
+    """Two residual blocks (projection, then identity shortcut: Split + Eltwise)."""
+    layers = [_input((4, 3, 12, 12), 5), *_bn_block("conv1", "data", 8, 3),
+              _layer("pool1", "Pooling", "conv1", pooling_param={"pool": "MAX", "kernel_size": 3,
+                                                                 "stride": 2})]
+    bottom = "pool1"
+    for b, project in (("a", True), ("b", False)):
+        short = bottom
+        if project:
+            layers += _bn_block(f"{b}_proj", bottom, 16, 1, relu=False)
+            short = f"{b}_proj"
+        layers += _bn_block(f"{b}_1", bottom, 4, 1) + _bn_block(f"{b}_2", f"{b}_1", 4, 3)
+        layers += _bn_block(f"{b}_3", f"{b}_2", 16, 1, relu=False)
+        layers += [_layer(f"{b}_sum", "Eltwise", [short, f"{b}_3"]),
+                   _layer(f"{b}_relu", "ReLU", f"{b}_sum", f"{b}_sum")]
+        bottom = f"{b}_sum"
+    layers += [_layer("gap", "Pooling", bottom, pooling_param={"pool": "AVE",
+                                                               "global_pooling": True}),
+               _layer("fc", "InnerProduct", "gap", inner_product_param={
+                   "num_output": 5, "weight_filler": GAUSS, "bias_filler": GAUSS}),
+               _layer("loss", "SoftmaxWithLoss", ["fc", "label"])]
+    return {"name": "resnet_like", "layer": layers}
+
+
+def _googlenet_like():
+    """LRN, then an inception module (four branches into a Concat), Dropout, two losses."""
+    relu = [("ReLU", {})]
+    layers = [_input((4, 3, 12, 12), 6),
+              _layer("conv1", "Convolution", "data", **_conv(8, 3, 1, 2)),
+              _layer("relu1", "ReLU", "conv1", "conv1"),
+              _layer("norm1", "LRN", "conv1", lrn_param={"local_size": 5, "alpha": 1e-4,
+                                                         "beta": 0.75})]
+    branches = []
+    for name, k, M, pre in (("b1", 1, 4, None), ("b3", 3, 6, 3), ("b5", 5, 2, 2)):
+        src = "norm1"
+        if pre:
+            layers += [_layer(f"{name}_red", "Convolution", "norm1", **_conv(pre, 1))]
+            layers += [_layer(f"{name}_red_relu", t, f"{name}_red", f"{name}_red", **p)
+                       for t, p in relu]
+            src = f"{name}_red"
+        layers += [_layer(name, "Convolution", src, **_conv(M, k, k // 2)),
+                   _layer(f"{name}_relu", "ReLU", name, name)]
+        branches.append(name)
+    layers += [_layer("bp_pool", "Pooling", "norm1", pooling_param={
+                   "pool": "MAX", "kernel_size": 3, "stride": 1, "pad": 1}),
+               _layer("bp", "Convolution", "bp_pool", **_conv(3, 1)),
+               _layer("cat", "Concat", branches + ["bp"]),
+               _layer("aux", "InnerProduct", "cat", inner_product_param={
+                   "num_output": 6, "weight_filler": GAUSS, "bias_filler": GAUSS}),
+               _layer("aux_loss", "SoftmaxWithLoss", ["aux", "label"], loss_weight=[0.3]),
+               _layer("gap", "Pooling", "cat", pooling_param={"pool": "AVE",
+                                                              "global_pooling": True}),
+               _layer("drop", "Dropout", "gap", "gap", dropout_param={"dropout_ratio": 0.4}),
+               _layer("fc", "InnerProduct", "gap", inner_product_param={
+                   "num_output": 6, "weight_filler": GAUSS, "bias_filler": GAUSS}),
+               _layer("loss", "SoftmaxWithLoss", ["fc", "label"])]
+    return {"name": "googlenet_like", "layer": layers}
+
+
+NETS = {"lenet": (_lenet, 10), "resnet_like": (_resnet_like, 5),
+        "googlenet_like": (_googlenet_like, 6)}
+
+
+def _solver(name, dtype, reuse_diffs, iter_size=1):
+    make, classes = NETS[name]
+    spec = make()
+    sp = SolverParameter.model_validate({
+        "net": "t", "base_lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+        "regularization_type": "L2", "lr_policy": "fixed", "max_iter": 10, "display": 0,
+        "random_seed": 4, "iter_size": iter_size})
+    s = Solver(sp, backend=Backend(np, dtype), net_param=parse_net(spec, name),
+               reuse_diffs=reuse_diffs, log=CaffeLog(quiet=True))
+    shape = s.net.blobs["data"].shape
+    return s, shape, classes
+
+
+@pytest.mark.parametrize("dtype,iter_size", [(np.float64, 1), (np.float32, 1), (np.float32, 2)])
+@pytest.mark.parametrize("name", list(NETS))
+def test_training_with_shared_diffs_gives_the_same_weights(name, dtype, iter_size):
+    plain, shape, classes = _solver(name, dtype, False, iter_size)
+    shared, _, _ = _solver(name, dtype, True, iter_size)
+    assert shared.net.diffs_shared and not plain.net.diffs_shared
+    assert 0 < shared.net.shared_diff_bytes
+    rng = np.random.default_rng(6)
+    for _ in range(4):                                 # arrays reused between iterations
+        x = rng.standard_normal(shape)
+        y = rng.integers(0, classes, shape[0])
+        losses = []
+        for s in (plain, shared):
+            s.net.blobs["data"].data[...] = x
+            s.net.blobs["label"].data[...] = y
+            losses.append(s.step_once())
+        assert losses[0] == losses[1]
+    for (k, p), q in zip(plain.net.named_params().items(), shared.net.named_params().values()):
+        np.testing.assert_array_equal(q.data, p.data, err_msg=k)
+        np.testing.assert_array_equal(q.diff, p.diff, err_msg=k)
+    for blob in ("data", "loss"):                      # an input and a loss top keep theirs
+        np.testing.assert_array_equal(shared.net.blobs[blob].diff, plain.net.blobs[blob].diff)
+    scales = [layer for layer in shared.net.layers if layer.type_name == "Scale"]
+    assert all(np.shares_memory(s.x_cache, s.input_from.x_norm) for s in scales)
+    assert len(scales) == (8 if name == "resnet_like" else 0)
+    assert not any(layer.input_from for layer in plain.net.layers if layer.type_name == "Scale")
+
+
+def test_diffs_that_live_together_never_share():
+    """Every pair of planned blobs whose layer spans overlap has distinct diff arrays, some
+    do share; inputs, outputs and loss tops are not planned."""
+    s, _, _ = _solver("resnet_like", np.float64, True)
+    net = s.net
+    keep = set(net.output_names) | {"loss"}
+    spans = plan_diffs(net.layers, net.bottoms, net.tops, net.layer_backward, net.propagate, keep)
+    names = {blob.name for _, _, (blob,) in spans}
+    assert {"conv1", "pool1", "a_1", "a_sum", "gap"} <= names
+    assert not names & {"data", "label", "loss"}
+    shared_any = False
+    for i, (f1, l1, (b1,)) in enumerate(spans):
+        for f2, l2, (b2,) in spans[i + 1:]:
+            same = np.shares_memory(b1.diff, b2.diff)
+            assert not (same and f1 <= l2 and f2 <= l1), (b1.name, b2.name)
+            shared_any |= same
+    assert shared_any
+    total = sum(b.diff.nbytes for _, _, (b,) in spans)
+    assert net.shared_diff_bytes < total
+
+
+def test_force_backward_and_plain_nets_keep_their_diffs():
+    spec = _resnet_like()
+    assert not Net(parse_net(spec, "n"), "TRAIN", Backend(np, np.float64)).diffs_shared
+    spec["force_backward"] = True
+    net = Net(parse_net(spec, "n"), "TRAIN", Backend(np, np.float64), reuse_diffs=True)
+    assert not net.diffs_shared and net.shared_diff_bytes == 0
+
+
+def test_python_solver_shares_diffs_when_asked(tmp_path):
+    """``netspec.solver(..., reuse_diffs=True)`` trains like the default, which keeps diffs."""
+    import yaml
+
+    import netspec
+    (tmp_path / "net.yaml").write_text(yaml.safe_dump(_resnet_like()))
+    (tmp_path / "solver.yaml").write_text(yaml.safe_dump({
+        "net": "net.yaml", "base_lr": 0.05, "momentum": 0.9, "lr_policy": "fixed",
+        "max_iter": 3, "display": 0, "snapshot": 0, "random_seed": 4}))
+    runs = [netspec.solver(tmp_path / "solver.yaml", reuse_diffs=r) for r in (False, True)]
+    assert [t.solver.net.diffs_shared for t in runs] == [False, True]
+    rng = np.random.default_rng(8)
+    x, y = rng.standard_normal((4, 3, 12, 12)), rng.integers(0, 5, 4)
+    for t in runs:
+        t.solver.net.blobs["data"].data[...] = x
+        t.solver.net.blobs["label"].data[...] = y
+        t.solver.step_once()
+    for p, q in zip(runs[0].solver.net.params, runs[1].solver.net.params):
+        np.testing.assert_array_equal(q.data, p.data)
