@@ -171,7 +171,9 @@ class Problem:
         """Train one configuration; ``report(epoch, metric)`` after every epoch (it may raise
         to prune). Returns {'value', 'loss', 'iterations', 'wall_s', 'random_seed'}."""
         sp, net_param, per_epoch = self.build(values, random_seed)
-        solver = _TrialSolver(sp, net_param=net_param, log=CaffeLog(stream=io.StringIO(), quiet=True))
+        # blob diffs share arrays as in `netspec train`: a trial reads only its test outputs
+        solver = _TrialSolver(sp, net_param=net_param, log=CaffeLog(stream=io.StringIO(), quiet=True),
+                              reuse_diffs=True)
         metric = self.cfg.metric
         last: list[float] = []
 
