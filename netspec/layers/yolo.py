@@ -66,6 +66,49 @@ def yolo_nms(boxes: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(kept, dtype=np.intp)
 
 
+def best_truth_iou(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Each predicted box's (N, …, 4) best ``center_iou`` with the ground truths of its image
+    (N, T, 5) [class, x, y, w, h] listed before the first row of x = 0 (the fork's first
+    loop); 0 without any, NaN counted as 0. Float32, shape (N, …)."""
+    N = len(pred)
+    listed = np.cumprod(truth[:, :, 1] != 0, axis=1).astype(bool)          # (N, T)
+    T = int(listed.sum(axis=1).max(initial=0))
+    if not T:
+        return np.zeros(pred.shape[:-1], dtype=F32)
+    extra = (1,) * (pred.ndim - 2)
+    iou = center_iou(pred[..., None, :], truth[:, :T, 1:5].reshape(N, *extra, T, 4))
+    iou = np.where(listed[:, :T].reshape(N, *extra, T), np.nan_to_num(iou), F32(0))
+    return iou.max(axis=-1)
+
+
+def ground_truths(layer: Layer, truth: np.ndarray, num_class: int):
+    """The ground truths the fork assigns (N, T, 5): the rows before each image's first of
+    w = 0, in the fork's order (by image, then row). Returns their images (E,), rows (E, 5)
+    and classes (E,) (the class value truncated, as the fork's ``int``); a class outside
+    0 … num_class − 1 is a DataError."""
+    assigned = np.cumprod(truth[:, :, 3] != 0, axis=1).astype(bool)
+    b, t = np.nonzero(assigned)
+    g = truth[b, t]
+    cls = g[:, 0].astype(np.int64)
+    if len(cls) and (cls.min() < 0 or cls.max() >= num_class):
+        bad = int(cls[(cls < 0) | (cls >= num_class)][0])
+        raise layer.error(f"a ground truth of class {bad}, outside 0 … {num_class - 1} "
+                          f"(num_class {num_class})", cls=DataError)
+    return b, g, cls
+
+
+def check_loss_bottoms(layer: Layer, bottom_shapes, channels: int, square: bool = False):
+    """A YOLO loss's bottoms: the map (N, ``channels``, H, W) (H = W where ``square``) and
+    labels holding, per image, rows of 5 values."""
+    x, label = (tuple(s) for s in bottom_shapes)
+    if len(x) != 4 or x[1] != channels or (square and x[2] != x[3]):
+        raise layer.error(f"bottom 0 {x} must be (N, num·(5 + num_class) = {channels}, "
+                          + ("S, S): a square map, as the fork reads it" if square else "H, W)"))
+    if not label or label[0] != x[0] or math.prod(label[1:]) % 5 or not math.prod(label[1:]):
+        raise layer.error(f"labels {label} must hold, for each of the {x[0]} images, rows of 5 "
+                          "values [class, x, y, w, h]")
+
+
 class _YoloOutput(Layer):
     """What both layers share: thresholded candidates in, rows out (``rows``)."""
 
@@ -311,13 +354,7 @@ class Yolov3(Layer):
             raise self.spec_error("anchor sizes (biases) must be positive", field=f + "biases")
         if p.anchors_scale < 1:
             raise self.spec_error("anchors_scale must be at least 1", field=f + "anchors_scale")
-        x, label = (tuple(s) for s in bottom_shapes)
-        channels = p.num * (5 + p.num_class)
-        if len(x) != 4 or x[1] != channels:
-            raise self.error(f"bottom 0 {x} must be (N, num·(5 + num_class) = {channels}, H, W)")
-        if not label or label[0] != x[0] or math.prod(label[1:]) % 5 or not math.prod(label[1:]):
-            raise self.error(f"labels {label} must hold, for each of the {x[0]} images, rows of 5 "
-                             "values [class, x, y, w, h]")
+        check_loss_bottoms(self, bottom_shapes, p.num * (5 + p.num_class))
         return [()]
 
     def anchors(self, H: int, W: int, dt) -> np.ndarray:
@@ -341,24 +378,11 @@ class Yolov3(Layer):
             pred = np.stack([(cols + s[:, :, 0]) / dt.type(W), (rows + s[:, :, 1]) / dt.type(H),
                              np.exp(v[:, :, 2]) * anchor[mask, 0][None, :, None, None],
                              np.exp(v[:, :, 3]) * anchor[mask, 1][None, :, None, None]], -1)
-        listed = np.cumprod(truth[:, :, 1] != 0, axis=1).astype(bool)          # (N, T)
-        T = int(listed.sum(axis=1).max(initial=0))
-        best = np.zeros((N, A, H, W), dtype=F32)
-        if T:
-            iou = center_iou(pred[..., None, :], truth[:, None, None, None, :T, 1:5])
-            iou = np.where(listed[:, None, None, None, :T], np.nan_to_num(iou), F32(0))
-            best = iou.max(axis=-1)
+        best = best_truth_iou(pred, truth)
         obj_target = np.zeros((N, A, H, W), dtype=dt)
         obj_weight = np.where(best > F32(p.thresh), 0, 1).astype(dt)
         # the ground truths' places, in the fork's order: by image, label row, then anchor
-        assigned = np.cumprod(truth[:, :, 3] != 0, axis=1).astype(bool)
-        b, t = np.nonzero(assigned)
-        g = truth[b, t]
-        cls = g[:, 0].astype(np.int64)
-        if len(cls) and (cls.min() < 0 or cls.max() >= p.num_class):
-            bad = int(cls[(cls < 0) | (cls >= p.num_class)][0])
-            raise self.error(f"a ground truth of class {bad}, outside 0 … {p.num_class - 1} "
-                             f"(num_class {p.num_class})", cls=DataError)
+        b, g, cls = ground_truths(self, truth, p.num_class)
         i = np.clip((g[:, 1] * dt.type(W)).astype(np.int64), 0, W - 1)
         j = np.clip((g[:, 2] * dt.type(H)).astype(np.int64), 0, H - 1)
         inter = np.minimum(g[:, 3:4], anchor[:, 0]) * np.minimum(g[:, 4:5], anchor[:, 1])
