@@ -42,14 +42,14 @@ def center_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     def edge(x, w, sign):
         return (x + sign * (w / half)).astype(F32)
 
-    left = np.maximum(edge(a[..., 0], a[..., 2], -1), edge(b[..., 0], b[..., 2], -1))
-    right = np.minimum(edge(a[..., 0], a[..., 2], 1), edge(b[..., 0], b[..., 2], 1))
-    top = np.maximum(edge(a[..., 1], a[..., 3], -1), edge(b[..., 1], b[..., 3], -1))
-    bottom = np.minimum(edge(a[..., 1], a[..., 3], 1), edge(b[..., 1], b[..., 3], 1))
-    w, h = right - left, bottom - top
-    inter = np.where((w < 0) | (h < 0), F32(0), w * h)
-    union = (a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter.astype(dt)).astype(F32)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        left = np.maximum(edge(a[..., 0], a[..., 2], -1), edge(b[..., 0], b[..., 2], -1))
+        right = np.minimum(edge(a[..., 0], a[..., 2], 1), edge(b[..., 0], b[..., 2], 1))
+        top = np.maximum(edge(a[..., 1], a[..., 3], -1), edge(b[..., 1], b[..., 3], -1))
+        bottom = np.minimum(edge(a[..., 1], a[..., 3], 1), edge(b[..., 1], b[..., 3], 1))
+        w, h = right - left, bottom - top
+        inter = np.where((w < 0) | (h < 0), F32(0), w * h)
+        union = (a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter.astype(dt)).astype(F32)
         return (inter.astype(dt) / union.astype(dt)).astype(F32)
 
 
