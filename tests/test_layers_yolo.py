@@ -688,3 +688,85 @@ def test_region_loss_refuses_bad_shapes_and_classes():
     layer, ts = region_layer(REGION, [x.shape, label.shape])
     with pytest.raises(NetspecError, match="class 3, outside 0 … 2"):
         run_forward(layer, [x, label], ts)
+
+
+FORK_REGION_TRAIN = """name: "tiny"
+layer { name: "data" type: "AnnotatedData" top: "data" top: "label" include { phase: TRAIN }
+  transform_param { scale: 0.007843 mirror: true mean_value: 127.5 mean_value: 127.5
+    mean_value: 127.5
+    resize_param { prob: 1.0 resize_mode: WARP height: 64 width: 64 interp_mode: LINEAR } }
+  data_param { source: "absent_lmdb" batch_size: 4 backend: LMDB }
+  annotated_data_param { yolo_data_type : 1 batch_sampler { max_sample: 1 max_trials: 1 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 8 kernel_size: 3 pad: 1 stride: 4 } }
+layer { name: "conv22" type: "Convolution" bottom: "conv" top: "conv22"
+  convolution_param { num_output: 125 kernel_size: 1 } }
+layer {
+  name: "Region_Loss1"
+  type: "RegionLoss"
+  bottom: "conv22"
+  bottom: "label"
+  top: "det_loss1"
+  loss_weight: 1
+  region_loss_param {
+    side: 13
+    num_class: 20
+    coords: 4
+    num: 5
+    softmax: 1
+    jitter: 0.2
+    rescore: 1
+
+    object_scale: 5.0
+    noobject_scale: 1.0
+    class_scale: 1.0
+    coord_scale: 1.0
+
+    absolute: 1
+    thresh: 0.6
+    random: 0
+
+    biases: 1.08
+    biases: 1.19
+    biases: 3.42
+    biases: 4.41
+    biases: 6.63
+    biases: 11.38
+    biases: 9.42
+    biases: 5.11
+    biases: 16.62
+    biases: 10.52
+  }
+}
+"""
+
+
+def test_a_forks_region_loss_training_file_converts_and_builds_with_stand_in_data(tmp_path):
+    """The fork's RegionLoss block as its mobilenet_yolo_train.prototxt writes it converts,
+    keeps its fields, and builds the loss on YOLO's (N, 1, 300, 5) labels; a wrong coords is
+    one message naming the field."""
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from netspec.cli import main
+    src = tmp_path / "train.prototxt"
+    src.write_text(FORK_REGION_TRAIN)
+    r = CliRunner().invoke(main, ["convert", str(src)])
+    assert r.exit_code == 0, r.stderr
+    net = yaml.safe_load((tmp_path / "train.yaml").read_text())
+    block = net["layer"][-1]["region_loss_param"]
+    assert block["thresh"] == 0.6 and block["biases"][-1] == 10.52 and block["random"] == 0
+    r = CliRunner().invoke(main, ["summary", "--json", "--no-data", str(tmp_path / "train.yaml")])
+    assert r.exit_code == 0, r.stderr
+    tops = {x["name"]: [t["shape"] for t in x["tops"]] for x in json.loads(r.stdout)["layers"]}
+    assert tops["data"] == [[4, 3, 64, 64], [4, 1, 300, 5]]
+    assert tops["conv22"] == [[4, 125, 16, 16]] and tops["Region_Loss1"] == [[]]
+    src.write_text(FORK_REGION_TRAIN.replace("coords: 4", "coords: 2"))
+    r = CliRunner().invoke(main, ["convert", "--force", str(src)])
+    assert r.exit_code == 0, r.stderr
+    r = CliRunner().invoke(main, ["summary", "--no-data", str(tmp_path / "train.yaml")])
+    assert r.exit_code != 0
+    assert "region_loss_param.coords" in r.stderr and "coords 2 is not implemented" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
