@@ -1,9 +1,12 @@
-"""The YOLO detection outputs of eric612/MobileNet-YOLO: YoloDetectionOutput, Yolov3DetectionOutput.
+"""The YOLO layers of eric612/MobileNet-YOLO: YoloDetectionOutput, Yolov3DetectionOutput and
+the losses Yolov3 and RegionLoss.
 
 References that are not the code under test: literal loops written here from the fork's
-``yolo_detection_output_layer.cpp``, ``yolov3_detection_output_layer.cpp`` and
-``bbox_util.cpp``'s ``get_region_box`` (cell by cell, anchor by anchor, in float64, its
-``ApplyNms`` pair by pair), a box worked out by hand, and OpenCV's ``cv2.dnn.NMSBoxes``.
+``yolo_detection_output_layer.cpp``, ``yolov3_detection_output_layer.cpp``,
+``bbox_util.cpp``'s ``get_region_box``, ``yolov3_layer.cpp`` and ``region_loss_layer.cpp``
+(cell by cell, anchor by anchor, truth by truth, in float64, its ``ApplyNms`` pair by pair),
+float64 finite differences, boxes and losses worked out by hand, and OpenCV's
+``cv2.dnn.NMSBoxes``.
 """
 
 from __future__ import annotations

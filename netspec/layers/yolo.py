@@ -1,11 +1,11 @@
 """The YOLO layers of the MobileNet-YOLO fork (eric612/MobileNet-YOLO): the detection outputs
-``YoloDetectionOutput`` (YOLOv2's region layer) and ``Yolov3DetectionOutput``, and YOLOv3's
-training loss ``Yolov3``.
+``YoloDetectionOutput`` (YOLOv2's region layer) and ``Yolov3DetectionOutput``, and the
+training losses ``Yolov3`` (YOLOv3's) and ``RegionLoss`` (YOLOv2's).
 
 The outputs decode every anchor of every cell, keep the scores above a threshold, sort them
 and run a greedy NMS over all classes at once (the fork's ``ApplyNms``); forward only. Rows are
 SSD's [image, label, score, xmin, ymin, xmax, ymax], label = class + 1, boxes in [0, 1] units
-of the image and not clipped. The loss assigns the ground truths to cells and anchors. Both
+of the image and not clipped. The losses assign the ground truths to cells and anchors. All
 are small and branchy, so they run on the host and the results are copied to the backend.
 """
 
