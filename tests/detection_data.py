@@ -146,11 +146,10 @@ def write_tiny_ssd(folder: Path, train_images: int = 256, test_images: int = 64,
 YOLO_BIASES = [9, 9, 14, 10, 10, 14, 15, 15]
 
 
-def tiny_yolov3(train_source: str, test_source: str, batch: int = 16) -> dict:
-    """Two conv stages and a 1×1 head on an 8×8 map (4 anchors per cell, 1 class): the
-    MobileNet-YOLO fork's Yolov3 loss in TRAIN, on AnnotatedData's YOLO labels
-    (``yolo_data_type: 1``, the fork's random crop ``yolo_data_jitter``); Yolov3DetectionOutput
-    and DetectionEvaluate in TEST."""
+def _yolo_trunk(train_source: str, test_source: str, batch: int, anchors: int) -> list:
+    """AnnotatedData (YOLO's labels in TRAIN: ``yolo_data_type: 1`` with the fork's random crop
+    ``yolo_data_jitter``; SSD's rows in TEST, for DetectionEvaluate), two conv stages and a
+    1×1 head on an 8×8 map, ``anchors`` anchors per cell and 1 class."""
     test = {"include": {"phase": "TEST"}}
     train = {"include": {"phase": "TRAIN"}}
     warp = {"resize_param": {"resize_mode": "WARP", "height": SIZE, "width": SIZE}}
@@ -163,8 +162,7 @@ def tiny_yolov3(train_source: str, test_source: str, batch: int = 16) -> dict:
          "transform_param": {"scale": 1 / 255},
          "data_param": {"source": test_source, "batch_size": batch}}]
     pool = {"pool": "MAX", "kernel_size": 2, "stride": 2}
-    anchors = {"biases": YOLO_BIASES, "mask": [0, 1, 2, 3]}
-    layers = data + [
+    return data + [
         _conv("conv1", "data", 16), _relu("conv1"),
         {"name": "pool1", "type": "Pooling", "bottom": "conv1", "top": "pool1",
          "pooling_param": pool},
@@ -173,9 +171,26 @@ def tiny_yolov3(train_source: str, test_source: str, batch: int = 16) -> dict:
          "pooling_param": pool},
         _conv("conv3", "pool2", 32), _relu("conv3"),                        # 8×8
         {"name": "head", "type": "Convolution", "bottom": "conv3", "top": "head",
-         "convolution_param": {"num_output": 4 * 6, "kernel_size": 1,
+         "convolution_param": {"num_output": anchors * 6, "kernel_size": 1,
                                "weight_filler": {"type": "xavier"},
-                               "bias_filler": {"type": "constant"}}},
+                               "bias_filler": {"type": "constant"}}}]
+
+
+def _evaluate() -> dict:
+    return {"name": "detection_eval", "type": "DetectionEvaluate",
+            "include": {"phase": "TEST"}, "bottom": ["detection_out", "label"],
+            "top": "detection_eval",
+            "detection_evaluate_param": {"num_classes": 2, "background_label_id": 0,
+                                         "overlap_threshold": 0.5}}
+
+
+def tiny_yolov3(train_source: str, test_source: str, batch: int = 16) -> dict:
+    """``_yolo_trunk`` with 4 anchors per cell: the MobileNet-YOLO fork's Yolov3 loss in TRAIN;
+    Yolov3DetectionOutput and DetectionEvaluate in TEST."""
+    test = {"include": {"phase": "TEST"}}
+    train = {"include": {"phase": "TRAIN"}}
+    anchors = {"biases": YOLO_BIASES, "mask": [0, 1, 2, 3]}
+    layers = _yolo_trunk(train_source, test_source, batch, 4) + [
         {"name": "yolo_loss", "type": "Yolov3", **train, "bottom": ["head", "label"],
          "top": "yolo_loss",
          "yolov3_param": {"num_class": 1, "num": 4, "object_scale": 5.0, "noobject_scale": 1.0,
@@ -187,12 +202,34 @@ def tiny_yolov3(train_source: str, test_source: str, batch: int = 16) -> dict:
                                            "confidence_threshold": 0.05, "nms_threshold": 0.45,
                                            "anchors_scale": [4], "mask_group_num": 1,
                                            **anchors}},
-        {"name": "detection_eval", "type": "DetectionEvaluate", **test,
-         "bottom": ["detection_out", "label"], "top": "detection_eval",
-         "detection_evaluate_param": {"num_classes": 2, "background_label_id": 0,
-                                      "overlap_threshold": 0.5}},
-    ]
+        _evaluate()]
     return {"name": "tiny_yolov3", "layer": layers}
+
+
+#: the tiny YOLOv2's anchors, in cells of its 8×8 map (4 pixels; the boxes' sides are 2–4 cells)
+YOLO2_BIASES = [2.25, 2.25, 3.5, 2.5, 2.5, 3.5, 3.75, 3.75, 3.0, 3.0]
+
+
+def tiny_yolov2(train_source: str, test_source: str, batch: int = 16) -> dict:
+    """``_yolo_trunk`` with 5 anchors per cell: the MobileNet-YOLO fork's RegionLoss (YOLOv2's
+    loss, rescore and bias_match on) in TRAIN; YoloDetectionOutput and DetectionEvaluate in
+    TEST."""
+    test = {"include": {"phase": "TEST"}}
+    train = {"include": {"phase": "TRAIN"}}
+    layers = _yolo_trunk(train_source, test_source, batch, 5) + [
+        {"name": "region_loss", "type": "RegionLoss", **train, "bottom": ["head", "label"],
+         "top": "region_loss",
+         "region_loss_param": {"num_class": 1, "num": 5, "object_scale": 5.0,
+                               "noobject_scale": 1.0, "class_scale": 1.0, "coord_scale": 1.0,
+                               "thresh": 0.6, "rescore": 1, "bias_match": 1,
+                               "biases": YOLO2_BIASES}},
+        {"name": "detection_out", "type": "YoloDetectionOutput", **test, "bottom": "head",
+         "top": "detection_out",
+         "yolo_detection_output_param": {"num_classes": 1, "num_box": 5,
+                                         "confidence_threshold": 0.05, "nms_threshold": 0.45,
+                                         "biases": YOLO2_BIASES}},
+        _evaluate()]
+    return {"name": "tiny_yolov2", "layer": layers}
 
 
 def annotated_lmdb(path, records):

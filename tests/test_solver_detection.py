@@ -336,3 +336,36 @@ def test_tiny_yolov3_trains_to_a_map_above_0_8(tmp_path):
     assert first < 0.1 and last > 0.8, (first, last)
     losses = [e["loss"] for e in events if e["event"] == "train"]
     assert losses[-1] < losses[0] / 4, losses
+
+
+def test_tiny_yolov2_trains_to_a_map_above_0_8(tmp_path):
+    """`netspec train` of a tiny YOLOv2 (the MobileNet-YOLO fork's RegionLoss, rescore and
+    bias_match on, on AnnotatedData's YOLO labels with its jitter crop; YoloDetectionOutput
+    and DetectionEvaluate in TEST) on the 256 synthetic images, with SGD and the fork's
+    multifixed policy as a warm-up (0.001 for 50 iterations, then 0.01: from the start at 0.01
+    the squared error on σ(objectness) drives every objectness to 0 first and the net learns
+    little in 600 iterations): the mAP rises from below 0.2 (random weights) to above 0.8 in
+    300 iterations (measured: 0.096 at 0, 0.93 at 300; 0.92 with random_seed 2) while the
+    loss falls (41 -> 0.8)."""
+    import json
+    import subprocess
+    import sys
+
+    import detection_data
+
+    solver = detection_data.write_tiny_ssd(tmp_path, net=detection_data.tiny_yolov2,
+                                           type="SGD", lr_policy="multifixed",
+                                           stagelr=[0.001, 0.01], stageiter=[50, 300],
+                                           max_iter=300, test_interval=300,
+                                           test_initialization=True, display=100,
+                                           ap_version="MaxIntegral")
+    r = subprocess.run([sys.executable, "-m", "netspec.cli", "train", str(solver), "--log-dir",
+                        "logs"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").open()]
+    tests = [e for e in events if e["event"] == "test"]
+    assert [e["iteration"] for e in tests] == [0, 300]
+    first, last = (e["outputs"]["detection_eval"] for e in tests)
+    assert first < 0.2 and last > 0.8, (first, last)
+    losses = [e["loss"] for e in events if e["event"] == "train"]
+    assert losses[-1] < losses[0] / 10, losses

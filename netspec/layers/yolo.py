@@ -1,11 +1,11 @@
 """The YOLO layers of the MobileNet-YOLO fork (eric612/MobileNet-YOLO): the detection outputs
-``YoloDetectionOutput`` (YOLOv2's region layer) and ``Yolov3DetectionOutput``, and YOLOv3's
-training loss ``Yolov3``.
+``YoloDetectionOutput`` (YOLOv2's region layer) and ``Yolov3DetectionOutput``, and the
+training losses ``Yolov3`` (YOLOv3's) and ``RegionLoss`` (YOLOv2's).
 
 The outputs decode every anchor of every cell, keep the scores above a threshold, sort them
 and run a greedy NMS over all classes at once (the fork's ``ApplyNms``); forward only. Rows are
 SSD's [image, label, score, xmin, ymin, xmax, ymax], label = class + 1, boxes in [0, 1] units
-of the image and not clipped. The loss assigns the ground truths to cells and anchors. Both
+of the image and not clipped. The losses assign the ground truths to cells and anchors. All
 are small and branchy, so they run on the host and the results are copied to the backend.
 """
 
@@ -33,18 +33,24 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def center_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The fork's ``box_iou`` of boxes a (..., 4) and b (..., 4), broadcast against each other,
-    both [x, y, w, h] (centre and size), in float32: intersection 0 unless both overlaps are
-    ≥ 0."""
-    a, b = a.astype(F32), b.astype(F32)
-    half = F32(2)
-    left = np.maximum(a[..., 0] - a[..., 2] / half, b[..., 0] - b[..., 2] / half)
-    right = np.minimum(a[..., 0] + a[..., 2] / half, b[..., 0] + b[..., 2] / half)
-    top = np.maximum(a[..., 1] - a[..., 3] / half, b[..., 1] - b[..., 3] / half)
-    bottom = np.minimum(a[..., 1] + a[..., 3] / half, b[..., 1] + b[..., 3] / half)
-    w, h = right - left, bottom - top
-    inter = np.where((w < 0) | (h < 0), F32(0), w * h)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return inter / (a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter)
+    both [x, y, w, h] (centre and size), rounded where the fork's locals are ``float``: the
+    edges (computed in the boxes' type), the intersection (0 unless both overlaps are ≥ 0), the
+    union and the IoU (float32)."""
+    dt = np.result_type(a, b)
+    half = dt.type(2)
+
+    def edge(x, w, sign):
+        return (x + sign * (w / half)).astype(F32)
+
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        left = np.maximum(edge(a[..., 0], a[..., 2], -1), edge(b[..., 0], b[..., 2], -1))
+        right = np.minimum(edge(a[..., 0], a[..., 2], 1), edge(b[..., 0], b[..., 2], 1))
+        top = np.maximum(edge(a[..., 1], a[..., 3], -1), edge(b[..., 1], b[..., 3], -1))
+        bottom = np.minimum(edge(a[..., 1], a[..., 3], 1), edge(b[..., 1], b[..., 3], 1))
+        w, h = right - left, bottom - top
+        inter = np.where((w < 0) | (h < 0), F32(0), w * h)
+        union = (a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter.astype(dt)).astype(F32)
+        return (inter.astype(dt) / union.astype(dt)).astype(F32)
 
 
 def yolo_nms(boxes: np.ndarray, threshold: float) -> np.ndarray:
@@ -64,6 +70,49 @@ def yolo_nms(boxes: np.ndarray, threshold: float) -> np.ndarray:
             break
         i += 1 + int(later[0])
     return np.asarray(kept, dtype=np.intp)
+
+
+def best_truth_iou(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Each predicted box's (N, …, 4) best ``center_iou`` with the ground truths of its image
+    (N, T, 5) [class, x, y, w, h] listed before the first row of x = 0 (the fork's first
+    loop); 0 without any, NaN counted as 0. Float32, shape (N, …)."""
+    N = len(pred)
+    listed = np.cumprod(truth[:, :, 1] != 0, axis=1).astype(bool)          # (N, T)
+    T = int(listed.sum(axis=1).max(initial=0))
+    if not T:
+        return np.zeros(pred.shape[:-1], dtype=F32)
+    extra = (1,) * (pred.ndim - 2)
+    iou = center_iou(pred[..., None, :], truth[:, :T, 1:5].reshape(N, *extra, T, 4))
+    iou = np.where(listed[:, :T].reshape(N, *extra, T), np.nan_to_num(iou), F32(0))
+    return iou.max(axis=-1)
+
+
+def ground_truths(layer: Layer, truth: np.ndarray, num_class: int):
+    """The ground truths the fork assigns (N, T, 5): the rows before each image's first of
+    w = 0, in the fork's order (by image, then row). Returns their images (E,), rows (E, 5)
+    and classes (E,) (the class value truncated, as the fork's ``int``); a class outside
+    0 … num_class − 1 is a DataError."""
+    assigned = np.cumprod(truth[:, :, 3] != 0, axis=1).astype(bool)
+    b, t = np.nonzero(assigned)
+    g = truth[b, t]
+    cls = g[:, 0].astype(np.int64)
+    if len(cls) and (cls.min() < 0 or cls.max() >= num_class):
+        bad = int(cls[(cls < 0) | (cls >= num_class)][0])
+        raise layer.error(f"a ground truth of class {bad}, outside 0 … {num_class - 1} "
+                          f"(num_class {num_class})", cls=DataError)
+    return b, g, cls
+
+
+def check_loss_bottoms(layer: Layer, bottom_shapes, channels: int, square: bool = False):
+    """A YOLO loss's bottoms: the map (N, ``channels``, H, W) (H = W where ``square``) and
+    labels holding, per image, rows of 5 values."""
+    x, label = (tuple(s) for s in bottom_shapes)
+    if len(x) != 4 or x[1] != channels or (square and x[2] != x[3]):
+        raise layer.error(f"bottom 0 {x} must be (N, num·(5 + num_class) = {channels}, "
+                          + ("S, S): a square map, as the fork reads it" if square else "H, W)"))
+    if not label or label[0] != x[0] or math.prod(label[1:]) % 5 or not math.prod(label[1:]):
+        raise layer.error(f"labels {label} must hold, for each of the {x[0]} images, rows of 5 "
+                          "values [class, x, y, w, h]")
 
 
 class _YoloOutput(Layer):
@@ -311,13 +360,7 @@ class Yolov3(Layer):
             raise self.spec_error("anchor sizes (biases) must be positive", field=f + "biases")
         if p.anchors_scale < 1:
             raise self.spec_error("anchors_scale must be at least 1", field=f + "anchors_scale")
-        x, label = (tuple(s) for s in bottom_shapes)
-        channels = p.num * (5 + p.num_class)
-        if len(x) != 4 or x[1] != channels:
-            raise self.error(f"bottom 0 {x} must be (N, num·(5 + num_class) = {channels}, H, W)")
-        if not label or label[0] != x[0] or math.prod(label[1:]) % 5 or not math.prod(label[1:]):
-            raise self.error(f"labels {label} must hold, for each of the {x[0]} images, rows of 5 "
-                             "values [class, x, y, w, h]")
+        check_loss_bottoms(self, bottom_shapes, p.num * (5 + p.num_class))
         return [()]
 
     def anchors(self, H: int, W: int, dt) -> np.ndarray:
@@ -341,24 +384,11 @@ class Yolov3(Layer):
             pred = np.stack([(cols + s[:, :, 0]) / dt.type(W), (rows + s[:, :, 1]) / dt.type(H),
                              np.exp(v[:, :, 2]) * anchor[mask, 0][None, :, None, None],
                              np.exp(v[:, :, 3]) * anchor[mask, 1][None, :, None, None]], -1)
-        listed = np.cumprod(truth[:, :, 1] != 0, axis=1).astype(bool)          # (N, T)
-        T = int(listed.sum(axis=1).max(initial=0))
-        best = np.zeros((N, A, H, W), dtype=F32)
-        if T:
-            iou = center_iou(pred[..., None, :], truth[:, None, None, None, :T, 1:5])
-            iou = np.where(listed[:, None, None, None, :T], np.nan_to_num(iou), F32(0))
-            best = iou.max(axis=-1)
+        best = best_truth_iou(pred, truth)
         obj_target = np.zeros((N, A, H, W), dtype=dt)
         obj_weight = np.where(best > F32(p.thresh), 0, 1).astype(dt)
         # the ground truths' places, in the fork's order: by image, label row, then anchor
-        assigned = np.cumprod(truth[:, :, 3] != 0, axis=1).astype(bool)
-        b, t = np.nonzero(assigned)
-        g = truth[b, t]
-        cls = g[:, 0].astype(np.int64)
-        if len(cls) and (cls.min() < 0 or cls.max() >= p.num_class):
-            bad = int(cls[(cls < 0) | (cls >= p.num_class)][0])
-            raise self.error(f"a ground truth of class {bad}, outside 0 … {p.num_class - 1} "
-                             f"(num_class {p.num_class})", cls=DataError)
+        b, g, cls = ground_truths(self, truth, p.num_class)
         i = np.clip((g[:, 1] * dt.type(W)).astype(np.int64), 0, W - 1)
         j = np.clip((g[:, 2] * dt.type(H)).astype(np.int64), 0, H - 1)
         inter = np.minimum(g[:, 3:4], anchor[:, 0]) * np.minimum(g[:, 4:5], anchor[:, 1])
@@ -438,6 +468,155 @@ class Yolov3(Layer):
                 cross_entropy(k, q["box"][:, :, k], lam)
             cross_entropy(4, q["obj_target"], q["obj_weight"])
             cross_entropy(C, q["cls_target"], np.broadcast_to(cls_weight, v[:, :, C].shape))
+        self.grad = (grad / dt.type(N)).reshape(x.shape)
+        top[0].data[...] = loss / N
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            scale = float(_host(top[0].diff))
+            bottom[0].diff[...] = self.xp.asarray((self.grad * scale).astype(self.dtype))
+
+
+@register("RegionLoss")
+class RegionLoss(Layer):
+    """YOLOv2's training loss (the fork's ``RegionLossLayer``).
+
+    Bottoms: a square map x (N, A·(5 + C), S, S), A = ``num``, C = ``num_class``, anchor a's
+    channels [t_x, t_y, t_w, t_h, t_o, z_1 … z_C]; the labels, rows of 5 per image (N, …, T, 5)
+    [class, x, y, w, h] as for ``Yolov3``. Top: the scalar loss. Anchor a has size
+    (b_w, b_h) = biases[2a], biases[2a+1] in cells; its box at cell (i, j) is
+    ((i + σ(t_x))/S, (j + σ(t_y))/S, e^t_w·b_w/S, e^t_h·b_h/S); p = softmax(z).
+
+    Targets, assigned as the fork assigns them:
+      * objectness: weight ``noobject_scale`` towards 0, or 0 where the box's best IoU with a
+        ground truth of its image exceeds ``thresh``;
+      * each ground truth, in label order, goes to its cell (⌊x·S⌋, ⌊y·S⌋) at the anchor of
+        best IoU of sizes centred together: the anchor's size (``bias_match``) or the size
+        that cell predicts (not); the last ground truth of a place wins. There: x* = x·S − i,
+        y* = y·S − j, w* = log(w·S / b_w), h* = log(h·S / b_h) of weight λ = coord_scale
+        (``rescore``) or coord_scale·(2 − w·h); objectness o* of weight ``object_scale``: the
+        IoU of the predicted box with the ground truth, held constant (``rescore``), or 1;
+        the class of the ground truth with weight ``class_scale``.
+
+    The loss, summed over places, over N:
+      λ/2·((σ_x − x*)² + (σ_y − y*)² + (t_w − w*)² + (t_h − h*)²) + object_scale/2·(σ_o − o*)²
+      − class_scale·log p_class at the ground truths' places, noobject_scale/2·σ_o² at the
+      others not ignored. Its gradient is the fork's backward (its deltas over N; with
+      ``rescore``, o* does not vary); the fork logs Σ delta² / N instead of this value.
+    Unused, as in the fork: ``side`` (read from the bottom), ``softmax`` (the classes are
+    always a softmax), ``jitter``, ``absolute``, ``random``, ``softmax_tree``, ``class_map``.
+    """
+
+    param_block = "region_loss_param"
+    exact_bottoms = 2
+    exact_tops = 1
+    is_loss = True
+    no_grad_bottoms = (1,)
+
+    def setup(self, bottom_shapes):
+        p = self.p
+        f = self.param_block + "."
+        if p.num < 1 or p.num_class < 1:
+            raise self.spec_error("needs num and num_class of at least 1", field=f + "num")
+        if p.coords != 4:
+            raise self.spec_error(f"coords {p.coords} is not implemented: the fork reads the "
+                                  "objectness at channel 4 and the classes from channel 5 of "
+                                  "each anchor whatever coords is; leave it 4", field=f + "coords")
+        if len(p.biases) < max(10, 2 * p.num):
+            raise self.spec_error(f"needs biases as (w, h) pairs in cells for the num = {p.num} "
+                                  f"anchors, and at least 10 values (the fork replaces fewer "
+                                  f"than 10 with zeros: anchors of size 0), got {len(p.biases)}",
+                                  field=f + "biases")
+        if min(p.biases[:2 * p.num]) <= 0:
+            raise self.spec_error("anchor sizes (biases) must be positive", field=f + "biases")
+        check_loss_bottoms(self, bottom_shapes, p.num * (5 + p.num_class), square=True)
+        return [()]
+
+    def targets(self, s: np.ndarray, v: np.ndarray, truth: np.ndarray) -> dict:
+        """The fork's assignment (see the class doc) for sigmoids s and raw values v
+        (N, A, 5 + C, S, S) and ground truths (N, T, 5)."""
+        p = self.p
+        N, A, _, S, _ = v.shape
+        dt = v.dtype
+        side = dt.type(S)
+        bias = np.asarray(p.biases[:2 * A], dtype=dt).reshape(A, 2)
+        cols = np.arange(S, dtype=dt)[None, None, None, :]
+        rows = np.arange(S, dtype=dt)[None, None, :, None]
+        with np.errstate(over="ignore"):
+            pred = np.stack([(cols + s[:, :, 0]) / side, (rows + s[:, :, 1]) / side,
+                             np.exp(v[:, :, 2]) * bias[:, 0, None, None] / side,
+                             np.exp(v[:, :, 3]) * bias[:, 1, None, None] / side], -1)
+        obj_weight = np.where(best_truth_iou(pred, truth) > F32(p.thresh), 0,
+                              p.noobject_scale).astype(dt)
+        b, g, cls = ground_truths(self, truth, p.num_class)
+        # the anchor of each ground truth: best IoU of sizes at one centre (none > 0: dropped)
+        i = np.clip((g[:, 1] * side).astype(np.int64), 0, S - 1)
+        j = np.clip((g[:, 2] * side).astype(np.int64), 0, S - 1)
+        if p.bias_match:
+            size = np.broadcast_to(bias / side, (len(g), A, 2))
+        else:
+            size = pred[b, :, j, i, 2:4]
+        zero = np.zeros(size.shape[:-1] + (2,), dtype=dt)
+        shape_iou = center_iou(np.concatenate([zero, size], -1),
+                               np.concatenate([zero, g[:, None, 3:5] + zero], -1))
+        shape_iou = np.where(shape_iou > 0, shape_iou, F32(0))
+        n = shape_iou.argmax(axis=1)
+        fits = shape_iou[np.arange(len(g)), n] > 0
+        b, g, cls, i, j, n = b[fits], g[fits], cls[fits], i[fits], j[fits], n[fits]
+        place = ((b * A + n) * S + j) * S + i
+        _, last_rev = np.unique(place[::-1], return_index=True)
+        last = len(place) - 1 - last_rev                           # the last ground truth of a place
+        b, g, cls, i, j, n = b[last], g[last], cls[last], i[last], j[last], n[last]
+        positive = np.zeros((N, A, S, S), dtype=bool)
+        positive[b, n, j, i] = True
+        box = np.zeros((N, A, 4, S, S), dtype=dt)
+        box[b, n, 0, j, i] = g[:, 1] * side - i
+        box[b, n, 1, j, i] = g[:, 2] * side - j
+        box[b, n, 2, j, i] = np.log(g[:, 3] * side / bias[n, 0])
+        box[b, n, 3, j, i] = np.log(g[:, 4] * side / bias[n, 1])
+        weight = np.zeros((N, A, S, S), dtype=dt)
+        weight[b, n, j, i] = p.coord_scale * (1 if p.rescore else 2 - g[:, 3] * g[:, 4])
+        obj_target = np.zeros((N, A, S, S), dtype=dt)
+        obj_target[b, n, j, i] = (center_iou(pred[b, n, j, i], g[:, 1:5]) if p.rescore else 1)
+        obj_weight[b, n, j, i] = p.object_scale
+        label = np.zeros((N, A, S, S), dtype=np.int64)
+        label[b, n, j, i] = cls
+        return dict(positive=positive, box=box, weight=weight, obj_target=obj_target,
+                    obj_weight=obj_weight, label=label)
+
+    def forward(self, bottom, top):
+        p = self.p
+        x = _host(bottom[0].data)
+        N, _, S, _ = x.shape
+        dt = x.dtype
+        v = x.reshape(N, p.num, 5 + p.num_class, S, S)
+        s = sigmoid(np, v[:, :, :5])
+        truth = _host(bottom[1].data).reshape(N, -1, 5).astype(dt)
+        q = self.targets(s, v, truth)
+        lam = q["weight"][:, :, None]
+        grad = np.zeros_like(v)
+        slope = s * (1 - s)
+        d = s[:, :, 0:2] - q["box"][:, :, 0:2]
+        grad[:, :, 0:2] = lam * d * slope[:, :, 0:2]
+        loss = float((lam * d * d).sum()) / 2
+        d = v[:, :, 2:4] - q["box"][:, :, 2:4]
+        grad[:, :, 2:4] = lam * d
+        loss += float((lam * d * d).sum()) / 2
+        d = s[:, :, 4] - q["obj_target"]
+        grad[:, :, 4] = q["obj_weight"] * d * slope[:, :, 4]
+        loss += float((q["obj_weight"] * d * d).sum()) / 2
+        # softmax cross-entropy of the classes at the ground truths' places
+        z = v[:, :, 5:]
+        z = z - z.max(axis=2, keepdims=True)
+        e = np.exp(z)
+        total = e.sum(axis=2, keepdims=True)
+        pos = q["positive"]
+        scale = dt.type(p.class_scale)
+        picked = np.take_along_axis(z, q["label"][:, :, None], 2)[:, :, 0]
+        loss += float(scale * (np.log(total[:, :, 0]) - picked)[pos].sum())
+        hot = np.zeros(z.shape, dtype=bool)
+        np.put_along_axis(hot, q["label"][:, :, None], True, 2)
+        grad[:, :, 5:] = scale * pos[:, :, None] * (e / total - hot)
         self.grad = (grad / dt.type(N)).reshape(x.shape)
         top[0].data[...] = loss / N
 

@@ -569,11 +569,11 @@ PROTOTXT_NETS = [
     ("type_video_data", INPUT + _layer("v", "VideoData"),
      "layer 'v' has type 'VideoData', which netspec does not implement: it exists only in "
      "SSD's fork", 7),
-    ("type_video_data_and_region_loss", INPUT + _layer("v", "VideoData")
-     + _layer("y", "RegionLoss", bottom="v"), "(2 problems): layer 'v' has type 'VideoData'",
+    ("type_video_data_and_yolo_seg", INPUT + _layer("v", "VideoData")
+     + _layer("y", "YoloSeg", bottom="v"), "(2 problems): layer 'v' has type 'VideoData'",
      7),
-    ("type_region_loss", INPUT + _layer("yolo", "RegionLoss"),
-     "layer 'yolo' has type 'RegionLoss', which netspec does not implement", 7),
+    ("type_yolo_seg", INPUT + _layer("yolo", "YoloSeg"),
+     "layer 'yolo' has type 'YoloSeg', which netspec does not implement", 7),
     ("type_misspelt", INPUT + _layer("c", "Convolutoin"), "did you mean 'Convolution'?", 7),
     ("type_lowercase", INPUT + _layer("r", "relu"), "did you mean 'ReLU'?", 7),
     ("layer_without_type", INPUT + 'layer {\n  name: "c"\n  bottom: "data"\n  top: "c"\n}\n',

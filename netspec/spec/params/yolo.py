@@ -1,9 +1,9 @@
 """The YOLO messages of the MobileNet-YOLO fork (eric612/MobileNet-YOLO): the detection
-outputs and YOLOv3's loss.
+outputs and the YOLOv2 and YOLOv3 losses.
 
-Field for field as in that fork's ``caffe.proto`` (its field numbers:
-``yolo_detection_output_param`` 601, ``yolov3_detection_output_param`` 602, ``yolov3_param``
-603), with its defaults."""
+Field for field as in that fork's ``caffe.proto`` (its field numbers: ``region_loss_param``
+600, ``yolo_detection_output_param`` 601, ``yolov3_detection_output_param`` 602,
+``yolov3_param`` 603), with its defaults."""
 
 from __future__ import annotations
 
@@ -12,6 +12,33 @@ from typing import Literal, Optional
 from pydantic import Field, NonNegativeInt
 
 from ..base import Message, Repeated
+
+
+class RegionLossParameter(Message):
+    """``RegionLoss`` (YOLOv2's loss): ``num`` anchors per cell, sizes the first 2·num
+    ``biases`` (w, h pairs, in cells). Unused, as in the fork: ``side`` (read from the
+    bottom), ``softmax`` (the classes are always a softmax), ``jitter``, ``absolute``,
+    ``random``, ``softmax_tree`` and ``class_map`` (the fork reads that file into a map it
+    never uses)."""
+
+    side: NonNegativeInt = 13
+    num_class: NonNegativeInt = 20
+    bias_match: NonNegativeInt = 1
+    coords: NonNegativeInt = 4
+    num: NonNegativeInt = 5
+    softmax: NonNegativeInt = 1
+    jitter: float = 0.2
+    rescore: NonNegativeInt = 1
+    object_scale: float = 1.0
+    class_scale: float = 1.0
+    noobject_scale: float = 0.5
+    coord_scale: float = 5.0
+    absolute: NonNegativeInt = 1
+    thresh: float = 0.2
+    random: NonNegativeInt = 1
+    biases: Repeated[float] = Field(default_factory=list)
+    softmax_tree: Optional[str] = None
+    class_map: Optional[str] = None
 
 
 class YoloDetectionOutputParameter(Message):
@@ -74,10 +101,11 @@ class Yolov3Parameter(Message):
 
 
 #: the Caffe layer types of this family
-TYPES = ("YoloDetectionOutput", "Yolov3DetectionOutput", "Yolov3",)
+TYPES = ("YoloDetectionOutput", "Yolov3DetectionOutput", "Yolov3", "RegionLoss")
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
+    "region_loss_param": RegionLossParameter,
     "yolo_detection_output_param": YoloDetectionOutputParameter,
     "yolov3_detection_output_param": Yolov3DetectionOutputParameter,
     "yolov3_param": Yolov3Parameter,
