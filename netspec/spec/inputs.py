@@ -46,7 +46,10 @@ def _legacy_shapes(param: NetParameter) -> list[tuple[int, ...]]:
 
 
 #: layers that read their tops from files (or a database) and can be stood in for
-DATA_LAYERS = ("Data", "ImageData", "WindowData", "HDF5Data")
+DATA_LAYERS = ("Data", "ImageData", "WindowData", "HDF5Data", "AnnotatedData")
+#: SSD's AnnotatedData label top stands in as one box per image: (1, 1, N, 8) rows
+#: [item, label, instance, xmin, ymin, xmax, ymax, difficult] (the fork sizes it per batch)
+BOX_ROW = 8
 #: the declared size of a built-in source: channels, height, width
 BUILTIN_SIZES = {"builtin:mnist": (1, 28, 28)}
 
@@ -75,7 +78,7 @@ def stand_in_inputs(param: NetParameter, shapes: dict[str, tuple[int, ...]] | No
                 tops.append(shapes[top])
                 used.add(top)
             elif k > 0 and tops:
-                tops.append(own.get(top, (tops[0][0],)))
+                tops.append(own.get(top, _label_shape(lp.type, tops[0][0])))
             elif top in own:
                 tops.append(own[top])
             else:
@@ -92,7 +95,7 @@ def stand_in_inputs(param: NetParameter, shapes: dict[str, tuple[int, ...]] | No
         out.layer[i] = lp.model_copy(update={
             "type": "Input", "input_param": InputParameter(shape=[BlobShape(dim=list(s)) for s in tops]),
             "data_param": None, "image_data_param": None, "window_data_param": None,
-            "hdf5_data_param": None, "transform_param": None})
+            "hdf5_data_param": None, "transform_param": None, "annotated_data_param": None})
     left = {k: v for k, v in shapes.items() if k not in used}
     if left:
         try:
@@ -105,22 +108,30 @@ def stand_in_inputs(param: NetParameter, shapes: dict[str, tuple[int, ...]] | No
     return out, notes
 
 
+def _label_shape(type_name: str, n: int) -> tuple[int, ...]:
+    """The stand-in shape of a data layer's label top for a batch of ``n``."""
+    return (1, 1, n, BOX_ROW) if type_name == "AnnotatedData" else (n,)
+
+
 def declared_shapes(param: NetParameter, index: int) -> tuple[dict[str, tuple[int, ...]], str]:
     """(top shapes, what was assumed): the shapes the fields of data layer ``index`` declare,
-    without reading its data. N from ``batch_size``; H×W from ``crop_size`` (else ImageData's
-    ``new_height``/``new_width``); C from ``is_color`` (ImageData), ``force_gray`` /
-    ``force_color``, a built-in source, else 3 (an assumption, said in the second item);
-    labels N. Tops it cannot size are absent."""
+    without reading its data. N from ``batch_size``; H×W from ``crop_size`` (else SSD's
+    ``resize_param`` height/width, else ImageData's ``new_height``/``new_width``); C from
+    ``is_color`` (ImageData), ``force_gray`` / ``force_color``, a built-in source, else 3 (an
+    assumption, said in the second item); labels N (AnnotatedData: ``_label_shape``). Tops it cannot size are absent."""
     lp = param.layer[index]
     tp = lp.transform_param
     block = {"Data": lp.data_param, "ImageData": lp.image_data_param,
-             "WindowData": lp.window_data_param, "HDF5Data": lp.hdf5_data_param}[lp.type]
+             "WindowData": lp.window_data_param, "HDF5Data": lp.hdf5_data_param,
+             "AnnotatedData": lp.data_param}[lp.type]
     if block is None or lp.type == "HDF5Data" or not lp.top:
         return {}, ""  # HDF5 datasets have any shape: only --input-shape sizes them
     n = block.batch_size
     crop = (tp.crop_size if tp else 0) or getattr(block, "crop_size", 0)
     size = (crop, crop) if crop else None
     assumed = ""
+    if size is None and tp is not None and tp.resize_param is not None and tp.resize_param.height:
+        size = (tp.resize_param.height, tp.resize_param.width)   # SSD's resize of every image
     if lp.type == "ImageData":
         channels = 3 if block.is_color else 1
         if size is None and block.new_height and block.new_width:
@@ -133,7 +144,7 @@ def declared_shapes(param: NetParameter, index: int) -> tuple[dict[str, tuple[in
     else:
         channels = 3
         assumed = "3 channels assumed: the file does not declare them"
-    out: dict[str, tuple[int, ...]] = {t: (n,) for t in lp.top[1:]}
+    out: dict[str, tuple[int, ...]] = {t: _label_shape(lp.type, n) for t in lp.top[1:]}
     if size is not None:
         out[lp.top[0]] = (n, channels, *size)
     return out, assumed
