@@ -1,0 +1,236 @@
+"""More public nets of Caffe's forks, as users porting them would try them: DenseNet, ResNeXt,
+DPN (``ceil_mode``, grouped convolution), SENet (Axpy), PSPNet (Interp, BN), R-FCN
+(PSROIPooling), SphereFace (MarginInnerProduct), center loss (CenterLoss), MobileNet-SSD,
+MobileNet v1/v2 (depthwise forks) and PeleeNet. The files are in tests/zoo_forks/ verbatim
+(provenance in zoo_forks/SOURCES.tsv).
+
+Every file converts, builds with the architecture's output shapes, and survives prototxt -> YAML
+-> prototxt; every deploy net OpenCV reads runs a forward equal to OpenCV dnn's on random,
+well-scaled weights (tests/test_opencv_zoo.py's comparison); the training nets run a training
+step on stand-in inputs. What a fork adds that netspec does not implement is refused at
+``netspec convert`` with one message naming the layer or field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("google.protobuf", reason="protobuf is not installed (pip install 'netspec[caffe]')")
+
+from test_zoo_forks import assert_round_trip, ssd_step  # noqa: E402
+
+from netspec.backend import Backend  # noqa: E402
+from netspec.caffe import prototxt as ptx  # noqa: E402
+from netspec.caffe.port import convert_net, net_yaml  # noqa: E402
+from netspec.errors import NetspecError  # noqa: E402
+from netspec.net import Net  # noqa: E402
+from netspec.spec import loads_net  # noqa: E402
+from netspec.spec.inputs import stand_in_inputs  # noqa: E402
+
+ZOO = Path(__file__).parent / "zoo_forks"
+F32 = Backend(np, np.float32)
+SSD_VOC = "chuanqi305__MobileNet-SSD__voc__MobileNetSSD_deploy.prototxt"
+SSD_COCO = "chuanqi305__MobileNet-SSD__deploy.prototxt"
+PSP_ADE = "hszhao__PSPNet__evaluation__prototxt__pspnet50_ADE20K_473.prototxt"
+PSP_VOC = "hszhao__PSPNet__evaluation__prototxt__pspnet101_VOC2012_473.prototxt"
+RFCN = "YuwenXiong__py-R-FCN__models__pascal_voc__ResNet-50__rfcn_end2end__"
+SPHERE = "wy1iu__sphereface__train__code__"
+CENTER = "ydwen__caffe-face__"
+IMAGENET = [(1, 1000)]
+
+#: deploy nets: the types they need beyond BVLC Caffe and field-wise forks, and their output
+#: shapes (ImageNet's 1000 classes, ADE20K's 150 and VOC's 21 at the 473 × 473 input,
+#: the 512-d face features, one detection row when random weights find nothing)
+DEPLOY = {
+    "shicai__DenseNet-Caffe__DenseNet_121.prototxt": (set(), [(1, 1000, 1, 1)]),
+    "soeaver__caffe-model__cls__resnext__deploy_resnext50-32x4d.prototxt": (set(), IMAGENET),
+    "soeaver__caffe-model__cls__dpn__deploy_dpn92.prototxt": (set(), IMAGENET),
+    "soeaver__caffe-model__cls__dpn__deploy_dpn68-extra.prototxt": (set(), IMAGENET),
+    "hujie-frank__SENet__models__SE-ResNet-50.prototxt": ({"Axpy"}, IMAGENET),
+    "hujie-frank__SENet__models__SE-ResNeXt-50.prototxt": ({"Axpy"}, IMAGENET),
+    "hujie-frank__SENet__models__SE-BN-Inception.prototxt": (set(), IMAGENET),
+    "Robert-JunWang__PeleeNet__caffe__peleenet.prototxt": (set(), IMAGENET),
+    "shicai__MobileNet-Caffe__mobilenet_deploy.prototxt": (set(), [(1, 1000, 1, 1)]),
+    "shicai__MobileNet-Caffe__mobilenet_v2_deploy.prototxt": (set(), [(1, 1000, 1, 1)]),
+    "yonghenglh6__DepthwiseConvolution__example__depthwised_mobilenet_deploy.prototxt":
+        ({"DepthwiseConvolution"}, [(1, 1000, 1, 1)]),
+    SSD_VOC: ({"Permute", "PriorBox", "DetectionOutput"}, [(1, 1, 1, 7)]),
+    SSD_COCO: ({"Permute", "PriorBox", "DetectionOutput"}, [(1, 1, 1, 7)]),
+    PSP_ADE: ({"Interp", "BN"}, [(1, 150, 473, 473)]),
+    PSP_VOC: ({"Interp", "BN"}, [(1, 21, 473, 473)]),
+    f"{SPHERE}sphereface_deploy.prototxt": (set(), [(1, 512)]),
+    f"{CENTER}face_example__face_deploy.prototxt": (set(), [(1, 512)]),
+}
+#: deploy nets whose OpenCV comparison takes seconds here (run with ``-m slow``); one net of
+#: each family stays in the default run
+SLOW_OPENCV = {"soeaver__caffe-model__cls__dpn__deploy_dpn92.prototxt",
+               "soeaver__caffe-model__cls__dpn__deploy_dpn68-extra.prototxt",
+               "hujie-frank__SENet__models__SE-ResNeXt-50.prototxt",
+               "hujie-frank__SENet__models__SE-BN-Inception.prototxt",
+               "Robert-JunWang__PeleeNet__caffe__peleenet.prototxt",
+               "shicai__MobileNet-Caffe__mobilenet_v2_deploy.prototxt",
+               "shicai__DenseNet-Caffe__DenseNet_121.prototxt",
+               f"{CENTER}face_example__face_deploy.prototxt", SSD_COCO}
+#: what OpenCV 4.x cannot run, found by running these nets with it
+OPENCV_LACKS = {
+    PSP_ADE: "OpenCV's Caffe importer does not read PSPNet's BN layer (bn_param)",
+    PSP_VOC: "OpenCV's Caffe importer does not read PSPNet's BN layer (bn_param)",
+}
+#: the fork layers of the training nets
+TRAIN_TYPES = {f"{SPHERE}sphereface_model.prototxt": "MarginInnerProduct",
+               f"{CENTER}face_example__face_train_test.prototxt": "CenterLoss",
+               f"{CENTER}mnist_example__mnist_train_test.prototxt": "CenterLoss",
+               "chuanqi305__MobileNet-SSD__voc__MobileNetSSD_train.prototxt": "MultiBoxLoss"}
+#: training nets: phase -> the stand-in shapes of their data tops (the batch made small)
+TRAIN = {
+    f"{SPHERE}sphereface_model.prototxt": {"TRAIN": {"data": (2, 3, 112, 96)}},
+    f"{CENTER}face_example__face_train_test.prototxt": {"TRAIN": {"data": (2, 3, 112, 96)},
+                                                       "TEST": {"data": (2, 3, 112, 96)}},
+    f"{CENTER}mnist_example__mnist_train_test.prototxt": {"TRAIN": {"data": (4, 1, 28, 28)},
+                                                          "TEST": {"data": (4, 1, 28, 28)}},
+    "chuanqi305__MobileNet-SSD__voc__MobileNetSSD_train.prototxt": {"TRAIN": {"data": (2, 3, 300, 300)}},
+}
+#: files netspec refuses at convert, and the message (it names the fork's layer or field)
+REFUSED = {
+    f"{RFCN}train_agnostic.prototxt":
+        "in layer 'loss_bbox': .*PRE_FIXED",
+    f"{RFCN}class-aware__train_ohem.prototxt":
+        "in layer 'annotator_detector': 'box_annotator_ohem_param' is not a field",
+}
+EVERY = sorted({*DEPLOY, *TRAIN, f"{RFCN}test_agnostic.prototxt"})
+
+
+def text_of(name: str) -> str:
+    return (ZOO / name).read_text()
+
+
+def converted(name: str) -> str:
+    """The YAML text ``netspec convert`` makes of ``name``."""
+    return net_yaml(ptx.parse_net(text_of(name), name), name)[0]
+
+
+def build(name: str, phase: str = "TEST", shapes: dict | None = None) -> Net:
+    """The net of ``name`` as netspec builds it; ``shapes``: its data layers stood in by Input
+    layers of those shapes (``netspec summary --input-shape``)."""
+    param = loads_net(converted(name), name)
+    if shapes is not None:
+        param = stand_in_inputs(param, shapes)[0]
+    return Net(param, phase, F32, np.random.default_rng(0))
+
+
+def random_inputs(net: Net, seed: int = 1) -> None:
+    rng = np.random.default_rng(seed)
+    for i, layer in enumerate(net.layers):
+        if layer.type_name == "Input":
+            for blob in net.tops[i]:
+                blob.data[...] = rng.random(blob.shape)
+
+
+@pytest.mark.parametrize("name", sorted(DEPLOY))
+def test_fork_deploy_net_converts_and_builds_with_the_architectures_outputs(name):
+    types, outputs = DEPLOY[name]
+    net = build(name)
+    assert types <= {layer.type_name for layer in net.layers}
+    assert [net.blobs[o].shape for o in net.output_names] == outputs
+
+
+@pytest.mark.parametrize("name", EVERY)
+def test_fork_file_prototxt_yaml_prototxt_is_the_same_net(name, tmp_path):
+    assert_round_trip(ZOO / name, tmp_path)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_OPENCV
+                                  else n for n in sorted(DEPLOY)])
+def test_fork_deploy_net_equals_opencv(name, tmp_path):
+    """The net's outputs (and the logits under its last Softmax; SSD's detections row for row
+    and their location and confidence inputs) equal OpenCV's to 1e-4 of their largest
+    magnitude, on well-scaled random weights and a uniform [0, 1) input."""
+    pytest.importorskip("cv2", reason="OpenCV is not installed (pip install 'netspec[compare]')")
+    from test_opencv_zoo import _check
+
+    from zoo_deploy import fill_well_scaled
+    if name in OPENCV_LACKS:
+        pytest.skip(OPENCV_LACKS[name])
+    net = build(name)
+    fill_well_scaled(net, 0, gain=1.0)   # SSD decodes exp(offsets): keep them small
+    for layer in net.layers:   # SSD: confident classes, so that DetectionOutput keeps rows
+        if layer.type_name == "Convolution" and layer.name.endswith("mbox_conf"):
+            layer.blobs[0].data[...] *= 15
+    random_inputs(net)
+    _check(net, converted(name), tmp_path)
+
+
+@pytest.mark.parametrize("name, phase", [(n, p) for n in sorted(TRAIN) for p in TRAIN[n]])
+def test_fork_training_net_builds_and_steps_on_stand_in_inputs(name, phase):
+    """The training nets, their data layers stood in by Input layers: a finite, positive loss
+    and finite gradients reaching the first convolution's weights (TRAIN), or a forward (TEST)."""
+    net = build(name, phase, TRAIN[name][phase])
+    if phase == "TRAIN":
+        assert TRAIN_TYPES[name] in {layer.type_name for layer in net.layers}
+    rng = np.random.default_rng(1)
+    for layer in net.layers:   # BatchNorm statistics: mean 0, variance 1
+        if layer.type_name == "BatchNorm":
+            layer.blobs[0].data[...], layer.blobs[1].data[...], layer.blobs[2].data[...] = 0, 1, 1
+    net.blobs["data"].data[...] = rng.standard_normal(net.blobs["data"].shape)
+    label = net.blobs["label"]
+    if "MobileNetSSD" in name:
+        label.data[...] = [[[[0, 3, 0, 0.1, 0.2, 0.5, 0.7, 0], [1, 12, 0, 0.4, 0.3, 0.9, 0.6, 0]]]]
+        ssd_step(net)
+        return
+    classes = 10 if "mnist" in name else 10572   # MNIST's digits, CASIA-WebFace's identities
+    label.data[...] = rng.integers(0, classes, label.shape)
+    loss = float(net.forward())
+    assert np.isfinite(loss) and loss > 0
+    if phase == "TEST":
+        return
+    net.backward()
+    first = next(l for l in net.layers if l.type_name == "Convolution")
+    grad = first.blobs[0].diff
+    assert np.isfinite(grad).all() and np.count_nonzero(grad) > 0
+
+
+def test_rfcn_test_net_runs_with_its_proposal_layers_double(tmp_path):
+    """py-R-FCN's ResNet-50 test net (PSROIPooling, class-agnostic boxes) with a test double of
+    its Python proposal layer (tests/faster_rcnn_layers.py) on a 128 × 192 image: 300 RoIs,
+    21 VOC class probabilities summing to 1, 8 box deltas (background and object) each."""
+    import sys
+
+    from faster_rcnn_layers import IMAGE, write_modules
+    name = f"{RFCN}test_agnostic.prototxt"
+    write_modules(tmp_path)
+    net = ptx.parse_net(text_of(name), name)
+    for inp, shape in zip(net.input, net.input_shape):
+        del shape.dim[:]
+        shape.dim.extend({"data": [1, 3, *IMAGE], "im_info": [1, 3]}[inp])
+    path = tmp_path / name.replace(".prototxt", ".yaml")
+    path.write_text(net_yaml(net, name)[0])
+    try:
+        from netspec.spec import load_net
+        built = Net(load_net(path), "TEST", F32, np.random.default_rng(0))
+        from zoo_deploy import fill_well_scaled
+        fill_well_scaled(built, 0, gain=1.0)
+        built.blobs["data"].data[...] = np.random.default_rng(1).random(built.blobs["data"].shape)
+        built.blobs["im_info"].data[...] = [[IMAGE[0], IMAGE[1], 1.0]]
+        built.forward()
+    finally:
+        for mod in [m for m in sys.modules if m.split(".")[0] in ("rpn", "roi_data_layer", "fake_cfg")]:
+            del sys.modules[mod]
+    assert "PSROIPooling" in {l.type_name for l in built.layers}
+    assert built.blobs["rois"].shape == (300, 5)
+    assert built.blobs["cls_prob"].shape == (300, 21)
+    assert built.blobs["bbox_pred"].shape == (300, 8)
+    np.testing.assert_allclose(built.blobs["cls_prob"].data.sum(axis=1), 1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_rfcn_training_nets_are_refused_naming_the_forks_field(name, tmp_path):
+    """py-R-FCN's training nets need caffe-rfcn's OHEM layers (SmoothL1LossOHEM,
+    SoftmaxWithLossOHEM, BoxAnnotatorOHEM) and its PRE_FIXED loss normalization, which netspec
+    does not implement: ``netspec convert`` stops with one message naming the layer."""
+    local = tmp_path / name
+    local.write_bytes((ZOO / name).read_bytes())
+    with pytest.raises(NetspecError, match=REFUSED[name]):
+        convert_net(local, tmp_path / "net.yaml")
