@@ -7,8 +7,8 @@ MobileNet v1/v2 (depthwise forks) and PeleeNet. The files are in tests/zoo_forks
 Every file converts, builds with the architecture's output shapes, and survives prototxt -> YAML
 -> prototxt; every deploy net OpenCV reads runs a forward equal to OpenCV dnn's on random,
 well-scaled weights (tests/test_opencv_zoo.py's comparison); the training nets run a training
-step on stand-in inputs. What a fork adds that netspec does not implement is refused at
-``netspec convert`` with one message naming the layer or field.
+step on stand-in inputs (py-R-FCN's with test doubles of its Python layers,
+tests/faster_rcnn_layers.py).
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from test_zoo_forks import assert_round_trip, ssd_step  # noqa: E402
 
 from netspec.backend import Backend  # noqa: E402
 from netspec.caffe import prototxt as ptx  # noqa: E402
-from netspec.caffe.port import convert_net, net_yaml  # noqa: E402
-from netspec.errors import NetspecError  # noqa: E402
+from netspec.caffe.port import net_yaml  # noqa: E402
 from netspec.net import Net  # noqa: E402
 from netspec.spec import loads_net  # noqa: E402
 from netspec.spec.inputs import stand_in_inputs  # noqa: E402
@@ -93,14 +92,11 @@ TRAIN = {
                                                           "TEST": {"data": (4, 1, 28, 28)}},
     "chuanqi305__MobileNet-SSD__voc__MobileNetSSD_train.prototxt": {"TRAIN": {"data": (2, 3, 300, 300)}},
 }
-#: files netspec refuses at convert, and the message (it names the fork's layer or field)
-REFUSED = {
-    f"{RFCN}train_agnostic.prototxt":
-        "in layer 'loss_bbox': .*PRE_FIXED",
-    f"{RFCN}class-aware__train_ohem.prototxt":
-        "in layer 'annotator_detector': 'box_annotator_ohem_param' is not a field",
-}
-EVERY = sorted({*DEPLOY, *TRAIN, f"{RFCN}test_agnostic.prototxt"})
+#: py-R-FCN's training nets and the fork layers they need
+RFCN_TRAIN = {f"{RFCN}train_agnostic.prototxt": {"PSROIPooling", "SmoothL1LossOHEM"},
+              f"{RFCN}class-aware__train_ohem.prototxt":
+                  {"PSROIPooling", "SmoothL1LossOHEM", "SoftmaxWithLossOHEM", "BoxAnnotatorOHEM"}}
+EVERY = sorted({*DEPLOY, *TRAIN, *RFCN_TRAIN, f"{RFCN}test_agnostic.prototxt"})
 
 
 def text_of(name: str) -> str:
@@ -192,32 +188,45 @@ def test_fork_training_net_builds_and_steps_on_stand_in_inputs(name, phase):
     assert np.isfinite(grad).all() and np.count_nonzero(grad) > 0
 
 
-def test_rfcn_test_net_runs_with_its_proposal_layers_double(tmp_path):
-    """py-R-FCN's ResNet-50 test net (PSROIPooling, class-agnostic boxes) with a test double of
-    its Python proposal layer (tests/faster_rcnn_layers.py) on a 128 × 192 image: 300 RoIs,
-    21 VOC class probabilities summing to 1, 8 box deltas (background and object) each."""
+@pytest.fixture
+def rfcn_modules(tmp_path):
+    """A folder holding test doubles of py-R-FCN's Python layer modules (py-faster-rcnn's, with
+    py-R-FCN's 4-D proposal targets); they leave sys.modules afterwards."""
     import sys
 
-    from faster_rcnn_layers import IMAGE, write_modules
-    name = f"{RFCN}test_agnostic.prototxt"
-    write_modules(tmp_path)
+    from faster_rcnn_layers import write_modules
+    write_modules(tmp_path, four_d=True)
+    yield tmp_path
+    for mod in [m for m in sys.modules if m.split(".")[0] in ("rpn", "roi_data_layer", "fake_cfg")]:
+        del sys.modules[mod]
+
+
+def build_rfcn(name: str, phase: str, folder: Path, inputs: dict | None = None) -> Net:
+    """py-R-FCN's net ``name`` converted into ``folder`` (where its Python modules are), built
+    with well-scaled random weights; ``inputs`` reshape its ``input:`` blobs."""
+    from netspec.spec import load_net
+    from zoo_deploy import fill_well_scaled
     net = ptx.parse_net(text_of(name), name)
     for inp, shape in zip(net.input, net.input_shape):
         del shape.dim[:]
-        shape.dim.extend({"data": [1, 3, *IMAGE], "im_info": [1, 3]}[inp])
-    path = tmp_path / name.replace(".prototxt", ".yaml")
+        shape.dim.extend((inputs or {})[inp])
+    path = folder / name.replace(".prototxt", ".yaml")
     path.write_text(net_yaml(net, name)[0])
-    try:
-        from netspec.spec import load_net
-        built = Net(load_net(path), "TEST", F32, np.random.default_rng(0))
-        from zoo_deploy import fill_well_scaled
-        fill_well_scaled(built, 0, gain=1.0)
-        built.blobs["data"].data[...] = np.random.default_rng(1).random(built.blobs["data"].shape)
-        built.blobs["im_info"].data[...] = [[IMAGE[0], IMAGE[1], 1.0]]
-        built.forward()
-    finally:
-        for mod in [m for m in sys.modules if m.split(".")[0] in ("rpn", "roi_data_layer", "fake_cfg")]:
-            del sys.modules[mod]
+    built = Net(load_net(path), phase, F32, np.random.default_rng(0))
+    fill_well_scaled(built, 0, gain=1.0)
+    return built
+
+
+def test_rfcn_test_net_runs_with_its_proposal_layers_double(rfcn_modules):
+    """py-R-FCN's ResNet-50 test net (PSROIPooling, class-agnostic boxes) with a test double of
+    its Python proposal layer (tests/faster_rcnn_layers.py) on a 128 × 192 image: 300 RoIs,
+    21 VOC class probabilities summing to 1, 8 box deltas (background and object) each."""
+    from faster_rcnn_layers import IMAGE
+    built = build_rfcn(f"{RFCN}test_agnostic.prototxt", "TEST", rfcn_modules,
+                       {"data": [1, 3, *IMAGE], "im_info": [1, 3]})
+    built.blobs["data"].data[...] = np.random.default_rng(1).random(built.blobs["data"].shape)
+    built.blobs["im_info"].data[...] = [[IMAGE[0], IMAGE[1], 1.0]]
+    built.forward()
     assert "PSROIPooling" in {l.type_name for l in built.layers}
     assert built.blobs["rois"].shape == (300, 5)
     assert built.blobs["cls_prob"].shape == (300, 21)
@@ -225,12 +234,25 @@ def test_rfcn_test_net_runs_with_its_proposal_layers_double(tmp_path):
     np.testing.assert_allclose(built.blobs["cls_prob"].data.sum(axis=1), 1, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(REFUSED))
-def test_rfcn_training_nets_are_refused_naming_the_forks_field(name, tmp_path):
-    """py-R-FCN's training nets need caffe-rfcn's OHEM layers (SmoothL1LossOHEM,
-    SoftmaxWithLossOHEM, BoxAnnotatorOHEM) and its PRE_FIXED loss normalization, which netspec
-    does not implement: ``netspec convert`` stops with one message naming the layer."""
-    local = tmp_path / name
-    local.write_bytes((ZOO / name).read_bytes())
-    with pytest.raises(NetspecError, match=REFUSED[name]):
-        convert_net(local, tmp_path / "net.yaml")
+@pytest.mark.parametrize("name", sorted(RFCN_TRAIN))
+def test_rfcn_training_net_takes_a_step_with_its_python_layers_doubles(name, rfcn_modules):
+    """py-R-FCN's training nets (SmoothL1LossOHEM with PRE_FIXED normalization; the OHEM net's
+    SoftmaxWithLossOHEM and BoxAnnotatorOHEM) with test doubles of its data and RPN layers:
+    finite, positive R-FCN losses and gradients into the position-sensitive score maps."""
+    built = build_rfcn(name, "TRAIN", rfcn_modules)
+    assert RFCN_TRAIN[name] <= {layer.type_name for layer in built.layers}
+    for layer in built.layers:   # BatchNorm statistics (use_global_stats): mean 0, variance 1
+        if layer.type_name == "BatchNorm":
+            layer.blobs[0].data[...], layer.blobs[1].data[...], layer.blobs[2].data[...] = 0, 1, 1
+    loss = float(built.forward())
+    for blob in ("loss_cls", "loss_bbox"):
+        value = float(built.blobs[blob].data)
+        assert np.isfinite(value) and value > 0, blob
+    assert np.isfinite(loss)
+    if "labels_ohem" in built.blobs:   # OHEM kept at most 128 RoIs of the image
+        assert 0 < int((built.blobs["labels_ohem"].data != -1).sum()) <= 128
+    built.backward()
+    for layer in built.layers:
+        if layer.name in ("rfcn_cls", "rfcn_bbox"):
+            grad = layer.blobs[0].diff
+            assert np.isfinite(grad).all() and np.count_nonzero(grad) > 0, layer.name
