@@ -30,6 +30,7 @@ A = 9                    # anchors per position (3 scales x 3 ratios)
 BATCH_SIZE = 128         # cfg.TRAIN.BATCH_SIZE: RoIs per minibatch
 FG_FRACTION = 0.25
 POST_NMS = {{0: 2000, 1: 300}}   # cfg.TRAIN / TEST.RPN_POST_NMS_TOP_N, by phase
+FOUR_D = False           # py-R-FCN's proposal targets: 4-D tops (R, 5, 1, 1), (R, 1, 1, 1) ...
 
 
 def params(param_str):
@@ -202,7 +203,7 @@ class ProposalTargetLayer(caffe.Layer):
         k = 4 * self.num_classes
         for t, shape in zip(top, [(cfg.BATCH_SIZE, 5), (cfg.BATCH_SIZE,), (cfg.BATCH_SIZE, k),
                                   (cfg.BATCH_SIZE, k), (cfg.BATCH_SIZE, k)]):
-            t.reshape(*shape)
+            t.reshape(*shape, *(1,) * (4 - len(shape) if cfg.FOUR_D else 0))
 
     def reshape(self, bottom, top):
         pass
@@ -212,11 +213,11 @@ class ProposalTargetLayer(caffe.Layer):
         gt = bottom[1].data
         pool = np.vstack([bottom[0].data, np.hstack([np.zeros((len(gt), 1)), gt[:, :4]])])
         pick = rng.choice(len(pool), cfg.BATCH_SIZE, replace=len(pool) < cfg.BATCH_SIZE)
-        top[0].data[...] = pool[pick]
+        top[0].data[...] = pool[pick].reshape(top[0].shape)
         labels = cfg.sampled_labels(rng, self.num_classes)
-        top[1].data[...] = labels
+        top[1].data[...] = labels.reshape(top[1].shape)
         for blob, value in zip(top[2:], cfg.targets(rng, labels, self.num_classes)):
-            blob.data[...] = value
+            blob.data[...] = value.reshape(blob.shape)
 
     def backward(self, top, propagate_down, bottom):
         pass
@@ -224,8 +225,12 @@ class ProposalTargetLayer(caffe.Layer):
 }
 
 
-def write_modules(folder: Path) -> None:
+def write_modules(folder: Path, four_d: bool = False) -> None:
+    """The doubles' modules in ``folder``; ``four_d``: the proposal targets with py-R-FCN's 4-D
+    shapes (its ``proposal_target_layer.py`` reshapes them (R, ·, 1, 1))."""
     for rel, text in SOURCES.items():
         path = folder / rel
         path.parent.mkdir(parents=True, exist_ok=True)
+        if four_d:
+            text = text.replace("FOUR_D = False", "FOUR_D = True")
         path.write_text(text.lstrip())

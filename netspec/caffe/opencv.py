@@ -14,6 +14,19 @@ from .export import export_net
 
 #: layer types OpenCV's Caffe importer does not know, written as this equivalent type
 OPENCV_AS = {"DepthwiseConvolution": "Convolution"}
+#: layer types whose bottoms OpenCV's importer reads in another order: SENet's Axpy is
+#: a·x + y over bottoms (a, x, y) (hujie-frank/SENet axpy_layer.cpp); OpenCV's importer
+#: (modules/dnn/src/caffe/caffe_importer.cpp) scales bottom 2 and adds bottom 1, a·y + x
+OPENCV_BOTTOM_ORDER = {"Axpy": (0, 2, 1)}
+
+
+def _for_opencv(spec: dict) -> dict:
+    """``spec`` with the bottoms of the layers in ``OPENCV_BOTTOM_ORDER`` reordered so that
+    OpenCV computes the fork's function."""
+    out = dict(spec)
+    out["layer"] = [dict(lp, bottom=[lp["bottom"][k] for k in OPENCV_BOTTOM_ORDER[lp["type"]]])
+                    if lp.get("type") in OPENCV_BOTTOM_ORDER else lp for lp in spec.get("layer", [])]
+    return out
 
 
 def opencv_net(spec: dict, weights: dict[str, np.ndarray], workdir: str | Path,
@@ -27,7 +40,7 @@ def opencv_net(spec: dict, weights: dict[str, np.ndarray], workdir: str | Path,
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     net_yaml, proto, model = work / "net.yaml", work / "net.prototxt", work / "net.caffemodel"
-    net_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))
+    net_yaml.write_text(yaml.safe_dump(_for_opencv(spec), sort_keys=False))
     np.savez(work / "w.npz", **weights)
     for p in (proto, model):
         p.unlink(missing_ok=True)

@@ -18,6 +18,13 @@ FORK_FIELDS = {
     **dict.fromkeys(("video_data_param",), "SSD's fork of Caffe (weiliu89/caffe, branch ssd)"),
     **dict.fromkeys(("yolo_seg_param",),
                     "the MobileNet-YOLO fork of Caffe (eric612/MobileNet-YOLO)"),
+    **dict.fromkeys(("seg_accuracy_param", "mat_read_param", "mat_write_param"), "DeepLab's fork"
+                    " of Caffe (deeplab-public-ver2)"),
+}
+#: fields of well-known forks inside BVLC's messages: (message, field) -> the fork
+FORK_SUBFIELDS = {
+    ("ImageDataParameter", "label_type"): "DeepLab's fork of Caffe (deeplab-public-ver2, its "
+                                          "ImageSegData layer)",
 }
 
 _NET_KEYS = {"name", "input", "input_shape", "input_dim", "force_backward", "state",
@@ -205,6 +212,10 @@ def _explain(err, text: str, file: str, kind: str) -> ConvertError:
         elif type_name == "LayerParameter" and field in FORK_FIELDS:
             body = (f"'{field}' is not a field of Caffe's {type_name}: it exists only in "
                     f"{FORK_FIELDS[field]}, not in BVLC Caffe, whose format netspec reads")
+        elif (type_name, field) in FORK_SUBFIELDS:
+            body = (f"'{field}' is not a field of Caffe's {type_name}: it exists only in "
+                    f"{FORK_SUBFIELDS[type_name, field]}, not in BVLC Caffe, whose format "
+                    "netspec reads")
         else:
             # a field of one of the message's blocks, written one level too high (a block
             # `field { }` only where that field is a block, a value where it is a value)

@@ -51,17 +51,48 @@ def loss_param_of(layer: Layer) -> LossParameter:
 
 class Normalizer:
     """Caffe's get_normalizer: FULL outer·inner, VALID the valid count, BATCH_SIZE outer,
-    NONE 1; at least 1. The VALID count stays a 0-d device array (no host sync)."""
+    NONE 1, R-FCN's PRE_FIXED ``pre_fixed``; at least 1. The VALID count stays a 0-d device
+    array (no host sync)."""
 
-    def __init__(self, xp, dtype, mode: str, outer: int, inner: int):
+    def __init__(self, xp, dtype, mode: str, outer: int, inner: int, pre_fixed: float = 1.0):
         self.xp, self.dtype, self.mode = xp, dtype, mode
         self.fixed = float(max({"FULL": outer * inner, "VALID": outer * inner,
-                                "BATCH_SIZE": outer, "NONE": 1}[mode], 1))
+                                "BATCH_SIZE": outer, "NONE": 1, "PRE_FIXED": pre_fixed}[mode], 1))
 
     def __call__(self, valid_count=None):
         if self.mode == "VALID" and valid_count is not None:
             return self.xp.maximum(valid_count, 1).astype(self.dtype)
         return self.fixed
+
+
+def check_unweighted_extra_tops(layer: Layer) -> None:
+    """R-FCN's OHEM losses pass gradient from their loss (top 0) only, as in the fork: a loss
+    weight on another top (the per-RoI loss, the probabilities) would be ignored, so it is
+    refused."""
+    for i, w in enumerate(layer.lp.loss_weight[1:], 1):
+        if w:
+            raise layer.spec_error(
+                f"top {i} ('{layer.lp.top[i]}') passes no gradient back (as in R-FCN's fork): "
+                f"its loss_weight must be 0, not {w}", field="loss_weight")
+
+
+def normalization_of(layer: Layer, default: str = "VALID") -> str:
+    """``loss_param.normalization``, or the legacy ``normalize`` (true VALID, false BATCH_SIZE)
+    when it alone is set, or ``default``. R-FCN's PRE_FIXED only for the layers that read it
+    (``reads_pre_fixed``)."""
+    lossp = loss_param_of(layer)
+    if "normalization" in lossp.model_fields_set:
+        mode = lossp.normalization
+    elif lossp.normalize is not None:
+        mode = "VALID" if lossp.normalize else "BATCH_SIZE"
+    else:
+        mode = default
+    if mode == "PRE_FIXED" and not getattr(layer, "reads_pre_fixed", False):
+        raise layer.spec_error(
+            f"normalization PRE_FIXED is R-FCN's (daijifeng001/caffe-rfcn), read only by its "
+            f"SmoothL1LossOHEM and SoftmaxWithLossOHEM layers, not by {layer.type_name}",
+            field="loss_param.normalization")
+    return mode
 
 
 @register("EuclideanLoss")
@@ -206,6 +237,61 @@ class SmoothL1Loss(Layer):
                 bottom[i].diff[...] = (alpha * g).reshape(bottom[i].shape)
 
 
+@register("SmoothL1LossOHEM")
+class SmoothL1LossOHEM(Layer):
+    """R-FCN's smooth L1 loss with a per-RoI loss top (py-R-FCN's Caffe, Microsoft/caffe):
+    loss = Σ f(w · (x − y)) / normaliser, f(d) = 0.5·d² where |d| < 1, else |d| − 0.5 (σ = 1).
+
+    Bottoms x, y [, w] of one shape (N, C[, H, W]; trailing 1s aside). The normaliser (at least 1) by
+    ``loss_param.normalization``: FULL and VALID N·H·W, BATCH_SIZE N, PRE_FIXED
+    ``pre_fixed_normalizer``, NONE 1. Optional top 1 (N, 1, H, W): each position's f summed over
+    C, not normalised (BoxAnnotatorOHEM ranks RoIs by it). Backward, to x and (sign reversed) to
+    y: dy_top · f'(d) / normaliser, not multiplied by w, as in the fork (the gradient for the
+    0/1 weights R-FCN gives it). No gradient to w, none from top 1 (its loss_weight must be 0).
+    """
+
+    min_bottoms = 2
+    max_bottoms = 3
+    min_tops = 1
+    max_tops = 2
+    is_loss = True
+    no_grad_bottoms = (2,)
+    reads_pre_fixed = True
+
+    def setup(self, bottom_shapes):
+        first = tuple(bottom_shapes[0])
+        legacy = [legacy_dim(first, k) for k in range(4)]
+        for i, s in enumerate(bottom_shapes[1:], 1):      # the fork compares N, C, H, W
+            if [legacy_dim(s, k) for k in range(4)] != legacy or math.prod(s) != math.prod(first):
+                raise self.error(f"bottom {i} {tuple(s)} must have the shape of bottom 0 {first}")
+        n, c = legacy[0], legacy[1]
+        self.inner = legacy_dim(first, 2) * legacy_dim(first, 3)
+        self.view = (n, c, self.inner)
+        check_unweighted_extra_tops(self)
+        self.norm = Normalizer(self.xp, self.dtype, normalization_of(self), n, self.inner,
+                               loss_param_of(self).pre_fixed_normalizer)
+        return [()] + [(n, 1, legacy_dim(first, 2), legacy_dim(first, 3))] * (len(self.lp.top) - 1)
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        d = bottom[0].data.reshape(self.view) - bottom[1].data.reshape(self.view)
+        if len(bottom) == 3:
+            d = d * bottom[2].data.reshape(self.view)
+        self.d = d
+        a = xp.abs(d)
+        err = xp.where(a < 1, 0.5 * d * d, a - 0.5)
+        top[0].data[...] = err.sum() / self.norm()
+        if len(top) > 1:
+            top[1].data[...] = err.sum(axis=1).reshape(top[1].shape)
+
+    def backward(self, top, propagate_down, bottom):
+        xp = self.xp
+        g = xp.clip(self.d, -1, 1) * (top[0].diff / self.norm())   # f'(d) = d or sign(d)
+        for i, sign in ((0, 1), (1, -1)):
+            if propagate_down[i]:
+                bottom[i].diff[...] = (sign * g).reshape(bottom[i].shape)
+
+
 @register("Accuracy")
 class Accuracy(Layer):
     """Top-k classification accuracy along ``accuracy_param.axis`` (default 1); no backward.
@@ -281,12 +367,7 @@ class SigmoidCrossEntropyLoss(Layer):
         if math.prod(a) != math.prod(b):
             raise self.error(f"inputs must have the same count: {tuple(a)} and {tuple(b)}")
         lossp = loss_param_of(self)
-        if "normalization" in lossp.model_fields_set:
-            mode = lossp.normalization
-        elif lossp.normalize is not None:
-            mode = "VALID" if lossp.normalize else "BATCH_SIZE"
-        else:
-            mode = "BATCH_SIZE"
+        mode = normalization_of(self, "BATCH_SIZE")
         self.ignore_label = lossp.ignore_label
         self.norm = Normalizer(self.xp, self.dtype, mode, a[0], math.prod(a[1:]))
         return [()]
@@ -407,7 +488,7 @@ class InfogainLoss(Layer):
             raise self.spec_error("normalize is deprecated for InfogainLoss; use normalization",
                                   field="loss_param.normalize")
         self.ignore_label = lossp.ignore_label
-        self.norm = Normalizer(self.xp, self.dtype, lossp.normalization, outer, inner)
+        self.norm = Normalizer(self.xp, self.dtype, normalization_of(self), outer, inner)
         self.H = None
         if len(bottom_shapes) == 3:
             count = math.prod(bottom_shapes[2])

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import DataError
 from .base import Layer
 from .detection import _host, decode_boxes, iou_matrix
-from .loss import loss_param_of
+from .loss import loss_param_of, normalization_of
 from .registry import register
 
 F32 = np.float32
@@ -184,9 +184,7 @@ class MultiBoxLoss(Layer):
             raise self.error(f"label {label} must hold rows of 8 values [image, label, "
                              "instance, xmin, ymin, xmax, ymax, difficult]")
         lossp = loss_param_of(self)
-        self.normalization = lossp.normalization
-        if "normalization" not in lossp.model_fields_set and lossp.normalize is not None:
-            self.normalization = "VALID" if lossp.normalize else "BATCH_SIZE"
+        self.normalization = normalization_of(self)
         pd = list(self.lp.propagate_down) or [True, True, False, False]
         self.counts_loc, self.counts_conf = bool(pd[0]), bool(pd[1])
         return [()]

@@ -252,3 +252,52 @@ class PSROIPooling(Layer):
         # ∂S[h', w'] / ∂x[h, w] = 1 for h < h', w < w': sums over the corners beyond each cell
         dx = table[:, :, ::-1, ::-1].cumsum(axis=2).cumsum(axis=3)[:, :, ::-1, ::-1]
         bottom[0].diff[...] = dx[:, :, 1:, 1:].astype(self.dtype)
+
+
+@register("BoxAnnotatorOHEM")
+class BoxAnnotatorOHEM(Layer):
+    """R-FCN's online hard example mining (daijifeng001/caffe-rfcn ``box_annotator_ohem_layer``):
+    keep, per image, the ``roi_per_img`` RoIs of largest loss.
+
+    Bottoms: rois (R, 5) [batch index, x1, y1, x2, y2], the per-RoI loss (R values), the labels
+    (R values) and the box-regression loss weights (R, K). The RoIs are ranked by descending
+    loss (stable among equal losses) and taken while their image has places left. Tops: the
+    labels of the kept RoIs, ``ignore_label`` for the others, (R, 1, 1, 1); the loss weights of
+    the kept RoIs, 0 for the others, (R, K, 1, 1). Forward only.
+    """
+
+    param_block = "box_annotator_ohem_param"
+    exact_bottoms = 4
+    exact_tops = 2
+    has_backward = False
+
+    def setup(self, bottom_shapes):
+        rois, loss, labels, weights = (tuple(s) for s in bottom_shapes)
+        r = legacy_dim(rois, 0)
+        if legacy_dim(rois, 1) != 5 or math.prod(rois[2:]) != 1:
+            raise self.error(f"bottom 0 (rois) {rois} must be (R, 5): [batch index, x1, y1, x2, y2]"
+                             " per RoI")
+        for i, (name, s) in enumerate((("loss", loss), ("labels", labels)), 1):
+            if legacy_dim(s, 0) != r or math.prod(s) != r:
+                raise self.error(f"bottom {i} ({name}) {s} must hold one value per RoI ({r})")
+        if legacy_dim(weights, 0) != r or math.prod(weights[2:]) != 1:
+            raise self.error(f"bottom 3 (box loss weights) {weights} must be (R, K) with R = {r}")
+        self.channels = legacy_dim(weights, 1)
+        return [(r, 1, 1, 1), (r, self.channels, 1, 1)]
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        loss = bottom[1].data.reshape(-1)
+        image = bottom[0].data.reshape(-1, 5)[:, 0].astype(xp.int64)
+        order = xp.argsort(-loss, kind="stable")
+        ranked = image[order]
+        images = int(ranked.max()) + 1 if ranked.size else 1
+        # each RoI's place among the RoIs of its image, in loss order
+        onehot = ranked[:, None] == xp.arange(images)[None, :]
+        place = xp.cumsum(onehot, axis=0)[xp.arange(ranked.size), ranked] - 1
+        keep = xp.zeros(loss.shape, dtype=bool)
+        keep[order] = place < self.p.roi_per_img
+        labels = bottom[2].data.reshape(-1)
+        top[0].data[...] = xp.where(keep, labels, self.p.ignore_label).reshape(top[0].shape)
+        weights = bottom[3].data.reshape(keep.size, -1)
+        top[1].data[...] = xp.where(keep[:, None], weights, 0).reshape(top[1].shape)

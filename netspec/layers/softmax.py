@@ -16,7 +16,7 @@ from ..spec.params import LossParameter
 from ..spec.params.softmax import SoftmaxParameter
 from . import softmax_cuda
 from .base import Layer, checked_axis
-from .loss import check_same_num, label_view
+from .loss import check_same_num, check_unweighted_extra_tops, label_view, normalization_of
 from .registry import register
 
 #: Caffe clamps probabilities at FLT_MIN before the log, in float and double alike
@@ -95,6 +95,8 @@ class SoftmaxWithLoss(Layer):
     max_tops = 2
     is_loss = True
     no_grad_bottoms = (1,)
+    #: a third top, each position's loss (SoftmaxWithLossOHEM)
+    per_instance = False
 
     def setup(self, bottom_shapes):
         check_same_num(self, bottom_shapes)
@@ -104,9 +106,8 @@ class SoftmaxWithLoss(Layer):
         axis = checked_axis(self, sp.axis, len(shape), "softmax_param.axis")
         self.view = label_view(self, bottom_shapes, axis)
         self.ignore_label = lossp.ignore_label
-        self.normalization = lossp.normalization
-        if "normalization" not in lossp.model_fields_set and lossp.normalize is not None:
-            self.normalization = "VALID" if lossp.normalize else "BATCH_SIZE"
+        self.normalization = normalization_of(self)
+        self.pre_fixed = lossp.pre_fixed_normalizer
         n_tops = max(len(self.lp.top), 1)
         outer, channels, inner = self.view
         self.class_weights = None
@@ -118,7 +119,7 @@ class SoftmaxWithLoss(Layer):
                     field="loss_param.class_weighting")
             self.class_weights = self.backend.asarray(
                 numpy.asarray(lossp.class_weighting, dtype=numpy.float32))
-        self.fused = self.backend.is_gpu and self.class_weights is None
+        self.fused = self.backend.is_gpu and self.class_weights is None and not self.per_instance
         if self.fused:                    # fused CUDA kernels (softmax_cuda.py): their buffers
             self._prob = self.backend.empty(self.view)
             self._logp = self.backend.empty((outer, inner))
@@ -129,7 +130,8 @@ class SoftmaxWithLoss(Layer):
             rows = numpy.arange(outer, dtype=numpy.int64).reshape(-1, 1) * (channels * inner)
             self._flat_base = self.backend.asarray(
                 rows + numpy.arange(inner, dtype=numpy.int64).reshape(1, -1), dtype=numpy.int64)
-        return [()] + [shape] * (n_tops - 1)
+        tops = [(), shape, tuple(bottom_shapes[1])]
+        return tops[:n_tops]
 
     def _normalizer(self, valid_count):
         """Caffe's get_normalizer, at least 1; a 0-d array in VALID mode (no host sync)."""
@@ -137,7 +139,8 @@ class SoftmaxWithLoss(Layer):
         mode = self.normalization
         if mode == "VALID" and self.ignore_label is not None:
             return self.xp.maximum(valid_count, 1).astype(self.dtype)
-        n = {"FULL": outer * inner, "VALID": outer * inner, "BATCH_SIZE": outer, "NONE": 1}[mode]
+        n = {"FULL": outer * inner, "VALID": outer * inner, "BATCH_SIZE": outer, "NONE": 1,
+             "PRE_FIXED": self.pre_fixed}[mode]
         return float(max(n, 1))
 
     def forward(self, bottom, top):
@@ -164,6 +167,8 @@ class SoftmaxWithLoss(Layer):
         top[0].data[...] = -logp.sum() / self.norm
         if len(top) > 1:
             top[1].data[...] = prob.reshape(top[1].shape)
+        if len(top) > 2:
+            top[2].data[...] = (-logp).reshape(top[2].shape)
 
     def _forward_gpu(self, bottom, top):
         outer, channels, inner = self.view
@@ -195,3 +200,22 @@ class SoftmaxWithLoss(Layer):
         if self.label_weight is not None:
             dx *= self.label_weight.reshape(outer, 1, inner)
         dx *= top[0].diff / self.norm
+
+
+@register("SoftmaxWithLossOHEM")
+class SoftmaxWithLossOHEM(SoftmaxWithLoss):
+    """R-FCN's SoftmaxWithLoss with a per-RoI loss top (py-R-FCN's Caffe, Microsoft/caffe):
+    SoftmaxWithLoss's loss, gradient and normalisation (also R-FCN's PRE_FIXED:
+    ``loss_param.pre_fixed_normalizer``); tops the loss, optionally the probabilities and
+    each position's −log(max(p[label], FLT_MIN)) (0 where the label is ignored), shaped as the
+    labels, not normalised (BoxAnnotatorOHEM ranks RoIs by it). Gradient from the loss only, as
+    in the fork (the other tops' loss_weight must be 0).
+    """
+
+    max_tops = 3
+    per_instance = True
+    reads_pre_fixed = True
+
+    def setup(self, bottom_shapes):
+        check_unweighted_extra_tops(self)
+        return super().setup(bottom_shapes)

@@ -47,6 +47,9 @@ def _legacy_shapes(param: NetParameter) -> list[tuple[int, ...]]:
 
 #: layers that read their tops from files (or a database) and can be stood in for
 DATA_LAYERS = ("Data", "ImageData", "WindowData", "HDF5Data", "AnnotatedData")
+#: SSD's AnnotatedData label top stands in as one box per image: (1, 1, N, 8) rows
+#: [item, label, instance, xmin, ymin, xmax, ymax, difficult] (the fork sizes it per batch)
+BOX_ROW = 8
 #: the declared size of a built-in source: channels, height, width
 BUILTIN_SIZES = {"builtin:mnist": (1, 28, 28)}
 
@@ -75,7 +78,7 @@ def stand_in_inputs(param: NetParameter, shapes: dict[str, tuple[int, ...]] | No
                 tops.append(shapes[top])
                 used.add(top)
             elif k > 0 and tops:
-                tops.append(own.get(top, (tops[0][0],)))
+                tops.append(own.get(top, _label_shape(lp, tops[0][0])))
             elif top in own:
                 tops.append(own[top])
             else:
@@ -92,7 +95,7 @@ def stand_in_inputs(param: NetParameter, shapes: dict[str, tuple[int, ...]] | No
         out.layer[i] = lp.model_copy(update={
             "type": "Input", "input_param": InputParameter(shape=[BlobShape(dim=list(s)) for s in tops]),
             "data_param": None, "image_data_param": None, "window_data_param": None,
-            "hdf5_data_param": None, "annotated_data_param": None, "transform_param": None})
+            "hdf5_data_param": None, "transform_param": None, "annotated_data_param": None})
     left = {k: v for k, v in shapes.items() if k not in used}
     if left:
         try:
@@ -105,26 +108,35 @@ def stand_in_inputs(param: NetParameter, shapes: dict[str, tuple[int, ...]] | No
     return out, notes
 
 
+def _label_shape(lp, n: int) -> tuple[int, ...]:
+    """The stand-in shape of data layer ``lp``'s label top for a batch of ``n``: AnnotatedData's
+    box rows, or with MobileNet-YOLO's ``yolo_data_type: 1`` YOLO's (N, 1, 300, 5) rows."""
+    if lp.type != "AnnotatedData":
+        return (n,)
+    ap = lp.annotated_data_param
+    return (n, 1, 300, 5) if ap is not None and ap.yolo_data_type == 1 else (1, 1, n, BOX_ROW)
+
+
 def declared_shapes(param: NetParameter, index: int) -> tuple[dict[str, tuple[int, ...]], str]:
     """(top shapes, what was assumed): the shapes the fields of data layer ``index`` declare,
-    without reading its data. N from ``batch_size``; H×W from ``crop_size`` (else ImageData's
-    ``new_height``/``new_width``, AnnotatedData's ``resize_param``); C from ``is_color`` (ImageData), ``force_gray`` /
-    ``force_color``, a built-in source, else 3 (an assumption, said in the second item);
-    labels N (AnnotatedData's box rows: (1, 1, 1, 8), or YOLO's (N, 1, 300, 5)). Tops it cannot
-    size are absent."""
+    without reading its data. N from ``batch_size``; H×W from ``crop_size`` (else SSD's
+    ``resize_param`` height/width, else ImageData's ``new_height``/``new_width``); C from
+    ``is_color`` (ImageData), ``force_gray`` / ``force_color``, a built-in source, else 3 (an
+    assumption, said in the second item); labels N (AnnotatedData: ``_label_shape``). Tops it
+    cannot size are absent."""
     lp = param.layer[index]
     tp = lp.transform_param
-    block = {"Data": lp.data_param, "ImageData": lp.image_data_param, "AnnotatedData": lp.data_param,
-             "WindowData": lp.window_data_param, "HDF5Data": lp.hdf5_data_param}[lp.type]
+    block = {"Data": lp.data_param, "ImageData": lp.image_data_param,
+             "WindowData": lp.window_data_param, "HDF5Data": lp.hdf5_data_param,
+             "AnnotatedData": lp.data_param}[lp.type]
     if block is None or lp.type == "HDF5Data" or not lp.top:
         return {}, ""  # HDF5 datasets have any shape: only --input-shape sizes them
     n = block.batch_size
     crop = (tp.crop_size if tp else 0) or getattr(block, "crop_size", 0)
     size = (crop, crop) if crop else None
     assumed = ""
-    r = tp.resize_param if tp is not None and lp.type == "AnnotatedData" else None
-    if size is None and r is not None and r.height and r.width:
-        size = (r.height, r.width)
+    if size is None and tp is not None and tp.resize_param is not None and tp.resize_param.height:
+        size = (tp.resize_param.height, tp.resize_param.width)   # SSD's resize of every image
     if lp.type == "ImageData":
         channels = 3 if block.is_color else 1
         if size is None and block.new_height and block.new_width:
@@ -137,10 +149,7 @@ def declared_shapes(param: NetParameter, index: int) -> tuple[dict[str, tuple[in
     else:
         channels = 3
         assumed = "3 channels assumed: the file does not declare them"
-    out: dict[str, tuple[int, ...]] = {t: (n,) for t in lp.top[1:]}
-    if lp.type == "AnnotatedData" and len(lp.top) > 1:      # the box rows at setup
-        ap = lp.annotated_data_param
-        out[lp.top[1]] = (n, 1, 300, 5) if ap is not None and ap.yolo_data_type == 1 else (1, 1, 1, 8)
+    out: dict[str, tuple[int, ...]] = {t: _label_shape(lp, n) for t in lp.top[1:]}
     if size is not None:
         out[lp.top[0]] = (n, channels, *size)
     return out, assumed

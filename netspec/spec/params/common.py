@@ -155,10 +155,12 @@ SSD_TRANSFORM_FIELDS = ("resize_param", "noise_param", "emit_constraint", "disto
 
 class LossParameter(Message):
     """``loss_param``. ``weight_by_label_freqs`` and ``class_weighting`` (one weight per class)
-    are SegNet's (alexgkendall/caffe-segnet; read by SoftmaxWithLoss)."""
+    are SegNet's (alexgkendall/caffe-segnet; read by SoftmaxWithLoss); normalization
+    ``PRE_FIXED``, dividing by ``pre_fixed_normalizer``, is R-FCN's (daijifeng001/caffe-rfcn)."""
 
     ignore_label: Optional[int] = None
-    normalization: Literal["FULL", "VALID", "BATCH_SIZE", "NONE"] = "VALID"
+    normalization: Literal["FULL", "VALID", "BATCH_SIZE", "NONE", "PRE_FIXED"] = "VALID"
     normalize: Optional[bool] = None
+    pre_fixed_normalizer: float = 1.0
     weight_by_label_freqs: bool = False
     class_weighting: Repeated[float] = Field(default_factory=list)

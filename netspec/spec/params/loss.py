@@ -59,7 +59,7 @@ class CenterLossParameter(Message):
 
 
 TYPES = ("EuclideanLoss", "Accuracy", "SigmoidCrossEntropyLoss", "HingeLoss", "InfogainLoss", "ContrastiveLoss", "MultinomialLogisticLoss",
-         "SmoothL1Loss", "CenterLoss",)
+         "SmoothL1Loss", "SmoothL1LossOHEM", "CenterLoss",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {

@@ -1,11 +1,11 @@
 """Region-of-interest layer messages: py-faster-rcnn's ROIPooling (caffe-fast-rcnn), R-FCN's
-PSROIPooling (daijifeng001/caffe-rfcn).
+PSROIPooling and BoxAnnotatorOHEM (daijifeng001/caffe-rfcn).
 
 Field for field as in the fork's ``caffe.proto``, with its defaults."""
 
 from __future__ import annotations
 
-from pydantic import NonNegativeInt
+from pydantic import NonNegativeInt, PositiveInt
 
 from ..base import Message
 
@@ -28,11 +28,20 @@ class PSROIPoolingParameter(Message):
     group_size: int
 
 
+class BoxAnnotatorOHEMParameter(Message):
+    """``box_annotator_ohem_param`` (10000, R-FCN): the RoIs kept per image (required, > 0, as
+    in the fork) and the label given to the others."""
+
+    roi_per_img: PositiveInt
+    ignore_label: int = -1
+
+
 #: the Caffe layer types of this family
-TYPES = ("ROIPooling", "PSROIPooling",)
+TYPES = ("ROIPooling", "PSROIPooling", "BoxAnnotatorOHEM",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
     "roi_pooling_param": ROIPoolingParameter,
     "psroi_pooling_param": PSROIPoolingParameter,
+    "box_annotator_ohem_param": BoxAnnotatorOHEMParameter,
 }

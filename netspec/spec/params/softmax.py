@@ -14,7 +14,7 @@ class SoftmaxParameter(Message):
 
 
 #: the Caffe layer types of this family
-TYPES = ("Softmax", "SoftmaxWithLoss")
+TYPES = ("Softmax", "SoftmaxWithLoss", "SoftmaxWithLossOHEM")
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
