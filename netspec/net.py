@@ -62,7 +62,7 @@ class Net:
         self.folded: list[str] = []      # Convolutions with BatchNorm [+ Scale] folded in
         if not self.backend.is_gpu and conv_tuning().fold_batch_norm:
             self.folded = fold_batch_norm(self.layers, self.bottoms, self.tops,
-                                          self.layer_backward)
+                                          self.layer_backward, conv_tuning().fold_relu)
         #: bytes of the arrays the blobs share (``memory_plan``; reuse_blobs, forward only):
         #: then only inputs, outputs and ``keep_blobs`` hold their values after a forward
         self.shared_bytes = 0

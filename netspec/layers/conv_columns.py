@@ -83,9 +83,17 @@ class ConvTuning:
     depthwise_planes_max_stride: int = 1
     depthwise_planes_min_positions: int = 3136
     depthwise_planes_block_bytes: int = 1 << 20
+    #: CPU kernels compiled by numba (``conv_compiled``, the ``fast`` extra) when numba
+    #: imports: depthwise convolutions (group = channels, num_output a multiple of them)
+    #: forward and backward, and the folded convolutions' scale, shift and ReLU in one pass;
+    #: the NumPy paths otherwise. MobileNet's depthwise forwards, batch 1, 1 thread:
+    #: compiled ÷ NumPy 0.10–0.87 (bench/NOTES.md)
+    compiled: bool = True
     #: CPU nets without backward: BatchNorm (global statistics) + Scale folded into the
     #: Convolution before them (``conv_fold``), set when the net is built
     fold_batch_norm: bool = True
+    #: ... and a ReLU (negative_slope 0) in place after them (``conv_fold``)
+    fold_relu: bool = True
     #: CPU 3×3, stride-1, dilation-1, one-group Convolution forwards by Winograd F(2×2, 3×3)
     #: (``conv_winograd``) where C and M ≥ ``winograd_min_channels``, Ho·Wo ≥
     #: ``winograd_min_positions`` and N·Ho·Wo ≥ ``winograd_min_batch_positions`` (its weight

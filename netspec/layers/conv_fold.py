@@ -14,6 +14,12 @@ current blobs at every forward (C values each): changed weights or statistics ar
 used, nothing is cached. Folded only where the BatchNorm runs in place on the Convolution's
 only top right after it (and the Scale in place right after the BatchNorm, per channel), with
 no backward through the three layers; ``ConvTuning.fold_batch_norm`` turns it off.
+
+A ReLU (negative_slope 0) in place right after such a run is folded too (``fold_relu``):
+y = max(conv(x)·s + t, 0), by the compiled kernels' one pass when numba imports
+(``conv_compiled``: inside the depthwise kernel, or after a GEMM), else by NumPy's maximum as
+the ReLU would compute it; the ReLU layer then does nothing. Both give the same floats as the
+unfolded layers' passes (a multiply, an add, a maximum, in that order).
 """
 
 from __future__ import annotations
@@ -23,10 +29,10 @@ from __future__ import annotations
 CONVOLUTIONS = ("Convolution", "DepthwiseConvolution", "ConvolutionDepthwise")
 
 
-def fold_batch_norm(layers, bottoms, tops, layer_backward) -> list[str]:
-    """Fold each Convolution → BatchNorm(global) [→ Scale] run of a net's layer lists (in
-    order, with their bottom/top blob lists and backward flags); returns the folded
-    Convolutions' names."""
+def fold_batch_norm(layers, bottoms, tops, layer_backward, relu: bool = True) -> list[str]:
+    """Fold each Convolution → BatchNorm(global) [→ Scale] [→ ReLU, when ``relu``] run of a
+    net's layer lists (in order, with their bottom/top blob lists and backward flags); returns
+    the folded Convolutions' names."""
     folded = []
     n = len(layers)
     for i, conv in enumerate(layers[:-1]):
@@ -43,9 +49,14 @@ def fold_batch_norm(layers, bottoms, tops, layer_backward) -> list[str]:
                     and sc.axis == 1 and sc.scale_shape == (tops[i][0].shape[1],)
                     and bottoms[i + 2][0] is tops[i][0] and tops[i + 2][0] is tops[i][0]):
                 run.append(sc)
+        k = i + len(run)
+        if (relu and k < n and layers[k].type_name == "ReLU" and layers[k].slope == 0.0
+                and bottoms[k][0] is tops[i][0] and tops[k][0] is tops[i][0]):
+            run.append(layers[k])
         if any(layer_backward[i:i + len(run)]):
             continue
-        conv.folded = run[1:]
+        conv.folded = [layer for layer in run[1:] if layer.type_name != "ReLU"]
+        conv.folded_relu = run[-1].type_name == "ReLU"
         for layer in run[1:]:
             layer.folded_into = conv.name
         folded.append(conv.name)
