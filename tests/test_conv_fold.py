@@ -1,6 +1,8 @@
-"""BatchNorm + Scale folded into the Convolution before them (netspec/layers/conv_fold.py):
-the folded net's outputs equal the unfolded reference path's (float32 and float64), also after
-the weights and statistics change in place; nothing is folded where the layers must run."""
+"""BatchNorm + Scale (+ ReLU) folded into the Convolution before them
+(netspec/layers/conv_fold.py): the folded net's outputs equal the unfolded reference path's
+(float32 and float64), also after the weights and statistics change in place; the compiled
+one-pass epilogue gives NumPy's passes' floats exactly; nothing is folded where the layers must
+run."""
 
 from __future__ import annotations
 
@@ -150,4 +152,43 @@ def test_netspec_time_names_the_folded_layers(conv_tuning):
     print_timing(net, time_net(net, 1, warmup=0), "fold", console)
     text = console.export_text()
     assert "BatchNorm (in c1)" in text and "Scale (in c1)" in text and "BatchNorm (in dw)" in text
-    assert "Convolution (in" not in text and "ReLU (in" not in text
+    assert "ReLU (in c1)" in text and "Convolution (in" not in text
+
+
+@pytest.mark.parametrize("fold_relu", [True, False])
+def test_relu_folded_only_in_place_after_the_fold(fold_relu, conv_tuning):
+    conv_tuning(fold_relu=fold_relu)
+    net = _build(_net(), np.float64, True, conv_tuning)
+    r1 = next(layer for layer in net.layers if layer.name == "r1")
+    assert net.layers[1].folded_relu == fold_relu and (r1.folded_into == "c1") == fold_relu
+    assert not net.layers[5].folded_relu              # dw: BatchNorm, then a Convolution
+    spec = _net()
+    spec["layer"][4]["relu_param"] = {"negative_slope": 0.1}    # leaky: not folded
+    net = _build(spec, np.float64, True, conv_tuning)
+    assert not net.layers[1].folded_relu and net.layers[4].folded_into is None
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_epilogue_gives_numpys_floats(dtype, threads, conv_tuning):
+    """The folded c1 and pw (column and GEMM machinery, the same in both nets) with scale,
+    shift and ReLU in one compiled pass are bit for bit the NumPy passes' values; the depthwise
+    dw, computed by a different kernel, to rounding."""
+    pytest.importorskip("numba", reason="the compiled kernels need numba (the fast extra)")
+    spec = _net()
+    conv_tuning(compiled=True)
+    fast = _build(spec, dtype, True, conv_tuning, threads=threads)
+    conv_tuning(compiled=False)
+    ref = _build(spec, dtype, True, conv_tuning, threads=threads)
+    assert fast.layers[1]._kernels is not None and ref.layers[1]._kernels is None
+    rng = np.random.default_rng(11)
+    _randomize(ref, rng)
+    for k, p in ref.named_params().items():
+        fast.named_params()[k].data[...] = p.data
+    x = rng.standard_normal((2, 3, 7, 6))
+    got, want = _outputs(fast, x), _outputs(ref, x)
+    assert (want["c1"] == 0).any() and (want["c1"] > 0).any()      # the ReLU did something
+    np.testing.assert_array_equal(got["c1"], want["c1"])
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for k in ("dw", "pw"):
+        np.testing.assert_allclose(got[k], want[k], rtol=tol, atol=tol * np.abs(want[k]).max())

@@ -286,7 +286,8 @@ class CompiledDepthwiseConv:
         dwt = numpy.zeros((self.M if x is not None else 0, kh, kw))
         xa = self._none4 if x is None else x
         dxa = self._none4 if dx is None else dx
-        w3 = self._w3(w)
+        # without dx the kernel reads only the weight's shape
+        w3 = numpy.empty((self.M, kh, kw), dy.dtype) if w is None else self._w3(w)
 
         def part(c0, count):
             self.k.depthwise_backward(xa, dy, w3, dxa, dwt, *self.geometry, self.mult,
