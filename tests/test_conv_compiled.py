@@ -207,3 +207,21 @@ def test_mobilenet_equals_the_numpy_path(conv_tuning):
     for k, want in outs[1][0].items():
         got = outs[0][0][k]
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+
+
+def test_nets_without_depthwise_or_fold_do_not_import_numba():
+    """numba's import takes a second or more: a net that uses no compiled kernel never pays it."""
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np\n"
+            "from netspec.net import Net\n"
+            "from netspec.spec import parse_net\n"
+            "spec = {'name': 'n', 'layer': [\n"
+            " {'name': 'd', 'type': 'Input', 'top': 'd', 'input_param': {'shape': {'dim': [1, 3, 8, 8]}}},\n"
+            " {'name': 'c', 'type': 'Convolution', 'bottom': 'd', 'top': 'c',\n"
+            "  'convolution_param': {'num_output': 4, 'kernel_size': 3}},\n"
+            " {'name': 'r', 'type': 'ReLU', 'bottom': 'c', 'top': 'c'}]}\n"
+            "net = Net(parse_net(spec, 'n'), 'TEST')\n"
+            "net.forward()\n"
+            "assert 'numba' not in sys.modules, 'numba imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

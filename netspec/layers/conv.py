@@ -42,7 +42,7 @@ class Convolution(Layer):
     _ones = None        # ones vector of the CPU bias-gradient GEMV (made on first backward)
     folded = None       # the BatchNorm [, Scale] layers folded into this one (conv_fold)
     folded_relu = False  # and a ReLU after them
-    _kernels = None     # conv_compiled, when compiled kernels are used (setup)
+    _compiled = False   # compiled kernels for the folded epilogue, when numba imports (setup)
 
     def check_arity(self, n_bottoms, n_tops):
         super().check_arity(n_bottoms, n_tops)
@@ -138,8 +138,7 @@ class Convolution(Layer):
         if p.bias_term:
             self.add_param((M,), p.bias_filler, "bias")
         self.conv = self._columns(N, C, H, W, M, Ho, Wo, g)
-        if not self.backend.is_gpu and tuning().compiled:
-            self._kernels = compiled_kernels()
+        self._compiled = not self.backend.is_gpu and tuning().compiled
         return [(N, M, Ho, Wo)] * len(bottom_shapes)
 
     # -- forward / backward ---------------------------------------------------------------
@@ -162,7 +161,9 @@ class Convolution(Layer):
         """y (N, M, H, W) = max(y·s + t, 0) in place (the maximum when ``relu``), s and t (M,):
         one pass of the compiled kernel over row ranges on the threads, else NumPy's passes."""
         N, M = y.shape[:2]
-        if self._kernels is None:
+        # looked up at the first forward: nets without a fold never import numba
+        kernels = compiled_kernels() if self._compiled else None
+        if kernels is None:
             self.xp.multiply(y, s.reshape(1, -1, 1, 1), out=y)
             self.xp.add(y, t.reshape(1, -1, 1, 1), out=y)
             if relu:
@@ -170,7 +171,7 @@ class Convolution(Layer):
             return
         rows = y.reshape(N * M, -1)
         parts = self.threads if y.size >= parallel.SPLIT_MIN_ELEMENTS else 1
-        parallel.run(lambda p0, n: self._kernels.affine_relu(rows, M, s, t, relu, p0, p0 + n),
+        parallel.run(lambda p0, n: kernels.affine_relu(rows, M, s, t, relu, p0, p0 + n),
                      parallel.split(N * M, parts))
 
     def _add_bias_grad(self, dy):
