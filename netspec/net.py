@@ -59,6 +59,8 @@ class Net:
         self._share_params()
         self._plan_backward(net_param.force_backward)
         self._find_outputs()
+        #: ``ConvTuning.single_sample_blas_threads`` when the net was built
+        self.single_sample_blas_threads = conv_tuning().single_sample_blas_threads
         self.folded: list[str] = []      # Convolutions with BatchNorm [+ Scale] folded in
         if not self.backend.is_gpu and conv_tuning().fold_batch_norm:
             self.folded = fold_batch_norm(self.layers, self.bottoms, self.tops,
@@ -91,11 +93,15 @@ class Net:
     def pass_blas_threads(self) -> int:
         """BLAS threads for a forward or backward pass now: ``blas_threads``, except that a net
         whose batch-splitting layers all see fewer samples than its threads (batch 1 on 2
-        threads) cannot split them, so BLAS threads each GEMM instead (ResNet-50 at batch 1
-        on 2 threads: 0.67 of the one-thread time, ``bench/NOTES.md``)."""
+        threads) cannot split them, so with ``ConvTuning.single_sample_blas_threads`` BLAS
+        threads each GEMM instead (ResNet-50 at batch 1 on 2 threads on a quiet machine: 0.67
+        of the one-thread time); by default the convolutions split their own GEMMs over the
+        threads then, and BLAS stays at one (``bench/NOTES.md``)."""
         T = self.backend.threads
         if self.blas_threads > 1 or T == 1 or self.backend.is_gpu:
             return self.blas_threads
+        if not self.single_sample_blas_threads:   # the convolutions split their GEMMs
+            return 1
         batches = [b[0].shape[0] for layer, b in zip(self.layers, self.bottoms)
                    if layer.splits_batch and b and b[0].shape]
         return T if batches and max(batches) < T else 1

@@ -106,9 +106,13 @@ class Convolution(Layer):
         stride, dilation = (self.stride_h, self.stride_w), (self.dil_h, self.dil_w)
         t, cpu = tuning(), not self.backend.is_gpu
 
+        # a batch smaller than the threads: its GEMMs split over them when BLAS runs one
+        # thread (``ConvTuning.single_sample_blas_threads`` off; ``parallel.matmul``)
+        T = self.threads if N < self.threads else 1
+
         def make(n):
             if cpu and t.pointwise_gemm and kernel == (1, 1) and stride == (1, 1) and pad == (0, 0):
-                return PointwiseConv(self.backend, n, C, H, W, M, g)
+                return PointwiseConv(self.backend, n, C, H, W, M, g, T)
             if cpu and t.depthwise_taps and g > 1 and g == C and M % C == 0:
                 kernels = compiled_kernels() if t.compiled else None
                 if kernels is not None:
@@ -121,9 +125,9 @@ class Convolution(Layer):
                     and dilation == (1, 1) and g == 1 and min(C, M) >= t.winograd_min_channels
                     and Ho * Wo >= t.winograd_min_positions
                     and n * Ho * Wo >= t.winograd_min_batch_positions):
-                return WinogradConv(self.backend, n, C, H, W, M, Ho, Wo, pad)
+                return WinogradConv(self.backend, n, C, H, W, M, Ho, Wo, pad, T)
             return ConvColumns(self.backend, n, C, H, W, M, Ho, Wo, g, kernel, pad, stride,
-                               dilation)
+                               dilation, T)
         macs = N * Ho * Wo * M * (C // g) * self.kh * self.kw
         if self.threads > 1 and N > 1 and macs >= parallel.SPLIT_MIN_MACS:
             return SplitColumns(make, N, self.threads)

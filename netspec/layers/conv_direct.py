@@ -52,9 +52,10 @@ def compiled_kernels():
 class PointwiseConv:
     """x (N, C, H, W) -> y (N, M, H, W) with weight (M, C/g, 1, 1): plain GEMMs (module doc)."""
 
-    def __init__(self, backend, N, C, H, W, M, g):
+    def __init__(self, backend, N, C, H, W, M, g, threads=1):
         self.backend, self.xp = backend, backend.xp
         self.N, self.C, self.M, self.g, self.HW = N, C, M, g, H * W
+        self.threads = threads      # one sample's GEMM split over these (``parallel.matmul``)
         self.ranges = [(0, N)]
         self.chunk = N
         self._xT = self._dyT = None     # channels-first copies of x and dy (weight gradient)
@@ -64,8 +65,12 @@ class PointwiseConv:
 
     def forward(self, x, w, y, bias=None):
         N, g = x.shape[0], self.g
-        self.xp.matmul(self._w3(w), x.reshape(N, g, self.C // g, self.HW),
-                       out=y.reshape(N, g, self.M // g, self.HW))
+        if N == 1 and g == 1 and self.threads > 1:
+            parallel.matmul(w.reshape(self.M, self.C), x.reshape(self.C, self.HW),
+                            y.reshape(self.M, self.HW), self.threads)
+        else:
+            self.xp.matmul(self._w3(w), x.reshape(N, g, self.C // g, self.HW),
+                           out=y.reshape(N, g, self.M // g, self.HW))
         if bias is not None:
             y += bias.reshape(1, -1, 1, 1)
 
