@@ -19,7 +19,7 @@ from .blob import Blob, Param
 from .errors import NetspecError, ShapeError, SpecError
 from .layers import registry
 from .layers.conv_columns import tuning as conv_tuning
-from .layers.conv_fold import fold_batch_norm
+from .layers.conv_fold import fold_into_convolutions
 from .memory_plan import share_memory
 from .parallel import blas_threads
 from .spec.net import NetParameter
@@ -61,10 +61,13 @@ class Net:
         self._find_outputs()
         #: ``ConvTuning.single_sample_blas_threads`` when the net was built
         self.single_sample_blas_threads = conv_tuning().single_sample_blas_threads
-        self.folded: list[str] = []      # Convolutions with BatchNorm [+ Scale] folded in
-        if not self.backend.is_gpu and conv_tuning().fold_batch_norm:
-            self.folded = fold_batch_norm(self.layers, self.bottoms, self.tops,
-                                          self.layer_backward, conv_tuning().fold_relu)
+        #: Convolutions with BatchNorm [+ Scale] [+ ReLU] folded in
+        self.folded: list[str] = []
+        t = conv_tuning()
+        if not self.backend.is_gpu and (t.fold_batch_norm or t.fold_relu):
+            self.folded = fold_into_convolutions(self.layers, self.bottoms, self.tops,
+                                                 self.layer_backward, t.fold_batch_norm,
+                                                 t.fold_relu)
         #: bytes of the arrays the blobs share (``memory_plan``; reuse_blobs, forward only):
         #: then only inputs, outputs and ``keep_blobs`` hold their values after a forward
         self.shared_bytes = 0

@@ -210,7 +210,8 @@ def test_mobilenet_equals_the_numpy_path(conv_tuning):
 
 
 def test_nets_without_depthwise_or_fold_do_not_import_numba():
-    """numba's import takes a second or more: a net that uses no compiled kernel never pays it."""
+    """numba's import takes a second or more: a net that uses no compiled kernel (nothing
+    depthwise, nothing folded: the ReLU is not in place) never pays it."""
     import subprocess
     import sys
     code = ("import sys, numpy as np\n"
@@ -220,7 +221,7 @@ def test_nets_without_depthwise_or_fold_do_not_import_numba():
             " {'name': 'd', 'type': 'Input', 'top': 'd', 'input_param': {'shape': {'dim': [1, 3, 8, 8]}}},\n"
             " {'name': 'c', 'type': 'Convolution', 'bottom': 'd', 'top': 'c',\n"
             "  'convolution_param': {'num_output': 4, 'kernel_size': 3}},\n"
-            " {'name': 'r', 'type': 'ReLU', 'bottom': 'c', 'top': 'c'}]}\n"
+            " {'name': 'r', 'type': 'ReLU', 'bottom': 'c', 'top': 'r'}]}\n"
             "net = Net(parse_net(spec, 'n'), 'TEST')\n"
             "net.forward()\n"
             "assert 'numba' not in sys.modules, 'numba imported'\n")

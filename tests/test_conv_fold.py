@@ -192,3 +192,38 @@ def test_compiled_epilogue_gives_numpys_floats(dtype, threads, conv_tuning):
     tol = 1e-12 if dtype == np.float64 else 2e-5
     for k in ("dw", "pw"):
         np.testing.assert_allclose(got[k], want[k], rtol=tol, atol=tol * np.abs(want[k]).max())
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_folded_into_a_convolution_without_batch_norm(dtype, compiled, conv_tuning):
+    """Convolution (bias) → ReLU in place, as GoogLeNet and SqueezeNet write it: the ReLU and
+    the bias are the convolution's epilogue; the same values as the layers unfolded."""
+    if compiled:
+        pytest.importorskip("numba", reason="the compiled kernels need numba (the fast extra)")
+    spec = {"name": "fold", "layer": [
+        {"name": "data", "type": "Input", "top": "data",
+         "input_param": {"shape": {"dim": [2, 3, 7, 6]}}},
+        _conv("c1", "data", 4), {"name": "r1", "type": "ReLU", "bottom": "c1", "top": "c1"},
+        _conv("pw", "c1", 5, k=1), {"name": "r2", "type": "ReLU", "bottom": "pw", "top": "pw"},
+        _conv("dw", "pw", 5, group=5), {"name": "r3", "type": "ReLU", "bottom": "dw",
+                                        "top": "dw"}]}
+    conv_tuning(compiled=compiled, fold_relu=True)
+    fused = _build(spec, dtype, True, conv_tuning)
+    conv_tuning(fold_relu=False)
+    plain = _build(spec, dtype, True, conv_tuning)
+    assert fused.folded == ["c1", "pw", "dw"] and plain.folded == []
+    assert fused.layers[1].folded == [] and fused.layers[1].folded_relu
+    rng = np.random.default_rng(12)
+    _randomize(plain, rng)
+    for k, p in plain.named_params().items():
+        fused.named_params()[k].data[...] = p.data
+    x = rng.standard_normal((2, 3, 7, 6))
+    got, want = _outputs(fused, x), _outputs(plain, x)
+    assert (want["pw"] == 0).any() and (want["pw"] > 0).any()
+    # the 1x1 GEMM and its bias add are the same operations either way (c1's few-channel
+    # columns add the bias inside their GEMM, so it and dw after it differ by rounding)
+    np.testing.assert_array_equal(got["pw"] == 0, want["pw"] == 0)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for k in ("c1", "pw", "dw"):
+        np.testing.assert_allclose(got[k], want[k], rtol=tol, atol=tol * np.abs(want[k]).max())

@@ -40,8 +40,8 @@ class Convolution(Layer):
     splits_batch = True
     writes_param_diffs = True   # add_param_diff: each bottom's gradient written, then added
     _ones = None        # ones vector of the CPU bias-gradient GEMV (made on first backward)
-    folded = None       # the BatchNorm [, Scale] layers folded into this one (conv_fold)
-    folded_relu = False  # and a ReLU after them
+    folded = None       # the BatchNorm [, Scale] layers folded into this one (conv_fold;
+    folded_relu = False  # [] with only a ReLU), and whether a ReLU after them is
     _compiled = False   # compiled kernels for the folded epilogue, when numba imports (setup)
 
     def check_arity(self, n_bottoms, n_tops):
@@ -148,8 +148,9 @@ class Convolution(Layer):
     # -- forward / backward ---------------------------------------------------------------
     def forward(self, bottom, top):
         bias = self.blobs[1].data if self.p.bias_term else None
-        if self.folded:          # BatchNorm [+ Scale] [+ ReLU] after it (conv_fold):
-            s, t = folded_affine(self, bias)     # y = max(conv(x)·s + t, 0)
+        if self.folded is not None:   # [BatchNorm [+ Scale]] [+ ReLU] after it (conv_fold):
+            # y = max(conv(x)·s + t, 0); s = 1 and t = bias without a BatchNorm
+            s, t = folded_affine(self, bias) if self.folded else (None, bias)
             fused = getattr(self.conv, "forward_fused", None)   # the compiled depthwise kernel
             for b, tp in zip(bottom, top):
                 if fused is not None:
@@ -162,17 +163,23 @@ class Convolution(Layer):
             self.conv.forward(b.data, self.blobs[0].data, t.data, bias)
 
     def _affine(self, y, s, t, relu):
-        """y (N, M, H, W) = max(y·s + t, 0) in place (the maximum when ``relu``), s and t (M,):
+        """y (N, M, H, W) = max(y·s + t, 0) in place (the maximum when ``relu``), s and t (M,)
+        or None (left out):
         one pass of the compiled kernel over row ranges on the threads, else NumPy's passes."""
         N, M = y.shape[:2]
         # looked up at the first forward: nets without a fold never import numba
         kernels = compiled_kernels() if self._compiled else None
         if kernels is None:
-            self.xp.multiply(y, s.reshape(1, -1, 1, 1), out=y)
-            self.xp.add(y, t.reshape(1, -1, 1, 1), out=y)
+            if s is not None:
+                self.xp.multiply(y, s.reshape(1, -1, 1, 1), out=y)
+            if t is not None:
+                self.xp.add(y, t.reshape(1, -1, 1, 1), out=y)
             if relu:
                 self.xp.maximum(y, 0, out=y)
             return
+        none = self.xp.empty(0, dtype=y.dtype)
+        s = none if s is None else s
+        t = none if t is None else t
         rows = y.reshape(N * M, -1)
         parts = self.threads if y.size >= parallel.SPLIT_MIN_ELEMENTS else 1
         parallel.run(lambda p0, n: kernels.affine_relu(rows, M, s, t, relu, p0, p0 + n),
