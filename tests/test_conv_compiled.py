@@ -46,9 +46,11 @@ def _geometry(case):
 
 
 def _compiled(case, dtype, threads=1):
+    """The compiled kernels, the backward included (the layer's backward of one output per
+    channel is NumPy's taps)."""
     N, C, H, W, M, Ho, Wo = _geometry(case)
     return CompiledDepthwiseConv(Backend(np, dtype), conv_direct.compiled_kernels(), N, C, H, W,
-                                 M, Ho, Wo, *case[5:], threads=threads)
+                                 M, Ho, Wo, *case[5:], threads=threads, numpy_backward=False)
 
 
 def _columns(case, dtype):
@@ -119,6 +121,7 @@ def test_layer_gradients_float64(case, conv_tuning):
                                          dilation=[dh, dw] if dh != dw else dh, group=C),
                                [(N, C, H, W)], seed=5)
     assert isinstance(layer.conv, CompiledDepthwiseConv)
+    assert (layer.conv._taps_args is None) == (M > C)     # multipliers: the compiled backward
     check_gradients(layer, [rand((N, C, H, W), 6)], shapes)
 
 

@@ -123,13 +123,16 @@ def depthwise_forward(x, w, y, sh, sw, ph, pw, dh, dw, mult, scale, shift, relu,
 def depthwise_backward(x, dy, w, dx, dwt, sh, sw, ph, pw, dh, dw, mult, n0, n1, c0, c1):
     """Input channels [c0, c1) over samples [n0, n1): dx[n, c] written (when dx has size) and
     dwt[m, i, j] (float64) added to for c's mult output channels (when x has size); both
-    through zero-bordered plane buffers (the bottom's, and the bottom diff's, cropped after)."""
+    through zero-bordered plane buffers (the bottom's, and the bottom diff's, cropped after).
+    Per plane and tap, dy·x products are added elementwise into a row of the plane's width,
+    summed once at the end (in float64)."""
     want_dx, want_dw = dx.size > 0, x.size > 0
     H, W = (dx.shape[2], dx.shape[3]) if want_dx else (x.shape[2], x.shape[3])
     kh, kw = w.shape[1], w.shape[2]
     Ho, Wo = dy.shape[2], dy.shape[3]
     xbuf = numpy.zeros((H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
     dbuf = numpy.zeros((H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
+    acc = numpy.zeros((kh * kw, Wo), dtype=dy.dtype)
     for n in range(n0, n1):
         for c in range(c0, c1):
             if want_dw:
@@ -139,24 +142,35 @@ def depthwise_backward(x, dy, w, dx, dwt, sh, sw, ph, pw, dh, dw, mult, n0, n1, 
             for m in range(c * mult, (c + 1) * mult):
                 dyp = dy[n, m]
                 wm = w[m]
-                for i in range(kh):
-                    for j in range(kw):
-                        wv = wm[i, j]
-                        o = j * dw
-                        acc = 0.0
-                        for ho in range(Ho):
-                            dyr = dyp[ho]
-                            hrow = ho * sh + i * dh
-                            if want_dx:
-                                dr = dbuf[hrow]
-                                for k in range(Wo):
-                                    dr[o + k * sw] += wv * dyr[k]
-                            if want_dw:
-                                xr = xbuf[hrow]
-                                for k in range(Wo):
-                                    acc += numpy.float64(dyr[k]) * numpy.float64(xr[o + k * sw])
-                        if want_dw:
-                            dwt[m, i, j] += acc
+                if want_dw:
+                    acc[:, :] = 0
+                for ho in range(Ho):
+                    for i in range(kh):
+                        hrow = ho * sh + i * dh
+                        for j in range(kw):
+                            o = j * dw
+                            t = i * kw + j
+                            wv = wm[i, j]
+                            if sw == 1:         # a literal stride: vectorized
+                                if want_dx:
+                                    for k in range(Wo):
+                                        dbuf[hrow, o + k] += wv * dyp[ho, k]
+                                if want_dw:
+                                    for k in range(Wo):
+                                        acc[t, k] += dyp[ho, k] * xbuf[hrow, o + k]
+                            else:
+                                if want_dx:
+                                    for k in range(Wo):
+                                        dbuf[hrow, o + k * sw] += wv * dyp[ho, k]
+                                if want_dw:
+                                    for k in range(Wo):
+                                        acc[t, k] += dyp[ho, k] * xbuf[hrow, o + k * sw]
+                if want_dw:
+                    for t in range(kh * kw):
+                        total = 0.0
+                        for k in range(Wo):
+                            total += numpy.float64(acc[t, k])
+                        dwt[m, t // kw, t % kw] += total
             if want_dx:
                 dst = dx[n, c]
                 for h in range(H):

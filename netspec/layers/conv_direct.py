@@ -23,7 +23,9 @@ depthwise ones (group = channels = num_output) of ResNet, SqueezeNet and MobileN
   ``conv_compiled`` (numba, the optional ``fast`` extra; ``ConvTuning.depthwise_compiled``),
   one pass per output row with the kernel's taps in registers, the bias -- or a folded
   BatchNorm's scale and shift, and a ReLU (``forward_fused``) -- applied to the row while it
-  is in cache. Chosen only when numba imports; the NumPy classes above are the reference.
+  is in cache; the backward by the compiled kernel for channel multipliers, by
+  ``DepthwiseConv``'s taps otherwise. Chosen only when numba imports; the NumPy classes above
+  are the reference.
 """
 
 from __future__ import annotations
@@ -253,10 +255,16 @@ class CompiledDepthwiseConv:
     image on two cores) is split over the threads by channels instead of samples."""
 
     def __init__(self, backend, kernels, N, C, H, W, M, Ho, Wo, kernel, pad, stride, dilation,
-                 threads=1):
+                 threads=1, numpy_backward=True):
         self.backend, self.k = backend, kernels
         self.N, self.C, self.M, self.mult = N, C, M, M // C
         self.kernel, self.geometry = kernel, (*stride, *pad, *dilation)   # sh, sw, ph, pw, dh, dw
+        # the backward of one output per channel by NumPy's taps (``DepthwiseConv``, made at
+        # the first backward): the compiled one measured 0.2–0.7 of its time on 56²–112²
+        # planes but 1.5–2.8 on 7²–14² (per-plane overhead; bench/NOTES.md)
+        self._taps_args = ((backend, N, C, H, W, Ho, Wo, kernel, pad, stride, dilation)
+                           if numpy_backward and M == C else None)
+        self._taps = None
         self.ranges = [(0, N)]
         self.chunk = N
         split = threads > 1 and N < threads and N * M * Ho * Wo >= parallel.SPLIT_MIN_ELEMENTS
@@ -287,6 +295,10 @@ class CompiledDepthwiseConv:
     def backward(self, x, dy, w, dx=None):
         """dW (M, 1, kh, kw) (a new array) and, when dx is given, the bottom diff written into
         dx; when x is None only dx."""
+        if self._taps_args is not None:
+            if self._taps is None:
+                self._taps = DepthwiseConv(*self._taps_args)
+            return self._taps.backward(x, dy, w, dx)
         N, (kh, kw) = dy.shape[0], self.kernel
         dwt = numpy.zeros((self.M if x is not None else 0, kh, kw))
         xa = self._none4 if x is None else x
