@@ -19,7 +19,7 @@ from .blob import Blob, Param
 from .errors import NetspecError, ShapeError, SpecError
 from .layers import registry
 from .layers.conv_columns import tuning as conv_tuning
-from .layers.conv_fold import fold_into_convolutions
+from .layers.conv_fold import fold_into_convolutions, unfolded
 from .memory_plan import share_memory
 from .parallel import blas_threads
 from .spec.net import NetParameter
@@ -262,9 +262,10 @@ class Net:
             if start == 0 and end is None:
                 for layer, bottom, top in zip(self.layers, self.bottoms, self.tops):
                     layer.forward(bottom, top)
-            else:
-                for i in range(start, len(self.layers) if end is None else end):
-                    self.layers[i].forward(self.bottoms[i], self.tops[i])
+            else:       # a part of the net: each layer computes its own forward (conv_fold)
+                with unfolded(self.layers if self.folded else ()):
+                    for i in range(start, len(self.layers) if end is None else end):
+                        self.layers[i].forward(self.bottoms[i], self.tops[i])
         loss = 0.0
         for blob, w in self.loss_terms:
             loss += w * float(blob.data.sum())

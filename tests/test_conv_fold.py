@@ -227,3 +227,32 @@ def test_relu_folded_into_a_convolution_without_batch_norm(dtype, compiled, conv
     tol = 1e-12 if dtype == np.float64 else 2e-5
     for k in ("c1", "pw", "dw"):
         np.testing.assert_allclose(got[k], want[k], rtol=tol, atol=tol * np.abs(want[k]).max())
+
+
+def test_partial_forwards_run_the_folded_layers_themselves(conv_tuning):
+    """forward(end=k) stopping after a folded convolution leaves its top before the in-place
+    BatchNorm, Scale and ReLU, as Caffe does; a forward from the BatchNorm on completes it; the
+    fold is back for the next whole pass."""
+    spec = _net()
+    folded = _build(spec, np.float64, True, conv_tuning)
+    conv_tuning(fold_relu=False)
+    plain = _build(spec, np.float64, False, conv_tuning)
+    rng = np.random.default_rng(13)
+    _randomize(plain, rng)
+    for k, p in plain.named_params().items():
+        folded.named_params()[k].data[...] = p.data
+    x = rng.standard_normal((2, 3, 7, 6))
+    for net in (folded, plain):
+        net.blobs["data"].data[...] = x
+    names = [layer.name for layer in plain.layers]
+    c1 = names.index("c1") + 1
+    folded.forward(end=c1)
+    plain.forward(end=c1)
+    np.testing.assert_allclose(folded.blobs["c1"].data, plain.blobs["c1"].data, rtol=1e-12)
+    folded.forward(start=c1)
+    plain.forward(start=c1)
+    for k in ("c1", "dw", "pw"):
+        np.testing.assert_allclose(folded.blobs[k].data, plain.blobs[k].data, rtol=1e-12,
+                                   atol=1e-12)
+    assert folded.layers[1].folded and folded.layers[1].folded_relu
+    assert folded.layers[4].folded_into == "c1"

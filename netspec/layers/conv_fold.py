@@ -20,10 +20,13 @@ itself, is folded too (``fold_relu``): y = max(conv(x)·s + t, 0) (s = 1 and t =
 BatchNorm), by the compiled kernels' one pass when numba imports
 (``conv_compiled``: inside the depthwise kernel, or after a GEMM), else by NumPy's maximum as
 the ReLU would compute it; the ReLU layer then does nothing. Both give the same floats as the
-unfolded layers' passes (a multiply, an add, a maximum, in that order).
+unfolded layers' passes (a multiply, an add, a maximum, in that order). A partial pass of the
+net (a start or end layer) runs every layer itself (``unfolded``).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 
 #: the layer types whose forward applies a fold (``Convolution.forward``)
@@ -68,6 +71,27 @@ def fold_into_convolutions(layers, bottoms, tops, layer_backward, batch_norm: bo
             layer.folded_into = conv.name
         folded.append(conv.name)
     return folded
+
+
+@contextlib.contextmanager
+def unfolded(layers):
+    """While inside, every layer of ``layers`` computes its own forward (the folds undone, and
+    restored after): a partial pass may start or stop inside a folded run, and Caffe's
+    ``forward(end=conv)`` leaves the convolution's top as it was before its in-place
+    BatchNorm, Scale and ReLU."""
+    convs = [(c, c.folded, c.folded_relu) for c in layers if getattr(c, "folded", None) is not None]
+    into = [(x, x.folded_into) for x in layers if getattr(x, "folded_into", None)]
+    for c, _, _ in convs:
+        c.folded, c.folded_relu = None, False
+    for x, _ in into:
+        x.folded_into = None
+    try:
+        yield
+    finally:
+        for c, f, r in convs:
+            c.folded, c.folded_relu = f, r
+        for x, name in into:
+            x.folded_into = name
 
 
 def folded_affine(conv, bias):
