@@ -40,9 +40,12 @@ class Convolution(Layer):
     splits_batch = True
     writes_param_diffs = True   # add_param_diff: each bottom's gradient written, then added
     _ones = None        # ones vector of the CPU bias-gradient GEMV (made on first backward)
-    folded = None       # the BatchNorm [, Scale] layers folded into this one (conv_fold;
-    folded_relu = False  # [] with only a ReLU), and whether a ReLU after them is
-    _compiled = False   # compiled kernels for the folded epilogue, when numba imports (setup)
+    # conv_fold: the BatchNorm [, Scale] layers folded into this one (None: no fold; [] when
+    # only a ReLU is), whether a ReLU after them is, and whether the folded epilogue may use
+    # the compiled kernels (ConvTuning.compiled at setup; numba looked up at the first forward)
+    folded = None
+    folded_relu = False
+    _compiled = False
 
     def check_arity(self, n_bottoms, n_tops):
         super().check_arity(n_bottoms, n_tops)
@@ -163,9 +166,9 @@ class Convolution(Layer):
             self.conv.forward(b.data, self.blobs[0].data, t.data, bias)
 
     def _affine(self, y, s, t, relu):
-        """y (N, M, H, W) = max(y·s + t, 0) in place (the maximum when ``relu``), s and t (M,)
-        or None (left out):
-        one pass of the compiled kernel over row ranges on the threads, else NumPy's passes."""
+        """y (N, M, H, W) = max(y·s + t, 0) in place (the maximum when ``relu``; s and t (M,)
+        or None: left out): one pass of the compiled kernel over row ranges on the threads,
+        else NumPy's passes."""
         N, M = y.shape[:2]
         # looked up at the first forward: nets without a fold never import numba
         kernels = compiled_kernels() if self._compiled else None

@@ -84,10 +84,10 @@ class ConvTuning:
     depthwise_planes_min_positions: int = 3136
     depthwise_planes_block_bytes: int = 1 << 20
     #: CPU kernels compiled by numba (``conv_compiled``, the ``fast`` extra) when numba
-    #: imports: depthwise convolutions (group = channels, num_output a multiple of them)
-    #: forward and backward, and the folded convolutions' scale, shift and ReLU in one pass;
-    #: the NumPy paths otherwise. MobileNet's depthwise forwards, batch 1, 1 thread:
-    #: compiled ÷ NumPy 0.10–0.87 (bench/NOTES.md)
+    #: imports: depthwise convolutions' forwards (group = channels, num_output a multiple of
+    #: them) and the backwards of channel multipliers, and the folded convolutions' scale,
+    #: shift and ReLU in one pass; the NumPy paths otherwise. MobileNet's depthwise forwards,
+    #: 1 thread, compiled ÷ NumPy: batch 1 0.07–0.85, batch 16 0.25–0.94 (bench/NOTES.md)
     compiled: bool = True
     #: CPU nets without backward: BatchNorm (global statistics) + Scale folded into the
     #: Convolution before them (``conv_fold``), set when the net is built

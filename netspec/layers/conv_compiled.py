@@ -18,7 +18,8 @@ shift[m]`` (each when given: a bias is a shift; a folded BatchNorm both) and ``m
 (``relu``): the same float operations in the same order as NumPy's passes after the
 convolution, so the epilogue adds no rounding difference. Backward per input channel c:
 dx[n, c] = Σ over c's mult outputs and the taps of w · dy (scattered back along the rows),
-dw[m, i, j] = Σ_{n, ho, wo} dy · x (each row's sum in float64).
+dw[m, i, j] = Σ_{n, ho, wo} dy · x (products added elementwise along the row, each plane's sum
+then taken in float64). ``affine_relu`` is the same epilogue after any convolution's GEMM.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ depthwise ones (group = channels = num_output) of ResNet, SqueezeNet and MobileN
 
   (the last as a ones-vector GEMV over the positions): kh·kw passes instead of C tiny GEMMs.
 * ``CompiledDepthwiseConv`` (C = g, M = mult·C): the same sums by the compiled kernels of
-  ``conv_compiled`` (numba, the optional ``fast`` extra; ``ConvTuning.depthwise_compiled``),
+  ``conv_compiled`` (numba, the optional ``fast`` extra; ``ConvTuning.compiled``),
   one pass per output row with the kernel's taps in registers, the bias -- or a folded
   BatchNorm's scale and shift, and a ReLU (``forward_fused``) -- applied to the row while it
   is in cache; the backward by the compiled kernel for channel multipliers, by
@@ -260,8 +260,8 @@ class CompiledDepthwiseConv:
         self.N, self.C, self.M, self.mult = N, C, M, M // C
         self.kernel, self.geometry = kernel, (*stride, *pad, *dilation)   # sh, sw, ph, pw, dh, dw
         # the backward of one output per channel by NumPy's taps (``DepthwiseConv``, made at
-        # the first backward): the compiled one measured 0.2–0.7 of its time on 56²–112²
-        # planes but 1.5–2.8 on 7²–14² (per-plane overhead; bench/NOTES.md)
+        # the first backward): the compiled one measured 0.29–0.89 of its time on 112² and
+        # strided 56² planes but 1.02–1.81 on 56² stride 1 and 7²–28² (bench/NOTES.md)
         self._taps_args = ((backend, N, C, H, W, Ho, Wo, kernel, pad, stride, dilation)
                            if numpy_backward and M == C else None)
         self._taps = None
