@@ -6,7 +6,11 @@ machine).
   and SqueezeNet's 3×3 stride-1 layers;
 * ``depthwise``: MobileNet's nine depthwise layers, ``ConvColumns`` (the path inference
   uses above 100 output positions) against per-tap multiply-adds over blocks of NCHW planes
-  kept in cache (``plane_taps``, tried in issue 19's second round and not kept).
+  kept in cache (``plane_taps``, tried in issue 19's second round and not kept);
+* ``compiled``: MobileNet's depthwise layers, the NumPy path netspec takes without numba
+  (``conv_direct.DepthwiseConv``: columns, plane taps or NHWC taps by shape) against the
+  compiled kernels (``CompiledDepthwiseConv``, the fast extra), forward (with bias) and
+  backward (dx and dW).
 
     python -m bench.conv_paths --batch 1,16 --out bench/results/conv_paths.md
 """
@@ -106,26 +110,105 @@ def depthwise_rows(N, steps, rng, blocks=(1 << 19, 1 << 20, 1 << 21)):
                + " | ".join(f"**{ms[bb] / ms['cols']:.2f}**" for bb in blocks) + f" | {err:.1e} |")
 
 
+def compiled_rows(N, steps, rng):
+    """MobileNet's depthwise layers: NumPy's path ÷ the compiled kernels, forward and backward."""
+    from netspec.layers.conv_direct import (CompiledDepthwiseConv, DepthwiseConv,  # noqa: PLC0415
+                                            compiled_kernels)
+
+    be = Backend(np, np.float32, 1)
+    for C, H, s in DEPTHWISE_SHAPES:
+        Ho = (H - 1) // s + 1
+        x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+        w = rng.standard_normal((C, 1, 3, 3), dtype=np.float32)
+        b = rng.standard_normal(C, dtype=np.float32)
+        dy = rng.standard_normal((N, C, Ho, Ho), dtype=np.float32)
+        y0, y1 = np.empty_like(dy), np.empty_like(dy)
+        dx0, dx1 = np.empty_like(x), np.empty_like(x)
+        ref = DepthwiseConv(be, N, C, H, H, Ho, Ho, (3, 3), (1, 1), (s, s), (1, 1))
+        fast = CompiledDepthwiseConv(be, compiled_kernels(), N, C, H, H, C, Ho, Ho, (3, 3),
+                                     (1, 1), (s, s), (1, 1), numpy_backward=False)
+        ms = _alternate({"f0": lambda: ref.forward(x, w, y0, b),
+                         "f1": lambda: fast.forward(x, w, y1, b),
+                         "b0": lambda: ref.backward(x, dy, w, dx0),
+                         "b1": lambda: fast.backward(x, dy, w, dx1)}, steps)
+        err = max(np.abs(y1 - y0).max() / np.abs(y0).max(),
+                  np.abs(dx1 - dx0).max() / np.abs(dx0).max())
+        yield (f"| {C} at {H}×{H}, stride {s} | {N} | {ms['f0']:.3f} | {ms['f1']:.3f} | "
+               f"**{ms['f1'] / ms['f0']:.2f}** | {ms['b0']:.3f} | {ms['b1']:.3f} | "
+               f"**{ms['b1'] / ms['b0']:.2f}** | {err:.1e} |")
+
+
+#: run in a child process: numba's import, then each kernel's first call per dtype (a
+#: compilation with an empty cache, a load from the disk cache otherwise), seconds
+_FIRST_CALLS = """
+import time, numpy as np
+t0 = time.perf_counter()
+from netspec.layers import conv_compiled as cc
+out = ["import %.2f" % (time.perf_counter() - t0)]
+for dt in (np.float32, np.float64):
+    x, w, y = np.ones((1, 2, 5, 5), dt), np.ones((2, 3, 3), dt), np.empty((1, 2, 5, 5), dt)
+    e, dwt, dx = np.empty(0, dt), np.zeros((2, 3, 3)), np.empty((1, 2, 5, 5), dt)
+    t = [time.perf_counter()]
+    cc.depthwise_forward(x, w, y, 1, 1, 1, 1, 1, 1, 1, e, e, False, 0, 1, 0, 2)
+    t.append(time.perf_counter())
+    cc.depthwise_backward(x, y, w, dx, dwt, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 2)
+    t.append(time.perf_counter())
+    cc.affine_relu(y.reshape(2, 25), 2, e, e, True, 0, 2)
+    t.append(time.perf_counter())
+    out.append("%s forward %.2f backward %.2f epilogue %.2f"
+               % (dt.__name__, t[1] - t[0], t[2] - t[1], t[3] - t[2]))
+print("; ".join(out))
+"""
+
+
+def compile_seconds() -> list[str]:
+    """The compiled kernels' first calls in fresh processes: with an empty numba cache
+    (compilation), then with the cache it left (what every later process pays)."""
+    import subprocess  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
+        for label in ("empty cache (compiles)", "cached"):
+            r = subprocess.run([sys.executable, "-c", _FIRST_CALLS], env=env, check=True,
+                               capture_output=True, text=True)
+            rows.append(f"* {label}, seconds: {r.stdout.strip()}")
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", default="1,16")
     ap.add_argument("--steps", type=int, default=9)
-    ap.add_argument("--only", choices=["winograd", "depthwise"])
+    ap.add_argument("--only", choices=["winograd", "depthwise", "compiled"])
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     lines = [f"# Convolution paths, forward, float32, 1 thread (median of {a.steps} alternating)",
              "", f"load average at start {'/'.join(f'{v:.2f}' for v in os.getloadavg())}", ""]
+    if a.only == "compiled":
+        lines += ["Compiled kernels' first calls, fresh processes:", "", *compile_seconds()]
+        print("\n".join(lines), flush=True)
     with threadpool_limits(1):
         for N in (int(b) for b in a.batch.split(",")):
             steps = a.steps if N == 1 else max(3, a.steps // 3)
-            if a.only != "depthwise":
+            if a.only not in ("depthwise", "compiled"):
                 lines += ["", "| 3×3 stride 1 | batch | columns ms | Winograd ms | ÷ columns "
                           "| max rel diff |", "|---|---|---|---|---|---|"]
                 print("\n".join(lines[-3:]), flush=True)
                 for row in winograd_rows(N, steps, rng):
                     lines.append(row)
                     print(row, flush=True)
+            if a.only == "compiled":
+                lines += ["", "| depthwise 3×3 | batch | NumPy forward ms | compiled ms | ÷ "
+                          "NumPy | NumPy backward ms | compiled ms | ÷ NumPy | max rel diff |",
+                          "|---|---|---|---|---|---|---|---|---|"]
+                print("\n".join(lines[-3:]), flush=True)
+                for row in compiled_rows(N, steps, rng):
+                    lines.append(row)
+                    print(row, flush=True)
+                continue
             if a.only != "winograd":
                 lines += ["", "| depthwise 3×3 | batch | columns ms | plane taps 512 KiB ÷ "
                           "columns | 1 MiB | 2 MiB | max rel diff |", "|---|---|---|---|---|---|---|"]

@@ -125,8 +125,11 @@ def zoo_memory_child(framework: str, name: str, batch: int, threads: int, mode: 
         from bench.nets import make_solver, set_inputs  # noqa: PLC0415
         from bench.zoo import set_weights  # noqa: PLC0415
         from netspec.backend import get_backend  # noqa: PLC0415
+        from netspec.layers.conv_direct import compiled_kernels  # noqa: PLC0415
         from netspec.net import Net  # noqa: PLC0415
         from netspec.spec import parse_net  # noqa: PLC0415
+
+        compiled_kernels()   # numba's import (the fast extra), an import like torch's above
     gc.collect()
     base = _status_kb("VmRSS")
     base_file = _status_kb("RssFile") + _status_kb("RssShmem")

@@ -19,7 +19,7 @@ from .blob import Blob, Param
 from .errors import NetspecError, ShapeError, SpecError
 from .layers import registry
 from .layers.conv_columns import tuning as conv_tuning
-from .layers.conv_fold import fold_batch_norm
+from .layers.conv_fold import fold_into_convolutions, unfolded
 from .memory_plan import link_saved_inputs, share_diffs, share_memory
 from .parallel import blas_threads
 from .spec.net import NetParameter
@@ -65,10 +65,15 @@ class Net:
         self._share_params()
         self._plan_backward(net_param.force_backward)
         self._find_outputs()
-        self.folded: list[str] = []      # Convolutions with BatchNorm [+ Scale] folded in
-        if not self.backend.is_gpu and conv_tuning().fold_batch_norm:
-            self.folded = fold_batch_norm(self.layers, self.bottoms, self.tops,
-                                          self.layer_backward)
+        #: ``ConvTuning.single_sample_blas_threads`` when the net was built
+        self.single_sample_blas_threads = conv_tuning().single_sample_blas_threads
+        #: Convolutions with BatchNorm [+ Scale] [+ ReLU] folded in
+        self.folded: list[str] = []
+        t = conv_tuning()
+        if not self.backend.is_gpu and (t.fold_batch_norm or t.fold_relu):
+            self.folded = fold_into_convolutions(self.layers, self.bottoms, self.tops,
+                                                 self.layer_backward, t.fold_batch_norm,
+                                                 t.fold_relu)
         #: bytes of the arrays the blobs share (``memory_plan``; reuse_blobs, forward only):
         #: then only inputs, outputs and ``keep_blobs`` hold their values after a forward
         self.shared_bytes = 0
@@ -108,11 +113,15 @@ class Net:
     def pass_blas_threads(self) -> int:
         """BLAS threads for a forward or backward pass now: ``blas_threads``, except that a net
         whose batch-splitting layers all see fewer samples than its threads (batch 1 on 2
-        threads) cannot split them, so BLAS threads each GEMM instead (ResNet-50 at batch 1
-        on 2 threads: 0.67 of the one-thread time, ``bench/NOTES.md``)."""
+        threads) cannot split them, so with ``ConvTuning.single_sample_blas_threads`` BLAS
+        threads each GEMM instead (ResNet-50 at batch 1 on 2 threads on a quiet machine: 0.67
+        of the one-thread time); by default the convolutions split their own GEMMs over the
+        threads then, and BLAS stays at one (``bench/NOTES.md``)."""
         T = self.backend.threads
         if self.blas_threads > 1 or T == 1 or self.backend.is_gpu:
             return self.blas_threads
+        if not self.single_sample_blas_threads:   # the convolutions split their GEMMs
+            return 1
         batches = [b[0].shape[0] for layer, b in zip(self.layers, self.bottoms)
                    if layer.splits_batch and b and b[0].shape]
         return T if batches and max(batches) < T else 1
@@ -270,9 +279,10 @@ class Net:
             if start == 0 and end is None:
                 for layer, bottom, top in zip(self.layers, self.bottoms, self.tops):
                     layer.forward(bottom, top)
-            else:
-                for i in range(start, len(self.layers) if end is None else end):
-                    self.layers[i].forward(self.bottoms[i], self.tops[i])
+            else:       # a part of the net: each layer computes its own forward (conv_fold)
+                with unfolded(self.layers if self.folded else ()):
+                    for i in range(start, len(self.layers) if end is None else end):
+                        self.layers[i].forward(self.bottoms[i], self.tops[i])
         loss = 0.0
         for blob, w in self.loss_terms:
             loss += w * float(blob.data.sum())

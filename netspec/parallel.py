@@ -12,8 +12,10 @@ step (im2col, pooling, elementwise work) on one core, and BLAS's idle threads sp
 after each GEMM on the cores the next step wants. A net without such layers (an MLP: all its
 work is a few GEMMs) splits nothing itself and lets BLAS run its GEMMs on T threads, whose
 spinning workers then wait for the next GEMM instead of ~50 µs wake-ups of a sleeping thread
-(measurements: ``bench/NOTES.md``). So does a pass whose batch is smaller than T (one image
-through a ResNet): no batch to split, so BLAS threads each GEMM (``Net.pass_blas_threads``).
+(measurements: ``bench/NOTES.md``). A pass whose batch is smaller than T (one image through a
+ResNet) has no batch to split: its convolutions split their own products over the threads
+(``matmul``), BLAS still at one thread, or with ``ConvTuning.single_sample_blas_threads`` BLAS
+threads each GEMM (``Net.pass_blas_threads``).
 
 Results do not depend on the thread count beyond float rounding: per-range partial sums (a
 weight gradient over samples) are added in range order, so a run with a given T is

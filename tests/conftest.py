@@ -52,15 +52,18 @@ CONV_LAYOUTS = {
                                   col2im_backward=True, kernel_rows=True,
                                   pair_transposed_min_columns=0, **COLUMNS_ONLY),
     # 1x1 and depthwise convolutions without columns (conv_direct), 3x3 stride-1 forwards by
-    # Winograd (conv_winograd), the others as the first
+    # Winograd (conv_winograd), the others as the first; depthwise ones by NumPy's taps, or
+    # (whole_direct) by the compiled kernels where numba is installed (conv_compiled)
     "chunk1_direct": dict(col_chunk_bytes=1, row_layout_min_run=0, transposed_backward=True,
                           split_dw_max_weights=0, col2im_backward=True, kernel_rows=True,
                           pair_transposed_min_columns=0, pointwise_gemm=True, depthwise_taps=True,
-                          depthwise_taps_max_forward_positions=10**9, **WINOGRAD_ALWAYS),
+                          depthwise_taps_max_forward_positions=10**9, compiled=False,
+                          **WINOGRAD_ALWAYS),
     "whole_direct": dict(col_chunk_bytes=1 << 40, row_layout_min_run=0, transposed_backward=False,
                          split_dw_max_weights=10**9, col2im_backward=False, kernel_rows=False,
                          pair_transposed_min_columns=0, pointwise_gemm=True, depthwise_taps=True,
-                         depthwise_taps_max_forward_positions=0, **WINOGRAD_ALWAYS),
+                         depthwise_taps_max_forward_positions=0, compiled=True,
+                         **WINOGRAD_ALWAYS),
 }
 
 

@@ -1,6 +1,8 @@
-"""BatchNorm + Scale folded into the Convolution before them (netspec/layers/conv_fold.py):
-the folded net's outputs equal the unfolded reference path's (float32 and float64), also after
-the weights and statistics change in place; nothing is folded where the layers must run."""
+"""BatchNorm + Scale (+ ReLU) folded into the Convolution before them
+(netspec/layers/conv_fold.py): the folded net's outputs equal the unfolded reference path's
+(float32 and float64), also after the weights and statistics change in place; the compiled
+one-pass epilogue gives NumPy's passes' floats exactly; nothing is folded where the layers must
+run."""
 
 from __future__ import annotations
 
@@ -150,4 +152,107 @@ def test_netspec_time_names_the_folded_layers(conv_tuning):
     print_timing(net, time_net(net, 1, warmup=0), "fold", console)
     text = console.export_text()
     assert "BatchNorm (in c1)" in text and "Scale (in c1)" in text and "BatchNorm (in dw)" in text
-    assert "Convolution (in" not in text and "ReLU (in" not in text
+    assert "ReLU (in c1)" in text and "Convolution (in" not in text
+
+
+@pytest.mark.parametrize("fold_relu", [True, False])
+def test_relu_folded_only_in_place_after_the_fold(fold_relu, conv_tuning):
+    conv_tuning(fold_relu=fold_relu)
+    net = _build(_net(), np.float64, True, conv_tuning)
+    r1 = next(layer for layer in net.layers if layer.name == "r1")
+    assert net.layers[1].folded_relu == fold_relu and (r1.folded_into == "c1") == fold_relu
+    assert not net.layers[5].folded_relu              # dw: BatchNorm, then a Convolution
+    spec = _net()
+    spec["layer"][4]["relu_param"] = {"negative_slope": 0.1}    # leaky: not folded
+    net = _build(spec, np.float64, True, conv_tuning)
+    assert not net.layers[1].folded_relu and net.layers[4].folded_into is None
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_epilogue_gives_numpys_floats(dtype, threads, conv_tuning):
+    """The folded c1 and pw (column and GEMM machinery, the same in both nets) with scale,
+    shift and ReLU in one compiled pass are bit for bit the NumPy passes' values; the depthwise
+    dw, computed by a different kernel, to rounding."""
+    pytest.importorskip("numba", reason="the compiled kernels need numba (the fast extra)")
+    spec = _net()
+    conv_tuning(compiled=True)
+    fast = _build(spec, dtype, True, conv_tuning, threads=threads)
+    conv_tuning(compiled=False)
+    ref = _build(spec, dtype, True, conv_tuning, threads=threads)
+    assert fast.layers[1]._compiled and not ref.layers[1]._compiled
+    rng = np.random.default_rng(11)
+    _randomize(ref, rng)
+    for k, p in ref.named_params().items():
+        fast.named_params()[k].data[...] = p.data
+    x = rng.standard_normal((2, 3, 7, 6))
+    got, want = _outputs(fast, x), _outputs(ref, x)
+    assert (want["c1"] == 0).any() and (want["c1"] > 0).any()      # the ReLU did something
+    np.testing.assert_array_equal(got["c1"], want["c1"])
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for k in ("dw", "pw"):
+        np.testing.assert_allclose(got[k], want[k], rtol=tol, atol=tol * np.abs(want[k]).max())
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_folded_into_a_convolution_without_batch_norm(dtype, compiled, conv_tuning):
+    """Convolution (bias) → ReLU in place, as GoogLeNet and SqueezeNet write it: the ReLU and
+    the bias are the convolution's epilogue; the same values as the layers unfolded."""
+    if compiled:
+        pytest.importorskip("numba", reason="the compiled kernels need numba (the fast extra)")
+    spec = {"name": "fold", "layer": [
+        {"name": "data", "type": "Input", "top": "data",
+         "input_param": {"shape": {"dim": [2, 3, 7, 6]}}},
+        _conv("c1", "data", 4), {"name": "r1", "type": "ReLU", "bottom": "c1", "top": "c1"},
+        _conv("pw", "c1", 5, k=1), {"name": "r2", "type": "ReLU", "bottom": "pw", "top": "pw"},
+        _conv("dw", "pw", 5, group=5), {"name": "r3", "type": "ReLU", "bottom": "dw",
+                                        "top": "dw"}]}
+    conv_tuning(compiled=compiled, fold_relu=True)
+    fused = _build(spec, dtype, True, conv_tuning)
+    conv_tuning(fold_relu=False)
+    plain = _build(spec, dtype, True, conv_tuning)
+    assert fused.folded == ["c1", "pw", "dw"] and plain.folded == []
+    assert fused.layers[1].folded == [] and fused.layers[1].folded_relu
+    rng = np.random.default_rng(12)
+    _randomize(plain, rng)
+    for k, p in plain.named_params().items():
+        fused.named_params()[k].data[...] = p.data
+    x = rng.standard_normal((2, 3, 7, 6))
+    got, want = _outputs(fused, x), _outputs(plain, x)
+    assert (want["pw"] == 0).any() and (want["pw"] > 0).any()
+    # the 1x1 GEMM and its bias add are the same operations either way (c1's few-channel
+    # columns add the bias inside their GEMM, so it and dw after it differ by rounding)
+    np.testing.assert_array_equal(got["pw"] == 0, want["pw"] == 0)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for k in ("c1", "pw", "dw"):
+        np.testing.assert_allclose(got[k], want[k], rtol=tol, atol=tol * np.abs(want[k]).max())
+
+
+def test_partial_forwards_run_the_folded_layers_themselves(conv_tuning):
+    """forward(end=k) stopping after a folded convolution leaves its top before the in-place
+    BatchNorm, Scale and ReLU, as Caffe does; a forward from the BatchNorm on completes it; the
+    fold is back for the next whole pass."""
+    spec = _net()
+    folded = _build(spec, np.float64, True, conv_tuning)
+    conv_tuning(fold_relu=False)
+    plain = _build(spec, np.float64, False, conv_tuning)
+    rng = np.random.default_rng(13)
+    _randomize(plain, rng)
+    for k, p in plain.named_params().items():
+        folded.named_params()[k].data[...] = p.data
+    x = rng.standard_normal((2, 3, 7, 6))
+    for net in (folded, plain):
+        net.blobs["data"].data[...] = x
+    names = [layer.name for layer in plain.layers]
+    c1 = names.index("c1") + 1
+    folded.forward(end=c1)
+    plain.forward(end=c1)
+    np.testing.assert_allclose(folded.blobs["c1"].data, plain.blobs["c1"].data, rtol=1e-12)
+    folded.forward(start=c1)
+    plain.forward(start=c1)
+    for k in ("c1", "dw", "pw"):
+        np.testing.assert_allclose(folded.blobs[k].data, plain.blobs[k].data, rtol=1e-12,
+                                   atol=1e-12)
+    assert folded.layers[1].folded and folded.layers[1].folded_relu
+    assert folded.layers[4].folded_into == "c1"

@@ -17,7 +17,7 @@ from gradcheck import check_gradients, forward_backward, make_layer, rand, run_f
 from netspec.backend import Backend, cupy_available, get_backend
 from netspec.errors import SpecError
 from netspec.layers.conv_columns import ConvColumns, ConvTuning
-from netspec.layers.conv_direct import DepthwiseConv, PointwiseConv
+from netspec.layers.conv_direct import CompiledDepthwiseConv, DepthwiseConv, PointwiseConv
 from netspec.layers.conv_winograd import WinogradConv
 from conv_pool_cases import CONV_CASES, conv_reference, conv_spec, pool_spec
 
@@ -39,7 +39,7 @@ def test_conv_forward_matches_reference(case, layout):
     shape, p = CONV_CASES[case]
     layer, tops = make_layer(conv_spec(**p), [shape], seed=1)
     if not isinstance(layer.conv, PointwiseConv):      # no columns, no chunks
-        direct = isinstance(layer.conv, (DepthwiseConv, WinogradConv))
+        direct = isinstance(layer.conv, (DepthwiseConv, CompiledDepthwiseConv, WinogradConv))
         chunk = layer.conv.chunk if direct else layer.conv.fwd.chunk
         assert chunk == (1 if layout.startswith("chunk1") else shape[0])
     x = rand(shape)
@@ -414,6 +414,7 @@ def test_fork_golden_depthwise_conv(taps, planes, conv_tuning):
     planes; batch 2, stride 2) and the column path."""
     from layer_cases import fork_golden_net, run_golden
     conv_tuning(depthwise_taps=taps, depthwise_taps_max_forward_positions=0 if planes else 100,
+                compiled=False,
                 depthwise_planes_max_batch=2, depthwise_planes_max_stride=2,
                 depthwise_planes_min_positions=0)
     net, g = fork_golden_net("depthwise_conv")
@@ -438,7 +439,7 @@ def test_direct_paths_equal_column_path(case, kind, dtype, threads, conv_tuning,
     backend = Backend(np, dtype, threads)
     results = []
     for direct in (True, False):
-        conv_tuning(pointwise_gemm=direct, depthwise_taps=direct)
+        conv_tuning(pointwise_gemm=direct, depthwise_taps=direct, compiled=False)
         layer, tops = make_layer(conv_spec(**p), [shape], backend=backend, seed=21)
         assert hasattr(layer.conv, "parts") == (threads > 1)
         conv = layer.conv.parts[0] if threads > 1 else layer.conv
@@ -487,6 +488,7 @@ def test_direct_path_choice(conv_tuning):
     with stride 2 or pad, a channel multiplier, or a grouped (not depthwise) one -> columns."""
     def conv_of(shape, **p):
         return make_layer(conv_spec(**p), [shape])[0].conv
+    conv_tuning(compiled=False)       # the compiled kernels' choice: tests/test_conv_compiled.py
     assert isinstance(conv_of((1, 4, 5, 5), num_output=3, kernel_size=1), PointwiseConv)
     assert isinstance(conv_of((1, 4, 5, 5), num_output=4, kernel_size=3, group=4), DepthwiseConv)
     # MobileNet's first depthwise layer: by planes at batch 1 and stride 1, else by columns

@@ -19,7 +19,7 @@ from __future__ import annotations
 from .. import parallel
 from .base import Layer, add_param_diff
 from .conv_columns import ConvColumns, SplitColumns, tuning
-from .conv_direct import DepthwiseConv, PointwiseConv
+from .conv_direct import CompiledDepthwiseConv, DepthwiseConv, PointwiseConv, compiled_kernels
 from .conv_fold import folded_affine
 from .conv_winograd import WinogradConv
 from .registry import register
@@ -41,7 +41,12 @@ class Convolution(Layer):
     splits_batch = True
     writes_param_diffs = True   # add_param_diff: each bottom's gradient written, then added
     _ones = None        # ones vector of the CPU bias-gradient GEMV (made on first backward)
-    folded = None       # the BatchNorm [, Scale] layers folded into this one (conv_fold)
+    # conv_fold: the BatchNorm [, Scale] layers folded into this one (None: no fold; [] when
+    # only a ReLU is), whether a ReLU after them is, and whether the folded epilogue may use
+    # the compiled kernels (ConvTuning.compiled at setup; numba looked up at the first forward)
+    folded = None
+    folded_relu = False
+    _compiled = False
 
     def check_arity(self, n_bottoms, n_tops):
         super().check_arity(n_bottoms, n_tops)
@@ -105,19 +110,28 @@ class Convolution(Layer):
         stride, dilation = (self.stride_h, self.stride_w), (self.dil_h, self.dil_w)
         t, cpu = tuning(), not self.backend.is_gpu
 
+        # a batch smaller than the threads: its GEMMs split over them when BLAS runs one
+        # thread (``ConvTuning.single_sample_blas_threads`` off; ``parallel.matmul``)
+        T = self.threads if N < self.threads else 1
+
         def make(n):
             if cpu and t.pointwise_gemm and kernel == (1, 1) and stride == (1, 1) and pad == (0, 0):
-                return PointwiseConv(self.backend, n, C, H, W, M, g)
-            if cpu and t.depthwise_taps and g > 1 and g == C == M:
-                return DepthwiseConv(self.backend, n, C, H, W, Ho, Wo, kernel, pad, stride,
-                                     dilation)
+                return PointwiseConv(self.backend, n, C, H, W, M, g, T)
+            if cpu and t.depthwise_taps and g > 1 and g == C and M % C == 0:
+                kernels = compiled_kernels() if t.compiled else None
+                if kernels is not None:
+                    return CompiledDepthwiseConv(self.backend, kernels, n, C, H, W, M, Ho, Wo,
+                                                 kernel, pad, stride, dilation, self.threads)
+                if M == C:
+                    return DepthwiseConv(self.backend, n, C, H, W, Ho, Wo, kernel, pad, stride,
+                                         dilation)
             if (winograd and cpu and t.winograd and kernel == (3, 3) and stride == (1, 1)
                     and dilation == (1, 1) and g == 1 and min(C, M) >= t.winograd_min_channels
                     and Ho * Wo >= t.winograd_min_positions
                     and n * Ho * Wo >= t.winograd_min_batch_positions):
-                return WinogradConv(self.backend, n, C, H, W, M, Ho, Wo, pad)
+                return WinogradConv(self.backend, n, C, H, W, M, Ho, Wo, pad, T)
             return ConvColumns(self.backend, n, C, H, W, M, Ho, Wo, g, kernel, pad, stride,
-                               dilation)
+                               dilation, T)
         macs = N * Ho * Wo * M * (C // g) * self.kh * self.kw
         if self.threads > 1 and N > 1 and macs >= parallel.SPLIT_MIN_MACS:
             return SplitColumns(make, N, self.threads)
@@ -132,22 +146,48 @@ class Convolution(Layer):
         if p.bias_term:
             self.add_param((M,), p.bias_filler, "bias")
         self.conv = self._columns(N, C, H, W, M, Ho, Wo, g)
+        self._compiled = not self.backend.is_gpu and tuning().compiled
         return [(N, M, Ho, Wo)] * len(bottom_shapes)
 
     # -- forward / backward ---------------------------------------------------------------
     def forward(self, bottom, top):
         bias = self.blobs[1].data if self.p.bias_term else None
-        if self.folded:          # BatchNorm [+ Scale] after it: y = conv(x)·s + t (conv_fold)
-            s, t = folded_affine(self, bias)
-            s, t = s.reshape(1, -1, 1, 1), t.reshape(1, -1, 1, 1)
+        if self.folded is not None:   # [BatchNorm [+ Scale]] [+ ReLU] after it (conv_fold):
+            # y = max(conv(x)·s + t, 0); s = 1 and t = bias without a BatchNorm
+            s, t = folded_affine(self, bias) if self.folded else (None, bias)
+            fused = getattr(self.conv, "forward_fused", None)   # the compiled depthwise kernel
             for b, tp in zip(bottom, top):
-                y = tp.data
-                self.conv.forward(b.data, self.blobs[0].data, y)
-                self.xp.multiply(y, s, out=y)
-                self.xp.add(y, t, out=y)
+                if fused is not None:
+                    fused(b.data, self.blobs[0].data, tp.data, s, t, self.folded_relu)
+                else:
+                    self.conv.forward(b.data, self.blobs[0].data, tp.data)
+                    self._affine(tp.data, s, t, self.folded_relu)
             return
         for b, t in zip(bottom, top):
             self.conv.forward(b.data, self.blobs[0].data, t.data, bias)
+
+    def _affine(self, y, s, t, relu):
+        """y (N, M, H, W) = max(y·s + t, 0) in place (the maximum when ``relu``; s and t (M,)
+        or None: left out): one pass of the compiled kernel over row ranges on the threads,
+        else NumPy's passes."""
+        N, M = y.shape[:2]
+        # looked up at the first forward: nets without a fold never import numba
+        kernels = compiled_kernels() if self._compiled else None
+        if kernels is None:
+            if s is not None:
+                self.xp.multiply(y, s.reshape(1, -1, 1, 1), out=y)
+            if t is not None:
+                self.xp.add(y, t.reshape(1, -1, 1, 1), out=y)
+            if relu:
+                self.xp.maximum(y, 0, out=y)
+            return
+        none = self.xp.empty(0, dtype=y.dtype)
+        s = none if s is None else s
+        t = none if t is None else t
+        rows = y.reshape(N * M, -1)
+        parts = self.threads if y.size >= parallel.SPLIT_MIN_ELEMENTS else 1
+        parallel.run(lambda p0, n: kernels.affine_relu(rows, M, s, t, relu, p0, p0 + n),
+                     parallel.split(N * M, parts))
 
     def _add_bias_grad(self, dy):
         """db += Σ_{n, h, w} dy[n, m, h, w]: one GEMV of the (N·M, H·W) top diff with a ones

@@ -83,9 +83,17 @@ class ConvTuning:
     depthwise_planes_max_stride: int = 1
     depthwise_planes_min_positions: int = 3136
     depthwise_planes_block_bytes: int = 1 << 20
+    #: CPU kernels compiled by numba (``conv_compiled``, the ``fast`` extra) when numba
+    #: imports: depthwise convolutions' forwards (group = channels, num_output a multiple of
+    #: them) and the backwards of channel multipliers, and the folded convolutions' scale,
+    #: shift and ReLU in one pass; the NumPy paths otherwise. MobileNet's depthwise forwards,
+    #: 1 thread, compiled ÷ NumPy: batch 1 0.07–0.85, batch 16 0.25–0.94 (bench/NOTES.md)
+    compiled: bool = True
     #: CPU nets without backward: BatchNorm (global statistics) + Scale folded into the
     #: Convolution before them (``conv_fold``), set when the net is built
     fold_batch_norm: bool = True
+    #: ... and a ReLU (negative_slope 0) in place after them (``conv_fold``)
+    fold_relu: bool = True
     #: CPU 3×3, stride-1, dilation-1, one-group Convolution forwards by Winograd F(2×2, 3×3)
     #: (``conv_winograd``) where C and M ≥ ``winograd_min_channels``, Ho·Wo ≥
     #: ``winograd_min_positions`` and N·Ho·Wo ≥ ``winograd_min_batch_positions`` (its weight
@@ -98,6 +106,14 @@ class ConvTuning:
     winograd_min_positions: int = 49
     winograd_min_batch_positions: int = 784
     winograd_min_chunk_tiles: int = 256
+    #: a pass whose batch is smaller than the CPU threads (one image on two cores): BLAS
+    #: threads each GEMM (``Net.pass_blas_threads``) when set; else BLAS stays at one thread
+    #: and the convolutions split their GEMMs (output rows or columns, Winograd's 16
+    #: products), the compiled depthwise kernels their channels, over the engine's threads,
+    #: which wait on locks instead of spinning. On the shared 2-core machine (load 3.4–4.3),
+    #: 2 threads, batch 1, split ÷ BLAS threads: MobileNet 0.19, ResNet-50 0.09 -- OpenBLAS's
+    #: spinning threads collapse when a core is busy (bench/NOTES.md)
+    single_sample_blas_threads: bool = False
 
 
 _tuning = ConvTuning()
@@ -162,7 +178,8 @@ class _Correlation:
     """
 
     def __init__(self, backend, N, C, H, W, Mo, Ho, Wo, g, kernel, pad, stride, dilation,
-                 role="forward"):
+                 role="forward", threads=1):
+        self.threads = threads      # GEMMs split over these (``parallel.matmul``; one group)
         self.xp, self.N, self.C, self.H, self.W = backend.xp, N, C, H, W
         self.backend, self.role = backend, role
         self.Mo, self.Ho, self.Wo, self.g = Mo, Ho, Wo, g
@@ -338,7 +355,10 @@ class _Correlation:
                 xp.matmul(wk[:, None], per_sample.transpose(0, 2, 1, 3), out=dst)
                 continue
             out = self.out[:n * HW]
-            xp.matmul(cols, wkT, out=out.reshape(n * HW, g, Mo // g).transpose(1, 0, 2))
+            if g == 1:
+                parallel.matmul(cols[0], wkT[0], out.reshape(n * HW, Mo), self.threads)
+            else:
+                xp.matmul(cols, wkT, out=out.reshape(n * HW, g, Mo // g).transpose(1, 0, 2))
             self._to_top(out.reshape(n, HW, Mo).transpose(0, 2, 1),
                          y[n0:n0 + n].reshape(n, Mo, HW), bias)
         return acc
@@ -364,6 +384,11 @@ class _Correlation:
             Q = Ho * n * Wo
             out, tmp = self.out[:Q], self.tmp[:Q]
             for i in range(self.kh):
+                if self.threads > 1 and parallel.blas_threads.current == 1:
+                    # split by output rows, each thread writing or adding its own
+                    parallel.matmul(self.kernel_row(cols, i, n), wr[:, i].T, out, self.threads,
+                                    accumulate=i > 0)
+                    continue
                 xp.matmul(self.kernel_row(cols, i, n), wr[:, i].T, out=tmp if i else out)
                 if i:
                     xp.add(out, tmp, out=out)
@@ -375,14 +400,15 @@ class ConvColumns:
     """A convolution x (N, C, H, W) -> y (N, M, Ho, Wo) with weight (M, C/g, kh, kw): forward,
     weight gradient and bottom (data) gradient, all through ``_Correlation`` chunks."""
 
-    def __init__(self, backend, N, C, H, W, M, Ho, Wo, g, kernel, pad, stride, dilation):
+    def __init__(self, backend, N, C, H, W, M, Ho, Wo, g, kernel, pad, stride, dilation,
+                 threads=1):
         self.backend, self.xp = backend, backend.xp
         self.N, self.C, self.H, self.W, self.M, self.Ho, self.Wo, self.g = \
             N, C, H, W, M, Ho, Wo, g
         self.kernel, self.pad, self.stride, self.dilation = kernel, pad, stride, dilation
         self.ranges = [(0, N)]      # the samples it covers, as (start, count) ranges
         self.fwd = _Correlation(backend, N, C, H, W, M, Ho, Wo, g, kernel, pad, stride,
-                                dilation)
+                                dilation, threads=threads)
         kh, kw = kernel
         # bottom diff as a correlation of dy padded by q = dilation·(k−1) − pad (stride 1)
         q = (dilation[0] * (kh - 1) - pad[0], dilation[1] * (kw - 1) - pad[1])

@@ -19,22 +19,45 @@ depthwise ones (group = channels = num_output) of ResNet, SqueezeNet and MobileN
       dW[c, i, j] = Σ_{n,ho,wo} dy[n, ho, wo, c] · x_pad[n, ho·sh + i·dh, wo·sw + j·dw, c]
 
   (the last as a ones-vector GEMV over the positions): kh·kw passes instead of C tiny GEMMs.
+* ``CompiledDepthwiseConv`` (C = g, M = mult·C): the same sums by the compiled kernels of
+  ``conv_compiled`` (numba, the optional ``fast`` extra; ``ConvTuning.compiled``),
+  one pass per output row with the kernel's taps in registers, the bias -- or a folded
+  BatchNorm's scale and shift, and a ReLU (``forward_fused``) -- applied to the row while it
+  is in cache; the backward by the compiled kernel for channel multipliers, by
+  ``DepthwiseConv``'s taps otherwise. Chosen only when numba imports; the NumPy classes above
+  are the reference.
 """
 
 from __future__ import annotations
 
 import numpy
 
+from .. import parallel
 from .base import sample_chunks, thread_scratch
 from .conv_columns import ConvColumns, _channels_first, _chunk_size, _product, tuning
+
+_kernels: list = []         # [conv_compiled or None] once looked up (``compiled_kernels``)
+
+
+def compiled_kernels():
+    """The module of compiled depthwise kernels (``conv_compiled``) when numba imports, else
+    None (looked up once per process)."""
+    if not _kernels:
+        try:
+            from . import conv_compiled  # noqa: PLC0415 - needs numba (the optional `fast` extra)
+        except ImportError:
+            conv_compiled = None
+        _kernels.append(conv_compiled)
+    return _kernels[0]
 
 
 class PointwiseConv:
     """x (N, C, H, W) -> y (N, M, H, W) with weight (M, C/g, 1, 1): plain GEMMs (module doc)."""
 
-    def __init__(self, backend, N, C, H, W, M, g):
+    def __init__(self, backend, N, C, H, W, M, g, threads=1):
         self.backend, self.xp = backend, backend.xp
         self.N, self.C, self.M, self.g, self.HW = N, C, M, g, H * W
+        self.threads = threads      # one sample's GEMM split over these (``parallel.matmul``)
         self.ranges = [(0, N)]
         self.chunk = N
 
@@ -43,8 +66,12 @@ class PointwiseConv:
 
     def forward(self, x, w, y, bias=None):
         N, g = x.shape[0], self.g
-        self.xp.matmul(self._w3(w), x.reshape(N, g, self.C // g, self.HW),
-                       out=y.reshape(N, g, self.M // g, self.HW))
+        if N == 1 and g == 1 and self.threads > 1:
+            parallel.matmul(w.reshape(self.M, self.C), x.reshape(self.C, self.HW),
+                            y.reshape(self.M, self.HW), self.threads)
+        else:
+            self.xp.matmul(self._w3(w), x.reshape(N, g, self.C // g, self.HW),
+                           out=y.reshape(N, g, self.M // g, self.HW))
         if bias is not None:
             y += bias.reshape(1, -1, 1, 1)
 
@@ -220,3 +247,75 @@ class _PlaneTaps:
                     acc += tmp
             if bt is not None:
                 acc += bt[p0:p0 + n]
+
+
+class CompiledDepthwiseConv:
+    """x (N, C, H, W) -> y (N, M, Ho, Wo), M = mult·C, weight (M, 1, kh, kw), group C, by the
+    compiled kernels of ``conv_compiled`` (module doc). A batch smaller than ``threads`` (one
+    image on two cores) is split over the threads by channels instead of samples."""
+
+    def __init__(self, backend, kernels, N, C, H, W, M, Ho, Wo, kernel, pad, stride, dilation,
+                 threads=1, numpy_backward=True):
+        self.backend, self.k = backend, kernels
+        self.N, self.C, self.M, self.mult = N, C, M, M // C
+        self.kernel, self.geometry = kernel, (*stride, *pad, *dilation)   # sh, sw, ph, pw, dh, dw
+        # the backward of one output per channel by NumPy's taps (``DepthwiseConv``, made at
+        # the first backward): the compiled one measured 0.29–0.89 of its time on 112² and
+        # strided 56² planes but 1.02–1.81 on 56² stride 1 and 7²–28² (bench/NOTES.md)
+        self._taps_args = ((backend, N, C, H, W, Ho, Wo, kernel, pad, stride, dilation)
+                           if numpy_backward and M == C else None)
+        self._taps = None
+        self.ranges = [(0, N)]
+        self.chunk = N
+        split = threads > 1 and N < threads and N * M * Ho * Wo >= parallel.SPLIT_MIN_ELEMENTS
+        #: channel ranges run at the same time: of outputs (forward), of inputs (backward)
+        self.out_parts = parallel.split(M, threads) if split else [(0, M)]
+        self.in_parts = parallel.split(C, threads) if split else [(0, C)]
+        self._none1 = backend.empty(0)
+        self._none4 = backend.empty((0, 0, 0, 0))
+
+    def _w3(self, w):
+        return w.reshape(self.M, *self.kernel)
+
+    def forward(self, x, w, y, bias=None):
+        self.forward_fused(x, w, y, None, bias, False)
+
+    def forward_fused(self, x, w, y, scale, shift, relu):
+        """y = max(conv(x)·scale + shift, 0): each of scale (M,), shift (M,) when not None, the
+        maximum when ``relu``; the same float operations as NumPy's passes after a forward."""
+        w3, none, N = self._w3(w), self._none1, x.shape[0]
+        scale = none if scale is None else scale
+        shift = none if shift is None else shift
+
+        def part(m0, count):
+            self.k.depthwise_forward(x, w3, y, *self.geometry, self.mult, scale, shift, relu,
+                                     0, N, m0, m0 + count)
+        parallel.run(part, self.out_parts)
+
+    def backward(self, x, dy, w, dx=None):
+        """dW (M, 1, kh, kw) (a new array) and, when dx is given, the bottom diff written into
+        dx; when x is None only dx."""
+        if self._taps_args is not None:
+            if self._taps is None:
+                self._taps = DepthwiseConv(*self._taps_args)
+            return self._taps.backward(x, dy, w, dx)
+        N, (kh, kw) = dy.shape[0], self.kernel
+        dwt = numpy.zeros((self.M if x is not None else 0, kh, kw))
+        xa = self._none4 if x is None else x
+        dxa = self._none4 if dx is None else dx
+        # without dx the kernel reads only the weight's shape
+        w3 = numpy.empty((self.M, kh, kw), dy.dtype) if w is None else self._w3(w)
+
+        def part(c0, count):
+            self.k.depthwise_backward(xa, dy, w3, dxa, dwt, *self.geometry, self.mult,
+                                      0, N, c0, c0 + count)
+        parallel.run(part, self.in_parts)
+        if x is None:
+            return None
+        return self.backend.xp.asarray(dwt.astype(dy.dtype).reshape(self.M, 1, kh, kw))
+
+    def weight_grad(self, x, dy):
+        return self.backward(x, dy, None)
+
+    def backward_data(self, dy, w, dx):
+        self.backward(None, dy, w, dx)

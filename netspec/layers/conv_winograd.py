@@ -27,6 +27,7 @@ import math
 
 import numpy
 
+from .. import parallel
 from .base import sample_chunks, thread_scratch
 from .conv_columns import ConvColumns, _chunk_size, tuning
 
@@ -40,8 +41,9 @@ class WinogradConv:
     by F(2×2, 3×3) per chunk of samples (module doc), channels last so that every transform's
     inner loop runs along C; ``ConvColumns``' API."""
 
-    def __init__(self, backend, N, C, H, W, M, Ho, Wo, pad):
+    def __init__(self, backend, N, C, H, W, M, Ho, Wo, pad, threads=1):
         self.backend, self.xp = backend, backend.xp
+        self.threads = threads      # the 16 GEMMs split over these (when BLAS runs one thread)
         self.N, self.C, self.H, self.W, self.M, self.Ho, self.Wo = N, C, H, W, M, Ho, Wo
         self.pad = pad
         self.ranges = [(0, N)]
@@ -114,7 +116,12 @@ class WinogradConv:
             buf[:, ph:ph + self.H, pw:pw + self.W] = x[n0:n0 + n].transpose(0, 2, 3, 1)
             V = self._input_transform(buf, n)
             Z = self._view("Z", (16, n * Th * Tw, M))              # the 16 GEMMs
-            xp.matmul(V, U.transpose(0, 2, 1), out=Z)
+            UT = U.transpose(0, 2, 1)
+            if self.threads > 1 and parallel.blas_threads.current == 1:
+                parallel.run(lambda a, k: xp.matmul(V[a:a + k], UT[a:a + k], out=Z[a:a + k]),
+                             parallel.split(16, self.threads))
+            else:
+                xp.matmul(V, UT, out=Z)
             Y = self._output_transform(Z.reshape(4, 4, n, Th, Tw, M), n, bias)
             y[n0:n0 + n] = Y[:, :self.Ho, :self.Wo].transpose(0, 3, 1, 2)
 

@@ -68,6 +68,7 @@ class ReLU(NeuronLayer):
     writes_bottom_diffs = True
 
     param_block = "relu_param"
+    folded_into = None       # the Convolution computing this layer's output (conv_fold)
 
     def setup(self, bottom_shapes):
         self.slope = float(self.p.negative_slope)
@@ -82,6 +83,8 @@ class ReLU(NeuronLayer):
         return self.xp.where(pos, self._one, self._nu)
 
     def forward(self, bottom, top):
+        if self.folded_into:     # computed by the Convolution before it (conv_fold)
+            return
         x, y = bottom[0].data, top[0].data
         if self.slope == 0.0:
             xf, yf = x.reshape(-1), y.reshape(-1)          # blobs are contiguous: views
