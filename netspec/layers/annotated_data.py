@@ -55,8 +55,8 @@ class AnnotatedData(Data):
     ``interp_mode``), from the records at their own size; top[0] then takes the new shape and
     the net sets the layers after it up again (``Layer.reshaped_tops``). The layer starts at
     the first policy's size; the batch counter and the policy are part of its state (resumed
-    with a snapshot). With one block ``prob`` is not read (SSD never reads it; the fork
-    checks that it is 1 within 0.01).
+    with a snapshot). One block always resizes; its ``prob`` must be 1 within 0.01, as the
+    fork checks (SSD does not read it).
 
     SSD's random transform (``netspec/data/ssd_augment.py``), per image in SSD's order and
     in every phase where it is set, as SSD: ``distort_param`` (brightness, contrast,
@@ -222,7 +222,7 @@ class AnnotatedData(Data):
                                       "[0, 1)", field="annotated_data_param.yolo_data_jitter")
 
     def _check_policies(self, policies) -> None:
-        """The resize policies netspec runs: WARP to a height and width; with several, the
+        """The resize policies netspec runs: WARP to a height and width, and the MobileNet-YOLO
         fork's checks of their ``prob`` (each in [0, 1], summing to 1 within ``PROB_EPS``)."""
         several = len(policies) > 1
         for k, r in enumerate(policies):
@@ -232,15 +232,20 @@ class AnnotatedData(Data):
                                       "WARP only", field=f + ".resize_mode")
             if not (r.height and r.width):
                 raise self.spec_error("WARP needs height and width", field=f + ".height")
-            if several and not 0 <= r.prob <= 1:
+            if not 0 <= r.prob <= 1:
                 raise self.spec_error(f"prob {r.prob:g} of a resize policy must be in [0, 1] "
                                       "(eric612/MobileNet-YOLO checks it)", field=f + ".prob")
         total = float(np.sum(np.asarray([r.prob for r in policies], F32), dtype=F32))
-        if several and abs(total - 1) > PROB_EPS:
-            raise self.spec_error(f"the prob of the {len(policies)} resize policies sum to "
-                                  f"{total:g}; eric612/MobileNet-YOLO draws one with these "
-                                  f"weights and checks that they sum to 1 (within {PROB_EPS:g})",
-                                  field="transform_param.resize_param")
+        if policies and abs(total - 1) > PROB_EPS:
+            if several:
+                raise self.spec_error(
+                    f"the prob of the {len(policies)} resize policies sum to {total:g}; "
+                    "eric612/MobileNet-YOLO draws one with these weights and checks that they "
+                    f"sum to 1 (within {PROB_EPS:g})", field="transform_param.resize_param")
+            raise self.spec_error(
+                f"prob {total:g} of the only resize policy: eric612/MobileNet-YOLO stops "
+                f"unless it is 1 (within {PROB_EPS:g}); SSD does not read it and always "
+                "resizes: set prob: 1", field="transform_param.resize_param.prob")
 
     def _next_policy(self) -> None:
         """The fork's draw of a resize policy at every ``POLICY_PERIOD``-th batch: its size

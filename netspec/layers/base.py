@@ -221,6 +221,10 @@ class Layer(abc.ABC):
         self.blobs.append(param)
         return param
 
+    def next_param_index(self) -> int:
+        """The index the next ``add_param`` gives its blob (in ``setup`` and ``reshape``)."""
+        return len(self.blobs) if self._params_again is None else self._params_again
+
     def _existing_param(self, shape: tuple[int, ...]) -> Param:
         index = self._params_again
         if index >= len(self.blobs) or self.blobs[index].shape != shape:
