@@ -99,7 +99,7 @@ def test_batches_take_the_drawn_size_resized_from_the_records(tmp_path):
                                    {"prob": 0.5, "height": 24, "width": 20}], batch=3)
     layer, top = net.layers[0], net.blobs["data"]
     data = np.load(tmp_path / "a.npz")["data"]
-    seen = set()
+    seen, previous = set(), None
     for batch in range(40):
         net.forward()
         h, w = (16, 16) if layer.policy == 0 else (24, 20)
