@@ -320,7 +320,7 @@ class Net:
             for i in range(start, len(self.layers) if end is None else end):
                 layer = self.layers[i]
                 layer.forward(self.bottoms[i], self.tops[i])
-                if layer.reshaped_tops:     # a data layer's new batch size (multi-scale)
+                if layer.reshaped_tops:     # a data layer's new input size (multi-scale)
                     layer.reshaped_tops = False
                     self.reshape(i + 1)
         loss = 0.0
