@@ -138,6 +138,20 @@ def test_one_policy_within_the_forks_tolerance_resizes_every_batch(tmp_path):
     assert net.reshapes == 0 and net.layers[0].state_dict().keys() == {"cursor", "epoch", "order"}
 
 
+def test_a_layer_whose_parameters_depend_on_the_size_stops_the_reshape_naming_it(tmp_path):
+    from netspec.errors import ShapeError
+    net = annotated_net(tmp_path, [{"prob": 0.0, "height": 8, "width": 8},
+                                   {"prob": 1.0, "height": 12, "width": 12}])
+    param = net.param.model_copy(deep=True)
+    param.layer.append(parse_net({"name": "b", "layer": [
+        {"name": "fc", "type": "InnerProduct", "bottom": "data", "top": "fc",
+         "inner_product_param": {"num_output": 3}}]}).layer[0])
+    net = Net(param, "TRAIN", Backend(np, np.float32), np.random.default_rng(5))
+    with pytest.raises(ShapeError, match=r"layer 'fc' \(InnerProduct\): new bottom shapes would "
+                                         r"change its parameter blob 0 \(\(3, 64\) -> \(3, 144\)\)"):
+        net.forward()
+
+
 def fresh_net_at(net: Net, param) -> Net:
     """``param``'s TRAIN net built at the current shapes of ``net``'s data tops (stood in by an
     Input layer) with ``net``'s weights and inputs."""

@@ -231,7 +231,8 @@ class Layer(abc.ABC):
             had = self.blobs[index].shape if index < len(self.blobs) else "none"
             raise self.error(f"new bottom shapes would change its parameter blob {index} "
                              f"({had} -> {shape}); parameters keep their shapes when a net "
-                             "is reshaped")
+                             "is reshaped (multi-scale training needs parameters whose "
+                             "shapes do not depend on the input size)")
         self._params_again = index + 1
         return self.blobs[index]
 
