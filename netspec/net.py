@@ -7,6 +7,7 @@ Built from a NetParameter for one NetState (phase, level, stages) by the passes 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Any
@@ -59,6 +60,8 @@ class Net:
         self.layers: list[Any] = []
         self.bottoms: list[list[Blob]] = []
         self.tops: list[list[Blob]] = []
+        #: each layer's bottom shapes when it was last set up (``reshape`` compares them)
+        self.setup_shapes: list[list[tuple[int, ...]]] = []
         self.blobs: dict[str, Blob] = {}
         self.loss_terms: list[tuple[Blob, float]] = []
         self._build()
@@ -74,31 +77,39 @@ class Net:
             self.folded = fold_into_convolutions(self.layers, self.bottoms, self.tops,
                                                  self.layer_backward, t.fold_batch_norm,
                                                  t.fold_relu)
-        #: bytes of the arrays the blobs share (``memory_plan``; reuse_blobs, forward only):
-        #: then only inputs, outputs and ``keep_blobs`` hold their values after a forward
-        self.shared_bytes = 0
         self.blobs_shared = reuse_blobs and not any(self.layer_backward)
         unknown = [k for k in keep_blobs if k not in self.blobs]
         if unknown:
             raise SpecError(f"keep_blobs: the net has no blob named {unknown[0]!r}",
                             **self.param.where(()))
+        self.keep_blobs = set(keep_blobs)
+        self.diffs_shared = (reuse_diffs and any(self.layer_backward)
+                             and not net_param.force_backward)
+        self._plan_memory()
+        if self.diffs_shared:
+            link_saved_inputs(self.layers, self.bottoms, self.tops)
+        #: how many times ``reshape`` set layers up again for new shapes
+        self.reshapes = 0
+
+    # -- construction ---------------------------------------------------------------------
+    def _plan_memory(self) -> None:
+        """Lend shared arrays to the blobs (``memory_plan``) for the blobs' current shapes."""
+        #: bytes of the arrays the blobs share (``memory_plan``; reuse_blobs, forward only):
+        #: then only inputs, outputs and ``keep_blobs`` hold their values after a forward
+        self.shared_bytes = 0
         if self.blobs_shared:
             self.shared_bytes = share_memory(self.layers, self.bottoms, self.tops,
-                                             set(keep_blobs) | set(self.output_names),
+                                             self.keep_blobs | set(self.output_names),
                                              self.backend)
         #: bytes of the arrays the blob diffs share (``memory_plan``; reuse_diffs, training)
         self.shared_diff_bytes = 0
-        self.diffs_shared = (reuse_diffs and any(self.layer_backward)
-                             and not net_param.force_backward)
         if self.diffs_shared:
-            keep = (set(keep_blobs) | set(self.output_names)
+            keep = (self.keep_blobs | set(self.output_names)
                     | {b.name for b, _ in self.loss_terms})
             self.shared_diff_bytes = share_diffs(self.layers, self.bottoms, self.tops,
                                                  self.layer_backward, self.propagate, keep,
                                                  self.backend)
-            link_saved_inputs(self.layers, self.bottoms, self.tops)
 
-    # -- construction ---------------------------------------------------------------------
     def _choose_threads(self) -> None:
         """How the CPU threads are used (``parallel.py``): a net with a layer that splits its
         batch runs its layers on ``backend.threads`` threads with BLAS at one thread per call;
@@ -151,16 +162,7 @@ class Net:
             layer.shard = self.shard
             layer.check_arity(len(d.bottoms), len(d.tops))
             bottoms = [self.blobs[b] for b in d.bottoms]
-            try:
-                top_shapes = layer.setup([b.shape for b in bottoms])
-            except NetspecError:
-                raise  # already names the layer, file and line
-            except MemoryError:
-                raise ShapeError(f"layer '{d.lp.name}' ({d.lp.type}) does not fit in memory on "
-                                 f"bottoms of shapes {[b.shape for b in bottoms]}", **where) from None
-            except (ValueError, IndexError, TypeError) as e:
-                raise ShapeError(f"layer '{d.lp.name}' ({d.lp.type}) cannot take bottoms of shapes "
-                                 f"{[b.shape for b in bottoms]}: {e}", **where) from None
+            top_shapes = self._set_up(layer, d, bottoms, layer.setup)
             if len(top_shapes) != len(d.tops):
                 raise layer.spec_error(f"produces {len(top_shapes)} tops but {len(d.tops)} are named",
                                        field="top")
@@ -186,6 +188,55 @@ class Net:
             self.layers.append(layer)
             self.bottoms.append(bottoms)
             self.tops.append(tops)
+            self.setup_shapes.append([b.shape for b in bottoms])
+
+    def _set_up(self, layer, d: graph.LayerDef, bottoms: list[Blob], how) -> list:
+        """``how(bottom shapes)`` (the layer's setup or reshape), its failures as errors
+        naming the layer, its file and line."""
+        where = self._where(d, "type")
+        try:
+            return how([b.shape for b in bottoms])
+        except NetspecError:
+            raise  # already names the layer, file and line
+        except MemoryError:
+            raise ShapeError(f"layer '{d.lp.name}' ({d.lp.type}) does not fit in memory on "
+                             f"bottoms of shapes {[b.shape for b in bottoms]}", **where) from None
+        except (ValueError, IndexError, TypeError) as e:
+            raise ShapeError(f"layer '{d.lp.name}' ({d.lp.type}) cannot take bottoms of shapes "
+                             f"{[b.shape for b in bottoms]}: {e}", **where) from None
+
+    def reshape(self, start: int = 0) -> list[str]:
+        """Set up again, for the current shapes of their bottoms, the layers from ``start`` on
+        whose bottoms changed shape since they were set up (Caffe's Net::Reshape, which its
+        Layer::Forward runs on every forward): each layer's ``reshape`` (its parameter blobs
+        stay the very same objects with their values: no fill, no random draw), new arrays
+        for the tops that change shape (the same Blob objects), then the memory plans
+        (``reuse_blobs``, ``reuse_diffs``) made again for the new shapes. Layers without
+        bottoms (data layers) shape their own tops. The backward plan depends on the graph
+        only and stays. Returns the names of the layers set up again."""
+        changed = []
+        for i in range(start, len(self.layers)):
+            layer, d, bottoms = self.layers[i], self.defs[i], self.bottoms[i]
+            shapes = [b.shape for b in bottoms]
+            if not bottoms or shapes == self.setup_shapes[i]:
+                continue
+            top_shapes = self._set_up(layer, d, bottoms, layer.reshape)
+            for j, (blob, shape) in enumerate(zip(self.tops[i], top_shapes)):
+                shape = tuple(int(v) for v in shape)
+                if j < len(bottoms) and bottoms[j] is blob:
+                    if blob.shape != shape:
+                        raise layer.error(f"runs in place on '{blob.name}' but changes its "
+                                          f"shape {blob.shape} -> {shape}")
+                elif blob.shape != shape:
+                    layer.check_count(shape, f"its top '{blob.name}'")
+                    blob.data = self.backend.zeros(shape)
+                    blob.diff = None
+            self.setup_shapes[i] = shapes
+            changed.append(layer.name)
+        if changed:
+            self._plan_memory()
+            self.reshapes += 1
+        return changed
 
     def _check_blocks(self, d: graph.LayerDef, cls) -> None:
         for key in LAYER_PARAM_BLOCKS:
@@ -276,13 +327,15 @@ class Net:
         """Run the layers ``start`` up to, not including, ``end`` (default: every layer)
         forward; return the weighted loss Σ w·loss (float)."""
         with blas_threads(self.backend, self.pass_blas_threads()):
-            if start == 0 and end is None:
-                for layer, bottom, top in zip(self.layers, self.bottoms, self.tops):
-                    layer.forward(bottom, top)
-            else:       # a part of the net: each layer computes its own forward (conv_fold)
-                with unfolded(self.layers if self.folded else ()):
-                    for i in range(start, len(self.layers) if end is None else end):
-                        self.layers[i].forward(self.bottoms[i], self.tops[i])
+            part = (contextlib.nullcontext() if start == 0 and end is None else
+                    unfolded(self.layers if self.folded else ()))  # a part: each layer its own forward (conv_fold)
+            with part:
+                for i in range(start, len(self.layers) if end is None else end):
+                    layer = self.layers[i]
+                    layer.forward(self.bottoms[i], self.tops[i])
+                    if layer.reshaped_tops:     # a data layer's new input size (multi-scale)
+                        layer.reshaped_tops = False
+                        self.reshape(i + 1)
         loss = 0.0
         for blob, w in self.loss_terms:
             loss += w * float(blob.data.sum())

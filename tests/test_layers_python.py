@@ -276,3 +276,20 @@ def test_gpu_python_and_data_layers(py_module):
     layer.forward([], top)
     layer.forward([], top)
     np.testing.assert_array_equal(to_numpy(top[1].data), [2, 3])
+
+
+def test_python_layer_reshaped_calls_its_reshape_and_keeps_its_blobs(py_module):
+    """Net.reshape (multi-scale training) runs a Python layer's reshape() for the new shapes, not
+    its setup(): its blobs stay the same with their values."""
+    net_param = _py_net(py_module, [
+        _py("s", "ScaleShift", "x", "y", '{"shift": 0.5}', param=[{"lr_mult": 1}])])
+    net = Net(net_param, "TRAIN", F32)
+    layer = net.layer_by_name("s")
+    blob = layer.blobs[0]
+    blob.data[...] = 3.0
+    x = rand((2, 2, 5, 1))
+    net.blobs["x"].data = x
+    assert net.reshape() == ["s"]
+    assert net.blobs["y"].shape == (2, 2, 5, 1) and layer.blobs[0] is blob
+    net.forward()
+    np.testing.assert_allclose(net.blobs["y"].data, 3.0 * x + 0.5, rtol=1e-6)

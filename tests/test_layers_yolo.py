@@ -411,7 +411,8 @@ layer { name: "Yolov3Loss1" type: "Yolov3" bottom: "head" bottom: "label" top: "
 def test_a_forks_yolov3_training_file_converts_and_builds_with_stand_in_data(tmp_path):
     """The fork's vocabulary (its spacing, `yolo_data_type : 1`) converts; `summary --no-data`
     stands YOLO's labels in as (N, 1, 300, 5) and builds the loss; several resize_param blocks
-    (the fork's multi-scale training) are one message saying so."""
+    (the fork's multi-scale training) convert to a list, and the stand-in takes the first's
+    size, saying so."""
     import json
 
     from click.testing import CliRunner
@@ -427,12 +428,18 @@ def test_a_forks_yolov3_training_file_converts_and_builds_with_stand_in_data(tmp
     tops = {x["name"]: [t["shape"] for t in x["tops"]] for x in info["layers"]}
     assert tops["data"] == [[4, 3, 64, 64], [4, 1, 300, 5]]
     assert tops["head"] == [[4, 75, 16, 16]] and tops["Yolov3Loss1"] == [[]]
-    resize = "resize_param { prob: 0.5 resize_mode: WARP height: 32 width: 32 }"
+    resize = "resize_param { prob: 0.0 resize_mode: WARP height: 32 width: 32 }"
     src.write_text(FORK_YOLOV3_TRAIN % resize)
     r = CliRunner().invoke(main, ["convert", "--force", str(src)])
-    assert r.exit_code != 0
-    assert "multi-scale training" in r.stderr and "keep one resize_param" in r.stderr
-    assert f"{src}:" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.exit_code == 0, r.stderr
+    from netspec.spec import load_net
+    policies = load_net(tmp_path / "train.yaml").layer[0].transform_param.resize_param
+    assert [(x.prob, x.height) for x in policies] == [(1.0, 64), (0.0, 32)]
+    r = CliRunner().invoke(main, ["summary", "--json", "--no-data", str(tmp_path / "train.yaml")])
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["layers"][0]["tops"][0]["shape"] == [4, 3, 64, 64]
+    assert "the first of 2 resize policies (64×64, 32×32)" in info["notes"][0]
 
 
 # -- RegionLoss: YOLOv2's loss --------------------------------------------------------------------

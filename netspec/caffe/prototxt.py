@@ -232,11 +232,6 @@ def _explain(err, text: str, file: str, kind: str) -> ConvertError:
                          f"{' (or another block)' if len(homes) > 3 else ''}")
             else:
                 body += " (it may belong to a fork of Caffe; netspec reads BVLC Caffe's format)"
-    if re.search(r'TransformationParameter" should not have multiple "resize_param"', body):
-        body = ("transform_param has several resize_param blocks: the MobileNet-YOLO fork's "
-                "multi-scale training (eric612/MobileNet-YOLO: one of them drawn every 10 "
-                "batches, the whole net reshaped to its size) is not implemented in netspec; "
-                "keep one resize_param")
     body = body.replace("netspec.caffe.", "")
     layer = layer_at(text, line, column or 0) if line else None
     where = f"in layer '{layer}': " if layer else ""

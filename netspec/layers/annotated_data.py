@@ -15,6 +15,20 @@ from .registry import register
 F32 = np.float32
 #: label rows per image with ``yolo_data_type: 1`` (the fork's fixed 300)
 YOLO_ROWS = 300
+#: the MobileNet-YOLO fork draws a resize policy every this many batches (``load_batch``)
+POLICY_PERIOD = 10
+#: how far the policies' ``prob`` may sum from 1 (the fork's ``prob_eps``)
+PROB_EPS = 0.01
+#: the key of ``Shard.order_rng`` for the policy draws of data-parallel ranks
+POLICY_KEY = 2
+
+
+def roll_weighted_die(u: float, probabilities) -> int:
+    """The MobileNet-YOLO fork's ``roll_weighted_die`` for a uniform ``u`` in [0, 1): the
+    first index whose float32 cumulative sum of ``probabilities`` reaches u·(their sum)."""
+    cumulative = np.cumsum(np.asarray(probabilities, F32), dtype=F32)
+    val = F32(u) * cumulative[-1]
+    return int(min(np.searchsorted(cumulative, val, side="left"), len(cumulative) - 1))
 
 
 @register("AnnotatedData")
@@ -34,6 +48,16 @@ class AnnotatedData(Data):
     and boxes (x → 1 − x). ``resize_param`` (WARP, bilinear) resizes every record to
     height × width once, when the layer is built.
 
+    Several ``resize_param`` blocks are the MobileNet-YOLO fork's multi-scale training: every
+    ``POLICY_PERIOD`` = 10 batches (the first included) one policy is drawn with the fork's
+    ``roll_weighted_die`` over their ``prob`` (each in [0, 1], summing to 1 within 0.01) and
+    the batches until the next draw are WARP-resized to its height × width (by one of its
+    ``interp_mode``), from the records at their own size; top[0] then takes the new shape and
+    the net sets the layers after it up again (``Layer.reshaped_tops``). The layer starts at
+    the first policy's size; the batch counter and the policy are part of its state (resumed
+    with a snapshot). One block always resizes; its ``prob`` must be 1 within 0.01, as the
+    fork checks (SSD does not read it).
+
     SSD's random transform (``netspec/data/ssd_augment.py``), per image in SSD's order and
     in every phase where it is set, as SSD: ``distort_param`` (brightness, contrast,
     saturation, hue, channel order; 8-bit BGR), ``expand_param`` (the image at a random place
@@ -52,10 +76,10 @@ class AnnotatedData(Data):
     def setup(self, bottom_shapes):
         p, tp = self.p, self.lp.transform_param
         self._refuse_random_fields()
-        size = None
-        if tp is not None and tp.resize_param is not None:
-            size = (tp.resize_param.height, tp.resize_param.width)
-        self.augment = self._random_transform()
+        self.policies = list(tp.resize_param) if tp is not None else []
+        size = (self.policies[0].height, self.policies[0].width) if self.policies else None
+        self.policy, self.iters = 0, 0
+        self.augment = self._random_transform() or len(self.policies) > 1
         backend = p.backend if "backend" in p.model_fields_set else None
         try:
             ds = open_annotated(p.source, self.net_dir, backend, _color(self, tp), size,
@@ -98,10 +122,14 @@ class AnnotatedData(Data):
         self.samplers = list(ap.batch_sampler) if ap is not None else []
         self.yolo_labels = ap is not None and ap.yolo_data_type == 1
         self.jitter = (ap.yolo_data_jitter if self.yolo_labels and not self.samplers else 0.0)
-        r = tp.resize_param if tp is not None else None
-        self.interp = np.array(r.interp_mode if r is not None and r.interp_mode else ["LINEAR"])
+        self.interp = self._interp(0)
         return bool(self.distort_p or self.expand_p or self.samplers or self.jitter
                     or list(self.interp) != ["LINEAR"])
+
+    def _interp(self, policy: int) -> np.ndarray:
+        """The interpolations of resize policy ``policy`` (LINEAR when it names none)."""
+        r = self.policies[policy] if self.policies else None
+        return np.array(r.interp_mode if r is not None and r.interp_mode else ["LINEAR"])
 
     def _setup_augment(self, size) -> tuple:
         """Checks of the records and fields SSD's random transform needs; the output shape."""
@@ -110,7 +138,8 @@ class AnnotatedData(Data):
         c = self.images.shape[1]
         if self.images.dtype != np.uint8:
             raise self.error("SSD's random transform (distort_param, expand_param, "
-                             "batch_sampler) works on 8-bit images; these records are float",
+                             "batch_sampler, several resize_param) works on 8-bit images; "
+                             "these records are float",
                              field=src, cls=DataError)
         d = self.distort_p
         if d is not None:
@@ -182,17 +211,7 @@ class AnnotatedData(Data):
             if tp.noise_param is not None and tp.noise_param.prob > 0:
                 raise self.spec_error(f"random noise (prob > 0); {why}",
                                       field="transform_param.noise_param")
-            r = tp.resize_param
-            if r is not None:
-                f = "transform_param.resize_param"
-                if r.resize_mode != "WARP":
-                    raise self.spec_error(f"resize_mode {r.resize_mode}: netspec resizes with "
-                                          "WARP only", field=f + ".resize_mode")
-                if not (r.height and r.width):
-                    raise self.spec_error("WARP needs height and width", field=f + ".height")
-                if r.prob != 1:
-                    raise self.spec_error(f"prob {r.prob:g}: a random resize; {why}",
-                                          field=f + ".prob")
+            self._check_policies(tp.resize_param)
         if ap is not None:
             if ap.yolo_data_type not in (0, 1):
                 raise self.spec_error(f"yolo_data_type {ap.yolo_data_type}: eric612/MobileNet-"
@@ -201,6 +220,59 @@ class AnnotatedData(Data):
             if ap.yolo_data_jitter < 0 or ap.yolo_data_jitter >= 1:
                 raise self.spec_error(f"yolo_data_jitter {ap.yolo_data_jitter:g} must be in "
                                       "[0, 1)", field="annotated_data_param.yolo_data_jitter")
+
+    def _check_policies(self, policies) -> None:
+        """The resize policies netspec runs: WARP to a height and width, and the MobileNet-YOLO
+        fork's checks of their ``prob`` (each in [0, 1], summing to 1 within ``PROB_EPS``)."""
+        several = len(policies) > 1
+        for k, r in enumerate(policies):
+            f = f"transform_param.resize_param[{k}]" if several else "transform_param.resize_param"
+            if r.resize_mode != "WARP":
+                raise self.spec_error(f"resize_mode {r.resize_mode}: netspec resizes with "
+                                      "WARP only", field=f + ".resize_mode")
+            if not (r.height and r.width):
+                raise self.spec_error("WARP needs height and width", field=f + ".height")
+            if not 0 <= r.prob <= 1:
+                raise self.spec_error(f"prob {r.prob:g} of a resize policy must be in [0, 1] "
+                                      "(eric612/MobileNet-YOLO checks it)", field=f + ".prob")
+        total = float(np.sum(np.asarray([r.prob for r in policies], F32), dtype=F32))
+        if policies and abs(total - 1) > PROB_EPS:
+            if several:
+                raise self.spec_error(
+                    f"the prob of the {len(policies)} resize policies sum to {total:g}; "
+                    "eric612/MobileNet-YOLO draws one with these weights and checks that they "
+                    f"sum to 1 (within {PROB_EPS:g})", field="transform_param.resize_param")
+            raise self.spec_error(
+                f"prob {total:g} of the only resize policy: eric612/MobileNet-YOLO stops "
+                f"unless it is 1 (within {PROB_EPS:g}); SSD does not read it and always "
+                "resizes: set prob: 1", field="transform_param.resize_param.prob")
+
+    def _next_policy(self) -> None:
+        """The fork's draw of a resize policy at every ``POLICY_PERIOD``-th batch: its size
+        and interpolations for this batch; counts the batch. Data-parallel ranks draw alike
+        (``Shard.order_rng``), so they resize their shares of a batch to one size."""
+        if len(self.policies) > 1 and self.iters % POLICY_PERIOD == 0:
+            rng = (self.rng if self.shard is None else
+                   self.shard.order_rng(POLICY_KEY, self.iters // POLICY_PERIOD))
+            self.policy = roll_weighted_die(rng.random(), [r.prob for r in self.policies])
+        self.iters += 1
+        r = self.policies[self.policy]
+        self.out_hw = (int(r.height), int(r.width))
+        self.interp = self._interp(self.policy)
+
+    def state_dict(self):
+        state = super().state_dict()
+        if len(self.policies) > 1:
+            state.update(iters=self.iters, policy=self.policy)
+        return state
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        if len(self.policies) > 1:
+            policy = int(state["policy"])
+            if not 0 <= policy < len(self.policies):
+                raise ValueError(f"resize policy {policy} of {len(self.policies)}")
+            self.iters, self.policy = int(state["iters"]), policy
 
     def _emitted(self, boxes: np.ndarray, tp) -> np.ndarray:
         """SSD's TransformAnnotation of a whole image: the emit constraint, then each box
@@ -256,6 +328,8 @@ class AnnotatedData(Data):
         return x, rows[keep]
 
     def forward(self, bottom, top):
+        if len(self.policies) > 1:
+            self._next_policy()
         idx = self.next_indices()
         if self.augment:
             images, rows = self._augmented(idx)
@@ -269,6 +343,9 @@ class AnnotatedData(Data):
             x[flip] = x[flip][..., ::-1]
             f = flip[item]
             rows[f, 3], rows[f, 5] = F32(1) - rows[f, 5], F32(1) - rows[f, 3]
+        if top[0].shape != x.shape:         # another resize policy (multi-scale training)
+            top[0].data = self.backend.zeros(x.shape)
+            self.reshaped_tops = True
         top[0].data[...] = self.backend.asarray(x)
         if len(top) > 1 and self.yolo_labels:
             top[1].data[...] = self.backend.asarray(self._yolo_rows(rows, n, idx))

@@ -4,6 +4,9 @@ A layer sees ``bottom`` blobs (inputs) and ``top`` blobs (outputs):
 
 * ``setup(bottom_shapes) -> top_shapes``: check arity and shapes, create parameter blobs in
   ``self.blobs`` (learnable ``Param`` objects), precompute what the shapes allow.
+* ``reshape(bottom_shapes) -> top_shapes``: the same for new bottom shapes, keeping the
+  parameter blobs (Caffe's Reshape; ``Net.reshape`` calls it when a data layer's top changed
+  shape): by default ``setup`` again, ``add_param`` handing back the existing blobs.
 * ``forward(bottom, top)``: write ``top[i].data`` from ``bottom[i].data``.
 * ``backward(top, propagate_down, bottom)``: from ``top[i].diff`` *overwrite*
   ``bottom[i].diff`` where ``propagate_down[i]`` and *accumulate* into ``self.blobs[j].diff``
@@ -126,6 +129,12 @@ class Layer(abc.ABC):
         self.shard = None
         self.where = where or {}
         self.blobs: list[Param] = []
+        #: set up again by ``reshape``: the index of the next existing blob ``add_param`` hands
+        #: back; None in the first setup
+        self._params_again: Optional[int] = None
+        #: forward sets it when it gave its tops new shapes (a data layer's multi-scale
+        #: training): the Net then sets the layers after it up again (``Net.reshape``)
+        self.reshaped_tops = False
         self.p = getattr(lp, self.param_block) if self.param_block else None
         if self.param_block and self.p is None:
             self.p = self._default_block()
@@ -189,7 +198,10 @@ class Layer(abc.ABC):
         return shape
 
     def add_param(self, shape: tuple[int, ...], filler: Any, name_suffix: str) -> Param:
-        """Create a parameter blob filled by ``filler`` (a FillerParameter)."""
+        """Create a parameter blob filled by ``filler`` (a FillerParameter); in ``reshape``,
+        the layer's existing blob at that index, untouched (no fill, no random draw)."""
+        if self._params_again is not None:
+            return self._existing_param(tuple(int(s) for s in shape))
         index = len(self.blobs)
         self.check_count(shape, f"its parameter blob {index}")
         shape = tuple(int(s) for s in shape)
@@ -208,6 +220,21 @@ class Layer(abc.ABC):
                       owner=self.name, share_name=spec.name if spec else None)
         self.blobs.append(param)
         return param
+
+    def next_param_index(self) -> int:
+        """The index the next ``add_param`` gives its blob (in ``setup`` and ``reshape``)."""
+        return len(self.blobs) if self._params_again is None else self._params_again
+
+    def _existing_param(self, shape: tuple[int, ...]) -> Param:
+        index = self._params_again
+        if index >= len(self.blobs) or self.blobs[index].shape != shape:
+            had = self.blobs[index].shape if index < len(self.blobs) else "none"
+            raise self.error(f"new bottom shapes would change its parameter blob {index} "
+                             f"({had} -> {shape}); parameters keep their shapes when a net "
+                             "is reshaped (multi-scale training needs parameters whose "
+                             "shapes do not depend on the input size)")
+        self._params_again = index + 1
+        return self.blobs[index]
 
     def check_arity(self, n_bottoms: int, n_tops: int) -> None:
         def bad(kind, n, want):
@@ -244,6 +271,20 @@ class Layer(abc.ABC):
 
     def backward(self, top: list[Blob], propagate_down: list[bool], bottom: list[Blob]) -> None:
         """Default for layers without a gradient: nothing to do."""
+
+    def reshape(self, bottom_shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """Set the layer up again for new bottom shapes; return the top shapes. Parameter
+        blobs stay the very same objects with their values (``add_param`` hands them back and
+        checks their shapes); everything ``setup`` derives from the shapes is derived again."""
+        self._params_again = 0
+        try:
+            tops = self.setup(bottom_shapes)
+            if self._params_again != len(self.blobs):
+                raise self.error(f"set up again it created {self._params_again} of its "
+                                 f"{len(self.blobs)} parameter blobs")
+        finally:
+            self._params_again = None
+        return tops
 
     # -- state beyond parameters (e.g. a data cursor), saved in snapshots ------------------
     def state_dict(self) -> dict:

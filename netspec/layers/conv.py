@@ -198,7 +198,7 @@ class Convolution(Layer):
             add_param_diff(self.blobs[1], dy.sum(axis=(0, 2, 3)))
             return
         M = dy.shape[1]
-        if self._ones is None:                       # the top's H·W is fixed at setup
+        if self._ones is None or self._ones.size != dy[0, 0].size:   # H·W changes by reshape
             self._ones = self.xp.ones(dy[0, 0].size, dtype=dy.dtype)
 
         def part(n0, n):

@@ -103,7 +103,7 @@ class Data(Layer):
         p = self.p if self.legacy_transform_fields else None
         if tp is not None and self.type_name != "AnnotatedData":
             for f in SSD_TRANSFORM_FIELDS:
-                if getattr(tp, f) is not None:
+                if getattr(tp, f) not in (None, []):
                     raise self.spec_error(f"{f} is a field of SSD's transform (weiliu89/caffe), "
                                           "read by its AnnotatedData layer only",
                                           field=f"transform_param.{f}")

@@ -208,7 +208,7 @@ class Scale(Layer):
         self.inner = math.prod(shape[self.axis + len(scale_shape):])
         self.bias_index = None
         if p.bias_term:
-            self.bias_index = len(self.blobs)
+            self.bias_index = self.next_param_index()
             self.add_param(scale_shape, p.bias_filler or FillerParameter(type="constant", value=0),
                            "bias")
         return [shape]

@@ -227,6 +227,20 @@ class Python(Layer):
                              "top[i].reshape(*shape) in setup() or reshape()")
         return [t.shape for t in tops]
 
+    def reshape(self, bottom_shapes):
+        """New bottom shapes: the object's ``reshape`` (not ``setup``: its blobs stay), as
+        Caffe's Reshape; returns the top shapes it gives."""
+        dt = numpy.dtype(self.dtype)
+        bottoms = [PyBlob(shape=s, label=f"bottom {i}", dtype=dt)
+                   for i, s in enumerate(bottom_shapes)]
+        tops = [PyBlob(label=f"top {i} '{name}'", dtype=dt) for i, name in enumerate(self.lp.top)]
+        self._call("reshape", bottoms, tops)
+        missing = [self.lp.top[i] for i, t in enumerate(tops) if t._shape is None]
+        if missing:
+            raise self.error(f"{self.p.module}.{self.p.layer} gave no shape to top(s) "
+                             f"{missing} in reshape(): call top[i].reshape(*shape)")
+        return [t.shape for t in tops]
+
     def _load_class(self):
         p = self.p
         dirs = [d for d in (self.net_dir, Path.cwd()) if d is not None]

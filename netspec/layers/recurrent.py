@@ -173,7 +173,7 @@ class _Recurrent(Layer):
         self.add_param((G,), p.bias_filler, "b")
         if self.static:
             self.add_param((G, self.S), p.weight_filler, "W_x_static")
-        self.i_wh = len(self.blobs)
+        self.i_wh = self.next_param_index()
         self.add_param((G, self.H), p.weight_filler, "W_h")
 
     def _setup_buffers(self) -> None:
@@ -297,7 +297,7 @@ class RNN(_Recurrent):
     def _add_params(self):
         super()._add_params()
         p, H = self.p, self.H
-        self.i_wo = len(self.blobs)
+        self.i_wo = self.next_param_index()
         self.add_param((H, H), p.weight_filler, "W_ho")
         self.add_param((H,), p.bias_filler, "b_o")
 

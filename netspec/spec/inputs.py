@@ -120,7 +120,7 @@ def _label_shape(lp, n: int) -> tuple[int, ...]:
 def declared_shapes(param: NetParameter, index: int) -> tuple[dict[str, tuple[int, ...]], str]:
     """(top shapes, what was assumed): the shapes the fields of data layer ``index`` declare,
     without reading its data. N from ``batch_size``; H×W from ``crop_size`` (else SSD's
-    ``resize_param`` height/width, else ImageData's ``new_height``/``new_width``); C from
+    ``resize_param`` height/width, the first policy's of several, else ImageData's ``new_height``/``new_width``); C from
     ``is_color`` (ImageData), ``force_gray`` / ``force_color``, a built-in source, else 3 (an
     assumption, said in the second item); labels N (AnnotatedData: ``_label_shape``). Tops it
     cannot size are absent."""
@@ -135,8 +135,13 @@ def declared_shapes(param: NetParameter, index: int) -> tuple[dict[str, tuple[in
     crop = (tp.crop_size if tp else 0) or getattr(block, "crop_size", 0)
     size = (crop, crop) if crop else None
     assumed = ""
-    if size is None and tp is not None and tp.resize_param is not None and tp.resize_param.height:
-        size = (tp.resize_param.height, tp.resize_param.width)   # SSD's resize of every image
+    policies = tp.resize_param if tp is not None else []
+    if size is None and policies and policies[0].height:
+        size = (policies[0].height, policies[0].width)   # SSD's resize of every image
+        if len(policies) > 1:      # MobileNet-YOLO's multi-scale training starts with the first
+            assumed = (f"the first of {len(policies)} resize policies "
+                       f"({', '.join(f'{r.height}×{r.width}' for r in policies)}): training "
+                       "draws one every 10 batches")
     if lp.type == "ImageData":
         channels = 3 if block.is_color else 1
         if size is None and block.new_height and block.new_width:
@@ -148,7 +153,8 @@ def declared_shapes(param: NetParameter, index: int) -> tuple[dict[str, tuple[in
         size = size or (h, w)
     else:
         channels = 3
-        assumed = "3 channels assumed: the file does not declare them"
+        assumed = "; ".join(filter(None, [assumed, "3 channels assumed: the file does not "
+                                          "declare them"]))
     out: dict[str, tuple[int, ...]] = {t: _label_shape(lp, n) for t in lp.top[1:]}
     if size is not None:
         out[lp.top[0]] = (n, channels, *size)

@@ -131,7 +131,10 @@ class EmitConstraint(Message):
 
 class TransformationParameter(Message):
     """``transform_param``. ``resize_param`` … ``expand_param`` are SSD's (weiliu89/caffe),
-    read by AnnotatedData only; the other data layers refuse them."""
+    read by AnnotatedData only; the other data layers refuse them. ``resize_param`` is
+    repeated as in the MobileNet-YOLO fork (eric612/MobileNet-YOLO), whose AnnotatedData
+    draws one of several resize policies every 10 batches (multi-scale training); SSD's one
+    block is a one-element list."""
 
     scale: float = 1.0
     mirror: bool = False
@@ -140,7 +143,7 @@ class TransformationParameter(Message):
     mean_value: Repeated[float] = Field(default_factory=list)
     force_color: bool = False
     force_gray: bool = False
-    resize_param: Optional[ResizeParameter] = None
+    resize_param: Repeated[ResizeParameter] = Field(default_factory=list)
     noise_param: Optional[NoiseParameter] = None
     emit_constraint: Optional[EmitConstraint] = None
     distort_param: Optional[DistortionParameter] = None
