@@ -17,7 +17,8 @@ PACKAGE = Path(netspec.__file__).parent
 
 #: third-party packages that a core install lacks or that only one feature needs
 OPTIONAL = {"cupy", "cupyx", "torch", "matplotlib", "graphviz", "optuna", "psycopg", "jsonschema",
-            "google", "h5py", "lmdb", "plyvel", "PIL", "onnx", "onnxruntime", "mpi4py", "cv2"}
+            "google", "h5py", "lmdb", "plyvel", "PIL", "onnx", "onnxruntime", "mpi4py", "cv2",
+            "scipy"}   # scipy: DeepLab v2's MatRead/MatWrite (.mat files)
 #: netspec modules that import an optional package at module level
 OPTIONAL_NETSPEC = {"netspec.caffe.caffe_pb2"}
 
