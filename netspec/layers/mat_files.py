@@ -75,7 +75,9 @@ class MatWrite(Layer):
     (forwards 0, period, 2·period … counted from the first; ``name`` the forward's index into
     the ``source`` list, an error past its end, else ``iter_<k>``). The whole blob, all N
     items, goes to one file (see the module docstring). Relative paths start at the net
-    file's folder; missing folders are created. No tops, no gradient."""
+    file's folder; missing folders are created. The list is read at the first forward (the
+    fork reads it at set-up), so the net builds where it is absent (``netspec summary``).
+    No tops, no gradient."""
 
     param_block = "mat_write_param"
     min_bottoms = 1
@@ -88,11 +90,14 @@ class MatWrite(Layer):
             if len(s) > 4:
                 raise self.error(f"bottom {j} has {len(s)} axes {tuple(s)}; a .mat file of the "
                                  "fork holds at most 4 (N, C, H, W)")
-        self.names = _names(self, "mat_write_param")
+        self.names: list[str] | None = None
+        self.names_read = False    # at the first forward: the net builds without its list
         self.iteration = 0
         return []
 
     def forward(self, bottom, top):
+        if not self.names_read:
+            self.names, self.names_read = _names(self, "mat_write_param"), True
         k, self.iteration = self.iteration, self.iteration + 1
         if k % self.p.period:
             return
