@@ -4,8 +4,8 @@ maps for its CRF post-processing), MatRead reads such files back as tops. Both n
 
 The file format is the fork's ``WriteBlobToMat``: one variable ``data`` of the blob's values in
 MATLAB's column-major order with dimensions (W, H, C, N) — element (w, h, c, n) is the blob's
-[n, c, h, w] (MATLAB drops trailing dimensions of 1) — in the net's precision (single for
-float32 nets). File names: ``prefix + name + '_blob_<i>.mat'``, the names read from the
+[n, c, h, w] — in the net's precision (single for float32 nets). MatRead also takes files
+of fewer dimensions (as MATLAB saves a (W, H, C, 1) array), the missing ones 1. File names: ``prefix + name + '_blob_<i>.mat'``, the names read from the
 ``source`` list (the first word of each line, ``strip`` characters cut from its end) by the
 iteration's index, or ``iter_<k>`` without a list.
 """
