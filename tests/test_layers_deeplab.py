@@ -269,3 +269,15 @@ def test_mat_write_names_files_by_iteration_without_a_list(tmp_path):
     run_forward(layer, [x + 1], [])
     got = sio.loadmat(tmp_path / "f_iter_1_blob_0.mat")["data"]
     np.testing.assert_array_equal(got, (x + 1).transpose(3, 2, 1, 0))
+
+
+def test_label_scaling_uses_opencvs_nearest_indices():
+    """ImageSegData scales label images with INTER_NEAREST; OpenCV computes the source index as
+    ⌊d·(1/(dst/src))⌋, which differs from ⌊d·src/dst⌋ at exact multiples (30 → 22: row 11)."""
+    cv2 = pytest.importorskip("cv2")
+    from netspec.data.image_list import resize_nearest
+    for src in range(1, 61):
+        a = np.arange(src, dtype=np.uint8).reshape(src, 1).repeat(2, 1)
+        for dst in range(1, 61):
+            want = cv2.resize(a, (2, dst), interpolation=cv2.INTER_NEAREST)[:, 0]
+            np.testing.assert_array_equal(resize_nearest(a[None], dst, 2)[0, :, 0], want)
