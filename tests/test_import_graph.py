@@ -18,7 +18,8 @@ PACKAGE = Path(netspec.__file__).parent
 #: third-party packages that a core install lacks or that only one feature needs
 OPTIONAL = {"cupy", "cupyx", "torch", "matplotlib", "graphviz", "optuna", "psycopg", "jsonschema",
             "google", "h5py", "lmdb", "plyvel", "PIL", "onnx", "onnxruntime", "mpi4py", "cv2",
-            "numba"}   # numba: the `fast` extra's compiled depthwise kernels
+            "numba",   # numba: the `fast` extra's compiled depthwise kernels
+            "scipy"}   # scipy: DeepLab v2's MatRead/MatWrite (.mat files)
 #: netspec modules that import an optional package at module level (conv_compiled: numba's
 #: kernels, imported by conv_direct only when numba is installed)
 OPTIONAL_NETSPEC = {"netspec.caffe.caffe_pb2", "netspec.layers.conv_compiled"}

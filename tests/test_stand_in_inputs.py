@@ -140,3 +140,25 @@ def test_python_stand_ins_keep_the_rest_of_the_net():
     assert len(notes) == 1 and "assumed" not in notes[0]
     same, none = stand_in_inputs(param)
     assert same.layer[0].type == "Data" and none == []
+
+
+def test_deeplab_image_seg_data_stands_in_with_its_label_image_and_data_dim():
+    """DeepLab v2's ImageSegData: --no-data gives data (N, C, crop), label (N, 1, crop) and
+    data_dim (N, 1, 1, 2) from batch_size, is_color and crop_height × crop_width; with
+    --input-shape for data only, label and data_dim follow its size."""
+    param = loads_net("""
+layer:
+  - name: data
+    type: ImageSegData
+    top: [data, label, data_dim]
+    transform_param: {crop_height: 33, crop_width: 41, mean_value: [104, 117, 123]}
+    image_data_param: {source: missing.txt, batch_size: 4, is_color: false, label_type: PIXEL}
+  - {name: silence, type: Silence, bottom: [data, label, data_dim]}
+""", "<deeplab>")
+    out, notes = stand_in_inputs(param, declared=True)
+    shapes = [list(s.dim) for s in out.layer[0].input_param.shape]
+    assert out.layer[0].type == "Input" and shapes == [[4, 1, 33, 41], [4, 1, 33, 41], [4, 1, 1, 2]]
+    assert "ImageSegData" in notes[0] and "assumed" not in notes[0]
+    out, _ = stand_in_inputs(param, {"data": (2, 3, 9, 7)})
+    shapes = [list(s.dim) for s in out.layer[0].input_param.shape]
+    assert shapes == [[2, 3, 9, 7], [2, 1, 9, 7], [2, 1, 1, 2]]

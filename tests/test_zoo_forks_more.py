@@ -1,7 +1,8 @@
 """More public nets of Caffe's forks, as users porting them would try them: DenseNet, ResNeXt,
 DPN (``ceil_mode``, grouped convolution), SENet (Axpy), PSPNet (Interp, BN), R-FCN
 (PSROIPooling), SphereFace (MarginInnerProduct), center loss (CenterLoss), MobileNet-SSD,
-MobileNet v1/v2 (depthwise forks) and PeleeNet. The files are in tests/zoo_forks/ verbatim
+MobileNet v1/v2 (depthwise forks), PeleeNet and DeepLab v2 (ImageSegData, SegAccuracy,
+MatWrite). The files are in tests/zoo_forks/ verbatim
 (provenance in zoo_forks/SOURCES.tsv).
 
 Every file converts, builds with the architecture's output shapes, and survives prototxt -> YAML
@@ -109,10 +110,13 @@ TRAIN = {
 RFCN_TRAIN = {f"{RFCN}train_agnostic.prototxt": {"PSROIPooling", "SmoothL1LossOHEM"},
               f"{RFCN}class-aware__train_ohem.prototxt":
                   {"PSROIPooling", "SmoothL1LossOHEM", "SoftmaxWithLossOHEM", "BoxAnnotatorOHEM"}}
-#: DeepLab v2's files (its ImageSegData and MatWrite layers are not implemented): the message
-#: names the fork
-DEEPLAB = ["xmojiao__deeplab_v2__pascal-context__config__deeplab_largeFOV__train.prototxt",
-           "zbxzc35__deeplab_v2_python__voc12__deeplab_v2_large_scoremap__config__test_val.prototxt"]
+#: DeepLab v2's files: the LargeFOV training net (a template of DeepLab's run script, whose
+#: ${NUM_LABELS} is PASCAL-Context's 60 classes here, as the script's sed would write it) and
+#: the ASPP test net writing score maps (MatWrite); their fork types
+DEEPLAB_TRAIN = "xmojiao__deeplab_v2__pascal-context__config__deeplab_largeFOV__train.prototxt"
+DEEPLAB_TEST = "zbxzc35__deeplab_v2_python__voc12__deeplab_v2_large_scoremap__config__test_val.prototxt"
+DEEPLAB = {DEEPLAB_TRAIN: {"ImageSegData", "Interp", "SegAccuracy"},
+           DEEPLAB_TEST: {"ImageSegData", "Interp", "MatWrite"}}
 EVERY = sorted({*DEPLOY, *TRAIN, *RFCN_TRAIN, f"{RFCN}test_agnostic.prototxt",
                 f"{SSDLITE}test.prototxt"})
 
@@ -293,20 +297,91 @@ def test_ssdlite_test_net_builds_with_its_detection_evaluate_layer():
     assert net.blobs["mbox_conf"].shape[1] % 21 == 0
 
 
-@pytest.mark.parametrize("name", DEEPLAB)
-def test_deeplab_v2_files_are_refused_naming_deeplabs_fork(name, tmp_path):
-    """DeepLab v2's data layer (ImageSegData, with image_data_param.label_type) is not
-    implemented: ``netspec convert`` stops at its first field with one message naming the fork."""
+def deeplab_text(name: str) -> str:
+    """The DeepLab file as its run script would fill it in (``${NUM_LABELS}`` → 60)."""
+    return text_of(name).replace("${NUM_LABELS}", "60")
+
+
+def deeplab_yaml(name: str) -> str:
+    return net_yaml(ptx.parse_net(deeplab_text(name), name), name)[0]
+
+
+@pytest.mark.parametrize("name", sorted(DEEPLAB))
+def test_deeplab_v2_files_convert_and_round_trip(name, tmp_path):
+    """Both files convert with their fork layers (ImageSegData with label_type, SegAccuracy,
+    MatWrite), and prototxt -> YAML -> prototxt gives the same net (LargeFOV's loss, which
+    names no top, then names Caffe's automatic one, as test_caffe_port's V0 LeNet)."""
     from click.testing import CliRunner
 
+    from netspec.caffe.port import convert_net
+    from netspec.caffe.to_yaml import AUTO_TOP
+    from netspec.caffe.upgrade import upgrade_net
     from netspec.cli import main
     local = tmp_path / name
-    local.write_bytes((ZOO / name).read_bytes())
-    r = CliRunner().invoke(main, ["convert", str(local)])
-    assert r.exit_code == 1
-    assert "'label_type' is not a field of Caffe's ImageDataParameter: it exists only in " \
-           "DeepLab's fork of Caffe" in r.output
-    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+    local.write_text(deeplab_text(name))
+    convert_net(local, tmp_path / "net.yaml")
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "net.yaml"), "-o",
+                                  str(tmp_path / "back.prototxt")])
+    assert r.exit_code == 0, r.output
+    original = upgrade_net(ptx.parse_net(local.read_text(), name))[0]
+    for lp in original.layer:
+        if lp.type == "SoftmaxWithLoss" and not lp.top:
+            lp.top.append(AUTO_TOP)
+    assert ptx.parse_net((tmp_path / "back.prototxt").read_text()) == original
+    param = loads_net((tmp_path / "net.yaml").read_text(), name)
+    assert DEEPLAB[name] <= {lp.type for lp in param.layer}
+
+
+@pytest.mark.parametrize("name, phase, shapes, outputs", [
+    (DEEPLAB_TRAIN, "TRAIN", {"data": (1, 3, 321, 321)},
+     {"fc8_${EXP}": (1, 60, 41, 41), "label_shrink": (1, 1, 41, 41), "accuracy": (1, 1, 1, 3)}),
+    (DEEPLAB_TEST, "TEST", None, {"fc8_interp": (1, 21, 513, 513)}),
+])
+def test_deeplab_v2_nets_build_with_deeplabs_shapes(name, phase, shapes, outputs):
+    """Built with ImageSegData stood in (``--input-shape`` at batch 1; ``--no-data``: the
+    declared crop 513, batch 1): LargeFOV's 321 → 41 score map of 60 classes, the label
+    shrunk alike; ASPP's 513 → 65 map interpolated ×8 back to 513, 21 VOC classes."""
+    param = loads_net(deeplab_yaml(name), name)
+    param = stand_in_inputs(param, shapes, declared=shapes is None)[0]
+    net = Net(param, phase, F32, np.random.default_rng(0))
+    for blob, shape in outputs.items():
+        assert net.blobs[blob].shape == shape, blob
+
+
+def test_deeplab_v2_largefov_trains_a_step_on_a_synthetic_list(tmp_path):
+    """The LargeFOV training net as converted, its list, folders and crop substituted (crop
+    65 = 32·3 − 31, batch 2): ImageSegData reads PNG pairs, the loss is finite and positive,
+    gradients reach conv1_1 and fc8 (on well-scaled random weights), SegAccuracy gives three
+    measures in [0, 1]."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    lines = []
+    for k, (h, w) in enumerate([(70, 90), (50, 60), (80, 66)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"i{k}.png")
+        seg = rng.integers(0, 60, (h, w), dtype=np.uint8)
+        seg[:5] = 255
+        Image.fromarray(seg).save(tmp_path / f"s{k}.png")
+        lines.append(f"/i{k}.png /s{k}.png")
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    text = deeplab_yaml(DEEPLAB_TRAIN)
+    for old, new in (("crop_size: 321", "crop_size: 65"), ("batch_size: 10", "batch_size: 2"),
+                     ("${EXP}/list/${TRAIN_SET}.txt", str(tmp_path / "train.txt")),
+                     ("${DATA_ROOT}", str(tmp_path))):
+        assert old in text, old
+        text = text.replace(old, new)
+    from zoo_deploy import fill_well_scaled
+    net = Net(loads_net(text, DEEPLAB_TRAIN), "TRAIN", F32, np.random.default_rng(0))
+    fill_well_scaled(net, 0, gain=1.0)   # the file has no fillers: DeepLab starts from weights
+    assert net.blobs["data"].shape == (2, 3, 65, 65) and net.blobs["data_dim"].shape == (2, 1, 1, 2)
+    loss = float(net.forward())
+    assert np.isfinite(loss) and loss > 0
+    assert set(np.unique(net.blobs["label"].data)) <= set(range(60)) | {255}
+    acc = net.blobs["accuracy"].data.reshape(3)
+    assert ((acc >= 0) & (acc <= 1)).all()
+    net.backward()
+    for name in ("conv1_1", "fc8_${EXP}_1"):
+        grad = next(layer for layer in net.layers if layer.name == name).blobs[0].diff
+        assert np.isfinite(grad).all() and np.count_nonzero(grad) > 0, name
 
 
 def test_depthwise_convolution_on_a_one_by_one_map_is_its_centre_tap():

@@ -18,14 +18,10 @@ FORK_FIELDS = {
     **dict.fromkeys(("video_data_param",), "SSD's fork of Caffe (weiliu89/caffe, branch ssd)"),
     **dict.fromkeys(("yolo_seg_param",),
                     "the MobileNet-YOLO fork of Caffe (eric612/MobileNet-YOLO)"),
-    **dict.fromkeys(("seg_accuracy_param", "mat_read_param", "mat_write_param"), "DeepLab's fork"
-                    " of Caffe (deeplab-public-ver2)"),
 }
-#: fields of well-known forks inside BVLC's messages: (message, field) -> the fork
-FORK_SUBFIELDS = {
-    ("ImageDataParameter", "label_type"): "DeepLab's fork of Caffe (deeplab-public-ver2, its "
-                                          "ImageSegData layer)",
-}
+#: fields of well-known forks inside BVLC's messages: (message, field) -> the fork (none now:
+#: DeepLab v2's, the last listed here, are implemented)
+FORK_SUBFIELDS: dict[tuple[str, str], str] = {}
 
 _NET_KEYS = {"name", "input", "input_shape", "input_dim", "force_backward", "state",
              "debug_info", "layer", "layers"}

@@ -29,8 +29,6 @@ FORK_TYPES = {
                     "SSD's fork of Caffe (weiliu89/caffe, branch ssd)"),
     **dict.fromkeys(("YoloSeg",),
                     "the MobileNet-YOLO fork of Caffe (eric612/MobileNet-YOLO)"),
-    **dict.fromkeys(("ImageSegData", "SegAccuracy", "MatRead", "MatWrite"),
-                    "DeepLab's fork of Caffe (deeplab-public-ver2)"),
 }
 
 

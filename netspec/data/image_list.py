@@ -9,7 +9,9 @@ asked, as OpenCV's ``INTER_LINEAR`` (pixel centres aligned, two taps per axis, n
 OpenCV's fixed-point arithmetic; see ``resize_linear``). ``decode_image`` does the same for
 encoded bytes (the ``encoded`` Datums of an LMDB or LevelDB).
 
-``read_image_pairs``: SegNet's DenseImageData lists, ``image label_image`` a line.
+``read_image_pairs``: SegNet's DenseImageData lists, ``image label_image`` a line;
+``read_seg_list``: DeepLab v2's ImageSegData lists (a label image, a class or nothing after the
+image).
 
 ``find_image``: where an image named in a list file (ImageData, WindowData, DenseImageData) is.
 """
@@ -65,6 +67,29 @@ def read_image_pairs(path: str | Path) -> list[ImagePair]:
         if len(parts) != 2:
             raise DataError(f"expected 'image label_image' (two paths), got {line!r}",
                             file=str(path), line=i)
+        out.append(ImagePair(parts[0], parts[1], i))
+    return out
+
+
+def read_seg_list(path: str | Path, label_type: str) -> list[ImagePair]:
+    """The entries of a DeepLab v2 ImageSegData ``source`` file, in file order: the first
+    whitespace-separated word of a line is the image; the second is its label image
+    (``label_type`` PIXEL), its class, an integer in [0, 255] (IMAGE), or not read (NONE:
+    ``label_path`` ""). Further words are ignored, as the fork reads words with ``>>``."""
+    path = Path(path)
+    out = []
+    for i, line in _list_lines(path):
+        parts = line.split()
+        if label_type == "NONE":
+            out.append(ImagePair(parts[0], "", i))
+            continue
+        if len(parts) < 2:
+            what = "image label_image" if label_type == "PIXEL" else "image class"
+            raise DataError(f"expected '{what}' (label_type {label_type}), got {line!r}",
+                            file=str(path), line=i)
+        if label_type == "IMAGE" and not (parts[1].isdigit() and int(parts[1]) <= 255):
+            raise DataError(f"the class {parts[1]!r} is not an integer in [0, 255] (label_type "
+                            "IMAGE: a line is 'image class')", file=str(path), line=i)
         out.append(ImagePair(parts[0], parts[1], i))
     return out
 

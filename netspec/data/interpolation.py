@@ -57,10 +57,13 @@ def centred_positions(src, dst: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def nearest_indices(src, dst: int) -> np.ndarray:
-    """INTER_NEAREST's source index of each output index: min(⌊d·src/dst⌋, src − 1); ``src``
-    one size or sizes (n, 1)."""
+    """INTER_NEAREST's source index of each output index: min(⌊d·(1/(dst/src))⌋, src − 1) in
+    float64, OpenCV's own arithmetic (``resizeNN``: the ratio inverted, not src/dst, which
+    differs at exact multiples: 11·30/22 is 15 in OpenCV, 14 by src/dst); ``src`` one size or
+    sizes (n, 1)."""
     d = np.arange(dst, dtype=np.float64)
-    return np.minimum(np.floor(d * (src / dst)).astype(np.int64), np.asarray(src) - 1)
+    ratio = 1.0 / (dst / np.asarray(src, np.float64))
+    return np.minimum(np.floor(d * ratio).astype(np.int64), np.asarray(src) - 1)
 
 
 def taps(mode: str, src: np.ndarray, dst: int, shrink_both: np.ndarray | None = None

@@ -4,11 +4,11 @@ One module per family; importing this package imports every family, which regist
 types. ``docs/architecture.md`` says which family holds which type.
 """
 
-from . import (annotated_data, batch_norm_forks, conv, data, detection, hdf5, image_data, inner_product, loss,
-               multibox, neuron, normalization, pool, python, recurrent, reduction, registry, reshape, roi, softmax,
+from . import (annotated_data, batch_norm_forks, conv, data, detection, hdf5, image_data, image_seg_data,
+               inner_product, loss, mat_files, multibox, neuron, normalization, pool, python, recurrent, reduction, registry, reshape, roi, softmax,
                structure, window_data, yolo)
 from .base import Layer
 
 __all__ = ["Layer", "registry", "annotated_data", "batch_norm_forks", "conv", "data", "detection", "hdf5", "image_data",
-           "inner_product", "loss", "multibox", "neuron", "normalization", "pool", "python", "recurrent",
+           "image_seg_data", "inner_product", "loss", "mat_files", "multibox", "neuron", "normalization", "pool", "python", "recurrent",
            "reduction", "reshape", "roi", "softmax", "structure", "window_data", "yolo"]

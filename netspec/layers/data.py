@@ -14,7 +14,7 @@ from ..data.sources import load_mean_file, resolve_file
 from ..errors import DataError
 from ..fillers import fill
 from ..spec.params import FillerParameter
-from ..spec.params.common import SSD_TRANSFORM_FIELDS
+from ..spec.params.common import DEEPLAB_TRANSFORM_FIELDS, SSD_TRANSFORM_FIELDS
 from .base import Layer
 from .registry import register
 
@@ -101,12 +101,7 @@ class Data(Layer):
         crop_size, mirror, mean_file) for records of ``shape``; the transformed shape."""
         tp = self.lp.transform_param
         p = self.p if self.legacy_transform_fields else None
-        if tp is not None and self.type_name != "AnnotatedData":
-            for f in SSD_TRANSFORM_FIELDS:
-                if getattr(tp, f) not in (None, []):
-                    raise self.spec_error(f"{f} is a field of SSD's transform (weiliu89/caffe), "
-                                          "read by its AnnotatedData layer only",
-                                          field=f"transform_param.{f}")
+        self._refuse_fork_transform_fields()
         self.scale = (tp.scale if tp else 1.0) * (p.scale if p else 1.0)
         self.crop = (tp.crop_size if tp else 0) or (p.crop_size if p else 0)
         self.mirror = (tp.mirror if tp else False) or (p.mirror if p else False)
@@ -135,6 +130,23 @@ class Data(Layer):
         else:
             self.mean = None
         return shape
+
+    def _refuse_fork_transform_fields(self) -> None:
+        """A spec error for a fork's ``transform_param`` field that this layer does not read
+        (SSD's are AnnotatedData's, DeepLab v2's are ImageSegData's)."""
+        tp = self.lp.transform_param
+        if tp is None:
+            return
+        for fields, reader, fork in ((SSD_TRANSFORM_FIELDS, "AnnotatedData",
+                                      "SSD's transform (weiliu89/caffe)"),
+                                     (DEEPLAB_TRANSFORM_FIELDS, "ImageSegData",
+                                      "DeepLab v2's transform (deeplab-public-ver2)")):
+            if self.type_name == reader:
+                continue
+            for f in fields:
+                if f in tp.model_fields_set:
+                    raise self.spec_error(f"{f} is a field of {fork}, read by its {reader} "
+                                          "layer only", field=f"transform_param.{f}")
 
     def _load_mean(self, mean_file: str, field: str) -> np.ndarray:
 

@@ -44,6 +44,11 @@ class ImageData(Data):
         if (p.new_height > 0) != (p.new_width > 0):
             raise self.spec_error("set new_height and new_width together (or neither)",
                                   field="image_data_param.new_height")
+        for f in ("label_type", "ignore_label"):
+            if f in p.model_fields_set:
+                raise self.spec_error(f"{f} is a field of DeepLab v2's ImageSegData layer; "
+                                      "ImageData does not read it (type: ImageSegData?)",
+                                      field=f"image_data_param.{f}")
         net_dir = self.net_dir
         listing = resolve_file(p.source, net_dir)
         try:

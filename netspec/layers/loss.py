@@ -1,4 +1,5 @@
-"""The loss layers (but SoftmaxWithLoss, in ``softmax.py``) and Accuracy.
+"""The loss layers (but SoftmaxWithLoss, in ``softmax.py``), Accuracy and DeepLab v2's
+SegAccuracy.
 
 Losses follow Caffe's normalization modes (``loss_param.normalization``: FULL, VALID, BATCH_SIZE,
 NONE) and ``ignore_label``; probabilities are clamped at Caffe's ``kLOG_THRESHOLD`` (or
@@ -339,6 +340,62 @@ class Accuracy(Layer):
             per_class = (onehot & correct).sum(axis=(0, 2)).astype(dt)
             seen = onehot.sum(axis=(0, 2))
             top[1].data[...] = xp.where(seen > 0, per_class / xp.maximum(seen, 1).astype(dt), 0)
+
+
+@register("SegAccuracy")
+class SegAccuracy(Layer):
+    """DeepLab v2's ``SegAccuracyLayer`` (deeplab-public-ver2, as carried by hszhao/PSPNet):
+    segmentation measures from a confusion matrix M (C × C, M[true, predicted] pixel counts).
+
+    Bottoms: scores (N, C, H, W), labels (N, 1, H, W). The prediction is the class of the
+    highest score (ties: the highest index, as the fork's sort on (score, class) pairs gives);
+    pixels whose label is one of ``ignore_label`` are not counted; any other label outside
+    [0, C) is an error. M starts at zero at every forward (``reset``, the default) or
+    accumulates over forwards. Top (1, 1, 1, 3): [Σ diag M / Σ M (pixel accuracy, 0 when
+    nothing is counted); the mean over classes present in the labels of M[c, c] / Σ_j M[c, j]
+    (mean recall); the mean over all C classes of M[c, c] / (row_c + col_c − M[c, c]) (mean
+    IoU, a class absent from labels and predictions counting 1)]. Forward only.
+    """
+
+    param_block = "seg_accuracy_param"
+    exact_bottoms = 2
+    exact_tops = 1
+    has_backward = False
+    no_grad_bottoms = (1,)
+
+    def setup(self, bottom_shapes):
+        n, c, h, w = self.nchw(bottom_shapes[0])
+        if tuple(bottom_shapes[1]) != (n, 1, h, w):
+            raise self.error(f"the labels must be (N, 1, H, W) = {(n, 1, h, w)} for scores "
+                             f"{tuple(bottom_shapes[0])}, got {tuple(bottom_shapes[1])}")
+        self.confusion = self.xp.zeros((c, c), dtype=self.xp.int64)
+        return [(1, 1, 1, 3)]
+
+    def forward(self, bottom, top):
+        xp = self.xp
+        c = bottom[0].data.shape[1]
+        scores = bottom[0].data
+        predicted = (c - 1) - xp.argmax(scores[:, ::-1], axis=1)
+        label = bottom[1].data[:, 0].astype(xp.int64)
+        counted = xp.ones(label.shape, dtype=bool)
+        for v in self.p.ignore_label:
+            counted &= label != v
+        check_indices(self, xp.where(counted, label, 0), c, "the labels (but ignore_label)",
+                      integral=False)
+        pairs = label[counted] * c + predicted[counted]
+        if self.p.reset:
+            self.confusion[...] = 0
+        self.confusion += xp.bincount(pairs, minlength=c * c).reshape(c, c)
+        m = self.confusion.astype(xp.float64)
+        diag, rows, cols = xp.diagonal(m), m.sum(axis=1), m.sum(axis=0)
+        total = m.sum()
+        accuracy = xp.where(total > 0, diag.sum() / xp.maximum(total, 1), 0.0)
+        present = rows > 0
+        recall = xp.where(present.any(), (diag / xp.maximum(rows, 1))[present].sum()
+                          / xp.maximum(present.sum(), 1), 0.0)
+        union = rows + cols - diag
+        iou = xp.where(union == diag, 1.0, diag / xp.maximum(union, 1)).mean()
+        top[0].data[...] = xp.stack([accuracy, recall, iou]).astype(self.dtype).reshape(1, 1, 1, 3)
 
 
 @register("SigmoidCrossEntropyLoss")

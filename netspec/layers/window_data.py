@@ -116,6 +116,7 @@ class WindowData(Data):
     def setup(self, bottom_shapes):
         p = self.p
         tp = self.lp.transform_param
+        self._refuse_fork_transform_fields()
         self.crop = (tp.crop_size if tp else 0) or p.crop_size
         if self.crop <= 0:
             raise self.spec_error("needs transform_param.crop_size > 0: the size every window is "

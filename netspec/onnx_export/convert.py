@@ -26,9 +26,10 @@ from . import linear, neuron, normalization, pool, reduction, shape, structure  
 from .builder import IR_VERSION, OPSET, TRANSLATIONS, GraphBuilder, Site, Unsupported
 
 #: layers that read their data themselves; an ONNX graph is given its inputs
-DATA_LAYERS = {"Data", "ImageData", "WindowData", "HDF5Data", "MemoryData", "DummyData"}
+DATA_LAYERS = {"Data", "ImageData", "WindowData", "HDF5Data", "MemoryData", "DummyData",
+               "ImageSegData", "MatRead"}
 #: layers that exist for training only
-TRAINING_LAYERS = {"Accuracy", "HDF5Output"}
+TRAINING_LAYERS = {"Accuracy", "HDF5Output", "SegAccuracy", "MatWrite"}
 #: the input layer types (graph inputs)
 INPUT_LAYERS = {"Input"}
 #: layers whose tops are their bottom's tensor

@@ -46,7 +46,8 @@ def _legacy_shapes(param: NetParameter) -> list[tuple[int, ...]]:
 
 
 #: layers that read their tops from files (or a database) and can be stood in for
-DATA_LAYERS = ("Data", "ImageData", "WindowData", "HDF5Data", "AnnotatedData")
+DATA_LAYERS = ("Data", "ImageData", "WindowData", "HDF5Data", "AnnotatedData", "ImageSegData",
+               "MatRead")
 #: SSD's AnnotatedData label top stands in as one box per image: (1, 1, N, 8) rows
 #: [item, label, instance, xmin, ymin, xmax, ymax, difficult] (the fork sizes it per batch)
 BOX_ROW = 8
@@ -78,7 +79,7 @@ def stand_in_inputs(param: NetParameter, shapes: dict[str, tuple[int, ...]] | No
                 tops.append(shapes[top])
                 used.add(top)
             elif k > 0 and tops:
-                tops.append(own.get(top, _label_shape(lp, tops[0][0])))
+                tops.append(own.get(top, _label_shape(lp, tops[0], k)))
             elif top in own:
                 tops.append(own[top])
             else:
@@ -95,7 +96,8 @@ def stand_in_inputs(param: NetParameter, shapes: dict[str, tuple[int, ...]] | No
         out.layer[i] = lp.model_copy(update={
             "type": "Input", "input_param": InputParameter(shape=[BlobShape(dim=list(s)) for s in tops]),
             "data_param": None, "image_data_param": None, "window_data_param": None,
-            "hdf5_data_param": None, "transform_param": None, "annotated_data_param": None})
+            "hdf5_data_param": None, "transform_param": None, "annotated_data_param": None,
+            "mat_read_param": None})
     left = {k: v for k, v in shapes.items() if k not in used}
     if left:
         try:
@@ -108,9 +110,14 @@ def stand_in_inputs(param: NetParameter, shapes: dict[str, tuple[int, ...]] | No
     return out, notes
 
 
-def _label_shape(lp, n: int) -> tuple[int, ...]:
-    """The stand-in shape of data layer ``lp``'s label top for a batch of ``n``: AnnotatedData's
-    box rows, or with MobileNet-YOLO's ``yolo_data_type: 1`` YOLO's (N, 1, 300, 5) rows."""
+def _label_shape(lp, first: tuple[int, ...], k: int) -> tuple[int, ...]:
+    """The stand-in shape of top ``k`` > 0 of data layer ``lp`` whose top 0 is ``first``
+    (N, …): (N,); AnnotatedData's box rows, or with MobileNet-YOLO's ``yolo_data_type: 1``
+    YOLO's (N, 1, 300, 5) rows; ImageSegData's label image (N, 1, H, W) and data_dim
+    (N, 1, 1, 2)."""
+    n = first[0]
+    if lp.type == "ImageSegData":
+        return (n, 1, *first[2:]) if k == 1 else (n, 1, 1, 2)
     if lp.type != "AnnotatedData":
         return (n,)
     ap = lp.annotated_data_param
@@ -120,20 +127,25 @@ def _label_shape(lp, n: int) -> tuple[int, ...]:
 def declared_shapes(param: NetParameter, index: int) -> tuple[dict[str, tuple[int, ...]], str]:
     """(top shapes, what was assumed): the shapes the fields of data layer ``index`` declare,
     without reading its data. N from ``batch_size``; H×W from ``crop_size`` (else SSD's
-    ``resize_param`` height/width, the first policy's of several, else ImageData's ``new_height``/``new_width``); C from
-    ``is_color`` (ImageData), ``force_gray`` / ``force_color``, a built-in source, else 3 (an
-    assumption, said in the second item); labels N (AnnotatedData: ``_label_shape``). Tops it
-    cannot size are absent."""
+    ``resize_param`` height/width — the first policy's of several —, else ImageData's
+    ``new_height``/``new_width``; DeepLab's ImageSegData: ``crop_size`` or
+    ``crop_height``×``crop_width``); C from ``is_color`` (ImageData, ImageSegData),
+    ``force_gray`` / ``force_color``, a built-in source, else 3 (an assumption, said in the
+    second item); other tops by ``_label_shape``. Tops it cannot size (HDF5Data's, MatRead's)
+    are absent."""
     lp = param.layer[index]
     tp = lp.transform_param
     block = {"Data": lp.data_param, "ImageData": lp.image_data_param,
              "WindowData": lp.window_data_param, "HDF5Data": lp.hdf5_data_param,
-             "AnnotatedData": lp.data_param}[lp.type]
-    if block is None or lp.type == "HDF5Data" or not lp.top:
+             "AnnotatedData": lp.data_param, "ImageSegData": lp.image_data_param,
+             "MatRead": lp.mat_read_param}[lp.type]
+    if block is None or lp.type in ("HDF5Data", "MatRead") or not lp.top:
         return {}, ""  # HDF5 datasets have any shape: only --input-shape sizes them
     n = block.batch_size
     crop = (tp.crop_size if tp else 0) or getattr(block, "crop_size", 0)
     size = (crop, crop) if crop else None
+    if lp.type == "ImageSegData" and tp is not None and tp.crop_height and tp.crop_width:
+        size = (tp.crop_height, tp.crop_width)
     assumed = ""
     policies = tp.resize_param if tp is not None else []
     if size is None and policies and policies[0].height:
@@ -142,7 +154,7 @@ def declared_shapes(param: NetParameter, index: int) -> tuple[dict[str, tuple[in
             assumed = (f"the first of {len(policies)} resize policies "
                        f"({', '.join(f'{r.height}×{r.width}' for r in policies)}): training "
                        "draws one every 10 batches")
-    if lp.type == "ImageData":
+    if lp.type in ("ImageData", "ImageSegData"):
         channels = 3 if block.is_color else 1
         if size is None and block.new_height and block.new_width:
             size = (block.new_height, block.new_width)
@@ -155,7 +167,10 @@ def declared_shapes(param: NetParameter, index: int) -> tuple[dict[str, tuple[in
         channels = 3
         assumed = "; ".join(filter(None, [assumed, "3 channels assumed: the file does not "
                                           "declare them"]))
-    out: dict[str, tuple[int, ...]] = {t: _label_shape(lp, n) for t in lp.top[1:]}
+    out: dict[str, tuple[int, ...]] = {}
     if size is not None:
         out[lp.top[0]] = (n, channels, *size)
+    for k, t in enumerate(lp.top[1:], 1):
+        if size is not None or lp.type != "ImageSegData":
+            out[t] = _label_shape(lp, (n, channels, *(size or ())), k)
     return out, assumed

@@ -131,7 +131,8 @@ class EmitConstraint(Message):
 
 class TransformationParameter(Message):
     """``transform_param``. ``resize_param`` … ``expand_param`` are SSD's (weiliu89/caffe),
-    read by AnnotatedData only; the other data layers refuse them. ``resize_param`` is
+    read by AnnotatedData only; ``scale_factors``, ``crop_width``, ``crop_height`` are DeepLab
+    v2's, read by ImageSegData only; the other data layers refuse them. ``resize_param`` is
     repeated as in the MobileNet-YOLO fork (eric612/MobileNet-YOLO), whose AnnotatedData
     draws one of several resize policies every 10 batches (multi-scale training); SSD's one
     block is a one-element list."""
@@ -148,12 +149,17 @@ class TransformationParameter(Message):
     emit_constraint: Optional[EmitConstraint] = None
     distort_param: Optional[DistortionParameter] = None
     expand_param: Optional[ExpansionParameter] = None
-
+    #: DeepLab v2's (8, 9, 10 in the fork; 2008 … 2010 here), read by ImageSegData only
+    scale_factors: Repeated[float] = Field(default_factory=list)
+    crop_width: int = Field(default=0, ge=0)
+    crop_height: int = Field(default=0, ge=0)
 
 
 #: the fields of transform_param only SSD's AnnotatedData reads
 SSD_TRANSFORM_FIELDS = ("resize_param", "noise_param", "emit_constraint", "distort_param",
                         "expand_param")
+#: the fields of transform_param only DeepLab's ImageSegData reads
+DEEPLAB_TRANSFORM_FIELDS = ("scale_factors", "crop_width", "crop_height")
 
 
 class LossParameter(Message):

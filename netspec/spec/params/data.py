@@ -1,5 +1,6 @@
 """Data-layer messages: Input, Data, DummyData, MemoryData, ImageData, WindowData, HDF5Data,
-HDF5Output; SegNet's DenseImageData; SSD's AnnotatedData.
+HDF5Output; SegNet's DenseImageData; SSD's AnnotatedData; DeepLab v2's ImageSegData, MatRead,
+MatWrite.
 
 Field for field as in ``caffe.proto``, with Caffe's defaults."""
 
@@ -75,6 +76,9 @@ class ImageDataParameter(Message):
     is prepended to each listed path, as a string (Caffe: ``root_folder + path``). ``scale``,
     ``mean_file``, ``crop_size`` and ``mirror`` are Caffe's deprecated copies of
     ``transform_param``'s; netspec reads them when ``transform_param`` does not set them.
+    ``ignore_label`` and ``label_type`` are DeepLab v2's (its ImageSegData layer: the label of
+    padding, and whether a list line's second entry is a label image (PIXEL), a class (IMAGE)
+    or absent (NONE)); ImageData refuses them.
     """
 
     source: str
@@ -89,6 +93,9 @@ class ImageDataParameter(Message):
     crop_size: int = Field(default=0, ge=0)
     mirror: bool = False
     root_folder: str = ""
+    #: DeepLab v2's (15, 16 in the fork and here), read by ImageSegData only
+    ignore_label: int = 255
+    label_type: Literal["NONE", "IMAGE", "PIXEL"] = "IMAGE"
 
 
 class DenseImageDataParameter(Message):
@@ -144,6 +151,29 @@ class WindowDataParameter(Message):
     crop_mode: Literal["warp", "square"] = "warp"
     cache_images: bool = False
     root_folder: str = ""
+
+
+class MatReadParameter(Message):
+    """``mat_read_param`` (DeepLab v2; 151 in the fork and here): blobs read from MATLAB files
+    ``prefix + name + '_blob_<top>.mat'``, names from the ``source`` list (first word of each
+    line, ``strip`` characters cut from its end), else ``iter_<k>``; ``batch_size`` files a
+    forward. ``prefix`` is required (the fork declares it ``required``)."""
+
+    prefix: str
+    source: str = ""
+    strip: int = Field(default=0, ge=0)
+    batch_size: int = Field(default=1, gt=0)
+
+
+class MatWriteParameter(Message):
+    """``mat_write_param`` (DeepLab v2; 145 in the fork, where BVLC has ``parameter_param``:
+    2145 here): each bottom written to ``prefix + name + '_blob_<bottom>.mat'`` every
+    ``period`` forwards, names as MatRead's. ``prefix`` is required."""
+
+    prefix: str
+    source: str = ""
+    strip: int = Field(default=0, ge=0)
+    period: int = Field(default=1, gt=0)
 
 
 class HDF5DataParameter(Message):
@@ -210,7 +240,7 @@ class AnnotatedDataParameter(Message):
 
 
 TYPES = ("Input", "Data", "DummyData", "MemoryData", "ImageData", "WindowData", "HDF5Data", "HDF5Output",
-         "DenseImageData", "AnnotatedData",)
+         "DenseImageData", "AnnotatedData", "ImageSegData", "MatRead", "MatWrite",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
@@ -224,4 +254,6 @@ BLOCKS: dict[str, type[Message]] = {
     "dense_image_data_param": DenseImageDataParameter,
     "hdf5_data_param": HDF5DataParameter,
     "hdf5_output_param": HDF5OutputParameter,
+    "mat_read_param": MatReadParameter,
+    "mat_write_param": MatWriteParameter,
 }

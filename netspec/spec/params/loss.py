@@ -8,7 +8,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from ..base import Message
+from ..base import Message, Repeated
 from .common import FillerParameter
 
 
@@ -17,6 +17,17 @@ class AccuracyParameter(Message):
     top_k: int = Field(default=1, gt=0)
     axis: int = 1
     ignore_label: Optional[int] = None
+
+
+class SegAccuracyParameter(Message):
+    """``seg_accuracy_param`` (DeepLab v2; 144 in the fork, where BVLC has ``crop_param``: 2144
+    here). ``ignore_label``: labels whose pixels are not counted; ``reset``: start the
+    confusion matrix afresh at every forward (else it accumulates). ``metric`` is declared by
+    the fork and never read: the layer always gives all three measures."""
+
+    metric: Literal["PixelAccuracy", "ClassAccuracy", "PixelIOU"] = "PixelAccuracy"
+    ignore_label: Repeated[int] = Field(default_factory=list)
+    reset: bool = True
 
 
 class HingeLossParameter(Message):
@@ -59,11 +70,12 @@ class CenterLossParameter(Message):
 
 
 TYPES = ("EuclideanLoss", "Accuracy", "SigmoidCrossEntropyLoss", "HingeLoss", "InfogainLoss", "ContrastiveLoss", "MultinomialLogisticLoss",
-         "SmoothL1Loss", "SmoothL1LossOHEM", "CenterLoss",)
+         "SmoothL1Loss", "SmoothL1LossOHEM", "CenterLoss", "SegAccuracy",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
     "accuracy_param": AccuracyParameter,
+    "seg_accuracy_param": SegAccuracyParameter,
     "center_loss_param": CenterLossParameter,
     "hinge_loss_param": HingeLossParameter,
     "infogain_loss_param": InfogainLossParameter,
