@@ -12,6 +12,10 @@ import numpy as np
 import pytest
 from conftest import CONV_LAYOUTS
 from gradcheck import labels, make_layer, rand, run_forward
+from test_layers_multibox import DEFAULTS as MULTIBOX
+from test_layers_multibox import detection_case
+from test_layers_roi import ROIS
+from test_layers_yolo import REGION, YOLOV3, region_case, yolov3_case
 
 from netspec.backend import Backend
 from netspec.layers import registry
@@ -31,8 +35,42 @@ def _conv(M, k, pad=0, stride=1, **extra):
                                   "stride": stride, **CONV, **extra}}
 
 
-#: (layer spec, bottom shapes) for each layer type that declares writes_bottom_diffs, covering
-#: its code paths (the Convolution ones under every conv layout below)
+def _positive(shape, seed=0, low=0.2):
+    return np.abs(rand(shape, seed)) + low
+
+
+def _unpool_mask(N, C, H, W, s=2):
+    """A max-pooling mask for (N, C, H, W) values unpooled s-fold: one position per window."""
+    rng = np.random.default_rng(5)
+    dh, dw = rng.integers(0, s, (2, N, C, H, W))
+    h, w = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
+    return ((h * s + dh) * (W * s) + w * s + dw).astype(np.float64)
+
+
+def _recurrent(kind, static=False, exposed=0):
+    """A recurrent layer's case: x (T=3, N=2, 4), cont (3, 2) with a new stream at t = 0 and
+    t = 2, optionally x_static (2, 5) and ``exposed`` initial states (1, 2, H = 3)."""
+    tops = {"LSTM": ["h", "h_T", "c_T"], "RNN": ["o", "h_T"]}[kind]
+    p = {"num_output": 3, "weight_filler": GAUSS, "bias_filler": GAUSS}
+    if exposed:
+        p["expose_hidden"] = True
+    cont = np.array([[0.0, 0.0], [1.0, 1.0], [1.0, 0.0]])
+    bottoms = [(3, 2, 4), cont] + [(2, 5)] * static + [(1, 2, 3)] * exposed
+    names = ["x", "cont"] + ["x_static"] * static + ["h_0", "c_0"][:exposed]
+    return ({"bottom": names, "top": tops if exposed else tops[:1], "recurrent_param": p},
+            bottoms)
+
+
+def _multibox(**change):
+    q = {**MULTIBOX, **change}
+    norm = q.pop("normalization")
+    return ({"multibox_loss_param": q, "loss_param": {"normalization": norm}},
+            list(detection_case(seed=2)))
+
+
+#: (layer spec, bottoms) for each layer type that declares writes_bottom_diffs, covering its
+#: code paths (the Convolution ones under every conv layout below); a bottom is a shape (seeded
+#: normal values), "labels" (class labels for bottom 0's (N, C, ...) scores) or an array
 CASES = {
     "Convolution": [(_conv(5, 3, 1), [(2, 4, 7, 6)]), (_conv(5, 3, 1, 2), [(2, 4, 7, 6)]),
                     (_conv(6, 1), [(2, 4, 5, 5)]), (_conv(6, 1, 0, 2), [(2, 4, 5, 5)]),
@@ -66,28 +104,137 @@ CASES = {
     "Eltwise": [({"eltwise_param": {"operation": op, **extra}}, [(2, 3, 4, 5)] * 3)
                 for op, extra in (("SUM", {"coeff": [1, -2, 0.5]}), ("PROD", {}),
                                   ("PROD", {"stable_prod_grad": False}), ("MAX", {}))],
+    # neuron layers
+    "Sigmoid": [({}, [(2, 3, 4, 5)])],
+    "TanH": [({}, [(2, 3, 4, 5)])],
+    "ELU": [({}, [(2, 3, 4, 5)]), ({"elu_param": {"alpha": 0.5}}, [(2, 3, 4, 5)])],
+    "PReLU": [({}, [(2, 3, 4, 5)]), ({"prelu_param": {"channel_shared": True}}, [(2, 3, 4, 5)])],
+    "Power": [({"power_param": {"power": p, "scale": sc, "shift": sh}}, [_positive((2, 3, 4))])
+              for p, sc, sh in ((1, 2, 0.5), (2, -0.5, 1), (0.5, 1.5, 0.1), (0, 1, 2),
+                                (3, 0, 1))],
+    "Exp": [({}, [(2, 3, 4)]), ({"exp_param": {"base": 2, "scale": 0.5, "shift": 1}}, [(2, 3, 4)])],
+    "Log": [({}, [_positive((2, 3, 4))]),
+            ({"log_param": {"base": 10, "scale": 2, "shift": 0.5}}, [_positive((2, 3, 4))])],
+    "AbsVal": [({}, [(2, 3, 4, 5)])],
+    "BNLL": [({}, [(2, 3, 4, 5)])],
+    "Clip": [({"clip_param": {"min": -0.5, "max": 0.7}}, [(2, 3, 4, 5)])],
+    "Swish": [({}, [(2, 3, 4, 5)]), ({"swish_param": {"beta": 1.7}}, [(2, 3, 4, 5)])],
+    "ReLU6": [({}, [rand((2, 3, 4, 5)) * 5])],
+    # shapes and routing
+    "Flatten": [({}, [(2, 3, 4, 5)]), ({"flatten_param": {"axis": 2}}, [(2, 3, 4, 5)])],
+    "Reshape": [({"reshape_param": {"shape": {"dim": [0, -1, 2]}}}, [(2, 3, 4, 5)])],
+    "Slice": [({"top": ["a", "b", "c"], "slice_param": {"slice_point": [1, 3]}}, [(2, 5, 3)]),
+              ({"top": ["a", "b"], "slice_param": {"axis": 0}}, [(4, 3, 2)])],
+    "Crop": [({"crop_param": {"offset": [1, 2]}}, [(2, 3, 6, 7), (2, 3, 4, 4)]),
+             ({"crop_param": {"axis": 1}}, [(2, 3, 6, 7), (2, 2, 5, 7)])],
+    "Tile": [({"tile_param": {"axis": 1, "tiles": 3}}, [(2, 3, 4)])],
+    "Permute": [({"permute_param": {"order": [0, 2, 3, 1]}}, [(2, 3, 4, 5)])],
+    "Upsample": [({"upsample_param": {"scale": 2}}, [(2, 3, 3, 4)]),           # the YOLO forks'
+                 ({"bottom": ["x", "mask"], "upsample_param": {"scale": 2}},  # SegNet's unpool
+                  [(2, 3, 3, 4), _unpool_mask(2, 3, 3, 4)])],
+    "ShuffleChannel": [({"shuffle_channel_param": {"group": 3}}, [(2, 6, 2, 3)])],
+    "Interp": [({"interp_param": {"zoom_factor": 2}}, [(2, 3, 4, 5)]),
+               ({"interp_param": {"height": 3, "width": 7, "pad_beg": -1, "pad_end": -1}},
+                [(2, 3, 6, 6)])],
+    "Silence": [({}, [(2, 3), (4,)])],
+    "Filter": [({"top": ["a", "b"]}, [(4, 3), (4, 2, 2), np.array([1.0, 0, 1, 1])])],
+    "BatchReindex": [({}, [(4, 3, 2), np.array([0.0, 2, 2, 3, 0])])],
+    "Axpy": [({}, [(2, 3, 1, 1), (2, 3, 4, 5), (2, 3, 4, 5)])],
+    # normalisation and affine
+    "Bias": [({}, [(2, 3, 4, 5)]), ({"bias_param": {"axis": 1}}, [(2, 3, 4, 5), (3, 4)])],
+    "MVN": [({}, [(2, 3, 4, 5)]), ({"mvn_param": {"normalize_variance": False}}, [(2, 3, 4, 5)]),
+            ({"mvn_param": {"across_channels": True}}, [(2, 3, 4, 5)])],
+    "Normalize": [({}, [(2, 3, 4, 5)]),
+                  ({"norm_param": {"across_spatial": False, "channel_shared": False}},
+                   [(2, 3, 4, 5)])],
+    "BN": [({}, [(4, 3, 2, 2)]), ({"bn_param": {"frozen": True}}, [(4, 3, 2, 2)]),
+           ({"bn_param": {"bn_mode": "LEARN"}}, [(4, 3, 2, 2)]),
+           ({"bn_param": {"bn_mode": "INFERENCE"}}, [(4, 3, 2, 2)])],
+    "Softmax": [({}, [(2, 3, 4, 5)]), ({"softmax_param": {"axis": 2}}, [(2, 3, 4, 5)])],
+    "Reduction": [({"reduction_param": {"operation": op, "axis": 1, "coeff": 1.5}},
+                   [(2, 3, 4)]) for op in ("SUM", "ASUM", "SUMSQ", "MEAN")],
+    "SPP": [({"spp_param": {"pyramid_height": 3, "pool": p}}, [(2, 3, 7, 6)])
+            for p in ("MAX", "AVE")],
+    "ROIPooling": [({"roi_pooling_param": {"pooled_h": 3, "pooled_w": 2,
+                                           "spatial_scale": 0.125}}, [(2, 3, 6, 6), ROIS])],
+    "PSROIPooling": [({"psroi_pooling_param": {"spatial_scale": 0.125, "output_dim": 2,
+                                               "group_size": 3}}, [(2, 18, 6, 6), ROIS])],
+    "Embed": [({"embed_param": {"num_output": 3, "input_dim": 5, "weight_filler": GAUSS,
+                                "bias_filler": GAUSS}}, [labels((2, 3), 5)])],
+    "MarginInnerProduct": [({"top": ["y", "lambda"], "margin_inner_product_param": {
+        "num_output": 4, "type": t, "weight_filler": GAUSS}}, [(6, 5), labels(6, 4)])
+        for t in ("SINGLE", "QUADRUPLE")],
+    "LSTM": [_recurrent("LSTM"), _recurrent("LSTM", static=True, exposed=2)],
+    "RNN": [_recurrent("RNN"), _recurrent("RNN", static=True, exposed=1)],
+    "LSTMUnit": [({"top": ["c", "h"]}, [(1, 3, 2), (1, 3, 8), np.array([[1.0, 0, 1]])])],
+    # losses
+    "SoftmaxWithLossOHEM": [({"top": ["loss", "prob", "per_roi"]}, [(4, 5, 2, 2), "labels"])],
+    "EuclideanLoss": [({}, [(4, 3, 2), (4, 6)])],
+    "CenterLoss": [({"center_loss_param": {"num_output": 3, "center_filler": GAUSS}},
+                    [(4, 5), labels(4, 3)])],
+    "SmoothL1Loss": [({}, [(4, 3), (4, 3)]),
+                     ({"smooth_l1_loss_param": {"sigma": 2}}, [(4, 3), (4, 3), (4, 3)]),
+                     ({}, [(4, 3), (4, 3), (4, 3), (4, 3)])],
+    "SmoothL1LossOHEM": [({"top": ["loss", "per_roi"]}, [(4, 3, 2, 2), (4, 3, 2, 2)]),
+                         ({}, [(4, 3), (4, 3), labels((4, 3), 2)])],
+    "SigmoidCrossEntropyLoss": [({}, [(4, 3), np.random.default_rng(2).random((4, 3))]),
+                                ({"loss_param": {"ignore_label": 1}},
+                                 [(4, 3), labels((4, 3), 3)])],
+    "HingeLoss": [({}, [(4, 5), "labels"]), ({"hinge_loss_param": {"norm": "L2"}},
+                                             [(4, 5), "labels"])],
+    "InfogainLoss": [({}, [(4, 3, 2), "labels", _positive((1, 1, 3, 3))]),
+                     ({"loss_param": {"ignore_label": 0}}, [(4, 3), "labels",
+                                                            _positive((3, 3))])],
+    "ContrastiveLoss": [({}, [(4, 3), (4, 3), np.array([1.0, 0, 0, 1])]),
+                        ({"contrastive_loss_param": {"legacy_version": True, "margin": 4}},
+                         [(4, 3, 1, 1), (4, 3, 1, 1), np.array([0.0, 0, 1, 1])])],
+    "MultinomialLogisticLoss": [({}, [_positive((4, 5)), "labels"])],
+    "MultiBoxLoss": [_multibox(), _multibox(conf_loss_type="LOGISTIC", mining_type="NONE"),
+                     _multibox(loc_loss_type="L2", mining_type="HARD_EXAMPLE", sample_size=9)],
+    "Yolov3": [({"yolov3_param": YOLOV3}, list(yolov3_case()))],
+    "RegionLoss": [({"region_loss_param": REGION}, list(region_case())),
+                   ({"region_loss_param": {**REGION, "softmax": 0, "rescore": 0}},
+                    list(region_case(seed=1)))],
 }
 
 CONVOLUTIONS = ("Convolution", "DepthwiseConvolution", "ConvolutionDepthwise", "Deconvolution",
                 "Im2col")
 
 
+#: the registered types left unflagged, and why (every other type has CASES)
+UNFLAGGED = {
+    **dict.fromkeys(("Accuracy", "ArgMax", "Threshold", "PriorBox", "DetectionOutput",
+                     "DetectionEvaluate", "YoloDetectionOutput", "Yolov3DetectionOutput",
+                     "BoxAnnotatorOHEM", "HDF5Output"),
+                    "no backward: its bottoms' diffs are never written, so never shared"),
+    **dict.fromkeys(("Input", "Data", "DummyData", "MemoryData", "ImageData", "DenseImageData",
+                     "WindowData", "HDF5Data", "AnnotatedData", "Parameter"),
+                    "no bottoms: its tops are inputs, whose diffs are never shared"),
+    "Python": "user code: pycaffe layers may add to their bottom diffs",
+}
+
+
 def test_every_layer_that_writes_bottom_diffs_has_cases():
     flagged = {name for name, cls in registry.LAYERS.items() if cls.writes_bottom_diffs}
     assert flagged == set(CASES)
+    assert set(registry.LAYERS) - flagged == set(UNFLAGGED)
+
+
+def _bottom_array(type_, shapes, k):
+    s = shapes[k]
+    if isinstance(s, np.ndarray):
+        return s
+    if s == "labels":
+        lead = np.shape(shapes[0]) if isinstance(shapes[0], np.ndarray) else shapes[0]
+        return labels((lead[0],) + tuple(lead[2:]), lead[1], seed=3).astype(np.float64)
+    return rand(s, seed=k) + (1.5 if type_ == "Eltwise" else 0.0)
 
 
 def _bottom_diffs(type_, extra, shapes, fill):
     """The layer's bottom diffs after forward + backward with every bottom diff filled with
     ``fill`` first (float64, seeded inputs and top diffs)."""
     spec = {"type": type_, **extra}
-    arrays = []
-    for k, s in enumerate(shapes):
-        if s == "labels":
-            lead = shapes[0]
-            arrays.append(labels((lead[0],) + tuple(lead[2:]), lead[1], seed=3).astype(np.float64))
-        else:
-            arrays.append(rand(s, seed=k) + (1.5 if type_ == "Eltwise" else 0.0))
+    arrays = [_bottom_array(type_, shapes, k) for k in range(len(shapes))]
     layer, top_shapes = make_layer(spec, [a.shape for a in arrays])
     bottom, top = run_forward(layer, arrays, top_shapes)
     for k, t in enumerate(top):
@@ -102,6 +249,7 @@ def _bottom_diffs(type_, extra, shapes, fill):
 def _check(type_, extra, shapes):
     want = _bottom_diffs(type_, extra, shapes, 0.0)
     got = _bottom_diffs(type_, extra, shapes, np.nan)
+    assert got or type_ == "Embed", (type_, extra)      # Embed's bottom is its indices
     for w, g in zip(want, got):
         assert np.isfinite(g).all(), (type_, extra)
         np.testing.assert_array_equal(g, w)

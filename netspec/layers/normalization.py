@@ -274,6 +274,8 @@ class Bias(Layer):
     (accumulated into the learned blob, written into bottom 1's diff). Works in place.
     """
 
+    writes_bottom_diffs = True
+
     allows_in_place = True
     param_block = "bias_param"
     min_bottoms = 1
@@ -437,6 +439,8 @@ class MVN(Layer):
     (std + eps)/std; with eps = 1e-9 the two agree to that relative order.)
     """
 
+    writes_bottom_diffs = True
+
     allows_in_place = True
     param_block = "mvn_param"
     exact_bottoms = 1
@@ -489,6 +493,8 @@ class Normalize(Layer):
     Backward (per group of the norm, g = dy ⊙ s): ds = Σ dy·x̂ over all but the scale's axes;
     dx = (g − x̂ · Σ(x̂·g)) / r.
     """
+
+    writes_bottom_diffs = True
 
     param_block = "norm_param"
     exact_bottoms = 1

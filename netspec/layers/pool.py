@@ -494,6 +494,8 @@ class SPP(Layer):
     Backward: the sum of the levels' pooling gradients.
     """
 
+    writes_bottom_diffs = True
+
     param_block = "spp_param"
     exact_bottoms = 1
     exact_tops = 1
