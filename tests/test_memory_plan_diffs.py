@@ -3,8 +3,11 @@ the solver of ``netspec train``): every layer that declares ``writes_bottom_diff
 its bottom diffs on each of its code paths (diffs filled with NaN before its backward give the
 same gradients as zeros); a solver whose net shares diffs trains to bit-identical weights
 (float32 and float64, iter_size 1 and 2; LeNet, a ResNet-like block net with BatchNorm +
-Scale + Eltwise + Split, a GoogLeNet-like net with Concat and LRN); diffs whose lives overlap
-never share; inputs, outputs, loss tops and ``force_backward`` nets keep their own diffs."""
+Scale + Eltwise + Split, a GoogLeNet-like net with Concat and LRN, an SSD-like net with
+Normalize, Permute, Flatten, PriorBox and MultiBoxLoss, a YOLOv3-like one with Upsample, Slice
+and Yolov3); diffs whose lives overlap never share; inputs, outputs, loss tops and
+``force_backward`` nets keep their own diffs. Every registered type is flagged with cases here
+or listed in ``UNFLAGGED`` with its reason."""
 
 from __future__ import annotations
 
@@ -280,9 +283,10 @@ def test_layers_overwrite_bottom_diffs(type_):
 
 # -- whole nets: training with shared diffs gives the same weights ---------------------------
 
-def _input(shape, label_classes):
+def _input(shape, label_shape=None):
     return {"name": "data", "type": "Input", "top": ["data", "label"],
-            "input_param": {"shape": [{"dim": list(shape)}, {"dim": [shape[0]]}]}}
+            "input_param": {"shape": [{"dim": list(shape)},
+                                      {"dim": list(label_shape or [shape[0]])}]}}
 
 
 def _layer(name, type_, bottom, top=None, **params):
@@ -291,7 +295,7 @@ def _layer(name, type_, bottom, top=None, **params):
 
 def _lenet():
     return {"name": "lenet", "layer": [
-        _input((4, 1, 28, 28), 10),
+        _input((4, 1, 28, 28)),
         _layer("conv1", "Convolution", "data", **_conv(6, 5)),
         _layer("pool1", "Pooling", "conv1", pooling_param={"pool": "MAX", "kernel_size": 2,
                                                            "stride": 2}),
@@ -319,7 +323,7 @@ def _bn_block(name, bottom, M, k, stride=1, relu=True):
 
 def _resnet_like():
     """Two residual blocks (projection, then identity shortcut: Split + Eltwise)."""
-    layers = [_input((4, 3, 12, 12), 5), *_bn_block("conv1", "data", 8, 3),
+    layers = [_input((4, 3, 12, 12)), *_bn_block("conv1", "data", 8, 3),
               _layer("pool1", "Pooling", "conv1", pooling_param={"pool": "MAX", "kernel_size": 3,
                                                                  "stride": 2})]
     bottom = "pool1"
@@ -344,7 +348,7 @@ def _resnet_like():
 def _googlenet_like():
     """LRN, then an inception module (four branches into a Concat), Dropout, two losses."""
     relu = [("ReLU", {})]
-    layers = [_input((4, 3, 12, 12), 6),
+    layers = [_input((4, 3, 12, 12)),
               _layer("conv1", "Convolution", "data", **_conv(8, 3, 1, 2)),
               _layer("relu1", "ReLU", "conv1", "conv1"),
               _layer("norm1", "LRN", "conv1", lrn_param={"local_size": 5, "alpha": 1e-4,
@@ -376,12 +380,100 @@ def _googlenet_like():
     return {"name": "googlenet_like", "layer": layers}
 
 
-NETS = {"lenet": (_lenet, 10), "resnet_like": (_resnet_like, 5),
-        "googlenet_like": (_googlenet_like, 6)}
+def _ssd_head(fmap, classes, min_size, max_size):
+    """SSD's head on ``fmap``: loc and conf convolutions, each permuted and flattened, and the
+    priors (4 per cell)."""
+    layers = []
+    for kind, n in (("loc", 4 * 4), ("conf", 4 * classes)):
+        name = f"{fmap}_{kind}"
+        layers += [_layer(name, "Convolution", fmap, **_conv(n, 3, 1)),
+                   _layer(f"{name}_perm", "Permute", name, permute_param={"order": [0, 2, 3, 1]}),
+                   _layer(f"{name}_flat", "Flatten", f"{name}_perm")]
+    layers.append(_layer(f"{fmap}_prior", "PriorBox", [fmap, "data"], prior_box_param={
+        "min_size": min_size, "max_size": max_size, "aspect_ratio": 2, "flip": True,
+        "variance": [0.1, 0.1, 0.2, 0.2]}))
+    return layers
+
+
+def _ssd_like():
+    """SSD: a Normalize'd 8×8 map and a 4×4 one (ReLU6, PReLU), each with a head (Permute,
+    Flatten, PriorBox), the heads' Concats and MultiBoxLoss; labels are 4 rows
+    [item, class, instance, xmin, ymin, xmax, ymax, difficult]."""
+    layers = [_input((4, 3, 16, 16), (1, 1, 4, 8)),
+              _layer("conv1", "Convolution", "data", **_conv(8, 3, 1, 2)),
+              _layer("conv1_relu", "ReLU6", "conv1", "conv1"),
+              _layer("conv1_norm", "Normalize", "conv1", norm_param={"channel_shared": False}),
+              _layer("conv2", "Convolution", "conv1", **_conv(8, 3, 1, 2)),
+              _layer("conv2_relu", "PReLU", "conv2", "conv2"),
+              *_ssd_head("conv1_norm", 3, 4, 8), *_ssd_head("conv2", 3, 8, 14)]
+    for kind, axis in (("loc", 1), ("conf", 1), ("prior", 2)):
+        suffix = "" if kind == "prior" else "_flat"
+        layers.append(_layer(f"mbox_{kind}", "Concat", [f"conv1_norm_{kind}{suffix}",
+                                                        f"conv2_{kind}{suffix}"],
+                             concat_param={"axis": axis}))
+    layers.append(_layer("mbox_loss", "MultiBoxLoss", ["mbox_loc", "mbox_conf", "mbox_prior",
+                                                      "label"],
+                         propagate_down=[True, True, False, False],
+                         multibox_loss_param={"num_classes": 3, "overlap_threshold": 0.5,
+                                              "neg_pos_ratio": 3.0, "neg_overlap": 0.5}))
+    return {"name": "ssd_like", "layer": layers}
+
+
+def _ssd_labels(rng, shape):
+    """4 ground truths over the batch: rows [item, class 1–2, instance, box, not difficult]."""
+    rows = []
+    for g in range(shape[2]):
+        x0, y0 = rng.uniform(0, 0.6, 2)
+        w, h = rng.uniform(0.2, 0.4, 2)
+        rows.append([g % 4, 1 + g % 2, g // 4, x0, y0, x0 + w, y0 + h, 0])
+    return np.asarray(rows).reshape(shape)
+
+
+def _yolo_like():
+    """YOLOv3: a stride-4 map upsampled (Upsample) and joined (Concat) with a stride-2 map,
+    Sigmoid and Swish activations, a Slice, and the Yolov3 loss; labels (N, 1, 3, 5)."""
+    layers = [_input((4, 3, 16, 16), (4, 1, 3, 5)),
+              _layer("conv1", "Convolution", "data", **_conv(8, 3, 1, 2)),
+              _layer("conv1_act", "Swish", "conv1", "conv1"),
+              _layer("conv2", "Convolution", "conv1", **_conv(8, 3, 1, 2)),
+              _layer("conv2_act", "ReLU", "conv2", "conv2", relu_param={"negative_slope": 0.1}),
+              _layer("up", "Upsample", "conv2", upsample_param={"scale": 2}),
+              _layer("cat", "Concat", ["up", "conv1"]),
+              _layer("halves", "Slice", "cat", ["half_a", "half_b"]),
+              _layer("gate", "Sigmoid", "half_a"),
+              _layer("mixed", "Eltwise", ["gate", "half_b"], eltwise_param={"operation": "PROD"}),
+              _layer("head", "Convolution", "mixed", **_conv(2 * 8, 1)),
+              _layer("yolo_loss", "Yolov3", ["head", "label"], yolov3_param={
+                  "num_class": 3, "num": 2, "thresh": 0.5, "anchors_scale": 2,
+                  "biases": [3, 4, 6, 5, 8, 9, 12, 10], "mask": [1, 2]})]
+    return {"name": "yolo_like", "layer": layers}
+
+
+def _yolo_labels(rng, shape):
+    """Per image 2 boxes [class, cx, cy, w, h] and an empty row."""
+    label = np.zeros(shape)
+    label[:, 0, :2, 0] = rng.integers(0, 3, (shape[0], 2))
+    label[:, 0, :2, 1:3] = rng.uniform(0.2, 0.8, (shape[0], 2, 2))
+    label[:, 0, :2, 3:] = rng.uniform(0.2, 0.5, (shape[0], 2, 2))
+    return label
+
+
+def _classes(n):
+    return lambda rng, shape: rng.integers(0, n, shape)
+
+
+#: net -> (spec, labels(rng, shape)); the detection nets use the newly flagged layers
+NETS = {"lenet": (_lenet, _classes(10)), "resnet_like": (_resnet_like, _classes(5)),
+        "googlenet_like": (_googlenet_like, _classes(6)), "ssd_like": (_ssd_like, _ssd_labels),
+        "yolo_like": (_yolo_like, _yolo_labels)}
+#: blobs of the detection nets that must share (their layers are all flagged)
+PLANNED = {"ssd_like": {"conv1_norm", "conv1_norm_loc_perm", "conv1_norm_loc_flat",
+                        "conv2_conf_flat", "mbox_loc", "mbox_conf", "conv2"},
+           "yolo_like": {"up", "cat", "half_a", "gate", "mixed", "head", "conv1"}}
 
 
 def _solver(name, dtype, reuse_diffs, iter_size=1):
-    make, classes = NETS[name]
+    make, draw_labels = NETS[name]
     spec = make()
     sp = SolverParameter.model_validate({
         "net": "t", "base_lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
@@ -389,21 +481,20 @@ def _solver(name, dtype, reuse_diffs, iter_size=1):
         "random_seed": 4, "iter_size": iter_size})
     s = Solver(sp, backend=Backend(np, dtype), net_param=parse_net(spec, name),
                reuse_diffs=reuse_diffs, log=CaffeLog(quiet=True))
-    shape = s.net.blobs["data"].shape
-    return s, shape, classes
+    return s, draw_labels
 
 
 @pytest.mark.parametrize("dtype,iter_size", [(np.float64, 1), (np.float32, 1), (np.float32, 2)])
 @pytest.mark.parametrize("name", list(NETS))
 def test_training_with_shared_diffs_gives_the_same_weights(name, dtype, iter_size):
-    plain, shape, classes = _solver(name, dtype, False, iter_size)
-    shared, _, _ = _solver(name, dtype, True, iter_size)
+    plain, draw_labels = _solver(name, dtype, False, iter_size)
+    shared, _ = _solver(name, dtype, True, iter_size)
     assert shared.net.diffs_shared and not plain.net.diffs_shared
     assert 0 < shared.net.shared_diff_bytes
     rng = np.random.default_rng(6)
     for _ in range(4):                                 # arrays reused between iterations
-        x = rng.standard_normal(shape)
-        y = rng.integers(0, classes, shape[0])
+        x = rng.standard_normal(plain.net.blobs["data"].shape)
+        y = draw_labels(rng, plain.net.blobs["label"].shape)
         losses = []
         for s in (plain, shared):
             s.net.blobs["data"].data[...] = x
@@ -413,8 +504,13 @@ def test_training_with_shared_diffs_gives_the_same_weights(name, dtype, iter_siz
     for (k, p), q in zip(plain.net.named_params().items(), shared.net.named_params().values()):
         np.testing.assert_array_equal(q.data, p.data, err_msg=k)
         np.testing.assert_array_equal(q.diff, p.diff, err_msg=k)
-    for blob in ("data", "loss"):                      # an input and a loss top keep theirs
+    losses = [b.name for b, _ in shared.net.loss_terms]
+    for blob in ["data"] + losses:                     # an input and a loss top keep theirs
         np.testing.assert_array_equal(shared.net.blobs[blob].diff, plain.net.blobs[blob].diff)
+    net = shared.net
+    spans = plan_diffs(net.layers, net.bottoms, net.tops, net.layer_backward, net.propagate,
+                       set(net.output_names) | set(losses))
+    assert PLANNED.get(name, set()) <= {blob.name for _, _, (blob,) in spans}
     scales = [layer for layer in shared.net.layers if layer.type_name == "Scale"]
     assert all(np.shares_memory(s.x_cache, s.input_from.x_norm) for s in scales)
     assert len(scales) == (8 if name == "resnet_like" else 0)
@@ -424,7 +520,7 @@ def test_training_with_shared_diffs_gives_the_same_weights(name, dtype, iter_siz
 def test_diffs_that_live_together_never_share():
     """Every pair of planned blobs whose layer spans overlap has distinct diff arrays, some
     do share; inputs, outputs and loss tops are not planned."""
-    s, _, _ = _solver("resnet_like", np.float64, True)
+    s, _ = _solver("resnet_like", np.float64, True)
     net = s.net
     keep = set(net.output_names) | {"loss"}
     spans = plan_diffs(net.layers, net.bottoms, net.tops, net.layer_backward, net.propagate, keep)
