@@ -355,6 +355,21 @@ def test_lrn_repeatable_and_overwrites():
             np.testing.assert_array_equal(a[0], b[0])
 
 
+def test_lrn_scratch_border_is_zeroed_per_call():
+    """LRN pads in the thread's scratch, which other layers leave dirty: filled with NaN
+    before each call, both regions give bit for bit the results of a clean first call."""
+    from netspec.layers.base import thread_scratch
+    for region in ("ACROSS_CHANNELS", "WITHIN_CHANNEL"):
+        layer, tops = make_layer({"type": "LRN", "lrn_param": {"norm_region": region,
+                                                               "local_size": 3}}, [(2, 3, 4, 5)])
+        x, dy = rand((2, 3, 4, 5)), rand((2, 3, 4, 5), 1)
+        clean = forward_backward(layer, [x], tops, [dy])
+        thread_scratch(layer.backend, "lrn_pad", 10_000).fill(np.nan)
+        dirty = forward_backward(layer, [x], tops, [dy])
+        for a, b in zip(clean[:2], dirty[:2]):
+            np.testing.assert_array_equal(a[0], b[0])
+
+
 def test_torch_lrn_across_channels():
     torch = pytest.importorskip("torch")
     shape = (2, 7, 4, 5)

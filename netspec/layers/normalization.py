@@ -9,7 +9,7 @@ import math
 import numpy
 
 from ..spec.params import FillerParameter
-from .base import Layer, checked_axis, in_place, legacy_dim, proto_float
+from .base import Layer, checked_axis, in_place, legacy_dim, proto_float, thread_scratch
 from .registry import register
 
 
@@ -339,8 +339,9 @@ class LRN(Layer):
       u[n,c,h,w] = 1 + α/n² · Σ_{|i|,|j| ≤ p} x[n,c,h+i,w+j]²,   y = x · u^(−β);
       ∂x = ∂y · u^(−β) − (2αβ/n²) · x · Σ_{|i|,|j| ≤ p} (∂y · x · u^(−β−1))[n,c,h+i,w+j].
 
-    Window sums are loops over the n offsets (twice, separably, for WITHIN_CHANNEL) into
-    zero-bordered buffers allocated in ``setup``. Cannot run in place (backward reads x and y).
+    Window sums are loops over the n offsets (twice, separably, for WITHIN_CHANNEL) over a
+    zero-bordered copy in the thread's scratch (``thread_scratch``, shared by the net's LRN
+    layers; its border is zeroed per call). Cannot run in place (backward reads x and y).
     """
 
     fills_tops = True
@@ -361,25 +362,38 @@ class LRN(Layer):
         self.across = p.norm_region == "ACROSS_CHANNELS"
         N, C, H, W = shape
         n = self.size
-        if self.across:
-            self._pad = self.backend.zeros((N, C + n - 1, H, W))
-        else:
-            self._pad = self.backend.zeros((N, C, H + n - 1, W + n - 1))
+        self._pad_shape = (N, C + n - 1, H, W) if self.across else (N, C, H + n - 1, W + n - 1)
         self._shape = shape
         return [shape]
 
+    def _padded(self, a):
+        """``a`` in the middle of the scratch buffer of ``_pad_shape``, zero around it."""
+        pp = self.pre_pad
+        N, C, H, W = self._shape
+        buf = thread_scratch(self.backend, "lrn_pad", math.prod(self._pad_shape))
+        buf = buf.reshape(self._pad_shape)
+        if self.across:
+            buf[:, :pp] = 0
+            buf[:, pp + C:] = 0
+            buf[:, pp:pp + C] = a
+            return buf
+        buf[:, :, :pp] = 0
+        buf[:, :, pp + H:] = 0
+        buf[:, :, pp:pp + H, :pp] = 0
+        buf[:, :, pp:pp + H, pp + W:] = 0
+        buf[:, :, pp:pp + H, pp:pp + W] = a
+        return buf
+
     def _window_sum(self, a):
         """Zero-padded window sum of ``a`` over channels (across) or over h×w (within)."""
-        n, pp = self.size, self.pre_pad
+        n = self.size
         N, C, H, W = self._shape
-        buf = self._pad
+        buf = self._padded(a)
         if self.across:
-            buf[:, pp:pp + C] = a
             out = buf[:, 0:C].copy()
             for o in range(1, n):
                 out += buf[:, o:o + C]
             return out
-        buf[:, :, pp:pp + H, pp:pp + W] = a
         rows = buf[:, :, 0:H].copy()
         for o in range(1, n):
             rows += buf[:, :, o:o + H]
