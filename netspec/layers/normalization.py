@@ -9,7 +9,8 @@ import math
 import numpy
 
 from ..spec.params import FillerParameter
-from .base import Layer, checked_axis, in_place, legacy_dim, proto_float, thread_scratch
+from .base import (Layer, checked_axis, in_place, legacy_dim, proto_float, sample_chunks,
+                   samples_per_chunk, thread_scratch)
 from .registry import register
 
 
@@ -340,14 +341,17 @@ class LRN(Layer):
       ∂x = ∂y · u^(−β) − (2αβ/n²) · x · Σ_{|i|,|j| ≤ p} (∂y · x · u^(−β−1))[n,c,h+i,w+j].
 
     Window sums are loops over the n offsets (twice, separably, for WITHIN_CHANNEL) over a
-    zero-bordered copy in the thread's scratch (``thread_scratch``, shared by the net's LRN
-    layers; its border is zeroed per call). Cannot run in place (backward reads x and y).
+    zero-bordered copy of a chunk of samples (at most ``chunk_bytes``) in the thread's scratch
+    (``thread_scratch``, shared by the net's LRN layers; its border is zeroed per chunk).
+    Cannot run in place (backward reads x and y).
     """
 
     fills_tops = True
     writes_bottom_diffs = True
 
     param_block = "lrn_param"
+    #: bytes of the padded copy of one chunk of samples (at least one sample per chunk)
+    chunk_bytes = 1 << 20
     exact_bottoms = 1
     exact_tops = 1
 
@@ -362,16 +366,18 @@ class LRN(Layer):
         self.across = p.norm_region == "ACROSS_CHANNELS"
         N, C, H, W = shape
         n = self.size
-        self._pad_shape = (N, C + n - 1, H, W) if self.across else (N, C, H + n - 1, W + n - 1)
+        self._pad_plane = (C + n - 1, H, W) if self.across else (C, H + n - 1, W + n - 1)
+        per_sample = math.prod(self._pad_plane) * numpy.dtype(self.dtype).itemsize
+        self._chunk = samples_per_chunk(N, per_sample, self.chunk_bytes)
         self._shape = shape
         return [shape]
 
     def _padded(self, a):
-        """``a`` in the middle of the scratch buffer of ``_pad_shape``, zero around it."""
+        """``a`` (a chunk of samples) in the middle of a scratch buffer, zero around it."""
         pp = self.pre_pad
-        N, C, H, W = self._shape
-        buf = thread_scratch(self.backend, "lrn_pad", math.prod(self._pad_shape))
-        buf = buf.reshape(self._pad_shape)
+        _, C, H, W = self._shape
+        shape = (a.shape[0],) + self._pad_plane
+        buf = thread_scratch(self.backend, "lrn_pad", math.prod(shape)).reshape(shape)
         if self.across:
             buf[:, :pp] = 0
             buf[:, pp + C:] = 0
@@ -388,18 +394,21 @@ class LRN(Layer):
         """Zero-padded window sum of ``a`` over channels (across) or over h×w (within)."""
         n = self.size
         N, C, H, W = self._shape
-        buf = self._padded(a)
-        if self.across:
-            out = buf[:, 0:C].copy()
+        out = self.xp.empty(self._shape, dtype=self.dtype)
+        for n0, count in sample_chunks(N, self._chunk):
+            buf = self._padded(a[n0:n0 + count])
+            part = out[n0:n0 + count]
+            if self.across:
+                part[...] = buf[:, 0:C]
+                for o in range(1, n):
+                    part += buf[:, o:o + C]
+                continue
+            rows = buf[:, :, 0:H].copy()
             for o in range(1, n):
-                out += buf[:, o:o + C]
-            return out
-        rows = buf[:, :, 0:H].copy()
-        for o in range(1, n):
-            rows += buf[:, :, o:o + H]
-        out = rows[..., 0:W].copy()
-        for o in range(1, n):
-            out += rows[..., o:o + W]
+                rows += buf[:, :, o:o + H]
+            part[...] = rows[..., 0:W]
+            for o in range(1, n):
+                part += rows[..., o:o + W]
         return out
 
     def forward(self, bottom, top):
