@@ -341,8 +341,9 @@ class LRN(Layer):
       ∂x = ∂y · u^(−β) − (2αβ/n²) · x · Σ_{|i|,|j| ≤ p} (∂y · x · u^(−β−1))[n,c,h+i,w+j].
 
     Window sums are loops over the n offsets (twice, separably, for WITHIN_CHANNEL) over a
-    zero-bordered copy of a chunk of samples (at most ``chunk_bytes``) in the thread's scratch
-    (``thread_scratch``, shared by the net's LRN layers; its border is zeroed per chunk).
+    zero-bordered copy of a chunk of samples (at most ``chunk_bytes``; the whole batch on a
+    GPU) in the thread's scratch (``thread_scratch``, shared by the net's LRN layers; its
+    border is zeroed per chunk).
     Cannot run in place (backward reads x and y).
     """
 
@@ -368,7 +369,9 @@ class LRN(Layer):
         n = self.size
         self._pad_plane = (C + n - 1, H, W) if self.across else (C, H + n - 1, W + n - 1)
         per_sample = math.prod(self._pad_plane) * numpy.dtype(self.dtype).itemsize
-        self._chunk = samples_per_chunk(N, per_sample, self.chunk_bytes)
+        # on a GPU the whole batch at once: chunks would only add kernel launches
+        self._chunk = N if self.backend.is_gpu else samples_per_chunk(N, per_sample,
+                                                                     self.chunk_bytes)
         self._shape = shape
         return [shape]
 
