@@ -185,8 +185,91 @@ def zoo_memory_mib(framework: str, name: str, batch: int, threads: int, mode: st
     return json.loads(r.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
+#: fork training nets (tests/zoo_forks/) that ``fork_memory_child`` measures, by short name
+FORK_NETS = {
+    "ssdlite": "eric612__MobileNet-YOLO__models__mobilenetv2_voc__ssd_lite__train.prototxt",
+    "mobilenet_ssd": "chuanqi305__MobileNet-SSD__voc__MobileNetSSD_train.prototxt",
+}
+
+
+def fork_net_param(name: str, batch: int):
+    """Fork training net ``name`` (``FORK_NETS``) with its AnnotatedData layer stood in by an
+    Input of ``batch`` images at the file's size and labels (1, 1, batch, 8)."""
+    from netspec.caffe import prototxt as ptx  # noqa: PLC0415
+    from netspec.caffe.port import net_yaml  # noqa: PLC0415
+    from netspec.spec import loads_net  # noqa: PLC0415
+    from netspec.spec.inputs import declared_shapes, stand_in_inputs  # noqa: PLC0415
+
+    file = FORK_NETS[name]
+    text = (ROOT / "tests" / "zoo_forks" / file).read_text()
+    param = loads_net(net_yaml(ptx.parse_net(text, file), file)[0], file)
+    index = next(i for i, lp in enumerate(param.layer) if "data" in lp.top and "label" in lp.top)
+    data_shape = declared_shapes(param, index)[0]["data"]
+    return stand_in_inputs(param, {"data": (batch,) + tuple(data_shape[1:])})[0]
+
+
+def fork_training_solver(param, threads: int, reuse_diffs: bool):
+    """The bench solver (``SOLVER``) of ``fork_net_param``'s net, its inputs set: seeded
+    normal images, one box per image."""
+    from bench.shared import SOLVER  # noqa: PLC0415
+    from netspec.backend import get_backend  # noqa: PLC0415
+    from netspec.log import CaffeLog  # noqa: PLC0415
+    from netspec.solvers.solver import Solver  # noqa: PLC0415
+    from netspec.spec.solver import SolverParameter  # noqa: PLC0415
+
+    sp = SolverParameter.model_validate({"net": param.name or "fork", **SOLVER})
+    s = Solver(sp, backend=get_backend(threads=threads), net_param=param,
+               log=CaffeLog(quiet=True), reuse_diffs=reuse_diffs)
+    batch = s.net.blobs["data"].shape[0]
+    rng = np.random.default_rng(0)
+    s.net.blobs["data"].data[...] = rng.standard_normal(s.net.blobs["data"].shape)
+    x0, y0 = rng.uniform(0, 0.5, (2, batch))
+    w, h = rng.uniform(0.2, 0.5, (2, batch))
+    rows = np.stack([np.arange(batch), rng.integers(1, 21, batch), np.zeros(batch), x0, y0,
+                     x0 + w, y0 + h, np.zeros(batch)], 1)
+    s.net.blobs["label"].data[...] = rows.reshape(s.net.blobs["label"].shape)
+    return s
+
+
+def fork_memory_child(name: str, batch: int, threads: int, reuse_diffs: bool,
+                      iters: int = 3) -> None:
+    """Subprocess body: netspec's peak training fork net ``name`` (``fork_net_param``,
+    ``fork_training_solver``), measured as ``zoo_memory_child`` does, the net's spec made
+    before the baseline (PyTorch has no model of these nets here); prints JSON with the
+    blob diffs' distinct MiB after the last step."""
+    limits = threadpool_limits(threads)
+    param = fork_net_param(name, batch)
+    from netspec.solvers.solver import Solver  # noqa: F401, PLC0415 - imported before the baseline
+    gc.collect()
+    base = _status_kb("VmRSS")
+    base_file = _status_kb("RssFile") + _status_kb("RssShmem")
+    Path("/proc/self/clear_refs").write_text("5")
+    s = fork_training_solver(param, threads, reuse_diffs)
+    for _ in range(iters):
+        s.step_once()
+    peak = _status_kb("VmHWM")
+    code = _status_kb("RssFile") + _status_kb("RssShmem") - base_file
+    limits.restore_original_limits()
+    print(json.dumps({"peak_mib": (peak - base - code) / 1024, "code_mib": code / 1024,
+                      "shared_diff_mib": s.net.shared_diff_bytes / 2**20,
+                      "diff_mib": _distinct_mib(b._diff for b in s.net.blobs.values())}))
+
+
+def _distinct_mib(arrays) -> float:
+    """MiB of the distinct memory behind ``arrays`` (views of one base counted once)."""
+    bases = {}
+    for a in arrays:
+        if a is not None:
+            base = a if a.base is None else a.base
+            bases[id(base)] = base.nbytes
+    return sum(bases.values()) / 2**20
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "zoo":
+    if sys.argv[1] == "fork":         # python -m bench.memory fork NAME BATCH THREADS [noreuse]
+        fork_memory_child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+                          reuse_diffs=sys.argv[5:] != ["noreuse"])
+    elif sys.argv[1] == "zoo":
         zoo_memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6],
                          reuse_blobs=sys.argv[7:] == ["reuse"])
     else:

@@ -355,6 +355,28 @@ def test_lrn_repeatable_and_overwrites():
             np.testing.assert_array_equal(a[0], b[0])
 
 
+def test_lrn_scratch_border_is_zeroed_per_call(monkeypatch):
+    """LRN pads chunks of samples in the thread's scratch, which other layers leave dirty:
+    filled with NaN before each call, and in chunks of one sample (a batch of 3), both
+    regions give bit for bit the results of a clean call on the whole batch."""
+    from netspec.layers.base import thread_scratch
+    from netspec.layers.normalization import LRN
+    for region in ("ACROSS_CHANNELS", "WITHIN_CHANNEL"):
+        spec = {"type": "LRN", "lrn_param": {"norm_region": region, "local_size": 3}}
+        layer, tops = make_layer(spec, [(3, 3, 4, 5)])
+        assert layer._chunk == 3
+        x, dy = rand((3, 3, 4, 5)), rand((3, 3, 4, 5), 1)
+        clean = forward_backward(layer, [x], tops, [dy])
+        monkeypatch.setattr(LRN, "chunk_bytes", 1)
+        layer, tops = make_layer(spec, [(3, 3, 4, 5)])
+        monkeypatch.undo()
+        assert layer._chunk == 1
+        thread_scratch(layer.backend, "lrn_pad", 10_000).fill(np.nan)
+        dirty = forward_backward(layer, [x], tops, [dy])
+        for a, b in zip(clean[:2], dirty[:2]):
+            np.testing.assert_array_equal(a[0], b[0])
+
+
 def test_torch_lrn_across_channels():
     torch = pytest.importorskip("torch")
     shape = (2, 7, 4, 5)

@@ -154,6 +154,26 @@ def test_pool_backward_repeatable_and_overwrites():
         np.testing.assert_array_equal(bottom[0].diff, first)
 
 
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("case", list(POOL_CASES))
+def test_pool_work_arrays_in_dirty_thread_scratch(case, method, pool_tuning):
+    """The phases and wide rows live in the thread's scratch, which other layers leave
+    dirty: filled with NaN (and huge values) before each call, every case gives bit for bit
+    the results of a clean first call (the fill cells are rewritten, nothing stale is read)."""
+    from netspec.layers.base import thread_scratch
+    pool_tuning(ave_matrix_max_cells_per_tap=0)
+    shape, p = POOL_CASES[case]
+    layer, tops = make_layer(pool_spec(pool=method, **p), [shape])
+    x, dy = rand(shape, 17), rand(tops[0], 18)
+    clean = forward_backward(layer, [x], tops, [dy])
+    for value in (np.nan, 1e30):
+        for name in ("phases", "top", "top_diff", "phase_diffs"):
+            thread_scratch(layer.backend, ("pool", name), 1 << 16).fill(value)
+        dirty = forward_backward(layer, [x], tops, [dy])
+        for a, b in zip(clean[:2], dirty[:2]):
+            np.testing.assert_array_equal(a[0], b[0])
+
+
 def test_pool_ave_matrix_for_small_planes_only():
     """CPU AVE pooling is one GEMM with the pooling matrix when the planes hold at most
     AVE_MATRIX_MAX_CELLS_PER_TAP cells per kernel tap (CIFAR-10 quick's pool2 and pool3),

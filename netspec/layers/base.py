@@ -98,7 +98,7 @@ class Layer(abc.ABC):
     #: backward overwrites every value of each bottom diff it propagates to (never reads or
     #: adds to the old values) and never rebinds a blob's ``diff``: a training net may then
     #: lend diff arrays to other blobs between uses (``memory_plan``; checked for each such
-    #: layer in tests/test_memory_plan.py with diffs filled with NaN before its backward)
+    #: layer in tests/test_memory_plan_diffs.py with diffs filled with NaN before its backward)
     writes_bottom_diffs: ClassVar[bool] = False
     exact_bottoms: ClassVar[Optional[int]] = None
     min_bottoms: ClassVar[int] = 0

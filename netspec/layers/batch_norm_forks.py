@@ -41,6 +41,8 @@ class BN(Layer):
     A ``bn_param`` with SegNet's fields makes the layer SegNet's (``SegNetBN``).
     """
 
+    writes_bottom_diffs = True
+
     allows_in_place = True
     param_block = "bn_param"
     exact_bottoms = 1

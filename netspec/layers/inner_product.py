@@ -81,6 +81,8 @@ class Embed(Layer):
     Backward: ∂W[r] += Σ_{s : x[s] = r} ∂y[s]; ∂b += Σ_s ∂y[s]; no gradient to the indices.
     """
 
+    writes_bottom_diffs = True
+
     param_block = "embed_param"
     exact_bottoms = 1
     exact_tops = 1
@@ -191,6 +193,8 @@ class MarginInnerProduct(Layer):
     at the label column the exact ∂y/∂x = (c_w·W_y + c_x·x + λ·W_y)/(1 + λ) with (c_w, c_x)
     rescaled to length 1 (SphereFace's choice). No gradient to the labels.
     """
+
+    writes_bottom_diffs = True
 
     param_block = "margin_inner_product_param"
     exact_bottoms = 2

@@ -103,6 +103,8 @@ class EuclideanLoss(Layer):
     Backward: da = w·(a − b)/N, db = −w·(a − b)/N, w = top[0].diff (the loss weight).
     """
 
+    writes_bottom_diffs = True
+
     exact_bottoms = 2
     exact_tops = 1
     is_loss = True
@@ -140,6 +142,8 @@ class CenterLoss(Layer):
     batch, independent of the loss weight; the solver then moves c_j by −lr·lr_mult·Δc_j.
     No gradient to the labels.
     """
+
+    writes_bottom_diffs = True
 
     param_block = "center_loss_param"
     exact_bottoms = 2
@@ -190,6 +194,8 @@ class SmoothL1Loss(Layer):
     not multiplied by w with three (SSD's backward leaves it out: exact for 0/1 weights). No
     gradient to the weights.
     """
+
+    writes_bottom_diffs = True
 
     param_block = "smooth_l1_loss_param"
     min_bottoms = 2
@@ -250,6 +256,8 @@ class SmoothL1LossOHEM(Layer):
     y: dy_top · f'(d) / normaliser, not multiplied by w, as in the fork (the gradient for the
     0/1 weights R-FCN gives it). No gradient to w, none from top 1 (its loss_weight must be 0).
     """
+
+    writes_bottom_diffs = True
 
     min_bottoms = 2
     max_bottoms = 3
@@ -413,6 +421,8 @@ class SigmoidCrossEntropyLoss(Layer):
     Backward (x only): dx = (sigmoid(x) − t)·valid·loss_weight / normaliser.
     """
 
+    writes_bottom_diffs = True
+
     exact_bottoms = 2
     exact_tops = 1
     is_loss = True
@@ -464,6 +474,8 @@ class HingeLoss(Layer):
     Top: the loss, shape (). Backward (x only), w = loss weight: L1: dx = w·s·[t > 0] / N;
     L2: dx = 2w·s·t / N.
     """
+
+    writes_bottom_diffs = True
 
     param_block = "hinge_loss_param"
     exact_bottoms = 2
@@ -517,6 +529,8 @@ class InfogainLoss(Layer):
 
     Backward (x only): dx_c = (p_c·Σ_k H[label, k] − H[label, c])·valid·loss_weight / normaliser.
     """
+
+    writes_bottom_diffs = True
 
     param_block = "infogain_loss_param"
     min_bottoms = 2
@@ -632,6 +646,8 @@ class ContrastiveLoss(Layer):
     form; legacy: −α·(a − b) when m − d² > 0), else 0.
     """
 
+    writes_bottom_diffs = True
+
     param_block = "contrastive_loss_param"
     exact_bottoms = 3
     exact_tops = 1
@@ -694,6 +710,8 @@ class MultinomialLogisticLoss(Layer):
     Top: the loss, shape (). Backward (p only): dp[n, label_n] = −w / (N·max(p, 1e-20)), 0
     elsewhere (w = loss weight).
     """
+
+    writes_bottom_diffs = True
 
     exact_bottoms = 2
     exact_tops = 1

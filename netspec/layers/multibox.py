@@ -130,6 +130,8 @@ class MultiBoxLoss(Layer):
     true for its bottom. Backward to loc and conf only.
     """
 
+    writes_bottom_diffs = True
+
     param_block = "multibox_loss_param"
     exact_bottoms = 4
     exact_tops = 1

@@ -127,6 +127,8 @@ class Sigmoid(NeuronLayer):
     Backward from the output only: ∂x = ∂y · y · (1 − y).
     """
 
+    writes_bottom_diffs = True
+
     param_block = "sigmoid_param"
 
     def forward(self, bottom, top):
@@ -148,6 +150,8 @@ class Sigmoid(NeuronLayer):
 @register("TanH")
 class TanH(NeuronLayer):
     """y = tanh(x). Backward from the output only: ∂x = ∂y · (1 − y²)."""
+
+    writes_bottom_diffs = True
 
     param_block = "tanh_param"
 
@@ -228,6 +232,8 @@ class Power(NeuronLayer):
     (so a zero base gives inf/NaN exactly where Caffe's does).
     """
 
+    writes_bottom_diffs = True
+
     param_block = "power_param"
     reads_input = True
 
@@ -285,6 +291,8 @@ class AbsVal(NeuronLayer):
     Like Caffe, refuses to run in place (backward needs the sign of x).
     """
 
+    writes_bottom_diffs = True
+
     allows_in_place = False     # backward needs x, which an in-place forward overwrites
 
     def forward(self, bottom, top):
@@ -301,6 +309,8 @@ class BNLL(NeuronLayer):
 
     Shapes: any, top = bottom. Backward (Caffe): e = exp(min(x, 50)), dx = dy·e / (e + 1).
     """
+
+    writes_bottom_diffs = True
 
     reads_input = True
     THRESHOLD = 50.0
@@ -328,6 +338,8 @@ class ELU(NeuronLayer):
 
     Shapes: any, top = bottom. Backward: dx = dy·(1 if x > 0 else α + y).
     """
+
+    writes_bottom_diffs = True
 
     param_block = "elu_param"
     reads_input = True
@@ -363,6 +375,8 @@ class PReLU(NeuronLayer):
     ``prelu_param.filler`` (default constant 0.25). Backward: dx = dy·(1 if x > 0 else a_c),
     da_c += Σ_{n, spatial} dy·x·[x ≤ 0].
     """
+
+    writes_bottom_diffs = True
 
     param_block = "prelu_param"
     reads_input = True
@@ -414,6 +428,8 @@ class Exp(NeuronLayer):
     outer = base^shift. Shapes: any, top = bottom. Backward from the output: dx = dy·y·inner.
     """
 
+    writes_bottom_diffs = True
+
     param_block = "exp_param"
 
     def configure(self):
@@ -457,6 +473,8 @@ class Log(NeuronLayer):
     Computed as Caffe does: y = ln(scale·x + shift)·(1 / ln(base)). Shapes: any, top = bottom.
     Backward: dx = dy·scale / (ln(base)·(scale·x + shift)).
     """
+
+    writes_bottom_diffs = True
 
     param_block = "log_param"
     reads_input = True
@@ -520,6 +538,8 @@ class Swish(NeuronLayer):
     Backward (Caffe): dx = dy·(β·y + s·(1 − β·y)), from y and the stored s (in place is exact).
     """
 
+    writes_bottom_diffs = True
+
     param_block = "swish_param"
 
     def configure(self):
@@ -546,6 +566,8 @@ class Clip(NeuronLayer):
 
     Backward: dx = dy where min ≤ x ≤ max, else 0.
     """
+
+    writes_bottom_diffs = True
 
     param_block = "clip_param"
     reads_input = True
@@ -574,6 +596,8 @@ class ReLU6(NeuronLayer):
     Backward: dx = dy where 0 < x < 6, else 0. The mask 0 < y < 6 is the same set, so it is read
     from the top data and running in place is exact.
     """
+
+    writes_bottom_diffs = True
 
     def forward(self, bottom, top):
         y = top[0].data

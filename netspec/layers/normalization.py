@@ -9,7 +9,8 @@ import math
 import numpy
 
 from ..spec.params import FillerParameter
-from .base import Layer, checked_axis, in_place, legacy_dim, proto_float
+from .base import (Layer, checked_axis, in_place, legacy_dim, proto_float, sample_chunks,
+                   samples_per_chunk, thread_scratch)
 from .registry import register
 
 
@@ -274,6 +275,8 @@ class Bias(Layer):
     (accumulated into the learned blob, written into bottom 1's diff). Works in place.
     """
 
+    writes_bottom_diffs = True
+
     allows_in_place = True
     param_block = "bias_param"
     min_bottoms = 1
@@ -337,14 +340,19 @@ class LRN(Layer):
       u[n,c,h,w] = 1 + α/n² · Σ_{|i|,|j| ≤ p} x[n,c,h+i,w+j]²,   y = x · u^(−β);
       ∂x = ∂y · u^(−β) − (2αβ/n²) · x · Σ_{|i|,|j| ≤ p} (∂y · x · u^(−β−1))[n,c,h+i,w+j].
 
-    Window sums are loops over the n offsets (twice, separably, for WITHIN_CHANNEL) into
-    zero-bordered buffers allocated in ``setup``. Cannot run in place (backward reads x and y).
+    Window sums are loops over the n offsets (twice, separably, for WITHIN_CHANNEL) over a
+    zero-bordered copy of a chunk of samples (at most ``chunk_bytes``; the whole batch on a
+    GPU) in the thread's scratch (``thread_scratch``, shared by the net's LRN layers; its
+    border is zeroed per chunk).
+    Cannot run in place (backward reads x and y).
     """
 
     fills_tops = True
     writes_bottom_diffs = True
 
     param_block = "lrn_param"
+    #: bytes of the padded copy of one chunk of samples (at least one sample per chunk)
+    chunk_bytes = 1 << 20
     exact_bottoms = 1
     exact_tops = 1
 
@@ -359,31 +367,51 @@ class LRN(Layer):
         self.across = p.norm_region == "ACROSS_CHANNELS"
         N, C, H, W = shape
         n = self.size
-        if self.across:
-            self._pad = self.backend.zeros((N, C + n - 1, H, W))
-        else:
-            self._pad = self.backend.zeros((N, C, H + n - 1, W + n - 1))
+        self._pad_plane = (C + n - 1, H, W) if self.across else (C, H + n - 1, W + n - 1)
+        per_sample = math.prod(self._pad_plane) * numpy.dtype(self.dtype).itemsize
+        # on a GPU the whole batch at once: chunks would only add kernel launches
+        self._chunk = N if self.backend.is_gpu else samples_per_chunk(N, per_sample,
+                                                                     self.chunk_bytes)
         self._shape = shape
         return [shape]
 
+    def _padded(self, a):
+        """``a`` (a chunk of samples) in the middle of a scratch buffer, zero around it."""
+        pp = self.pre_pad
+        _, C, H, W = self._shape
+        shape = (a.shape[0],) + self._pad_plane
+        buf = thread_scratch(self.backend, "lrn_pad", math.prod(shape)).reshape(shape)
+        if self.across:
+            buf[:, :pp] = 0
+            buf[:, pp + C:] = 0
+            buf[:, pp:pp + C] = a
+            return buf
+        buf[:, :, :pp] = 0
+        buf[:, :, pp + H:] = 0
+        buf[:, :, pp:pp + H, :pp] = 0
+        buf[:, :, pp:pp + H, pp + W:] = 0
+        buf[:, :, pp:pp + H, pp:pp + W] = a
+        return buf
+
     def _window_sum(self, a):
         """Zero-padded window sum of ``a`` over channels (across) or over h×w (within)."""
-        n, pp = self.size, self.pre_pad
+        n = self.size
         N, C, H, W = self._shape
-        buf = self._pad
-        if self.across:
-            buf[:, pp:pp + C] = a
-            out = buf[:, 0:C].copy()
+        out = self.xp.empty(self._shape, dtype=self.dtype)
+        for n0, count in sample_chunks(N, self._chunk):
+            buf = self._padded(a[n0:n0 + count])
+            part = out[n0:n0 + count]
+            if self.across:
+                part[...] = buf[:, 0:C]
+                for o in range(1, n):
+                    part += buf[:, o:o + C]
+                continue
+            rows = buf[:, :, 0:H].copy()
             for o in range(1, n):
-                out += buf[:, o:o + C]
-            return out
-        buf[:, :, pp:pp + H, pp:pp + W] = a
-        rows = buf[:, :, 0:H].copy()
-        for o in range(1, n):
-            rows += buf[:, :, o:o + H]
-        out = rows[..., 0:W].copy()
-        for o in range(1, n):
-            out += rows[..., o:o + W]
+                rows += buf[:, :, o:o + H]
+            part[...] = rows[..., 0:W]
+            for o in range(1, n):
+                part += rows[..., o:o + W]
         return out
 
     def forward(self, bottom, top):
@@ -437,6 +465,8 @@ class MVN(Layer):
     (std + eps)/std; with eps = 1e-9 the two agree to that relative order.)
     """
 
+    writes_bottom_diffs = True
+
     allows_in_place = True
     param_block = "mvn_param"
     exact_bottoms = 1
@@ -489,6 +519,8 @@ class Normalize(Layer):
     Backward (per group of the norm, g = dy ⊙ s): ds = Σ dy·x̂ over all but the scale's axes;
     dx = (g − x̂ · Σ(x̂·g)) / r.
     """
+
+    writes_bottom_diffs = True
 
     param_block = "norm_param"
     exact_bottoms = 1

@@ -38,7 +38,7 @@ from .. import parallel
 from ..blob import Blob
 from ..spec.net import LayerParameter
 from . import pool_cuda
-from .base import Layer, sample_chunks, samples_per_chunk
+from .base import Layer, sample_chunks, samples_per_chunk, thread_scratch
 from .registry import register
 
 @dataclass(frozen=True)
@@ -168,14 +168,10 @@ class Pooling(Layer):
         self._chunk = samples_per_chunk(longest, C * H * W * itemsize,
                                         _tuning.chunk_bytes)
         n = self._chunk * len(self._ranges)          # work rows: one slot per range
-        self._plan_layout(n)
+        self._plan_layout()
         work = (n, C, Ho, Wo) if self._direct else (n, C, Ho * self._Wq)
         if not self.is_max:
             self._pool_size = self._ave_pool_size()
-        if not self._direct:
-            self._yw = self.backend.zeros(work)        # wide-row top (forward)
-            if not self.is_max:
-                self._gw = self.backend.zeros(work)    # wide-row top diff; extra columns stay 0
         if self.is_max:
             idx = numpy.uint8 if kh * kw <= 255 else numpy.int32
             self._argmax = self.xp.zeros((N,) + work[1:], dtype=idx)    # the whole batch
@@ -190,17 +186,20 @@ class Pooling(Layer):
     def _plan_scatter(self):
         """Index tables of the overlapping-window MAX backward, relative to a chunk's first
         sample: the flat input index (n·C + c)·H·W + h·W + w of tap (i, j) of output
-        (n, c, ho, wo) is ``_window_base[n, c, ho, wo] + _tap_offset[i·kw + j]``."""
+        (n, c, ho, wo) is ``_window_base[n, c, ho, wo] + _tap_offset[i·kw + j]`` (the table
+        in int32 where a chunk's indices fit: half the memory, the same sums in int64)."""
         xp, C, H, W = self.xp, self.C, self.H, self.W
         plane = xp.arange(self._chunk * C, dtype=numpy.int64).reshape(-1, C, 1, 1) * (H * W)
         hstart = xp.arange(self.Ho, dtype=numpy.int64).reshape(-1, 1) * self.stride_h - self.pad_h
         wstart = xp.arange(self.Wo, dtype=numpy.int64).reshape(1, -1) * self.stride_w - self.pad_w
-        self._window_base = plane + hstart * W + wstart
+        base = plane + hstart * W + wstart
+        small = self._chunk * C * H * W < 2**31
+        self._window_base = base.astype(numpy.int32) if small else base
         self._tap_offset = xp.asarray([i * W + j for i, j in self._taps()], dtype=numpy.int64)
 
-    def _plan_layout(self, work_rows: int):
-        """Choose the direct or phased layout (module doc) and plan the phase copies; the
-        phase buffer holds ``work_rows`` samples (every slot)."""
+    def _plan_layout(self):
+        """Choose the direct or phased layout (module doc) and plan the phase copies (into
+        the thread's scratch, ``_phase_work``)."""
         H, W, Ho, Wo = self.H, self.W, self.Ho, self.Wo
         kh, kw, ph, pw, sh, sw = (self.kh, self.kw, self.pad_h, self.pad_w,
                                   self.stride_h, self.stride_w)
@@ -208,7 +207,6 @@ class Pooling(Layer):
         self._direct = self.is_global or (fits and sh >= kh and sw >= kw)
         # direct taps that tile the image exactly: backward assigns, no zeroing
         self._tiles = self._direct and (sh, sw) == (kh, kw) and (Ho * kh, Wo * kw) == (H, W)
-        self._dphases = None
         if self._direct:
             return
         Hq, Wq = Ho + (kh - 1) // sh, Wo + (kw - 1) // sw
@@ -232,10 +230,36 @@ class Pooling(Layer):
         self._phase_copies = [((p, q, Ellipsis, hq, wq), (Ellipsis, hx, wx))
                               for p, hx, hq, _ in rows for q, wx, wq, _ in cols]
         self._full_cover = (covered_h, covered_w) == (H, W)
-        fill = float(numpy.finfo(self.dtype).min) if self.is_max else 0.0
+        self._phase_fill = float(numpy.finfo(self.dtype).min) if self.is_max else 0.0
         # one slack row so that the last tap's wide run stays inside its plane
-        self._phases = self.xp.full((sh, sw, work_rows, self.C, Hq + 1, Wq), fill,
-                                    dtype=self.dtype)
+        self._phase_plane = (Hq + 1, Wq)
+        #: the cells of the phases no copy writes (padding, overhang, the slack row)
+        self._phase_rest = []
+        row_of = {p: hq for p, _, hq, _ in rows}
+        col_of = {q: wq for q, _, wq, _ in cols}
+        for p in range(sh):
+            for q in range(sw):
+                hq, wq = row_of.get(p), col_of.get(q)
+                if hq is None or wq is None:
+                    self._phase_rest.append((p, q, Ellipsis))
+                    continue
+                self._phase_rest += [(p, q, Ellipsis, slice(0, hq.start), slice(None)),
+                                     (p, q, Ellipsis, slice(hq.stop, None), slice(None)),
+                                     (p, q, Ellipsis, hq, slice(0, wq.start)),
+                                     (p, q, Ellipsis, hq, slice(wq.stop, None))]
+
+    def _work(self, name: str, shape: tuple[int, ...]):
+        """The thread's scratch array ``name`` of ``shape`` (``thread_scratch``, shared by the
+        net's Pooling layers: its values are left from its last user)."""
+        return thread_scratch(self.backend, ("pool", name), math.prod(shape)).reshape(shape)
+
+    def _phase_work(self, name: str, n: int):
+        """A work array of the phase layout (stride_h, stride_w, n, C, Hq + 1, Wq)."""
+        return self._work(name, (self.stride_h, self.stride_w, n, self.C) + self._phase_plane)
+
+    def _wide_work(self, name: str, n: int):
+        """A work array of wide rows (n, C, Ho·Wq)."""
+        return self._work(name, (n, self.C, self.Ho * self._Wq))
 
     def _windows(self, dim: int):
         """Per output index along dim 0 (rows) or 1 (columns): (first, end) image cell of its
@@ -303,12 +327,14 @@ class Pooling(Layer):
             return wide
         return wide.reshape(wide.shape[0], self.C, self.Ho, self._Wq)[..., :self.Wo]
 
-    def _source(self, x, s):
-        """The array the taps read: x (a chunk of samples) itself, or its phases (work rows
-        from s on)."""
+    def _source(self, x):
+        """The array the taps read: x (a chunk of samples) itself, or its phases (the cells
+        no copy writes hold the fill: the smallest float for MAX, 0 for AVE)."""
         if self._direct:
             return x
-        phases = self._phases[:, :, s:s + x.shape[0]]
+        phases = self._phase_work("phases", x.shape[0])
+        for rest in self._phase_rest:
+            phases[rest] = self._phase_fill
         for dst, src in self._phase_copies:
             phases[dst] = x[src]
         return phases
@@ -352,8 +378,8 @@ class Pooling(Layer):
         """Forward of the samples n0 … n0 + len(x) − 1 (x, y: that chunk of bottom and top),
         with the work rows s … s + len(x) − 1; MAX without ``track``: the maxima only."""
         xp, n = self.xp, x.shape[0]
-        src = self._source(x, s)
-        acc = y if self._direct else self._yw[s:s + n]
+        src = self._source(x)
+        acc = y if self._direct else self._wide_work("top", n)
         if self.is_max:
             if track:
                 self._forward_max(src, acc, self._argmax[n0:n0 + n], s)
@@ -421,8 +447,6 @@ class Pooling(Layer):
             self._run_forward(bottom[0].data, xp.empty_like(top[0].data))
         if self.is_global:
             return self._backward_global(dy, dx)
-        if self._dphases is None and not self._direct and not self.is_max:
-            self._dphases = xp.zeros_like(self._phases)
         self._each_chunk(lambda n0, n, s: self._backward_chunk(dy[n0:n0 + n], dx[n0:n0 + n],
                                                                n0, s))
 
@@ -436,9 +460,10 @@ class Pooling(Layer):
             g = dy if self.is_max else dy / self._pool_size
             dst, add = dx, not self._tiles
         else:
-            g = self._gw[s:s + n]                          # AVE (MAX scatters above)
+            g = self._wide_work("top_diff", n)            # AVE (MAX scatters above)
+            g.reshape(n, self.C, self.Ho, self._Wq)[..., self.Wo:] = 0
             xp.divide(dy, self._pool_size, out=self._crop(g))
-            dst, add = self._dphases[:, :, s:s + n], True
+            dst, add = self._phase_work("phase_diffs", n), True
         if add:
             dst.fill(0)
         argmax = self._argmax[n0:n0 + n] if self.is_max else None
@@ -493,6 +518,8 @@ class SPP(Layer):
     yields b×b bins); with L = 1 the single level's (N, C, 1, 1) output itself, as in Caffe.
     Backward: the sum of the levels' pooling gradients.
     """
+
+    writes_bottom_diffs = True
 
     param_block = "spp_param"
     exact_bottoms = 1

@@ -248,6 +248,8 @@ class _Recurrent(Layer):
 class LSTM(_Recurrent):
     """Long short-term memory (Caffe's LSTMLayer); see the module docstring."""
 
+    writes_bottom_diffs = True
+
     states = 2
     gates = 4
 
@@ -293,6 +295,8 @@ class LSTM(_Recurrent):
 @register("RNN")
 class RNN(_Recurrent):
     """Elman recurrent net with a tanh output layer (Caffe's RNNLayer); see the module docstring."""
+
+    writes_bottom_diffs = True
 
     def _add_params(self):
         super()._add_params()
@@ -355,6 +359,8 @@ class LSTMUnit(Layer):
     as LSTM (``_lstm_gates_``, ``_lstm_cell``, ``_lstm_cell_backward``). Cannot run in place:
     backward reads ``c_prev``.
     """
+
+    writes_bottom_diffs = True
 
     exact_bottoms = 3
     exact_tops = 2

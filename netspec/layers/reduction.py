@@ -19,6 +19,8 @@ class Reduction(Layer):
     ∂x = c·∂y (SUM), c·sign(x)·∂y (ASUM, sign(0) = 0), 2c·x·∂y (SUMSQ), c/dim·∂y (MEAN).
     """
 
+    writes_bottom_diffs = True
+
     param_block = "reduction_param"
     exact_bottoms = 1
     exact_tops = 1

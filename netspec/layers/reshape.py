@@ -22,6 +22,8 @@ class Flatten(Layer):
     bottom diff.
     """
 
+    writes_bottom_diffs = True
+
     param_block = "flatten_param"
     exact_bottoms = 1
     exact_tops = 1
@@ -58,6 +60,8 @@ class Reshape(Layer):
     The top data is a view of the bottom data (Caffe shares it); backward copies the diff.
     Cannot run in place.
     """
+
+    writes_bottom_diffs = True
 
     param_block = "reshape_param"
     exact_bottoms = 1
@@ -124,6 +128,8 @@ class Crop(Layer):
     ∂x = ∂y placed at the crop, 0 elsewhere. Bottom 1 only gives the shape (no gradient).
     """
 
+    writes_bottom_diffs = True
+
     param_block = "crop_param"
     exact_bottoms = 2
     exact_tops = 1
@@ -174,6 +180,8 @@ class Tile(Layer):
     along ``axis``); ∂x = Σ_t ∂y.reshape(outer, tiles, inner)[:, t].
     """
 
+    writes_bottom_diffs = True
+
     param_block = "tile_param"
     exact_bottoms = 1
     exact_tops = 1
@@ -209,6 +217,8 @@ class Permute(Layer):
     follow in increasing order (SSD's rule; no order at all is the identity). Backward:
     ∂x = ∂y transposed by the inverse order.
     """
+
+    writes_bottom_diffs = True
 
     param_block = "permute_param"
     exact_bottoms = 1
@@ -252,6 +262,8 @@ class Upsample(Layer):
     (alexgkendall/caffe-segnet): ``MaxUnpool`` below. The YOLO layer with SegNet's fields
     (``upsample_h``, ``scale_h``, ``pad_out_h`` …) is an error naming SegNet's layer.
     """
+
+    writes_bottom_diffs = True
 
     param_block = "upsample_param"
     min_bottoms = 1
@@ -396,6 +408,8 @@ class ShuffleChannel(Layer):
     i·(C/g) + j. Backward: the inverse shuffle of the diff (the same with C/g groups).
     """
 
+    writes_bottom_diffs = True
+
     param_block = "shuffle_channel_param"
     exact_bottoms = 1
     exact_tops = 1
@@ -452,6 +466,8 @@ class Interp(Layer):
     Forward: y = A_h · x_crop · A_wᵀ with the interpolation matrices A; backward: the transposed
     scatter ∂x_crop = A_hᵀ · ∂y · A_w, zero on the cropped-off border.
     """
+
+    writes_bottom_diffs = True
 
     param_block = "interp_param"
     min_bottoms = 1

@@ -63,6 +63,8 @@ class ROIPooling(Layer):
     to the rois.
     """
 
+    writes_bottom_diffs = True
+
     param_block = "roi_pooling_param"
     exact_bottoms = 2
     exact_tops = 1
@@ -180,6 +182,8 @@ class PSROIPooling(Layer):
     Computed with summed-area tables (in float64): each bin sum is four lookups, and the
     backward scatters ±∂y/area to the four corners and sums them back (the table's adjoint).
     """
+
+    writes_bottom_diffs = True
 
     param_block = "psroi_pooling_param"
     exact_bottoms = 2

@@ -38,6 +38,7 @@ class Softmax(Layer):
     """
 
     fills_tops = True
+    writes_bottom_diffs = True
 
     param_block = "softmax_param"
     exact_bottoms = 1

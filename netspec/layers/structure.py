@@ -200,6 +200,8 @@ class Slice(Layer):
     split into N equal parts (it must divide evenly). Backward copies each top diff back.
     """
 
+    writes_bottom_diffs = True
+
     param_block = "slice_param"
     exact_bottoms = 1
     min_tops = 1
@@ -259,6 +261,8 @@ class Silence(Layer):
     Keeps otherwise-unused blobs from being net outputs. Backward writes zero gradients.
     """
 
+    writes_bottom_diffs = True
+
     min_bottoms = 1
     exact_tops = 0
 
@@ -285,6 +289,8 @@ class Filter(Layer):
     forward replaces each top's array with the selected items. Backward: ∂x_i = ∂y_i at the
     selected items, 0 elsewhere; the selector gets no gradient.
     """
+
+    writes_bottom_diffs = True
 
     min_bottoms = 2
 
@@ -336,6 +342,8 @@ class BatchReindex(Layer):
     (0 for items never picked); the index bottom gets no gradient.
     """
 
+    writes_bottom_diffs = True
+
     exact_bottoms = 2
     exact_tops = 1
     no_grad_bottoms = (1,)
@@ -373,6 +381,8 @@ class Axpy(Layer):
     shape (N, C, ...). No parameter block. Backward: ∂a[n, c] = Σ over the rest of ∂top·x,
     ∂x = a·∂top, ∂y = ∂top.
     """
+
+    writes_bottom_diffs = True
 
     exact_bottoms = 3
     exact_tops = 1

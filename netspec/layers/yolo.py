@@ -329,6 +329,8 @@ class Yolov3(Layer):
     as in the fork.
     """
 
+    writes_bottom_diffs = True
+
     param_block = "yolov3_param"
     exact_bottoms = 2
     exact_tops = 1
@@ -506,6 +508,8 @@ class RegionLoss(Layer):
     Unused, as in the fork: ``side`` (read from the bottom), ``softmax`` (the classes are
     always a softmax), ``jitter``, ``absolute``, ``random``, ``softmax_tree``, ``class_map``.
     """
+
+    writes_bottom_diffs = True
 
     param_block = "region_loss_param"
     exact_bottoms = 2
