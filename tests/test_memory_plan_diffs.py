@@ -208,10 +208,11 @@ CONVOLUTIONS = ("Convolution", "DepthwiseConvolution", "ConvolutionDepthwise", "
 UNFLAGGED = {
     **dict.fromkeys(("Accuracy", "ArgMax", "Threshold", "PriorBox", "DetectionOutput",
                      "DetectionEvaluate", "YoloDetectionOutput", "Yolov3DetectionOutput",
-                     "BoxAnnotatorOHEM", "HDF5Output"),
+                     "BoxAnnotatorOHEM", "HDF5Output", "SegAccuracy", "MatWrite"),
                     "no backward: its bottoms' diffs are never written, so never shared"),
     **dict.fromkeys(("Input", "Data", "DummyData", "MemoryData", "ImageData", "DenseImageData",
-                     "WindowData", "HDF5Data", "AnnotatedData", "Parameter"),
+                     "WindowData", "HDF5Data", "AnnotatedData", "ImageSegData", "MatRead",
+                     "Parameter"),
                     "no bottoms: its tops are inputs, whose diffs are never shared"),
     "Python": "user code: pycaffe layers may add to their bottom diffs",
 }
