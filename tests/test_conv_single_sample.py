@@ -1,4 +1,5 @@
-"""One sample on two threads (``ConvTuning.single_sample_blas_threads`` off, the default):
+"""One sample on two threads with ``ConvTuning.single_sample_blas_threads`` off (the setting
+for a shared machine):
 BLAS runs one thread per call and each convolution path splits its own work over the engine's
 threads -- 1×1 GEMMs (``PointwiseConv``), Winograd's 16 products, the columns' GEMMs (kernel
 rows and NHWC rows), the compiled depthwise kernels' channels and the folded epilogue's rows.

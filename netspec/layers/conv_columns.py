@@ -110,10 +110,12 @@ class ConvTuning:
     #: threads each GEMM (``Net.pass_blas_threads``) when set; else BLAS stays at one thread
     #: and the convolutions split their GEMMs (output rows or columns, Winograd's 16
     #: products), the compiled depthwise kernels their channels, over the engine's threads,
-    #: which wait on locks instead of spinning. On the shared 2-core machine (load 3.4–4.3),
-    #: 2 threads, batch 1, split ÷ BLAS threads: MobileNet 0.19, ResNet-50 0.09 -- OpenBLAS's
-    #: spinning threads collapse when a core is busy (bench/NOTES.md)
-    single_sample_blas_threads: bool = False
+    #: which wait on locks instead of spinning. 2 threads, batch 1, split ÷ BLAS threads: on an
+    #: idle 2-core machine 1.17–1.50 (ResNet-50, MobileNet, GoogLeNet, SqueezeNet 1.1), so BLAS
+    #: threads by default; with the other core busy (load 3.4–4.3) MobileNet 0.19, ResNet-50
+    #: 0.09 -- OpenBLAS's spinning threads collapse -- so turn it off on a shared machine
+    #: (bench/NOTES.md)
+    single_sample_blas_threads: bool = True
 
 
 _tuning = ConvTuning()
