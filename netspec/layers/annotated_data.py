@@ -79,6 +79,7 @@ class AnnotatedData(Data):
 
     def setup(self, bottom_shapes):
         p, tp = self.p, self.lp.transform_param
+        self._require_source()
         self._refuse_random_fields()
         self.policies = list(tp.resize_param) if tp is not None else []
         size = (self.policies[0].height, self.policies[0].width) if self.policies else None
