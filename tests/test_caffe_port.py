@@ -493,11 +493,11 @@ def test_faster_rcnn_layers_and_fields_convert():
 def test_fork_layers_netspec_lacks_are_named(tmp_path):
     src = tmp_path / "n.prototxt"
     src.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 4 } } }\n'
-                   'layer { name: "eval" type: "VideoData" bottom: "x" bottom: "x" top: "l" }\n')
+                   'layer { name: "eval" type: "YoloSeg" bottom: "x" bottom: "x" top: "l" }\n')
     with pytest.raises(ConvertError) as e:
         convert_net(src, tmp_path / "n.yaml")
     msg = str(e.value)
-    assert "'eval' has type 'VideoData'" in msg and "SSD's fork" in msg
+    assert "'eval' has type 'YoloSeg'" in msg and "MobileNet-YOLO fork" in msg
 
 
 def test_unread_block_is_a_named_warning(tmp_path):
@@ -592,7 +592,7 @@ def test_a_solver_that_does_not_convert_writes_nothing(tmp_path):
     """The nets a solver names or holds are written only once the solver and every net have
     converted: a bad solver field, or a bad test net after a good train net, leaves no file."""
     (tmp_path / "train.prototxt").write_text((ZOO / LENET_TRAIN_TEST).read_text())
-    (tmp_path / "bad.prototxt").write_text('layer { name: "p" type: "VideoData" }\n')
+    (tmp_path / "bad.prototxt").write_text('layer { name: "p" type: "YoloSeg" }\n')
     files = {p.name for p in tmp_path.iterdir()}
     for solver, words in [
             ('net: "train.prototxt"\nbase_lr: 0.01\nweight_decay: 0.1\nregularization_type: "L3"\n',
@@ -652,9 +652,9 @@ def test_cli_convert_and_export(tmp_path):
     same_bits(read_caffemodel_arrays(tmp_path / "l.caffemodel"), npz(tmp_path / "w.npz"))
     fork = tmp_path / "fork.prototxt"
     fork.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 4 } } }\n'
-                    'layer { name: "eval" type: "VideoData" bottom: "x" bottom: "x" top: "l" }\n')
+                    'layer { name: "eval" type: "YoloSeg" bottom: "x" bottom: "x" top: "l" }\n')
     r = runner.invoke(main, ["convert", str(fork), "-o", str(tmp_path / "a.yaml")])
-    assert r.exit_code == 1 and "'eval' has type 'VideoData'" in r.output
+    assert r.exit_code == 1 and "'eval' has type 'YoloSeg'" in r.output
     assert not (tmp_path / "a.yaml").exists()
 
 

@@ -17,9 +17,9 @@ def test_each_family_declares_the_types_of_its_layer_module():
     for family in FAMILIES:
         name = family.__name__.rsplit(".", 1)[1]
         modules = {registry.LAYERS[t].__module__.rsplit(".", 1)[1] for t in family.TYPES}
-        if name == "data":      # the data family's messages serve seven layer modules
+        if name == "data":      # the data family's messages serve eight layer modules
             assert modules == {"data", "image_data", "window_data", "hdf5", "annotated_data",
-                               "image_seg_data", "mat_files"}
+                               "image_seg_data", "mat_files", "video_data"}
         else:
             assert modules == {name}, name
 

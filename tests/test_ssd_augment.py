@@ -18,7 +18,8 @@ import pytest
 from netspec.data import ssd_augment as A
 from netspec.data.colorspace import bgr_to_hsv, hsv_to_bgr
 from netspec.data.image_list import resize_linear
-from netspec.spec.params.common import DistortionParameter, EmitConstraint, ExpansionParameter
+from netspec.spec.params.common import (DistortionParameter, EmitConstraint, ExpansionParameter,
+                                        ResizeParameter)
 from netspec.spec.params.data import BatchSampler, SampleConstraint, Sampler
 
 F = np.float32
@@ -131,7 +132,7 @@ def test_warp_boxes_follow_ssds_resize_policy():
     rng = np.random.default_rng(2)
     b = random_boxes(rng, 500)
     old = rng.integers(5, 700, (500, 2))
-    out = A.warp_boxes(b, old, (300, 200))
+    out = A.resize_boxes(b, old, ResizeParameter(height=300, width=200))
     for k in range(500):
         oh, ow = F(old[k, 0]), F(old[k, 1])
         x0 = max(F(0), b[k, 0] * ow * F(200) / ow) / F(200)

@@ -15,7 +15,6 @@ from . import ConvertError, pb2
 
 #: layer fields of well-known Caffe forks that netspec's schema lacks
 FORK_FIELDS = {
-    **dict.fromkeys(("video_data_param",), "SSD's fork of Caffe (weiliu89/caffe, branch ssd)"),
     **dict.fromkeys(("yolo_seg_param",),
                     "the MobileNet-YOLO fork of Caffe (eric612/MobileNet-YOLO)"),
 }

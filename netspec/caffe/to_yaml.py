@@ -25,8 +25,6 @@ from ..spec.solver import SolverParameter
 from . import ConvertError, is_repeated
 
 FORK_TYPES = {
-    **dict.fromkeys(("VideoData",),
-                    "SSD's fork of Caffe (weiliu89/caffe, branch ssd)"),
     **dict.fromkeys(("YoloSeg",),
                     "the MobileNet-YOLO fork of Caffe (eric612/MobileNet-YOLO)"),
 }

@@ -136,15 +136,17 @@ def sample_crop_boxes(rng: np.random.Generator, sampler, n: int, trials: int) ->
     return np.stack([x0, y0, x0 + w, y0 + h], -1)
 
 
-def jitter_crops(rng: np.random.Generator, jitter: float, n: int) -> np.ndarray:
+def jitter_crops(rng: np.random.Generator, jitter: float, n: int, keep_aspect: bool = False
+                 ) -> np.ndarray:
     """The MobileNet-YOLO fork's ``GenerateJitterSamples`` for n items: (n, 4) crops. With
     probability 0.2 the whole image; else a crop of width and height each ~ U(1 − j, 1)
-    (j = ``jitter``, halved with probability 0.2 of all), its corner uniform over the positions
+    (j = ``jitter``, halved with probability 0.2 of all; ``keep_aspect``, the fork's choice
+    under FIT_LARGE_SIZE_AND_PAD: height = width), its corner uniform over the positions
     inside the image."""
     u = rng.random((6, n))
     j = np.where(u[0] < 0.4, jitter / 2, jitter)          # die: 0.2 whole, 0.2 half, 0.6 full
     w = (1 - j + u[1] * j).astype(F32)
-    h = (1 - j + u[2] * j).astype(F32)
+    h = w if keep_aspect else (1 - j + u[2] * j).astype(F32)
     x0 = (u[3] * (F32(1) - w)).astype(F32)
     y0 = (u[4] * (F32(1) - h)).astype(F32)
     crops = np.stack([x0, y0, x0 + w, y0 + h], -1)
@@ -395,13 +397,106 @@ def distort(images: np.ndarray, d: Distortion) -> np.ndarray:
     return x
 
 
-def warp_boxes(b: np.ndarray, old_hw: np.ndarray, new_hw: tuple[int, int]) -> np.ndarray:
-    """UpdateBBoxByResizePolicy for WARP: boxes (M, 4) of images old_hw (M, 2) resized to
-    new_hw, through pixels in float32 (xmin and ymin raised to 0, xmax and ymax cut to 1)."""
+def fit_hw(mode: str, old_hw: np.ndarray, new_hw: tuple[int, int]) -> np.ndarray:
+    """The size (n, 2) [h, w] images of ``old_hw`` (n, 2) are resized to before any padding
+    (``AspectKeepingResizeAndPad`` / ``AspectKeepingResizeBySmall``), a = w / h in float32:
+    WARP: new_hw; FIT_LARGE_SIZE_AND_PAD: [⌊W / a⌋, W] when a > W / H, else [H, ⌊a·H⌋]
+    (inside H × W); FIT_SMALL_SIZE: [⌊W / a⌋, W] when a < W / H, else [H, ⌊a·H⌋] (covering
+    H × W). At least one pixel per side."""
+    a = old_hw[:, 1].astype(F32) / old_hw[:, 0].astype(F32)
+    nh, nw = int(new_hw[0]), int(new_hw[1])
+    out = np.tile(np.array([nh, nw], np.int64), (len(a), 1))
+    if mode == "WARP":
+        return out
+    target = F32(nw) / F32(nh)
+    full_width = a > target if mode == "FIT_LARGE_SIZE_AND_PAD" else a < target
+    out[:, 0] = np.where(full_width, np.floor(F32(nw) / a), nh)
+    out[:, 1] = np.where(full_width, nw, np.floor(a * F32(nh)))
+    return np.maximum(out, 1)
+
+
+def resize_policy(images: np.ndarray, sizes: np.ndarray, offset: np.ndarray, rect: np.ndarray,
+                  r, fill: np.ndarray, modes: np.ndarray | None = None) -> np.ndarray:
+    """SSD's ApplyResize of the crops ``rect`` (``render``'s arguments) by the resize policy
+    ``r`` (a ResizeParameter): WARP to height × width; FIT_SMALL_SIZE to ``fit_hw`` (all
+    items must come to one size); FIT_LARGE_SIZE_AND_PAD to ``fit_hw`` then padded to
+    height × width, ⌊(H − h) / 2⌋ rows above (columns left), the rest below (right), by
+    ``pad_mode``: CONSTANT (``pad_value``, one or one per channel, rounded to 8 bits; default
+    0), MIRRORED (OpenCV's BORDER_REFLECT_101), REPEAT_NEAREST (BORDER_REPLICATE). Items of
+    one inner size are resized together. Returns uint8 (n, C, H', W')."""
+    new_hw = (int(r.height), int(r.width))
+    if r.resize_mode == "WARP":
+        return render(images, sizes, offset, rect, new_hw, fill, modes)
+    n, c = images.shape[:2]
+    inner = fit_hw(r.resize_mode, rect[:, 2:4], new_hw)
+    if r.resize_mode == "FIT_SMALL_SIZE":
+        if (inner != inner[0]).any():
+            raise ValueError("FIT_SMALL_SIZE resizes these images to different sizes")
+        new_hw = tuple(int(v) for v in inner[0])
+    modes = np.full(n, "LINEAR") if modes is None else np.asarray(modes)
+    value = np.broadcast_to(np.asarray(r.pad_value or [0.0], np.float64), (c,))
+    out = np.empty((n, c) + new_hw, np.uint8)
+    out[:] = np.clip(np.rint(value), 0, 255).astype(np.uint8)[:, None, None]
+    for h, w in np.unique(inner, axis=0):
+        sel = (inner == (h, w)).all(1)
+        x = render(images[sel], sizes[sel], offset[sel], rect[sel], (int(h), int(w)), fill,
+                   modes[sel])
+        top, left = (new_hw[0] - h) // 2, (new_hw[1] - w) // 2
+        if r.pad_mode == "CONSTANT":
+            out[sel, :, top:top + h, left:left + w] = x
+        else:
+            pads = ((0, 0), (0, 0), (top, new_hw[0] - h - top), (left, new_hw[1] - w - left))
+            out[sel] = np.pad(x, pads, mode="reflect" if r.pad_mode == "MIRRORED" else "edge")
+    return out
+
+
+def resize_boxes(b: np.ndarray, old_hw: np.ndarray, r) -> np.ndarray:
+    """UpdateBBoxByResizePolicy: boxes (M, 4) of images old_hw (M, 2) resized by the policy
+    ``r`` (resize_mode, height, width), through pixels in float32 as SSD. WARP: scaled, xmin
+    and ymin raised to 0, xmax and ymax cut to the size; FIT_LARGE_SIZE_AND_PAD: the same
+    along the fitting side, the other scaled into the size less twice the padding p =
+    (H − W / a) / 2 (or (W − a·H) / 2) and shifted by p (p unrounded, as SSD); FIT_SMALL_SIZE:
+    WARP to the covering size (H = W / a or W = a·H, unrounded)."""
     oh, ow = old_hw[:, 0].astype(F32), old_hw[:, 1].astype(F32)
-    nh, nw = F32(new_hw[0]), F32(new_hw[1])
-    x0 = np.maximum(F32(0), b[:, 0] * ow * nw / ow)
-    x1 = np.minimum(nw, b[:, 2] * ow * nw / ow)
-    y0 = np.maximum(F32(0), b[:, 1] * oh * nh / oh)
-    y1 = np.minimum(nh, b[:, 3] * oh * nh / oh)
-    return np.stack([x0 / nw, y0 / nh, x1 / nw, y1 / nh], 1)
+    nh = np.full(len(b), F32(r.height), F32)
+    nw = np.full(len(b), F32(r.width), F32)
+    a = ow / oh
+    x0, y0, x1, y1 = b[:, 0] * ow, b[:, 1] * oh, b[:, 2] * ow, b[:, 3] * oh
+
+    def warp(v0, v1, old, new):
+        return np.maximum(F32(0), v0 * new / old), np.minimum(new, v1 * new / old)
+
+    def padded(v0, v1, old, new, pad):
+        inner = new - F32(2) * pad
+        return pad + np.maximum(F32(0), v0 * inner / old), pad + np.minimum(new, v1 * inner / old)
+
+    if r.resize_mode == "FIT_SMALL_SIZE":
+        tall = a < nw / nh
+        nh, nw = np.where(tall, nw / a, nh), np.where(tall, nw, a * nh)
+    if r.resize_mode == "FIT_LARGE_SIZE_AND_PAD":
+        wide = a > nw / nh
+        px, py = (nw - a * nh) / F32(2), (nh - nw / a) / F32(2)
+        X, Y = warp(x0, x1, ow, nw), warp(y0, y1, oh, nh)
+        PX, PY = padded(x0, x1, ow, nw, px), padded(y0, y1, oh, nh, py)
+        x0, x1 = (np.where(wide, X[i], PX[i]) for i in (0, 1))
+        y0, y1 = (np.where(wide, PY[i], Y[i]) for i in (0, 1))
+    else:
+        (x0, x1), (y0, y1) = warp(x0, x1, ow, nw), warp(y0, y1, oh, nh)
+    return np.stack([x0 / nw, y0 / nh, x1 / nw, y1 / nh], 1).astype(F32)
+
+
+def extrapolate_boxes(b: np.ndarray, old_hw: np.ndarray, r) -> np.ndarray:
+    """ExtrapolateBBox (after the mirror): with FIT_SMALL_SIZE and both ``height_scale`` and
+    ``width_scale`` set, boxes (M, 4) of images old_hw (M, 2) rescaled to a window of
+    width_scale × height_scale pixels of the covering size: x · W' / width_scale,
+    y · H' / height_scale (W', H' unrounded as ``resize_boxes``). Others unchanged."""
+    if not (r.resize_mode == "FIT_SMALL_SIZE" and r.height_scale > 0 and r.width_scale > 0):
+        return b
+    oh, ow = old_hw[:, 0].astype(F32), old_hw[:, 1].astype(F32)
+    a = ow / oh
+    nh, nw = F32(r.height), F32(r.width)
+    tall = a < nw / nh
+    rh, rw = np.where(tall, nw / a, nh), np.where(tall, nw, a * nh)
+    size = np.stack([rw, rh] * 2, 1)
+    scale = np.array([r.width_scale, r.height_scale] * 2, F32)
+    return (b * size / scale).astype(F32)

@@ -6,9 +6,9 @@ types. ``docs/architecture.md`` says which family holds which type.
 
 from . import (annotated_data, batch_norm_forks, conv, data, detection, hdf5, image_data, image_seg_data,
                inner_product, loss, mat_files, multibox, neuron, normalization, pool, python, recurrent, reduction, registry, reshape, roi, softmax,
-               structure, window_data, yolo)
+               structure, video_data, window_data, yolo)
 from .base import Layer
 
 __all__ = ["Layer", "registry", "annotated_data", "batch_norm_forks", "conv", "data", "detection", "hdf5", "image_data",
            "image_seg_data", "inner_product", "loss", "mat_files", "multibox", "neuron", "normalization", "pool", "python", "recurrent",
-           "reduction", "reshape", "roi", "softmax", "structure", "window_data", "yolo"]
+           "reduction", "reshape", "roi", "softmax", "structure", "video_data", "window_data", "yolo"]

@@ -7,8 +7,10 @@ import numpy as np
 from ..data.annotated import open_annotated
 from ..data.ssd_augment import (UNIT, distort, draw_distortion, draw_expansion,
                                 generate_batch_samples, jitter_crops, padded_boxes, pick_samples,
-                                project_boxes, render, crop_rect, warp_boxes)
+                                project_boxes, crop_rect, extrapolate_boxes, fit_hw,
+                                resize_boxes, resize_policy)
 from ..errors import DataError
+from ..spec.params.common import ResizeParameter
 from .data import Data, _color
 from .registry import register
 
@@ -46,7 +48,7 @@ class AnnotatedData(Data):
     ``emit_constraint``: also those whose centre is outside, or, MIN_OVERLAP, which the image
     covers by at most ``emit_overlap``), and ``mirror`` (TRAIN, half the images) flips images
     and boxes (x → 1 − x). ``resize_param`` (WARP, bilinear) resizes every record to
-    height × width once, when the layer is built.
+    height × width once, when the layer is built; the other resize modes run per batch.
 
     Several ``resize_param`` blocks are the MobileNet-YOLO fork's multi-scale training: every
     ``POLICY_PERIOD`` = 10 batches (the first included) one policy is drawn with the fork's
@@ -67,19 +69,23 @@ class AnnotatedData(Data):
     the crop to ``resize_param``'s height × width (by one of its ``interp_mode`` drawn per
     image: LINEAR, AREA, NEAREST, CUBIC, LANCZOS4 as OpenCV's), mirror, mean and scale. Its draws come from
     the net's random generator (reproducible from ``random_seed``, resumed with it).
-    ``noise_param`` with a non-zero probability, ``crop_size``, and the FIT_SMALL_SIZE /
-    FIT_LARGE_SIZE_AND_PAD resize modes are refused with an error naming the field.
+    ``resize_mode`` FIT_LARGE_SIZE_AND_PAD and FIT_SMALL_SIZE (batch_size 1) resize as SSD's
+    ``ApplyResize`` (``ssd_augment.resize_policy``, boxes by ``resize_boxes`` and, after the
+    mirror, ``extrapolate_boxes``). ``noise_param`` with a non-zero probability and
+    ``crop_size`` are refused with an error naming the field.
     """
 
     extra_blocks = ("annotated_data_param",)
 
     def setup(self, bottom_shapes):
         p, tp = self.p, self.lp.transform_param
+        self._require_source()
         self._refuse_random_fields()
         self.policies = list(tp.resize_param) if tp is not None else []
         size = (self.policies[0].height, self.policies[0].width) if self.policies else None
         self.policy, self.iters = 0, 0
-        self.augment = self._random_transform() or len(self.policies) > 1
+        self.augment = (self._random_transform() or len(self.policies) > 1
+                        or any(r.resize_mode != "WARP" for r in self.policies))
         backend = p.backend if "backend" in p.model_fields_set else None
         try:
             ds = open_annotated(p.source, self.net_dir, backend, _color(self, tp), size,
@@ -192,8 +198,16 @@ class AnnotatedData(Data):
                                       "transform_param.resize_param (WARP height, width), as "
                                       "SSD needs", field=field)
             size = tuple(int(v) for v in self.sizes[0])
+        for k, r in enumerate(self.policies):
+            if len(r.pad_value) not in (0, 1, c):
+                f = (f"transform_param.resize_param[{k}]" if len(self.policies) > 1 else
+                     "transform_param.resize_param")
+                raise self.spec_error(f"{len(r.pad_value)} pad_value for {c}-channel images: "
+                                      "SSD takes one or one per channel", field=f + ".pad_value")
         self.out_hw = size
-        return (c,) + tuple(size)
+        if self.policies and self.policies[0].resize_mode == "FIT_SMALL_SIZE":
+            size = fit_hw("FIT_SMALL_SIZE", self.sizes[:1], size)[0]   # SSD: the first record's
+        return (c,) + tuple(int(v) for v in size)
 
     def _refuse_random_fields(self) -> None:
         """The parts of SSD's transform that netspec does not run: errors naming them."""
@@ -227,11 +241,14 @@ class AnnotatedData(Data):
         several = len(policies) > 1
         for k, r in enumerate(policies):
             f = f"transform_param.resize_param[{k}]" if several else "transform_param.resize_param"
-            if r.resize_mode != "WARP":
-                raise self.spec_error(f"resize_mode {r.resize_mode}: netspec resizes with "
-                                      "WARP only", field=f + ".resize_mode")
             if not (r.height and r.width):
-                raise self.spec_error("WARP needs height and width", field=f + ".height")
+                raise self.spec_error(f"{r.resize_mode} needs height and width",
+                                      field=f + ".height")
+            if r.resize_mode == "FIT_SMALL_SIZE" and self.p.batch_size != 1:
+                raise self.spec_error(
+                    f"FIT_SMALL_SIZE gives each image its own size; SSD (and netspec) support "
+                    f"it with batch_size 1 only, not {self.p.batch_size}",
+                    field=f + ".resize_mode")
             if not 0 <= r.prob <= 1:
                 raise self.spec_error(f"prob {r.prob:g} of a resize policy must be in [0, 1] "
                                       "(eric612/MobileNet-YOLO checks it)", field=f + ".prob")
@@ -295,9 +312,16 @@ class AnnotatedData(Data):
         rows[:, 0] = item
         return rows
 
-    def _augmented(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """SSD's load_batch for records ``idx``: distort, expand, sample a crop, WARP-resize;
-        the images (n, C, H, W) uint8 and their box rows (before mirror)."""
+    def _policy(self):
+        """The resize policy of this batch: a ResizeParameter, or WARP to the records' size."""
+        if self.policies:
+            return self.policies[self.policy]
+        return ResizeParameter(height=self.out_hw[0], width=self.out_hw[1])
+
+    def _augmented(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """SSD's load_batch for records ``idx``: distort, expand, sample a crop, resize by the
+        batch's policy; the images (n, C, H, W) uint8, their box rows (before mirror) and the
+        size (n, 2) of each item's crop."""
         n, rng, emit = len(idx), self.rng, self._emit(self.lp.transform_param)
         images, sizes = self.images[idx], self.sizes[idx]
         rows = self._batch_rows(idx)
@@ -317,22 +341,24 @@ class AnnotatedData(Data):
             rows, item = _moved(rows, item, cropped, np.clip(crop, F32(0), F32(1)), emit)
             rect = np.where(cropped[:, None], crop_rect(crop, canvas[:, 0], canvas[:, 1]), rect)
         elif self.jitter:
-            crop = jitter_crops(rng, self.jitter, n)
+            keep = self._policy().resize_mode == "FIT_LARGE_SIZE_AND_PAD"
+            crop = jitter_crops(rng, self.jitter, n, keep_aspect=keep)
             rows, item = _moved(rows, item, np.ones(n, bool), crop, emit)
             rect = crop_rect(crop, canvas[:, 0], canvas[:, 1])
         mode = self.interp[np.minimum((rng.random(n) * len(self.interp)).astype(np.int64),
                                       len(self.interp) - 1)]
-        x = render(images, sizes, offset, rect, self.out_hw, self.fill, mode)
-        rows[:, 3:7] = warp_boxes(rows[:, 3:7], rect[item, 2:4], self.out_hw)
+        policy = self._policy()
+        x = resize_policy(images, sizes, offset, rect, policy, self.fill, mode)
+        rows[:, 3:7] = resize_boxes(rows[:, 3:7], rect[item, 2:4], policy)
         keep, rows[:, 3:7] = project_boxes(rows[:, 3:7], UNIT, emit)
-        return x, rows[keep]
+        return x, rows[keep], rect[:, 2:4]
 
     def forward(self, bottom, top):
         if len(self.policies) > 1:
             self._next_policy()
         idx = self.next_indices()
         if self.augment:
-            images, rows = self._augmented(idx)
+            images, rows, crop_hw = self._augmented(idx)
         else:
             images, rows = self.images[idx], self._batch_rows(idx)
         x = self._transform(images)
@@ -343,6 +369,8 @@ class AnnotatedData(Data):
             x[flip] = x[flip][..., ::-1]
             f = flip[item]
             rows[f, 3], rows[f, 5] = F32(1) - rows[f, 5], F32(1) - rows[f, 3]
+        if self.augment:
+            rows[:, 3:7] = self._extrapolated(rows, crop_hw, idx)
         if top[0].shape != x.shape:         # another resize policy (multi-scale training)
             top[0].data = self.backend.zeros(x.shape)
             self.reshaped_tops = True
@@ -353,6 +381,22 @@ class AnnotatedData(Data):
             if len(rows) == 0:
                 rows = np.full((1, 8), -1, F32)
             top[1].data = self.backend.asarray(rows.reshape(1, 1, -1, 8).astype(top[0].data.dtype))
+
+    def _extrapolated(self, rows: np.ndarray, crop_hw: np.ndarray, idx: np.ndarray):
+        """SSD's ExtrapolateBBox of the batch's boxes (FIT_SMALL_SIZE with height_scale and
+        width_scale): SSD stops when the resized image is smaller than the scales."""
+        r = self._policy()
+        if not (r.resize_mode == "FIT_SMALL_SIZE" and r.height_scale > 0 and r.width_scale > 0):
+            return rows[:, 3:7]
+        hw = fit_hw(r.resize_mode, crop_hw, (r.height, r.width))
+        small = (hw[:, 0] < r.height_scale) | (hw[:, 1] < r.width_scale)
+        if small.any():
+            k = int(np.argmax(small))
+            raise self.error(f"record {int(idx[k])} resizes to {hw[k, 0]} × {hw[k, 1]}, smaller "
+                             f"than height_scale × width_scale {r.height_scale} × "
+                             f"{r.width_scale} (SSD's ExtrapolateBBox stops)",
+                             field="transform_param.resize_param.height_scale", cls=DataError)
+        return extrapolate_boxes(rows[:, 3:7], crop_hw[rows[:, 0].astype(np.int64)], r)
 
     def _yolo_rows(self, rows: np.ndarray, n: int, idx: np.ndarray) -> np.ndarray:
         """The fork's YOLO labels (n, 1, 300, 5): per image its boxes in order (difficult ones

@@ -73,6 +73,7 @@ class Data(Layer):
 
     def setup(self, bottom_shapes):
         p = self.p
+        self._require_source()
         base = Path(self.where["file"]).parent if self.where.get("file") else None
         tp = self.lp.transform_param
         backend = p.backend if "backend" in p.model_fields_set else None
@@ -95,6 +96,11 @@ class Data(Layer):
         if len(self.lp.top) > 1:
             tops.append((p.batch_size,))
         return tops
+
+    def _require_source(self) -> None:
+        if self.p.source is None:
+            raise self.spec_error(f"{self.type_name} reads its records from data_param.source; "
+                                  "give it", field="data_param.source")
 
     def _setup_transform(self, shape: tuple, block: str) -> tuple:
         """Read ``transform_param`` (falling back to the legacy fields of ``block``: scale,

@@ -52,6 +52,9 @@ def carve_split(net, net_file: Path, train_state, val_fraction: float, seed: int
                           "its validation part from the training data and never reads the test "
                           "split", **net.where(("layer", train[0], "data_param", "split")),
                           field="data_param.split")
+    if p.source is None:
+        raise SearchError(f"the TRAIN Data layer '{lp.name}' has no data_param.source",
+                          file=str(net_file), field="data_param.source")
     ds = open_source(p.source, p.split, net_file.parent, backend=p.backend)
     end = len(ds) if p.limit == 0 else min(len(ds), p.offset + p.limit)
     images, labels = ds.data[p.offset:end], ds.label[p.offset:end]

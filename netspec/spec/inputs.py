@@ -47,7 +47,7 @@ def _legacy_shapes(param: NetParameter) -> list[tuple[int, ...]]:
 
 #: layers that read their tops from files (or a database) and can be stood in for
 DATA_LAYERS = ("Data", "ImageData", "WindowData", "HDF5Data", "AnnotatedData", "ImageSegData",
-               "MatRead")
+               "MatRead", "VideoData")
 #: SSD's AnnotatedData label top stands in as one box per image: (1, 1, N, 8) rows
 #: [item, label, instance, xmin, ymin, xmax, ymax, difficult] (the fork sizes it per batch)
 BOX_ROW = 8
@@ -97,7 +97,7 @@ def stand_in_inputs(param: NetParameter, shapes: dict[str, tuple[int, ...]] | No
             "type": "Input", "input_param": InputParameter(shape=[BlobShape(dim=list(s)) for s in tops]),
             "data_param": None, "image_data_param": None, "window_data_param": None,
             "hdf5_data_param": None, "transform_param": None, "annotated_data_param": None,
-            "mat_read_param": None})
+            "mat_read_param": None, "video_data_param": None})
     left = {k: v for k, v in shapes.items() if k not in used}
     if left:
         try:
@@ -138,6 +138,7 @@ def declared_shapes(param: NetParameter, index: int) -> tuple[dict[str, tuple[in
     block = {"Data": lp.data_param, "ImageData": lp.image_data_param,
              "WindowData": lp.window_data_param, "HDF5Data": lp.hdf5_data_param,
              "AnnotatedData": lp.data_param, "ImageSegData": lp.image_data_param,
+             "VideoData": lp.data_param,
              "MatRead": lp.mat_read_param}[lp.type]
     if block is None or lp.type in ("HDF5Data", "MatRead") or not lp.top:
         return {}, ""  # HDF5 datasets have any shape: only --input-shape sizes them
@@ -160,6 +161,8 @@ def declared_shapes(param: NetParameter, index: int) -> tuple[dict[str, tuple[in
             size = (block.new_height, block.new_width)
     elif tp is not None and (tp.force_gray or tp.force_color):
         channels = 1 if tp.force_gray else 3
+    elif lp.type == "VideoData":
+        channels = 3                                        # OpenCV decodes frames as BGR
     elif lp.type == "Data" and block.source in BUILTIN_SIZES:
         channels, h, w = BUILTIN_SIZES[block.source]
         size = size or (h, w)

@@ -556,22 +556,17 @@ PROTOTXT_NETS = [
      "'num_output' is not a field of Caffe's LayerParameter; it goes inside convolution_param", 12),
     ("block_at_the_top_level", "convolution_param { num_output: 3 }\n" + INPUT,
      "'convolution_param' is not a field of Caffe's NetParameter", 1),
-    ("fork_field_video_data_param", INPUT + _layer("v", "VideoData",
-                                                   "video_data_param { device_id: 0 }"),
-     "'video_data_param' is not a field of Caffe's LayerParameter: it exists only in SSD's fork",
-     12),
+    ("fork_field_yolo_seg_param", INPUT + _layer("y", "YoloSeg", "yolo_seg_param { num: 1 }"),
+     "'yolo_seg_param' is not a field of Caffe's LayerParameter: it exists only in the "
+     "MobileNet-YOLO fork", 12),
     ("fork_field_wrong_type", INPUT + _layer("e", "DetectionEvaluate",
                                              'detection_evaluate_param { num_classes: "three" }'),
      "Couldn't parse integer: \"three\"", 12),
     ("solver_field_in_a_net", "base_lr: 0.1\n" + INPUT,
      "'layer' is not a field of Caffe's SolverParameter; it goes inside net_param", 2),
     # layer types
-    ("type_video_data", INPUT + _layer("v", "VideoData"),
-     "layer 'v' has type 'VideoData', which netspec does not implement: it exists only in "
-     "SSD's fork", 7),
-    ("type_video_data_and_yolo_seg", INPUT + _layer("v", "VideoData")
-     + _layer("y", "YoloSeg", bottom="v"), "(2 problems): layer 'v' has type 'VideoData'",
-     7),
+    ("type_yolo_seg_twice", INPUT + _layer("v", "YoloSeg")
+     + _layer("y", "YoloSeg", bottom="v"), "layers 'v', 'y' have type 'YoloSeg'", 7),
     ("type_yolo_seg", INPUT + _layer("yolo", "YoloSeg"),
      "layer 'yolo' has type 'YoloSeg', which netspec does not implement", 7),
     ("type_misspelt", INPUT + _layer("c", "Convolutoin"), "did you mean 'Convolution'?", 7),
@@ -680,8 +675,8 @@ PROTOTXT_SOLVERS = [
     ("solver_net_and_net_param", NET_REF + 'net_param {\n  layer {\n    name: "a"\n    type: "ReLU"\n'
      "  }\n}\nbase_lr: 0.1\n", "the solver gives both 'net' and 'net_param'", 1),
     ("solver_inline_net_fork_type", 'base_lr: 0.01\nnet_param {\n  layer {\n    name: "p"\n'
-     '    type: "VideoData"\n  }\n}\n', "net_param: cannot convert this Caffe net to netspec YAML", 2),
-    ("solver_names_a_bad_net", 'net: "type_video_data.prototxt"\nbase_lr: 0.01\n',
+     '    type: "YoloSeg"\n  }\n}\n', "net_param: cannot convert this Caffe net to netspec YAML", 2),
+    ("solver_names_a_bad_net", 'net: "type_yolo_seg.prototxt"\nbase_lr: 0.01\n',
      "net of solver_names_a_bad_net.prototxt: cannot convert this Caffe net", None),
     ("solver_test_net_is_bad", 'train_net: "../support/convert_net.prototxt"\n'
      'test_net: "unknown_bottom.prototxt"\ntest_iter: 1\ntest_interval: 10\nbase_lr: 0.01\n',

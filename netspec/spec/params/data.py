@@ -24,10 +24,11 @@ class DataParameter(Message):
     ``source``: ``builtin:mnist``, a ``.npz`` with arrays ``data`` and ``label``, a directory
     holding MNIST IDX files, or a Caffe LevelDB or LMDB of Datum records (``backend``).
     ``shuffle`` (netspec): reshuffle the order every epoch (Caffe's Data layer reads in file
-    order, which is the default here too).
+    order, which is the default here too). Data and AnnotatedData need ``source``; SSD's
+    VideoData reads only ``batch_size``.
     """
 
-    source: str
+    source: Optional[str] = None
     batch_size: int = Field(gt=0)
     rand_skip: int = 0
     backend: Literal["LEVELDB", "LMDB"] = "LEVELDB"
@@ -239,14 +240,25 @@ class AnnotatedDataParameter(Message):
     train_diffcult: bool = True
 
 
+class VideoDataParameter(Message):
+    """SSD's ``video_data_param`` (its field 207): frames from a webcam (``device_id``) or a
+    video file (``video_file``), ``skip_frames`` frames skipped before each one read."""
+
+    video_type: Literal["WEBCAM", "VIDEO"] = "WEBCAM"
+    device_id: int = 0
+    video_file: Optional[str] = None
+    skip_frames: NonNegativeInt = 0
+
+
 TYPES = ("Input", "Data", "DummyData", "MemoryData", "ImageData", "WindowData", "HDF5Data", "HDF5Output",
-         "DenseImageData", "AnnotatedData", "ImageSegData", "MatRead", "MatWrite",)
+         "DenseImageData", "AnnotatedData", "ImageSegData", "MatRead", "MatWrite", "VideoData",)
 
 #: the layer-specific blocks this family adds to LayerParameter: field name -> message
 BLOCKS: dict[str, type[Message]] = {
     "input_param": InputParameter,
     "data_param": DataParameter,
     "annotated_data_param": AnnotatedDataParameter,
+    "video_data_param": VideoDataParameter,
     "dummy_data_param": DummyDataParameter,
     "memory_data_param": MemoryDataParameter,
     "image_data_param": ImageDataParameter,
