@@ -212,7 +212,7 @@ UNFLAGGED = {
                     "no backward: its bottoms' diffs are never written, so never shared"),
     **dict.fromkeys(("Input", "Data", "DummyData", "MemoryData", "ImageData", "DenseImageData",
                      "WindowData", "HDF5Data", "AnnotatedData", "ImageSegData", "MatRead",
-                     "Parameter"),
+                     "VideoData", "Parameter"),
                     "no bottoms: its tops are inputs, whose diffs are never shared"),
     "Python": "user code: pycaffe layers may add to their bottom diffs",
 }
