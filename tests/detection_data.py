@@ -46,6 +46,21 @@ def _relu(name):
     return {"name": f"{name}_relu", "type": "ReLU", "bottom": name, "top": name}
 
 
+def _trunk() -> list[dict]:
+    """The tiny detectors' shared trunk: two 3×3 convolution + ReLU + 2×2 max-pool stages and
+    a third convolution, 32×32 input to conv3 (32, 8, 8)."""
+    pool = {"pool": "MAX", "kernel_size": 2, "stride": 2}
+    return [
+        _conv("conv1", "data", 16), _relu("conv1"),
+        {"name": "pool1", "type": "Pooling", "bottom": "conv1", "top": "pool1",
+         "pooling_param": pool},
+        _conv("conv2", "pool1", 32), _relu("conv2"),
+        {"name": "pool2", "type": "Pooling", "bottom": "conv2", "top": "pool2",
+         "pooling_param": pool},
+        _conv("conv3", "pool2", 32), _relu("conv3"),                        # 8×8
+    ]
+
+
 def _head(fmap, min_size, max_size):
     """loc/conf convolutions, their permuted-flattened forms and the priors of ``fmap``."""
     out = []
@@ -73,15 +88,8 @@ def tiny_ssd(train_source: str, test_source: str, batch: int = 16) -> dict:
              "transform_param": {"scale": 1 / 255},
              "data_param": {"source": src, "batch_size": batch, "shuffle": shuffle}}
             for phase, src, shuffle in ((train, train_source, True), (test, test_source, False))]
-    pool = {"pool": "MAX", "kernel_size": 2, "stride": 2}
     layers = data + [
-        _conv("conv1", "data", 16), _relu("conv1"),
-        {"name": "pool1", "type": "Pooling", "bottom": "conv1", "top": "pool1",
-         "pooling_param": pool},
-        _conv("conv2", "pool1", 32), _relu("conv2"),
-        {"name": "pool2", "type": "Pooling", "bottom": "conv2", "top": "pool2",
-         "pooling_param": pool},
-        _conv("conv3", "pool2", 32), _relu("conv3"),                        # 8×8
+        *_trunk(),
         _conv("conv4", "conv3", 32, stride=2), _relu("conv4"),              # 4×4
         *_head("conv3", 9, 14), *_head("conv4", 14, 20)]
     for kind in ("loc", "conf", "priorbox"):
@@ -161,15 +169,8 @@ def _yolo_trunk(train_source: str, test_source: str, batch: int, anchors: int) -
         {"name": "data", "type": "AnnotatedData", "top": ["data", "label"], **test,
          "transform_param": {"scale": 1 / 255},
          "data_param": {"source": test_source, "batch_size": batch}}]
-    pool = {"pool": "MAX", "kernel_size": 2, "stride": 2}
     return data + [
-        _conv("conv1", "data", 16), _relu("conv1"),
-        {"name": "pool1", "type": "Pooling", "bottom": "conv1", "top": "pool1",
-         "pooling_param": pool},
-        _conv("conv2", "pool1", 32), _relu("conv2"),
-        {"name": "pool2", "type": "Pooling", "bottom": "conv2", "top": "pool2",
-         "pooling_param": pool},
-        _conv("conv3", "pool2", 32), _relu("conv3"),                        # 8×8
+        *_trunk(),
         {"name": "head", "type": "Convolution", "bottom": "conv3", "top": "head",
          "convolution_param": {"num_output": anchors * 6, "kernel_size": 1,
                                "weight_filler": {"type": "xavier"},

@@ -59,20 +59,25 @@ class ImageData(Data):
         self.files = [self._find(e, listing, net_dir) for e in entries]
         self.labels = np.asarray([e.label for e in entries], dtype=np.int64)
         self.n = len(entries)
-        self.cursor = 0
-        self.epoch = 0
+        self._start(p, "image_data_param")
+        first = self._read(int(self.order[self.cursor]))
+        self.first_shape = tuple(first.shape)
+        shape = self._setup_transform(self.first_shape, "image_data_param")
+        return [(p.batch_size,) + tuple(shape), (p.batch_size,)]
+
+    def _start(self, p, field: str) -> None:
+        """The first pass over the n listed images: a fresh order from its first line, or with
+        ``rand_skip`` from a line drawn in [0, rand_skip) (data-parallel ranks draw it from
+        their shared generator, so they start alike)."""
+        self.cursor, self.epoch = 0, 0
         self.order = self._new_order()
         if p.rand_skip:
             rng = self.rng if self.shard is None else self.shard.order_rng(SKIP_KEY)
             skip = int(rng.integers(p.rand_skip))
             if skip >= self.n:
                 raise self.error(f"rand_skip drew {skip} but the list has only {self.n} images",
-                                 field="image_data_param.rand_skip", cls=DataError)
+                                 field=f"{field}.rand_skip", cls=DataError)
             self.cursor = skip
-        first = self._read(int(self.order[self.cursor]))
-        self.first_shape = tuple(first.shape)
-        shape = self._setup_transform(self.first_shape, "image_data_param")
-        return [(p.batch_size,) + tuple(shape), (p.batch_size,)]
 
     def _find(self, entry, listing: Path, net_dir: Path | None) -> Path:
 
@@ -169,15 +174,7 @@ class DenseImageData(ImageData):
         self.files = [self._find_path(e.path, e.line, listing, net_dir) for e in pairs]
         self.label_files = [self._find_path(e.label_path, e.line, listing, net_dir) for e in pairs]
         self.n = len(pairs)
-        self.cursor = 0
-        self.epoch = 0
-        self.order = self._new_order()
-        if p.rand_skip:
-            skip = int(self.rng.integers(p.rand_skip))
-            if skip >= self.n:
-                raise self.error(f"rand_skip drew {skip} but the list has only {self.n} images",
-                                 field=f"{field}.rand_skip", cls=DataError)
-            self.cursor = skip
+        self._start(p, field)
         image, label = self._read_pair(int(self.order[self.cursor]))
         self.first_shape = tuple(image.shape)
         C, H, W = self.first_shape

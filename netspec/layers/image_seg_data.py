@@ -8,7 +8,6 @@ import numpy as np
 from ..data.image_list import find_image, load_image, read_seg_list, resize_linear, resize_nearest
 from ..data.sources import resolve_file
 from ..errors import DataError
-from .data import SKIP_KEY
 from .image_data import ImageData
 from .registry import register
 
@@ -75,15 +74,7 @@ class ImageSegData(ImageData):
         self.files = [self._find(e, listing, self.net_dir) for e in self.entries]
         self.label_files = [self._find_label(e, listing) for e in self.entries]
         self.n = len(self.entries)
-        self.cursor, self.epoch = 0, 0
-        self.order = self._new_order()
-        if p.rand_skip:
-            rng = self.rng if self.shard is None else self.shard.order_rng(SKIP_KEY)
-            skip = int(rng.integers(p.rand_skip))
-            if skip >= self.n:
-                raise self.error(f"rand_skip drew {skip} but the list has only {self.n} images",
-                                 field=f"{FIELD}.rand_skip", cls=DataError)
-            self.cursor = skip
+        self._start(p, FIELD)
         first = self._read(int(self.order[self.cursor]))
         self.first_shape = tuple(first.shape)
         c = self.first_shape[0]
