@@ -68,7 +68,7 @@ sys.path.insert(0, str(ROOT))   # run from a checkout: netspec and this package 
 
 from bench.layer_profile import profile  # noqa: E402
 from bench.nets import NETS  # noqa: E402
-from bench.report import caption, checks, environment, lenet_run_lines, table  # noqa: E402
+from bench.report import caption, checks, environment, finish, lenet_run_lines, table  # noqa: E402
 from bench.schedule import bench_one, lenet_run_estimate  # noqa: E402
 
 
@@ -131,10 +131,7 @@ def main(argv=None) -> int:
             lines = lenet_run_lines(est, t)
             print("\n".join(lines), flush=True)
             report += lines + [""]
-    report.append(f"Load average at end: {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text("\n".join(report) + "\n")
+    finish(report, a.out)
     return 0
 
 

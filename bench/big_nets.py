@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))   # run from a checkout: netspec and this package 
 from netspec.layers.conv_columns import tuning, use_tuning  # noqa: E402
 
 from bench.nets import make_solver, set_inputs, weights_of  # noqa: E402
+from bench.report import finish, load_average  # noqa: E402
 from bench.zoo import ZOO, inference_net, random_weights, set_weights, zoo_inputs, zoo_spec  # noqa: E402
 
 #: nets timed by default: inference and training
@@ -220,7 +221,7 @@ def main(argv=None) -> int:
              f"{kind}", "",
              f"median of {a.iterations} alternating steps after {a.warmup} warm-up; "
              f"torch {torch.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs; "
-             f"load average at start {'/'.join(f'{x:.2f}' for x in os.getloadavg())}", ""]
+             f"load average at start {load_average()}", ""]
     frameworks = ["torch"] if a.train or a.no_opencv else ["torch", "opencv"]
     others = frameworks + (["base"] if baseline else [])
     base_cols = [f"base ÷ {f}" for f in frameworks] if baseline else []
@@ -281,9 +282,7 @@ def main(argv=None) -> int:
             lines.append(f"| {name} | {b} | " + " | ".join(
                 "failed" if m[f] is None else f"{m[f]:.0f}" for f in fw) + " |")
         print("\n".join(lines[-len(mem_rows) - 4:]), flush=True)
-    lines.append(f"\nLoad average at end: {'/'.join(f'{x:.2f}' for x in os.getloadavg())}")
-    if a.out:
-        Path(a.out).write_text("\n".join(lines) + "\n")
+    finish(lines + [""], a.out)
     return 0
 
 

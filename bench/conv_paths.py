@@ -33,6 +33,8 @@ from netspec.backend import Backend  # noqa: E402
 from netspec.layers.conv_columns import ConvColumns  # noqa: E402
 from netspec.layers.conv_winograd import WinogradConv  # noqa: E402
 
+from bench.report import finish, load_average  # noqa: E402
+
 #: (C, M, H): ResNet-50's four stages, GoogLeNet's conv2 and inception 3a/4a, SqueezeNet's fires
 WINOGRAD_SHAPES = [(64, 64, 56), (128, 128, 28), (256, 256, 14), (512, 512, 7), (64, 192, 56),
                    (96, 128, 28), (128, 192, 14), (16, 64, 55), (32, 128, 27), (64, 256, 13)]
@@ -186,39 +188,33 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     lines = [f"# Convolution paths, forward, float32, 1 thread (median of {a.steps} alternating)",
-             "", f"load average at start {'/'.join(f'{v:.2f}' for v in os.getloadavg())}", ""]
+             "", f"load average at start {load_average()}", ""]
     if a.only == "compiled":
         lines += ["Compiled kernels' first calls, fresh processes:", "", *compile_seconds()]
         print("\n".join(lines), flush=True)
+    def section(header: str, rows) -> None:
+        """A table: its header and rule, then each row as it is measured (printed as it goes)."""
+        lines.extend(["", header, "|" + "---|" * (header.count("|") - 1)])
+        print("\n".join(lines[-3:]), flush=True)
+        for row in rows:
+            lines.append(row)
+            print(row, flush=True)
+
     with threadpool_limits(1):
         for N in (int(b) for b in a.batch.split(",")):
             steps = a.steps if N == 1 else max(3, a.steps // 3)
             if a.only not in ("depthwise", "compiled"):
-                lines += ["", "| 3×3 stride 1 | batch | columns ms | Winograd ms | ÷ columns "
-                          "| max rel diff |", "|---|---|---|---|---|---|"]
-                print("\n".join(lines[-3:]), flush=True)
-                for row in winograd_rows(N, steps, rng):
-                    lines.append(row)
-                    print(row, flush=True)
+                section("| 3×3 stride 1 | batch | columns ms | Winograd ms | ÷ columns "
+                        "| max rel diff |", winograd_rows(N, steps, rng))
             if a.only == "compiled":
-                lines += ["", "| depthwise 3×3 | batch | NumPy forward ms | compiled ms | ÷ "
-                          "NumPy | NumPy backward ms | compiled ms | ÷ NumPy | max rel diff |",
-                          "|---|---|---|---|---|---|---|---|---|"]
-                print("\n".join(lines[-3:]), flush=True)
-                for row in compiled_rows(N, steps, rng):
-                    lines.append(row)
-                    print(row, flush=True)
+                section("| depthwise 3×3 | batch | NumPy forward ms | compiled ms | ÷ NumPy | "
+                        "NumPy backward ms | compiled ms | ÷ NumPy | max rel diff |",
+                        compiled_rows(N, steps, rng))
                 continue
             if a.only != "winograd":
-                lines += ["", "| depthwise 3×3 | batch | columns ms | plane taps 512 KiB ÷ "
-                          "columns | 1 MiB | 2 MiB | max rel diff |", "|---|---|---|---|---|---|---|"]
-                print("\n".join(lines[-3:]), flush=True)
-                for row in depthwise_rows(N, steps, rng):
-                    lines.append(row)
-                    print(row, flush=True)
-    lines.append(f"\nLoad average at end: {'/'.join(f'{v:.2f}' for v in os.getloadavg())}")
-    if a.out:
-        Path(a.out).write_text("\n".join(lines) + "\n")
+                section("| depthwise 3×3 | batch | columns ms | plane taps 512 KiB ÷ columns | "
+                        "1 MiB | 2 MiB | max rel diff |", depthwise_rows(N, steps, rng))
+    finish(lines + [""], a.out)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_info
@@ -67,6 +68,19 @@ def checks(rows: list[dict]) -> str:
                    f"{la['netspec']:.6f} / {la['torch']:.6f} | "
                    f"{q['netspec'][0]:.2f}–{q['netspec'][1]:.2f} | {q['torch'][0]:.2f}–{q['torch'][1]:.2f} | {cpu_col(r)} | {r['load']:.2f} |")
     return "\n".join(out)
+
+
+def load_average() -> str:
+    """The 1, 5 and 15-minute load averages as '0.12/0.34/0.56'."""
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def finish(lines: list[str], out: str | None) -> None:
+    """Close a report with the load average at its end and write it to ``out`` (if given)."""
+    lines.append(f"Load average at end: {load_average()}")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text("\n".join(lines) + "\n")
 
 
 def environment(gpu: bool) -> str:
