@@ -43,24 +43,18 @@ def prelu(g, s: Site) -> None:
     g.node("PRelu", [s.bottoms[0], g.const(a, f"{s.name}/slope")], s.tops)
 
 
-@translates("Sigmoid")
-def sigmoid(g, s: Site) -> None:
-    g.node("Sigmoid", s.bottoms, s.tops)
+#: Caffe neuron types that are one ONNX operator without attributes
+ONE_OPERATOR = {"Sigmoid": "Sigmoid", "TanH": "Tanh", "AbsVal": "Abs", "BNLL": "Softplus"}
 
 
-@translates("TanH")
-def tanh(g, s: Site) -> None:
-    g.node("Tanh", s.bottoms, s.tops)
+def _one_operator(op: str):
+    def translate(g, s: Site) -> None:
+        g.node(op, s.bottoms, s.tops)
+    return translate
 
 
-@translates("AbsVal")
-def absval(g, s: Site) -> None:
-    g.node("Abs", s.bottoms, s.tops)
-
-
-@translates("BNLL")
-def bnll(g, s: Site) -> None:
-    g.node("Softplus", s.bottoms, s.tops)
+for _caffe, _onnx in ONE_OPERATOR.items():
+    translates(_caffe)(_one_operator(_onnx))
 
 
 @translates("ELU")
