@@ -23,7 +23,6 @@ The result equals the direct convolution up to rounding (``tests/test_conv_winog
 
 from __future__ import annotations
 
-import math
 
 import numpy
 
@@ -63,7 +62,7 @@ class WinogradConv:
         """This thread's work array ``role`` as ``shape``, shared by every WinogradConv
         (``thread_scratch``): the transforms' buffers cost the largest layer's chunk, not the
         sum over layers (ResNet-50, batch 1: 11 MiB instead of ~60)."""
-        return thread_scratch(self.backend, ("winograd", role), math.prod(shape)).reshape(shape)
+        return thread_scratch(self.backend, ("winograd", role), shape)
 
     def _weights(self, w):
         """U (16, M, C) = G g Gᵀ per (m, c) from w (M, C, 3, 3): one GEMM with G ⊗ G."""
