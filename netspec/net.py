@@ -68,11 +68,11 @@ class Net:
         self._share_params()
         self._plan_backward(net_param.force_backward)
         self._find_outputs()
+        t = conv_tuning()
         #: ``ConvTuning.single_sample_blas_threads`` when the net was built
-        self.single_sample_blas_threads = conv_tuning().single_sample_blas_threads
+        self.single_sample_blas_threads = t.single_sample_blas_threads
         #: Convolutions with BatchNorm [+ Scale] [+ ReLU] folded in
         self.folded: list[str] = []
-        t = conv_tuning()
         if not self.backend.is_gpu and (t.fold_batch_norm or t.fold_relu):
             self.folded = fold_into_convolutions(self.layers, self.bottoms, self.tops,
                                                  self.layer_backward, t.fold_batch_norm,

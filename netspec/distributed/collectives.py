@@ -29,14 +29,17 @@ class MpiCollectives:
         self.MPI = MPI
 
     def sum_(self, array) -> None:
-        host = _host(array)
-        self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
-        if host is not array:
-            array[...] = get_array_module(array).asarray(host)
+        self._in_place(array, lambda host: self.comm.Allreduce(self.MPI.IN_PLACE, host,
+                                                               op=self.MPI.SUM))
 
     def bcast_(self, array) -> None:
+        self._in_place(array, lambda host: self.comm.Bcast(host, root=0))
+
+    def _in_place(self, array, collective) -> None:
+        """Run ``collective(host array)`` on ``array``, through a contiguous host copy when
+        ``array`` is on a GPU or not contiguous."""
         host = _host(array)
-        self.comm.Bcast(host, root=0)
+        collective(host)
         if host is not array:
             array[...] = get_array_module(array).asarray(host)
 

@@ -44,11 +44,14 @@ def samples_per_chunk(N: int, per_sample_bytes: int, budget_bytes: int) -> int:
 _scratch = threading.local()
 
 
-def thread_scratch(backend, key, size: int):
-    """A flat work array of ``size`` values of the backend's dtype, one per (thread, key,
-    dtype) and grown to the largest size asked: layers run one after another on a thread (and
-    the batch parts of a split layer on different threads), so layers that use an array only
-    within one call share it instead of each owning one. The values are left from its last user."""
+def thread_scratch(backend, key, shape):
+    """A work array of ``shape`` (an int: flat) of the backend's dtype, a view of one flat
+    array per (thread, key, dtype) grown to the largest size asked: layers run one after
+    another on a thread (and the batch parts of a split layer on different threads), so layers
+    that use an array only within one call share it instead of each owning one. The values are
+    left from its last user."""
+    shape = (int(shape),) if numpy.ndim(shape) == 0 else tuple(int(d) for d in shape)
+    size = math.prod(shape)
     pool = getattr(_scratch, "pool", None)
     if pool is None:
         pool = _scratch.pool = {}
@@ -56,7 +59,7 @@ def thread_scratch(backend, key, size: int):
     flat = pool.get(k)
     if flat is None or flat.size < size:
         flat = pool[k] = backend.empty(size)
-    return flat[:size]
+    return flat[:size].reshape(shape)
 
 
 def sample_chunks(N: int, chunk: int) -> list[tuple[int, int]]:

@@ -24,7 +24,6 @@ in ``docs/layer_implementation.md``, the measurements behind each choice in ``be
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy
@@ -224,9 +223,7 @@ class _Correlation:
         return sample_chunks(self.N, self.chunk)
 
     def _work(self, name):
-        shape = self._shapes[name]
-        return thread_scratch(self.backend, ("correlation", self.role, name),
-                              math.prod(shape)).reshape(shape)
+        return thread_scratch(self.backend, ("correlation", self.role, name), self._shapes[name])
 
     @property
     def col(self):

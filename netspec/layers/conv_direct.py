@@ -89,10 +89,10 @@ class PointwiseConv:
         else:
             # channels-first copies of dy and x, in the thread's scratch: held by no layer
             # between calls (ResNet-50's 1×1 convolutions at batch 16 kept 833 MiB of them)
-            dyT = thread_scratch(self.backend, ("pointwise", "dyT"), self.M * N * self.HW)
-            xT = thread_scratch(self.backend, ("pointwise", "xT"), self.C * N * self.HW)
-            a = _channels_first(dyT.reshape(self.M, N, self.HW), dy, 0, N, g)
-            b = _channels_first(xT.reshape(self.C, N, self.HW), x, 0, N, g)
+            dyT = thread_scratch(self.backend, ("pointwise", "dyT"), (self.M, N, self.HW))
+            xT = thread_scratch(self.backend, ("pointwise", "xT"), (self.C, N, self.HW))
+            a = _channels_first(dyT, dy, 0, N, g)
+            b = _channels_first(xT, x, 0, N, g)
         dw = _product(a, b.swapaxes(-1, -2), self.backend.is_gpu)
         return xp.ascontiguousarray(dw).reshape(self.M, self.C // g, 1, 1)
 
@@ -126,10 +126,13 @@ class DepthwiseConv:
         itemsize = numpy.dtype(backend.dtype).itemsize
         self.chunk = n = _chunk_size(backend, N, (Hp * Wp + 2 * Ho * Wo) * C * itemsize)
         self.buf = backend.zeros((n, Hp, Wp, C))      # zero-bordered NHWC input
-        self.acc = backend.empty((n, Ho, Wo, C))      # NHWC output, or the top diff
-        self.tmp = backend.empty((n, Ho, Wo, C))      # one tap's products
         self._dbuf = None                             # zero-bordered NHWC bottom diff
         self._ones = None                             # the positions' ones (weight gradient)
+
+    def _work(self, name, n):
+        """A chunk's (n, Ho, Wo, C) work array in the thread's scratch (``thread_scratch``):
+        "acc" the NHWC output or top diff, "tmp" one tap's products."""
+        return thread_scratch(self.backend, ("depthwise", name), (n, self.Ho, self.Wo, self.C))
 
     def _taps(self, w):
         """Weight (C, 1, kh, kw) as contiguous (kh, kw, C) rows, one per tap."""
@@ -156,7 +159,7 @@ class DepthwiseConv:
         xp, wt = self.xp, self._taps(w)
         kh, kw = self.kernel
         for n0, n in sample_chunks(x.shape[0], self.chunk):
-            buf, acc, tmp = self._padded(x, n0, n), self.acc[:n], self.tmp[:n]
+            buf, acc, tmp = self._padded(x, n0, n), self._work("acc", n), self._work("tmp", n)
             xp.multiply(self._tap(buf, 0, 0), wt[0, 0], out=acc)
             for t in range(1, kh * kw):
                 i, j = divmod(t, kw)
@@ -180,7 +183,7 @@ class DepthwiseConv:
             self._ones = self.backend.empty(self.chunk * self.Ho * self.Wo)
             self._ones.fill(1)
         for n0, n in sample_chunks(dy.shape[0], self.chunk):
-            dyT, tmp = self.acc[:n], self.tmp[:n]
+            dyT, tmp = self._work("acc", n), self._work("tmp", n)
             dyT[...] = dy[n0:n0 + n].transpose(0, 2, 3, 1)
             ones = self._ones[:n * self.Ho * self.Wo]
             if x is not None:

@@ -105,12 +105,10 @@ def folded_affine(conv, bias):
     mean = bn.blobs[0].data * inv
     s = 1 / xp.sqrt(bn.blobs[1].data * inv + bn.eps)
     t = -mean if bias is None else bias - mean
-    if len(conv.folded) > 1:
-        sc = conv.folded[1]
+    sc = conv.folded[1] if len(conv.folded) > 1 else None
+    if sc is not None:
         s = s * sc.blobs[0].data.reshape(-1)
-        t = t * s
-        if sc.bias_index is not None:
-            t = t + sc.blobs[sc.bias_index].data.reshape(-1)
-    else:
-        t = t * s
+    t = t * s
+    if sc is not None and sc.bias_index is not None:
+        t = t + sc.blobs[sc.bias_index].data.reshape(-1)
     return s.astype(conv.dtype, copy=False), t.astype(conv.dtype, copy=False)

@@ -380,7 +380,7 @@ class LRN(Layer):
         pp = self.pre_pad
         _, C, H, W = self._shape
         shape = (a.shape[0],) + self._pad_plane
-        buf = thread_scratch(self.backend, "lrn_pad", math.prod(shape)).reshape(shape)
+        buf = thread_scratch(self.backend, "lrn_pad", shape)
         if self.across:
             buf[:, :pp] = 0
             buf[:, pp + C:] = 0

@@ -251,7 +251,7 @@ class Pooling(Layer):
     def _work(self, name: str, shape: tuple[int, ...]):
         """The thread's scratch array ``name`` of ``shape`` (``thread_scratch``, shared by the
         net's Pooling layers: its values are left from its last user)."""
-        return thread_scratch(self.backend, ("pool", name), math.prod(shape)).reshape(shape)
+        return thread_scratch(self.backend, ("pool", name), shape)
 
     def _phase_work(self, name: str, n: int):
         """A work array of the phase layout (stride_h, stride_w, n, C, Hq + 1, Wq)."""

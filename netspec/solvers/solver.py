@@ -394,19 +394,14 @@ class Solver:
         ``eval_type: detection``, the mean average precision of each output instead."""
         if self.sp.eval_type == "detection":
             return self.test_detection(i)
-        net = self.test_nets[i]
-        n = self.sp.test_iter[i] if i < len(self.sp.test_iter) else 1
-        self.log.info(f"Iteration {self.iter}, Testing net (#{i})")
         sums: dict[str, Any] = {}
-        loss = 0.0
-        for done in range(n):
-            if self.requested_stop:     # Ctrl-C: a partial pass would report wrong averages
-                self.log.info(f"Test pass interrupted after {done} of {n} batches: not reported.")
-                return {}
-            loss += net.forward()
-            for name in net.output_names:
-                v = to_numpy(net.blobs[name].data).astype(np.float64)
-                sums[name] = sums.get(name, 0.0) + v
+
+        def add(name, top):
+            sums[name] = sums.get(name, 0.0) + top.astype(np.float64)
+        passed = self._test_batches(i, add)
+        if passed is None:
+            return {}
+        net, n, loss = passed
         out = {}
         for k, name in enumerate(net.output_names):
             mean = sums[name] / n
@@ -414,32 +409,25 @@ class Solver:
             out[name] = float(np.mean(mean))
         if self.sp.test_compute_loss:
             self.log.info(f"Test loss: {fmt(loss / n)}")
-        self.test_history.append((self.iter, out))
-        self._emit("test", self.iter, out, net=i)
-        return out
+        return self._record_test(i, out)
 
     def test_detection(self, i: int = 0) -> dict[str, float]:
         """SSD's TestDetection: every output of test net ``i`` holds DetectionEvaluate rows
         (…, 5); over ``test_iter[i]`` batches they are tallied and each output reports its
         mean average precision (``ap_version``; per class with ``show_per_class_result``)."""
-        net = self.test_nets[i]
-        n = self.sp.test_iter[i] if i < len(self.sp.test_iter) else 1
-        self.log.info(f"Iteration {self.iter}, Testing net (#{i})")
-        tallies = {name: DetectionTally() for name in net.output_names}
-        loss = 0.0
-        for done in range(n):
-            if self.requested_stop:
-                self.log.info(f"Test pass interrupted after {done} of {n} batches: not reported.")
-                return {}
-            loss += net.forward()
-            for name in net.output_names:
-                top = to_numpy(net.blobs[name].data)
-                if top.ndim < 1 or top.shape[-1] != 5:
-                    raise DataError(f"the detection test phase needs DetectionEvaluate rows "
-                                    f"(…, 5) in every output of test net #{i}; output "
-                                    f"'{name}' has shape {tuple(top.shape)}",
-                                    **self.sp.where(("eval_type",)), field="eval_type")
-                tallies[name].add(top)
+        tallies = {name: DetectionTally() for name in self.test_nets[i].output_names}
+
+        def tally(name, top):
+            if top.ndim < 1 or top.shape[-1] != 5:
+                raise DataError(f"the detection test phase needs DetectionEvaluate rows "
+                                f"(…, 5) in every output of test net #{i}; output "
+                                f"'{name}' has shape {tuple(top.shape)}",
+                                **self.sp.where(("eval_type",)), field="eval_type")
+            tallies[name].add(top)
+        passed = self._test_batches(i, tally)
+        if passed is None:
+            return {}
+        net, n, loss = passed
         if self.sp.test_compute_loss:
             self.log.info(f"Test loss: {fmt(loss / n)}")
         out = {}
@@ -456,6 +444,27 @@ class Solver:
                     self.log.info(f"class{c}: {fmt(ap)}")
             out[name] = mean_ap(aps)
             self.log.info(f"    Test net output #{k}: {name} = {fmt(out[name])}")
+        return self._record_test(i, out)
+
+    def _test_batches(self, i: int, take):
+        """Test net ``i`` forward over ``test_iter[i]`` batches, each output's values (a host
+        array) handed to ``take(name, values)``; returns (net, batches, summed loss), or None
+        when a Ctrl-C stopped the pass (a partial pass would report wrong results)."""
+        net = self.test_nets[i]
+        n = self.sp.test_iter[i] if i < len(self.sp.test_iter) else 1
+        self.log.info(f"Iteration {self.iter}, Testing net (#{i})")
+        loss = 0.0
+        for done in range(n):
+            if self.requested_stop:
+                self.log.info(f"Test pass interrupted after {done} of {n} batches: not reported.")
+                return None
+            loss += net.forward()
+            for name in net.output_names:
+                take(name, to_numpy(net.blobs[name].data))
+        return net, n, loss
+
+    def _record_test(self, i: int, out: dict[str, float]) -> dict[str, float]:
+        """Keep test net ``i``'s results in the history and send them to the listeners."""
         self.test_history.append((self.iter, out))
         self._emit("test", self.iter, out, net=i)
         return out
