@@ -12,15 +12,11 @@ import math
 
 import numpy as np
 
+from ..backend import to_numpy
 from .base import Layer, legacy_dim
 from .registry import register
 
 F32 = np.float32
-
-
-def _host(a) -> np.ndarray:
-    """``a`` as a NumPy array (a CuPy array is copied to the host)."""
-    return np.asarray(a.get() if hasattr(a, "get") else a)
 
 
 @register("PriorBox")
@@ -340,7 +336,7 @@ class DetectionOutput(Layer):
         return np.array(rows, dtype=F32)
 
     def forward(self, bottom, top):
-        out = self.detect(_host(bottom[0].data), _host(bottom[1].data), _host(bottom[2].data))
+        out = self.detect(to_numpy(bottom[0].data), to_numpy(bottom[1].data), to_numpy(bottom[2].data))
         top[0].data = self.backend.asarray(out.reshape(1, 1, -1, 7).astype(self.dtype))
 
 
@@ -549,5 +545,5 @@ class DetectionEvaluate(Layer):
         return out
 
     def forward(self, bottom, top):
-        out = self.evaluate(_host(bottom[0].data), _host(bottom[1].data))
+        out = self.evaluate(to_numpy(bottom[0].data), to_numpy(bottom[1].data))
         top[0].data = self.backend.asarray(out.reshape(1, 1, -1, 5).astype(self.dtype))

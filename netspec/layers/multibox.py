@@ -12,9 +12,10 @@ import math
 
 import numpy as np
 
+from ..backend import to_numpy
 from ..errors import DataError
 from .base import Layer
-from .detection import _host, decode_boxes, iou_matrix
+from .detection import decode_boxes, iou_matrix
 from .loss import loss_param_of, normalization_of
 from .registry import register
 
@@ -324,14 +325,14 @@ class MultiBoxLoss(Layer):
 
     def forward(self, bottom, top):
         p, P, L, C = self.p, self.P, self.L, self.p.num_classes
-        loc = _host(bottom[0].data)
+        loc = to_numpy(bottom[0].data)
         N = loc.shape[0]
         dt = loc.dtype
         loc = loc.reshape(N, P, L, 4)
-        conf = _host(bottom[1].data).reshape(N, P, C)
-        prior = _host(bottom[2].data).reshape(2, P, 4)
+        conf = to_numpy(bottom[1].data).reshape(N, P, C)
+        prior = to_numpy(bottom[2].data).reshape(2, P, 4)
         prior, var = prior[0], prior[1]
-        gts = self.ground_truth(_host(bottom[3].data), N)
+        gts = self.ground_truth(to_numpy(bottom[3].data), N)
         match, overlap, active = self.find_matches(gts, loc, prior, var)
         # the loc loss of each matched prior (HARD_EXAMPLE ranks by it)
         loc_per_prior = np.zeros((N, P), dtype=dt)
@@ -386,7 +387,7 @@ class MultiBoxLoss(Layer):
 
     def backward(self, top, propagate_down, bottom):
         xp = self.xp
-        scale = float(_host(top[0].diff)) / self.normalizer
+        scale = float(to_numpy(top[0].diff)) / self.normalizer
         P, L, C = self.P, self.L, self.p.num_classes
         if propagate_down[0]:
             N = bottom[0].shape[0]

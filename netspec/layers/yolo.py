@@ -15,9 +15,9 @@ import math
 
 import numpy as np
 
+from ..backend import to_numpy
 from ..errors import DataError
 from .base import Layer
-from .detection import _host
 from .multibox import logistic_loss_rows
 from .neuron import sigmoid
 from .registry import register
@@ -173,7 +173,7 @@ class _YoloOutput(Layer):
                 raise self.error(f"bottom {k} {s} has another number of images than bottom 0")
 
     def forward(self, bottom, top):
-        rows = self.detect([_host(b.data) for b in bottom])
+        rows = self.detect([to_numpy(b.data) for b in bottom])
         top[0].data = self.backend.asarray(rows.reshape(1, 1, -1, 7).astype(self.dtype))
 
 
@@ -431,12 +431,12 @@ class Yolov3(Layer):
 
     def forward(self, bottom, top):
         p = self.p
-        x = _host(bottom[0].data)
+        x = to_numpy(bottom[0].data)
         N, _, H, W = x.shape
         dt = x.dtype
         v = x.reshape(N, p.num, 5 + p.num_class, H, W)
         s = sigmoid(np, v)
-        truth = _host(bottom[1].data).reshape(N, -1, 5).astype(dt)
+        truth = to_numpy(bottom[1].data).reshape(N, -1, 5).astype(dt)
         q = self.targets(s, v, truth)
         pos = q["positive"].astype(dt)
         lam = q["weight"] * pos
@@ -475,7 +475,7 @@ class Yolov3(Layer):
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            scale = float(_host(top[0].diff))
+            scale = float(to_numpy(top[0].diff))
             bottom[0].diff[...] = self.xp.asarray((self.grad * scale).astype(self.dtype))
 
 
@@ -590,12 +590,12 @@ class RegionLoss(Layer):
 
     def forward(self, bottom, top):
         p = self.p
-        x = _host(bottom[0].data)
+        x = to_numpy(bottom[0].data)
         N, _, S, _ = x.shape
         dt = x.dtype
         v = x.reshape(N, p.num, 5 + p.num_class, S, S)
         s = sigmoid(np, v[:, :, :5])
-        truth = _host(bottom[1].data).reshape(N, -1, 5).astype(dt)
+        truth = to_numpy(bottom[1].data).reshape(N, -1, 5).astype(dt)
         q = self.targets(s, v, truth)
         lam = q["weight"][:, :, None]
         grad = np.zeros_like(v)
@@ -626,5 +626,5 @@ class RegionLoss(Layer):
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            scale = float(_host(top[0].diff))
+            scale = float(to_numpy(top[0].diff))
             bottom[0].diff[...] = self.xp.asarray((self.grad * scale).astype(self.dtype))
