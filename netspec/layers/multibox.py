@@ -18,12 +18,11 @@ from .base import Layer
 from .detection import decode_boxes, iou_matrix
 from .loss import loss_param_of, normalization_of
 from .registry import register
+from .softmax import FLT_MIN, softmax
 
 F32 = np.float32
 #: SSD's smallest overlap that counts as one (``MatchBBox``)
 MIN_OVERLAP = 1e-6
-#: SoftmaxWithLoss clamps probabilities here before the log
-FLT_MIN = float(np.finfo(np.float32).tiny)
 
 
 def match_boxes(gt: np.ndarray, pred: np.ndarray, match_type: str, overlap_threshold: float,
@@ -94,8 +93,7 @@ def encode_boxes(gt: np.ndarray, prior: np.ndarray, var: np.ndarray, code_type: 
 
 def softmax_loss_rows(x: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row of scores x (R, C): −log max(p_label, FLT_MIN) and the gradient p − onehot."""
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    p = e / e.sum(axis=1, keepdims=True)
+    p = softmax(np, x)
     rows = np.arange(len(x))
     loss = -np.log(np.maximum(p[rows, label], FLT_MIN))
     p[rows, label] -= 1
