@@ -297,8 +297,25 @@ class Yolov3DetectionOutput(_YoloOutput):
         return self.rows(cand, maps[0].shape[0])
 
 
+class _YoloLoss(Layer):
+    """What both losses share: forward leaves the gradient over N (``grad``, host, bottom 0's
+    shape); backward scales it by the loss weight (top[0].diff)."""
+
+    writes_bottom_diffs = True
+
+    exact_bottoms = 2
+    exact_tops = 1
+    is_loss = True
+    no_grad_bottoms = (1,)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            scale = float(to_numpy(top[0].diff))
+            bottom[0].diff[...] = self.xp.asarray((self.grad * scale).astype(self.dtype))
+
+
 @register("Yolov3")
-class Yolov3(Layer):
+class Yolov3(_YoloLoss):
     """YOLOv3's training loss at one output scale (the fork's ``Yolov3Layer``, ``iou_loss: MSE``).
 
     Bottoms: the map x (N, A·(5 + C), H, W), A = ``num``, C = ``num_class``, anchor a's
@@ -329,13 +346,7 @@ class Yolov3(Layer):
     as in the fork.
     """
 
-    writes_bottom_diffs = True
-
     param_block = "yolov3_param"
-    exact_bottoms = 2
-    exact_tops = 1
-    is_loss = True
-    no_grad_bottoms = (1,)
 
     def setup(self, bottom_shapes):
         p = self.p
@@ -473,14 +484,9 @@ class Yolov3(Layer):
         self.grad = (grad / dt.type(N)).reshape(x.shape)
         top[0].data[...] = loss / N
 
-    def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            scale = float(to_numpy(top[0].diff))
-            bottom[0].diff[...] = self.xp.asarray((self.grad * scale).astype(self.dtype))
-
 
 @register("RegionLoss")
-class RegionLoss(Layer):
+class RegionLoss(_YoloLoss):
     """YOLOv2's training loss (the fork's ``RegionLossLayer``).
 
     Bottoms: a square map x (N, A·(5 + C), S, S), A = ``num``, C = ``num_class``, anchor a's
@@ -509,13 +515,7 @@ class RegionLoss(Layer):
     always a softmax), ``jitter``, ``absolute``, ``random``, ``softmax_tree``, ``class_map``.
     """
 
-    writes_bottom_diffs = True
-
     param_block = "region_loss_param"
-    exact_bottoms = 2
-    exact_tops = 1
-    is_loss = True
-    no_grad_bottoms = (1,)
 
     def setup(self, bottom_shapes):
         p = self.p
@@ -623,8 +623,3 @@ class RegionLoss(Layer):
         grad[:, :, 5:] = scale * pos[:, :, None] * (e / total - hot)
         self.grad = (grad / dt.type(N)).reshape(x.shape)
         top[0].data[...] = loss / N
-
-    def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            scale = float(to_numpy(top[0].diff))
-            bottom[0].diff[...] = self.xp.asarray((self.grad * scale).astype(self.dtype))
