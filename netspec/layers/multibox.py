@@ -76,10 +76,10 @@ def encode_boxes(gt: np.ndarray, prior: np.ndarray, var: np.ndarray, code_type: 
         return (gt - prior) / one
     pw = prior[..., 2] - prior[..., 0]
     ph = prior[..., 3] - prior[..., 1]
-    out = np.empty(np.broadcast_shapes(gt.shape, prior.shape), dtype=dt)
     if code_type == "CORNER_SIZE":
         size = np.stack([pw, ph, pw, ph], axis=-1)
         return (gt - prior) / size / one
+    out = np.empty(np.broadcast_shapes(gt.shape, prior.shape), dtype=dt)
     pcx, pcy = (prior[..., 0] + prior[..., 2]) / 2, (prior[..., 1] + prior[..., 3]) / 2
     bw, bh = gt[..., 2] - gt[..., 0], gt[..., 3] - gt[..., 1]
     bcx, bcy = (gt[..., 0] + gt[..., 2]) / 2, (gt[..., 1] + gt[..., 3]) / 2
@@ -246,10 +246,13 @@ class MultiBoxLoss(Layer):
         """The ground-truth label of each match (N, L, P); the background where none."""
         p = self.p
         out = np.full(match.shape, p.background_label_id, dtype=np.intp)
-        for i, (_, labels) in enumerate(gts):
-            hit = match[i] > -1
-            out[i][hit] = (p.background_label_id + 1 if p.map_object_to_agnostic
-                           else labels[match[i][hit]])
+        hit = match > -1
+        if p.map_object_to_agnostic:
+            out[hit] = p.background_label_id + 1
+        elif hit.any():
+            first = np.cumsum([0] + [len(lab) for _, lab in gts])
+            i = np.nonzero(hit)[0]
+            out[hit] = np.concatenate([lab for _, lab in gts])[first[i] + match[hit]]
         return out
 
     def loc_terms(self, gts, match, loc, prior, var):
@@ -301,13 +304,12 @@ class MultiBoxLoss(Layer):
         was_positive = m > -1
         if p.mining_type == "MAX_NEGATIVE":
             eligible = (m == -1) & (o < F32(p.neg_overlap))
-            num_pos = (m > -1).sum(axis=1)
+            num_pos = was_positive.sum(axis=1)
             num_sel = np.minimum((num_pos.astype(F32) * F32(p.neg_pos_ratio)).astype(np.int64),
                                  eligible.sum(axis=1))
         else:
             eligible = np.ones((N, P), dtype=bool)
-            num_sel = np.minimum(p.sample_size, P)
-            num_sel = np.full(N, num_sel, dtype=np.int64)
+            num_sel = np.full(N, min(p.sample_size, P), dtype=np.int64)
         eligible &= active[:, :1]
         key = np.where(eligible, loss, -np.inf)
         order = np.argsort(-key, axis=1, kind="stable")
