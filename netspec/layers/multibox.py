@@ -16,7 +16,7 @@ from ..backend import to_numpy
 from ..errors import DataError
 from .base import Layer
 from .detection import decode_boxes, iou_matrix
-from .loss import loss_param_of, normalization_of
+from .loss import Normalizer, normalization_of
 from .registry import register
 from .softmax import FLT_MIN, softmax
 
@@ -184,7 +184,6 @@ class MultiBoxLoss(Layer):
         if math.prod(label) % 8:
             raise self.error(f"label {label} must hold rows of 8 values [image, label, "
                              "instance, xmin, ymin, xmax, ymax, difficult]")
-        lossp = loss_param_of(self)
         self.normalization = normalization_of(self)
         pd = list(self.lp.propagate_down) or [True, True, False, False]
         self.counts_loc, self.counts_conf = bool(pd[0]), bool(pd[1])
@@ -345,8 +344,7 @@ class MultiBoxLoss(Layer):
             if p.mining_type == "HARD_EXAMPLE":
                 gt_label = self.gt_label_of(gts, match)
         num_matches = int((match > -1).sum())
-        self.normalizer = float(max({"FULL": N * P, "VALID": num_matches, "BATCH_SIZE": N,
-                                     "NONE": 1}[self.normalization], 1))
+        self.normalizer = float(Normalizer(np, np.float64, self.normalization, N, P)(num_matches))
         # localization
         loc_loss = 0.0
         self.loc_grad = None
