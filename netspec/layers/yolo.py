@@ -127,30 +127,21 @@ class _YoloOutput(Layer):
         """The (K, 7) rows of candidates (image, class, score, box [x, y, w, h]), each group
         in the fork's push order: per image, sorted by descending score (ties: push order),
         then the NMS. No detection at all: one row [image, -1 …] per image."""
-        image = np.concatenate([c[0] for c in cand]) if cand else np.zeros(0, np.intp)
-        label = np.concatenate([c[1] for c in cand]) if cand else np.zeros(0, np.intp)
-        score = np.concatenate([c[2] for c in cand]) if cand else np.zeros(0, F32)
-        box = np.concatenate([c[3] for c in cand]) if cand else np.zeros((0, 4), F32)
-        out = []
-        for i in range(N):
+        image, label, score, box = (np.concatenate(part) for part in zip(*cand))
+        keep = []
+        for i in range(N):                      # the NMS is greedy, image by image
             at = np.flatnonzero(image == i)
             at = at[np.argsort(-score[at], kind="stable")]
-            keep = at[yolo_nms(box[at], self.p.nms_threshold)] if len(at) else at
-            b = box[keep].astype(np.float64)
-            rows = np.empty((len(keep), 7), dtype=F32)
-            rows[:, 0] = i
-            rows[:, 1] = label[keep] + 1
-            rows[:, 2] = score[keep]
-            rows[:, 3] = b[:, 0] - b[:, 2] / 2
-            rows[:, 4] = b[:, 1] - b[:, 3] / 2
-            rows[:, 5] = b[:, 0] + b[:, 2] / 2
-            rows[:, 6] = b[:, 1] + b[:, 3] / 2
-            out.append(rows)
-        rows = np.concatenate(out) if out else np.zeros((0, 7), F32)
-        if len(rows) == 0:
+            keep.append(at[yolo_nms(box[at], self.p.nms_threshold)])
+        keep = np.concatenate(keep)
+        if len(keep) == 0:
             rows = np.full((N, 7), -1, dtype=F32)
             rows[:, 0] = np.arange(N)
-        return rows
+            return rows
+        b = box[keep].astype(np.float64)
+        half = b[:, 2:] / 2
+        return np.column_stack([image[keep], label[keep] + 1, score[keep],
+                                b[:, :2] - half, b[:, :2] + half]).astype(F32)
 
     def check_biases(self, needed: int):
         if len(self.p.biases) < 2 * needed:
