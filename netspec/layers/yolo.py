@@ -53,6 +53,22 @@ def center_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (inter.astype(dt) / union.astype(dt)).astype(F32)
 
 
+def cell_boxes(v: np.ndarray, anchor: np.ndarray, net_w, net_h) -> np.ndarray:
+    """The boxes (N, H, W, B, 4) [x, y, w, h] that raw values v (N, H, W, B, ≥ 4) [t_x, t_y,
+    t_w, t_h, …] of anchors (B, 2) [w, h] give, float32: x = (i + σ(t_x))/W,
+    y = (j + σ(t_y))/H, w = e^t_w·anchor_w/net_w, h = e^t_h·anchor_h/net_h."""
+    N, H, W, B = v.shape[:4]
+    cols = np.arange(W, dtype=F32)[None, None, :, None]
+    rows = np.arange(H, dtype=F32)[None, :, None, None]
+    box = np.empty((N, H, W, B, 4), dtype=F32)
+    with np.errstate(over="ignore"):
+        box[..., 0] = (cols + _sigmoid(v[..., 0])) / F32(W)
+        box[..., 1] = (rows + _sigmoid(v[..., 1])) / F32(H)
+        box[..., 2] = np.exp(v[..., 2]) * anchor[:, 0] / net_w
+        box[..., 3] = np.exp(v[..., 3]) * anchor[:, 1] / net_h
+    return box
+
+
 def yolo_nms(boxes: np.ndarray, threshold: float) -> np.ndarray:
     """The fork's ``ApplyNms`` over boxes (K, 4) [x, y, w, h] already sorted best first: the
     indices kept. Each box still kept removes every later box whose overlap with it is
@@ -201,14 +217,7 @@ class YoloDetectionOutput(_YoloOutput):
         for x in maps:
             N, _, S, _ = x.shape
             v = x.astype(F32).reshape(N, B, 5 + C, S, S).transpose(0, 3, 4, 1, 2)  # n, j, i, b, k
-            cols = np.arange(S, dtype=F32)[None, None, :, None]
-            rows = np.arange(S, dtype=F32)[None, :, None, None]
-            box = np.empty((N, S, S, B, 4), dtype=F32)
-            with np.errstate(over="ignore"):
-                box[..., 0] = (cols + _sigmoid(v[..., 0])) / F32(S)
-                box[..., 1] = (rows + _sigmoid(v[..., 1])) / F32(S)
-                box[..., 2] = np.exp(v[..., 2]) * bias[0:2 * B:2] / F32(S)
-                box[..., 3] = np.exp(v[..., 3]) * bias[1:2 * B:2] / F32(S)
+            box = cell_boxes(v, bias[:2 * B].reshape(B, 2), F32(S), F32(S))
             cls = v[..., 5:]
             e = np.exp(cls - cls.max(axis=-1, keepdims=True))
             prob = e / e.sum(axis=-1, keepdims=True)
@@ -272,17 +281,8 @@ class Yolov3DetectionOutput(_YoloOutput):
             v = x.astype(F32).reshape(N, B, self.per_box, H, W).transpose(0, 3, 4, 1, 2)
             anchor = bias[np.asarray(p.mask[t * self.groups: t * self.groups + B])]   # (B, 2)
             net_w, net_h = F32(W * p.anchors_scale[t]), F32(H * p.anchors_scale[t])
-            cols = np.arange(W, dtype=F32)[None, None, :, None]
-            rows = np.arange(H, dtype=F32)[None, :, None, None]
-            tx, ty, tw, th = v[..., 0], v[..., 1], v[..., 2], v[..., 3]
-            obj = _sigmoid(v[..., 4])
-            box = np.empty((N, H, W, B, 4), dtype=F32)
-            with np.errstate(over="ignore"):
-                box[..., 0] = (cols + _sigmoid(tx)) / F32(W)
-                box[..., 1] = (rows + _sigmoid(ty)) / F32(H)
-                box[..., 2] = np.exp(tw) * anchor[:, 0] / net_w
-                box[..., 3] = np.exp(th) * anchor[:, 1] / net_h
-            score = _sigmoid(v[..., 5:]) * obj[..., None]     # (N, H, W, B, C)
+            box = cell_boxes(v, anchor, net_w, net_h)
+            score = _sigmoid(v[..., 5:]) * _sigmoid(v[..., 4:5])     # (N, H, W, B, C)
             n, j, i, b, c = np.nonzero(score > F32(p.confidence_threshold))
             cand.append((n, c, score[n, j, i, b, c], box[n, j, i, b]))
         return self.rows(cand, maps[0].shape[0])
