@@ -88,6 +88,20 @@ def yolo_nms(boxes: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(kept, dtype=np.intp)
 
 
+def predicted_boxes(s: np.ndarray, v: np.ndarray, anchor: np.ndarray, unit) -> np.ndarray:
+    """A loss's predicted boxes (N, A, H, W, 4) [x, y, w, h] from sigmoids s and raw values v
+    (N, A, ≥ 4, H, W) of anchors (A, 2) [w, h], in v's dtype: x = (i + s_x)/W,
+    y = (j + s_y)/H, w = e^t_w·anchor_w/unit, h = e^t_h·anchor_h/unit."""
+    H, W = v.shape[-2:]
+    dt = v.dtype
+    cols = np.arange(W, dtype=dt)[None, None, None, :]
+    rows = np.arange(H, dtype=dt)[None, None, :, None]
+    with np.errstate(over="ignore"):
+        return np.stack([(cols + s[:, :, 0]) / dt.type(W), (rows + s[:, :, 1]) / dt.type(H),
+                         np.exp(v[:, :, 2]) * anchor[:, 0, None, None] / unit,
+                         np.exp(v[:, :, 3]) * anchor[:, 1, None, None] / unit], -1)
+
+
 def best_truth_iou(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Each predicted box's (N, …, 4) best ``center_iou`` with the ground truths of its image
     (N, T, 5) [class, x, y, w, h] listed before the first row of x = 0 (the fork's first
@@ -382,12 +396,7 @@ class Yolov3(_YoloLoss):
         anchor = self.anchors(H, W, dt)
         mask = np.asarray(p.mask, dtype=np.intp)
         # predicted boxes (N, A, H, W, 4) against each image's ground truths: the ignore mask
-        cols = np.arange(W, dtype=dt)[None, None, None, :]
-        rows = np.arange(H, dtype=dt)[None, None, :, None]
-        with np.errstate(over="ignore"):
-            pred = np.stack([(cols + s[:, :, 0]) / dt.type(W), (rows + s[:, :, 1]) / dt.type(H),
-                             np.exp(v[:, :, 2]) * anchor[mask, 0][None, :, None, None],
-                             np.exp(v[:, :, 3]) * anchor[mask, 1][None, :, None, None]], -1)
+        pred = predicted_boxes(s, v, anchor[mask], dt.type(1))
         best = best_truth_iou(pred, truth)
         obj_target = np.zeros((N, A, H, W), dtype=dt)
         obj_weight = np.where(best > F32(p.thresh), 0, 1).astype(dt)
@@ -535,12 +544,7 @@ class RegionLoss(_YoloLoss):
         dt = v.dtype
         side = dt.type(S)
         bias = np.asarray(p.biases[:2 * A], dtype=dt).reshape(A, 2)
-        cols = np.arange(S, dtype=dt)[None, None, None, :]
-        rows = np.arange(S, dtype=dt)[None, None, :, None]
-        with np.errstate(over="ignore"):
-            pred = np.stack([(cols + s[:, :, 0]) / side, (rows + s[:, :, 1]) / side,
-                             np.exp(v[:, :, 2]) * bias[:, 0, None, None] / side,
-                             np.exp(v[:, :, 3]) * bias[:, 1, None, None] / side], -1)
+        pred = predicted_boxes(s, v, bias, side)
         obj_weight = np.where(best_truth_iou(pred, truth) > F32(p.thresh), 0,
                               p.noobject_scale).astype(dt)
         b, g, cls = ground_truths(self, truth, p.num_class)
