@@ -12,15 +12,11 @@ import math
 
 import numpy as np
 
+from ..backend import to_numpy
 from .base import Layer, legacy_dim
 from .registry import register
 
 F32 = np.float32
-
-
-def _host(a) -> np.ndarray:
-    """``a`` as a NumPy array (a CuPy array is copied to the host)."""
-    return np.asarray(a.get() if hasattr(a, "get") else a)
 
 
 @register("PriorBox")
@@ -198,10 +194,12 @@ def _decode(loc, prior, var, code_type, variance_in_target):
     return out
 
 
-def box_area(b: np.ndarray) -> np.ndarray:
-    """Width × height of normalised boxes (..., 4); 0 for an inverted box (SSD's BBoxSize)."""
+def box_area(b: np.ndarray, normalized: bool = True) -> np.ndarray:
+    """SSD's BBoxSize of boxes (..., 4), float32: w·h of normalised boxes, (w + 1)·(h + 1) of
+    pixel boxes (``normalized`` false); 0 for an inverted box."""
     w, h = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
-    return np.where((w < 0) | (h < 0), F32(0), w * h).astype(F32)
+    area = w * h if normalized else (w + F32(1)) * (h + F32(1))
+    return np.where((w < 0) | (h < 0), F32(0), area).astype(F32)
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -340,15 +338,8 @@ class DetectionOutput(Layer):
         return np.array(rows, dtype=F32)
 
     def forward(self, bottom, top):
-        out = self.detect(_host(bottom[0].data), _host(bottom[1].data), _host(bottom[2].data))
+        out = self.detect(to_numpy(bottom[0].data), to_numpy(bottom[1].data), to_numpy(bottom[2].data))
         top[0].data = self.backend.asarray(out.reshape(1, 1, -1, 7).astype(self.dtype))
-
-
-def _ssd_size(b: np.ndarray, normalized: bool) -> np.ndarray:
-    """SSD's BBoxSize of boxes (n, 4), float32: w·h (pixels: (w + 1)·(h + 1)); 0 if inverted."""
-    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-    area = w * h if normalized else (w + F32(1)) * (h + F32(1))
-    return np.where((w < 0) | (h < 0), F32(0), area).astype(F32)
 
 
 def _clip(b: np.ndarray, height=F32(1), width=F32(1)) -> np.ndarray:
@@ -363,7 +354,7 @@ def _scale(b: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarr
     """SSD's ScaleBBox: normalised boxes times the size, with their size (pixel areas unless
     the size is 1 × 1)."""
     out = (b * np.array([width, height, width, height], dtype=F32)).astype(F32)
-    return out, _ssd_size(out, normalized=not (width > 1 or height > 1))
+    return out, box_area(out, normalized=not (width > 1 or height > 1))
 
 
 def output_boxes(b: np.ndarray, height: int, width: int, resize) -> tuple[np.ndarray, np.ndarray]:
@@ -377,7 +368,7 @@ def output_boxes(b: np.ndarray, height: int, width: int, resize) -> tuple[np.nda
     if resize.resize_mode == "FIT_SMALL_SIZE":
         out, _ = _scale(b, resize.height_scale, resize.width_scale)
         out = _clip(out, F32(height), F32(width))
-        return out, _ssd_size(out, normalized=True)      # SSD's ClipBBox: w·h, no +1
+        return out, box_area(out, normalized=True)      # SSD's ClipBBox: w·h, no +1
     # FIT_LARGE_SIZE_AND_PAD: the image sits in the resized one with padding on two sides
     rh, rw = F32(resize.height), F32(resize.width)
     aspect, resize_aspect = F32(width) / F32(height), rw / rh
@@ -393,7 +384,7 @@ def output_boxes(b: np.ndarray, height: int, width: int, resize) -> tuple[np.nda
     outside = ((b[:, 0] >= src[2]) | (b[:, 2] <= src[0]) | (b[:, 1] >= src[3])
                | (b[:, 3] <= src[1]))
     # SSD's ProjectBBox leaves a box outside the image (or projected empty) as it was
-    keep = outside | (_ssd_size(proj, True) <= 0)
+    keep = outside | (box_area(proj) <= 0)
     proj = np.where(keep[:, None], b, proj)
     return _scale(_clip(proj), height, width)
 
@@ -507,8 +498,8 @@ class DetectionEvaluate(Layer):
         num_pos = {c: int(np.count_nonzero(counted & (gt_label == c))) for c in classes}
         rows = [[-1, c, num_pos[c], -1, -1] for c in classes]
         normalized = not self.sizes
-        gt_size = _ssd_size(gt[:, 3:7], True)
-        det_size = _ssd_size(det[:, 3:7], True)
+        gt_size = box_area(gt[:, 3:7])
+        det_size = box_area(det[:, 3:7])
         for item in np.unique(det_item):
             on_item = det_item == item
             for label in np.unique(det_label[on_item]):
@@ -549,5 +540,5 @@ class DetectionEvaluate(Layer):
         return out
 
     def forward(self, bottom, top):
-        out = self.evaluate(_host(bottom[0].data), _host(bottom[1].data))
+        out = self.evaluate(to_numpy(bottom[0].data), to_numpy(bottom[1].data))
         top[0].data = self.backend.asarray(out.reshape(1, 1, -1, 5).astype(self.dtype))

@@ -12,17 +12,17 @@ import math
 
 import numpy as np
 
+from ..backend import to_numpy
 from ..errors import DataError
 from .base import Layer
-from .detection import _host, decode_boxes, iou_matrix
-from .loss import loss_param_of, normalization_of
+from .detection import decode_boxes, iou_matrix
+from .loss import Normalizer, normalization_of
 from .registry import register
+from .softmax import FLT_MIN, softmax
 
 F32 = np.float32
 #: SSD's smallest overlap that counts as one (``MatchBBox``)
 MIN_OVERLAP = 1e-6
-#: SoftmaxWithLoss clamps probabilities here before the log
-FLT_MIN = float(np.finfo(np.float32).tiny)
 
 
 def match_boxes(gt: np.ndarray, pred: np.ndarray, match_type: str, overlap_threshold: float,
@@ -76,10 +76,10 @@ def encode_boxes(gt: np.ndarray, prior: np.ndarray, var: np.ndarray, code_type: 
         return (gt - prior) / one
     pw = prior[..., 2] - prior[..., 0]
     ph = prior[..., 3] - prior[..., 1]
-    out = np.empty(np.broadcast_shapes(gt.shape, prior.shape), dtype=dt)
     if code_type == "CORNER_SIZE":
         size = np.stack([pw, ph, pw, ph], axis=-1)
         return (gt - prior) / size / one
+    out = np.empty(np.broadcast_shapes(gt.shape, prior.shape), dtype=dt)
     pcx, pcy = (prior[..., 0] + prior[..., 2]) / 2, (prior[..., 1] + prior[..., 3]) / 2
     bw, bh = gt[..., 2] - gt[..., 0], gt[..., 3] - gt[..., 1]
     bcx, bcy = (gt[..., 0] + gt[..., 2]) / 2, (gt[..., 1] + gt[..., 3]) / 2
@@ -93,8 +93,7 @@ def encode_boxes(gt: np.ndarray, prior: np.ndarray, var: np.ndarray, code_type: 
 
 def softmax_loss_rows(x: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row of scores x (R, C): −log max(p_label, FLT_MIN) and the gradient p − onehot."""
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    p = e / e.sum(axis=1, keepdims=True)
+    p = softmax(np, x)
     rows = np.arange(len(x))
     loss = -np.log(np.maximum(p[rows, label], FLT_MIN))
     p[rows, label] -= 1
@@ -185,7 +184,6 @@ class MultiBoxLoss(Layer):
         if math.prod(label) % 8:
             raise self.error(f"label {label} must hold rows of 8 values [image, label, "
                              "instance, xmin, ymin, xmax, ymax, difficult]")
-        lossp = loss_param_of(self)
         self.normalization = normalization_of(self)
         pd = list(self.lp.propagate_down) or [True, True, False, False]
         self.counts_loc, self.counts_conf = bool(pd[0]), bool(pd[1])
@@ -247,10 +245,13 @@ class MultiBoxLoss(Layer):
         """The ground-truth label of each match (N, L, P); the background where none."""
         p = self.p
         out = np.full(match.shape, p.background_label_id, dtype=np.intp)
-        for i, (_, labels) in enumerate(gts):
-            hit = match[i] > -1
-            out[i][hit] = (p.background_label_id + 1 if p.map_object_to_agnostic
-                           else labels[match[i][hit]])
+        hit = match > -1
+        if p.map_object_to_agnostic:
+            out[hit] = p.background_label_id + 1
+        elif hit.any():
+            first = np.cumsum([0] + [len(lab) for _, lab in gts])
+            i = np.nonzero(hit)[0]
+            out[hit] = np.concatenate([lab for _, lab in gts])[first[i] + match[hit]]
         return out
 
     def loc_terms(self, gts, match, loc, prior, var):
@@ -302,13 +303,12 @@ class MultiBoxLoss(Layer):
         was_positive = m > -1
         if p.mining_type == "MAX_NEGATIVE":
             eligible = (m == -1) & (o < F32(p.neg_overlap))
-            num_pos = (m > -1).sum(axis=1)
+            num_pos = was_positive.sum(axis=1)
             num_sel = np.minimum((num_pos.astype(F32) * F32(p.neg_pos_ratio)).astype(np.int64),
                                  eligible.sum(axis=1))
         else:
             eligible = np.ones((N, P), dtype=bool)
-            num_sel = np.minimum(p.sample_size, P)
-            num_sel = np.full(N, num_sel, dtype=np.int64)
+            num_sel = np.full(N, min(p.sample_size, P), dtype=np.int64)
         eligible &= active[:, :1]
         key = np.where(eligible, loss, -np.inf)
         order = np.argsort(-key, axis=1, kind="stable")
@@ -324,14 +324,14 @@ class MultiBoxLoss(Layer):
 
     def forward(self, bottom, top):
         p, P, L, C = self.p, self.P, self.L, self.p.num_classes
-        loc = _host(bottom[0].data)
+        loc = to_numpy(bottom[0].data)
         N = loc.shape[0]
         dt = loc.dtype
         loc = loc.reshape(N, P, L, 4)
-        conf = _host(bottom[1].data).reshape(N, P, C)
-        prior = _host(bottom[2].data).reshape(2, P, 4)
+        conf = to_numpy(bottom[1].data).reshape(N, P, C)
+        prior = to_numpy(bottom[2].data).reshape(2, P, 4)
         prior, var = prior[0], prior[1]
-        gts = self.ground_truth(_host(bottom[3].data), N)
+        gts = self.ground_truth(to_numpy(bottom[3].data), N)
         match, overlap, active = self.find_matches(gts, loc, prior, var)
         # the loc loss of each matched prior (HARD_EXAMPLE ranks by it)
         loc_per_prior = np.zeros((N, P), dtype=dt)
@@ -344,8 +344,7 @@ class MultiBoxLoss(Layer):
             if p.mining_type == "HARD_EXAMPLE":
                 gt_label = self.gt_label_of(gts, match)
         num_matches = int((match > -1).sum())
-        self.normalizer = float(max({"FULL": N * P, "VALID": num_matches, "BATCH_SIZE": N,
-                                     "NONE": 1}[self.normalization], 1))
+        self.normalizer = float(Normalizer(np, np.float64, self.normalization, N, P)(num_matches))
         # localization
         loc_loss = 0.0
         self.loc_grad = None
@@ -386,7 +385,7 @@ class MultiBoxLoss(Layer):
 
     def backward(self, top, propagate_down, bottom):
         xp = self.xp
-        scale = float(_host(top[0].diff)) / self.normalizer
+        scale = float(to_numpy(top[0].diff)) / self.normalizer
         P, L, C = self.P, self.L, self.p.num_classes
         if propagate_down[0]:
             N = bottom[0].shape[0]

@@ -16,7 +16,8 @@ from ..spec.params import LossParameter
 from ..spec.params.softmax import SoftmaxParameter
 from . import softmax_cuda
 from .base import Layer, checked_axis
-from .loss import check_same_num, check_unweighted_extra_tops, label_view, normalization_of
+from .loss import (Normalizer, check_same_num, check_unweighted_extra_tops, label_view,
+                   normalization_of)
 from .registry import register
 
 #: Caffe clamps probabilities at FLT_MIN before the log, in float and double alike
@@ -108,9 +109,10 @@ class SoftmaxWithLoss(Layer):
         self.view = label_view(self, bottom_shapes, axis)
         self.ignore_label = lossp.ignore_label
         self.normalization = normalization_of(self)
-        self.pre_fixed = lossp.pre_fixed_normalizer
         n_tops = max(len(self.lp.top), 1)
         outer, channels, inner = self.view
+        self.normalizer = Normalizer(self.xp, self.dtype, self.normalization, outer, inner,
+                                     lossp.pre_fixed_normalizer)
         self.class_weights = None
         if lossp.weight_by_label_freqs:
             if len(lossp.class_weighting) != channels:
@@ -134,16 +136,6 @@ class SoftmaxWithLoss(Layer):
         tops = [(), shape, tuple(bottom_shapes[1])]
         return tops[:n_tops]
 
-    def _normalizer(self, valid_count):
-        """Caffe's get_normalizer, at least 1; a 0-d array in VALID mode (no host sync)."""
-        outer, _, inner = self.view
-        mode = self.normalization
-        if mode == "VALID" and self.ignore_label is not None:
-            return self.xp.maximum(valid_count, 1).astype(self.dtype)
-        n = {"FULL": outer * inner, "VALID": outer * inner, "BATCH_SIZE": outer, "NONE": 1,
-             "PRE_FIXED": self.pre_fixed}[mode]
-        return float(max(n, 1))
-
     def forward(self, bottom, top):
         xp = self.xp
         outer, _, inner = self.view
@@ -164,7 +156,7 @@ class SoftmaxWithLoss(Layer):
             self.label_weight = self.class_weights.take(label)
             logp = logp * self.label_weight
         self.prob, self.picked, self.valid = prob, picked, valid
-        self.norm = self._normalizer(valid.sum() if valid is not None else None)
+        self.norm = self.normalizer(valid.sum() if valid is not None else None)
         top[0].data[...] = -logp.sum() / self.norm
         if len(top) > 1:
             top[1].data[...] = prob.reshape(top[1].shape)
@@ -178,7 +170,7 @@ class SoftmaxWithLoss(Layer):
                                        self._prob, self._logp, self._valid, channels, inner,
                                        self.ignore_label)
         self.prob = self._prob
-        self.norm = self._normalizer(self._valid.sum() if self.ignore_label is not None else None)
+        self.norm = self.normalizer(self._valid.sum() if self.ignore_label is not None else None)
         top[0].data[...] = -self._logp.sum() / self.norm
         if len(top) > 1:
             top[1].data[...] = self._prob.reshape(top[1].shape)

@@ -15,9 +15,9 @@ import math
 
 import numpy as np
 
+from ..backend import to_numpy
 from ..errors import DataError
 from .base import Layer
-from .detection import _host
 from .multibox import logistic_loss_rows
 from .neuron import sigmoid
 from .registry import register
@@ -53,6 +53,22 @@ def center_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (inter.astype(dt) / union.astype(dt)).astype(F32)
 
 
+def cell_boxes(v: np.ndarray, anchor: np.ndarray, net_w, net_h) -> np.ndarray:
+    """The boxes (N, H, W, B, 4) [x, y, w, h] that raw values v (N, H, W, B, ≥ 4) [t_x, t_y,
+    t_w, t_h, …] of anchors (B, 2) [w, h] give, float32: x = (i + σ(t_x))/W,
+    y = (j + σ(t_y))/H, w = e^t_w·anchor_w/net_w, h = e^t_h·anchor_h/net_h."""
+    N, H, W, B = v.shape[:4]
+    cols = np.arange(W, dtype=F32)[None, None, :, None]
+    rows = np.arange(H, dtype=F32)[None, :, None, None]
+    box = np.empty((N, H, W, B, 4), dtype=F32)
+    with np.errstate(over="ignore"):
+        box[..., 0] = (cols + _sigmoid(v[..., 0])) / F32(W)
+        box[..., 1] = (rows + _sigmoid(v[..., 1])) / F32(H)
+        box[..., 2] = np.exp(v[..., 2]) * anchor[:, 0] / net_w
+        box[..., 3] = np.exp(v[..., 3]) * anchor[:, 1] / net_h
+    return box
+
+
 def yolo_nms(boxes: np.ndarray, threshold: float) -> np.ndarray:
     """The fork's ``ApplyNms`` over boxes (K, 4) [x, y, w, h] already sorted best first: the
     indices kept. Each box still kept removes every later box whose overlap with it is
@@ -70,6 +86,20 @@ def yolo_nms(boxes: np.ndarray, threshold: float) -> np.ndarray:
             break
         i += 1 + int(later[0])
     return np.asarray(kept, dtype=np.intp)
+
+
+def predicted_boxes(s: np.ndarray, v: np.ndarray, anchor: np.ndarray, unit) -> np.ndarray:
+    """A loss's predicted boxes (N, A, H, W, 4) [x, y, w, h] from sigmoids s and raw values v
+    (N, A, ≥ 4, H, W) of anchors (A, 2) [w, h], in v's dtype: x = (i + s_x)/W,
+    y = (j + s_y)/H, w = e^t_w·anchor_w/unit, h = e^t_h·anchor_h/unit."""
+    H, W = v.shape[-2:]
+    dt = v.dtype
+    cols = np.arange(W, dtype=dt)[None, None, None, :]
+    rows = np.arange(H, dtype=dt)[None, None, :, None]
+    with np.errstate(over="ignore"):
+        return np.stack([(cols + s[:, :, 0]) / dt.type(W), (rows + s[:, :, 1]) / dt.type(H),
+                         np.exp(v[:, :, 2]) * anchor[:, 0, None, None] / unit,
+                         np.exp(v[:, :, 3]) * anchor[:, 1, None, None] / unit], -1)
 
 
 def best_truth_iou(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -127,30 +157,21 @@ class _YoloOutput(Layer):
         """The (K, 7) rows of candidates (image, class, score, box [x, y, w, h]), each group
         in the fork's push order: per image, sorted by descending score (ties: push order),
         then the NMS. No detection at all: one row [image, -1 …] per image."""
-        image = np.concatenate([c[0] for c in cand]) if cand else np.zeros(0, np.intp)
-        label = np.concatenate([c[1] for c in cand]) if cand else np.zeros(0, np.intp)
-        score = np.concatenate([c[2] for c in cand]) if cand else np.zeros(0, F32)
-        box = np.concatenate([c[3] for c in cand]) if cand else np.zeros((0, 4), F32)
-        out = []
-        for i in range(N):
+        image, label, score, box = (np.concatenate(part) for part in zip(*cand))
+        keep = []
+        for i in range(N):                      # the NMS is greedy, image by image
             at = np.flatnonzero(image == i)
             at = at[np.argsort(-score[at], kind="stable")]
-            keep = at[yolo_nms(box[at], self.p.nms_threshold)] if len(at) else at
-            b = box[keep].astype(np.float64)
-            rows = np.empty((len(keep), 7), dtype=F32)
-            rows[:, 0] = i
-            rows[:, 1] = label[keep] + 1
-            rows[:, 2] = score[keep]
-            rows[:, 3] = b[:, 0] - b[:, 2] / 2
-            rows[:, 4] = b[:, 1] - b[:, 3] / 2
-            rows[:, 5] = b[:, 0] + b[:, 2] / 2
-            rows[:, 6] = b[:, 1] + b[:, 3] / 2
-            out.append(rows)
-        rows = np.concatenate(out) if out else np.zeros((0, 7), F32)
-        if len(rows) == 0:
+            keep.append(at[yolo_nms(box[at], self.p.nms_threshold)])
+        keep = np.concatenate(keep)
+        if len(keep) == 0:
             rows = np.full((N, 7), -1, dtype=F32)
             rows[:, 0] = np.arange(N)
-        return rows
+            return rows
+        b = box[keep].astype(np.float64)
+        half = b[:, 2:] / 2
+        return np.column_stack([image[keep], label[keep] + 1, score[keep],
+                                b[:, :2] - half, b[:, :2] + half]).astype(F32)
 
     def check_biases(self, needed: int):
         if len(self.p.biases) < 2 * needed:
@@ -173,7 +194,7 @@ class _YoloOutput(Layer):
                 raise self.error(f"bottom {k} {s} has another number of images than bottom 0")
 
     def forward(self, bottom, top):
-        rows = self.detect([_host(b.data) for b in bottom])
+        rows = self.detect([to_numpy(b.data) for b in bottom])
         top[0].data = self.backend.asarray(rows.reshape(1, 1, -1, 7).astype(self.dtype))
 
 
@@ -210,14 +231,7 @@ class YoloDetectionOutput(_YoloOutput):
         for x in maps:
             N, _, S, _ = x.shape
             v = x.astype(F32).reshape(N, B, 5 + C, S, S).transpose(0, 3, 4, 1, 2)  # n, j, i, b, k
-            cols = np.arange(S, dtype=F32)[None, None, :, None]
-            rows = np.arange(S, dtype=F32)[None, :, None, None]
-            box = np.empty((N, S, S, B, 4), dtype=F32)
-            with np.errstate(over="ignore"):
-                box[..., 0] = (cols + _sigmoid(v[..., 0])) / F32(S)
-                box[..., 1] = (rows + _sigmoid(v[..., 1])) / F32(S)
-                box[..., 2] = np.exp(v[..., 2]) * bias[0:2 * B:2] / F32(S)
-                box[..., 3] = np.exp(v[..., 3]) * bias[1:2 * B:2] / F32(S)
+            box = cell_boxes(v, bias[:2 * B].reshape(B, 2), F32(S), F32(S))
             cls = v[..., 5:]
             e = np.exp(cls - cls.max(axis=-1, keepdims=True))
             prob = e / e.sum(axis=-1, keepdims=True)
@@ -281,24 +295,32 @@ class Yolov3DetectionOutput(_YoloOutput):
             v = x.astype(F32).reshape(N, B, self.per_box, H, W).transpose(0, 3, 4, 1, 2)
             anchor = bias[np.asarray(p.mask[t * self.groups: t * self.groups + B])]   # (B, 2)
             net_w, net_h = F32(W * p.anchors_scale[t]), F32(H * p.anchors_scale[t])
-            cols = np.arange(W, dtype=F32)[None, None, :, None]
-            rows = np.arange(H, dtype=F32)[None, :, None, None]
-            tx, ty, tw, th = v[..., 0], v[..., 1], v[..., 2], v[..., 3]
-            obj = _sigmoid(v[..., 4])
-            box = np.empty((N, H, W, B, 4), dtype=F32)
-            with np.errstate(over="ignore"):
-                box[..., 0] = (cols + _sigmoid(tx)) / F32(W)
-                box[..., 1] = (rows + _sigmoid(ty)) / F32(H)
-                box[..., 2] = np.exp(tw) * anchor[:, 0] / net_w
-                box[..., 3] = np.exp(th) * anchor[:, 1] / net_h
-            score = _sigmoid(v[..., 5:]) * obj[..., None]     # (N, H, W, B, C)
+            box = cell_boxes(v, anchor, net_w, net_h)
+            score = _sigmoid(v[..., 5:]) * _sigmoid(v[..., 4:5])     # (N, H, W, B, C)
             n, j, i, b, c = np.nonzero(score > F32(p.confidence_threshold))
             cand.append((n, c, score[n, j, i, b, c], box[n, j, i, b]))
         return self.rows(cand, maps[0].shape[0])
 
 
+class _YoloLoss(Layer):
+    """What both losses share: forward leaves the gradient over N (``grad``, host, bottom 0's
+    shape); backward scales it by the loss weight (top[0].diff)."""
+
+    writes_bottom_diffs = True
+
+    exact_bottoms = 2
+    exact_tops = 1
+    is_loss = True
+    no_grad_bottoms = (1,)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            scale = float(to_numpy(top[0].diff))
+            bottom[0].diff[...] = self.xp.asarray((self.grad * scale).astype(self.dtype))
+
+
 @register("Yolov3")
-class Yolov3(Layer):
+class Yolov3(_YoloLoss):
     """YOLOv3's training loss at one output scale (the fork's ``Yolov3Layer``, ``iou_loss: MSE``).
 
     Bottoms: the map x (N, A·(5 + C), H, W), A = ``num``, C = ``num_class``, anchor a's
@@ -329,13 +351,7 @@ class Yolov3(Layer):
     as in the fork.
     """
 
-    writes_bottom_diffs = True
-
     param_block = "yolov3_param"
-    exact_bottoms = 2
-    exact_tops = 1
-    is_loss = True
-    no_grad_bottoms = (1,)
 
     def setup(self, bottom_shapes):
         p = self.p
@@ -380,12 +396,7 @@ class Yolov3(Layer):
         anchor = self.anchors(H, W, dt)
         mask = np.asarray(p.mask, dtype=np.intp)
         # predicted boxes (N, A, H, W, 4) against each image's ground truths: the ignore mask
-        cols = np.arange(W, dtype=dt)[None, None, None, :]
-        rows = np.arange(H, dtype=dt)[None, None, :, None]
-        with np.errstate(over="ignore"):
-            pred = np.stack([(cols + s[:, :, 0]) / dt.type(W), (rows + s[:, :, 1]) / dt.type(H),
-                             np.exp(v[:, :, 2]) * anchor[mask, 0][None, :, None, None],
-                             np.exp(v[:, :, 3]) * anchor[mask, 1][None, :, None, None]], -1)
+        pred = predicted_boxes(s, v, anchor[mask], dt.type(1))
         best = best_truth_iou(pred, truth)
         obj_target = np.zeros((N, A, H, W), dtype=dt)
         obj_weight = np.where(best > F32(p.thresh), 0, 1).astype(dt)
@@ -431,12 +442,12 @@ class Yolov3(Layer):
 
     def forward(self, bottom, top):
         p = self.p
-        x = _host(bottom[0].data)
+        x = to_numpy(bottom[0].data)
         N, _, H, W = x.shape
         dt = x.dtype
         v = x.reshape(N, p.num, 5 + p.num_class, H, W)
         s = sigmoid(np, v)
-        truth = _host(bottom[1].data).reshape(N, -1, 5).astype(dt)
+        truth = to_numpy(bottom[1].data).reshape(N, -1, 5).astype(dt)
         q = self.targets(s, v, truth)
         pos = q["positive"].astype(dt)
         lam = q["weight"] * pos
@@ -473,14 +484,9 @@ class Yolov3(Layer):
         self.grad = (grad / dt.type(N)).reshape(x.shape)
         top[0].data[...] = loss / N
 
-    def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            scale = float(_host(top[0].diff))
-            bottom[0].diff[...] = self.xp.asarray((self.grad * scale).astype(self.dtype))
-
 
 @register("RegionLoss")
-class RegionLoss(Layer):
+class RegionLoss(_YoloLoss):
     """YOLOv2's training loss (the fork's ``RegionLossLayer``).
 
     Bottoms: a square map x (N, A·(5 + C), S, S), A = ``num``, C = ``num_class``, anchor a's
@@ -509,13 +515,7 @@ class RegionLoss(Layer):
     always a softmax), ``jitter``, ``absolute``, ``random``, ``softmax_tree``, ``class_map``.
     """
 
-    writes_bottom_diffs = True
-
     param_block = "region_loss_param"
-    exact_bottoms = 2
-    exact_tops = 1
-    is_loss = True
-    no_grad_bottoms = (1,)
 
     def setup(self, bottom_shapes):
         p = self.p
@@ -544,12 +544,7 @@ class RegionLoss(Layer):
         dt = v.dtype
         side = dt.type(S)
         bias = np.asarray(p.biases[:2 * A], dtype=dt).reshape(A, 2)
-        cols = np.arange(S, dtype=dt)[None, None, None, :]
-        rows = np.arange(S, dtype=dt)[None, None, :, None]
-        with np.errstate(over="ignore"):
-            pred = np.stack([(cols + s[:, :, 0]) / side, (rows + s[:, :, 1]) / side,
-                             np.exp(v[:, :, 2]) * bias[:, 0, None, None] / side,
-                             np.exp(v[:, :, 3]) * bias[:, 1, None, None] / side], -1)
+        pred = predicted_boxes(s, v, bias, side)
         obj_weight = np.where(best_truth_iou(pred, truth) > F32(p.thresh), 0,
                               p.noobject_scale).astype(dt)
         b, g, cls = ground_truths(self, truth, p.num_class)
@@ -590,12 +585,12 @@ class RegionLoss(Layer):
 
     def forward(self, bottom, top):
         p = self.p
-        x = _host(bottom[0].data)
+        x = to_numpy(bottom[0].data)
         N, _, S, _ = x.shape
         dt = x.dtype
         v = x.reshape(N, p.num, 5 + p.num_class, S, S)
         s = sigmoid(np, v[:, :, :5])
-        truth = _host(bottom[1].data).reshape(N, -1, 5).astype(dt)
+        truth = to_numpy(bottom[1].data).reshape(N, -1, 5).astype(dt)
         q = self.targets(s, v, truth)
         lam = q["weight"][:, :, None]
         grad = np.zeros_like(v)
@@ -623,8 +618,3 @@ class RegionLoss(Layer):
         grad[:, :, 5:] = scale * pos[:, :, None] * (e / total - hot)
         self.grad = (grad / dt.type(N)).reshape(x.shape)
         top[0].data[...] = loss / N
-
-    def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            scale = float(_host(top[0].diff))
-            bottom[0].diff[...] = self.xp.asarray((self.grad * scale).astype(self.dtype))
