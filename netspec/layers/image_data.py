@@ -56,7 +56,7 @@ class ImageData(Data):
         except DataError as e:
             raise self.error(e.format(), field="image_data_param.source", cls=DataError) from None
         self.entries = entries
-        self.files = [self._find(e, listing, net_dir) for e in entries]
+        self.files = [self._find(e.path, e.line, listing, net_dir) for e in entries]
         self.labels = np.asarray([e.label for e in entries], dtype=np.int64)
         self.n = len(entries)
         self._start(p, "image_data_param")
@@ -79,12 +79,14 @@ class ImageData(Data):
                                  field=f"{field}.rand_skip", cls=DataError)
             self.cursor = skip
 
-    def _find(self, entry, listing: Path, net_dir: Path | None) -> Path:
-
+    def _find(self, name: str, line: int, listing: Path, net_dir: Path | None) -> Path:
+        """The file of ``root_folder + name`` (line ``line`` of ``listing``); missing: the
+        layer's error naming its ``source``."""
         try:
-            return find_image(self.p.root_folder + entry.path, listing, net_dir, entry.line)
+            return find_image(self.p.root_folder + name, listing, net_dir, line)
         except DataError as e:
-            raise self.error(e.format(), field="image_data_param.source", cls=DataError) from None
+            raise self.error(e.format(), field=f"{self.param_block}.source",
+                             cls=DataError) from None
 
     def _read(self, i: int) -> np.ndarray:
 
@@ -171,8 +173,8 @@ class DenseImageData(ImageData):
         except DataError as e:
             raise self.error(e.format(), field=f"{field}.source", cls=DataError) from None
         self.entries = pairs
-        self.files = [self._find_path(e.path, e.line, listing, net_dir) for e in pairs]
-        self.label_files = [self._find_path(e.label_path, e.line, listing, net_dir) for e in pairs]
+        self.files = [self._find(e.path, e.line, listing, net_dir) for e in pairs]
+        self.label_files = [self._find(e.label_path, e.line, listing, net_dir) for e in pairs]
         self.n = len(pairs)
         self._start(p, field)
         image, label = self._read_pair(int(self.order[self.cursor]))
@@ -185,14 +187,6 @@ class DenseImageData(ImageData):
             H, W = p.crop_height, p.crop_width
         shape = self._setup_transform((C, H, W), field)
         return [(p.batch_size,) + tuple(shape), (p.batch_size, 1, H, W)]
-
-    def _find_path(self, name: str, line: int, listing: Path, net_dir: Path | None) -> Path:
-
-        try:
-            return find_image(self.p.root_folder + name, listing, net_dir, line)
-        except DataError as e:
-            raise self.error(e.format(), field="dense_image_data_param.source",
-                             cls=DataError) from None
 
     def _read_pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Image i (C, H, W) and its label image (1, H, W), resized, sizes checked."""
