@@ -182,6 +182,13 @@ def pick_samples(rng, crops: np.ndarray, found: np.ndarray) -> tuple[np.ndarray,
     return chosen.astype(F32), count > 0
 
 
+def draw_modes(rng, modes: np.ndarray, n: int) -> np.ndarray:
+    """One of ``modes`` (the resize policy's ``interp_mode``) per item for n items, uniformly
+    (SSD: ``rand() % count``)."""
+    modes = np.asarray(modes)
+    return modes[np.minimum((rng.random(n) * len(modes)).astype(np.int64), len(modes) - 1)]
+
+
 def crop_rect(crop: np.ndarray, height: np.ndarray, width: np.ndarray) -> np.ndarray:
     """CropImage's pixel rectangle (n, 4) [y, x, h, w] of normalised crops (n, 4) on images of
     height × width (n,): the clipped crop scaled to pixels, offsets and sizes truncated (a

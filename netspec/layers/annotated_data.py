@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.annotated import open_annotated
-from ..data.ssd_augment import (UNIT, distort, draw_distortion, draw_expansion,
+from ..data.ssd_augment import (UNIT, distort, draw_distortion, draw_expansion, draw_modes,
                                 generate_batch_samples, jitter_crops, padded_boxes, pick_samples,
                                 project_boxes, crop_rect, extrapolate_boxes, fit_hw,
                                 resize_boxes, resize_policy)
@@ -345,8 +345,7 @@ class AnnotatedData(Data):
             crop = jitter_crops(rng, self.jitter, n, keep_aspect=keep)
             rows, item = _moved(rows, item, np.ones(n, bool), crop, emit)
             rect = crop_rect(crop, canvas[:, 0], canvas[:, 1])
-        mode = self.interp[np.minimum((rng.random(n) * len(self.interp)).astype(np.int64),
-                                      len(self.interp) - 1)]
+        mode = draw_modes(rng, self.interp, n)
         policy = self._policy()
         x = resize_policy(images, sizes, offset, rect, policy, self.fill, mode)
         rows[:, 3:7] = resize_boxes(rows[:, 3:7], rect[item, 2:4], policy)
