@@ -457,6 +457,13 @@ def resize_policy(images: np.ndarray, sizes: np.ndarray, offset: np.ndarray, rec
     return out
 
 
+def _covering_hw(a: np.ndarray, h, w) -> tuple[np.ndarray, np.ndarray]:
+    """FIT_SMALL_SIZE's covering size (H', W') of h × w for aspect ratios ``a`` = width /
+    height, float32, unrounded: [w / a, w] when a < w / h, else [h, a·h]."""
+    tall = a < w / h
+    return np.where(tall, w / a, h), np.where(tall, w, a * h)
+
+
 def resize_boxes(b: np.ndarray, old_hw: np.ndarray, r) -> np.ndarray:
     """UpdateBBoxByResizePolicy: boxes (M, 4) of images old_hw (M, 2) resized by the policy
     ``r`` (resize_mode, height, width), through pixels in float32 as SSD. WARP: scaled, xmin
@@ -478,8 +485,7 @@ def resize_boxes(b: np.ndarray, old_hw: np.ndarray, r) -> np.ndarray:
         return pad + np.maximum(F32(0), v0 * inner / old), pad + np.minimum(new, v1 * inner / old)
 
     if r.resize_mode == "FIT_SMALL_SIZE":
-        tall = a < nw / nh
-        nh, nw = np.where(tall, nw / a, nh), np.where(tall, nw, a * nh)
+        nh, nw = _covering_hw(a, nh, nw)
     if r.resize_mode == "FIT_LARGE_SIZE_AND_PAD":
         wide = a > nw / nh
         px, py = (nw - a * nh) / F32(2), (nh - nw / a) / F32(2)
@@ -501,9 +507,7 @@ def extrapolate_boxes(b: np.ndarray, old_hw: np.ndarray, r) -> np.ndarray:
         return b
     oh, ow = old_hw[:, 0].astype(F32), old_hw[:, 1].astype(F32)
     a = ow / oh
-    nh, nw = F32(r.height), F32(r.width)
-    tall = a < nw / nh
-    rh, rw = np.where(tall, nw / a, nh), np.where(tall, nw, a * nh)
+    rh, rw = _covering_hw(a, F32(r.height), F32(r.width))
     size = np.stack([rw, rh] * 2, 1)
     scale = np.array([r.width_scale, r.height_scale] * 2, F32)
     return (b * size / scale).astype(F32)
