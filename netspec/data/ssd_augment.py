@@ -81,11 +81,17 @@ def project_boxes(boxes: np.ndarray, crop: np.ndarray, emit=None
 
 # -- batch_sampler (sampler.cpp) ---------------------------------------------------------------
 
+def within_groups(counts: np.ndarray) -> np.ndarray:
+    """For rows grouped in order, ``counts`` (n,) rows per group: each row's index within its
+    group, (Σ counts,)."""
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
 def padded_boxes(boxes: np.ndarray, item: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (M, 4) of items ``item`` (M,) sorted, as (n, G, 4) per item and a (n, G) mask."""
     counts = np.bincount(item, minlength=n)
     g = max(int(counts.max(initial=0)), 1)
-    within = np.arange(len(item)) - (np.cumsum(counts) - counts)[item]
+    within = within_groups(counts)
     out = np.zeros((n, g, 4), F32)
     valid = np.zeros((n, g), bool)
     out[item, within], valid[item, within] = boxes, True

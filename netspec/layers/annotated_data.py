@@ -8,7 +8,7 @@ from ..data.annotated import open_annotated
 from ..data.ssd_augment import (UNIT, distort, draw_distortion, draw_expansion, draw_modes,
                                 generate_batch_samples, jitter_crops, padded_boxes, pick_samples,
                                 project_boxes, crop_rect, extrapolate_boxes, fit_hw,
-                                resize_boxes, resize_policy)
+                                resize_boxes, resize_policy, within_groups)
 from ..errors import DataError
 from ..spec.params.common import ResizeParameter
 from .data import Data, _color
@@ -306,10 +306,8 @@ class AnnotatedData(Data):
     def _batch_rows(self, idx: np.ndarray) -> np.ndarray:
         """The box rows of records ``idx``, in order, column 0 their item in the batch."""
         counts = self.box_count[idx]
-        item = np.repeat(np.arange(len(idx)), counts)
-        within = np.arange(len(item)) - np.repeat(np.cumsum(counts) - counts, counts)
-        rows = self.boxes[np.repeat(self.box_start[idx], counts) + within].copy()
-        rows[:, 0] = item
+        rows = self.boxes[np.repeat(self.box_start[idx], counts) + within_groups(counts)]
+        rows[:, 0] = np.repeat(np.arange(len(idx)), counts)
         return rows
 
     def _policy(self):
@@ -410,7 +408,7 @@ class AnnotatedData(Data):
             raise self.error(f"record {int(idx[k])} has {counts[k]} boxes after the transform; "
                              f"yolo_data_type 1 holds at most {YOLO_ROWS} per image (as the "
                              "fork)", field="annotated_data_param.yolo_data_type", cls=DataError)
-        at = np.arange(len(item)) - np.repeat(np.cumsum(counts) - counts, counts)
+        at = within_groups(counts)
         b = rows[:, 3:7]
         out = np.zeros((n, 1, YOLO_ROWS, 5), dtype=self.dtype)
         out[item, 0, at] = np.stack([rows[:, 1] - 1, (b[:, 0] + b[:, 2]) / 2,
