@@ -8,7 +8,7 @@ import numpy as np
 from ..data.sources import resolve_file
 from ..data.ssd_augment import draw_modes, resize_policy
 from ..errors import DataError
-from ..spec.params.common import SSD_TRANSFORM_FIELDS
+from ..spec.params.common import DEEPLAB_TRANSFORM_FIELDS, SSD_TRANSFORM_FIELDS
 from .data import Data
 from .registry import register
 
@@ -141,7 +141,7 @@ class VideoData(Data):
         if len(tp.resize_param) > 1:
             raise self.spec_error("several resize_param: SSD's VideoData resizes by one",
                                   field="transform_param.resize_param")
-        for f in ("scale_factors", "crop_width", "crop_height"):
+        for f in DEEPLAB_TRANSFORM_FIELDS:
             if f in tp.model_fields_set:
                 raise self.spec_error(f"{f} is a field of DeepLab v2's transform, read by its "
                                       "ImageSegData layer only", field=f"transform_param.{f}")
