@@ -302,23 +302,18 @@ class _Canvas:
         iy, wy = interpolation.taps(mode, self.rect[:, 2:3], H, shrink)
         ix, wx = interpolation.taps(mode, self.rect[:, 3:4], W, shrink)
         n, c = len(self.x), self.x.shape[3]
-        if mode == "LANCZOS4":
-            # OpenCV's 8-bit path: 11-bit integer weights, rows then columns, >> 22 rounded
-            ia, ib = (np.rint(w * F32(2048)).astype(np.int64) for w in (wx, wy))
-            acc = np.zeros((n, H, W, c), np.int64)
-            for i in range(iy.shape[2]):                        # one pass per kernel tap
-                row = np.zeros_like(acc)
-                for j in range(ix.shape[2]):
-                    row += ia[:, None, :, j, None] * self.gather(iy[:, :, i], ix[:, :, j])
-                acc += ib[:, :, i, None, None] * row
-            out = (acc + (1 << 21)) >> 22
+        fixed = mode == "LANCZOS4"
+        if fixed:   # OpenCV's 8-bit path: 11-bit integer weights, rows then columns
+            wx, wy = (np.rint(w * F32(2048)).astype(np.int64) for w in (wx, wy))
+        acc = np.zeros((n, H, W, c), np.int64 if fixed else F32)
+        for i in range(iy.shape[2]):                            # one pass per kernel tap
+            row = np.zeros_like(acc)
+            for j in range(ix.shape[2]):
+                row += wx[:, None, :, j, None] * self.gather(iy[:, :, i], ix[:, :, j])
+            acc += wy[:, :, i, None, None] * row
+        if fixed:
+            out = (acc + (1 << 21)) >> 22                       # >> 22, rounded
         else:
-            acc = np.zeros((n, H, W, c), F32)
-            for i in range(iy.shape[2]):
-                row = np.zeros_like(acc)
-                for j in range(ix.shape[2]):
-                    row += wx[:, None, :, j, None] * self.gather(iy[:, :, i], ix[:, :, j])
-                acc += wy[:, :, i, None, None] * row
             out = np.rint(acc)
             if mode == "AREA":          # OpenCV's halving path rounds (a + b + c + d + 2) >> 2
                 half = (self.rect[:, 2] == 2 * H) & (self.rect[:, 3] == 2 * W)
