@@ -11,12 +11,11 @@ from ..data.ssd_augment import (UNIT, distort, draw_distortion, draw_expansion, 
                                 resize_boxes, resize_policy, within_groups)
 from ..errors import DataError
 from ..spec.params.common import ResizeParameter
+from ..spec.params.data import YOLO_ROWS
 from .data import Data, _color
 from .registry import register
 
 F32 = np.float32
-#: label rows per image with ``yolo_data_type: 1`` (the fork's fixed 300)
-YOLO_ROWS = 300
 #: the MobileNet-YOLO fork draws a resize policy every this many batches (``load_batch``)
 POLICY_PERIOD = 10
 #: how far the policies' ``prob`` may sum from 1 (the fork's ``prob_eps``)
