@@ -361,9 +361,7 @@ class AnnotatedData(Data):
         n = len(idx)
         item = rows[:, 0].astype(np.int64)
         if self.flip_boxes and self.phase == "TRAIN":
-            flip = self.rng.random(n) < 0.5
-            x[flip] = x[flip][..., ::-1]
-            f = flip[item]
+            f = self._mirrored(x)[item]
             rows[f, 3], rows[f, 5] = F32(1) - rows[f, 5], F32(1) - rows[f, 3]
         if self.augment:
             rows[:, 3:7] = self._extrapolated(rows, crop_hw, idx)
