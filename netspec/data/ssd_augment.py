@@ -15,7 +15,7 @@ import numpy as np
 
 from .colorspace import bgr_to_hsv, hsv_to_bgr
 from . import interpolation
-from .image_list import _taps
+from .image_list import linear_taps
 
 F32 = np.float32
 UNIT = np.array([0, 0, 1, 1], F32)
@@ -287,8 +287,8 @@ class _Canvas:
 
     def linear(self, out_hw) -> np.ndarray:
         H, W = out_hw
-        y0, y1, b0, b1 = _taps(self.rect[:, 2:3], H)            # (n, H)
-        x0, x1, a0, a1 = _taps(self.rect[:, 3:4], W)            # (n, W)
+        y0, y1, b0, b1 = linear_taps(self.rect[:, 2:3], H)      # (n, H)
+        x0, x1, a0, a1 = linear_taps(self.rect[:, 3:4], W)      # (n, W)
         wa0, wa1 = a0[:, None, :, None].astype(np.int32), a1[:, None, :, None].astype(np.int32)
         out = 0
         for yi, wb in ((y0, b0), (y1, b1)):
