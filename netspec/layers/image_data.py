@@ -41,9 +41,7 @@ class ImageData(Data):
     def setup(self, bottom_shapes):
 
         p = self.p
-        if (p.new_height > 0) != (p.new_width > 0):
-            raise self.spec_error("set new_height and new_width together (or neither)",
-                                  field="image_data_param.new_height")
+        self._set_together(("new_height", "new_width"))
         for f in ("label_type", "ignore_label"):
             if f in p.model_fields_set:
                 raise self.spec_error(f"{f} is a field of DeepLab v2's ImageSegData layer; "
@@ -64,6 +62,14 @@ class ImageData(Data):
         self.first_shape = tuple(first.shape)
         shape = self._setup_transform(self.first_shape, "image_data_param")
         return [(p.batch_size,) + tuple(shape), (p.batch_size,)]
+
+    def _set_together(self, *pairs: tuple[str, str]) -> None:
+        """A spec error unless both fields of each pair of the param block are set (> 0) or
+        neither is."""
+        for a, b in pairs:
+            if (getattr(self.p, a) > 0) != (getattr(self.p, b) > 0):
+                raise self.spec_error(f"set {a} and {b} together (or neither)",
+                                      field=f"{self.param_block}.{a}")
 
     def _start(self, p, field: str) -> None:
         """The first pass over the n listed images: a fresh order from its first line, or with
@@ -156,9 +162,7 @@ class DenseImageData(ImageData):
 
         p = self.p
         field = "dense_image_data_param"
-        for a, b in (("new_height", "new_width"), ("crop_height", "crop_width")):
-            if (getattr(p, a) > 0) != (getattr(p, b) > 0):
-                raise self.spec_error(f"set {a} and {b} together (or neither)", field=f"{field}.{a}")
+        self._set_together(("new_height", "new_width"), ("crop_height", "crop_width"))
         tp = self.lp.transform_param
         for f in ("mirror", "crop_size"):
             if tp is not None and getattr(tp, f):

@@ -47,9 +47,7 @@ class ImageSegData(ImageData):
     def setup(self, bottom_shapes):
         p = self.p
         tp = self.lp.transform_param
-        if (p.new_height > 0) != (p.new_width > 0):
-            raise self.spec_error("set new_height and new_width together (or neither)",
-                                  field=f"{FIELD}.new_height")
+        self._set_together(("new_height", "new_width"))
         for f in ("crop_size", "mirror", "scale", "mean_file"):
             if f in p.model_fields_set:
                 raise self.spec_error(f"ImageSegData reads transform_param.{f}, not "
