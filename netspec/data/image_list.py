@@ -202,7 +202,7 @@ def decode_image(raw: bytes, color: bool | None) -> np.ndarray:
 _COEF = 2048   # OpenCV's INTER_RESIZE_COEF_SCALE: 11-bit fixed-point weights
 
 
-def _taps(src, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def linear_taps(src, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """OpenCV's INTER_LINEAR taps for one axis: source indices i0, i1 and fixed-point weights
     w0, w1 (cv::resize: centres aligned, clamped at the edges, weights rounded to 1/2048).
     ``src`` is one size, or an array of sizes (n, 1) giving (n, dst) taps."""
@@ -229,8 +229,8 @@ def resize_linear(a: np.ndarray, height: int, width: int) -> np.ndarray:
     c, h, w = a.shape
     if (h, w) == (height, width):
         return a
-    y0, y1, b0, b1 = _taps(h, height)
-    x0, x1, a0, a1 = _taps(w, width)
+    y0, y1, b0, b1 = linear_taps(h, height)
+    x0, x1, a0, a1 = linear_taps(w, width)
     x = a.astype(np.int64)
     rows = x[:, :, x0] * a0 + x[:, :, x1] * a1            # (C, h, width), exact
     r0, r1 = rows[:, y0, :] >> 4, rows[:, y1, :] >> 4

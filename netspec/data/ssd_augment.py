@@ -15,7 +15,7 @@ import numpy as np
 
 from .colorspace import bgr_to_hsv, hsv_to_bgr
 from . import interpolation
-from .image_list import _taps
+from .image_list import linear_taps
 
 F32 = np.float32
 UNIT = np.array([0, 0, 1, 1], F32)
@@ -81,11 +81,17 @@ def project_boxes(boxes: np.ndarray, crop: np.ndarray, emit=None
 
 # -- batch_sampler (sampler.cpp) ---------------------------------------------------------------
 
+def within_groups(counts: np.ndarray) -> np.ndarray:
+    """For rows grouped in order, ``counts`` (n,) rows per group: each row's index within its
+    group, (Σ counts,)."""
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
 def padded_boxes(boxes: np.ndarray, item: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (M, 4) of items ``item`` (M,) sorted, as (n, G, 4) per item and a (n, G) mask."""
     counts = np.bincount(item, minlength=n)
     g = max(int(counts.max(initial=0)), 1)
-    within = np.arange(len(item)) - (np.cumsum(counts) - counts)[item]
+    within = within_groups(counts)
     out = np.zeros((n, g, 4), F32)
     valid = np.zeros((n, g), bool)
     out[item, within], valid[item, within] = boxes, True
@@ -182,6 +188,13 @@ def pick_samples(rng, crops: np.ndarray, found: np.ndarray) -> tuple[np.ndarray,
     return chosen.astype(F32), count > 0
 
 
+def draw_modes(rng, modes: np.ndarray, n: int) -> np.ndarray:
+    """One of ``modes`` (the resize policy's ``interp_mode``) per item for n items, uniformly
+    (SSD: ``rand() % count``)."""
+    modes = np.asarray(modes)
+    return modes[np.minimum((rng.random(n) * len(modes)).astype(np.int64), len(modes) - 1)]
+
+
 def crop_rect(crop: np.ndarray, height: np.ndarray, width: np.ndarray) -> np.ndarray:
     """CropImage's pixel rectangle (n, 4) [y, x, h, w] of normalised crops (n, 4) on images of
     height × width (n,): the clipped crop scaled to pixels, offsets and sizes truncated (a
@@ -274,8 +287,8 @@ class _Canvas:
 
     def linear(self, out_hw) -> np.ndarray:
         H, W = out_hw
-        y0, y1, b0, b1 = _taps(self.rect[:, 2:3], H)            # (n, H)
-        x0, x1, a0, a1 = _taps(self.rect[:, 3:4], W)            # (n, W)
+        y0, y1, b0, b1 = linear_taps(self.rect[:, 2:3], H)      # (n, H)
+        x0, x1, a0, a1 = linear_taps(self.rect[:, 3:4], W)      # (n, W)
         wa0, wa1 = a0[:, None, :, None].astype(np.int32), a1[:, None, :, None].astype(np.int32)
         out = 0
         for yi, wb in ((y0, b0), (y1, b1)):
@@ -289,23 +302,18 @@ class _Canvas:
         iy, wy = interpolation.taps(mode, self.rect[:, 2:3], H, shrink)
         ix, wx = interpolation.taps(mode, self.rect[:, 3:4], W, shrink)
         n, c = len(self.x), self.x.shape[3]
-        if mode == "LANCZOS4":
-            # OpenCV's 8-bit path: 11-bit integer weights, rows then columns, >> 22 rounded
-            ia, ib = (np.rint(w * F32(2048)).astype(np.int64) for w in (wx, wy))
-            acc = np.zeros((n, H, W, c), np.int64)
-            for i in range(iy.shape[2]):                        # one pass per kernel tap
-                row = np.zeros_like(acc)
-                for j in range(ix.shape[2]):
-                    row += ia[:, None, :, j, None] * self.gather(iy[:, :, i], ix[:, :, j])
-                acc += ib[:, :, i, None, None] * row
-            out = (acc + (1 << 21)) >> 22
+        fixed = mode == "LANCZOS4"
+        if fixed:   # OpenCV's 8-bit path: 11-bit integer weights, rows then columns
+            wx, wy = (np.rint(w * F32(2048)).astype(np.int64) for w in (wx, wy))
+        acc = np.zeros((n, H, W, c), np.int64 if fixed else F32)
+        for i in range(iy.shape[2]):                            # one pass per kernel tap
+            row = np.zeros_like(acc)
+            for j in range(ix.shape[2]):
+                row += wx[:, None, :, j, None] * self.gather(iy[:, :, i], ix[:, :, j])
+            acc += wy[:, :, i, None, None] * row
+        if fixed:
+            out = (acc + (1 << 21)) >> 22                       # >> 22, rounded
         else:
-            acc = np.zeros((n, H, W, c), F32)
-            for i in range(iy.shape[2]):
-                row = np.zeros_like(acc)
-                for j in range(ix.shape[2]):
-                    row += wx[:, None, :, j, None] * self.gather(iy[:, :, i], ix[:, :, j])
-                acc += wy[:, :, i, None, None] * row
             out = np.rint(acc)
             if mode == "AREA":          # OpenCV's halving path rounds (a + b + c + d + 2) >> 2
                 half = (self.rect[:, 2] == 2 * H) & (self.rect[:, 3] == 2 * W)
@@ -450,6 +458,13 @@ def resize_policy(images: np.ndarray, sizes: np.ndarray, offset: np.ndarray, rec
     return out
 
 
+def _covering_hw(a: np.ndarray, h, w) -> tuple[np.ndarray, np.ndarray]:
+    """FIT_SMALL_SIZE's covering size (H', W') of h × w for aspect ratios ``a`` = width /
+    height, float32, unrounded: [w / a, w] when a < w / h, else [h, a·h]."""
+    tall = a < w / h
+    return np.where(tall, w / a, h), np.where(tall, w, a * h)
+
+
 def resize_boxes(b: np.ndarray, old_hw: np.ndarray, r) -> np.ndarray:
     """UpdateBBoxByResizePolicy: boxes (M, 4) of images old_hw (M, 2) resized by the policy
     ``r`` (resize_mode, height, width), through pixels in float32 as SSD. WARP: scaled, xmin
@@ -471,8 +486,7 @@ def resize_boxes(b: np.ndarray, old_hw: np.ndarray, r) -> np.ndarray:
         return pad + np.maximum(F32(0), v0 * inner / old), pad + np.minimum(new, v1 * inner / old)
 
     if r.resize_mode == "FIT_SMALL_SIZE":
-        tall = a < nw / nh
-        nh, nw = np.where(tall, nw / a, nh), np.where(tall, nw, a * nh)
+        nh, nw = _covering_hw(a, nh, nw)
     if r.resize_mode == "FIT_LARGE_SIZE_AND_PAD":
         wide = a > nw / nh
         px, py = (nw - a * nh) / F32(2), (nh - nw / a) / F32(2)
@@ -494,9 +508,7 @@ def extrapolate_boxes(b: np.ndarray, old_hw: np.ndarray, r) -> np.ndarray:
         return b
     oh, ow = old_hw[:, 0].astype(F32), old_hw[:, 1].astype(F32)
     a = ow / oh
-    nh, nw = F32(r.height), F32(r.width)
-    tall = a < nw / nh
-    rh, rw = np.where(tall, nw / a, nh), np.where(tall, nw, a * nh)
+    rh, rw = _covering_hw(a, F32(r.height), F32(r.width))
     size = np.stack([rw, rh] * 2, 1)
     scale = np.array([r.width_scale, r.height_scale] * 2, F32)
     return (b * size / scale).astype(F32)

@@ -5,18 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.annotated import open_annotated
-from ..data.ssd_augment import (UNIT, distort, draw_distortion, draw_expansion,
+from ..data.ssd_augment import (UNIT, distort, draw_distortion, draw_expansion, draw_modes,
                                 generate_batch_samples, jitter_crops, padded_boxes, pick_samples,
                                 project_boxes, crop_rect, extrapolate_boxes, fit_hw,
-                                resize_boxes, resize_policy)
+                                resize_boxes, resize_policy, within_groups)
 from ..errors import DataError
 from ..spec.params.common import ResizeParameter
+from ..spec.params.data import YOLO_ROWS
 from .data import Data, _color
 from .registry import register
 
 F32 = np.float32
-#: label rows per image with ``yolo_data_type: 1`` (the fork's fixed 300)
-YOLO_ROWS = 300
 #: the MobileNet-YOLO fork draws a resize policy every this many batches (``load_batch``)
 POLICY_PERIOD = 10
 #: how far the policies' ``prob`` may sum from 1 (the fork's ``prob_eps``)
@@ -306,10 +305,8 @@ class AnnotatedData(Data):
     def _batch_rows(self, idx: np.ndarray) -> np.ndarray:
         """The box rows of records ``idx``, in order, column 0 their item in the batch."""
         counts = self.box_count[idx]
-        item = np.repeat(np.arange(len(idx)), counts)
-        within = np.arange(len(item)) - np.repeat(np.cumsum(counts) - counts, counts)
-        rows = self.boxes[np.repeat(self.box_start[idx], counts) + within].copy()
-        rows[:, 0] = item
+        rows = self.boxes[np.repeat(self.box_start[idx], counts) + within_groups(counts)]
+        rows[:, 0] = np.repeat(np.arange(len(idx)), counts)
         return rows
 
     def _policy(self):
@@ -345,8 +342,7 @@ class AnnotatedData(Data):
             crop = jitter_crops(rng, self.jitter, n, keep_aspect=keep)
             rows, item = _moved(rows, item, np.ones(n, bool), crop, emit)
             rect = crop_rect(crop, canvas[:, 0], canvas[:, 1])
-        mode = self.interp[np.minimum((rng.random(n) * len(self.interp)).astype(np.int64),
-                                      len(self.interp) - 1)]
+        mode = draw_modes(rng, self.interp, n)
         policy = self._policy()
         x = resize_policy(images, sizes, offset, rect, policy, self.fill, mode)
         rows[:, 3:7] = resize_boxes(rows[:, 3:7], rect[item, 2:4], policy)
@@ -365,9 +361,7 @@ class AnnotatedData(Data):
         n = len(idx)
         item = rows[:, 0].astype(np.int64)
         if self.flip_boxes and self.phase == "TRAIN":
-            flip = self.rng.random(n) < 0.5
-            x[flip] = x[flip][..., ::-1]
-            f = flip[item]
+            f = self._mirrored(x)[item]
             rows[f, 3], rows[f, 5] = F32(1) - rows[f, 5], F32(1) - rows[f, 3]
         if self.augment:
             rows[:, 3:7] = self._extrapolated(rows, crop_hw, idx)
@@ -411,7 +405,7 @@ class AnnotatedData(Data):
             raise self.error(f"record {int(idx[k])} has {counts[k]} boxes after the transform; "
                              f"yolo_data_type 1 holds at most {YOLO_ROWS} per image (as the "
                              "fork)", field="annotated_data_param.yolo_data_type", cls=DataError)
-        at = np.arange(len(item)) - np.repeat(np.cumsum(counts) - counts, counts)
+        at = within_groups(counts)
         b = rows[:, 3:7]
         out = np.zeros((n, 1, YOLO_ROWS, 5), dtype=self.dtype)
         out[item, 0, at] = np.stack([rows[:, 1] - 1, (b[:, 0] + b[:, 2]) / 2,

@@ -216,13 +216,19 @@ class Data(Layer):
             x = x[np.arange(n)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
             x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         if self.mirror and self.phase == "TRAIN":
-            flip = self.rng.random(x.shape[0]) < 0.5
-            x[flip] = x[flip][..., ::-1]
+            self._mirrored(x)
         if self.mean is not None:
             x -= self.mean
         if self.scale != 1.0:
             x *= np.float32(self.scale)
         return x
+
+    def _mirrored(self, x: np.ndarray) -> np.ndarray:
+        """Caffe's TRAIN mirror of a batch x (n, C, H, W): about half the items, drawn, flipped
+        left-right in place; the (n,) mask of those flipped."""
+        flip = self.rng.random(x.shape[0]) < 0.5
+        x[flip] = x[flip][..., ::-1]
+        return flip
 
     def forward(self, bottom, top):
         idx = self.next_indices()

@@ -41,9 +41,7 @@ class ImageData(Data):
     def setup(self, bottom_shapes):
 
         p = self.p
-        if (p.new_height > 0) != (p.new_width > 0):
-            raise self.spec_error("set new_height and new_width together (or neither)",
-                                  field="image_data_param.new_height")
+        self._set_together(("new_height", "new_width"))
         for f in ("label_type", "ignore_label"):
             if f in p.model_fields_set:
                 raise self.spec_error(f"{f} is a field of DeepLab v2's ImageSegData layer; "
@@ -56,7 +54,7 @@ class ImageData(Data):
         except DataError as e:
             raise self.error(e.format(), field="image_data_param.source", cls=DataError) from None
         self.entries = entries
-        self.files = [self._find(e, listing, net_dir) for e in entries]
+        self.files = [self._find(e.path, e.line, listing, net_dir) for e in entries]
         self.labels = np.asarray([e.label for e in entries], dtype=np.int64)
         self.n = len(entries)
         self._start(p, "image_data_param")
@@ -64,6 +62,14 @@ class ImageData(Data):
         self.first_shape = tuple(first.shape)
         shape = self._setup_transform(self.first_shape, "image_data_param")
         return [(p.batch_size,) + tuple(shape), (p.batch_size,)]
+
+    def _set_together(self, *pairs: tuple[str, str]) -> None:
+        """A spec error unless both fields of each pair of the param block are set (> 0) or
+        neither is."""
+        for a, b in pairs:
+            if (getattr(self.p, a) > 0) != (getattr(self.p, b) > 0):
+                raise self.spec_error(f"set {a} and {b} together (or neither)",
+                                      field=f"{self.param_block}.{a}")
 
     def _start(self, p, field: str) -> None:
         """The first pass over the n listed images: a fresh order from its first line, or with
@@ -79,12 +85,14 @@ class ImageData(Data):
                                  field=f"{field}.rand_skip", cls=DataError)
             self.cursor = skip
 
-    def _find(self, entry, listing: Path, net_dir: Path | None) -> Path:
-
+    def _find(self, name: str, line: int, listing: Path, net_dir: Path | None) -> Path:
+        """The file of ``root_folder + name`` (line ``line`` of ``listing``); missing: the
+        layer's error naming its ``source``."""
         try:
-            return find_image(self.p.root_folder + entry.path, listing, net_dir, entry.line)
+            return find_image(self.p.root_folder + name, listing, net_dir, line)
         except DataError as e:
-            raise self.error(e.format(), field="image_data_param.source", cls=DataError) from None
+            raise self.error(e.format(), field=f"{self.param_block}.source",
+                             cls=DataError) from None
 
     def _read(self, i: int) -> np.ndarray:
 
@@ -154,9 +162,7 @@ class DenseImageData(ImageData):
 
         p = self.p
         field = "dense_image_data_param"
-        for a, b in (("new_height", "new_width"), ("crop_height", "crop_width")):
-            if (getattr(p, a) > 0) != (getattr(p, b) > 0):
-                raise self.spec_error(f"set {a} and {b} together (or neither)", field=f"{field}.{a}")
+        self._set_together(("new_height", "new_width"), ("crop_height", "crop_width"))
         tp = self.lp.transform_param
         for f in ("mirror", "crop_size"):
             if tp is not None and getattr(tp, f):
@@ -171,8 +177,8 @@ class DenseImageData(ImageData):
         except DataError as e:
             raise self.error(e.format(), field=f"{field}.source", cls=DataError) from None
         self.entries = pairs
-        self.files = [self._find_path(e.path, e.line, listing, net_dir) for e in pairs]
-        self.label_files = [self._find_path(e.label_path, e.line, listing, net_dir) for e in pairs]
+        self.files = [self._find(e.path, e.line, listing, net_dir) for e in pairs]
+        self.label_files = [self._find(e.label_path, e.line, listing, net_dir) for e in pairs]
         self.n = len(pairs)
         self._start(p, field)
         image, label = self._read_pair(int(self.order[self.cursor]))
@@ -185,14 +191,6 @@ class DenseImageData(ImageData):
             H, W = p.crop_height, p.crop_width
         shape = self._setup_transform((C, H, W), field)
         return [(p.batch_size,) + tuple(shape), (p.batch_size, 1, H, W)]
-
-    def _find_path(self, name: str, line: int, listing: Path, net_dir: Path | None) -> Path:
-
-        try:
-            return find_image(self.p.root_folder + name, listing, net_dir, line)
-        except DataError as e:
-            raise self.error(e.format(), field="dense_image_data_param.source",
-                             cls=DataError) from None
 
     def _read_pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Image i (C, H, W) and its label image (1, H, W), resized, sizes checked."""

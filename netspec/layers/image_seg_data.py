@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.image_list import find_image, load_image, read_seg_list, resize_linear, resize_nearest
+from ..data.image_list import load_image, read_seg_list, resize_linear, resize_nearest
 from ..data.sources import resolve_file
 from ..errors import DataError
 from .image_data import ImageData
@@ -47,9 +47,7 @@ class ImageSegData(ImageData):
     def setup(self, bottom_shapes):
         p = self.p
         tp = self.lp.transform_param
-        if (p.new_height > 0) != (p.new_width > 0):
-            raise self.spec_error("set new_height and new_width together (or neither)",
-                                  field=f"{FIELD}.new_height")
+        self._set_together(("new_height", "new_width"))
         for f in ("crop_size", "mirror", "scale", "mean_file"):
             if f in p.model_fields_set:
                 raise self.spec_error(f"ImageSegData reads transform_param.{f}, not "
@@ -71,8 +69,9 @@ class ImageSegData(ImageData):
             self.entries = read_seg_list(listing, p.label_type)
         except DataError as e:
             raise self.error(e.format(), field=f"{FIELD}.source", cls=DataError) from None
-        self.files = [self._find(e, listing, self.net_dir) for e in self.entries]
-        self.label_files = [self._find_label(e, listing) for e in self.entries]
+        self.files = [self._find(e.path, e.line, listing, self.net_dir) for e in self.entries]
+        self.label_files = [self._find(e.label_path, e.line, listing, self.net_dir)
+                            if p.label_type == "PIXEL" else None for e in self.entries]
         self.n = len(self.entries)
         self._start(p, FIELD)
         first = self._read(int(self.order[self.cursor]))
@@ -99,16 +98,6 @@ class ImageSegData(ImageData):
                                   field=f"transform_param.{sorted(hw)[0]}")
         h, w = (tp.crop_height, tp.crop_width) if hw else (tp.crop_size, tp.crop_size)
         return (h, w) if h > 0 and w > 0 else None
-
-    def _find_label(self, entry, listing):
-
-        if self.p.label_type != "PIXEL":
-            return None
-        try:
-            return find_image(self.p.root_folder + entry.label_path, listing, self.net_dir,
-                              entry.line)
-        except DataError as e:
-            raise self.error(e.format(), field=f"{FIELD}.source", cls=DataError) from None
 
     def _read_pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Image i (C, H, W) and its label image (1, H, W), uint8, as the fork reads them."""

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.sources import resolve_file
-from ..data.ssd_augment import resize_policy
+from ..data.ssd_augment import draw_modes, resize_policy
 from ..errors import DataError
-from ..spec.params.common import SSD_TRANSFORM_FIELDS
+from ..spec.params.common import DEEPLAB_TRANSFORM_FIELDS, SSD_TRANSFORM_FIELDS
 from .data import Data
 from .registry import register
 
@@ -121,10 +121,9 @@ class VideoData(Data):
         n, _, h, w = frames.shape
         sizes = np.tile([h, w], (n, 1))
         rect = np.concatenate([np.zeros_like(sizes), sizes], 1)
-        modes = np.array(self.policy.interp_mode or ["LINEAR"])
-        pick = np.minimum((self.rng.random(n) * len(modes)).astype(np.int64), len(modes) - 1)
+        modes = draw_modes(self.rng, self.policy.interp_mode or ["LINEAR"], n)
         return resize_policy(frames, sizes, np.zeros_like(sizes), rect, self.policy,
-                             np.zeros(3, np.int32), modes[pick])
+                             np.zeros(3, np.int32), modes)
 
     def _refuse_fork_transform_fields(self) -> None:
         """SSD's DataTransformer of an image reads resize_param (and noise_param, refused
@@ -142,7 +141,7 @@ class VideoData(Data):
         if len(tp.resize_param) > 1:
             raise self.spec_error("several resize_param: SSD's VideoData resizes by one",
                                   field="transform_param.resize_param")
-        for f in ("scale_factors", "crop_width", "crop_height"):
+        for f in DEEPLAB_TRANSFORM_FIELDS:
             if f in tp.model_fields_set:
                 raise self.spec_error(f"{f} is a field of DeepLab v2's transform, read by its "
                                       "ImageSegData layer only", field=f"transform_param.{f}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..errors import ShapeError, SpecError
 from .net import NetParameter
 from .params.common import BlobShape
-from .params.data import InputParameter
+from .params.data import YOLO_ROWS, InputParameter
 
 
 def with_input_shapes(param: NetParameter, shapes: dict[str, tuple[int, ...]]) -> NetParameter:
@@ -113,7 +113,7 @@ def stand_in_inputs(param: NetParameter, shapes: dict[str, tuple[int, ...]] | No
 def _label_shape(lp, first: tuple[int, ...], k: int) -> tuple[int, ...]:
     """The stand-in shape of top ``k`` > 0 of data layer ``lp`` whose top 0 is ``first``
     (N, …): (N,); AnnotatedData's box rows, or with MobileNet-YOLO's ``yolo_data_type: 1``
-    YOLO's (N, 1, 300, 5) rows; ImageSegData's label image (N, 1, H, W) and data_dim
+    YOLO's (N, 1, YOLO_ROWS, 5) rows; ImageSegData's label image (N, 1, H, W) and data_dim
     (N, 1, 1, 2)."""
     n = first[0]
     if lp.type == "ImageSegData":
@@ -121,7 +121,7 @@ def _label_shape(lp, first: tuple[int, ...], k: int) -> tuple[int, ...]:
     if lp.type != "AnnotatedData":
         return (n,)
     ap = lp.annotated_data_param
-    return (n, 1, 300, 5) if ap is not None and ap.yolo_data_type == 1 else (1, 1, n, BOX_ROW)
+    return (n, 1, YOLO_ROWS, 5) if ap is not None and ap.yolo_data_type == 1 else (1, 1, n, BOX_ROW)
 
 
 def declared_shapes(param: NetParameter, index: int) -> tuple[dict[str, tuple[int, ...]], str]:

@@ -193,7 +193,6 @@ class HDF5OutputParameter(Message):
     file_name: str
 
 
-#: the Caffe layer types of this family
 class Sampler(Message):
     """SSD's sampler: the scale and aspect-ratio ranges of a sampled crop."""
 
@@ -224,6 +223,10 @@ class BatchSampler(Message):
     max_trials: NonNegativeInt = 100
 
 
+#: label rows per image with ``yolo_data_type: 1`` (the MobileNet-YOLO fork's fixed 300)
+YOLO_ROWS = 300
+
+
 class AnnotatedDataParameter(Message):
     """SSD's ``annotated_data_param`` (its field 200): random crops (``batch_sampler``), the
     label map file (names of the labels; not read by the layer) and the annotation type."""
@@ -250,6 +253,7 @@ class VideoDataParameter(Message):
     skip_frames: NonNegativeInt = 0
 
 
+#: the Caffe layer types of this family
 TYPES = ("Input", "Data", "DummyData", "MemoryData", "ImageData", "WindowData", "HDF5Data", "HDF5Output",
          "DenseImageData", "AnnotatedData", "ImageSegData", "MatRead", "MatWrite", "VideoData",)
 
