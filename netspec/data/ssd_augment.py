@@ -23,10 +23,12 @@ UNIT = np.array([0, 0, 1, 1], F32)
 
 # -- SSD's box geometry (bbox_util.cpp) -------------------------------------------------------
 
-def box_size(b: np.ndarray) -> np.ndarray:
-    """BBoxSize of normalised boxes (..., 4): width·height, 0 for an inverted box."""
+def box_area(b: np.ndarray, normalized: bool = True) -> np.ndarray:
+    """SSD's BBoxSize of boxes (..., 4), float32: w·h of normalised boxes, (w + 1)·(h + 1) of
+    pixel boxes (``normalized`` false); 0 for an inverted box."""
     w, h = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
-    return np.where((w < 0) | (h < 0), F32(0), w * h)
+    area = w * h if normalized else (w + F32(1)) * (h + F32(1))
+    return np.where((w < 0) | (h < 0), F32(0), area).astype(F32)
 
 
 def intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -47,14 +49,14 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     iw, ih = i[..., 2] - i[..., 0], i[..., 3] - i[..., 1]
     inter = iw * ih
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where((iw > 0) & (ih > 0), inter / (box_size(a) + box_size(b) - inter), F32(0))
+        return np.where((iw > 0) & (ih > 0), inter / (box_area(a) + box_area(b) - inter), F32(0))
 
 
 def coverage(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """BBoxCoverage: |a ∩ b| / |a| (0 when the intersection is empty)."""
-    inter = box_size(intersection(a, b))
+    inter = box_area(intersection(a, b))
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(inter > 0, inter / box_size(a), F32(0))
+        return np.where(inter > 0, inter / box_area(a), F32(0))
 
 
 def project_boxes(boxes: np.ndarray, crop: np.ndarray, emit=None
@@ -75,7 +77,7 @@ def project_boxes(boxes: np.ndarray, crop: np.ndarray, emit=None
     wh = np.stack([c[:, 2] - c[:, 0], c[:, 3] - c[:, 1]] * 2, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         p = np.clip((b - c[:, [0, 1, 0, 1]]) / wh, F32(0), F32(1))
-    keep &= box_size(p) > 0
+    keep &= box_area(p) > 0
     return keep, p
 
 

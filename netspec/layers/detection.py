@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from ..backend import to_numpy
+from ..data.ssd_augment import box_area
 from .base import Layer, legacy_dim
 from .registry import register
 
@@ -192,14 +193,6 @@ def _decode(loc, prior, var, code_type, variance_in_target):
     out[..., 2] = cx + w / F32(2)
     out[..., 3] = cy + h / F32(2)
     return out
-
-
-def box_area(b: np.ndarray, normalized: bool = True) -> np.ndarray:
-    """SSD's BBoxSize of boxes (..., 4), float32: w·h of normalised boxes, (w + 1)·(h + 1) of
-    pixel boxes (``normalized`` false); 0 for an inverted box."""
-    w, h = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
-    area = w * h if normalized else (w + F32(1)) * (h + F32(1))
-    return np.where((w < 0) | (h < 0), F32(0), area).astype(F32)
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
